@@ -1,0 +1,277 @@
+"""Readers of the host: psutil (CPU, memory, disk, network, sensors), cgroup limits, NVML GPUs.
+
+Each source reads one group of metrics and returns a dict of ``ResourceUtilization`` field
+values; it does no other I/O. A group that raises loses only its own fields for that sample
+(the sampler guards each group separately). Probing what the machine has happens once, in
+``__init__``; ``read`` is the short per-sample path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Protocol
+
+import psutil as _psutil
+
+from fleet_hwmon.sample import DiskIO, MountUsage, NicIO
+from fleet_hwmon.sampling.cgroup import CgroupLimits, CgroupReader, effective_cpu_count, effective_memory
+from fleet_hwmon.sampling.counters import CounterRates, summed
+
+# Mount types that are not storage a test writes to; skipped in the per-mount view.
+_PSEUDO_FS = frozenset({"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2",
+                        "autofs", "nsfs", "fuse.snapfuse", "iso9660", "udf"})
+
+
+class MetricSource(Protocol):
+    """One group of metrics. ``read(now_s)`` gets the monotonic time of the sample and returns
+    ``ResourceUtilization`` field values; it may raise, which loses only its own fields."""
+
+    name: str
+
+    def read(self, now_s: float) -> dict[str, Any]: ...
+
+
+def cpu_busy_total_s(times: Any) -> tuple[float, float]:
+    """``(busy_s, total_s)`` of one ``psutil.cpu_times()`` tuple, as psutil computes it: guest
+    time is already inside user/nice on Linux, and idle and iowait are not busy."""
+    total = sum(times)
+    total -= getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+    busy = total - times.idle - getattr(times, "iowait", 0.0)
+    return busy, total
+
+
+def _percent(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    busy = after[0] - before[0]
+    total = after[1] - before[1]
+    if total <= 0:
+        return None
+    return min(100.0, max(0.0, 100.0 * busy / total))
+
+
+class CpuSource:
+    """``cpu_percent`` (and per-CPU when asked), 0-100, from ``psutil.cpu_times()`` deltas.
+
+    The deltas are kept per source rather than through ``psutil.cpu_percent(interval=None)``,
+    whose reference point is process-global (two monitors in one process would reset each
+    other) and whose first call returns a meaningless 0.0 (C01). The constructor takes the
+    reference reading; a read less than ``min_interval_s`` after the previous one reports
+    ``None`` (an interval of a few milliseconds is noise, and unknown is not idle).
+    """
+
+    name = "cpu"
+
+    def __init__(self, psutil: ModuleType = _psutil, *, per_cpu: bool = False, detail: bool = False,
+                 cgroup: CgroupReader | None = None, min_interval_s: float = 0.05) -> None:
+        self._ps = psutil
+        self._per_cpu = per_cpu
+        self._detail = detail
+        self._cgroup = cgroup
+        self._min_interval_s = min_interval_s
+        self._previous = self._times()
+        self._previous_s = time.monotonic()
+        try:
+            self._affinity = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self._affinity = None
+        self._logical = self._ps.cpu_count()
+        self._has_freq = detail and hasattr(self._ps, "cpu_freq")
+
+    def _times(self) -> tuple[tuple[float, float], list[tuple[float, float]] | None]:
+        total = cpu_busy_total_s(self._ps.cpu_times())
+        per_cpu = [cpu_busy_total_s(t) for t in self._ps.cpu_times(percpu=True)] if self._per_cpu else None
+        return total, per_cpu
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if now_s - self._previous_s >= self._min_interval_s:
+            current = self._times()
+            (total_before, per_before), (total_now, per_now) = self._previous, current
+            out["cpu_percent"] = _percent(total_before, total_now)
+            if per_now is not None and per_before is not None and len(per_now) == len(per_before):
+                out["per_cpu_percent"] = tuple(_percent(b, a) for b, a in zip(per_before, per_now))
+            self._previous, self._previous_s = current, now_s
+        quota = self._cgroup.read().cpu_quota_cores if self._cgroup is not None else None
+        out["cgroup_cpu_quota_cores"] = quota
+        out["cpu_count_effective"] = effective_cpu_count(quota, self._affinity, self._logical)
+        if self._has_freq:
+            freq = self._ps.cpu_freq()
+            out["cpu_frequency_mhz"] = freq.current if freq else None
+        return out
+
+
+class LoadSource:
+    """``load_average_1m/5m/15m`` from ``psutil.getloadavg()`` (emulated by psutil on Windows)."""
+
+    name = "load"
+
+    def __init__(self, psutil: ModuleType = _psutil) -> None:
+        self._ps = psutil
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        one, five, fifteen = self._ps.getloadavg()
+        return {"load_average_1m": one, "load_average_5m": five, "load_average_15m": fifteen}
+
+
+class MemorySource:
+    """Memory from ``psutil.virtual_memory()`` / ``swap_memory()``, corrected by the cgroup limit.
+
+    Inside a memory-limited container psutil still reports the host (``/proc/meminfo``); the
+    effective total is then ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1) and used is the
+    cgroup's own usage, so percent is measured against what the worker may really use.
+    """
+
+    name = "memory"
+
+    def __init__(self, psutil: ModuleType = _psutil, *, cgroup: CgroupReader | None = None,
+                 swap: bool = True) -> None:
+        self._ps = psutil
+        self._cgroup = cgroup
+        self._swap = swap
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        vm = self._ps.virtual_memory()
+        out: dict[str, Any] = {}
+        if self._cgroup is not None:
+            limits = self._cgroup.read()
+            total, used, percent, source = effective_memory(vm.total, vm.available, limits)
+            out["cgroup_memory_limit_bytes"] = limits.memory_limit_bytes
+        else:
+            total, used, percent, source = effective_memory(vm.total, vm.available, _NO_LIMITS)
+        out.update(memory_total_bytes=total, memory_used_bytes=used, memory_percent=percent)
+        if source == "cgroup":
+            out["memory_available_bytes"] = None if used is None else max(0, total - used)
+        else:
+            out["memory_available_bytes"] = vm.available
+        if self._swap:
+            swap = self._ps.swap_memory()
+            out.update(swap_used_bytes=swap.used, swap_percent=swap.percent if swap.total else None)
+        return out
+
+
+class DiskSource:
+    """Disk space of ``disk_path`` (``psutil.disk_usage``), read/write rates of whole physical
+    disks (``psutil.disk_io_counters(perdisk=True)`` deltas; partitions, loop, zram and
+    device-mapper devices are left out so no byte is counted twice), and, when ``mounts`` is
+    set, the space of every real mount (a mount that cannot be read is skipped, C04)."""
+
+    name = "disk"
+
+    def __init__(self, psutil: ModuleType = _psutil, *, disk_path: str = "/", per_disk: bool = False,
+                 mounts: bool = False, sys_block: str = "/sys/block",
+                 on_mount_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self._ps = psutil
+        self._disk_path = disk_path
+        self._per_disk = per_disk
+        self._mounts = mounts
+        self._rates = CounterRates()
+        self._on_mount_error = on_mount_error
+        block = Path(sys_block)
+        self._physical: frozenset[str] | None = (
+            frozenset(p.name for p in block.iterdir() if (p / "device").exists()) if block.is_dir() else None
+        )
+        self._io_counters(time.monotonic())  # reference point, so the first sample has a rate
+
+    def _io_counters(self, now_s: float) -> dict[str, tuple[float | None, ...]]:
+        counters = self._ps.disk_io_counters(perdisk=True) or {}
+        if self._physical is not None:
+            counters = {k: v for k, v in counters.items() if k in self._physical}
+        return self._rates.update({k: (v.read_bytes, v.write_bytes) for k, v in counters.items()}, now_s)
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"disk_usage_percent": self._ps.disk_usage(self._disk_path).percent}
+        rates = self._io_counters(now_s)
+        out["disk_read_bytes_per_s"], out["disk_write_bytes_per_s"] = summed(rates, 2)
+        if self._per_disk:
+            out["disks"] = tuple(DiskIO(name, r, w) for name, (r, w) in sorted(rates.items()))
+        if self._mounts:
+            out["mounts"] = self._read_mounts()
+        return out
+
+    def _read_mounts(self) -> tuple[MountUsage, ...]:
+        usages = []
+        for part in self._ps.disk_partitions(all=False):
+            if part.fstype in _PSEUDO_FS:
+                continue
+            try:
+                usage = self._ps.disk_usage(part.mountpoint)
+            except (OSError, RuntimeError) as err:  # empty drive, vanished mount, denied bind mount
+                if self._on_mount_error is not None:
+                    self._on_mount_error(part.mountpoint, err)
+                continue
+            usages.append(MountUsage(part.mountpoint, usage.percent, usage.free, usage.total))
+        return tuple(usages)
+
+
+class NetworkSource:
+    """Send/receive rates from ``psutil.net_io_counters(pernic=True)``, per NIC then summed, so a
+    vanished NIC stops contributing and a wrap or reset never becomes a negative spike (C03)."""
+
+    name = "network"
+
+    def __init__(self, psutil: ModuleType = _psutil, *, per_nic: bool = False) -> None:
+        self._ps = psutil
+        self._per_nic = per_nic
+        self._rates = CounterRates()
+        self._io_counters(time.monotonic())  # reference point, so the first sample has a rate
+
+    def _io_counters(self, now_s: float) -> dict[str, tuple[float | None, ...]]:
+        counters = self._ps.net_io_counters(pernic=True) or {}
+        return self._rates.update({k: (v.bytes_recv, v.bytes_sent) for k, v in counters.items()}, now_s)
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        rates = self._io_counters(now_s)
+        out: dict[str, Any] = {}
+        out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"] = summed(rates, 2)
+        if self._per_nic:
+            out["nics"] = tuple(NicIO(name, r, s) for name, (r, s) in sorted(rates.items()))
+        return out
+
+
+class TemperatureSource:
+    """Hottest CPU sensor from ``psutil.sensors_temperatures()``; ``None`` where the function does
+    not exist (Windows, macOS) or returns nothing (VMs, containers) (C07)."""
+
+    name = "temperature"
+    _CPU_SENSORS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "acpitz")
+
+    def __init__(self, psutil: ModuleType = _psutil) -> None:
+        self._read = getattr(psutil, "sensors_temperatures", None)
+        self.available = self._read is not None and bool(self._safe_read())
+
+    def _safe_read(self) -> dict:
+        try:
+            return self._read() or {}
+        except (OSError, RuntimeError):
+            return {}
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        if not self.available:
+            return {"cpu_temperature_celsius": None}
+        sensors = self._safe_read()
+        for name in self._CPU_SENSORS:
+            readings = [s.current for s in sensors.get(name, ()) if s.current is not None]
+            if readings:
+                return {"cpu_temperature_celsius": max(readings)}
+        return {"cpu_temperature_celsius": None}
+
+
+class GpuSource:
+    """GPUs through the NVML gateway; an empty tuple when NVML is unavailable (the monitor says
+    why once, from ``gateway.reason``)."""
+
+    name = "gpu"
+
+    def __init__(self, gateway: Any, *, detailed: bool = False) -> None:
+        self._gateway = gateway
+        self._detailed = detailed
+
+    def read(self, now_s: float) -> dict[str, Any]:
+        if not self._gateway.available:
+            return {}
+        return {"gpus": self._gateway.read_gpus(detailed=self._detailed)}
+
+
+_NO_LIMITS = CgroupLimits()

@@ -1,0 +1,98 @@
+"""Builds one ``ResourceUtilization`` from a set of metric sources, never letting one kill it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import psutil as _psutil
+
+from fleet_hwmon.levels import MonitoringLevel
+from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sampling.cgroup import CgroupReader
+from fleet_hwmon.sampling.host import (
+    CpuSource,
+    DiskSource,
+    GpuSource,
+    LoadSource,
+    MemorySource,
+    MetricSource,
+    NetworkSource,
+    TemperatureSource,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    """Reads every source and merges their fields into one sample of ``worker_id``.
+
+    A source that raises is logged (once per source and error type, then rate-limited) and
+    counted in ``errors``; its fields are ``None`` in that sample, the others are kept.
+    ``sample`` is serialised by a lock: psutil's CPU reference points are process-global
+    state, and a task's start/stop sample may run beside the sampling thread.
+    """
+
+    def __init__(self, worker_id: str, sources: Sequence[MetricSource], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], Any] = utc_now) -> None:
+        self.worker_id = worker_id
+        self.sources = list(sources)
+        self.errors: dict[str, int] = {s.name: 0 for s in self.sources}
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._log = RateLimitedLogger(log)
+
+    def sample(self, task_ids: Sequence[str] = ()) -> ResourceUtilization:
+        fields: dict[str, Any] = {}
+        with self._lock:
+            now_s = self._clock()
+            timestamp = self._wall_clock()
+            for source in self.sources:
+                try:
+                    fields.update(source.read(now_s))
+                except Exception as err:  # one broken source must not cost the whole sample
+                    self.errors[source.name] = self.errors.get(source.name, 0) + 1
+                    self._log.log(f"{source.name}:{type(err).__name__}", logging.WARNING,
+                                  "metric source %r failed on worker %s: %s: %s",
+                                  source.name, self.worker_id, type(err).__name__, err)
+        return ResourceUtilization(worker_id=self.worker_id, timestamp=timestamp,
+                                   task_ids=tuple(task_ids), **fields)
+
+
+def build_host_sources(level: MonitoringLevel, *, psutil: ModuleType = _psutil, nvml: Any = None,
+                       cgroup: CgroupReader | None = None, disk_path: str = "/") -> list[MetricSource]:
+    """The host's sources for ``level``'s metric groups (see :class:`MonitoringLevel`).
+
+    ``nvml`` is an ``NvmlGateway`` (or a test double); ``None`` leaves GPUs out.
+    ``cgroup`` defaults to the real ``/sys/fs/cgroup`` reader.
+    """
+    groups = level.metric_groups
+    cgroup = cgroup if cgroup is not None else CgroupReader()
+    mount_log = RateLimitedLogger(log)
+    sources: list[MetricSource] = []
+    if "cpu" in groups:
+        sources.append(CpuSource(psutil, per_cpu="per_cpu" in groups, detail="cpu_detail" in groups,
+                                 cgroup=cgroup if "cgroup" in groups else None))
+    if "load" in groups:
+        sources.append(LoadSource(psutil))
+    if "memory" in groups:
+        sources.append(MemorySource(psutil, cgroup=cgroup if "cgroup" in groups else None,
+                                    swap="load" in groups))
+    if "disk" in groups:
+        sources.append(DiskSource(
+            psutil, disk_path=disk_path, per_disk="per_disk" in groups, mounts="mounts" in groups,
+            on_mount_error=lambda mount, err: mount_log.log(
+                f"mount:{mount}", logging.INFO, "skipping unreadable mount %s: %s", mount, err)))
+    if "network" in groups:
+        sources.append(NetworkSource(psutil, per_nic="per_nic" in groups))
+    if "cpu_detail" in groups:
+        sources.append(TemperatureSource(psutil))
+    if "gpu" in groups and nvml is not None:
+        sources.append(GpuSource(nvml, detailed="gpu_detail" in groups))
+    return sources

@@ -1,0 +1,151 @@
+"""DuckDB tables derived from the typed records, and the Arrow schemas used to append them.
+
+A record class (a frozen dataclass such as ``ResourceUtilization``) is the single definition of
+a table: each field becomes a column with the DuckDB and Arrow types below. Migrating an
+existing file means adding the columns a newer record has (``ALTER TABLE ... ADD COLUMN``), so
+files written by an older version keep working; ``schema_meta`` records the store version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import types
+import typing
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Tables the store itself owns (not derived from a record class).
+FIXED_TABLES: dict[str, str] = {
+    "schema_meta": "CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL, "
+    "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)",
+    "hardware_capabilities": "CREATE TABLE IF NOT EXISTS hardware_capabilities ("
+    "worker_id VARCHAR PRIMARY KEY, fingerprint VARCHAR, hostname VARCHAR, os VARCHAR, "
+    "cpu_count INTEGER, total_memory_bytes BIGINT, hardware_types VARCHAR[], "
+    "detected_at TIMESTAMPTZ, capabilities JSON)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    arrow_type: pa.DataType
+    kind: str  # "scalar", "time", "enum", "json", "list", "records"
+    record_cls: type | None = None
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+_SCALARS: dict[type, tuple[str, pa.DataType]] = {
+    str: ("VARCHAR", pa.string()),
+    float: ("DOUBLE", pa.float64()),
+    int: ("BIGINT", pa.int64()),
+    bool: ("BOOLEAN", pa.bool_()),
+}
+
+
+def _column_for(name: str, hint: Any) -> Column:
+    hint = _strip_optional(hint)
+    if hint in _SCALARS:
+        sql, arrow = _SCALARS[hint]
+        return Column(name, sql, arrow, "scalar")
+    if hint is datetime:
+        return Column(name, "TIMESTAMPTZ", pa.timestamp("us", tz="UTC"), "time")
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return Column(name, "VARCHAR", pa.string(), "enum")
+    origin = typing.get_origin(hint)
+    if origin in (dict, typing.Mapping) or hint is dict:
+        return Column(name, "JSON", pa.string(), "json")
+    if origin is tuple:
+        item = _strip_optional(typing.get_args(hint)[0])
+        if item in _SCALARS:
+            sql, arrow = _SCALARS[item]
+            return Column(name, f"{sql}[]", pa.list_(arrow), "list")
+        if dataclasses.is_dataclass(item):
+            inner = record_columns(item)
+            sql = "STRUCT(" + ", ".join(f'"{c.name}" {c.sql_type}' for c in inner) + ")[]"
+            arrow = pa.list_(pa.struct([pa.field(c.name, c.arrow_type) for c in inner]))
+            return Column(name, sql, arrow, "records", item)
+    raise TypeError(f"no column type for field {name!r} of type {hint!r}")
+
+
+_COLUMNS_CACHE: dict[type, tuple[Column, ...]] = {}
+
+
+def record_columns(record_cls: type) -> tuple[Column, ...]:
+    """The columns of a record class's table, in field order (cached per class)."""
+    cached = _COLUMNS_CACHE.get(record_cls)
+    if cached is None:
+        hints = typing.get_type_hints(record_cls)
+        cached = tuple(_column_for(f.name, hints[f.name]) for f in dataclasses.fields(record_cls))
+        _COLUMNS_CACHE[record_cls] = cached
+    return cached
+
+
+def create_table_sql(table: str, record_cls: type) -> str:
+    cols = ", ".join(f'"{c.name}" {c.sql_type}' for c in record_columns(record_cls))
+    return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})'
+
+
+def migration_sql(table: str, record_cls: type, existing: set[str]) -> list[str]:
+    """``ALTER TABLE`` statements adding the columns a file written by an older version lacks."""
+    return [
+        f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}'
+        for c in record_columns(record_cls)
+        if c.name not in existing
+    ]
+
+
+def _plain(value: Any, column: Column) -> Any:
+    if value is None:
+        return None
+    if column.kind == "enum":
+        return value.value
+    if column.kind == "json":
+        return json.dumps(value, allow_nan=False, default=str)
+    return value
+
+
+def _arrays(records: list[Any], columns: tuple[Column, ...]) -> list[pa.Array]:
+    """One Arrow array per column. Attribute reads go through one C-level ``attrgetter`` per
+    record and a transpose, and nested records are flattened into a struct array with list
+    offsets, because per-value Python calls would dominate ingest time."""
+    if not records:
+        return [pa.array([], type=c.arrow_type) for c in columns]
+    getter = operator.attrgetter(*(c.name for c in columns))
+    rows = [getter(r) for r in records] if len(columns) > 1 else [(getter(r),) for r in records]
+    arrays = []
+    for column, values in zip(columns, zip(*rows)):
+        if column.kind == "records":
+            offsets = [0]
+            flat: list[Any] = []
+            for items in values:
+                flat.extend(items)
+                offsets.append(len(flat))
+            inner = record_columns(column.record_cls)
+            struct = pa.StructArray.from_arrays(_arrays(flat, inner), fields=list(column.arrow_type.value_type))
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), struct))
+        elif column.kind in ("enum", "json"):
+            arrays.append(pa.array([_plain(v, column) for v in values], type=column.arrow_type))
+        else:
+            arrays.append(pa.array(values, type=column.arrow_type))
+    return arrays
+
+
+def to_arrow(records: list[Any], record_cls: type) -> pa.Table:
+    """Column-wise conversion of records to an Arrow table with the table's exact types."""
+    columns = record_columns(record_cls)
+    return pa.Table.from_arrays(_arrays(records, columns), names=[c.name for c in columns])

@@ -1,0 +1,155 @@
+"""What a task used: running peak / mean / totals over the samples taken while it ran (pure).
+
+The accumulator keeps running sums, not the samples, so a long task costs constant memory.
+Totals of bytes integrate each sample's rate over the interval it covers (the time since the
+previous sample of the task); the sample taken at the task's start covers time before the task
+and contributes no bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from fleet_hwmon.sample import ResourceUtilization
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResourceUsage:
+    """Resource use of one task on one worker. Percent values are 0-100 of the worker, peaks and
+    means over the task's samples; ``None`` means no sample had a known value. ``process_*``
+    fields come from measuring the task's own process tree when it ran as a subprocess (CPU
+    seconds from ``psutil.Process.cpu_times``, RSS from ``memory_info``, bytes from
+    ``io_counters``, GPU memory from NVML per PID); ``simulated_fields`` names generated values."""
+
+    task_id: str
+    worker_id: str
+    start_time: datetime
+    end_time: datetime | None = None
+    duration_s: float | None = None
+    success: bool | None = None
+    error: str | None = None
+    task_type: str | None = None
+    sample_count: int = 0
+    peak_cpu_percent: float | None = None
+    mean_cpu_percent: float | None = None
+    peak_memory_percent: float | None = None
+    mean_memory_percent: float | None = None
+    peak_memory_used_bytes: int | None = None
+    peak_gpu_utilization_percent: float | None = None
+    mean_gpu_utilization_percent: float | None = None
+    peak_gpu_memory_used_bytes: int | None = None
+    disk_read_bytes: float | None = None
+    disk_write_bytes: float | None = None
+    net_sent_bytes: float | None = None
+    net_recv_bytes: float | None = None
+    process_cpu_seconds: float | None = None
+    process_peak_rss_bytes: int | None = None
+    process_read_bytes: int | None = None
+    process_write_bytes: int | None = None
+    process_gpu_memory_peak_bytes: int | None = None
+    simulated_fields: tuple[str, ...] = ()
+
+    def with_process_usage(self, **fields: Any) -> TaskResourceUsage:
+        """A copy with ``process_*`` (or other) fields filled in."""
+        return replace(self, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for key in ("start_time", "end_time"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        out["simulated_fields"] = list(self.simulated_fields)
+        return out
+
+
+class _Stat:
+    __slots__ = ("peak", "total", "count")
+
+    def __init__(self) -> None:
+        self.peak: float | None = None
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float | None) -> None:
+        if value is None:
+            return
+        self.total += value
+        self.count += 1
+        if self.peak is None or value > self.peak:
+            self.peak = value
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+class _Total:
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes: float | None = None
+
+    def add(self, rate_per_s: float | None, seconds: float) -> None:
+        if rate_per_s is None:
+            return
+        self.bytes = (self.bytes or 0.0) + rate_per_s * seconds
+
+
+class TaskAccumulator:
+    """Running usage of one task; feed it the worker's samples with :meth:`add`."""
+
+    _RATES = ("disk_read_bytes_per_s", "disk_write_bytes_per_s", "net_sent_bytes_per_s", "net_recv_bytes_per_s")
+
+    def __init__(self, task_id: str, worker_id: str, start_time: datetime, task_type: str | None = None) -> None:
+        self.task_id = task_id
+        self.worker_id = worker_id
+        self.start_time = start_time
+        self.task_type = task_type
+        self.sample_count = 0
+        self._cpu, self._memory, self._gpu = _Stat(), _Stat(), _Stat()
+        self._memory_bytes, self._gpu_memory_bytes = _Stat(), _Stat()
+        self._totals = {name: _Total() for name in self._RATES}
+        self._simulated: set[str] = set()
+        self._last_time: datetime | None = None
+
+    def add(self, sample: ResourceUtilization) -> None:
+        if self._last_time is not None and sample.timestamp <= self._last_time:
+            return  # the same sample seen twice (start sample also delivered by the loop)
+        self.sample_count += 1
+        self._cpu.add(sample.cpu_percent)
+        self._memory.add(sample.memory_percent)
+        self._memory_bytes.add(sample.memory_used_bytes)
+        self._gpu.add(sample.gpu_utilization_percent)
+        self._gpu_memory_bytes.add(sample.gpu_memory_used_bytes)
+        if self._last_time is not None:
+            seconds = (sample.timestamp - self._last_time).total_seconds()
+            for name, total in self._totals.items():
+                total.add(getattr(sample, name), seconds)
+        self._simulated.update(sample.simulated_fields)
+        self._last_time = sample.timestamp
+
+    def snapshot(self, end_time: datetime | None = None, success: bool | None = None,
+                 error: str | None = None) -> TaskResourceUsage:
+        """The usage so far (``end_time`` None while running) or final (with ``end_time``)."""
+        def as_int(value: float | None) -> int | None:
+            return None if value is None else int(value)
+
+        totals = self._totals
+        return TaskResourceUsage(
+            task_id=self.task_id, worker_id=self.worker_id, start_time=self.start_time,
+            end_time=end_time,
+            duration_s=None if end_time is None else (end_time - self.start_time).total_seconds(),
+            success=success, error=error, task_type=self.task_type, sample_count=self.sample_count,
+            peak_cpu_percent=self._cpu.peak, mean_cpu_percent=self._cpu.mean,
+            peak_memory_percent=self._memory.peak, mean_memory_percent=self._memory.mean,
+            peak_memory_used_bytes=as_int(self._memory_bytes.peak),
+            peak_gpu_utilization_percent=self._gpu.peak, mean_gpu_utilization_percent=self._gpu.mean,
+            peak_gpu_memory_used_bytes=as_int(self._gpu_memory_bytes.peak),
+            disk_read_bytes=totals["disk_read_bytes_per_s"].bytes,
+            disk_write_bytes=totals["disk_write_bytes_per_s"].bytes,
+            net_sent_bytes=totals["net_sent_bytes_per_s"].bytes,
+            net_recv_bytes=totals["net_recv_bytes_per_s"].bytes,
+            simulated_fields=tuple(sorted(self._simulated)),
+        )

@@ -1,0 +1,454 @@
+"""Hardware utilization monitor of one worker: real samples into DuckDB, alerts, per-task usage.
+
+Example::
+
+    from hardware_utilization_monitor import HardwareUtilizationMonitor, MonitoringLevel
+
+    with HardwareUtilizationMonitor("worker-1", db_path="metrics.duckdb",
+                                    monitoring_level=MonitoringLevel.STANDARD) as monitor:
+        monitor.start_task_monitoring("test-42")
+        ...  # run the task
+        usage = monitor.stop_task_monitoring("test-42", success=True)
+        print(usage.peak_cpu_percent, usage.duration_s)
+
+Threads: one sampling thread (short, never waits on I/O), the store's writer thread (owns the
+DuckDB connection, batched appends) and an alert-callback thread. ``stop_monitoring`` (also
+called by ``with`` and at interpreter exit) stops sampling, flushes and joins them all.
+
+Command line: ``python hardware_utilization_monitor.py --duration 10 --level standard
+--db-path metrics.duckdb --export-json metrics.json --html-report report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import collections
+import logging
+import socket
+import sys
+import threading
+import time
+import weakref
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from fleet_hwmon.alerts import (
+    AlertSeverity,
+    AlertState,
+    AlertTracker,
+    CallbackDispatcher,
+    HardwareAlert,
+    parse_thresholds,
+)
+from fleet_hwmon.levels import MonitoringLevel
+from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.reports.jsonio import write_json
+from fleet_hwmon.reports.render import render_to_file
+from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sampling.host import MetricSource
+from fleet_hwmon.sampling.sampler import Sampler, build_host_sources
+from fleet_hwmon.store import MetricsStore, StoreError, close_store, open_store, queries
+from fleet_hwmon.tasks import TaskAccumulator, TaskResourceUsage
+
+__all__ = ["HardwareAlert", "HardwareUtilizationMonitor", "MonitoringLevel", "ResourceUtilization",
+           "TaskResourceUsage", "AlertSeverity", "AlertState"]
+
+log = logging.getLogger("fleet_hwmon.monitor")
+
+SAMPLES_TABLE = "resource_utilization"
+TASKS_TABLE = "task_resource_usage"
+ALERTS_TABLE = "hardware_alerts"
+
+
+class HardwareUtilizationMonitor:
+    """Samples one worker at a fixed interval and keeps, stores and alerts on the samples.
+
+    Args:
+        worker_id: name of the worker (default: the host name).
+        db_path: DuckDB file for samples, tasks and alerts; ``None`` keeps everything in memory.
+        monitoring_level: a :class:`MonitoringLevel` or its name; sets the default interval and
+            which metric groups are read.
+        interval_seconds: sampling interval; overrides the level's default. Must be > 0.
+        alert_thresholds: overrides of the default thresholds (percent), e.g.
+            ``{"cpu": {"warning": 80, "critical": 90}}`` (see ``fleet_hwmon.alerts.parse_thresholds``).
+        history_size: samples kept in memory (a ring buffer; older ones stay in the database).
+        sources: metric sources replacing the host's (tests feed exact inputs this way).
+        nvml: the NVML gateway (default: the process-wide one); ``enable_gpu=False`` skips GPUs.
+        flush_interval_s: how often the writer flushes to disk (at most this much is lost on a
+            hard kill).
+
+    Raises:
+        ValueError: bad level, interval or thresholds.
+        fleet_hwmon.store.StoreLockedError: ``db_path`` is held by another process.
+    """
+
+    def __init__(self, worker_id: str | None = None, db_path: str | None = None,
+                 monitoring_level: MonitoringLevel | str = MonitoringLevel.STANDARD,
+                 interval_seconds: float | None = None,
+                 alert_thresholds: Mapping[str, Any] | None = None, *,
+                 history_size: int = 3600, sources: Sequence[MetricSource] | None = None,
+                 nvml: Any = None, enable_gpu: bool = True, flush_interval_s: float = 1.0,
+                 alert_margin_percent: float = 5.0, disk_path: str = "/") -> None:
+        self.worker_id = worker_id or socket.gethostname()
+        self.monitoring_level = MonitoringLevel.parse(monitoring_level)
+        interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
+        if not isinstance(interval, (int, float)) or interval <= 0:
+            raise ValueError(f"interval_seconds must be a positive number, got {interval_seconds!r}")
+        self.interval_seconds = float(interval)
+        self.db_path = db_path
+        self._tracker = AlertTracker(parse_thresholds(alert_thresholds), alert_margin_percent)
+        self._nvml = None
+        if sources is None:
+            if enable_gpu and "gpu" in self.monitoring_level.metric_groups:
+                if nvml is None:
+                    from fleet_hwmon.sampling.nvml import get_gateway
+                    nvml = get_gateway()
+                self._nvml = nvml
+            sources = build_host_sources(self.monitoring_level, nvml=self._nvml, disk_path=disk_path)
+        self._sampler = Sampler(self.worker_id, sources)
+        self._history: collections.deque[ResourceUtilization] = collections.deque(maxlen=history_size)
+        self._latest: ResourceUtilization | None = None
+        self._sample_count = 0
+        self._alerts: collections.deque[HardwareAlert] = collections.deque(maxlen=10_000)
+        self._active_tasks: dict[str, TaskAccumulator] = {}
+        self._finished_tasks: collections.OrderedDict[str, TaskResourceUsage] = collections.OrderedDict()
+        self._state_lock = threading.Lock()
+        self._dispatcher: CallbackDispatcher | None = None
+        self._store: MetricsStore | None = None
+        self._flush_interval_s = flush_interval_s
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._callbacks: list[Callable[[HardwareAlert], Any]] = []
+        self._log = RateLimitedLogger(log)
+        self._late_ticks = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start_monitoring(self) -> HardwareUtilizationMonitor:
+        """Open the database, start the sampling thread. Idempotent; returns ``self``."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        if self.db_path is not None and self._store is None:
+            self._store = open_store(self.db_path, flush_interval_s=self._flush_interval_s)
+            self._store.ensure_table(SAMPLES_TABLE, ResourceUtilization)
+            self._store.ensure_table(TASKS_TABLE, TaskResourceUsage)
+            self._store.ensure_table(ALERTS_TABLE, HardwareAlert)
+        self._dispatcher = CallbackDispatcher(f"alerts:{self.worker_id}")
+        for callback in self._callbacks:
+            self._dispatcher.register(callback)
+        if self._nvml is not None and not self._nvml.available:
+            log.info("worker %s: GPU monitoring off: %s", self.worker_id, self._nvml.reason)
+        self._stop_event.clear()
+        self._thread = threading.Thread(target=self._run, name=f"sampler:{self.worker_id}", daemon=True)
+        self._thread.start()
+        _RUNNING.add(self)
+        return self
+
+    def stop_monitoring(self) -> None:
+        """Stop sampling, deliver pending alerts, flush and close the database. Idempotent."""
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(10.0, 2 * self.interval_seconds))
+            self._thread = None
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+            self._dispatcher = None
+        if self._store is not None:
+            store, self._store = self._store, None
+            close_store(store)
+        _RUNNING.discard(self)
+
+    def __enter__(self) -> HardwareUtilizationMonitor:
+        return self.start_monitoring()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_monitoring()
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- sampling -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop_event.is_set():
+            try:
+                self.record_sample(self._sampler.sample(self._task_ids()))
+            except Exception as err:  # the loop outlives any fault of one tick
+                self._log.log(f"tick:{type(err).__name__}", logging.ERROR,
+                              "sampling %s failed: %s: %s", self.worker_id, type(err).__name__, err)
+            next_tick += self.interval_seconds
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind (suspended host): skip missed ticks, do not burst
+                self._late_ticks += 1
+                next_tick = time.monotonic() + self.interval_seconds
+                delay = self.interval_seconds
+            self._stop_event.wait(delay)
+
+    def _task_ids(self) -> tuple[str, ...]:
+        with self._state_lock:
+            return tuple(self._active_tasks)
+
+    def sample_now(self) -> ResourceUtilization:
+        """Take one sample right away (on the calling thread) and record it."""
+        sample = self._sampler.sample(self._task_ids())
+        self.record_sample(sample)
+        return sample
+
+    def record_sample(self, sample: ResourceUtilization) -> list[HardwareAlert]:
+        """Put one sample down the monitor's path: latest view, history, task usage, alerts,
+        database. Used by the sampling thread and for samples measured elsewhere (a remote
+        worker's, or the demo's per-worker measurements). Never blocks on I/O.
+
+        Returns the alert events the sample caused.
+        """
+        with self._state_lock:
+            self._latest = sample
+            self._history.append(sample)
+            self._sample_count += 1
+            for accumulator in self._active_tasks.values():
+                accumulator.add(sample)
+            events = self._tracker.evaluate(sample)
+            self._alerts.extend(events)
+        if self._store is not None:
+            self._store.append(SAMPLES_TABLE, sample)
+            for event in events:
+                self._store.append(ALERTS_TABLE, event)
+        if events and self._dispatcher is not None:
+            for event in events:
+                self._dispatcher.submit(event)
+        return events
+
+    # -- reading ------------------------------------------------------------------------------
+    def get_current_metrics(self) -> ResourceUtilization | None:
+        """The latest sample, or ``None`` before the first one."""
+        return self._latest
+
+    def get_historical_metrics(self, start_time: datetime | None = None, end_time: datetime | None = None,
+                               task_id: str | None = None) -> list[ResourceUtilization]:
+        """Samples still in memory (the last ``history_size``), oldest first, filtered by time
+        (inclusive, timezone-aware) and by a task that was running when they were taken."""
+        with self._state_lock:
+            history = list(self._history)
+        return [s for s in history
+                if (start_time is None or s.timestamp >= start_time)
+                and (end_time is None or s.timestamp <= end_time)
+                and (task_id is None or task_id in s.task_ids)]
+
+    def _require_store(self) -> MetricsStore:
+        if self._store is None:
+            reason = "no db_path was given" if self.db_path is None else "the monitor is not running"
+            raise StoreError(f"no database to read from: {reason}")
+        return self._store
+
+    def get_metrics_from_db(self, start: datetime | None = None, end: datetime | None = None,
+                            bucket_seconds: float | None = None) -> list[dict[str, Any]]:
+        """This worker's samples from DuckDB: raw rows, or per ``bucket_seconds`` aggregated in SQL
+        (mean and max of each resource percent; see ``fleet_hwmon.store.queries.bucketed``).
+
+        Raises ``StoreError`` when the monitor has no open database.
+        """
+        store = self._require_store()
+        if bucket_seconds is None:
+            return queries.samples(store, start, end, self.worker_id)
+        return queries.bucketed(store, bucket_seconds, start, end, self.worker_id)
+
+    # -- alerts -------------------------------------------------------------------------------
+    def register_alert_callback(self, callback: Callable[[HardwareAlert], Any]) -> None:
+        """Call ``callback(alert)`` for every alert event, on the alert thread (never the sampler's)."""
+        if callback not in self._callbacks:
+            self._callbacks.append(callback)
+        if self._dispatcher is not None:
+            self._dispatcher.register(callback)
+
+    def unregister_alert_callback(self, callback: Callable[[HardwareAlert], Any]) -> bool:
+        """Returns False when it was not registered."""
+        found = callback in self._callbacks
+        if found:
+            self._callbacks.remove(callback)
+        if self._dispatcher is not None:
+            self._dispatcher.unregister(callback)
+        return found
+
+    def get_alerts(self, severity: AlertSeverity | str | None = None, resource: str | None = None,
+                   active_only: bool = False, start_time: datetime | None = None,
+                   limit: int | None = None) -> list[HardwareAlert]:
+        """Alert events of this monitor (newest last), or only the ones still firing."""
+        with self._state_lock:
+            alerts = self._tracker.active() if active_only else list(self._alerts)
+        if severity is not None:
+            severity = AlertSeverity(severity) if isinstance(severity, str) else severity
+            alerts = [a for a in alerts if a.severity is severity]
+        if resource is not None:
+            alerts = [a for a in alerts if a.resource == resource]
+        if start_time is not None:
+            alerts = [a for a in alerts if a.timestamp >= start_time]
+        return alerts[-limit:] if limit else alerts
+
+    def wait_for_alert_delivery(self, timeout_s: float = 10.0) -> None:
+        """Block until every alert so far has gone through the callbacks."""
+        if self._dispatcher is not None:
+            self._dispatcher.join_pending(timeout_s)
+
+    # -- tasks --------------------------------------------------------------------------------
+    def start_task_monitoring(self, task_id: str, task_type: str | None = None) -> None:
+        """Start attributing samples to ``task_id``; takes a sample now, so a task shorter than
+        the interval still gets real values. Raises ``ValueError`` if it is already tracked."""
+        if not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        with self._state_lock:
+            if task_id in self._active_tasks:
+                raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")
+            self._active_tasks[task_id] = TaskAccumulator(task_id, self.worker_id, utc_now(), task_type)
+        self.sample_now()
+
+    def stop_task_monitoring(self, task_id: str, success: bool = True,
+                             error: str | None = None) -> TaskResourceUsage:
+        """Take a final sample, stop tracking ``task_id`` and store its usage.
+
+        Raises ``KeyError`` when the task is not being monitored.
+        """
+        with self._state_lock:
+            if task_id not in self._active_tasks:
+                raise KeyError(f"task {task_id!r} is not being monitored on {self.worker_id}")
+        self.sample_now()
+        with self._state_lock:
+            accumulator = self._active_tasks.pop(task_id)
+        usage = accumulator.snapshot(end_time=utc_now(), success=success, error=error)
+        self._finish_task(usage)
+        return usage
+
+    def _finish_task(self, usage: TaskResourceUsage) -> None:
+        with self._state_lock:
+            self._finished_tasks[usage.task_id] = usage
+            while len(self._finished_tasks) > 10_000:
+                self._finished_tasks.popitem(last=False)
+        if self._store is not None:
+            self._store.append(TASKS_TABLE, usage)
+
+    def record_task_usage(self, usage: TaskResourceUsage) -> None:
+        """Replace a finished task's record (e.g. with its process measurements) and store it."""
+        self._finish_task(usage)
+
+    def get_task_metrics(self, task_id: str) -> TaskResourceUsage | None:
+        """Usage of a finished task, or the running usage so far of an active one; ``None`` if unknown."""
+        with self._state_lock:
+            if task_id in self._active_tasks:
+                return self._active_tasks[task_id].snapshot()
+            return self._finished_tasks.get(task_id)
+
+    def get_task_history(self) -> list[TaskResourceUsage]:
+        with self._state_lock:
+            return list(self._finished_tasks.values())
+
+    # -- status, export, report ----------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Counters a user can check: samples taken, source errors, dropped rows, GPU state."""
+        store_stats = self._store.stats() if self._store is not None else None
+        return {
+            "worker_id": self.worker_id,
+            "monitoring_level": self.monitoring_level.value,
+            "interval_s": self.interval_seconds,
+            "running": self.is_running,
+            "samples": self._sample_count,
+            "late_ticks": self._late_ticks,
+            "source_errors": dict(self._sampler.errors),
+            "gpu_monitoring": None if self._nvml is None else
+            {"status": self._nvml.status.name.lower(), "reason": self._nvml.reason},
+            "db_path": self.db_path,
+            "db_written_rows": store_stats.written_rows if store_stats else None,
+            "db_dropped_rows": store_stats.dropped_rows if store_stats else None,
+            "alert_callback_failures": self._dispatcher.failures if self._dispatcher else None,
+        }
+
+    def _summary(self) -> dict[str, Any]:
+        """min / mean / max / current per resource: from DuckDB when there is one (all samples),
+        else from the in-memory history."""
+        if self._store is not None:
+            rows = queries.summary(self._store, self.worker_id)
+            return rows[0] if rows else {"worker_id": self.worker_id, "samples": 0}
+        history = self.get_historical_metrics()
+        out: dict[str, Any] = {"worker_id": self.worker_id, "samples": len(history),
+                               "first_sample": history[0].timestamp if history else None,
+                               "last_sample": history[-1].timestamp if history else None}
+        for resource in ("cpu", "memory", "gpu", "disk"):
+            values = [v for v in (s.resource_percent(resource) for s in history) if v is not None]
+            current = history[-1].resource_percent(resource) if history else None
+            out[resource] = {"min": min(values, default=None), "max": max(values, default=None),
+                             "mean": sum(values) / len(values) if values else None, "current": current}
+        return out
+
+    def export_metrics_to_json(self, path: str) -> Path:
+        """Write strict JSON (no NaN): status, summary, in-memory samples, tasks, alerts."""
+        return write_json(path, {
+            "generated_at": utc_now(),
+            "status": self.status(),
+            "summary": self._summary(),
+            "samples": self.get_historical_metrics(),
+            "tasks": self.get_task_history(),
+            "alerts": self.get_alerts(),
+        })
+
+    def generate_html_report(self, path: str) -> Path:
+        """A self-contained HTML summary of this worker: resources, tasks, alerts."""
+        return render_to_file("monitor_summary.html.j2", path, generated_at=utc_now(), status=self.status(),
+                              summary=self._summary(), tasks=self.get_task_history(),
+                              alerts=self.get_alerts(), current=self.get_current_metrics())
+
+
+_RUNNING: weakref.WeakSet[HardwareUtilizationMonitor] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    # Registered after the store's own hook, so it runs first: sampling stops before the
+    # writer flushes and closes the file on its own thread.
+    for monitor in list(_RUNNING):
+        monitor.stop_monitoring()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Sample this machine's hardware utilization.")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds to sample (default 10)")
+    parser.add_argument("--level", default="standard", choices=[lv.value for lv in MonitoringLevel])
+    parser.add_argument("--interval", type=float, default=None, help="seconds between samples")
+    parser.add_argument("--worker-id", default=None, help="worker name (default: host name)")
+    parser.add_argument("--db-path", default="hardware_metrics.duckdb")
+    parser.add_argument("--export-json", default=None, metavar="PATH")
+    parser.add_argument("--html-report", default=None, metavar="PATH")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        monitor = HardwareUtilizationMonitor(args.worker_id, args.db_path, args.level, args.interval)
+        monitor.register_alert_callback(lambda alert: log.warning("ALERT %s", alert.message))
+        monitor.start_monitoring()
+    except (StoreError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        time.sleep(args.duration)
+    except KeyboardInterrupt:
+        pass
+    current = monitor.get_current_metrics()
+    if args.export_json:
+        monitor.export_metrics_to_json(args.export_json)
+    if args.html_report:
+        monitor.generate_html_report(args.html_report)
+    summary = monitor._summary()
+    monitor.stop_monitoring()
+    if not args.quiet:
+        print(f"worker {monitor.worker_id}: {summary.get('samples', 0)} samples in {args.db_path}")
+        if current is not None:
+            print(f"  cpu {current.cpu_percent}%  memory {current.memory_percent}%  "
+                  f"disk {current.disk_usage_percent}%")
+        for path in (args.export_json, args.html_report):
+            if path:
+                print(f"  wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
