@@ -78,6 +78,8 @@ class HardwareUtilizationMonitor:
         nvml: the NVML gateway (default: the process-wide one); ``enable_gpu=False`` skips GPUs.
         flush_interval_s: how often the writer flushes to disk (at most this much is lost on a
             hard kill).
+        push_only: do not sample this host; samples arrive through :meth:`record_sample` (a
+            remote worker's monitor on the coordinator never pretends to measure it).
 
     Raises:
         ValueError: bad level, interval or thresholds.
@@ -90,7 +92,7 @@ class HardwareUtilizationMonitor:
                  alert_thresholds: Mapping[str, Any] | None = None, *,
                  history_size: int = 3600, sources: Sequence[MetricSource] | None = None,
                  nvml: Any = None, enable_gpu: bool = True, flush_interval_s: float = 1.0,
-                 alert_margin_percent: float = 5.0, disk_path: str = "/") -> None:
+                 alert_margin_percent: float = 5.0, disk_path: str = "/", push_only: bool = False) -> None:
         self.worker_id = worker_id or socket.gethostname()
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
@@ -100,6 +102,9 @@ class HardwareUtilizationMonitor:
         self.db_path = db_path
         self._tracker = AlertTracker(parse_thresholds(alert_thresholds), alert_margin_percent)
         self._nvml = None
+        self.push_only = push_only
+        if push_only:
+            sources = []
         if sources is None:
             if enable_gpu and "gpu" in self.monitoring_level.metric_groups:
                 if nvml is None:
@@ -127,7 +132,7 @@ class HardwareUtilizationMonitor:
     # -- lifecycle ----------------------------------------------------------------------------
     def start_monitoring(self) -> HardwareUtilizationMonitor:
         """Open the database, start the sampling thread. Idempotent; returns ``self``."""
-        if self._thread is not None and self._thread.is_alive():
+        if self in _RUNNING:
             return self
         if self.db_path is not None and self._store is None:
             self._store = open_store(self.db_path, flush_interval_s=self._flush_interval_s)
@@ -140,8 +145,9 @@ class HardwareUtilizationMonitor:
         if self._nvml is not None and not self._nvml.available:
             log.info("worker %s: GPU monitoring off: %s", self.worker_id, self._nvml.reason)
         self._stop_event.clear()
-        self._thread = threading.Thread(target=self._run, name=f"sampler:{self.worker_id}", daemon=True)
-        self._thread.start()
+        if not self.push_only:
+            self._thread = threading.Thread(target=self._run, name=f"sampler:{self.worker_id}", daemon=True)
+            self._thread.start()
         _RUNNING.add(self)
         return self
 
@@ -167,7 +173,7 @@ class HardwareUtilizationMonitor:
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self in _RUNNING
 
     # -- sampling -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -300,8 +306,12 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             if task_id in self._active_tasks:
                 raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")
-            self._active_tasks[task_id] = TaskAccumulator(task_id, self.worker_id, utc_now(), task_type)
-        self.sample_now()
+            accumulator = TaskAccumulator(task_id, self.worker_id, utc_now(), task_type)
+            if self.push_only and self._latest is not None:
+                accumulator.add(self._latest)  # the worker's state when the task began
+            self._active_tasks[task_id] = accumulator
+        if not self.push_only:
+            self.sample_now()
 
     def stop_task_monitoring(self, task_id: str, success: bool = True,
                              error: str | None = None) -> TaskResourceUsage:
@@ -312,7 +322,8 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             if task_id not in self._active_tasks:
                 raise KeyError(f"task {task_id!r} is not being monitored on {self.worker_id}")
-        self.sample_now()
+        if not self.push_only:
+            self.sample_now()
         with self._state_lock:
             accumulator = self._active_tasks.pop(task_id)
         usage = accumulator.snapshot(end_time=utc_now(), success=success, error=error)

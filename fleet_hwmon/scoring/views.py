@@ -1,0 +1,117 @@
+"""The scheduler's view of each worker: smoothed load, exclusion with hysteresis, staleness,
+and tasks assigned but not yet visible in the samples. Updated from samples; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.scoring.factors import ScoringFactors
+
+_EXCLUSION_RESOURCES = ("cpu", "memory", "gpu", "gpu_memory")
+
+
+@dataclass
+class InFlight:
+    """A task assigned to the worker whose load the samples do not show yet."""
+
+    task_id: str
+    assigned_s: float
+    cores: float
+    memory_bytes: float
+    uses_gpu: bool
+
+
+@dataclass
+class WorkerView:
+    """What scoring knows of one worker. Times are monotonic seconds; percents 0-100; ``None`` unknown."""
+
+    worker_id: str
+    registered_s: float
+    last_sample_s: float | None = None
+    cpu_percent: float | None = None  # smoothed (EWMA) views, used for penalties
+    memory_percent: float | None = None
+    gpu_percent: float | None = None
+    latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
+    cpu_count: float | None = None
+    memory_total_bytes: float | None = None
+    excluded_reason: str | None = None
+    below_since_s: float | None = None
+    inflight: dict[str, InFlight] = field(default_factory=dict)
+    simulated: bool = False
+
+    def observe(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
+        """Take a new sample received at ``now_s``."""
+        alpha = factors.ewma_alpha
+        self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
+        self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
+        self.gpu_percent = _ewma(self.gpu_percent, sample.gpu_utilization_percent, alpha)
+        if sample.cpu_count_effective is not None:
+            self.cpu_count = sample.cpu_count_effective
+        if sample.memory_total_bytes is not None:
+            self.memory_total_bytes = float(sample.memory_total_bytes)
+        self.latest = sample
+        self.last_sample_s = now_s
+        self.simulated = bool(sample.simulated_fields)
+        # Tasks assigned before this sample are (at least partly) in it now.
+        self.inflight = {k: v for k, v in self.inflight.items() if v.assigned_s >= now_s}
+        self._update_exclusion(sample, now_s, factors)
+
+    def _update_exclusion(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
+        known = [(r, sample.resource_percent(r)) for r in _EXCLUSION_RESOURCES]
+        known = [(r, v) for r, v in known if v is not None]
+        critical = [(r, v) for r, v in known if v > factors.critical_percent]
+        if critical:
+            resource, value = max(critical, key=lambda rv: rv[1])
+            self.excluded_reason = (f"{resource} at {value:.0f}% > critical {factors.critical_percent:g}%")
+            self.below_since_s = None
+        elif self.excluded_reason is not None:
+            if all(v < factors.recovery_percent for _, v in known):
+                if self.below_since_s is None:
+                    self.below_since_s = now_s
+                if now_s - self.below_since_s >= factors.recovery_s:
+                    self.excluded_reason = None
+                    self.below_since_s = None
+            else:
+                self.below_since_s = None
+
+    def stale_reason(self, now_s: float, stale_after_s: float) -> str | None:
+        """Why the worker counts as stale at ``now_s``, or ``None``. A worker that never sent a
+        sample is stale once ``stale_after_s`` passed since it registered."""
+        reference = self.last_sample_s if self.last_sample_s is not None else self.registered_s
+        age = now_s - reference
+        if age <= stale_after_s:
+            return None
+        if self.last_sample_s is None:
+            return f"no sample since it registered {age:.0f} s ago"
+        return f"stale: last sample {age:.0f} s ago (limit {stale_after_s:g} s)"
+
+    def add_inflight(self, item: InFlight) -> None:
+        self.inflight[item.task_id] = item
+
+    def task_finished(self, task_id: str) -> None:
+        self.inflight.pop(task_id, None)
+
+    def effective_load(self) -> tuple[float | None, float | None, float | None]:
+        """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load.
+        A resource whose samples are unknown stays unknown."""
+        cpu, memory, gpu = self.cpu_percent, self.memory_percent, self.gpu_percent
+        if self.inflight:
+            cores = sum(i.cores for i in self.inflight.values())
+            memory_bytes = sum(i.memory_bytes for i in self.inflight.values())
+            if cpu is not None and self.cpu_count:
+                cpu = min(100.0, cpu + 100.0 * cores / self.cpu_count)
+            if memory is not None and self.memory_total_bytes:
+                memory = min(100.0, memory + 100.0 * memory_bytes / self.memory_total_bytes)
+            gpu_tasks = sum(1 for i in self.inflight.values() if i.uses_gpu)
+            if gpu is not None and gpu_tasks:
+                gpu = min(100.0, gpu + 50.0 * gpu_tasks)
+        return cpu, memory, gpu
+
+
+def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
+    if value is None:
+        return previous
+    if previous is None:
+        return value
+    return previous + alpha * (value - previous)
