@@ -128,6 +128,7 @@ class HardwareUtilizationMonitor:
         self._callbacks: list[Callable[[HardwareAlert], Any]] = []
         self._log = RateLimitedLogger(log)
         self._late_ticks = 0
+        self._sample_listeners: list[Callable[[ResourceUtilization], Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start_monitoring(self) -> HardwareUtilizationMonitor:
@@ -224,7 +225,19 @@ class HardwareUtilizationMonitor:
         if events and self._dispatcher is not None:
             for event in events:
                 self._dispatcher.submit(event)
+        for listener in self._sample_listeners:
+            try:
+                listener(sample)
+            except Exception as err:
+                self._log.log(f"listener:{type(err).__name__}", logging.ERROR,
+                              "sample listener failed on %s: %s: %s", self.worker_id, type(err).__name__, err)
         return events
+
+    def add_sample_listener(self, listener: Callable[[ResourceUtilization], Any]) -> None:
+        """Call ``listener(sample)`` with every recorded sample, on the recording thread. For
+        in-memory bookkeeping only (the scheduler's view): it must be fast and never block;
+        use :meth:`register_alert_callback` for anything that does I/O."""
+        self._sample_listeners.append(listener)
 
     # -- reading ------------------------------------------------------------------------------
     def get_current_metrics(self) -> ResourceUtilization | None:
@@ -313,11 +326,12 @@ class HardwareUtilizationMonitor:
         if not self.push_only:
             self.sample_now()
 
-    def stop_task_monitoring(self, task_id: str, success: bool = True,
-                             error: str | None = None) -> TaskResourceUsage:
+    def stop_task_monitoring(self, task_id: str, success: bool = True, error: str | None = None, *,
+                             process_usage: Mapping[str, Any] | None = None) -> TaskResourceUsage:
         """Take a final sample, stop tracking ``task_id`` and store its usage.
 
-        Raises ``KeyError`` when the task is not being monitored.
+        ``process_usage`` adds the task's own process-tree figures (``TaskResourceUsage``
+        ``process_*`` fields). Raises ``KeyError`` when the task is not being monitored.
         """
         with self._state_lock:
             if task_id not in self._active_tasks:
@@ -327,6 +341,8 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             accumulator = self._active_tasks.pop(task_id)
         usage = accumulator.snapshot(end_time=utc_now(), success=success, error=error)
+        if process_usage:
+            usage = usage.with_process_usage(**process_usage)
         self._finish_task(usage)
         return usage
 
@@ -337,10 +353,6 @@ class HardwareUtilizationMonitor:
                 self._finished_tasks.popitem(last=False)
         if self._store is not None:
             self._store.append(TASKS_TABLE, usage)
-
-    def record_task_usage(self, usage: TaskResourceUsage) -> None:
-        """Replace a finished task's record (e.g. with its process measurements) and store it."""
-        self._finish_task(usage)
 
     def get_task_metrics(self, task_id: str) -> TaskResourceUsage | None:
         """Usage of a finished task, or the running usage so far of an active one; ``None`` if unknown."""

@@ -9,15 +9,19 @@ from the tasks the worker runs, and every simulated value is named in the sample
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from fleet_hwmon.execution import ProcessTreeSample
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
+
+if TYPE_CHECKING:
+    from fleet_hwmon.capabilities.model import WorkerHardwareCapabilities
 
 GIB = 1024**3
 
@@ -77,6 +81,31 @@ class EmbeddedWorker:
             caps["gpu"] = {k: gpus[0][k] for k in ("name", "cuda_compute", "memory_gb")}
             caps["gpus"] = gpus
         return caps
+
+    def hardware_capabilities(self, host: WorkerHardwareCapabilities) -> WorkerHardwareCapabilities:
+        """This worker's capability record: the host's detected CPU limited to the profile's
+        cores and memory, plus the profile's GPUs marked ``simulated``."""
+        from fleet_hwmon.capabilities.fingerprint import hardware_fingerprint
+        from fleet_hwmon.capabilities.gpu import precisions_from_compute_capability
+        from fleet_hwmon.capabilities.model import HardwareCapability, HardwareType, HardwareVendor
+
+        cpus = [dataclasses.replace(c, compute_units=int(self.cpu_cores), memory_bytes=self.memory_total_bytes)
+                for c in host.hardware_capabilities if c.hardware_type is HardwareType.CPU]
+        gpus = []
+        for index, gpu in enumerate(self.profile.gpus):
+            major, minor = (int(p) for p in f"{gpu.cuda_compute:.1f}".split("."))
+            gpus.append(HardwareCapability(
+                hardware_type=HardwareType.GPU, vendor=HardwareVendor.NVIDIA, model=gpu.name,
+                memory_bytes=int(gpu.memory_gb * GIB), device_id=self._gpu_uuid(index),
+                supported_precisions=precisions_from_compute_capability(major, minor),
+                capabilities={"simulated": True, "index": index, "uuid": self._gpu_uuid(index),
+                              "compute_capability": f"{major}.{minor}"}))
+        caps = dataclasses.replace(
+            host, worker_id=self.worker_id, cpu_count_effective=self.cpu_cores,
+            total_memory_bytes=self.memory_total_bytes, hardware_capabilities=cpus + gpus,
+            status={**host.status, "profile": f"embedded worker profile {self.profile.name}; GPUs simulated"
+                    if gpus else f"embedded worker profile {self.profile.name}"})
+        return dataclasses.replace(caps, hardware_fingerprint=hardware_fingerprint(caps))
 
     def _gpu_uuid(self, index: int) -> str:
         return f"GPU-simulated-{self.worker_id}-{index}"

@@ -28,8 +28,18 @@ class TaskScheduler:
     def score_worker(self, task: Mapping[str, Any], worker_id: str, worker: Mapping[str, Any] | None,
                      task_count: int) -> float | None:
         """This scheduler's score for one worker, ``None`` when its hardware cannot run the task."""
-        worker = worker if worker is not None else self._workers.get(worker_id, {})
+        return self._score(TaskRequirements.from_task(task), worker_id, worker, task_count)
+
+    def score_workers(self, task: Mapping[str, Any], worker_ids: Sequence[str],
+                      worker_task_count: Mapping[str, int]) -> dict[str, float | None]:
+        """:meth:`score_worker` of many workers at once (the requirements are parsed once)."""
         requirements = TaskRequirements.from_task(task)
+        return {w: self._score(requirements, w, self._workers.get(w), worker_task_count.get(w, 0))
+                for w in worker_ids}
+
+    def _score(self, requirements: TaskRequirements, worker_id: str, worker: Mapping[str, Any] | None,
+               task_count: int) -> float | None:
+        worker = worker if worker is not None else self._workers.get(worker_id, {})
         if hardware_mismatch(requirements, worker.get("capabilities") or {}) is not None:
             return None
         successes, runs = self._results.get(worker_id, (0, 0))
@@ -41,9 +51,7 @@ class TaskScheduler:
         """``(worker_id, score)`` of the best available worker, ``(None, 0.0)`` when none fits."""
         best: tuple[float, int, str] | None = None
         task_id = str(task.get("task_id", ""))
-        for worker_id in available_workers:
-            score = self.score_worker(task, worker_id, self._workers.get(worker_id),
-                                      worker_task_count.get(worker_id, 0))
+        for worker_id, score in self.score_workers(task, available_workers, worker_task_count).items():
             if score is None:
                 continue
             key = (score, -tie_break(self.seed, task_id, worker_id), worker_id)

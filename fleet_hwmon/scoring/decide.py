@@ -178,7 +178,8 @@ def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions:
     parts = [f"chose {chosen.worker_id} (score {chosen.adjusted_score:.3f} of original {chosen.original_score:.3f})"]
     if original_id is not None and original_id != chosen.worker_id:
         why = next((e.reason for e in exclusions if e.worker_id == original_id), None)
-        parts.append(f"original choice {original_id} " + (f"excluded: {why}" if why else "scored lower after penalties"))
+        outcome = f"excluded: {why}" if why else "scored lower after penalties"
+        parts.append(f"original choice {original_id} {outcome}")
     if exclusions:
         parts.append(f"{len(exclusions)} worker(s) excluded")
     return "; ".join(parts)

@@ -1,0 +1,518 @@
+"""Hardware monitoring and hardware-aware scheduling for any coordinator that follows the contract.
+
+Example::
+
+    from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+    from hardware_utilization_monitor import MonitoringLevel
+
+    integration = CoordinatorHardwareMonitoringIntegration(
+        coordinator, db_path="hardware_metrics.duckdb", monitoring_level=MonitoringLevel.STANDARD)
+    integration.initialize()            # monitors per worker; the scheduler now goes through us
+    integration.start_task_monitoring("task-1", "worker-1")
+    ...
+    integration.stop_task_monitoring("task-1", "worker-1", success=True)
+    integration.generate_html_report("hardware_utilization_report.html")
+    integration.shutdown()              # restores the scheduler, flushes, closes
+
+The coordinator needs ``workers`` (worker id -> dict with ``capabilities`` and ``status``) and
+``task_scheduler.find_best_worker_for_task(task, available_workers, worker_task_count)`` (or
+``find_best_worker``), sync or async. Optional: ``register_worker_callback(event, fn)`` for
+``worker_registered`` / ``worker_deregistered``, ``register_task_callback(event, fn)`` for
+``task_started`` / ``task_finished``, and ``max_tasks_per_worker``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from fleet_hwmon.integration import (
+    CoordinatorContractError,
+    SchedulerPatch,
+    check_contract,
+    original_scores_async,
+    original_scores_sync,
+    worker_ids,
+)
+from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.history import PerformanceHistory
+from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+from fleet_hwmon.scoring.views import InFlight, WorkerView
+from fleet_hwmon.store import close_store, open_store
+from hardware_utilization_monitor import HardwareUtilizationMonitor, MonitoringLevel, TaskResourceUsage
+
+__all__ = ["CoordinatorContractError", "CoordinatorHardwareMonitoringIntegration"]
+
+log = logging.getLogger("fleet_hwmon.integration")
+
+DECISIONS_TABLE = "scheduling_decisions"
+
+
+def exclusion_category(reason: str) -> str:
+    """A short category of an exclusion reason, for statistics."""
+    if reason.startswith(("lacks", "memory ", "no GPU", "no device", "rejected by")):
+        return "hardware"
+    if reason.startswith(("stale", "no sample")):
+        return "stale"
+    if "> critical" in reason:
+        return "overloaded"
+    if reason.startswith("predicted memory"):
+        return "memory"
+    if reason.startswith("at task limit"):
+        return "task limit"
+    return "other"
+
+
+class CoordinatorHardwareMonitoringIntegration:
+    """Plugs hardware monitoring into a coordinator and makes its scheduler hardware-aware.
+
+    Args:
+        coordinator: any object following the coordinator contract (see the module docstring).
+        db_path: the DuckDB file for samples, tasks, alerts, capabilities and decisions; ``None``
+            uses a temporary file removed at :meth:`shutdown`.
+        monitoring_level: level of the monitors of local workers (sampling this host).
+        enable_resource_aware_scheduling: patch the scheduler (False: monitor only).
+        utilization_threshold: percent above which a worker counts as overloaded in statistics
+            and reports.
+        update_interval_seconds: expected interval of worker samples; a worker is stale after
+            ``stale_after_intervals`` of them without one.
+        hardware_scoring_factors: overrides of :class:`ScoringFactors` (also editable later via
+            the ``hardware_scoring_factors`` dict).
+        seed: makes tie-breaking reproducible.
+
+    Raises:
+        CoordinatorContractError (a TypeError) from :meth:`initialize` when the coordinator lacks
+        what the contract needs.
+    """
+
+    def __init__(self, coordinator: Any, db_path: str | None = None,
+                 monitoring_level: MonitoringLevel | str = MonitoringLevel.STANDARD,
+                 enable_resource_aware_scheduling: bool = True, utilization_threshold: float = 80.0,
+                 update_interval_seconds: float = 5.0, *,
+                 hardware_scoring_factors: Mapping[str, float] | None = None,
+                 alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
+                 detect_capabilities: bool = True, max_recorded_candidates: int = 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if update_interval_seconds <= 0:
+            raise ValueError("update_interval_seconds must be positive")
+        self.coordinator = coordinator
+        self.monitoring_level = MonitoringLevel.parse(monitoring_level)
+        self.enable_resource_aware_scheduling = enable_resource_aware_scheduling
+        self.utilization_threshold = float(utilization_threshold)
+        self.update_interval_seconds = float(update_interval_seconds)
+        self.hardware_scoring_factors: dict[str, float] = ScoringFactors.from_mapping(
+            hardware_scoring_factors).as_dict()
+        self.alert_thresholds = alert_thresholds
+        self.seed = seed
+        self.detect_capabilities = detect_capabilities
+        self.max_recorded_candidates = max_recorded_candidates
+        self._clock = clock
+        self._temp_dir: str | None = None
+        if db_path is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="hwmon-")
+            db_path = str(Path(self._temp_dir) / "hardware_metrics.duckdb")
+        self.db_path = db_path
+        self.worker_monitors: dict[str, HardwareUtilizationMonitor] = {}
+        self.history = PerformanceHistory()
+        self._views: dict[str, WorkerView] = {}
+        self._mismatch_cache: dict[tuple[str, TaskRequirements], str | None] = {}
+        self._task_types: dict[str, str | None] = {}
+        self._decisions: collections.deque[SchedulingDecision] = collections.deque(maxlen=1000)
+        self._stats = collections.Counter()
+        self._exclusions_by_category = collections.Counter()
+        self._tasks_per_worker = collections.Counter()
+        self._factors_cache: tuple[dict, ScoringFactors] | None = None
+        self._lock = threading.RLock()
+        self._store = None
+        self._patch: SchedulerPatch | None = None
+        self._active = False
+        self._initialized = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def initialize(self) -> CoordinatorHardwareMonitoringIntegration:
+        """Check the contract, open the database, monitor every worker, hook the coordinator's
+        events and patch its scheduler. Idempotent; returns ``self``."""
+        if self._initialized:
+            return self
+        scheduler, method = check_contract(self.coordinator)
+        self._store = open_store(self.db_path)
+        self._store.ensure_table(DECISIONS_TABLE, SchedulingDecision)
+        self._active = True
+        for worker_id, info in list(self.coordinator.workers.items()):
+            self._on_worker_registered(worker_id, info)
+        self._hook_events()
+        if self.enable_resource_aware_scheduling:
+            self._patch = SchedulerPatch.apply(scheduler, method, self._make_patched)
+        self._initialized = True
+        return self
+
+    def shutdown(self) -> None:
+        """Restore the scheduler, stop every monitor, flush and close the database. Safe twice."""
+        if not self._initialized:
+            return
+        self._active = False
+        if self._patch is not None:
+            self._patch.restore()
+            self._patch = None
+        for monitor in list(self.worker_monitors.values()):
+            monitor.stop_monitoring()
+        if self._store is not None:
+            close_store(self._store)
+            self._store = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        self._initialized = False
+
+    def __enter__(self) -> CoordinatorHardwareMonitoringIntegration:
+        return self.initialize()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def _hook_events(self) -> None:
+        register = getattr(self.coordinator, "register_worker_callback", None)
+        if callable(register):
+            register("worker_registered", self._guarded(self._on_worker_registered))
+            register("worker_deregistered", self._guarded(self._on_worker_deregistered))
+        register_task = getattr(self.coordinator, "register_task_callback", None)
+        if callable(register_task):
+            register_task("task_started", self._guarded(
+                lambda task, worker_id: self.start_task_monitoring(task["task_id"], worker_id, task.get("type"))))
+            register_task("task_finished", self._guarded(self._on_task_finished))
+
+    def _guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Coordinator callbacks stay registered after shutdown; they then do nothing."""
+        def call(*args: Any) -> Any:
+            if self._active:
+                return fn(*args)
+            return None
+        return call
+
+    # -- workers --------------------------------------------------------------------------------
+    def _on_worker_registered(self, worker_id: str, info: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._mismatch_cache = {k: v for k, v in self._mismatch_cache.items() if k[0] != worker_id}
+            self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock())
+        self._describe_worker(worker_id, info)
+        self._monitor_for(worker_id, local=bool(info.get("local")))
+
+    def _describe_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
+        """Store the worker's detected capabilities; detect them when a local worker has none."""
+        detected = info.get("hardware_capabilities")
+        if detected is None and not info.get("capabilities") and info.get("local") and self.detect_capabilities:
+            from hardware_capability_detector import HardwareCapabilityDetector
+
+            detector = HardwareCapabilityDetector(worker_id=worker_id)
+            detected = detector.detect_all_capabilities()
+            if isinstance(info, dict):
+                info["capabilities"] = detector.to_coordinator_capabilities(detected)
+        if detected is not None:
+            from fleet_hwmon.capabilities import storage
+
+            storage.save(self._store, detected)
+
+    def _monitor_for(self, worker_id: str, local: bool = False) -> HardwareUtilizationMonitor:
+        """The worker's monitor: sampling this host for a local worker, else push-only (its
+        samples arrive through :meth:`update_worker_utilization`)."""
+        with self._lock:
+            monitor = self.worker_monitors.get(worker_id)
+            if monitor is None:
+                monitor = HardwareUtilizationMonitor(
+                    worker_id, self.db_path, self.monitoring_level,
+                    self.update_interval_seconds if local else None, self.alert_thresholds,
+                    push_only=not local)
+                monitor.add_sample_listener(self._observe)
+                self.worker_monitors[worker_id] = monitor
+                monitor.start_monitoring()
+            return monitor
+
+    def _observe(self, sample: ResourceUtilization) -> None:
+        with self._lock:
+            view = self._views.get(sample.worker_id)
+            if view is None:
+                view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
+            view.observe(sample, self._clock(), self._factors())
+
+    def _on_worker_deregistered(self, worker_id: str, info: Mapping[str, Any] | None = None) -> None:
+        """Stop the worker's monitoring; its running tasks end as failed in the records (the
+        reference coordinator requeues them and they start again elsewhere)."""
+        with self._lock:
+            monitor = self.worker_monitors.pop(worker_id, None)
+            self._views.pop(worker_id, None)
+        if monitor is None:
+            return
+        for task_id in list(monitor._active_tasks):
+            try:
+                self.stop_task_monitoring(task_id, worker_id, success=False,
+                                          error=f"worker {worker_id} left while the task ran", _monitor=monitor)
+            except KeyError:
+                pass
+        monitor.stop_monitoring()
+
+    # -- samples --------------------------------------------------------------------------------
+    def update_worker_utilization(self, worker_id: str, utilization: ResourceUtilization | Mapping[str, Any]) -> None:
+        """Take a sample pushed by (or measured for) ``worker_id``: a :class:`ResourceUtilization`
+        or its dict form. It goes down the same path as a local sample (database, alerts, task
+        usage) and updates the scheduler's view of the worker.
+
+        Raises ``ValueError`` for a malformed sample or one that names another worker.
+        """
+        if isinstance(utilization, Mapping):
+            data = dict(utilization)
+            data.setdefault("worker_id", worker_id)
+            data.setdefault("timestamp", utc_now())
+            sample = ResourceUtilization.from_dict(data)
+        elif isinstance(utilization, ResourceUtilization):
+            sample = utilization
+        else:
+            raise ValueError(f"a sample must be a ResourceUtilization or a dict, not {type(utilization).__name__}")
+        if sample.worker_id != worker_id:
+            raise ValueError(f"sample of worker {sample.worker_id!r} pushed as {worker_id!r}")
+        if not self._initialized:
+            raise RuntimeError("initialize() the integration before pushing samples")
+        self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
+
+    def get_worker_utilization(self, worker_id: str | None = None) -> Any:
+        """The latest sample of ``worker_id`` (``None`` if it has none), or of every worker as a dict."""
+        if worker_id is not None:
+            monitor = self.worker_monitors.get(worker_id)
+            return monitor.get_current_metrics() if monitor else None
+        return {w: m.get_current_metrics() for w, m in self.worker_monitors.items()}
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def start_task_monitoring(self, task_id: str, worker_id: str, task_type: str | None = None) -> None:
+        """Attribute ``worker_id``'s samples to ``task_id`` from now on. Raises ``KeyError`` for
+        an unknown worker."""
+        monitor = self.worker_monitors.get(worker_id)
+        if monitor is None:
+            raise KeyError(f"worker {worker_id!r} is not monitored")
+        task_type = task_type if task_type is not None else self._task_types.get(task_id)
+        self._task_types[task_id] = task_type
+        monitor.start_task_monitoring(task_id, task_type)
+
+    def stop_task_monitoring(self, task_id: str, worker_id: str, success: bool = True, error: str | None = None,
+                             *, process_usage: Mapping[str, Any] | None = None,
+                             _monitor: HardwareUtilizationMonitor | None = None) -> TaskResourceUsage:
+        """End ``task_id`` on ``worker_id``: its usage is stored and learnt from (performance
+        history per worker and task type). ``process_usage`` adds the task's process-tree
+        measurements (``cpu_seconds``, ``peak_rss_bytes``, ``read_bytes``, ``write_bytes``,
+        ``gpu_memory_peak_bytes``). Raises ``KeyError`` when the task is not monitored there."""
+        monitor = _monitor or self.worker_monitors.get(worker_id)
+        if monitor is None:
+            raise KeyError(f"worker {worker_id!r} is not monitored")
+        usage = monitor.stop_task_monitoring(task_id, success=success, error=error,
+                                             process_usage=_process_fields(process_usage))
+        task_type = self._task_types.pop(task_id, None) or usage.task_type
+        with self._lock:
+            view = self._views.get(worker_id)
+            if view is not None:
+                view.task_finished(task_id)
+            if task_type is not None:
+                self.history.record(worker_id, task_type, success=success, duration_s=usage.duration_s,
+                                    cpu_seconds=usage.process_cpu_seconds,
+                                    peak_rss_bytes=usage.process_peak_rss_bytes,
+                                    gpu_memory_bytes=usage.process_gpu_memory_peak_bytes)
+            self._stats["tasks_succeeded" if success else "tasks_failed"] += 1
+        return usage
+
+    def _on_task_finished(self, task: Mapping[str, Any], worker_id: str, outcome: Mapping[str, Any]) -> None:
+        if worker_id not in self.worker_monitors:
+            return  # the worker left; its tasks were closed then
+        self.stop_task_monitoring(task["task_id"], worker_id, success=bool(outcome.get("success")),
+                                  error=outcome.get("error"), process_usage=outcome)
+
+    # -- scheduling -----------------------------------------------------------------------------
+    def _factors(self) -> ScoringFactors:
+        cached = self._factors_cache
+        if cached is None or cached[0] != self.hardware_scoring_factors:
+            cached = (dict(self.hardware_scoring_factors), ScoringFactors.from_mapping(self.hardware_scoring_factors))
+            self._factors_cache = cached
+        return cached[1]
+
+    def _make_patched(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        scheduler = self._patch.scheduler if self._patch else self.coordinator.task_scheduler
+        if is_async:
+            async def patched_async(task, available_workers, worker_task_count, *args, **kwargs):
+                ids = worker_ids(available_workers)
+                scores = await original_scores_async(scheduler, original, task, ids, worker_task_count,
+                                                      self.coordinator.workers)
+                return self._choose(task, ids, worker_task_count, scores)
+            return patched_async
+
+        def patched(task, available_workers, worker_task_count, *args, **kwargs):
+            ids = worker_ids(available_workers)
+            scores = original_scores_sync(scheduler, original, task, ids, worker_task_count,
+                                          self.coordinator.workers)
+            return self._choose(task, ids, worker_task_count, scores)
+        return patched
+
+    def _hardware_aware_find_best_worker(self, task: Mapping[str, Any], available_workers: Any,
+                                         worker_task_count: Mapping[str, int]) -> tuple[str | None, float]:
+        """The hardware-aware choice (what the patched scheduler method calls): ``(worker_id,
+        adjusted score)``, ``(None, 0.0)`` only when no available worker can take the task.
+        Works for a sync scheduler; see :meth:`decide_task` for the full decision."""
+        decision = self.decide_task(task, available_workers, worker_task_count)
+        return decision.chosen_worker_id, decision.chosen_score or 0.0
+
+    def decide_task(self, task: Mapping[str, Any], available_workers: Any,
+                    worker_task_count: Mapping[str, int]) -> SchedulingDecision:
+        """Decide (and record) where ``task`` goes, with the explanation."""
+        scheduler = self.coordinator.task_scheduler
+        original = self._patch.original if self._patch else getattr(scheduler, check_contract(self.coordinator)[1])
+        ids = worker_ids(available_workers)
+        scores = original_scores_sync(scheduler, original, task, ids, worker_task_count, self.coordinator.workers)
+        return self._decide(task, ids, worker_task_count, scores)
+
+    def _choose(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
+                scores: Mapping[str, float | None]) -> tuple[str | None, float]:
+        decision = self._decide(task, ids, counts, scores)
+        return decision.chosen_worker_id, decision.chosen_score or 0.0
+
+    def _decide(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
+                scores: Mapping[str, float | None]) -> SchedulingDecision:
+        requirements = TaskRequirements.from_task(task)
+        factors = self._factors()
+        limit = getattr(self.coordinator, "max_tasks_per_worker", None)
+        workers = self.coordinator.workers
+        now_s = self._clock()
+        base: dict[str, float] = {}
+        mismatches: dict[str, str | None] = {}
+        extra: list[Exclusion] = []
+        with self._lock:
+            for worker_id in ids:
+                score = scores.get(worker_id)
+                if limit is not None and counts.get(worker_id, 0) >= limit:
+                    extra.append(Exclusion(worker_id, f"at task limit ({limit})"))
+                    continue
+                if score is None:
+                    extra.append(Exclusion(worker_id, "rejected by the original scheduler"))
+                    continue
+                base[worker_id] = score
+                key = (worker_id, requirements)
+                if key not in self._mismatch_cache:
+                    info = workers.get(worker_id) or {}
+                    self._mismatch_cache[key] = hardware_mismatch(requirements, info.get("capabilities") or {})
+                mismatches[worker_id] = self._mismatch_cache[key]
+            decision = decide(task, requirements, base, self._views, mismatches, factors=factors,
+                              history=self.history, now_s=now_s,
+                              stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
+                              timestamp=utc_now(), seed=self.seed, max_recorded=self.max_recorded_candidates,
+                              extra_exclusions=extra)
+            self._account(decision, task, requirements, now_s)
+        if self._store is not None:
+            self._store.append(DECISIONS_TABLE, decision)
+        return decision
+
+    def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
+                 now_s: float) -> None:
+        self._decisions.append(decision)
+        self._stats["decisions"] += 1
+        for exclusion in decision.exclusions:
+            self._exclusions_by_category[exclusion_category(exclusion.reason)] += 1
+        chosen = decision.chosen_worker_id
+        if chosen is None:
+            self._stats["no_worker"] += 1
+            return
+        if decision.original_worker_id != chosen:
+            self._stats["alternatives_chosen"] += 1
+        self._tasks_per_worker[chosen] += 1
+        task_type = task.get("type")
+        self._task_types[decision.task_id] = task_type
+        cores, memory_bytes = self.history.predicted_demand(chosen, task_type) if task_type else (None, None)
+        factors = self._factors()
+        view = self._views.get(chosen)
+        if view is not None:
+            view.add_inflight(InFlight(decision.task_id, now_s,
+                                       cores if cores is not None else factors.default_task_cores,
+                                       memory_bytes if memory_bytes is not None else factors.default_task_memory_bytes,
+                                       requirements.needs_gpu))
+
+    # -- statistics and reports -----------------------------------------------------------------
+    def scheduler_statistics(self) -> dict[str, Any]:
+        """Counts of decisions, alternatives chosen (original choice penalised or excluded), tasks
+        with no worker, exclusions by category, tasks per worker, tasks succeeded / failed."""
+        with self._lock:
+            return {
+                "decisions": self._stats["decisions"],
+                "alternatives_chosen": self._stats["alternatives_chosen"],
+                "no_worker": self._stats["no_worker"],
+                "tasks_succeeded": self._stats["tasks_succeeded"],
+                "tasks_failed": self._stats["tasks_failed"],
+                "exclusions_by_category": dict(self._exclusions_by_category),
+                "tasks_per_worker": dict(self._tasks_per_worker),
+                "resource_aware": self.enable_resource_aware_scheduling,
+            }
+
+    def recent_decisions(self) -> list[SchedulingDecision]:
+        with self._lock:
+            return list(self._decisions)
+
+    def _worker_snapshot(self) -> dict[str, dict[str, Any]]:
+        now_s = self._clock()
+        stale_after_s = self._factors().stale_after_intervals * self.update_interval_seconds
+        out = {}
+        workers = dict(self.coordinator.workers)
+        with self._lock:
+            ids = sorted(set(workers) | set(self.worker_monitors))
+            for worker_id in ids:
+                info = workers.get(worker_id, {})
+                monitor = self.worker_monitors.get(worker_id)
+                latest = monitor.get_current_metrics() if monitor else None
+                view = self._views.get(worker_id)
+                out[worker_id] = {
+                    "status": info.get("status", "unknown"),
+                    "capabilities": info.get("capabilities") or {},
+                    "current": {"cpu_percent": latest.cpu_percent if latest else None,
+                                "memory_percent": latest.memory_percent if latest else None,
+                                "gpu_percent": latest.gpu_utilization_percent if latest else None},
+                    "simulated_fields": list(latest.simulated_fields) if latest else [],
+                    "excluded_reason": view.excluded_reason if view else None,
+                    "stale": view.stale_reason(now_s, stale_after_s) if view else None,
+                    "overloaded": bool(latest and any(
+                        v is not None and v > self.utilization_threshold
+                        for v in (latest.cpu_percent, latest.memory_percent, latest.gpu_utilization_percent))),
+                }
+        return out
+
+    def generate_resource_report(self) -> dict[str, Any]:
+        """Everything the HTML report shows, as JSON-ready data."""
+        from fleet_hwmon.reports.fleet_report import build_report_data
+
+        if self._store is None:
+            raise RuntimeError("initialize() the integration before asking for a report")
+        return build_report_data(self._store, workers=self._worker_snapshot(),
+                                 scheduler_stats=self.scheduler_statistics(),
+                                 scoring_factors=dict(self.hardware_scoring_factors),
+                                 history=self.history.snapshot())
+
+    def generate_html_report(self, path: str) -> Path:
+        """Write the self-contained HTML report to ``path``; returns the path."""
+        from fleet_hwmon.reports.fleet_report import render_fleet_report
+
+        return render_fleet_report(self.generate_resource_report(), path)
+
+    def export_json(self, path: str) -> Path:
+        """Write the report's content as strict JSON to ``path``; returns the path."""
+        from fleet_hwmon.reports.fleet_report import export_report_json
+
+        return export_report_json(self.generate_resource_report(), path)
+
+
+_PROCESS_FIELDS = {"cpu_seconds": "process_cpu_seconds", "peak_rss_bytes": "process_peak_rss_bytes",
+                   "read_bytes": "process_read_bytes", "write_bytes": "process_write_bytes",
+                   "gpu_memory_peak_bytes": "process_gpu_memory_peak_bytes"}
+
+
+def _process_fields(process_usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not process_usage:
+        return {}
+    return {target: process_usage.get(source) for source, target in _PROCESS_FIELDS.items()
+            if process_usage.get(source) is not None}

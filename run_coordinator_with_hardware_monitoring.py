@@ -1,0 +1,195 @@
+"""Demo: a coordinator with several workers runs real test tasks, scheduled hardware-aware.
+
+    python run_coordinator_with_hardware_monitoring.py [--num-workers 3] [--num-tasks 10]
+        [--duration 60] [--max-tasks-per-worker 2] [--db-path ./hardware_metrics.duckdb]
+        [--report hardware_utilization_report.html] [--export-json PATH] [--seed 0]
+        [--monitoring-level standard] [--quiet]
+
+Workers are embedded slices of this machine with different hardware profiles (CPU-only and
+GPU ones of different sizes). Each worker's CPU and memory figures are real measurements of
+its own tasks' processes; GPU figures of profiles with a GPU this machine lacks are simulated
+and labelled ``simulated`` in the database and the report. The run ends when every task has
+finished or the duration has passed, and leaves a DuckDB file, an HTML report and (with
+``--export-json``) a JSON export. Exit status: 0 when the demo ran (whatever the tasks'
+results), 2 when it could not run at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+from fleet_hwmon.coordinator.coordinator import Coordinator
+from fleet_hwmon.coordinator.embedded import EmbeddedWorker
+from fleet_hwmon.demo.fleet import build_tasks, build_workers
+from fleet_hwmon.store import StoreError
+from hardware_capability_detector import HardwareCapabilityDetector
+from hardware_utilization_monitor import MonitoringLevel
+
+log = logging.getLogger("fleet_hwmon.demo")
+
+
+def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--db-path", default="./hardware_metrics.duckdb", help="DuckDB file to write")
+    parser.add_argument("--num-workers", type=int, default=3, help="workers in the fleet")
+    parser.add_argument("--num-tasks", type=int, default=10, help="tasks to run")
+    parser.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
+    parser.add_argument("--max-tasks-per-worker", type=int, default=2, help="tasks a worker runs at once")
+    parser.add_argument("--report", default="hardware_utilization_report.html", help="HTML report to write")
+    parser.add_argument("--export-json", default=None, metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the workload and of tie-breaking")
+    parser.add_argument("--monitoring-level", default="standard", choices=[lv.value for lv in MonitoringLevel])
+    parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between worker samples")
+    parser.add_argument("--quiet", action="store_true", help="no live view; print only where results are")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    for name in ("num_workers", "num_tasks", "max_tasks_per_worker"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.duration <= 0 or args.update_interval <= 0:
+        parser.error("--duration and --update-interval must be positive")
+    return args
+
+
+def register_fleet(coordinator: Coordinator, workers: list[EmbeddedWorker]) -> None:
+    """Register each worker with capabilities detected on this host, limited to its profile."""
+    detector = HardwareCapabilityDetector(worker_id="demo-host")
+    host = detector.detect_all_capabilities()
+    for worker in workers:
+        record = worker.hardware_capabilities(host)
+        capabilities = detector.to_coordinator_capabilities(record)
+        simulated = worker.capabilities()["simulated"]
+        for gpu in capabilities.get("gpus", []):
+            gpu["simulated"] = True
+        capabilities.update(profile=worker.profile.name, simulated=simulated)
+        coordinator.register_worker(worker.worker_id, capabilities, hardware_capabilities=record)
+
+
+def hook_workers(coordinator: Coordinator, workers: dict[str, EmbeddedWorker]) -> None:
+    """Feed each embedded worker the measurements of its own tasks' process trees."""
+    coordinator.register_task_callback("task_started", lambda task, w: workers[w].task_started(task))
+    coordinator.register_task_callback("task_sample", lambda task, w, s: workers[w].task_sample(task["task_id"], s))
+    coordinator.register_task_callback("task_finished", lambda task, w, _o: workers[w].task_finished(task["task_id"]))
+
+
+class WorkerSampling:
+    """Pushes every worker's sample to the integration each interval, as a remote worker would."""
+
+    def __init__(self, integration: CoordinatorHardwareMonitoringIntegration, workers: list[EmbeddedWorker],
+                 interval_s: float) -> None:
+        self._integration = integration
+        self._workers = workers
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-worker-sampling", daemon=True)
+
+    def push_all(self) -> None:
+        for worker in self._workers:
+            try:
+                self._integration.update_worker_utilization(worker.worker_id, worker.sample())
+            except Exception as err:  # one worker's fault must not stop the others' samples
+                log.warning("sample of %s failed: %s", worker.worker_id, err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.push_all()
+
+    def start(self) -> None:
+        self.push_all()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.push_all()
+
+
+def run(args: argparse.Namespace) -> int:
+    coordinator = Coordinator(max_tasks_per_worker=args.max_tasks_per_worker, seed=args.seed)
+    integration = CoordinatorHardwareMonitoringIntegration(
+        coordinator, db_path=args.db_path, monitoring_level=args.monitoring_level,
+        update_interval_seconds=args.update_interval, seed=args.seed)
+    try:
+        integration.initialize()
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    workers = build_workers(args.num_workers, args.seed)
+    sampling = WorkerSampling(integration, workers, args.update_interval)
+    try:
+        register_fleet(coordinator, workers)
+        hook_workers(coordinator, {w.worker_id: w for w in workers})
+        tasks = build_tasks(args.num_tasks, args.seed)
+        for task in tasks:
+            coordinator.submit_task(task)
+        sampling.start()
+        coordinator.start()
+        timed_out = not _wait(coordinator, integration, args, len(tasks))
+        coordinator.stop(cancel_running=True)
+        sampling.stop()
+        report = integration.generate_html_report(args.report)
+        exported = integration.export_json(args.export_json) if args.export_json else None
+        stats = integration.scheduler_statistics()
+    finally:
+        integration.shutdown()
+    counts = coordinator.counts()
+    print(f"{counts['completed']} tasks completed, {counts['failed']} failed"
+          + (f", stopped after {args.duration:g} s with {counts['queued']} still queued" if timed_out else "")
+          + f"; {stats['decisions']} scheduling decisions, {stats['alternatives_chosen']} moved off the "
+          "original choice")
+    print(f"database: {Path(args.db_path).resolve()}")
+    print(f"report:   {Path(report).resolve()}")
+    if exported:
+        print(f"json:     {Path(exported).resolve()}")
+    return 0
+
+
+def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIntegration,
+          args: argparse.Namespace, total: int) -> bool:
+    """Wait for every task or the duration, showing the live view unless ``--quiet``."""
+    deadline = time.monotonic() + args.duration
+    if args.quiet:
+        while not coordinator.all_done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return coordinator.all_done()
+    from rich.live import Live
+
+    from fleet_hwmon.demo.live import LiveView
+
+    view = LiveView(total)
+
+    def frame():
+        running: dict[str, list[str]] = {}
+        for task_id, record in list(coordinator.tasks.items()):
+            if record.status == "running" and record.worker_id:
+                running.setdefault(record.worker_id, []).append(task_id)
+        alerts = sum(len(m.get_alerts()) for m in list(integration.worker_monitors.values()))
+        return view.frame(integration._worker_snapshot(), coordinator.counts(), alerts, running)
+
+    with Live(frame(), refresh_per_second=4, transient=False) as live:
+        while not coordinator.all_done() and time.monotonic() < deadline:
+            time.sleep(0.25)
+            live.update(frame())
+        live.update(frame())
+    return coordinator.all_done()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
