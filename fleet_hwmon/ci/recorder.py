@@ -1,0 +1,86 @@
+"""A pytest plugin object that turns pytest's reports into one :class:`TestResult` per test.
+
+Pass an instance to ``pytest.main(args, plugins=[recorder])``. Rules, one outcome per test:
+a setup or teardown failure makes the test ``error``; a failing call is ``failed``; a skip in
+setup or call is ``skipped``; ``xfail`` / ``xpass`` are kept apart; a module that fails to be
+collected is one ``error`` row named after the module. Durations add setup, call and teardown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .results_db import TestResult
+
+MESSAGE_LIMIT_CHARS = 4000
+
+
+def _message(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    longrepr = report.longrepr
+    if longrepr is None:
+        return None
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # skip: (path, line, reason)
+        text = str(longrepr[2])
+        if text.startswith("Skipped: "):
+            text = text[len("Skipped: "):]
+    else:
+        text = getattr(report, "longreprtext", None) or str(longrepr)
+    if len(text) > MESSAGE_LIMIT_CHARS:
+        text = text[:MESSAGE_LIMIT_CHARS] + f"\n... ({len(text) - MESSAGE_LIMIT_CHARS} more characters)"
+    return text
+
+
+class ResultRecorder:
+    """Collects per-test outcomes while pytest runs; read :attr:`results` afterwards.
+
+    ``results`` is a list of :class:`TestResult` in the order tests finished; ``collected`` is the
+    number of items pytest collected (after deselection).
+    """
+
+    def __init__(self) -> None:
+        self._by_nodeid: dict[str, dict[str, Any]] = {}
+        self.collected = 0
+
+    # -- pytest hooks -------------------------------------------------------------------
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected = len(session.items)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._by_nodeid[report.nodeid or "<collection>"] = {
+                "outcome": "error", "duration_s": 0.0, "message": _message(report)}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self._by_nodeid.setdefault(report.nodeid, {"outcome": None, "duration_s": 0.0, "message": None})
+        entry["duration_s"] += float(report.duration or 0.0)
+        wasxfail = getattr(report, "wasxfail", None)
+        if report.when == "call":
+            if report.passed:
+                entry["outcome"] = "xpassed" if wasxfail is not None else "passed"
+                if wasxfail:
+                    entry["message"] = wasxfail
+            elif report.skipped:
+                entry["outcome"] = "xfailed" if wasxfail is not None else "skipped"
+                entry["message"] = wasxfail if wasxfail is not None else _message(report)
+            else:
+                entry["outcome"] = "failed"
+                entry["message"] = _message(report)
+        elif report.when == "setup":
+            if report.skipped:
+                entry["outcome"] = "xfailed" if wasxfail is not None else "skipped"
+                entry["message"] = wasxfail if wasxfail is not None else _message(report)
+            elif report.failed:
+                entry["outcome"] = "error"
+                entry["message"] = _message(report)
+        elif report.when == "teardown" and report.failed:
+            previous = entry["message"]
+            entry["outcome"] = "error"
+            entry["message"] = _message(report) if previous is None else f"{previous}\n\n{_message(report)}"
+
+    # -- results ------------------------------------------------------------------------
+    @property
+    def results(self) -> list[TestResult]:
+        return [TestResult(nodeid, entry["outcome"], entry["duration_s"], entry["message"])
+                for nodeid, entry in self._by_nodeid.items() if entry["outcome"] is not None]

@@ -1,0 +1,219 @@
+"""DuckDB tables for test runs: one ``test_runs`` row per run, one ``test_results`` row per test.
+
+The runner writes a finished run in one transaction (one writer, at the end of the run); the
+badge and notification tools only read. Times are UTC ``TIMESTAMPTZ``; durations are seconds.
+
+Example::
+
+    with connect("results.duckdb") as con:
+        ensure_schema(con)
+        latest = latest_run(con)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS test_runs (
+    run_id            VARCHAR PRIMARY KEY,
+    started_at        TIMESTAMPTZ NOT NULL,
+    finished_at       TIMESTAMPTZ NOT NULL,
+    mode              VARCHAR NOT NULL,
+    python_version    VARCHAR NOT NULL,
+    platform          VARCHAR,
+    commit_sha        VARCHAR,
+    branch            VARCHAR,
+    collected         INTEGER NOT NULL,
+    passed            INTEGER NOT NULL,
+    failed            INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    skipped           INTEGER NOT NULL,
+    xfailed           INTEGER NOT NULL,
+    xpassed           INTEGER NOT NULL,
+    duration_s        DOUBLE NOT NULL,
+    exit_code         INTEGER NOT NULL,
+    status            VARCHAR NOT NULL,
+    pytest_args       VARCHAR,
+    ci_provider       VARCHAR,
+    ci_run_id         VARCHAR,
+    ci_run_url        VARCHAR,
+    ci_metadata_json  VARCHAR
+);
+CREATE TABLE IF NOT EXISTS test_results (
+    run_id      VARCHAR NOT NULL,
+    nodeid      VARCHAR NOT NULL,
+    outcome     VARCHAR NOT NULL,
+    duration_s  DOUBLE NOT NULL,
+    message     VARCHAR,
+    PRIMARY KEY (run_id, nodeid)
+);
+"""
+
+
+class ResultsDatabaseError(RuntimeError):
+    """The results database could not be opened or written; the message names the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"results database {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """One test's final outcome. ``outcome`` is one of :data:`OUTCOMES`; ``duration_s`` sums
+    setup, call and teardown; ``message`` is the failure text or skip reason (``None`` on a pass)."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    outcome: str
+    duration_s: float
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class TestRun:
+    """One run of the suite, as stored in ``test_runs`` (counts are tests, not reports).
+
+    ``status`` is ``"passed"``, ``"failed"``, ``"no_tests"`` or ``"interrupted"``.
+    """
+
+    __test__ = False
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    mode: str
+    python_version: str
+    exit_code: int
+    status: str
+    results: Sequence[TestResult] = ()
+    platform: str | None = None
+    commit_sha: str | None = None
+    branch: str | None = None
+    pytest_args: Sequence[str] = ()
+    ci_metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{outcome: number of tests}`` for every outcome in :data:`OUTCOMES`."""
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for result in self.results:
+            counts[result.outcome] += 1
+        return counts
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the results database; a locked or unreadable file raises :class:`ResultsDatabaseError`
+    naming the file and what to do, instead of DuckDB's raw error."""
+    path = str(path)
+    if read_only and not Path(path).exists():
+        raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as err:
+        raise ResultsDatabaseError(
+            path, f"cannot open it ({err}); another process may hold it: wait for it to finish "
+            "or point BENCHMARK_DB_PATH / --results-db at another file") from err
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``test_runs`` and ``test_results`` when missing (idempotent)."""
+    con.execute(SCHEMA)
+
+
+def has_runs_table(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``test_runs`` exists (a read-only connection cannot create it)."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'test_runs'")
+                .fetchone()[0])
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def record_run(path: str | Path, run: TestRun) -> None:
+    """Write ``run`` and its results in one transaction. Raises :class:`ResultsDatabaseError`."""
+    counts = run.counts
+    ci = run.ci_metadata or {}
+    with connect(path) as con:
+        try:
+            ensure_schema(con)
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "INSERT INTO test_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run.run_id, run.started_at, run.finished_at, run.mode, run.python_version, run.platform,
+                 run.commit_sha, run.branch, len(run.results), counts["passed"], counts["failed"],
+                 counts["error"], counts["skipped"], counts["xfailed"], counts["xpassed"],
+                 _finite(run.duration_s), run.exit_code, run.status, json.dumps(list(run.pytest_args)),
+                 ci.get("provider"), ci.get("run_id"), ci.get("run_url"),
+                 json.dumps(ci, allow_nan=False, sort_keys=True) if ci else None])
+            if run.results:
+                con.executemany(
+                    "INSERT INTO test_results VALUES (?, ?, ?, ?, ?)",
+                    [[run.run_id, r.nodeid, r.outcome, _finite(r.duration_s), r.message] for r in run.results])
+            con.execute("COMMIT")
+        except duckdb.Error as err:
+            raise ResultsDatabaseError(str(path), f"cannot record run {run.run_id}: {err}") from err
+
+
+RUN_COLUMNS = ("run_id", "started_at", "finished_at", "mode", "python_version", "platform", "commit_sha",
+               "branch", "collected", "passed", "failed", "errors", "skipped", "xfailed", "xpassed",
+               "duration_s", "exit_code", "status", "ci_provider", "ci_run_id", "ci_run_url")
+
+
+def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
+    out = dict(zip(RUN_COLUMNS, row, strict=True))
+    for key in ("started_at", "finished_at"):
+        if isinstance(out[key], datetime):
+            out[key] = out[key].astimezone(timezone.utc)
+    return out
+
+
+def latest_run(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> dict[str, Any] | None:
+    """The newest run (or ``run_id``) as a dict of :data:`RUN_COLUMNS`, or ``None`` when none."""
+    sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM test_runs"
+    if run_id is None:
+        row = con.execute(sql + " ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone()
+    else:
+        row = con.execute(sql + " WHERE run_id = ?", [run_id]).fetchone()
+    return None if row is None else _row_to_dict(row)
+
+
+def runs_since(con: duckdb.DuckDBPyConnection, since: datetime) -> list[dict[str, Any]]:
+    """Runs that started at or after ``since`` (UTC), newest first."""
+    rows = con.execute(
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM test_runs WHERE started_at >= ? "
+        "ORDER BY started_at DESC", [since]).fetchall()
+    return [_row_to_dict(r) for r in rows]
+
+
+def results_of(con: duckdb.DuckDBPyConnection, run_id: str) -> list[TestResult]:
+    """The per-test rows of one run, ordered by node id."""
+    rows = con.execute("SELECT nodeid, outcome, duration_s, message FROM test_results WHERE run_id = ? "
+                       "ORDER BY nodeid", [run_id]).fetchall()
+    return [TestResult(*row) for row in rows]

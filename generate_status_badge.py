@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""SVG status badges and shields endpoint JSON for the hardware-monitoring test suite.
+
+From the results database (``--db``, default ``$BENCHMARK_DB_PATH``)::
+
+    python generate_status_badge.py --output-dir badges --metric status --metric pass_rate \\
+        --days 7 --style flat --json status.json
+
+One badge of your own::
+
+    python generate_status_badge.py --label coverage --value 87.5 --output coverage.svg
+    python generate_status_badge.py --label "R&D <gpu>" --message "p95 < 80%" --color blue --output x.svg
+
+Python API: :func:`generate_badge_svg` and :func:`get_test_status` (logic in :mod:`fleet_hwmon.ci`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fleet_hwmon.ci.badges import STYLES, auto_color, generate_badge_svg, threshold_color
+from fleet_hwmon.ci.results_db import ResultsDatabaseError
+from fleet_hwmon.ci.runner import DEFAULT_RESULTS_DB
+from fleet_hwmon.ci.status import METRICS, endpoint_json, get_test_status, metric_badge
+
+__all__ = ["generate_badge_svg", "get_test_status", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="generate_status_badge.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", default=os.environ.get("BENCHMARK_DB_PATH") or DEFAULT_RESULTS_DB,
+                        help="results database (default: $BENCHMARK_DB_PATH, else %(default)s)")
+    parser.add_argument("--days", type=float, default=1.0, help="window for the pass rate, in days")
+    parser.add_argument("--metric", action="append", choices=METRICS,
+                        help="badge to write (repeatable; default: status and pass_rate)")
+    parser.add_argument("--style", choices=STYLES, default="flat")
+    parser.add_argument("--output-dir", default="badges", help="folder for <metric>.svg (default: %(default)s)")
+    parser.add_argument("--json", metavar="PATH", help="write a shields endpoint JSON with the details")
+    parser.add_argument("--json-metric", choices=METRICS, default="status", help="metric of the --json document")
+    custom = parser.add_argument_group("a single badge of your own (instead of the database)")
+    custom.add_argument("--label", help="left text")
+    custom.add_argument("--message", help="right text")
+    custom.add_argument("--value", type=float, help="a number (percent) coloured by thresholds")
+    custom.add_argument("--color", help="shields colour name or hex (default: from status or thresholds)")
+    custom.add_argument("--output", help="SVG file for the single badge (default: stdout)")
+    return parser
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.label is not None or ns.message is not None or ns.value is not None:
+            message = ns.message if ns.message is not None else (f"{ns.value:g}%" if ns.value is not None else "")
+            color = ns.color or (threshold_color(ns.value) if ns.value is not None else auto_color(message))
+            svg = generate_badge_svg(ns.label or "", message, color, ns.style)
+            if ns.output:
+                _write(Path(ns.output), svg)
+            else:
+                sys.stdout.write(svg)
+            return 0
+        status = get_test_status(ns.db, days=ns.days)
+        for metric in ns.metric or ["status", "pass_rate"]:
+            label, message, color = metric_badge(status, metric)
+            _write(Path(ns.output_dir) / f"{metric}.svg", generate_badge_svg(label, message, color, ns.style))
+        if ns.json:
+            document = endpoint_json(status, ns.json_metric)
+            _write(Path(ns.json), json.dumps(document, indent=2, allow_nan=False) + "\n")
+        print(f"status: {status['status']} ({status.get('reason') or 'latest run ' + status['latest_run']['run_id']})")
+    except (ValueError, ResultsDatabaseError) as err:
+        print(f"generate_status_badge: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

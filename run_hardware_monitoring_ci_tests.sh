@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Run the hardware-monitoring test suite the way CI does, locally or in CI.
+#
+# Every artifact of a run lands in ci_artifacts/<run id>/ with a manifest.json
+# (file, kind, size, sha256); the newest N runs are kept. Exit status: the tests'.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: run_hardware_monitoring_ci_tests.sh [options] [-- pytest args]
+
+Options:
+  --mode standard|full|long  standard: the default suite; full: also verbose, JUnit XML and
+                             HTML report; long: full plus the long end-to-end tests
+                             (--run-long-tests). Default: standard.
+  --python CMD               Python used to create the virtual environment (or to run the
+                             tests with --no-venv). Default: python3.
+  --no-venv                  Use CMD as it is: no virtual environment, no install.
+  --ci-integration           Record CI metadata (GitHub Actions variables) with the run.
+  --generate-badge           Write SVG badges and status.json from the results database.
+  --send-notifications       Run ci_notification.py for the run's outcome (a dry run when no
+                             channel is enabled, and it says so).
+  --notify-channels LIST     Channels to notify (comma-separated; default: enabled ones).
+  --keep-runs N              Keep the newest N run folders (default: 10).
+  --artifacts-dir DIR        Where run folders go (default: ci_artifacts).
+  -h, --help                 Show this help.
+  -- ARGS                    Passed to pytest (e.g. -k EXPR or a test path).
+
+Environment:
+  BENCHMARK_DB_PATH          Results database (default: <artifacts dir>/test_results.duckdb).
+  HWMON_CI_VENV_DIR          Virtual environment folder (default: .venv-ci).
+  HWMON_CI_ARTIFACTS_DIR     Same as --artifacts-dir.
+  HWMON_CI_KEEP_RUNS         Same as --keep-runs.
+  HWMON_NOTIFICATION_CONFIG  Notification config (default: notification_config.json).
+  HWMON_NOTIFY_CHANNELS      Same as --notify-channels.
+EOF
+}
+
+die() {
+    printf 'run_hardware_monitoring_ci_tests.sh: %s\n' "$1" >&2
+    exit 2
+}
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MODE="standard"
+PYTHON_CMD="python3"
+USE_VENV=1
+CI_INTEGRATION=0
+GENERATE_BADGE=0
+SEND_NOTIFICATIONS=0
+NOTIFY_CHANNELS="${HWMON_NOTIFY_CHANNELS:-}"
+KEEP_RUNS="${HWMON_CI_KEEP_RUNS:-10}"
+ARTIFACTS_ROOT="${HWMON_CI_ARTIFACTS_DIR:-$ROOT/ci_artifacts}"
+PYTEST_ARGS=()
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --mode) [[ $# -ge 2 ]] || die "--mode needs a value"; MODE="$2"; shift 2 ;;
+        --mode=*) MODE="${1#*=}"; shift ;;
+        --python) [[ $# -ge 2 ]] || die "--python needs a value"; PYTHON_CMD="$2"; shift 2 ;;
+        --python=*) PYTHON_CMD="${1#*=}"; shift ;;
+        --no-venv) USE_VENV=0; shift ;;
+        --ci-integration) CI_INTEGRATION=1; shift ;;
+        --generate-badge) GENERATE_BADGE=1; shift ;;
+        --send-notifications) SEND_NOTIFICATIONS=1; shift ;;
+        --notify-channels) [[ $# -ge 2 ]] || die "--notify-channels needs a value"; NOTIFY_CHANNELS="$2"; shift 2 ;;
+        --keep-runs) [[ $# -ge 2 ]] || die "--keep-runs needs a value"; KEEP_RUNS="$2"; shift 2 ;;
+        --artifacts-dir) [[ $# -ge 2 ]] || die "--artifacts-dir needs a value"; ARTIFACTS_ROOT="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; PYTEST_ARGS=("$@"); break ;;
+        *) die "unknown option: $1 (see --help)" ;;
+    esac
+done
+
+case "$MODE" in
+    standard|full|long) ;;
+    *) die "--mode must be standard, full or long, not '$MODE'" ;;
+esac
+[[ "$KEEP_RUNS" =~ ^[1-9][0-9]*$ ]] || die "--keep-runs must be a positive whole number, not '$KEEP_RUNS'"
+command -v "$PYTHON_CMD" >/dev/null 2>&1 || die "Python command not found: $PYTHON_CMD"
+
+cd "$ROOT"
+mkdir -p "$ARTIFACTS_ROOT"
+ARTIFACTS_ROOT="$(cd "$ARTIFACTS_ROOT" && pwd)"
+RESULTS_DB="${BENCHMARK_DB_PATH:-$ARTIFACTS_ROOT/test_results.duckdb}"
+
+# --- the Python that runs the tests ---------------------------------------------------------
+if [[ "$USE_VENV" -eq 1 ]]; then
+    VENV_DIR="${HWMON_CI_VENV_DIR:-$ROOT/.venv-ci}"
+    PY_VERSION="$("$PYTHON_CMD" -c 'import sys; print(sys.version)')"
+    VENV_KEY="$({ cat "$ROOT/pyproject.toml"; printf '%s\n' "$PY_VERSION"; } | "$PYTHON_CMD" -c \
+        'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+    if [[ -x "$VENV_DIR/bin/python" && -f "$VENV_DIR/.hwmon-ci-key" \
+          && "$(cat "$VENV_DIR/.hwmon-ci-key")" == "$VENV_KEY" ]]; then
+        echo "Reusing virtual environment $VENV_DIR"
+    else
+        echo "Creating virtual environment $VENV_DIR with $PYTHON_CMD ($PY_VERSION)"
+        rm -rf "$VENV_DIR"
+        "$PYTHON_CMD" -m venv "$VENV_DIR"
+        "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV_DIR/bin/python" -m pip install --quiet -e '.[test]'
+        printf '%s\n' "$VENV_KEY" > "$VENV_DIR/.hwmon-ci-key"
+    fi
+    PY="$VENV_DIR/bin/python"
+else
+    PY="$(command -v "$PYTHON_CMD")"
+    echo "Using $PY as it is (--no-venv)"
+fi
+
+# --- one run ---------------------------------------------------------------------------------
+RUN_ID="$("$PY" -c 'from fleet_hwmon.ci.runner import new_run_id; print(new_run_id())')"
+RUN_DIR="$ARTIFACTS_ROOT/$RUN_ID"
+mkdir -p "$RUN_DIR"
+
+RUNNER_ARGS=(--mode "$MODE" --run-id "$RUN_ID" --results-db "$RESULTS_DB" --summary-json "$RUN_DIR/summary.json")
+case "$MODE" in
+    full) RUNNER_ARGS+=(--verbose --junit-xml "$RUN_DIR/junit.xml" --html-report "$RUN_DIR/test_report.html") ;;
+    long) RUNNER_ARGS+=(--verbose --junit-xml "$RUN_DIR/junit.xml" --html-report "$RUN_DIR/test_report.html"
+                        --run-long-tests) ;;
+    *) RUNNER_ARGS+=(--junit-xml "$RUN_DIR/junit.xml") ;;
+esac
+if [[ "$CI_INTEGRATION" -eq 1 ]]; then
+    RUNNER_ARGS+=(--ci-integration)
+    "$PY" -c 'import json, sys; from fleet_hwmon.ci.ci_env import github_actions_metadata as m
+json.dump(m(), open(sys.argv[1], "w"), indent=2, allow_nan=False)' "$RUN_DIR/ci_metadata.json"
+fi
+
+echo "Run $RUN_ID: mode $MODE, artifacts in $RUN_DIR"
+set +e
+"$PY" "$ROOT/run_hardware_monitoring_tests.py" "${RUNNER_ARGS[@]}" -- ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} 2>&1 \
+    | tee "$RUN_DIR/test_output.log"
+TEST_STATUS="${PIPESTATUS[0]}"
+set -e
+
+if [[ "$GENERATE_BADGE" -eq 1 ]]; then
+    "$PY" "$ROOT/generate_status_badge.py" --db "$RESULTS_DB" --output-dir "$RUN_DIR/badges" \
+        --metric status --metric pass_rate --metric tests --json "$RUN_DIR/status.json" \
+        || echo "warning: badge generation failed" >&2
+fi
+
+if [[ "$SEND_NOTIFICATIONS" -eq 1 ]]; then
+    OUTCOME="failure"
+    if [[ "$TEST_STATUS" -eq 0 ]]; then
+        OUTCOME="success"
+    fi
+    NOTIFY_ARGS=(--test-status "$OUTCOME" --result-json "$RUN_DIR/notification.json"
+                 --notification-config "${HWMON_NOTIFICATION_CONFIG:-$ROOT/notification_config.json}")
+    if [[ -f "$RUN_DIR/summary.json" ]]; then
+        NOTIFY_ARGS+=(--test-report "$RUN_DIR/summary.json")
+    fi
+    if [[ -n "$NOTIFY_CHANNELS" ]]; then
+        NOTIFY_ARGS+=(--channels "$NOTIFY_CHANNELS")
+    fi
+    if [[ -f "$RUN_DIR/test_report.html" ]]; then
+        NOTIFY_ARGS+=(--report-url "file://$RUN_DIR/test_report.html")
+    fi
+    "$PY" "$ROOT/ci_notification.py" "${NOTIFY_ARGS[@]}" \
+        || echo "warning: a notification channel failed (see above); the exit status stays the tests'" >&2
+fi
+
+"$PY" -m fleet_hwmon.ci.artifacts manifest "$RUN_DIR" --run-id "$RUN_ID"
+"$PY" -m fleet_hwmon.ci.artifacts prune "$ARTIFACTS_ROOT" --keep "$KEEP_RUNS"
+
+echo
+echo "Results database: $RESULTS_DB"
+echo "Artifacts:        $RUN_DIR"
+for artifact in summary.json junit.xml test_report.html test_output.log status.json badges notification.json; do
+    if [[ -e "$RUN_DIR/$artifact" ]]; then
+        echo "  $RUN_DIR/$artifact"
+    fi
+done
+echo "Manifest:         $RUN_DIR/manifest.json"
+echo "Tests exit status: $TEST_STATUS"
+exit "$TEST_STATUS"

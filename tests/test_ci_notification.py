@@ -1,0 +1,464 @@
+"""Notifications against real local servers: aiosmtpd SMTP, pytest-httpserver HTTP, raw sockets."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from werkzeug import Response
+
+from fleet_hwmon.ci.notify.config import Masker, load_config, resolve
+from fleet_hwmon.ci.notify.dispatch import send_notifications
+from fleet_hwmon.ci.notify.http_channels import GITHUB_MARKER_PREFIX
+from fleet_hwmon.ci.report import FailedTest, RunReport
+
+ROOT = Path(__file__).resolve().parents[1]
+SLACK_PATH = "/services/T000/B000/XXXX"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def failing_report(n_failures: int = 2, message: str = "AssertionError: expected 1") -> RunReport:
+    failed = tuple(FailedTest(f"tests/test_x.py::test_{i}", "failed", message) for i in range(n_failures))
+    return RunReport(status="failure", counts={"passed": 10, "failed": n_failures, "error": 0, "skipped": 1},
+                     failed_tests=failed, commit="0123456789abcdef0123456789abcdef01234567", branch="main",
+                     repository="acme/fleet", pull_request=7, run_url="https://ci.example.com/run/1",
+                     duration_s=12.5, run_id="20250101T000000Z-abcd1234", mode="standard")
+
+
+# --- servers -------------------------------------------------------------------------------------
+class SmtpHandler:
+    """Records messages; drops the first ``drop_first`` connections right after EHLO."""
+
+    def __init__(self, drop_first: int = 0) -> None:
+        self.drop_first = drop_first
+        self.ehlos = 0
+        self.envelopes: list = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802 (aiosmtpd hook)
+        self.ehlos += 1
+        session.host_name = hostname
+        if self.ehlos <= self.drop_first:
+            server.transport.close()
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    started: list[Controller] = []
+
+    def start(handler: SmtpHandler, **kwargs) -> int:
+        port = free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+        controller.start()
+        started.append(controller)
+        return port
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never sends a byte (C29, C30b)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def email_config(port: int, **extra) -> dict:
+    section = {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": port, "security": "none",
+               "from": "ci@example.com", "to": ["dev1@example.com", "dev2@example.com"], "timeout_s": 1.5}
+    section.update(extra)
+    return {"email": section}
+
+
+def parse(envelope) -> email.message.EmailMessage:
+    return email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+
+
+# --- email ---------------------------------------------------------------------------------------
+def test_email_digest_reaches_every_recipient(smtp_server):
+    handler = SmtpHandler()
+    port = smtp_server(handler)
+    [delivery] = send_notifications(failing_report(3), email_config(port), environ={})
+    assert delivery.ok and delivery.attempts == 1, delivery
+    assert len(handler.envelopes) == 1  # one digest, not one mail per failure
+    envelope = handler.envelopes[0]
+    assert sorted(envelope.rcpt_tos) == ["dev1@example.com", "dev2@example.com"]
+    msg = parse(envelope)
+    assert msg["Subject"].startswith("[FAILED] Hardware monitoring tests on main: 3 failing of 14")
+    body = msg.get_content()
+    for i in range(3):
+        assert f"tests/test_x.py::test_{i} (failed)" in body
+    assert "0123456789abcdef0123456789abcdef01234567" in body
+
+
+def test_email_retries_once_after_a_dropped_connection(smtp_server):
+    handler = SmtpHandler(drop_first=1)
+    port = smtp_server(handler)
+    [delivery] = send_notifications(failing_report(), email_config(port), environ={})
+    assert delivery.ok, delivery
+    assert delivery.attempts == 2
+    assert handler.ehlos == 2 and len(handler.envelopes) == 1
+
+
+def test_email_dropped_twice_is_a_recorded_failure(smtp_server):
+    handler = SmtpHandler(drop_first=5)
+    port = smtp_server(handler)
+    [delivery] = send_notifications(failing_report(), email_config(port), environ={})
+    assert not delivery.ok and delivery.attempts == 2
+    assert "dropped the connection twice" in delivery.detail
+    assert handler.envelopes == []
+
+
+def test_email_server_that_never_greets_times_out(silent_server):
+    started = time.monotonic()
+    [delivery] = send_notifications(failing_report(), email_config(silent_server, timeout_s=1.0), environ={})
+    elapsed_s = time.monotonic() - started
+    assert not delivery.ok and "timed out after 1 s" in delivery.detail
+    assert elapsed_s < 3.0
+
+
+def test_multiline_error_cannot_inject_a_header(smtp_server):
+    handler = SmtpHandler()
+    port = smtp_server(handler)
+    report = RunReport(status="failure", counts={"passed": 0, "failed": 1},
+                       failed_tests=(FailedTest("test_x", "failed", "AssertionError\nBcc: attacker@example.com"),))
+    [delivery] = send_notifications(report, email_config(port), environ={})
+    assert delivery.ok, delivery
+    envelope = handler.envelopes[0]
+    assert "attacker@example.com" not in envelope.rcpt_tos
+    msg = parse(envelope)
+    assert msg["Bcc"] is None
+    raw_headers = envelope.original_content.split(b"\r\n\r\n", 1)[0].decode()
+    assert not any(line.lower().startswith("bcc:") for line in raw_headers.splitlines())
+    subject = str(msg["Subject"])
+    assert "\n" not in subject and "\r" not in subject
+    assert "AssertionError Bcc: attacker@example.com" in subject
+    assert "AssertionError\nBcc: attacker@example.com" in msg.get_content().replace("\r\n", "\n")
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"openssl could not make a test certificate: {err}")
+    return str(cert), str(key)
+
+
+def test_email_over_starttls_and_over_ssl(smtp_server, tls_files):
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    plain = SmtpHandler()
+    port = smtp_server(plain, tls_context=context, require_starttls=True)
+    [delivery] = send_notifications(failing_report(), email_config(port, security="starttls", ca_file=cert),
+                                    environ={})
+    assert delivery.ok, delivery
+    assert len(plain.envelopes) == 1
+
+    wrapped = SmtpHandler()
+    port = smtp_server(wrapped, ssl_context=context)
+    [delivery] = send_notifications(failing_report(), email_config(port, security="ssl", ca_file=cert),
+                                    environ={})
+    assert delivery.ok, delivery
+    assert len(wrapped.envelopes) == 1
+
+
+# --- Slack ---------------------------------------------------------------------------------------
+def slack_config(url: str, **extra) -> dict:
+    return {"slack": {"enabled": True, "webhook_url": url, "connect_timeout_s": 1.0, "read_timeout_s": 1.5,
+                      "retries": 3, "max_total_s": 10, **extra}}
+
+
+def test_slack_honours_retry_after_then_delivers(httpserver):
+    httpserver.expect_ordered_request(SLACK_PATH, method="POST").respond_with_response(
+        Response('{"ok":false,"error":"rate_limited"}', status=429, headers={"Retry-After": "2"}))
+    httpserver.expect_ordered_request(SLACK_PATH, method="POST").respond_with_data("ok")
+    started = time.monotonic()
+    [delivery] = send_notifications(failing_report(), slack_config(httpserver.url_for(SLACK_PATH)), environ={})
+    elapsed_s = time.monotonic() - started
+    assert delivery.ok, delivery
+    assert delivery.attempts == 2
+    assert elapsed_s >= 2.0
+    assert len(httpserver.log) == 2
+
+
+def test_slack_gives_up_after_bounded_retries(httpserver):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_response(
+        Response('{"ok":false,"error":"rate_limited"}', status=429, headers={"Retry-After": "0"}))
+    config = slack_config(httpserver.url_for(SLACK_PATH), retries=2, backoff_s=0.01)
+    [delivery] = send_notifications(failing_report(), config, environ={})
+    assert not delivery.ok
+    assert "HTTP 429" in delivery.detail
+    assert len(httpserver.log) == 3  # the first try and two retries
+
+
+def test_slack_retry_after_longer_than_the_budget_is_not_waited_for(httpserver):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_response(
+        Response("rate limited", status=429, headers={"Retry-After": "60"}))
+    config = slack_config(httpserver.url_for(SLACK_PATH), max_total_s=3, max_retry_after_s=30)
+    started = time.monotonic()
+    [delivery] = send_notifications(failing_report(), config, environ={})
+    assert not delivery.ok
+    assert time.monotonic() - started < 3.0
+    assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize(("body", "accepted"), [("ok", True), ('{"ok": true}', True),
+                                                 ("invalid_payload", False), ('{"ok": false}', False)])
+def test_slack_success_only_when_slack_says_ok(httpserver, body, accepted):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_data(body, status=200)
+    [delivery] = send_notifications(failing_report(), slack_config(httpserver.url_for(SLACK_PATH)), environ={})
+    assert delivery.ok is accepted
+
+
+def test_many_failures_become_one_digest_post(httpserver):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_data("ok")
+    report = failing_report(500)
+    [delivery] = send_notifications(report, slack_config(httpserver.url_for(SLACK_PATH)), environ={})
+    assert delivery.ok
+    assert len(httpserver.log) == 1
+    text = json.loads(httpserver.log[0][0].get_data())["text"]
+    assert "10 passed, 500 failed" in text
+    assert text.count("tests/test_x.py::test_") == 20  # max_failures_listed
+    assert "…and 480 more" in text
+
+
+def test_slack_text_is_escaped(httpserver):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_data("ok")
+    report = RunReport(status="failure", counts={"failed": 1},
+                       failed_tests=(FailedTest("t::x", "failed", "<!channel> a & b > c"),))
+    send_notifications(report, slack_config(httpserver.url_for(SLACK_PATH)), environ={})
+    text = json.loads(httpserver.log[0][0].get_data())["text"]
+    assert "&lt;!channel&gt; a &amp; b &gt; c" in text
+    assert "<!channel>" not in text
+
+
+def test_every_http_channel_gives_up_on_a_server_that_never_answers(silent_server):
+    url = f"http://127.0.0.1:{silent_server}"
+    timeouts = {"connect_timeout_s": 1.0, "read_timeout_s": 1.0, "retries": 3, "max_total_s": 5}
+    config = {
+        "slack": {"enabled": True, "webhook_url": f"{url}/hook", **timeouts},
+        "webhook": {"enabled": True, "url": f"{url}/generic", **timeouts},
+        "github": {"enabled": True, "api_url": url, "repository": "acme/fleet", "token": "t0ken-value",
+                   **timeouts},
+    }
+    started = time.monotonic()
+    deliveries = send_notifications(failing_report(), config, environ={})
+    total_s = time.monotonic() - started
+    assert [d.channel for d in deliveries] == ["slack", "webhook", "github"]
+    for delivery in deliveries:
+        assert not delivery.ok
+        assert "ReadTimeout" in delivery.detail
+        assert delivery.elapsed_s < 2.5, delivery
+    assert total_s < 7.0
+
+
+# --- GitHub --------------------------------------------------------------------------------------
+def github_config(api_url: str) -> dict:
+    return {"github": {"enabled": True, "api_url": api_url, "repository": "${GITHUB_REPOSITORY}",
+                       "token": "${GITHUB_TOKEN}", "read_timeout_s": 2, "max_total_s": 10}}
+
+
+def test_github_status_and_comment_updated_not_duplicated(httpserver):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    comments: list[dict] = [{"id": 11, "body": "an unrelated review remark"}]
+
+    def list_comments(request):
+        return Response(json.dumps(comments), status=200, content_type="application/json")
+
+    def create_comment(request):
+        body = json.loads(request.get_data())["body"]
+        comments.append({"id": 99, "body": body})
+        return Response(json.dumps({"id": 99}), status=201, content_type="application/json")
+
+    def update_comment(request):
+        comments[-1]["body"] = json.loads(request.get_data())["body"]
+        return Response(json.dumps({"id": 99}), status=200, content_type="application/json")
+
+    httpserver.expect_request(f"/repos/acme/fleet/statuses/{sha}", method="POST").respond_with_json(
+        {"state": "failure"}, status=201)
+    httpserver.expect_request("/repos/acme/fleet/issues/7/comments", method="GET").respond_with_handler(
+        list_comments)
+    httpserver.expect_request("/repos/acme/fleet/issues/7/comments", method="POST").respond_with_handler(
+        create_comment)
+    httpserver.expect_request("/repos/acme/fleet/issues/comments/99", method="PATCH").respond_with_handler(
+        update_comment)
+    environ = {"GITHUB_TOKEN": "ghs_secretvalue123", "GITHUB_REPOSITORY": "acme/fleet"}
+    config = github_config(httpserver.url_for("/").rstrip("/"))
+
+    [first] = send_notifications(failing_report(), config, environ=environ)
+    assert first.ok, first
+    assert "comment added" in first.detail
+    passing = RunReport(status="success", counts={"passed": 12}, commit=sha, pull_request=7)
+    [second] = send_notifications(passing, config, environ=environ)
+    assert second.ok, second
+    assert "comment 99 updated" in second.detail
+
+    methods = [(req.method, req.path) for req, _ in httpserver.log]
+    assert methods.count(("POST", "/repos/acme/fleet/issues/7/comments")) == 1
+    assert methods.count(("PATCH", "/repos/acme/fleet/issues/comments/99")) == 1
+    assert len(comments) == 2
+    assert GITHUB_MARKER_PREFIX in comments[-1]["body"] and "tests passed" in comments[-1]["body"]
+    statuses = [json.loads(req.get_data()) for req, _ in httpserver.log if "/statuses/" in req.path]
+    assert [s["state"] for s in statuses] == ["failure", "success"]
+    assert statuses[0]["context"] == "hardware-monitoring/tests"
+    assert statuses[0]["target_url"] == "https://ci.example.com/run/1"
+    for request, _ in httpserver.log:
+        assert request.headers["Authorization"] == "Bearer ghs_secretvalue123"
+
+
+def test_github_error_does_not_leak_the_token(httpserver):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    httpserver.expect_request(f"/repos/acme/fleet/statuses/{sha}", method="POST").respond_with_data(
+        "Bad credentials for ghs_secretvalue123", status=401)
+    environ = {"GITHUB_TOKEN": "ghs_secretvalue123", "GITHUB_REPOSITORY": "acme/fleet"}
+    [delivery] = send_notifications(failing_report(), github_config(httpserver.url_for("/").rstrip("/")),
+                                    environ=environ)
+    assert not delivery.ok
+    assert "HTTP 401" in delivery.detail
+    assert "ghs_secretvalue123" not in delivery.detail and "***" in delivery.detail
+
+
+# --- config, dry run, CLI ------------------------------------------------------------------------
+def test_example_config_is_complete_disabled_and_secret_free():
+    config = load_config(ROOT / "notification_config.json")
+    for name in ("email", "slack", "github"):
+        assert config[name]["enabled"] is False
+    assert config["slack"]["webhook_url"] == "${SLACK_WEBHOOK_URL}"
+    assert config["email"]["password"] == "${SMTP_PASSWORD}"
+    assert config["github"]["token"] == "${GITHUB_TOKEN}"
+    assert config["email"]["smtp_host"] and config["email"]["to"]
+    assert config["github"]["repository"] and config["github"]["api_url"]
+
+
+def test_env_references_resolve_and_mask():
+    masker = Masker()
+    missing: list[str] = []
+    value = resolve({"url": "https://hooks.example.com/${HOOK}", "port": "${PORT:-587}", "x": "${UNSET}"},
+                    {"HOOK": "s3cr3t/path"}, masker, missing)
+    assert value == {"url": "https://hooks.example.com/s3cr3t/path", "port": "587", "x": ""}
+    assert missing == ["UNSET"]
+    assert masker.mask(f"error at {value['url']}") == "error at https://hooks.example.com/***"
+    assert masker.mask("quoted s3cr3t%2Fpath") == "quoted ***"
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "ci_notification.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_cli_dry_run_prints_the_message_and_masks_secrets(tmp_path, httpserver):
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"slack": {"enabled": True, "webhook_url": "${HWMON_TEST_HOOK}"}}))
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"run_id": "r1", "status": "failed", "counts": {"passed": 1, "failed": 1},
+                                   "failed_tests": [{"nodeid": "t::a", "outcome": "failed", "message": "boom"}]}))
+    secret_url = httpserver.url_for("/hook/abcdef-secret-token")
+    import os
+    env = {**os.environ, "HWMON_TEST_HOOK": secret_url}
+    done = run_cli("--test-report", str(summary), "--notification-config", str(config), "--dry-run",
+                   "--verbose", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "abcdef-secret-token" not in done.stdout + done.stderr
+    assert "--- slack: POST ***" in done.stdout
+    payload = json.loads(done.stdout.split("--- slack: POST ***\n", 1)[1].split("\nslack: ok", 1)[0])
+    assert payload["text"].startswith(":x: *Hardware monitoring tests FAILED*")
+    assert "`t::a` (failed): boom" in payload["text"]
+    assert httpserver.log == []  # nothing was sent
+
+
+def test_cli_exit_status_follows_delivery(tmp_path, httpserver):
+    httpserver.expect_request("/ok", method="POST").respond_with_data("ok")
+    httpserver.expect_request("/bad", method="POST").respond_with_data("no_service", status=404)
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({
+        "slack": {"enabled": True, "webhook_url": httpserver.url_for("/ok")},
+        "mattermost": {"type": "slack", "enabled": False, "webhook_url": httpserver.url_for("/bad")}}))
+    ok = run_cli("--test-status", "failure", "--notification-config", str(config), "--result-json",
+                 str(tmp_path / "result.json"))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "result.json").read_text())[0] == {
+        "channel": "slack", "ok": True, "skipped": False, "detail": "delivered", "attempts": 1,
+        "elapsed_s": pytest.approx(0, abs=5)}
+    bad = run_cli("--test-status", "failure", "--notification-config", str(config), "--channels", "slack,mattermost")
+    assert bad.returncode == 1
+    assert "mattermost: FAILED: not accepted: HTTP 404" in bad.stderr
+    skipped = run_cli("--test-status", "success", "--notification-config", str(config))
+    assert skipped.returncode == 0 and "skipped: notify_on does not include success" in skipped.stdout
+    missing = run_cli("--test-status", "failure", "--notification-config", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "cannot read notification config" in missing.stderr
+
+
+def test_unset_secret_names_the_variable_and_fails(tmp_path):
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"slack": {"enabled": True, "webhook_url": "${HWMON_TEST_UNSET_HOOK}"}}))
+    done = run_cli("--test-status", "failure", "--notification-config", str(config))
+    assert done.returncode == 1
+    assert "environment variable(s) not set: HWMON_TEST_UNSET_HOOK" in done.stderr
+
+
+def test_no_enabled_channel_is_a_dry_run_that_says_so():
+    done = run_cli("--test-status", "failure", "--notification-config", str(ROOT / "notification_config.json"))
+    assert done.returncode == 0, done.stderr
+    assert "no notification channel is enabled; dry run" in done.stdout
+    assert "--- slack: POST ${SLACK_WEBHOOK_URL}" in done.stdout
+
+
+def test_apprise_channel_posts_through_apprise(httpserver):
+    pytest.importorskip("apprise")
+    httpserver.expect_request("/apprise", method="POST").respond_with_data("ok")
+    port = httpserver.port
+    config = {"apprise": {"enabled": True, "urls": [f"json://127.0.0.1:{port}/apprise"]}}
+    [delivery] = send_notifications(failing_report(), config, environ={})
+    assert delivery.ok, delivery
+    body = json.loads(httpserver.log[0][0].get_data())
+    assert body["title"] == "Hardware monitoring tests FAILED on main"
+    assert "10 passed, 2 failed" in body["message"]

@@ -1,0 +1,161 @@
+"""The test runner, run as a real subprocess on a generated suite with known outcomes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import duckdb
+
+from fleet_hwmon.ci.report import load_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SUITE = '''
+import pytest
+
+def test_pass_one(): pass
+def test_pass_two(): pass
+def test_pass_three(): pass
+def test_fail_one(): assert 1 + 1 == 3, "arithmetic"
+def test_fail_two(): raise ValueError("bad <value> & more")
+
+@pytest.mark.skip(reason="not on this host")
+def test_skipped(): pass
+
+@pytest.mark.long
+def test_long_end_to_end(): pass
+
+@pytest.mark.xfail(reason="known bug")
+def test_expected_failure(): assert False
+
+@pytest.fixture
+def broken(): raise RuntimeError("fixture exploded")
+
+def test_setup_error(broken): pass
+'''
+
+
+def make_suite(folder: Path) -> Path:
+    """A tiny project: this repository's conftest (for --db-path / --run-long-tests) and 9 tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    long: long tests\n")
+    path = folder / "test_tiny.py"
+    path.write_text(TINY_SUITE)
+    return path
+
+
+def run_runner(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run_hardware_monitoring_tests.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_run_is_recorded_with_exact_counts(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), "--junit-xml", str(tmp_path / "junit.xml"),
+                      "--summary-json", str(tmp_path / "summary.json"), "--run-id", "run-1", str(suite))
+    assert done.returncode == 1, done.stdout + done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    row = con.execute("SELECT mode, collected, passed, failed, errors, skipped, xfailed, xpassed, exit_code, "
+                      "status, python_version FROM test_runs WHERE run_id = 'run-1'").fetchone()
+    assert row == ("standard", 9, 3, 2, 1, 2, 1, 0, 1, "failed", sys.version.split()[0])
+    outcomes = dict(con.execute("SELECT nodeid, outcome FROM test_results WHERE run_id = 'run-1'").fetchall())
+    assert outcomes == {
+        "test_tiny.py::test_pass_one": "passed", "test_tiny.py::test_pass_two": "passed",
+        "test_tiny.py::test_pass_three": "passed", "test_tiny.py::test_fail_one": "failed",
+        "test_tiny.py::test_fail_two": "failed", "test_tiny.py::test_skipped": "skipped",
+        "test_tiny.py::test_long_end_to_end": "skipped", "test_tiny.py::test_expected_failure": "xfailed",
+        "test_tiny.py::test_setup_error": "error"}
+    messages = dict(con.execute("SELECT nodeid, message FROM test_results").fetchall())
+    assert messages["test_tiny.py::test_skipped"] == "not on this host"
+    assert messages["test_tiny.py::test_long_end_to_end"] == "long test: run with --run-long-tests"
+    assert "arithmetic" in messages["test_tiny.py::test_fail_one"]
+    assert "fixture exploded" in messages["test_tiny.py::test_setup_error"]
+    assert messages["test_tiny.py::test_pass_one"] is None
+    con.close()
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"] == {"passed": 3, "failed": 2, "error": 1, "skipped": 2, "xfailed": 1, "xpassed": 0}
+    assert [t["nodeid"] for t in summary["failed_tests"]] == [
+        "test_tiny.py::test_fail_one", "test_tiny.py::test_fail_two", "test_tiny.py::test_setup_error"]
+    junit = load_report(tmp_path / "junit.xml")
+    assert junit.counts == {"passed": 3, "failed": 2, "error": 1, "skipped": 3}  # JUnit counts xfail as skipped
+    assert junit.status == "failure"
+    assert "run run-1 (standard): 3 passed, 2 failed, 1 errors, 2 skipped" in done.stdout
+
+
+def test_long_tests_run_with_the_option_and_a_selection_passes_through(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), "--run-long-tests", "--run-id", "long-1", str(suite),
+                      "-k", "long or pass_one")
+    assert done.returncode == 0, done.stdout + done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT mode, collected, passed, status FROM test_runs").fetchone() == (
+        "long", 2, 2, "passed")
+    con.close()
+
+
+def test_results_db_defaults_to_benchmark_db_path(tmp_path):
+    import os
+
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "from_env.duckdb"
+    done = run_runner(str(suite), "-k", "pass_one", env={**os.environ, "BENCHMARK_DB_PATH": str(db)})
+    assert done.returncode == 0, done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT passed FROM test_runs").fetchall() == [(1,)]
+    con.close()
+
+
+def test_no_collected_test_fails_with_a_clear_message(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), "--", str(suite), "-k", "no_such_test")
+    assert done.returncode == 5
+    assert "no test was collected (pytest exit code 5)" in done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT collected, status, exit_code FROM test_runs").fetchone() == (0, "no_tests", 5)
+    con.close()
+
+
+def test_html_report_lists_each_test(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    report = tmp_path / "out" / "tiny_report.html"
+    done = run_runner("--results-db", str(tmp_path / "r.duckdb"), "--html-report", str(report), "--verbose",
+                      str(suite))
+    assert done.returncode == 1
+    html = report.read_text()
+    for name in ("test_pass_one", "test_pass_two", "test_pass_three", "test_fail_one", "test_fail_two",
+                 "test_skipped", "test_long_end_to_end", "test_expected_failure", "test_setup_error"):
+        assert f"test_tiny.py::{name}" in html
+    assert "<link rel=\"stylesheet\"" not in html  # self-contained: styles are inline
+
+
+def test_junit_xml_is_valid(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    run_runner("--results-db", str(tmp_path / "r.duckdb"), "--junit-xml", str(tmp_path / "j.xml"), str(suite),
+               "-k", "pass")
+    root = ET.parse(tmp_path / "j.xml").getroot()
+    assert len(list(root.iter("testcase"))) == 3
+
+
+def test_locked_results_database_is_named_in_the_error(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(30)", str(db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        done = run_runner("--results-db", str(db), str(suite), "-k", "pass_one")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1  # the tests passed, but the run could not be recorded
+    assert f"results database '{db}'" in done.stderr and "another process may hold it" in done.stderr

