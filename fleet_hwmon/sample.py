@@ -50,10 +50,20 @@ def _parse_time(value: Any) -> datetime:
 
 
 class _Record:
-    """Shared behaviour: float fields are sanitised on construction, dict round-trip."""
+    """Shared behaviour: float fields are sanitised on construction, dict round-trip (every
+    record, nested ones included: ``ResourceUtilization.to_dict`` calls it on GPUs, disks, NICs
+    and mounts)."""
 
     _FLOATS: typing.ClassVar[tuple[str, ...]] = ()
     _INTS: typing.ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def __post_init__(self) -> None:
         for name in self._FLOATS:
@@ -104,14 +114,6 @@ class GpuUtilization(_Record):
         if self.memory_used_bytes is None or not self.memory_total_bytes:
             return None
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuUtilization:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,13 +58,16 @@ class CpuSource:
     whose reference point is process-global (two monitors in one process would reset each
     other) and whose first call returns a meaningless 0.0 (C01). The constructor takes the
     reference reading; a read less than ``min_interval_s`` after the previous one reports
-    ``None`` (an interval of a few milliseconds is noise, and unknown is not idle).
+    ``None`` (an interval shorter than one 10 ms tick of ``cpu_times`` is noise, and unknown is
+    not idle). The guard is kept well below any sampling interval: the loop's ticks are
+    ``interval`` apart only on average, so a guard equal to the interval would turn every
+    slightly early tick into ``None``.
     """
 
     name = "cpu"
 
     def __init__(self, psutil: ModuleType = _psutil, *, per_cpu: bool = False, detail: bool = False,
-                 cgroup: CgroupReader | None = None, min_interval_s: float = 0.05) -> None:
+                 cgroup: CgroupReader | None = None, min_interval_s: float = 0.01) -> None:
         self._ps = psutil
         self._per_cpu = per_cpu
         self._detail = detail

@@ -75,13 +75,15 @@ def summary(store: MetricsStore, worker_id: str | None = None) -> list[dict[str,
 
     Rows: ``{"worker_id", "samples", "first_sample", "last_sample", "cpu": {"min", "mean",
     "max", "current"}, "memory": {...}, "gpu": {...}, "disk": {...}}``; values are percent,
-    ``None`` when never known.
+    ``None`` when never known. ``current`` is the latest sample's value, ``None`` when the latest
+    sample could not read it (``arg_max_null``: a stale older value is not shown as current,
+    the same rule as the monitor's in-memory summary).
     """
     where, params = _where(None, None, worker_id)
     parts = []
     for name, expr in RESOURCE_SQL.items():
         parts.append(f"min({expr}) AS {name}_min, avg({expr}) AS {name}_mean, max({expr}) AS {name}_max, "
-                     f"arg_max({expr}, timestamp) AS {name}_current")
+                     f"arg_max_null({expr}, timestamp) AS {name}_current")
     sql = (f"SELECT worker_id, count(*) AS samples, min(timestamp) AS first_sample, "
            f"max(timestamp) AS last_sample, {', '.join(parts)} FROM resource_utilization{where} "
            f"GROUP BY worker_id ORDER BY worker_id")

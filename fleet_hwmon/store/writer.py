@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import logging
 import os
 import re
@@ -144,8 +145,16 @@ class MetricsStore:
         return True
 
     def append_many(self, table: str, records: list[Any]) -> int:
-        """Queue several records; returns how many were accepted."""
-        return sum(self.append(table, r) for r in records)
+        """Queue several records at once (one bounded extend, one wake-up); returns how many were
+        accepted. Records beyond ``max_pending_rows`` are dropped and counted, as in :meth:`append`."""
+        records = list(records)
+        room = 0 if self._stopping else max(0, self.max_pending_rows - len(self._buffer))
+        accepted = records[:room]
+        self.dropped_rows += len(records) - len(accepted)
+        self._buffer.extend(zip(itertools.repeat(table), accepted))
+        if len(self._buffer) >= self.batch_rows:
+            self._wake.set()
+        return len(accepted)
 
     def write(self, sql: str, params: list | tuple = ()) -> None:
         """Run one statement on the writer thread after the pending appends; waits; re-raises."""
@@ -198,11 +207,15 @@ class MetricsStore:
         while True:
             self._wake.wait(timeout=max(0.0, next_flush - time.monotonic()))
             self._wake.clear()
-            if len(self._buffer) >= self.batch_rows or self._commands or time.monotonic() >= next_flush:
+            if (len(self._buffer) >= self.batch_rows or self._commands or self._stopping
+                    or time.monotonic() >= next_flush):  # stopping flushes now, not at the next interval
                 self._flush_buffer()
                 next_flush = time.monotonic() + self.flush_interval_s
             while self._commands:
                 fn, future = self._commands.popleft()
+                # rows appended while the last batch was being written were queued before this
+                # command: they go first, so flush() and read queries see everything queued so far
+                self._flush_buffer()
                 try:
                     future.set_result(fn())
                 except BaseException as err:  # handed to the waiting caller
