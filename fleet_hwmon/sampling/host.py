@@ -65,6 +65,7 @@ class CpuSource:
     """
 
     name = "cpu"
+    QUOTA_REFRESH_S = 5.0
 
     def __init__(self, psutil: ModuleType = _psutil, *, per_cpu: bool = False, detail: bool = False,
                  cgroup: CgroupReader | None = None, min_interval_s: float = 0.01) -> None:
@@ -75,12 +76,22 @@ class CpuSource:
         self._min_interval_s = min_interval_s
         self._previous = self._times()
         self._previous_s = time.monotonic()
+        self._quota_cache: tuple[float, float | None] | None = None
         try:
             self._affinity = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             self._affinity = None
         self._logical = self._ps.cpu_count()
         self._has_freq = detail and hasattr(self._ps, "cpu_freq")
+
+    def _quota(self, now_s: float) -> float | None:
+        """The cgroup CPU quota, re-read every ``QUOTA_REFRESH_S``: it only changes when the
+        container is updated, and the memory source already reads the cgroup every sample."""
+        if self._cgroup is None:
+            return None
+        if self._quota_cache is None or now_s - self._quota_cache[0] >= self.QUOTA_REFRESH_S:
+            self._quota_cache = (now_s, self._cgroup.read().cpu_quota_cores)
+        return self._quota_cache[1]
 
     def _times(self) -> tuple[tuple[float, float], list[tuple[float, float]] | None]:
         total = cpu_busy_total_s(self._ps.cpu_times())
@@ -96,7 +107,7 @@ class CpuSource:
             if per_now is not None and per_before is not None and len(per_now) == len(per_before):
                 out["per_cpu_percent"] = tuple(_percent(b, a) for b, a in zip(per_before, per_now))
             self._previous, self._previous_s = current, now_s
-        quota = self._cgroup.read().cpu_quota_cores if self._cgroup is not None else None
+        quota = self._quota(now_s)
         out["cgroup_cpu_quota_cores"] = quota
         out["cpu_count_effective"] = effective_cpu_count(quota, self._affinity, self._logical)
         if self._has_freq:

@@ -1,0 +1,212 @@
+"""The scheduling policies the replay compares, all behind the same small protocol
+(:class:`fleet_hwmon.replay.sim.Policy`).
+
+* ``round_robin``: the next compatible available worker after the last one chosen.
+* ``least_loaded``: the compatible available worker with the lowest CPU percent in its latest
+  delivered sample (a worker with no sample yet ranks after every known one, never as idle).
+* ``original``: the reference ``TaskScheduler`` alone (hardware match, fewest running tasks,
+  success record).
+* ``hardware_aware``: the same scheduler patched by the real
+  ``CoordinatorHardwareMonitoringIntegration`` (real scoring, views, history, DuckDB store).
+* ``hardware_aware_no_history``: the integration with ``failure_penalty_weight=0`` and
+  ``duration_weight=0``, and no process usage handed to ``stop_task_monitoring``, so the history
+  has no CPU or memory figures to predict a task's demand from.
+
+Round robin and least-loaded match hardware with the product's ``hardware_mismatch`` on the
+capabilities the coordinator holds, as a coordinator would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+
+from fleet_hwmon.replay.sim import EPOCH, SimCoordinator
+from fleet_hwmon.replay.workload import TaskSpec
+from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.scoring.decide import tie_break
+from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+
+NO_HISTORY_FACTORS = {"failure_penalty_weight": 0.0, "duration_weight": 0.0}
+
+
+class _Base:
+    name = "base"
+    matches_hardware = True
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.coordinator: SimCoordinator | None = None
+        self._compatible: dict[tuple[str, str], bool] = {}
+
+    def attach(self, coordinator: SimCoordinator, clock: Callable[[], float]) -> None:
+        self.coordinator = coordinator
+        self.clock = clock
+
+    def compatible(self, task: Mapping[str, Any], worker_id: str) -> bool:
+        key = (str(task.get("type")), worker_id)
+        ok = self._compatible.get(key)
+        if ok is None:
+            caps = self.coordinator.workers[worker_id]["capabilities"]
+            ok = self._compatible[key] = hardware_mismatch(TaskRequirements.from_task(task), caps) is None
+        return ok
+
+    def on_start(self, spec: TaskSpec, worker_id: str) -> None:
+        pass
+
+    def on_finish(self, spec: TaskSpec, worker_id: str, success: bool, error: str | None,
+                  usage: dict[str, Any]) -> None:
+        pass
+
+    def on_sample(self, worker_id: str, sample: ResourceUtilization) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RoundRobin(_Base):
+    name = "round_robin"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self._last = -1
+
+    def choose(self, task: dict, available: list[str], counts: dict[str, int]) -> str | None:
+        order = sorted(self.coordinator.workers)
+        free = set(available)
+        for step in range(1, len(order) + 1):
+            index = (self._last + step) % len(order)
+            worker_id = order[index]
+            if worker_id in free and self.compatible(task, worker_id):
+                self._last = index
+                return worker_id
+        return None
+
+
+class LeastLoaded(_Base):
+    name = "least_loaded"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self._cpu: dict[str, float | None] = {}
+
+    def on_sample(self, worker_id: str, sample: ResourceUtilization) -> None:
+        if sample.cpu_percent is not None:
+            self._cpu[worker_id] = sample.cpu_percent
+
+    def choose(self, task: dict, available: list[str], counts: dict[str, int]) -> str | None:
+        task_id = str(task.get("task_id"))
+        best = None
+        for worker_id in available:
+            if not self.compatible(task, worker_id):
+                continue
+            cpu = self._cpu.get(worker_id)
+            key = (cpu is None, cpu or 0.0, tie_break(self.seed, task_id, worker_id))
+            if best is None or key < best[0]:
+                best = (key, worker_id)
+        return best[1] if best else None
+
+
+class Original(_Base):
+    name = "original"
+
+    def choose(self, task: dict, available: list[str], counts: dict[str, int]) -> str | None:
+        worker_id, _ = self.coordinator.task_scheduler.find_best_worker_for_task(task, available, counts)
+        return worker_id
+
+    def on_finish(self, spec: TaskSpec, worker_id: str, success: bool, error: str | None,
+                  usage: dict[str, Any]) -> None:
+        self.coordinator.task_scheduler.update_worker_performance(worker_id, {"success": success})
+
+
+class HardwareAware(Original):
+    """The reference scheduler patched by the real integration. ``factors`` overrides
+    ``hardware_scoring_factors``; ``process_usage=False`` withholds the tasks' CPU and memory
+    figures (no demand prediction)."""
+
+    name = "hardware_aware"
+
+    def __init__(self, seed: int = 0, factors: Mapping[str, float] | None = None, *, process_usage: bool = True,
+                 name: str | None = None, update_interval_s: float = 5.0) -> None:
+        super().__init__(seed)
+        self.factors = dict(factors or {})
+        self.process_usage = process_usage
+        self.update_interval_s = update_interval_s
+        if name:
+            self.name = name
+        self.integration = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._clock_patch: contextlib.ExitStack | None = None
+
+    def attach(self, coordinator: SimCoordinator, clock: Callable[[], float]) -> None:
+        # The replay is an application of the public integration, like the demo: imported here so
+        # the package's lower layers never import the top-level modules.
+        import coordinator_hardware_monitoring_integration as cim
+        import hardware_utilization_monitor as hum
+
+        super().attach(coordinator, clock)
+        self._tmp = tempfile.TemporaryDirectory(prefix="replay-")
+        # The monitor dates task starts and ends with utc_now(), not with the integration's clock;
+        # under simulated time both must follow the simulation (see docs/scheduling.md).
+        self._clock_patch = contextlib.ExitStack()
+        for module in (hum, cim):
+            self._clock_patch.enter_context(_patched(module, "utc_now", lambda: EPOCH + timedelta(seconds=clock())))
+        self.integration = cim.CoordinatorHardwareMonitoringIntegration(
+            coordinator, db_path=os.path.join(self._tmp.name, "replay.duckdb"),
+            update_interval_seconds=self.update_interval_s, hardware_scoring_factors=self.factors,
+            seed=self.seed, detect_capabilities=False, clock=clock)
+        self.integration.initialize()
+
+    def on_start(self, spec: TaskSpec, worker_id: str) -> None:
+        self.integration.start_task_monitoring(spec.task_id, worker_id, spec.type)
+
+    def on_finish(self, spec: TaskSpec, worker_id: str, success: bool, error: str | None,
+                  usage: dict[str, Any]) -> None:
+        self.integration.stop_task_monitoring(spec.task_id, worker_id, success=success, error=error,
+                                              process_usage=usage if self.process_usage else None)
+        super().on_finish(spec, worker_id, success, error, usage)
+
+    def on_sample(self, worker_id: str, sample: ResourceUtilization) -> None:
+        self.integration.update_worker_utilization(worker_id, sample)
+
+    def close(self) -> None:
+        if self.integration is not None:
+            self.integration.shutdown()
+        if self._clock_patch is not None:
+            self._clock_patch.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+POLICY_NAMES = ("round_robin", "least_loaded", "original", "hardware_aware", "hardware_aware_no_history")
+
+
+def make_policy(name: str, seed: int = 0, factors: Mapping[str, float] | None = None,
+                update_interval_s: float = 5.0) -> Any:
+    """A fresh policy by name; ``factors`` applies to the hardware-aware ones."""
+    if name == "round_robin":
+        return RoundRobin(seed)
+    if name == "least_loaded":
+        return LeastLoaded(seed)
+    if name == "original":
+        return Original(seed)
+    if name == "hardware_aware":
+        return HardwareAware(seed, factors, update_interval_s=update_interval_s)
+    if name == "hardware_aware_no_history":
+        return HardwareAware(seed, {**(factors or {}), **NO_HISTORY_FACTORS}, process_usage=False, name=name,
+                             update_interval_s=update_interval_s)
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")

@@ -1,0 +1,222 @@
+"""The replay's fleet and workload: seeded, plain data, independent of any scheduling policy.
+
+Everything a policy could influence is kept out of here: worker specs, each task's true demand
+(drawn once per task, so the same task costs the same on every policy), arrival times, and the
+random streams of background load and sample delay (one stream per worker, consumed in time
+order, so every policy sees the same background and the same information delay).
+
+Units: cores, bytes, seconds, percent 0-100. ``work_s`` is the task's duration on an idle
+worker of speed 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    name: str
+    cuda_compute: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """One simulated worker. ``speed``: task progress per second when not contended (1.0 = the
+    reference machine); ``slots``: tasks the coordinator gives it at once; ``background_level``:
+    mean fraction of its cores other tenants use."""
+
+    worker_id: str
+    kind: str
+    cores: int
+    memory_bytes: int
+    gpu: GpuSpec | None
+    speed: float
+    slots: int
+    background_level: float
+    background_memory_fraction: float
+
+    def capabilities(self) -> dict[str, Any]:
+        """The coordinator contract's capabilities dict, as a registering worker would send it."""
+        caps: dict[str, Any] = {"hardware": ["cpu"] + (["gpu"] if self.gpu else []),
+                                "cpu": {"cores": self.cores, "model": f"{self.kind} cpu"},
+                                "memory": {"total_gb": self.memory_bytes / GIB}}
+        if self.gpu is not None:
+            caps["gpu"] = {"name": self.gpu.name, "cuda_compute": self.gpu.cuda_compute,
+                           "memory_gb": self.gpu.memory_bytes / GIB}
+        return caps
+
+
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    """A kind of test task: its stated requirements and its mean true demand."""
+
+    name: str
+    weight: float
+    requirements: dict
+    cores: float
+    memory_gb: float
+    work_s: float
+    gpu_percent: float = 0.0
+    gpu_memory_gb: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task of the workload with its true demand (noise already drawn)."""
+
+    task_id: str
+    type: str
+    arrival_s: float
+    requirements: dict
+    cores: float
+    memory_bytes: int
+    work_s: float
+    gpu_percent: float
+    gpu_memory_bytes: int
+    priority: int = 0
+
+    def as_task(self) -> dict[str, Any]:
+        """The dict a coordinator hands its scheduler (no demand: schedulers never see it)."""
+        return {"task_id": self.task_id, "type": self.type, "priority": self.priority,
+                "requirements": self.requirements}
+
+    @property
+    def needs_gpu(self) -> bool:
+        return "gpu" in self.requirements.get("hardware", ())
+
+
+# kind, share of the fleet, cores, memory GiB, GPU, speed
+FLEET_CLASSES: tuple[tuple[str, float, int, int, GpuSpec | None, float], ...] = (
+    ("cpu-small", 8 / 24, 8, 32, None, 0.8),
+    ("cpu-medium", 7 / 24, 16, 64, None, 1.0),
+    ("cpu-large", 2 / 24, 64, 256, None, 1.2),
+    ("gpu-t4", 4 / 24, 16, 64, GpuSpec("Tesla T4", 7.5, 16 * GIB), 1.0),
+    ("gpu-a100", 2 / 24, 32, 128, GpuSpec("NVIDIA A100-SXM4-40GB", 8.0, 40 * GIB), 1.1),
+    ("gpu-h100", 1 / 24, 32, 256, GpuSpec("NVIDIA H100 80GB HBM3", 9.0, 80 * GIB), 1.3),
+)
+
+TASK_TYPES: tuple[TaskType, ...] = (
+    TaskType("unit", 0.40, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=30),
+    TaskType("integration", 0.24, {"hardware": ["cpu"]}, cores=2.0, memory_gb=4.0, work_s=120),
+    TaskType("build", 0.10, {"hardware": ["cpu"], "min_memory_gb": 16}, cores=6.0, memory_gb=8.0, work_s=240),
+    TaskType("data", 0.08, {"hardware": ["cpu"], "min_memory_gb": 32}, cores=2.0, memory_gb=18.0, work_s=180),
+    TaskType("gpu_inference", 0.15, {"hardware": ["gpu"], "min_cuda_compute": 7.0}, cores=2.0, memory_gb=6.0,
+             work_s=90, gpu_percent=35.0, gpu_memory_gb=5.0),
+    TaskType("gpu_training", 0.015, {"hardware": ["gpu"], "min_cuda_compute": 8.0, "min_gpu_memory_gb": 24},
+             cores=6.0, memory_gb=32.0, work_s=180, gpu_percent=70.0, gpu_memory_gb=20.0),
+)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Size and shape of one replay. ``load``: offered CPU work over the arrival window as a
+    fraction of the fleet's cores left by the mean background; ``burst_share``: fraction of the
+    tasks that arrive in bursts (a CI pipeline fanning out), the rest arrive as a Poisson stream.
+    ``sample_interval_s`` / ``sample_delay_s``: how often a worker's monitor samples and how long
+    a sample takes to reach the scheduler (mean; exponential jitter, and ``late_sample_chance``
+    of a sample held up by ``late_sample_s`` — a slow heartbeat)."""
+
+    workers: int = 24
+    tasks: int = 2000
+    seed: int = 0
+    load: float = 0.6
+    burst_share: float = 0.4
+    burst_size: tuple[int, int] = (20, 80)
+    burst_spread_s: float = 2.0
+    sample_interval_s: float = 5.0
+    sample_delay_s: float = 1.0
+    late_sample_chance: float = 0.02
+    late_sample_s: tuple[float, float] = (8.0, 25.0)
+    background_change_s: float = 90.0
+    background_spike_chance: float = 0.1
+    task_types: tuple[TaskType, ...] = TASK_TYPES
+    fleet_classes: tuple = FLEET_CLASSES
+    extra: dict = field(default_factory=dict)
+
+
+def stream(seed: int, *names: object) -> random.Random:
+    """An independent, reproducible random stream named by ``(seed, *names)``."""
+    return random.Random(f"{seed}/" + "/".join(map(str, names)))
+
+
+def class_counts(total: int, shares: list[float]) -> list[int]:
+    """Largest-remainder split of ``total`` workers by ``shares``, every class at least one when
+    there are enough workers."""
+    raw = [total * s / sum(shares) for s in shares]
+    counts = [int(r) for r in raw]
+    if total >= len(shares):
+        counts = [max(1, c) for c in counts]
+    order = sorted(range(len(shares)), key=lambda i: raw[i] - int(raw[i]), reverse=True)
+    i = 0
+    while sum(counts) < total:
+        counts[order[i % len(order)]] += 1
+        i += 1
+    while sum(counts) > total:
+        j = max(range(len(counts)), key=lambda k: counts[k])
+        counts[j] -= 1
+    return counts
+
+
+def build_fleet(config: ReplayConfig) -> list[WorkerSpec]:
+    """The workers: classes in proportion, per-worker speed jitter and background level (most
+    workers lightly shared, some busier, a few with a noisy neighbour)."""
+    rng = stream(config.seed, "fleet")
+    counts = class_counts(config.workers, [c[1] for c in config.fleet_classes])
+    fleet = []
+    for (kind, _share, cores, memory_gib, gpu, speed), count in zip(config.fleet_classes, counts):
+        for _ in range(count):
+            roll = rng.random()
+            level = rng.uniform(0.05, 0.15) if roll < 0.6 else (
+                rng.uniform(0.2, 0.4) if roll < 0.9 else rng.uniform(0.5, 0.75))
+            fleet.append(WorkerSpec(
+                worker_id=f"w{len(fleet):02d}-{kind}", kind=kind, cores=cores, memory_bytes=memory_gib * GIB,
+                gpu=gpu, speed=round(speed * rng.uniform(0.9, 1.1), 3), slots=max(2, cores // 4),
+                background_level=level, background_memory_fraction=rng.uniform(0.1, 0.3)))
+    return fleet
+
+
+def _lognormal(rng: random.Random, mean: float, sigma: float) -> float:
+    """A log-normal draw with the given mean (not median)."""
+    return mean * math.exp(rng.gauss(-sigma * sigma / 2, sigma))
+
+
+def build_tasks(config: ReplayConfig, fleet: list[WorkerSpec]) -> list[TaskSpec]:
+    """The tasks, in arrival order: type by weight, demand with noise, arrivals as a Poisson
+    stream plus bursts, the rate set so the offered CPU work is ``config.load`` of the fleet."""
+    rng = stream(config.seed, "tasks")
+    types = config.task_types
+    total_weight = sum(t.weight for t in types)
+    mean_core_s = sum(t.weight * t.cores * t.work_s for t in types) / total_weight
+    capacity = sum(w.cores * w.speed * (1 - w.background_level) for w in fleet)
+    window_s = config.tasks * mean_core_s / (capacity * config.load)
+
+    arrivals: list[float] = []
+    burst_tasks = int(config.tasks * config.burst_share)
+    stream_tasks = config.tasks - burst_tasks
+    arrivals += [rng.uniform(0, window_s) for _ in range(stream_tasks)]
+    left = burst_tasks
+    while left > 0:
+        size = min(left, rng.randint(*config.burst_size))
+        start = rng.uniform(0, window_s * 0.9)
+        arrivals += [start + rng.uniform(0, config.burst_spread_s) for _ in range(size)]
+        left -= size
+    arrivals.sort()
+
+    tasks = []
+    for i, arrival in enumerate(arrivals):
+        kind = rng.choices(types, weights=[t.weight for t in types])[0]
+        gpu_percent = min(95.0, _lognormal(rng, kind.gpu_percent, 0.2)) if kind.gpu_percent else 0.0
+        tasks.append(TaskSpec(
+            task_id=f"t{i:05d}-{kind.name}", type=kind.name, arrival_s=round(arrival, 3),
+            requirements=dict(kind.requirements), cores=round(_lognormal(rng, kind.cores, 0.25), 3),
+            memory_bytes=int(_lognormal(rng, kind.memory_gb, 0.35) * GIB),
+            work_s=round(_lognormal(rng, kind.work_s, 0.4), 3), gpu_percent=round(gpu_percent, 2),
+            gpu_memory_bytes=int(_lognormal(rng, kind.gpu_memory_gb, 0.3) * GIB) if kind.gpu_memory_gb else 0))
+    return tasks
