@@ -23,7 +23,9 @@ The coordinator needs ``workers`` (worker id -> dict with ``capabilities`` and `
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import inspect
 import logging
 import shutil
 import tempfile
@@ -45,7 +47,7 @@ from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
-from fleet_hwmon.scoring.views import InFlight, WorkerView
+from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 from fleet_hwmon.store import close_store, open_store
 from hardware_utilization_monitor import HardwareUtilizationMonitor, MonitoringLevel, TaskResourceUsage
 
@@ -54,6 +56,7 @@ __all__ = ["CoordinatorContractError", "CoordinatorHardwareMonitoringIntegration
 log = logging.getLogger("fleet_hwmon.integration")
 
 DECISIONS_TABLE = "scheduling_decisions"
+_UNSEEN = object()
 
 
 def exclusion_category(reason: str) -> str:
@@ -123,8 +126,10 @@ class CoordinatorHardwareMonitoringIntegration:
         self.worker_monitors: dict[str, HardwareUtilizationMonitor] = {}
         self.history = PerformanceHistory()
         self._views: dict[str, WorkerView] = {}
-        self._mismatch_cache: dict[tuple[str, TaskRequirements], str | None] = {}
+        # requirements -> worker id -> why its hardware cannot run them (None: it can)
+        self._mismatch_cache: dict[TaskRequirements, dict[str, Exclusion | None]] = {}
         self._task_types: dict[str, str | None] = {}
+        self._inflight_at: dict[str, str] = {}  # task id -> worker its latest decision chose
         self._decisions: collections.deque[SchedulingDecision] = collections.deque(maxlen=1000)
         self._stats = collections.Counter()
         self._exclusions_by_category = collections.Counter()
@@ -198,10 +203,13 @@ class CoordinatorHardwareMonitoringIntegration:
 
     # -- workers --------------------------------------------------------------------------------
     def _on_worker_registered(self, worker_id: str, info: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._mismatch_cache = {k: v for k, v in self._mismatch_cache.items() if k[0] != worker_id}
-            self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock())
         self._describe_worker(worker_id, info)
+        cores, memory_bytes = capacity_from_capabilities(info.get("capabilities") or {})
+        with self._lock:
+            for per_worker in self._mismatch_cache.values():
+                per_worker.pop(worker_id, None)
+            self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
+                                                memory_total_bytes=memory_bytes)
         self._monitor_for(worker_id, local=bool(info.get("local")))
 
     def _describe_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
@@ -269,7 +277,10 @@ class CoordinatorHardwareMonitoringIntegration:
             data = dict(utilization)
             data.setdefault("worker_id", worker_id)
             data.setdefault("timestamp", utc_now())
-            sample = ResourceUtilization.from_dict(data)
+            try:
+                sample = ResourceUtilization.from_dict(data)
+            except (TypeError, AttributeError) as err:  # e.g. a GPU entry without its uuid
+                raise ValueError(f"malformed sample of worker {worker_id!r}: {err}") from err
         elif isinstance(utilization, ResourceUtilization):
             sample = utilization
         else:
@@ -315,6 +326,7 @@ class CoordinatorHardwareMonitoringIntegration:
             view = self._views.get(worker_id)
             if view is not None:
                 view.task_finished(task_id)
+            self._inflight_at.pop(task_id, None)
             if task_type is not None:
                 self.history.record(worker_id, task_type, success=success, duration_s=usage.duration_s,
                                     cpu_seconds=usage.process_cpu_seconds,
@@ -364,11 +376,20 @@ class CoordinatorHardwareMonitoringIntegration:
 
     def decide_task(self, task: Mapping[str, Any], available_workers: Any,
                     worker_task_count: Mapping[str, int]) -> SchedulingDecision:
-        """Decide (and record) where ``task`` goes, with the explanation."""
+        """Decide (and record) where ``task`` goes, with the explanation. With an async scheduler
+        this runs its coroutines to completion, so it must not be called from a running event
+        loop (``RuntimeError``; await the patched scheduler method there instead)."""
         scheduler = self.coordinator.task_scheduler
         original = self._patch.original if self._patch else getattr(scheduler, check_contract(self.coordinator)[1])
         ids = worker_ids(available_workers)
-        scores = original_scores_sync(scheduler, original, task, ids, worker_task_count, self.coordinator.workers)
+        workers = self.coordinator.workers
+        if inspect.iscoroutinefunction(original):
+            if _loop_running():
+                raise RuntimeError("the scheduler is async: inside an event loop, await "
+                                   "coordinator.task_scheduler's patched method instead")
+            scores = asyncio.run(original_scores_async(scheduler, original, task, ids, worker_task_count, workers))
+        else:
+            scores = original_scores_sync(scheduler, original, task, ids, worker_task_count, workers)
         return self._decide(task, ids, worker_task_count, scores)
 
     def _choose(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
@@ -384,23 +405,32 @@ class CoordinatorHardwareMonitoringIntegration:
         workers = self.coordinator.workers
         now_s = self._clock()
         base: dict[str, float] = {}
-        mismatches: dict[str, str | None] = {}
+        mismatches: dict[str, str] = {}
         extra: list[Exclusion] = []
+        at_limit = f"at task limit ({limit})"
         with self._lock:
-            for worker_id in ids:
-                score = scores.get(worker_id)
+            self._forget_inflight(str(task.get("task_id", "")))  # a task asked about again is not load yet
+            cache = self._mismatch_cache.get(requirements)
+            if cache is None:
+                if len(self._mismatch_cache) >= 256:  # many distinct requirement sets: start over
+                    self._mismatch_cache.clear()
+                cache = self._mismatch_cache[requirements] = {}
+            for worker_id in ids:  # once per available worker and task: keep it to lookups
                 if limit is not None and counts.get(worker_id, 0) >= limit:
-                    extra.append(Exclusion(worker_id, f"at task limit ({limit})"))
+                    extra.append(Exclusion(worker_id, at_limit))
                     continue
-                if score is None:
-                    extra.append(Exclusion(worker_id, "rejected by the original scheduler"))
+                mismatch = cache.get(worker_id, _UNSEEN)
+                if mismatch is _UNSEEN:
+                    info = workers.get(worker_id) or {}
+                    reason = hardware_mismatch(requirements, info.get("capabilities") or {})
+                    mismatch = cache[worker_id] = None if reason is None else Exclusion(worker_id, reason)
+                score = scores.get(worker_id)
+                if score is None:  # say why when it is the hardware, as for any other exclusion
+                    extra.append(mismatch or Exclusion(worker_id, "rejected by the original scheduler"))
                     continue
                 base[worker_id] = score
-                key = (worker_id, requirements)
-                if key not in self._mismatch_cache:
-                    info = workers.get(worker_id) or {}
-                    self._mismatch_cache[key] = hardware_mismatch(requirements, info.get("capabilities") or {})
-                mismatches[worker_id] = self._mismatch_cache[key]
+                if mismatch is not None:
+                    mismatches[worker_id] = mismatch.reason
             decision = decide(task, requirements, base, self._views, mismatches, factors=factors,
                               history=self.history, now_s=now_s,
                               stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
@@ -415,8 +445,9 @@ class CoordinatorHardwareMonitoringIntegration:
                  now_s: float) -> None:
         self._decisions.append(decision)
         self._stats["decisions"] += 1
-        for exclusion in decision.exclusions:
-            self._exclusions_by_category[exclusion_category(exclusion.reason)] += 1
+        if decision.exclusions:  # thousands at a time in a large fleet; reasons repeat
+            for reason, count in collections.Counter(e.reason for e in decision.exclusions).items():
+                self._exclusions_by_category[exclusion_category(reason)] += count
         chosen = decision.chosen_worker_id
         if chosen is None:
             self._stats["no_worker"] += 1
@@ -430,10 +461,17 @@ class CoordinatorHardwareMonitoringIntegration:
         factors = self._factors()
         view = self._views.get(chosen)
         if view is not None:
+            self._inflight_at[decision.task_id] = chosen
             view.add_inflight(InFlight(decision.task_id, now_s,
                                        cores if cores is not None else factors.default_task_cores,
                                        memory_bytes if memory_bytes is not None else factors.default_task_memory_bytes,
                                        requirements.needs_gpu))
+
+    def _forget_inflight(self, task_id: str) -> None:
+        worker_id = self._inflight_at.pop(task_id, None)
+        view = self._views.get(worker_id) if worker_id is not None else None
+        if view is not None:
+            view.task_finished(task_id)
 
     # -- statistics and reports -----------------------------------------------------------------
     def scheduler_statistics(self) -> dict[str, Any]:
@@ -509,6 +547,14 @@ class CoordinatorHardwareMonitoringIntegration:
 _PROCESS_FIELDS = {"cpu_seconds": "process_cpu_seconds", "peak_rss_bytes": "process_peak_rss_bytes",
                    "read_bytes": "process_read_bytes", "write_bytes": "process_write_bytes",
                    "gpu_memory_peak_bytes": "process_gpu_memory_peak_bytes"}
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _process_fields(process_usage: Mapping[str, Any] | None) -> dict[str, Any]:

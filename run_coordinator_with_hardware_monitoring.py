@@ -3,7 +3,7 @@
     python run_coordinator_with_hardware_monitoring.py [--num-workers 3] [--num-tasks 10]
         [--duration 60] [--max-tasks-per-worker 2] [--db-path ./hardware_metrics.duckdb]
         [--report hardware_utilization_report.html] [--export-json PATH] [--seed 0]
-        [--monitoring-level standard] [--quiet]
+        [--monitoring-level standard] [--quiet] [--cluster {none,local}] [--scheduler-address tcp://HOST:PORT]
 
 Workers are embedded slices of this machine with different hardware profiles (CPU-only and
 GPU ones of different sizes). Each worker's CPU and memory figures are real measurements of
@@ -12,6 +12,11 @@ and labelled ``simulated`` in the database and the report. The run ends when eve
 finished or the duration has passed, and leaves a DuckDB file, an HTML report and (with
 ``--export-json``) a JSON export. Exit status: 0 when the demo ran (whatever the tasks'
 results), 2 when it could not run at all.
+
+With ``--cluster local`` (``--num-workers`` Dask worker processes on this machine) or
+``--scheduler-address tcp://HOST:PORT`` (an existing Dask cluster) the workers are Dask workers
+that measure their own hosts and run the tasks themselves; see docs/cluster.md. That needs the
+``cluster`` extra: ``pip install 'fleet-hwmon[cluster]'``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--monitoring-level", default="standard", choices=[lv.value for lv in MonitoringLevel])
     parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between worker samples")
     parser.add_argument("--quiet", action="store_true", help="no live view; print only where results are")
+    parser.add_argument("--cluster", choices=["none", "local"], default="none",
+                        help="local: run the workers as a Dask LocalCluster of --num-workers processes")
+    parser.add_argument("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
+                        help="use the Dask cluster of this scheduler (waits for --num-workers workers)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     for name in ("num_workers", "num_tasks", "max_tasks_per_worker"):
         if getattr(args, name) < 1:
@@ -112,7 +121,17 @@ class WorkerSampling:
 
 
 def run(args: argparse.Namespace) -> int:
-    coordinator = Coordinator(max_tasks_per_worker=args.max_tasks_per_worker, seed=args.seed)
+    use_cluster = args.cluster != "none" or args.scheduler_address is not None
+    if use_cluster:
+        try:
+            from fleet_hwmon.cluster.demo import build_cluster_coordinator
+
+            coordinator = build_cluster_coordinator(args)
+        except (ImportError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        coordinator = Coordinator(max_tasks_per_worker=args.max_tasks_per_worker, seed=args.seed)
     integration = CoordinatorHardwareMonitoringIntegration(
         coordinator, db_path=args.db_path, monitoring_level=args.monitoring_level,
         update_interval_seconds=args.update_interval, seed=args.seed)
@@ -120,16 +139,27 @@ def run(args: argparse.Namespace) -> int:
         integration.initialize()
     except StoreError as err:
         print(f"error: {err}", file=sys.stderr)
+        if use_cluster:
+            coordinator.close()
         return 2
-    workers = build_workers(args.num_workers, args.seed)
-    sampling = WorkerSampling(integration, workers, args.update_interval)
+    if use_cluster:
+        from fleet_hwmon.cluster.demo import ClusterFleet
+
+        sampling = ClusterFleet(coordinator, integration, args)
+    else:
+        workers = build_workers(args.num_workers, args.seed)
+        sampling = WorkerSampling(integration, workers, args.update_interval)
     try:
-        register_fleet(coordinator, workers)
-        hook_workers(coordinator, {w.worker_id: w for w in workers})
+        if use_cluster:
+            sampling.start()  # connect and wait for the workers before any task is dispatched
+        else:
+            register_fleet(coordinator, workers)
+            hook_workers(coordinator, {w.worker_id: w for w in workers})
         tasks = build_tasks(args.num_tasks, args.seed)
         for task in tasks:
             coordinator.submit_task(task)
-        sampling.start()
+        if not use_cluster:
+            sampling.start()
         coordinator.start()
         timed_out = not _wait(coordinator, integration, args, len(tasks))
         coordinator.stop(cancel_running=True)
@@ -139,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         stats = integration.scheduler_statistics()
     finally:
         integration.shutdown()
+        if use_cluster:
+            coordinator.close()
     counts = coordinator.counts()
     print(f"{counts['completed']} tasks completed, {counts['failed']} failed"
           + (f", stopped after {args.duration:g} s with {counts['queued']} still queued" if timed_out else "")
@@ -178,6 +210,8 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
             time.sleep(0.25)
             live.update(frame())
         live.update(frame())
+    if not live.console.is_terminal:
+        live.console.line()  # the last frame ends without a newline when output is not a terminal
     return coordinator.all_done()
 
 

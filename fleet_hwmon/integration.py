@@ -66,9 +66,11 @@ def worker_ids(available_workers: Any) -> list[str]:
         return [str(w) for w in available_workers]
     ids = []
     for item in available_workers or ():
-        if isinstance(item, Mapping):
-            item = item.get("worker_id", item.get("id"))
-        ids.append(str(item))
+        if type(item) is not str:  # ids are the common case; skip the slower Mapping check for them
+            if isinstance(item, Mapping):
+                item = item.get("worker_id", item.get("id"))
+            item = str(item)
+        ids.append(item)
     return ids
 
 

@@ -16,35 +16,53 @@ from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 class TaskScheduler:
     """Picks the worker with the fewest running tasks and the best success record.
 
-    score = (1 / (1 + running tasks)) * (0.5 + 0.5 * success rate) * priority boost, for workers
-    whose capabilities satisfy the task's requirements; ties break by a seeded hash.
+    score = (1 / (1 + running tasks)) * (0.5 + 0.5 * success rate), for workers whose
+    capabilities satisfy the task's requirements; ties break by a seeded hash.
     """
 
     def __init__(self, workers: Mapping[str, dict], seed: int = 0) -> None:
         self._workers = workers
         self.seed = seed
         self._results: dict[str, list[int]] = {}  # worker id -> [successes, runs]
+        # requirements -> worker id -> (the capabilities dict it was checked against, fits?)
+        self._fits: dict[TaskRequirements, dict[str, tuple[Any, bool]]] = {}
 
     def score_worker(self, task: Mapping[str, Any], worker_id: str, worker: Mapping[str, Any] | None,
                      task_count: int) -> float | None:
         """This scheduler's score for one worker, ``None`` when its hardware cannot run the task."""
-        return self._score(TaskRequirements.from_task(task), worker_id, worker, task_count)
+        worker = worker if worker is not None else self._workers.get(worker_id)
+        return self._scores(TaskRequirements.from_task(task), [worker_id], {worker_id: worker},
+                            {worker_id: task_count})[worker_id]
 
     def score_workers(self, task: Mapping[str, Any], worker_ids: Sequence[str],
                       worker_task_count: Mapping[str, int]) -> dict[str, float | None]:
         """:meth:`score_worker` of many workers at once (the requirements are parsed once)."""
-        requirements = TaskRequirements.from_task(task)
-        return {w: self._score(requirements, w, self._workers.get(w), worker_task_count.get(w, 0))
-                for w in worker_ids}
+        return self._scores(TaskRequirements.from_task(task), worker_ids, self._workers, worker_task_count)
 
-    def _score(self, requirements: TaskRequirements, worker_id: str, worker: Mapping[str, Any] | None,
-               task_count: int) -> float | None:
-        worker = worker if worker is not None else self._workers.get(worker_id, {})
-        if hardware_mismatch(requirements, worker.get("capabilities") or {}) is not None:
-            return None
-        successes, runs = self._results.get(worker_id, (0, 0))
-        success_rate = (successes + 1) / (runs + 1)  # unknown record counts as good
-        return (1.0 / (1 + task_count)) * (0.5 + 0.5 * success_rate)
+    def _scores(self, requirements: TaskRequirements, worker_ids: Sequence[str], workers: Mapping[str, Any],
+                worker_task_count: Mapping[str, int]) -> dict[str, float | None]:
+        # Runs for every available worker and task: the hardware check is remembered per worker
+        # until its capabilities dict is replaced (re-registering a worker replaces it).
+        fits = self._fits.get(requirements)
+        if fits is None:
+            if len(self._fits) >= 256:  # many distinct requirement sets: start over rather than grow
+                self._fits.clear()
+            fits = self._fits[requirements] = {}
+        results = self._results
+        out: dict[str, float | None] = {}
+        for worker_id in worker_ids:
+            worker = workers.get(worker_id)
+            capabilities = (worker.get("capabilities") if worker is not None else None) or {}
+            known = fits.get(worker_id)
+            if known is None or known[0] is not capabilities:
+                known = fits[worker_id] = (capabilities, hardware_mismatch(requirements, capabilities) is None)
+            if not known[1]:
+                out[worker_id] = None
+                continue
+            successes, runs = results.get(worker_id, (0, 0))
+            success_rate = (successes + 1) / (runs + 1)  # unknown record counts as good
+            out[worker_id] = (1.0 / (1 + worker_task_count.get(worker_id, 0))) * (0.5 + 0.5 * success_rate)
+        return out
 
     def find_best_worker_for_task(self, task: Mapping[str, Any], available_workers: Sequence[str],
                                   worker_task_count: Mapping[str, int]) -> tuple[str | None, float]:

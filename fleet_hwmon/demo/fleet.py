@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import random
+import shutil
 import tempfile
 import textwrap
 from pathlib import Path
@@ -47,10 +49,12 @@ _PYTEST_FILE = textwrap.dedent('''
 
 
 def _pytest_suite() -> Path | None:
-    """A small real test file for pytest tasks, or ``None`` when pytest is not installed."""
+    """A small real test file for pytest tasks (removed at exit), or ``None`` when pytest is not
+    installed."""
     if importlib.util.find_spec("pytest") is None:
         return None
     folder = Path(tempfile.mkdtemp(prefix="hwmon-demo-tests-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # one folder per run, gone with the run
     path = folder / "test_demo_suite.py"
     path.write_text(_PYTEST_FILE)
     return path

@@ -4,6 +4,7 @@ and tasks assigned but not yet visible in the samples. Updated from samples; no 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.scoring.factors import ScoringFactors
@@ -92,21 +93,47 @@ class WorkerView:
     def task_finished(self, task_id: str) -> None:
         self.inflight.pop(task_id, None)
 
+    def inflight_percent(self) -> tuple[float | None, float | None, float]:
+        """(cpu, memory, gpu) percent the in-flight tasks add to the worker's load; ``None`` where
+        the worker's capacity (cores, memory) is not known yet."""
+        if not self.inflight:
+            return 0.0, 0.0, 0.0
+        items = self.inflight.values()
+        cores = sum(i.cores for i in items)
+        memory_bytes = sum(i.memory_bytes for i in items)
+        gpu_tasks = sum(1 for i in items if i.uses_gpu)
+        return (100.0 * cores / self.cpu_count if self.cpu_count else None,
+                100.0 * memory_bytes / self.memory_total_bytes if self.memory_total_bytes else None,
+                50.0 * gpu_tasks)
+
     def effective_load(self) -> tuple[float | None, float | None, float | None]:
         """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load.
         A resource whose samples are unknown stays unknown."""
         cpu, memory, gpu = self.cpu_percent, self.memory_percent, self.gpu_percent
         if self.inflight:
-            cores = sum(i.cores for i in self.inflight.values())
-            memory_bytes = sum(i.memory_bytes for i in self.inflight.values())
-            if cpu is not None and self.cpu_count:
-                cpu = min(100.0, cpu + 100.0 * cores / self.cpu_count)
-            if memory is not None and self.memory_total_bytes:
-                memory = min(100.0, memory + 100.0 * memory_bytes / self.memory_total_bytes)
-            gpu_tasks = sum(1 for i in self.inflight.values() if i.uses_gpu)
-            if gpu is not None and gpu_tasks:
-                gpu = min(100.0, gpu + 50.0 * gpu_tasks)
+            cpu_add, memory_add, gpu_add = self.inflight_percent()
+            if cpu is not None and cpu_add is not None:
+                cpu = min(100.0, cpu + cpu_add)
+            if memory is not None and memory_add is not None:
+                memory = min(100.0, memory + memory_add)
+            if gpu is not None and gpu_add:
+                gpu = min(100.0, gpu + gpu_add)
         return cpu, memory, gpu
+
+
+def capacity_from_capabilities(capabilities: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(cores, memory bytes) a worker's contract capabilities state, ``None`` where they do not:
+    the capacity in-flight tasks are weighed against before the worker's first sample."""
+    cpu = capabilities.get("cpu") or {}
+    cores = cpu.get("cores_effective") or cpu.get("cores_logical") if isinstance(cpu, Mapping) else None
+    memory = capabilities.get("memory") or {}
+    total_gb = memory.get("total_gb") if isinstance(memory, Mapping) else None
+    try:
+        cores = float(cores) if cores else None
+        memory_bytes = float(total_gb) * 1024**3 if total_gb else None
+    except (TypeError, ValueError):
+        return None, None
+    return cores, memory_bytes
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:

@@ -1,0 +1,120 @@
+"""The demo end to end: ``run_coordinator_with_hardware_monitoring.py`` as a user runs it, then
+its database, HTML report and JSON export read back.
+
+The full run (3 workers, 10 tasks) is marked ``long``; a short run (2 workers, 3 tasks) keeps
+the default suite covering the whole path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from fleet_hwmon.demo.fleet import build_tasks, build_workers
+from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "run_coordinator_with_hardware_monitoring.py"
+
+
+def expected_fleet(num_workers: int, num_tasks: int, seed: int = 0) -> tuple[dict[str, bool], dict[str, bool]]:
+    """The demo's workers (id -> has a GPU) and tasks (id -> some worker has their hardware on
+    this host), built the way the demo builds them."""
+    workers = build_workers(num_workers, seed)
+    tasks = build_tasks(num_tasks, seed)
+    try:
+        runnable = {t["task_id"]: any(hardware_mismatch(TaskRequirements.from_task(t), w.capabilities()) is None
+                                      for w in workers) for t in tasks}
+    finally:
+        for t in tasks:
+            if t["spec"].cwd:  # the pytest task's suite folder
+                shutil.rmtree(t["spec"].cwd, ignore_errors=True)
+    return {w.worker_id: bool(w.profile.gpus) for w in workers}, runnable
+
+
+def run_demo(tmp_path: Path, num_workers: int, num_tasks: int, duration_s: int) -> dict[str, Path]:
+    paths = {"db": tmp_path / "demo.duckdb", "report": tmp_path / "demo.html", "json": tmp_path / "demo.json"}
+    command = [sys.executable, str(DEMO), "--num-workers", str(num_workers), "--num-tasks", str(num_tasks),
+               "--duration", str(duration_s), "--db-path", str(paths["db"]), "--report", str(paths["report"]),
+               "--export-json", str(paths["json"]), "--quiet"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=duration_s + 120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"database: {paths['db'].resolve()}" in done.stdout
+    return paths
+
+
+def check_outputs(paths: dict[str, Path], workers: dict[str, bool], tasks: dict[str, bool]) -> None:
+    runnable = sorted(t for t, ok in tasks.items() if ok)
+    con = duckdb.connect(str(paths["db"]), read_only=True)
+    try:
+        def rows(sql: str) -> list[dict[str, Any]]:
+            cursor = con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r)) for r in cursor.fetchall()]
+
+        # Every task that some worker can run ran, measured as a process tree.
+        usage = rows("SELECT task_id, worker_id, success, process_cpu_seconds, simulated_fields, "
+                     "peak_gpu_utilization_percent FROM task_resource_usage ORDER BY task_id")
+        assert [u["task_id"] for u in usage] == runnable
+        for u in usage:
+            assert u["worker_id"] in workers
+            assert u["process_cpu_seconds"] is not None and u["process_cpu_seconds"] > 0, u
+            if not workers[u["worker_id"]]:  # a CPU-only worker: nothing simulated, no GPU figures
+                assert u["simulated_fields"] == [] and u["peak_gpu_utilization_percent"] is None, u
+            else:
+                assert u["simulated_fields"] == ["gpus"], u
+        assert all(u["success"] for u in usage if "flaky" not in u["task_id"])
+        assert not any(u["success"] for u in usage if "flaky" in u["task_id"])
+
+        # A decision for every task that ran, choosing the worker it ran on.
+        decisions = rows("SELECT task_id, chosen_worker_id, len(candidates) AS candidates FROM scheduling_decisions")
+        chosen = {(d["task_id"], d["chosen_worker_id"]) for d in decisions}
+        assert {(u["task_id"], u["worker_id"]) for u in usage} <= chosen
+        assert all(d["candidates"] > 0 for d in decisions if d["chosen_worker_id"] is not None)
+
+        # Samples of every worker; GPU values only on GPU workers, and labelled simulated.
+        samples = rows("SELECT worker_id, count(*) AS n, count(cpu_percent) AS cpu, max(len(gpus)) AS gpus, "
+                       "bool_and(list_contains(simulated_fields, 'gpus')) AS all_flagged, "
+                       "bool_or(len(simulated_fields) > 0) AS any_flagged, "
+                       "bool_and(list_bool_and([g.simulated for g in gpus])) AS gpus_simulated "
+                       "FROM resource_utilization GROUP BY worker_id ORDER BY worker_id")
+        assert [s["worker_id"] for s in samples] == sorted(workers)
+        for s in samples:
+            assert s["n"] >= 2 and s["cpu"] >= 1, s
+            if workers[s["worker_id"]]:
+                assert s["gpus"] >= 1 and s["all_flagged"] and s["gpus_simulated"], s
+            else:
+                assert s["gpus"] == 0 and not s["any_flagged"], s
+    finally:
+        con.close()
+
+    html = paths["report"].read_text(encoding="utf-8")
+    for name in [*workers, *tasks]:
+        assert name in html, name
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    data = json.loads(paths["json"].read_text(encoding="utf-8"), parse_constant=no_constants)
+    text = json.dumps(data)
+    for name in [*workers, *runnable]:
+        assert name in text, name
+
+
+class TestHardwareMonitoringEndToEnd:
+    @pytest.mark.long
+    def test_end_to_end_demo(self, tmp_path):
+        workers, tasks = expected_fleet(3, 10)
+        check_outputs(run_demo(tmp_path, 3, 10, 90), workers, tasks)
+
+    def test_short_demo(self, tmp_path):
+        workers, tasks = expected_fleet(2, 3)
+        assert all(tasks.values())
+        check_outputs(run_demo(tmp_path, 2, 3, 40), workers, tasks)

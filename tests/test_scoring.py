@@ -1,0 +1,300 @@
+"""Pure scoring: task requirements, hardware match, worker views, history and the decision.
+
+Every expected number is worked out from the default factors in the comment next to it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
+from fleet_hwmon.scoring.decide import FLOOR, Exclusion, decide, tie_break
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.history import PerformanceHistory
+from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
+
+GIB = 1024**3
+FACTORS = ScoringFactors()
+
+T4 = {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": 16}
+A100 = {"name": "NVIDIA A100-SXM4-80GB", "cuda_compute": 8.0, "memory_gb": 80}
+
+
+def req(**requirements) -> TaskRequirements:
+    return TaskRequirements.from_task({"task_id": "t", "requirements": requirements})
+
+
+def caps(hardware=("cpu",), memory_gb=16, gpus=(), **extra) -> dict:
+    out = {"hardware": list(hardware), "memory": {"total_gb": memory_gb}, **extra}
+    if gpus:
+        out["gpus"] = list(gpus)
+        out["gpu"] = gpus[0]
+    return out
+
+
+def view(worker_id: str, cpu=None, memory=None, gpu=None, *, cores=8, memory_gb=16, now_s=100.0,
+         available_gb=None) -> WorkerView:
+    """A view that has seen one sample at ``now_s``."""
+    gpus = (GpuUtilization(0, f"GPU-{worker_id}", "A100", gpu),) if gpu is not None else ()
+    v = WorkerView(worker_id, registered_s=0.0)
+    v.observe(ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
+                                  cpu_count_effective=cores, memory_total_bytes=memory_gb * GIB,
+                                  memory_available_bytes=None if available_gb is None else int(available_gb * GIB),
+                                  gpus=gpus), now_s, FACTORS)
+    return v
+
+
+def run(base: dict[str, float], views: dict[str, WorkerView], *, task_type=None, requirements=None,
+        history=None, seed=0, now_s=100.0, mismatches=None, factors=FACTORS, task_id="t", max_recorded=20):
+    task = {"task_id": task_id, "type": task_type, "requirements": requirements or {"hardware": ["cpu"]}}
+    return decide(task, TaskRequirements.from_task(task), base, views, mismatches or {}, factors=factors,
+                  history=history, now_s=now_s, stale_after_s=15.0, timestamp=utc_now(), seed=seed,
+                  max_recorded=max_recorded)
+
+
+def by_worker(decision) -> dict:
+    return {c.worker_id: c for c in decision.candidates}
+
+
+class TestTaskRequirements:
+    def test_parsing(self):
+        r = TaskRequirements.from_task({"task_id": "t", "requirements": {
+            "hardware": ["CPU", "GPU"], "min_memory_gb": "16", "min_cuda_compute": 8, "device": "A100",
+            "min_gpu_memory_gb": 40}})
+        assert r == TaskRequirements(frozenset({"cpu", "gpu"}), 16.0, 8.0, "A100", 40.0)
+        assert r.needs_gpu
+        assert TaskRequirements.from_task({"task_id": "t"}) == TaskRequirements()
+        assert req(hardware="gpu").hardware == frozenset({"gpu"})  # one name as a string
+        assert req(min_cuda_compute=7.0).needs_gpu  # a CUDA minimum implies a GPU
+        assert not req(hardware=["cpu"], min_memory_gb=2).needs_gpu
+        assert req(device="").device is None
+        # Hashable and equal by value: the integration caches matches by it.
+        assert hash(req(hardware=["gpu", "cpu"])) == hash(req(hardware=["cpu", "gpu"]))
+
+    @pytest.mark.parametrize("task, message", [
+        ("gpu please", "a task must be a dict, not str"),
+        ({"task_id": "t1", "requirements": ["gpu"]}, "task 't1': 'requirements' must be a dict, not list"),
+        ({"task_id": "t1", "requirements": {"hardware": 3}}, "requirements.hardware must be a list"),
+        ({"task_id": "t1", "requirements": {"min_memory_gb": "plenty"}},
+         "task 't1': requirements.min_memory_gb must be a number, got 'plenty'"),
+        ({"task_id": "t1", "requirements": {"min_cuda_compute": -1}}, "min_cuda_compute must not be negative"),
+    ])
+    def test_errors(self, task, message):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            TaskRequirements.from_task(task)
+
+
+class TestHardwareMismatch:
+    def test_fits(self):
+        a100 = caps(("cpu", "gpu"), 64, [A100])
+        assert hardware_mismatch(req(hardware=["gpu"], min_cuda_compute=8.0, min_gpu_memory_gb=40,
+                                     min_memory_gb=32, device="a100"), a100) is None
+        assert hardware_mismatch(req(), caps()) is None
+        assert hardware_mismatch(req(hardware=["cpu"], min_memory_gb=16), caps()) is None
+
+    @pytest.mark.parametrize("requirements, capabilities, reason", [
+        ({"hardware": ["gpu"]}, caps(), "lacks gpu"),
+        ({"min_cuda_compute": 7.0}, caps(), "lacks gpu"),
+        ({"hardware": ["cpu", "tpu", "gpu"]}, caps(), "lacks gpu, tpu"),
+        ({"hardware": ["cpu"]}, {"hardware": ["gpu"]}, "lacks cpu"),
+        ({"min_memory_gb": 32}, caps(memory_gb=16), "memory 16 GB < required 32 GB"),
+        ({"min_memory_gb": 1}, {"hardware": ["cpu"]}, "memory unknown < required 1 GB"),
+        ({"hardware": ["gpu"], "min_cuda_compute": 8.0}, caps(("cpu", "gpu"), gpus=[T4]),
+         "no GPU with CUDA compute >= 8"),
+        ({"hardware": ["gpu"], "min_cuda_compute": 7.0}, caps(("cpu", "gpu"), gpus=[{"name": "?"}]),
+         "no GPU with CUDA compute >= 7"),  # unknown compute does not satisfy a minimum
+        ({"hardware": ["gpu"], "min_gpu_memory_gb": 40}, caps(("cpu", "gpu"), gpus=[T4]),
+         "no GPU with >= 40 GB of memory"),
+        ({"hardware": ["gpu"], "device": "H100"}, caps(("cpu", "gpu"), gpus=[T4, A100]), "no GPU matching 'H100'"),
+        # The device must be one of the GPUs that also meet the CUDA minimum.
+        ({"hardware": ["gpu"], "min_cuda_compute": 8.0, "device": "T4"}, caps(("cpu", "gpu"), gpus=[T4, A100]),
+         "no GPU matching 'T4'"),
+        ({"device": "EPYC"}, caps(cpu={"model": "Intel Xeon"}), "no device matching 'EPYC'"),
+        # An unhealthy GPU is left out of 'hardware' by the detector; the reason says why.
+        ({"hardware": ["gpu"]}, caps(("cpu",), gpu_health="unhealthy"), "lacks gpu (GPU unhealthy)"),
+    ])
+    def test_mismatch(self, requirements, capabilities, reason):
+        assert hardware_mismatch(req(**requirements), capabilities) == reason
+
+    def test_device_names_match_case_insensitively(self):
+        assert hardware_mismatch(req(hardware=["gpu"], device="tesla t4"), caps(("cpu", "gpu"), gpus=[T4])) is None
+        assert hardware_mismatch(req(device="xeon"), caps(cpu={"model": "Intel Xeon Gold"})) is None
+        # The single 'gpu' entry of the contract is enough when there is no 'gpus' list.
+        assert hardware_mismatch(req(hardware=["gpu"], device="A100"),
+                                 {"hardware": ["cpu", "gpu"], "gpu": A100}) is None
+
+
+class TestFactorsAndViews:
+    def test_factors_validation(self):
+        assert ScoringFactors.from_mapping({"cpu_penalty_weight": 0.8}).cpu_penalty_weight == 0.8
+        assert ScoringFactors.from_mapping(None) == ScoringFactors()
+        with pytest.raises(ValueError, match="unknown hardware scoring factor"):
+            ScoringFactors.from_mapping({"cpu_weight": 1})
+        with pytest.raises(ValueError, match="must be a non-negative number"):
+            ScoringFactors(cpu_threshold_percent=-1)
+        with pytest.raises(ValueError, match="recovery_percent <= critical_percent"):
+            ScoringFactors(recovery_percent=96)
+        with pytest.raises(ValueError, match="EWMA"):
+            ScoringFactors(ewma_alpha=0)
+
+    def test_view_smooths_and_counts_inflight(self):
+        v = view("w", 40.0, 50.0)
+        v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=80.0), 101.0, FACTORS)
+        assert (v.cpu_percent, v.memory_percent) == (60.0, 50.0)  # EWMA 0.5; unknown memory keeps the last
+        v.add_inflight(InFlight("t1", 102.0, cores=2.0, memory_bytes=4 * GIB, uses_gpu=False))
+        assert v.inflight_percent() == (25.0, 25.0, 0.0)
+        assert v.effective_load() == (85.0, 75.0, None)
+        v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=60.0), 102.0, FACTORS)
+        assert "t1" in v.inflight  # assigned at the sample's instant: not in it yet
+        v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=60.0), 103.0, FACTORS)
+        assert v.inflight == {}  # the samples show it now
+
+    def test_stale_reasons(self):
+        fresh = WorkerView("new", registered_s=90.0)
+        assert fresh.stale_reason(100.0, 15.0) is None
+        assert fresh.stale_reason(110.0, 15.0) == "no sample since it registered 20 s ago"
+        assert view("w", 1.0, 1.0, now_s=100.0).stale_reason(116.0, 15.0) == \
+            "stale: last sample 16 s ago (limit 15 s)"
+
+    def test_capacity_from_capabilities(self):
+        assert capacity_from_capabilities({"cpu": {"cores_effective": 4}, "memory": {"total_gb": 2}}) == \
+            (4.0, 2.0 * GIB)
+        assert capacity_from_capabilities({"cpu": {"cores_logical": 16}}) == (16.0, None)
+        assert capacity_from_capabilities({"hardware": ["cpu"]}) == (None, None)
+        assert capacity_from_capabilities({"memory": {"total_gb": "n/a"}}) == (None, None)
+
+
+class TestDecide:
+    def test_cpu_penalty_exact(self):
+        d = run({"busy": 1.0}, {"busy": view("busy", 85.0, 40.0)})
+        busy = by_worker(d)["busy"]
+        assert busy.cpu_penalty == pytest.approx(0.3)  # 0.6 * (85 - 70) / (100 - 70)
+        assert busy.memory_penalty == 0.0
+        assert busy.balance_penalty == pytest.approx(0.2125)  # 0.25 * 85 / 100
+        assert busy.adjusted_score == pytest.approx(1.0 - 0.3 - 0.2125)
+        factors = FACTORS.replace(cpu_threshold_percent=80.0, cpu_penalty_weight=1.0)
+        busy = by_worker(run({"busy": 1.0}, {"busy": view("busy", 85.0, 40.0)}, factors=factors))["busy"]
+        assert busy.cpu_penalty == pytest.approx(0.25)  # 1.0 * 5 / 20
+
+    def test_memory_and_gpu_penalties(self):
+        views = {"w": view("w", 10.0, 75.0, gpu=80.0)}
+        cpu_task = by_worker(run({"w": 1.0}, views))["w"]
+        assert cpu_task.memory_penalty == pytest.approx(0.1)  # 0.6 * (75 - 70) / 30
+        assert cpu_task.gpu_penalty == 0.0  # GPU load costs only GPU tasks
+        assert cpu_task.balance_penalty == pytest.approx(0.25 * 0.75)  # GPU not counted either
+        gpu_task = by_worker(run({"w": 1.0}, views, requirements={"hardware": ["gpu"]}))["w"]
+        assert gpu_task.gpu_penalty == pytest.approx(0.45)  # 0.9 * (80 - 60) / 40
+        assert gpu_task.balance_penalty == pytest.approx(0.25 * 0.80)
+        assert gpu_task.adjusted_score == pytest.approx(1.0 - 0.1 - 0.45 - 0.2)
+
+    def test_floor_and_negative_original_scores(self):
+        saturated = {"w": view("w", 95.0, 95.0)}  # at critical, not above: penalised, not excluded
+        # 0.5 + 0.5 + 0.2375 > 1: the worker keeps FLOOR of its original score
+        assert by_worker(run({"w": 2.0}, saturated))["w"].adjusted_score == pytest.approx(2.0 * FLOOR)
+        # An original scale with negative scores: penalties are subtracted.
+        assert by_worker(run({"w": -3.0}, saturated))["w"].adjusted_score == pytest.approx(-3.0 - 1.2375)
+
+
+    def test_tie_break_deterministic(self):
+        views = {w: view(w, 10.0, 10.0) for w in ("a", "b", "c", "d")}
+        base = {w: 1.0 for w in views}
+        for seed in (0, 1, 2, 3):
+            expected = min(views, key=lambda w: tie_break(seed, "t", w))
+            first = run(base, views, seed=seed)
+            assert first.chosen_worker_id == expected
+            assert run(dict(reversed(list(base.items()))), views, seed=seed).chosen_worker_id == expected
+            assert first.original_worker_id == expected  # the original choice breaks ties the same way
+        assert len({run(base, views, seed=s).chosen_worker_id for s in range(12)}) > 1  # the seed matters
+        assert tie_break(0, "t", "a") == tie_break(0, "t", "a") != tie_break(1, "t", "a")
+
+    def test_history_failure_penalty_and_speed_bonus(self):
+        history = PerformanceHistory()
+        history.record("fast", "unit", success=True, duration_s=10.0)
+        history.record("slow", "unit", success=True, duration_s=20.0)
+        history.record("flaky", "unit", success=False, duration_s=1.0)
+        # Fleet duration EWMA (0.3) of the successful runs: 10, then 10 + 0.3 * 10 = 13.
+        assert history.fleet_stats("unit").duration_s == pytest.approx(13.0)
+        views = {w: view(w, 0.0, 0.0) for w in ("fast", "slow", "flaky")}
+        d = run({w: 1.0 for w in views}, views, task_type="unit", history=history)
+        c = by_worker(d)
+        assert c["fast"].history_penalty == pytest.approx(-0.3 * (13 / 10 - 1))  # bonus 0.09
+        assert c["slow"].history_penalty == pytest.approx(-0.3 * (13 / 20 - 1))  # +0.105
+        assert c["flaky"].history_penalty == pytest.approx(0.5 * 1 / 3)  # one failure in one run, shrunk
+        assert [x.worker_id for x in d.candidates] == ["fast", "slow", "flaky"]
+        assert d.chosen_score == pytest.approx(1.09)
+        # Other task types are not affected.
+        other = run({w: 1.0 for w in views}, views, task_type="integration", history=history)
+        assert all(x.history_penalty == 0.0 for x in other.candidates)
+
+    def test_exclusions_and_explanation(self):
+        history = PerformanceHistory()
+        history.record("small", "big-memory", success=True, duration_s=5.0, cpu_seconds=5.0,
+                       peak_rss_bytes=8 * GIB)
+        views = {
+            "hot": view("hot", 99.0, 10.0),
+            "old": view("old", 1.0, 1.0, now_s=50.0),
+            "small": view("small", 5.0, 50.0, available_gb=4.0),
+            "ok": view("ok", 30.0, 30.0),
+        }
+        base = {"hot": 1.0, "old": 1.0, "small": 1.0, "ok": 0.5, "no-gpu": 1.0}
+        d = run(base, views, task_type="big-memory", history=history, mismatches={"no-gpu": "lacks gpu"})
+        assert d.chosen_worker_id == "ok"
+        assert [(e.worker_id, e.reason) for e in d.exclusions] == [
+            ("hot", "cpu at 99% > critical 95%"),
+            ("old", "stale: last sample 50 s ago (limit 15 s)"),
+            ("small", "predicted memory 8.0 GiB > free 4.0 GiB"),
+            ("no-gpu", "lacks gpu"),
+        ]
+        assert d.original_worker_id in {"hot", "old", "small", "no-gpu"}
+        assert d.explanation.startswith(f"chose ok (score {d.chosen_score:.3f} of original 0.500); "
+                                        f"original choice {d.original_worker_id} excluded: ")
+        assert d.explanation.endswith("4 worker(s) excluded")
+
+    def test_nothing_fits(self):
+        d = decide({"task_id": "t"}, TaskRequirements(), {}, {}, {}, factors=FACTORS, history=None, now_s=0.0,
+                   stale_after_s=15.0, timestamp=utc_now(), extra_exclusions=[Exclusion("w", "lacks gpu")])
+        assert (d.chosen_worker_id, d.chosen_score, d.candidates) == (None, None, ())
+        assert d.explanation == "no worker can take the task (1 excluded: lacks gpu)"
+        empty = run({}, {})
+        assert empty.explanation == "no worker available"
+
+    def test_unknown_load_is_neutral_and_inflight_counts(self):
+        known = {"light": view("light", 20.0, 20.0), "heavy": view("heavy", 60.0, 40.0)}
+        fresh = WorkerView("fresh", registered_s=99.0, cpu_count=8.0, memory_total_bytes=16 * GIB)
+        views = {**known, "fresh": fresh}
+        base = {w: 1.0 for w in views}
+        c = by_worker(run(base, views))
+        # No sample yet: the median of the known loads (20 and 60), not 0.
+        assert c["fresh"].balance_penalty == pytest.approx(0.25 * 0.40)
+        # Four tasks in flight on it: 4 cores of 8 on top of the sampled CPU median (40 %).
+        for n in range(4):
+            fresh.add_inflight(InFlight(f"t{n}", 99.5, cores=1.0, memory_bytes=0.0, uses_gpu=False))
+        c = by_worker(run(base, views))
+        assert c["fresh"].cpu_percent is None  # the record keeps what is measured
+        assert c["fresh"].balance_penalty == pytest.approx(0.25 * 0.90)  # 40 + 50
+        assert c["fresh"].cpu_penalty == pytest.approx(0.6 * 20 / 30)
+        assert c["fresh"].inflight_tasks == 4
+
+    def test_max_recorded(self):
+        views = {f"w{n:02d}": view(f"w{n:02d}", float(n), 0.0) for n in range(30)}
+        d = run({w: 1.0 for w in views}, views, max_recorded=5)
+        assert d.candidate_count == 30
+        assert [c.worker_id for c in d.candidates] == ["w00", "w01", "w02", "w03", "w04"]  # the best five
+
+
+class TestHistory:
+    def test_failure_rate_and_predicted_demand(self):
+        history = PerformanceHistory()
+        assert history.predicted_demand("w", "unit") == (None, None)
+        history.record("w", "unit", success=True, duration_s=2.0, cpu_seconds=3.0, peak_rss_bytes=100)
+        assert history.predicted_demand("w", "unit") == (1.5, 100.0)
+        assert history.predicted_demand("other", "unit") == (1.5, 100.0)  # the fleet's when the worker has none
+        history.record("w", "unit", success=False, duration_s=60.0)
+        stats = history.stats("w", "unit")
+        assert (stats.runs, stats.failures, stats.duration_s) == (2, 1, 2.0)  # failed runs say nothing of speed
+        assert stats.failure_rate == pytest.approx(1 / 4)
+        assert history.speed_ratio("w", "unit") == 1.0
+        assert history.speed_ratio("w", "io") is None
+        assert history.snapshot() == [{"worker_id": "w", "task_type": "unit", "runs": 2, "failures": 1,
+                                       "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0}]
