@@ -176,7 +176,7 @@ def test_worker_killed_mid_task_is_deregistered_and_its_task_requeued_or_failed(
     fleet = fleet_factory(n_workers=2, max_tasks_per_worker=1, max_retries=max_retries)
     coordinator, integration = fleet.coordinator, fleet.integration
     pids = fleet.pids()
-    coordinator.submit_task(_task("long", "import time; time.sleep(2.5)"))
+    coordinator.submit_task(_task("long", "import time; time.sleep(8)"))  # outlives a slow start
     record = coordinator.tasks["long"]
     victim = _wait_for(lambda: record.worker_id if record.status == "running" else None, 10, "the task to start")
 
@@ -188,7 +188,7 @@ def test_worker_killed_mid_task_is_deregistered_and_its_task_requeued_or_failed(
     os.kill(pids[victim], signal.SIGKILL)
 
     _wait_for(lambda: victim not in coordinator.workers, 10, "the dead worker to be deregistered")
-    assert coordinator.wait_until_done(30)
+    assert coordinator.wait_until_done(60)
     if max_retries:
         assert record.status == "completed" and record.attempts == 2 and record.worker_id != victim
         assert coordinator.placement("long")["worker_address"] != victim
