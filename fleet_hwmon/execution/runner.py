@@ -230,7 +230,8 @@ class _ExitWatcher:
 def _reaped_usage(rusage: Any) -> ReapedUsage:
     linux = sys.platform.startswith("linux")
     # ru_maxrss is left out on purpose: a vfork()ed child reports the *parent's* peak RSS from
-    # before exec, so it is no floor for the task's own memory. Linux fills ru_inblock/ru_oublock from the same storage-byte counters as /proc/<pid>/io.
+    # before exec, so it is no floor for the task's own memory. Linux fills ru_inblock/ru_oublock
+    # from the same storage-byte counters as /proc/<pid>/io.
     return ReapedUsage(
         cpu_seconds=float(rusage.ru_utime) + float(rusage.ru_stime),
         read_bytes=int(rusage.ru_inblock) * 512 if linux else None,

@@ -25,6 +25,7 @@ from fleet_hwmon.reports.fleet_metrics import (
     simulated_resources,
     simulated_task_columns,
 )
+from fleet_hwmon.sample import finite
 from fleet_hwmon.store.writer import MetricsStore
 
 SAMPLES = "resource_utilization"
@@ -57,16 +58,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _natural_key(text: str) -> list:
@@ -309,8 +300,8 @@ def _capability_rows(reader: _Reader) -> dict[str, dict]:
 def _gpu_entry(item: Any) -> dict[str, Any] | None:
     if not isinstance(item, Mapping):
         return None
-    memory_gb = _number(item.get("memory_gb"))
-    memory_bytes = _number(item.get("memory_total_bytes"))
+    memory_gb = finite(item.get("memory_gb"))
+    memory_bytes = finite(item.get("memory_total_bytes"))
     if memory_bytes is None and memory_gb is not None:
         memory_bytes = memory_gb * 2**30
     name = item.get("name")
@@ -323,14 +314,14 @@ def _hardware(caps: Mapping[str, Any], cap_row: Mapping[str, Any], latest: Mappi
     caps = caps if isinstance(caps, Mapping) else {}
     types = caps.get("hardware") or cap_row.get("hardware_types") or []
     cpu = caps.get("cpu") if isinstance(caps.get("cpu"), Mapping) else {}
-    cores = next((_number(cpu.get(k)) for k in ("cores_effective", "cores", "count", "logical_cores")
-                  if _number(cpu.get(k)) is not None), None)
+    cores = next((finite(cpu.get(k)) for k in ("cores_effective", "cores", "count", "logical_cores")
+                  if finite(cpu.get(k)) is not None), None)
     if cores is None:
-        cores = _number(cap_row.get("cpu_count")) or _number(latest.get("cpu_count_effective"))
+        cores = finite(cap_row.get("cpu_count")) or finite(latest.get("cpu_count_effective"))
     memory = caps.get("memory") if isinstance(caps.get("memory"), Mapping) else {}
-    memory_bytes = _number(memory.get("total_gb"))
+    memory_bytes = finite(memory.get("total_gb"))
     memory_bytes = memory_bytes * 2**30 if memory_bytes is not None else (
-        _number(cap_row.get("total_memory_bytes")) or _number(latest.get("memory_total_bytes")))
+        finite(cap_row.get("total_memory_bytes")) or finite(latest.get("memory_total_bytes")))
     gpus = [g for g in map(_gpu_entry, caps.get("gpus") or []) if g]
     if not gpus and isinstance(caps.get("gpu"), Mapping) and caps["gpu"]:
         gpus = [g for g in [_gpu_entry(caps["gpu"])] if g]
@@ -356,9 +347,9 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
         caps = view.get("capabilities") if view.get("capabilities") is not None else cap_row.get("capabilities", {})
         current_view = view.get("current")
         if isinstance(current_view, Mapping):
-            current = {f"{r}_percent": _number(current_view.get(f"{r}_percent")) for r in RESOURCES}
+            current = {f"{r}_percent": finite(current_view.get(f"{r}_percent")) for r in RESOURCES}
         else:
-            current = {f"{r}_percent": _number(last.get(f"{r}_percent")) for r in RESOURCES}
+            current = {f"{r}_percent": finite(last.get(f"{r}_percent")) for r in RESOURCES}
         simulated_fields = view.get("simulated_fields") if "simulated_fields" in view else last.get("simulated_fields")
         simulated_fields = sorted({str(f) for f in simulated_fields or ()})
         metrics = stats.get(worker_id, {}).get("metrics", {})
@@ -420,8 +411,8 @@ def _tasks(reader: _Reader) -> dict[str, Any]:
                      f"{', ' + peaks if peaks else ''} FROM {TASKS}")
     out.update(total=row.get("total") or 0, passed=row.get("passed") or 0, failed=row.get("failed") or 0,
                unknown=row.get("unknown") or 0)
-    out["totals"] = {c: _number(row.get(c)) for c in _TASK_SUMS}
-    out["peaks"] = {c: _number(row.get(c)) for c in _TASK_PEAKS}
+    out["totals"] = {c: finite(row.get(c)) for c in _TASK_SUMS}
+    out["peaks"] = {c: finite(row.get(c)) for c in _TASK_PEAKS}
     if reader.has(TASKS, "task_type"):
         failed = "count_if(NOT success)" if has_success else "NULL"
         by_type = ", ".join(f'avg("{c}") AS "mean_{c}"' for c in ("duration_s", "peak_cpu_percent",
@@ -501,7 +492,7 @@ def _decisions(reader: _Reader) -> dict[str, Any]:
                                        and decision["chosen_worker_id"] != decision["original_worker_id"])
         for candidate in decision["top_candidates"] or []:
             candidate["total_penalty"] = sum(
-                _number(candidate.get(k)) or 0.0
+                finite(candidate.get(k)) or 0.0
                 for k in ("cpu_penalty", "memory_penalty", "gpu_penalty", "balance_penalty", "history_penalty"))
         decision["top_candidates"] = decision["top_candidates"] or []
         decision["exclusions"] = decision["exclusions"] or []
