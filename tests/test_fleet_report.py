@@ -7,10 +7,7 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
-import struct
-import zlib
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +21,7 @@ from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 from fleet_hwmon.scoring.decide import CandidateScore, Exclusion, SchedulingDecision
 from fleet_hwmon.store import close_store, open_store
 from fleet_hwmon.tasks import TaskResourceUsage
+from tests.browser import decode_png, headless_chromium, ink_fraction, needs_chromium
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)  # midnight: every "nice" bucket divides a day
 XSS_WORKER = "<script>alert(1)</script>"
@@ -399,67 +397,13 @@ def test_large_fleet_stays_small(store, tmp_path):
 
 # -- headless Chromium -------------------------------------------------------------------------------
 
-def _png_ink(png: bytes) -> tuple[int, int, float]:
-    """(width, height, fraction of pixels that are not near-white) of an 8-bit RGB(A) PNG."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
-        body = png[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, color = struct.unpack(">IIBB", body[:10])
-            assert depth == 8 and color in (2, 6)
-            channels = 3 if color == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw, stride = zlib.decompress(idat), width * channels
-    prev, ink = bytearray(stride), 0
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for x in range(stride):
-            a = line[x - channels] if x >= channels else 0
-            b, c = prev[x], prev[x - channels] if x >= channels else 0
-            if kind == 1:
-                line[x] = (line[x] + a) & 255
-            elif kind == 2:
-                line[x] = (line[x] + b) & 255
-            elif kind == 3:
-                line[x] = (line[x] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        ink += sum(1 for x in range(0, stride, channels) if min(line[x:x + 3]) < 235)
-        prev = line
-    return width, height, ink / (width * height)
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not (os.access("/usr/bin/chromium", os.X_OK) and os.access("/usr/bin/chromedriver", os.X_OK))
-                    and not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="needs chromium and chromedriver (Debian: /usr/bin/chromium, /usr/bin/chromedriver)")
-def test_browser_screenshot_is_not_blank_and_has_no_js_errors(report, tmp_path, monkeypatch):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+@needs_chromium
+def test_browser_screenshot_is_not_blank_and_has_no_js_errors(report, tmp_path):
     data, html, _ = report
     page = tmp_path / "report.html"
     assert page.exists()
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK)
-                               else shutil.which("chromium"))
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver_path = ("/usr/bin/chromedriver" if os.access("/usr/bin/chromedriver", os.X_OK)
-                   else shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
+    with headless_chromium(tmp_path, window_size=(1400, 1000), browser_log=True) as driver:
         driver.get(page.as_uri())
         assert driver.title == "Fleet <b>report</b>"
         body_text = driver.execute_script("return document.body.innerText")
@@ -471,9 +415,8 @@ def test_browser_screenshot_is_not_blank_and_has_no_js_errors(report, tmp_path, 
         png = driver.get_screenshot_as_png()
         shot.write_bytes(png)
         errors = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
-    finally:
-        driver.quit()
-    width, height, ink = _png_ink(png)
+    image = decode_png(png)
+    width, height, ink = image.width, image.height, ink_fraction(image)
     assert width >= 1000 and height >= 600
     assert ink > 0.03, f"the screenshot {shot} looks blank ({ink:.1%} of pixels are not white)"
     assert errors == []

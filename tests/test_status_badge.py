@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import struct
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
-import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +16,7 @@ import pytest
 from fleet_hwmon.ci.badges import STYLES, generate_badge_svg, text_width_px, threshold_color
 from fleet_hwmon.ci.results_db import TestResult, TestRun, record_run
 from fleet_hwmon.ci.status import endpoint_json, get_test_status, metric_badge
+from tests.browser import decode_png, headless_chromium, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -141,80 +137,26 @@ def test_cli_writes_badges_and_endpoint_json(results_db, tmp_path):
 
 
 # --- headless Chromium -----------------------------------------------------------------------
-def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
-    """Tiny PNG reader (8-bit RGB / RGBA, non-interlaced): (width, height, bytes per pixel, rows)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
-            assert depth == 8 and color_type in (2, 6) and interlace == 0
-            bpp = 3 if color_type == 2 else 4
-        elif kind == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    raw, stride, rows, previous = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
-    for y in range(height):
-        filter_type = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            left = line[i - bpp] if i >= bpp else 0
-            up, up_left = previous[i], previous[i - bpp] if i >= bpp else 0
-            if filter_type == 1:
-                line[i] = (line[i] + left) & 255
-            elif filter_type == 2:
-                line[i] = (line[i] + up) & 255
-            elif filter_type == 3:
-                line[i] = (line[i] + (left + up) // 2) & 255
-            elif filter_type == 4:
-                p = left + up - up_left
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 255
-        rows.append(bytes(line))
-        previous = line
-    return width, height, bpp, rows
-
-
 @pytest.mark.browser
+@needs_chromium
 def test_badges_render_in_headless_chromium(tmp_path):
-    chromium, chromedriver = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
-    if not (os.path.exists(chromium) and os.path.exists(chromedriver)):
-        pytest.skip("needs Debian chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=900,400",
-                 "--force-device-scale-factor=1"):
-        options.add_argument(flag)
     images = "".join(
         f'<p><img id="{style}" src="data:image/svg+xml;base64,'
         f'{base64.b64encode(generate_badge_svg(LABEL, MESSAGE, "red", style).encode()).decode()}"></p>'
         for style in STYLES)
     page = tmp_path / "badges.html"
     page.write_text(f"<!doctype html><html><body style='margin:0;background:#fff'>{images}</body></html>")
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
+    with headless_chromium(tmp_path, window_size=(900, 400), extra_flags=["--force-device-scale-factor=1"]) as driver:
         driver.get(page.as_uri())
         sizes = driver.execute_script(
             "return Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth, i.naturalHeight]);")
         png = driver.get_screenshot_as_png()
-    finally:
-        driver.quit()
     for style, complete, natural_width, natural_height in sizes:
         expected_width = width_of(generate_badge_svg(LABEL, MESSAGE, "red", style))
         assert complete and natural_width == pytest.approx(expected_width, abs=1), style
         assert natural_height == {"plastic": 18, "for-the-badge": 28}.get(style, 20)
-    width, height, bpp, rows = decode_png(png)
-    non_white = sum(1 for row in rows for x in range(0, width * bpp, bpp) if row[x:x + 3] != b"\xff\xff\xff")
-    red = sum(1 for row in rows for x in range(0, width * bpp, bpp)
-              if row[x] > 180 and row[x + 1] < 120 and row[x + 2] < 110)
+    pixels = [row[x:x + 3] for row in decode_png(png).pixels for x in range(0, len(row), 3)]
+    non_white = sum(1 for pixel in pixels if pixel != b"\xff\xff\xff")
+    red = sum(1 for r, g, b in pixels if r > 180 and g < 120 and b < 110)
     assert non_white > 5 * 150 * 18 * 0.5  # five badges of at least ~150 x 18 px, mostly coloured
     assert red > 1000  # the red message halves were drawn
