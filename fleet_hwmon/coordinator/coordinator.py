@@ -57,6 +57,9 @@ class Coordinator:
         dispatch_interval_s: how often the queue is looked at when nothing happens.
         max_retries: times a task is requeued when its worker leaves mid-task; after that it fails.
         poll_interval_s: how often a running task's process tree is measured.
+
+    A task no worker could take is asked about again as soon as the available workers or their
+    task counts change, else after ``retry_unplaced_s`` (their load may have changed).
     """
 
     def __init__(self, *, max_tasks_per_worker: int = 2, seed: int = 0, dispatch_interval_s: float = 0.1,
@@ -72,6 +75,9 @@ class Coordinator:
         self.tasks: dict[str, TaskRecord] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._sequence = itertools.count()
+        # task id -> (available workers and their task counts, when) of its last failed placement
+        self._unplaced: dict[str, tuple[tuple, float]] = {}
+        self.retry_unplaced_s = 1.0
         self._running: dict[str, set[str]] = {}
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in WORKER_EVENTS + TASK_EVENTS}
         self._lock = threading.RLock()
@@ -237,10 +243,17 @@ class Coordinator:
             if not self._anyone_fits(record.task):
                 self._fail(record, "no registered worker has the hardware this task requires")
                 continue
+            situation = tuple(sorted((w, counts[w]) for w in available))
+            last = self._unplaced.get(entry[2])
+            if last is not None and last[0] == situation and time.monotonic() - last[1] < self.retry_unplaced_s:
+                deferred.append(entry)  # nothing changed since no worker could take it: don't ask again yet
+                continue
             worker_id, _score = self._choose(record.task, available, counts)
             if worker_id is None:
+                self._unplaced[entry[2]] = (situation, time.monotonic())
                 deferred.append(entry)
                 continue
+            self._unplaced.pop(entry[2], None)
             self._start(record, worker_id)
             started += 1
         with self._lock:
