@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,7 +44,7 @@ from fleet_hwmon.integration import (
     worker_ids,
 )
 from fleet_hwmon.sample import ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide
+from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide, task_demand_for
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
@@ -67,8 +68,10 @@ def exclusion_category(reason: str) -> str:
         return "stale"
     if "> critical" in reason:
         return "overloaded"
-    if reason.startswith("predicted memory"):
+    if reason.startswith(("predicted memory", "predicted GPU memory", "required GPU memory")):
         return "memory"
+    if reason.startswith("predicted cpu"):
+        return "capacity"
     if reason.startswith("at task limit"):
         return "task limit"
     return "other"
@@ -90,6 +93,10 @@ class CoordinatorHardwareMonitoringIntegration:
         hardware_scoring_factors: overrides of :class:`ScoringFactors` (also editable later via
             the ``hardware_scoring_factors`` dict).
         seed: makes tie-breaking reproducible.
+        clock: monotonic seconds for intervals (staleness, hysteresis, in-flight tasks).
+        wall_clock: the current UTC time (timezone-aware ``datetime``) used to date decisions,
+            task starts and ends (handed to every worker's monitor) and assignments; samples
+            are compared with it by their own timestamps. A simulation passes its own.
 
     Raises:
         CoordinatorContractError (a TypeError) from :meth:`initialize` when the coordinator lacks
@@ -103,7 +110,8 @@ class CoordinatorHardwareMonitoringIntegration:
                  hardware_scoring_factors: Mapping[str, float] | None = None,
                  alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
                  detect_capabilities: bool = True, max_recorded_candidates: int = 20,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = utc_now) -> None:
         if update_interval_seconds <= 0:
             raise ValueError("update_interval_seconds must be positive")
         self.coordinator = coordinator
@@ -118,6 +126,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self.detect_capabilities = detect_capabilities
         self.max_recorded_candidates = max_recorded_candidates
         self._clock = clock
+        self._wall_clock = wall_clock
         self._temp_dir: str | None = None
         if db_path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="hwmon-")
@@ -236,7 +245,7 @@ class CoordinatorHardwareMonitoringIntegration:
                 monitor = HardwareUtilizationMonitor(
                     worker_id, self.db_path, self.monitoring_level,
                     self.update_interval_seconds if local else None, self.alert_thresholds,
-                    push_only=not local)
+                    push_only=not local, wall_clock=self._wall_clock)
                 monitor.add_sample_listener(self._observe)
                 self.worker_monitors[worker_id] = monitor
                 monitor.start_monitoring()
@@ -276,7 +285,7 @@ class CoordinatorHardwareMonitoringIntegration:
         if isinstance(utilization, Mapping):
             data = dict(utilization)
             data.setdefault("worker_id", worker_id)
-            data.setdefault("timestamp", utc_now())
+            data.setdefault("timestamp", self._wall_clock())
             try:
                 sample = ResourceUtilization.from_dict(data)
             except (TypeError, AttributeError) as err:  # e.g. a GPU entry without its uuid
@@ -434,7 +443,7 @@ class CoordinatorHardwareMonitoringIntegration:
             decision = decide(task, requirements, base, self._views, mismatches, factors=factors,
                               history=self.history, now_s=now_s,
                               stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
-                              timestamp=utc_now(), seed=self.seed, max_recorded=self.max_recorded_candidates,
+                              timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
                               extra_exclusions=extra)
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
@@ -457,15 +466,13 @@ class CoordinatorHardwareMonitoringIntegration:
         self._tasks_per_worker[chosen] += 1
         task_type = task.get("type")
         self._task_types[decision.task_id] = task_type
-        cores, memory_bytes = self.history.predicted_demand(chosen, task_type) if task_type else (None, None)
-        factors = self._factors()
         view = self._views.get(chosen)
         if view is not None:
+            cores, memory_bytes, gpu_memory_bytes = task_demand_for(view, self.history, chosen, task_type,
+                                                                    requirements, self._factors())
             self._inflight_at[decision.task_id] = chosen
-            view.add_inflight(InFlight(decision.task_id, now_s,
-                                       cores if cores is not None else factors.default_task_cores,
-                                       memory_bytes if memory_bytes is not None else factors.default_task_memory_bytes,
-                                       requirements.needs_gpu))
+            view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
+                                       gpu_memory_bytes, decision.timestamp))
 
     def _forget_inflight(self, task_id: str) -> None:
         worker_id = self._inflight_at.pop(task_id, None)

@@ -11,9 +11,11 @@ Example::
         usage = monitor.stop_task_monitoring("test-42", success=True)
         print(usage.peak_cpu_percent, usage.duration_s)
 
-Threads: one sampling thread (short, never waits on I/O), the store's writer thread (owns the
-DuckDB connection, batched appends) and an alert-callback thread. ``stop_monitoring`` (also
-called by ``with`` and at interpreter exit) stops sampling, flushes and joins them all.
+Threads: one sampling thread (short, never waits on I/O; none for a push-only monitor), the
+store's writer thread (owns the DuckDB connection, batched appends) and an alert-callback
+thread, started only once a callback is registered (a fleet of push-only monitors without
+callbacks runs no idle threads). ``stop_monitoring`` (also called by ``with`` and at
+interpreter exit) stops sampling, flushes and joins them all.
 
 Command line: ``python hardware_utilization_monitor.py --duration 10 --level standard
 --db-path metrics.duckdb --export-json metrics.json --html-report report.html``.
@@ -80,6 +82,8 @@ class HardwareUtilizationMonitor:
             hard kill).
         push_only: do not sample this host; samples arrive through :meth:`record_sample` (a
             remote worker's monitor on the coordinator never pretends to measure it).
+        wall_clock: the current UTC time (timezone-aware ``datetime``) that dates task starts
+            and ends; samples keep the sampler's own timestamps. A simulation passes its own.
 
     Raises:
         ValueError: bad level, interval or thresholds.
@@ -92,7 +96,8 @@ class HardwareUtilizationMonitor:
                  alert_thresholds: Mapping[str, Any] | None = None, *,
                  history_size: int = 3600, sources: Sequence[MetricSource] | None = None,
                  nvml: Any = None, enable_gpu: bool = True, flush_interval_s: float = 1.0,
-                 alert_margin_percent: float = 5.0, disk_path: str = "/", push_only: bool = False) -> None:
+                 alert_margin_percent: float = 5.0, disk_path: str = "/", push_only: bool = False,
+                 wall_clock: Callable[[], datetime] = utc_now) -> None:
         self.worker_id = worker_id or socket.gethostname()
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
@@ -103,6 +108,7 @@ class HardwareUtilizationMonitor:
         self._tracker = AlertTracker(parse_thresholds(alert_thresholds), alert_margin_percent)
         self._nvml = None
         self.push_only = push_only
+        self._wall_clock = wall_clock
         if push_only:
             sources = []
         if sources is None:
@@ -120,7 +126,8 @@ class HardwareUtilizationMonitor:
         self._active_tasks: dict[str, TaskAccumulator] = {}
         self._finished_tasks: collections.OrderedDict[str, TaskResourceUsage] = collections.OrderedDict()
         self._state_lock = threading.Lock()
-        self._dispatcher: CallbackDispatcher | None = None
+        self._dispatcher: CallbackDispatcher | None = None  # started with the first callback
+        self._dispatcher_lock = threading.Lock()
         self._store: MetricsStore | None = None
         self._flush_interval_s = flush_interval_s
         self._stop_event = threading.Event()
@@ -140,9 +147,8 @@ class HardwareUtilizationMonitor:
             self._store.ensure_table(SAMPLES_TABLE, ResourceUtilization)
             self._store.ensure_table(TASKS_TABLE, TaskResourceUsage)
             self._store.ensure_table(ALERTS_TABLE, HardwareAlert)
-        self._dispatcher = CallbackDispatcher(f"alerts:{self.worker_id}")
-        for callback in self._callbacks:
-            self._dispatcher.register(callback)
+        if self._callbacks:
+            self._start_dispatcher()
         if self._nvml is not None and not self._nvml.available:
             log.info("worker %s: GPU monitoring off: %s", self.worker_id, self._nvml.reason)
         self._stop_event.clear()
@@ -158,9 +164,10 @@ class HardwareUtilizationMonitor:
         if self._thread is not None:
             self._thread.join(timeout=max(10.0, 2 * self.interval_seconds))
             self._thread = None
-        if self._dispatcher is not None:
-            self._dispatcher.stop()
-            self._dispatcher = None
+        with self._dispatcher_lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.stop()
         if self._store is not None:
             store, self._store = self._store, None
             close_store(store)
@@ -274,12 +281,26 @@ class HardwareUtilizationMonitor:
         return queries.bucketed(store, bucket_seconds, start, end, self.worker_id)
 
     # -- alerts -------------------------------------------------------------------------------
+    def _start_dispatcher(self) -> None:
+        """Start the alert thread with every registered callback, unless it runs already."""
+        with self._dispatcher_lock:
+            if self._dispatcher is None:
+                dispatcher = CallbackDispatcher(f"alerts:{self.worker_id}")
+                for callback in self._callbacks:
+                    dispatcher.register(callback)
+                self._dispatcher = dispatcher
+
     def register_alert_callback(self, callback: Callable[[HardwareAlert], Any]) -> None:
-        """Call ``callback(alert)`` for every alert event, on the alert thread (never the sampler's)."""
+        """Call ``callback(alert)`` for every alert event, on the alert thread (never the sampler's).
+        The first callback registered on a running monitor starts that thread."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         if callback not in self._callbacks:
             self._callbacks.append(callback)
         if self._dispatcher is not None:
             self._dispatcher.register(callback)
+        elif self.is_running:
+            self._start_dispatcher()
 
     def unregister_alert_callback(self, callback: Callable[[HardwareAlert], Any]) -> bool:
         """Returns False when it was not registered."""
@@ -319,7 +340,7 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             if task_id in self._active_tasks:
                 raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")
-            accumulator = TaskAccumulator(task_id, self.worker_id, utc_now(), task_type)
+            accumulator = TaskAccumulator(task_id, self.worker_id, self._wall_clock(), task_type)
             if self.push_only and self._latest is not None:
                 accumulator.add(self._latest)  # the worker's state when the task began
             self._active_tasks[task_id] = accumulator
@@ -340,7 +361,7 @@ class HardwareUtilizationMonitor:
             self.sample_now()
         with self._state_lock:
             accumulator = self._active_tasks.pop(task_id)
-        usage = accumulator.snapshot(end_time=utc_now(), success=success, error=error)
+        usage = accumulator.snapshot(end_time=self._wall_clock(), success=success, error=error)
         if process_usage:
             usage = usage.with_process_usage(**process_usage)
         self._finish_task(usage)
@@ -382,7 +403,8 @@ class HardwareUtilizationMonitor:
             "db_path": self.db_path,
             "db_written_rows": store_stats.written_rows if store_stats else None,
             "db_dropped_rows": store_stats.dropped_rows if store_stats else None,
-            "alert_callback_failures": self._dispatcher.failures if self._dispatcher else None,
+            "alert_callback_failures": self._dispatcher.failures if self._dispatcher else (
+                0 if self.is_running else None),
         }
 
     def _summary(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import html.parser
 import inspect
 import json
@@ -194,9 +195,13 @@ def _overloaded_first_choice(integration: CoordinatorHardwareMonitoringIntegrati
     integration.update_worker_utilization("w2", sample("w2", 10.0, 30.0))
 
 
-# w1: CPU penalty 0.6 * (90 - 70) / 30 = 0.4, balance 0.25 * 0.90 = 0.225 -> 1.0 * 0.375
-# w2: balance 0.25 * 0.30 = 0.075 -> 0.5 * 0.925 = 0.4625
-W1_ADJUSTED, W2_ADJUSTED = 0.375, 0.4625
+# Scores use the load after placing the task; without history a task counts as the default
+# 1 core (12.5 % of 8) and 256 MiB (1.5625 % of 16 GiB).
+# w1: CPU 90 + 12.5 = 102.5 %: penalty 0.6 * 32.5 / 30 = 0.65 plus 10 * 2.5 / 100 = 0.25 above
+#     capacity, balance 0.25 * 1.025 = 0.25625 -> more than 0.95 in all: the floor, 1.0 * 0.05
+# w2: CPU 22.5 %, memory 31.5625 % (its busiest): balance 0.25 * 0.315625 -> 0.5 * 0.92109375
+W1_ADJUSTED, W2_ADJUSTED = 0.05, 0.460546875
+W1_CPU_PENALTY, W1_BALANCE, W2_BALANCE = 0.9, 0.25625, 0.07890625
 COUNTS = {"w1": 0, "w2": 1}
 
 
@@ -375,7 +380,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
             ("w2", pytest.approx(W2_ADJUSTED)), ("w1", pytest.approx(W1_ADJUSTED))]
         w1 = decision.candidates[1]
         assert (w1.cpu_percent, w1.cpu_penalty, w1.memory_penalty, w1.balance_penalty) == \
-            (90.0, pytest.approx(0.4), 0.0, pytest.approx(0.225))
+            (102.5, pytest.approx(W1_CPU_PENALTY), 0.0, pytest.approx(W1_BALANCE))
         assert "original choice w1 scored lower after penalties" in decision.explanation
 
         # 2. A GPU task avoids the busy GPU for the idle one; the CPU-only worker cannot take it.
@@ -384,27 +389,28 @@ class TestCoordinatorHardwareMonitoringIntegration:
                    sample("cpu-only", 0.0, 5.0))
         worker, score = fleet.choose(gpu_task("t-gpu"))
         # busy: GPU penalty 0.9 * 25 / 40 = 0.5625, balance 0.25 * 0.85 -> 1 - 0.775
-        # idle: balance 0.25 * 0.20 (memory is its busiest known resource) -> 1 - 0.05
-        assert (worker, score) == ("idle-gpu", pytest.approx(0.95))
+        # idle: CPU 10 % + the task's default core (12.5 % of 8) is its busiest: balance
+        # 0.25 * 0.225 -> 1 - 0.05625
+        assert (worker, score) == ("idle-gpu", pytest.approx(0.94375))
         decision = fleet.last_decision()
         assert [(c.worker_id, c.adjusted_score, c.gpu_penalty) for c in decision.candidates] == [
-            ("idle-gpu", pytest.approx(0.95), 0.0), ("busy-gpu", pytest.approx(0.225), pytest.approx(0.5625))]
+            ("idle-gpu", pytest.approx(0.94375), 0.0), ("busy-gpu", pytest.approx(0.225), pytest.approx(0.5625))]
         assert [(e.worker_id, e.reason) for e in decision.exclusions] == [("cpu-only", "lacks gpu")]
         # The same busy GPU costs a CPU task nothing (GPU penalties are for GPU tasks).
         assert fleet.choose(cpu_task("t-cpu"), {"busy-gpu": 0, "idle-gpu": 1, "cpu-only": 1},
                             available=["busy-gpu", "idle-gpu"])[0] == "busy-gpu"
 
-        # 3. Above critical in the latest sample: excluded at once, readmitted only after every
-        #    resource stayed under the recovery mark (85 %) for the recovery period (10 s).
+        # 3. Above critical in the latest sample: excluded at once, readmitted only once a sample
+        #    shows every resource under the recovery mark (85 %): a value hovering around 95 %
+        #    does not flap in and out.
         fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
         clock = fleet.clock
         steps = [  # (seconds later, w1's CPU, w1 excluded afterwards?)
             (0, 97.0, True),   # critical: out at once, whatever the smoothed view says
-            (1, 50.0, True),   # under the mark since t=1
-            (3, 90.0, True),   # above the mark again: the wait starts over
-            (1, 40.0, True),   # under the mark since t=5
-            (9, 40.0, True),   # 9 s under the mark
-            (1, 40.0, False),  # 10 s under the mark: readmitted
+            (1, 90.0, True),   # under critical, above the mark: still out
+            (1, 96.0, True),
+            (1, 94.0, True),   # hovering around 95 %: no flapping
+            (1, 50.0, False),  # one sample under the mark: readmitted (recovery_samples 1)
         ]
         for n, (later, cpu, excluded) in enumerate(steps):
             clock.advance(later)
@@ -413,11 +419,27 @@ class TestCoordinatorHardwareMonitoringIntegration:
             assert worker == ("w2" if excluded else "w1"), (n, cpu)
             reasons = {e.worker_id: e.reason for e in fleet.last_decision().exclusions}
             if excluded:
-                assert reasons == {"w1": "cpu at 97% > critical 95%"}
+                assert reasons == {"w1": f"cpu at {97 if n < 2 else 96}% > critical 95%"}
             else:
                 assert reasons == {}
-        # five excluded steps, each decided through both entry points
-        assert fleet.integration.scheduler_statistics()["exclusions_by_category"] == {"overloaded": 10}
+        # four excluded steps, each decided through both entry points
+        assert fleet.integration.scheduler_statistics()["exclusions_by_category"] == {"overloaded": 8}
+
+        # 3b. With recovery_samples 0, every resource must stay under the mark for recovery_s (10 s).
+        fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
+        fleet.integration.hardware_scoring_factors["recovery_samples"] = 0
+        steps = [
+            (0, 97.0, True),
+            (1, 50.0, True),   # under the mark since t=1
+            (3, 90.0, True),   # above the mark again: the wait starts over
+            (1, 40.0, True),   # under the mark since t=5
+            (9, 40.0, True),   # 9 s under the mark
+            (1, 40.0, False),  # 10 s under the mark: readmitted
+        ]
+        for n, (later, cpu, excluded) in enumerate(steps):
+            fleet.clock.advance(later)
+            fleet.push(sample("w1", cpu, 30.0), sample("w2", 10.0, 30.0))
+            assert fleet.choose(cpu_task(f"t-timed-{n}"), COUNTS)[0] == ("w2" if excluded else "w1"), (n, cpu)
 
         # 4. A stale worker (no sample for 3 intervals of 5 s) is skipped; a fresh one is not.
         fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
@@ -432,12 +454,16 @@ class TestCoordinatorHardwareMonitoringIntegration:
         #    and a worker with no sample yet counts as the median of the known ones.
         fleet = make_fleet({"null-cpu": cpu_caps(), "light": cpu_caps(), "new": cpu_caps()})
         fleet.push(sample("null-cpu", None, 90.0), sample("light", 20.0, 30.0))
-        assert fleet.choose(cpu_task("t-null")) == ("light", pytest.approx(0.925))
-        # light: balance 0.25 * 0.30; new: 0.25 * median(90, 30) / 100;
-        # null-cpu: memory penalty 0.6 * 20 / 30 = 0.4, balance 0.25 * 0.90
+        assert fleet.choose(cpu_task("t-null")) == ("light", pytest.approx(0.91875))
+        # Each with the task's default core (12.5 %) and 256 MiB (1.5625 %) added.
+        # light: CPU 32.5 % is its busiest: balance 0.25 * 0.325
+        # new: CPU the sampled median (20) + 12.5, memory median(90, 30) + 1.5625: balance
+        #      0.25 * 0.615625
+        # null-cpu: CPU likewise 32.5 (not 0), memory 91.5625: penalty 0.6 * 21.5625 / 30 = 0.43125,
+        #      balance 0.25 * 0.915625
         assert [(c.worker_id, c.cpu_percent, c.adjusted_score) for c in fleet.last_decision().candidates] == [
-            ("light", 20.0, pytest.approx(0.925)), ("new", None, pytest.approx(0.85)),
-            ("null-cpu", None, pytest.approx(0.375))]
+            ("light", 32.5, pytest.approx(0.91875)), ("new", None, pytest.approx(1 - 0.25 * 0.615625)),
+            ("null-cpu", None, pytest.approx(1 - 0.43125 - 0.25 * 0.915625))]
 
     def test_hardware_aware_find_best_worker_burst_before_metrics(self, make_fleet):
         """C35: A 20 % CPU (2 s old), B 5 % CPU (10 min old), C just registered with no tasks,
@@ -465,22 +491,61 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert first.task_id == "burst-00"
         d_first = next(c for c in first.candidates if c.worker_id == "D")
         # D ranks on what is known: 90 % memory, not as a 0 % busy GPU.
-        assert (d_first.gpu_percent, d_first.memory_percent) == (None, 90.0)
-        assert d_first.balance_penalty == pytest.approx(0.25 * 0.90)
-        assert d_first.memory_penalty == pytest.approx(0.4)
-        # C has no sample: it counts as the median of the known loads, not as idle.
+        # (90 % memory + the task's default 256 MiB of 16 GiB)
+        assert (d_first.gpu_percent, d_first.memory_percent) == (None, 91.5625)
+        assert d_first.balance_penalty == pytest.approx(0.25 * 0.915625)
+        assert d_first.memory_penalty == pytest.approx(0.6 * 21.5625 / 30)
+        # C has no sample: it counts as the median of the known loads plus the task, not as idle
+        # (memory: median(30, 90) + 1.5625 is its busiest).
         c_first = next(c for c in first.candidates if c.worker_id == "C")
-        assert c_first.balance_penalty == pytest.approx(0.25 * (30.0 + 90.0) / 2 / 100)
+        assert c_first.balance_penalty == pytest.approx(0.25 * ((30.0 + 90.0) / 2 + 1.5625) / 100)
         assert [(e.worker_id, e.reason) for e in first.exclusions] == [
             ("B", "stale: last sample 600 s ago (limit 15 s)")]
         assert all([e.worker_id for e in d.exclusions] == ["B"] for d in decisions)
 
-        assert collections.Counter(chosen) == {"A": 8, "C": 7, "D": 5}
+        assert collections.Counter(chosen) == {"A": 6, "C": 8, "D": 6}
         assert "B" not in chosen
         # The in-flight tasks are what the view of C counts until C's first sample.
-        assert len(fleet.integration._views["C"].inflight) == 7
+        assert len(fleet.integration._views["C"].inflight) == 8
         # Deterministic given the seed: the same burst again assigns the same way.
         assert burst(seed=7)[0] == chosen
+
+    def test_wall_clock_dates_tasks_decisions_and_inflight(self, tmp_path):
+        """One wall_clock for the monitors' task dates, the decisions and the assignments; an
+        in-flight task is dropped by the timestamp a sample was TAKEN at, not when it arrived."""
+        from datetime import datetime, timedelta, timezone
+
+        epoch = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        clock = FakeClock(0.0)
+        coordinator = Coordinator(max_tasks_per_worker=10, seed=0)
+        coordinator.register_worker("w1", cpu_caps())
+        integration = CoordinatorHardwareMonitoringIntegration(
+            coordinator, db_path=str(tmp_path / "wall.duckdb"), clock=clock, detect_capabilities=False,
+            wall_clock=lambda: epoch + timedelta(seconds=clock()), hardware_scoring_factors={"inflight_hold_s": 0})
+        integration.initialize()
+        try:
+            def push(taken_s: float) -> None:
+                integration.update_worker_utilization("w1", dataclasses.replace(
+                    sample("w1", 10.0, 10.0), timestamp=epoch + timedelta(seconds=taken_s)))
+
+            push(0.0)
+            clock.advance(10)
+            decision = integration.decide_task(cpu_task("t1"), ["w1"], {"w1": 0})
+            assert decision.timestamp == epoch + timedelta(seconds=10)
+            view = integration._views["w1"]
+            assert view.inflight["t1"].assigned_at == epoch + timedelta(seconds=10)
+            clock.advance(20)
+            push(9.0)  # taken before the assignment, arriving 20 s after it: still in flight
+            assert "t1" in view.inflight
+            push(11.0)
+            assert view.inflight == {}
+            integration.start_task_monitoring("t1", "w1", "unit")
+            clock.advance(60)
+            usage = integration.stop_task_monitoring("t1", "w1", process_usage={"cpu_seconds": 120.0})
+            assert (usage.start_time, usage.duration_s) == (epoch + timedelta(seconds=30), 60.0)
+            assert integration.history.task_demand("w1", "unit").cores == pytest.approx(2.0)
+        finally:
+            integration.shutdown()
 
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
         fleet = make_fleet({"cpu-only": cpu_caps(), "t4": gpu_caps("Tesla T4", 7.5, 16),
@@ -536,10 +601,10 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert stored["candidate_count"] == 2 and stored["exclusions"] == []
         candidates = {c["worker_id"]: c for c in stored["candidates"]}
         assert candidates["w1"]["original_score"] == 1.0 and candidates["w2"]["original_score"] == 0.5
-        assert candidates["w1"]["cpu_penalty"] == pytest.approx(0.4)
-        assert candidates["w1"]["balance_penalty"] == pytest.approx(0.225)
+        assert candidates["w1"]["cpu_penalty"] == pytest.approx(W1_CPU_PENALTY)
+        assert candidates["w1"]["balance_penalty"] == pytest.approx(W1_BALANCE)
         assert candidates["w1"]["adjusted_score"] == pytest.approx(W1_ADJUSTED)
-        assert candidates["w2"]["balance_penalty"] == pytest.approx(0.075)
+        assert candidates["w2"]["balance_penalty"] == pytest.approx(W2_BALANCE)
         assert candidates["w2"]["cpu_penalty"] == 0.0 and candidates["w2"]["history_penalty"] == 0.0
         assert "chose w2" in stored["explanation"]
         assert nowhere["chosen_worker_id"] is None and nowhere["candidates"] == []

@@ -466,3 +466,40 @@ def test_module_runs_as_a_script(tmp_path):
     reported = int(first_line.split()[2])
     count = db_rows(str(db), "SELECT count(*) AS n FROM resource_utilization")[0]["n"]
     assert 2 <= reported <= count  # the summary is taken just before the last ticks are flushed
+
+
+class TestLazyAlertThreadAndWallClock:
+    def test_push_only_monitor_without_callbacks_starts_no_alert_thread(self):
+        def alert_threads() -> set[str]:
+            return {t.name for t in threading.enumerate() if t.name == "callbacks:alerts:lazy"}
+
+        monitor = HardwareUtilizationMonitor("lazy", interval_seconds=3600, push_only=True,
+                                             alert_thresholds={"cpu": (80, 90)})
+        delivered: list[HardwareAlert] = []
+        with monitor:
+            assert monitor._dispatcher is None and alert_threads() == set()
+            assert monitor.status()["alert_callback_failures"] == 0
+            monitor.record_sample(sample("lazy", 1_700_000_000, cpu_percent=95.0))  # no callback: nowhere to go
+            monitor.register_alert_callback(delivered.append)  # the first callback starts the thread
+            assert alert_threads() == {"callbacks:alerts:lazy"}
+            monitor.record_sample(sample("lazy", 1_700_000_001, cpu_percent=50.0))
+            monitor.wait_for_alert_delivery()
+            assert [(a.resource, a.state) for a in delivered] == [("cpu", AlertState.RESOLVED)]
+        assert monitor._dispatcher is None and monitor.status()["alert_callback_failures"] is None
+        assert wait_until(lambda: alert_threads() == set())
+        # Registered before start: the thread starts with the monitor, as before.
+        with monitor:
+            assert alert_threads() == {"callbacks:alerts:lazy"}
+        with pytest.raises(TypeError, match="callback must be callable"):
+            monitor.register_alert_callback("not a function")
+
+    def test_task_start_and_end_dated_by_the_wall_clock(self):
+        now = [datetime(2025, 1, 1, tzinfo=timezone.utc)]
+        monitor = HardwareUtilizationMonitor("clocked", interval_seconds=3600, push_only=True,
+                                             wall_clock=lambda: now[0])
+        with monitor:
+            monitor.start_task_monitoring("t1", "unit")
+            now[0] = datetime(2025, 1, 1, 0, 2, 30, tzinfo=timezone.utc)
+            usage = monitor.stop_task_monitoring("t1")
+        assert (usage.start_time, usage.end_time, usage.duration_s) == (
+            datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, 0, 2, 30, tzinfo=timezone.utc), 150.0)

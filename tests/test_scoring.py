@@ -16,6 +16,10 @@ from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabi
 
 GIB = 1024**3
 FACTORS = ScoringFactors()
+# The penalty arithmetic below is checked for a task predicted to add nothing (no history and
+# zero default size), so each figure is the worker's own load; TestTaskSize checks what a
+# task's own predicted demand adds.
+ZERO_TASK = FACTORS.replace(default_task_cores=0.0, default_task_memory_bytes=0.0)
 
 T4 = {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": 16}
 A100 = {"name": "NVIDIA A100-SXM4-80GB", "cuda_compute": 8.0, "memory_gb": 80}
@@ -46,7 +50,7 @@ def view(worker_id: str, cpu=None, memory=None, gpu=None, *, cores=8, memory_gb=
 
 
 def run(base: dict[str, float], views: dict[str, WorkerView], *, task_type=None, requirements=None,
-        history=None, seed=0, now_s=100.0, mismatches=None, factors=FACTORS, task_id="t", max_recorded=20):
+        history=None, seed=0, now_s=100.0, mismatches=None, factors=ZERO_TASK, task_id="t", max_recorded=20):
     task = {"task_id": task_id, "type": task_type, "requirements": requirements or {"hardware": ["cpu"]}}
     return decide(task, TaskRequirements.from_task(task), base, views, mismatches or {}, factors=factors,
                   history=history, now_s=now_s, stale_after_s=15.0, timestamp=utc_now(), seed=seed,
@@ -173,7 +177,7 @@ class TestDecide:
         assert busy.memory_penalty == 0.0
         assert busy.balance_penalty == pytest.approx(0.2125)  # 0.25 * 85 / 100
         assert busy.adjusted_score == pytest.approx(1.0 - 0.3 - 0.2125)
-        factors = FACTORS.replace(cpu_threshold_percent=80.0, cpu_penalty_weight=1.0)
+        factors = ZERO_TASK.replace(cpu_threshold_percent=80.0, cpu_penalty_weight=1.0)
         busy = by_worker(run({"busy": 1.0}, {"busy": view("busy", 85.0, 40.0)}, factors=factors))["busy"]
         assert busy.cpu_penalty == pytest.approx(0.25)  # 1.0 * 5 / 20
 
@@ -243,13 +247,14 @@ class TestDecide:
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
             ("hot", "cpu at 99% > critical 95%"),
             ("old", "stale: last sample 50 s ago (limit 15 s)"),
-            ("small", "predicted memory 8.0 GiB > free 4.0 GiB"),
+            ("small", "predicted memory 8.0 GiB (+25% headroom) > free 4.0 GiB"),
             ("no-gpu", "lacks gpu"),
         ]
         assert d.original_worker_id in {"hot", "old", "small", "no-gpu"}
         assert d.explanation.startswith(f"chose ok (score {d.chosen_score:.3f} of original 0.500); "
                                         f"original choice {d.original_worker_id} excluded: ")
-        assert d.explanation.endswith("4 worker(s) excluded")
+        assert d.explanation.endswith("4 worker(s) excluded; task predicted from fleet history: 1.0 cores, "
+                                      "memory 8.0 GiB")
 
     def test_nothing_fits(self):
         d = decide({"task_id": "t"}, TaskRequirements(), {}, {}, {}, factors=FACTORS, history=None, now_s=0.0,
@@ -298,3 +303,151 @@ class TestHistory:
         assert history.speed_ratio("w", "io") is None
         assert history.snapshot() == [{"worker_id": "w", "task_type": "unit", "runs": 2, "failures": 1,
                                        "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0}]
+
+
+def gpu_view(worker_id: str, total_gb: float, used_gb: float, *, cpu=10.0, memory=10.0, cores=16,
+             memory_gb=64, now_s=100.0, timestamp=None) -> WorkerView:
+    """A view that has seen one sample with one GPU of ``total_gb`` of which ``used_gb`` is used."""
+    gpu = GpuUtilization(0, f"GPU-{worker_id}", "T4", 20.0, memory_used_bytes=int(used_gb * GIB),
+                         memory_total_bytes=int(total_gb * GIB))
+    v = WorkerView(worker_id, registered_s=0.0)
+    v.observe(ResourceUtilization(worker_id=worker_id, timestamp=timestamp or utc_now(), cpu_percent=cpu,
+                                  memory_percent=memory, cpu_count_effective=cores,
+                                  memory_total_bytes=memory_gb * GIB, gpus=(gpu,)), now_s, FACTORS)
+    return v
+
+
+def build_history(cores: float = 6.0, memory_gb: float = 8.0, gpu_memory_gb: float | None = None,
+                  task_type: str = "build") -> PerformanceHistory:
+    """A history where one run of ``task_type`` (on a worker not scored) used these figures."""
+    history = PerformanceHistory()
+    history.record("elsewhere", task_type, success=True, duration_s=100.0, cpu_seconds=100.0 * cores,
+                   peak_rss_bytes=memory_gb * GIB,
+                   gpu_memory_bytes=None if gpu_memory_gb is None else gpu_memory_gb * GIB)
+    return history
+
+
+class TestTaskSize:
+    """The task's own predicted demand is scored on each worker's capacity (default factors)."""
+
+    def test_six_core_task_prefers_the_idle_64_core_worker(self):
+        views = {"small": view("small", 0.0, 10.0, cores=8, memory_gb=32),
+                 "large": view("large", 0.0, 10.0, cores=64, memory_gb=256)}
+        d = run({"small": 1.0, "large": 1.0}, views, task_type="build", history=build_history(), factors=FACTORS)
+        c = by_worker(d)
+        # small: CPU 0 + 6 / 8 = 75 % -> 0.6 * 5 / 30 = 0.1; memory 10 + 8 / 32 = 35 %; balance 0.25 * 0.75
+        assert (c["small"].cpu_percent, c["small"].memory_percent) == (pytest.approx(75.0), pytest.approx(35.0))
+        assert c["small"].cpu_penalty == pytest.approx(0.1)
+        assert c["small"].adjusted_score == pytest.approx(1.0 - 0.1 - 0.1875)
+        # large: CPU 6 / 64 = 9.375 %, memory 10 + 8 / 256 = 13.125 % (its busiest): balance only
+        assert c["large"].cpu_percent == pytest.approx(9.375)
+        assert c["large"].adjusted_score == pytest.approx(1.0 - 0.25 * 0.13125)
+        assert d.chosen_worker_id == "large"
+        assert d.explanation.endswith("task predicted from fleet history: 6.0 cores, memory 8.0 GiB")
+        # Without history the task counts as the default (1 core, 256 MiB) on both.
+        plain = by_worker(run({"small": 1.0, "large": 1.0}, views, factors=FACTORS))
+        assert plain["small"].cpu_percent == pytest.approx(12.5)
+        assert plain["large"].cpu_percent == pytest.approx(100.0 / 64)
+
+    def test_over_capacity_excluded_on_history_penalised_on_the_default_guess(self):
+        views = {"busy": view("busy", 50.0, 10.0, cores=8, memory_gb=32),
+                 "ok": view("ok", 20.0, 10.0, cores=64, memory_gb=256)}
+        d = run({"busy": 1.0, "ok": 0.5}, views, task_type="build", history=build_history(), factors=FACTORS)
+        assert d.chosen_worker_id == "ok"
+        # 50 % + 6 cores of 8 = 125 %
+        assert [(e.worker_id, e.reason) for e in d.exclusions] == [("busy", "predicted cpu 125% of 8 cores > 100%")]
+        # The default guess never excludes: 95 % + 1 core of 8 = 107.5 % is penalised to the floor
+        # (0.6 * 37.5 / 30 = 0.75 above the threshold, 10 * 7.5 / 100 = 0.75 above capacity).
+        hot = {"hot": view("hot", 95.0, 10.0, cores=8, memory_gb=32)}
+        c = by_worker(run({"hot": 1.0}, hot, factors=FACTORS))["hot"]
+        assert c.cpu_percent == pytest.approx(107.5)
+        assert c.cpu_penalty == pytest.approx(1.5)
+        assert c.adjusted_score == pytest.approx(FLOOR)
+        # Turned off, history only penalises.
+        off = run({"busy": 1.0, "ok": 0.5}, views, task_type="build", history=build_history(),
+                  factors=FACTORS.replace(exclude_over_capacity=False))
+        assert off.exclusions == () and by_worker(off)["busy"].cpu_penalty == pytest.approx(0.6 * 55 / 30 + 2.5)
+
+    def test_gpu_memory_misfit_excluded_with_its_reason(self):
+        history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")
+        views = {"full": gpu_view("full", 16.0, 12.0), "roomy": gpu_view("roomy", 16.0, 2.0)}
+        d = run({"full": 1.0, "roomy": 0.5}, views, task_type="inference", history=history,
+                requirements={"hardware": ["gpu"]}, factors=FACTORS)
+        assert d.chosen_worker_id == "roomy"
+        assert [(e.worker_id, e.reason) for e in d.exclusions] == [
+            ("full", "predicted GPU memory 5.0 GiB (+25% headroom) > free 4.0 GiB on any GPU")]
+        # A stated minimum stricter than the prediction is what must fit.
+        d = run({"roomy": 1.0}, {"roomy": gpu_view("roomy", 40.0, 20.0)}, task_type="inference", history=history,
+                requirements={"hardware": ["gpu"], "min_gpu_memory_gb": 24}, factors=FACTORS)
+        assert [(e.worker_id, e.reason) for e in d.exclusions] == [
+            ("roomy", "required GPU memory 24.0 GiB > free 20.0 GiB on any GPU")]
+        # GPU tasks in flight take their share: 14 GiB free, two 5 GiB tasks in flight -> 4 GiB.
+        busy = gpu_view("busy", 16.0, 2.0)
+        for n in range(2):
+            busy.add_inflight(InFlight(f"g{n}", 100.0, 2.0, 4 * GIB, True, gpu_memory_bytes=5 * GIB))
+        assert busy.gpu_memory_room() == 4 * GIB
+        d = run({"busy": 1.0}, {"busy": busy}, task_type="inference", history=history,
+                requirements={"hardware": ["gpu"]}, factors=FACTORS)
+        assert d.exclusions[0].reason == "predicted GPU memory 5.0 GiB (+25% headroom) > free 4.0 GiB on any GPU"
+        # Unknown GPU memory excludes nothing (and a CPU task is never checked).
+        unknown = view("unknown", 10.0, 10.0, gpu=20.0)
+        assert run({"unknown": 1.0}, {"unknown": unknown}, task_type="inference", history=history,
+                   requirements={"hardware": ["gpu"]}, factors=FACTORS).chosen_worker_id == "unknown"
+
+    def test_failed_runs_only_raise_memory_predictions(self):
+        history = build_history(1.0, 8.0, gpu_memory_gb=5.0)
+        history.record("w", "build", success=False, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=2 * GIB,
+                       gpu_memory_bytes=1 * GIB)  # killed early: a lower bound, the estimate stays
+        fleet = history.fleet_stats("build")
+        assert (fleet.memory_bytes, fleet.gpu_memory_bytes) == (8 * GIB, 5 * GIB)
+        history.record("w", "build", success=False, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=18 * GIB)
+        assert history.fleet_stats("build").memory_bytes == pytest.approx(8 * GIB + 0.3 * 10 * GIB)
+        # The worker's own figures: 2 GiB, then raised by the 18 GiB run; GPU memory 1 GiB.
+        assert history.task_demand("w", "build") == (1.0, pytest.approx(2 * GIB + 0.3 * 16 * GIB), GIB, "worker")
+        assert history.task_demand("new", "build").source == "fleet"
+        assert history.task_demand("w", "other") == (None, None, None, None)
+
+
+class TestInFlightBySampleTime:
+    def test_dropped_by_the_sample_timestamp_not_its_arrival(self):
+        from datetime import timedelta
+
+        assigned_at = utc_now()
+        v = WorkerView("w", registered_s=0.0)
+        v.add_inflight(InFlight("t1", 100.0, 2.0, GIB, False, assigned_at=assigned_at))
+        factors = FACTORS.replace(inflight_hold_s=0.0)
+
+        def observe(taken_after_s: float, arrived_s: float) -> None:
+            v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=taken_after_s),
+                                          cpu_percent=10.0, cpu_count_effective=8), arrived_s, factors)
+
+        observe(-1.0, 130.0)  # taken before the assignment, arriving 30 s after it: not in it
+        assert set(v.inflight) == {"t1"} and v.inflight_cores == 2.0
+        observe(0.5, 131.0)
+        assert v.inflight == {} and v.inflight_cores == 0.0
+
+    def test_held_for_a_sampling_interval_by_default(self):
+        from datetime import timedelta
+
+        assigned_at = utc_now()
+        v = WorkerView("w", registered_s=0.0)
+        v.add_inflight(InFlight("t1", 100.0, 2.0, GIB, False, assigned_at=assigned_at))
+        for taken_after_s, kept in ((3.0, True), (5.0, True), (5.5, False)):
+            v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=taken_after_s),
+                                          cpu_percent=10.0), 101.0 + taken_after_s, FACTORS)
+            assert ("t1" in v.inflight) is kept, taken_after_s
+
+
+class TestRecovery:
+    def test_readmitted_after_one_sample_under_the_mark_without_flapping_at_95(self):
+        v = WorkerView("w", registered_s=0.0)
+        for n, (cpu, excluded) in enumerate([(97.0, True), (94.0, True), (96.0, True), (90.0, True),
+                                             (84.0, False), (96.0, True)]):
+            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=cpu), 100.0 + n, FACTORS)
+            assert (v.excluded_reason is not None) is excluded, (n, cpu)
+        # With recovery_samples 0 only the time under the mark counts (recovery_s = 10 s).
+        v = WorkerView("w", registered_s=0.0)
+        timed = FACTORS.replace(recovery_samples=0)
+        for t, cpu, excluded in [(0, 97.0, True), (1, 50.0, True), (10, 50.0, True), (11, 50.0, False)]:
+            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=cpu), 100.0 + t, timed)
+            assert (v.excluded_reason is not None) is excluded, (t, cpu)

@@ -18,7 +18,6 @@ capabilities the coordinator holds, as a coordinator would.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from datetime import timedelta
@@ -140,25 +139,21 @@ class HardwareAware(Original):
             self.name = name
         self.integration = None
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._clock_patch: contextlib.ExitStack | None = None
 
     def attach(self, coordinator: SimCoordinator, clock: Callable[[], float]) -> None:
         # The replay is an application of the public integration, like the demo: imported here so
         # the package's lower layers never import the top-level modules.
         import coordinator_hardware_monitoring_integration as cim
-        import hardware_utilization_monitor as hum
 
         super().attach(coordinator, clock)
         self._tmp = tempfile.TemporaryDirectory(prefix="replay-")
-        # The monitor dates task starts and ends with utc_now(), not with the integration's clock;
-        # under simulated time both must follow the simulation (see docs/scheduling.md).
-        self._clock_patch = contextlib.ExitStack()
-        for module in (hum, cim):
-            self._clock_patch.enter_context(_patched(module, "utc_now", lambda: EPOCH + timedelta(seconds=clock())))
+        # Simulated time for intervals and for dates (decisions, task starts and ends, the
+        # samples' own timestamps), through the integration's clock seams.
         self.integration = cim.CoordinatorHardwareMonitoringIntegration(
             coordinator, db_path=os.path.join(self._tmp.name, "replay.duckdb"),
             update_interval_seconds=self.update_interval_s, hardware_scoring_factors=self.factors,
-            seed=self.seed, detect_capabilities=False, clock=clock)
+            seed=self.seed, detect_capabilities=False, clock=clock,
+            wall_clock=lambda: EPOCH + timedelta(seconds=clock()))
         self.integration.initialize()
 
     def on_start(self, spec: TaskSpec, worker_id: str) -> None:
@@ -176,20 +171,8 @@ class HardwareAware(Original):
     def close(self) -> None:
         if self.integration is not None:
             self.integration.shutdown()
-        if self._clock_patch is not None:
-            self._clock_patch.close()
         if self._tmp is not None:
             self._tmp.cleanup()
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 POLICY_NAMES = ("round_robin", "least_loaded", "original", "hardware_aware", "hardware_aware_no_history")

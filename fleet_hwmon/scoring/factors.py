@@ -13,7 +13,7 @@ class ScoringFactors:
 
     Penalties are fractions taken off a candidate's original score: a resource above its
     threshold costs ``weight * (value - threshold) / (100 - threshold)``, so a weight is the
-    penalty at 100 %. GPU penalties only apply to GPU tasks and are steeper. See the README
+    penalty at 100 %. GPU penalties only apply to GPU tasks and are steeper. See docs/scheduling.md
     for how the defaults were chosen on the scheduling replay.
     """
 
@@ -30,6 +30,9 @@ class ScoringFactors:
     critical_percent: float = 95.0
     recovery_percent: float = 85.0
     recovery_s: float = 10.0
+    # ... or after this many samples in a row below the recovery mark, whichever comes first
+    # (0: recovery_s only).
+    recovery_samples: float = 1.0
     # A worker whose last sample is older than stale_after_intervals update intervals is excluded.
     stale_after_intervals: float = 3.0
     # Smoothing of the latest view used for penalties (EWMA weight of the newest sample).
@@ -43,6 +46,22 @@ class ScoringFactors:
     # one busy core, and this much memory.
     default_task_cores: float = 1.0
     default_task_memory_bytes: float = 256 * 1024**2
+    # Scores use the load AFTER placing the task (smoothed view + tasks in flight + the task's
+    # own predicted demand), not capped at 100 %. Predicted CPU or memory above 100 % of the
+    # worker's capacity costs a further overcommit_penalty_weight * (load - 100) / 100 (the
+    # default: the whole score, down to the floor, at 110 %).
+    overcommit_penalty_weight: float = 10.0
+    # Exclude a worker whose predicted CPU after placement exceeds 100 % + this margin of its
+    # cores, when the task's demand comes from history (never on the default guess).
+    capacity_margin_percent: float = 0.0
+    exclude_over_capacity: bool = True
+    # An in-flight task stays counted until a sample TAKEN more than this after its assignment
+    # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
+    # shows little of the task). One interval of the default 5 s.
+    inflight_hold_s: float = 5.0
+    # Room kept above a history-predicted memory or GPU memory figure (a mean of past peaks)
+    # when checking that it fits in what the worker has free, in percent of the prediction.
+    memory_headroom_percent: float = 25.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, NamedTuple
 
 
 @dataclass
@@ -22,10 +23,52 @@ class TypeStats:
         return self.failures / (self.runs + 2)
 
 
+class TaskDemand(NamedTuple):
+    """A task's predicted demand and where it comes from (``source``: ``"worker"`` history of the
+    type on that worker, ``"fleet"`` history of the type anywhere, ``None``: nothing known)."""
+
+    cores: float | None
+    memory_bytes: float | None
+    gpu_memory_bytes: float | None
+    source: str | None
+
+
+NO_DEMAND = TaskDemand(None, None, None, None)
+_EMPTY: Mapping[str, TypeStats] = {}
+
+
+def demand_of(mine: TypeStats | None, fleet: TypeStats | None) -> TaskDemand:
+    """Each figure from ``mine`` when it has it, else from ``fleet``; ``source`` names where the
+    CPU figure came from (else the memory figure)."""
+    if fleet is None:
+        return NO_DEMAND
+    if mine is None:
+        if fleet.cores is None and fleet.memory_bytes is None and fleet.gpu_memory_bytes is None:
+            return NO_DEMAND
+        return TaskDemand(fleet.cores, fleet.memory_bytes, fleet.gpu_memory_bytes, "fleet")
+    cores = mine.cores if mine.cores is not None else fleet.cores
+    memory = mine.memory_bytes if mine.memory_bytes is not None else fleet.memory_bytes
+    gpu_memory = mine.gpu_memory_bytes if mine.gpu_memory_bytes is not None else fleet.gpu_memory_bytes
+    if mine.cores is not None or (fleet.cores is None and mine.memory_bytes is not None):
+        source = "worker"
+    elif cores is not None or memory is not None or gpu_memory is not None:
+        source = "fleet"
+    else:
+        source = None
+    return TaskDemand(cores, memory, gpu_memory, source)
+
+
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
     if value is None:
         return previous
     return value if previous is None else previous + alpha * (value - previous)
+
+
+def _raise_only(previous: float | None, value: float | None, alpha: float) -> float | None:
+    """The EWMA step for a lower bound: it may raise the estimate, never lower it."""
+    if value is not None and previous is not None and value < previous:
+        return previous
+    return _ewma(previous, value, alpha)
 
 
 class PerformanceHistory:
@@ -36,20 +79,28 @@ class PerformanceHistory:
         self.alpha = alpha
         self._stats: dict[tuple[str, str], TypeStats] = {}
         self._fleet: dict[str, TypeStats] = {}
+        self._by_type: dict[str, dict[str, TypeStats]] = {}  # task type -> worker id -> the same stats
 
     def record(self, worker_id: str, task_type: str, *, success: bool, duration_s: float | None = None,
                cpu_seconds: float | None = None, peak_rss_bytes: float | None = None,
                gpu_memory_bytes: float | None = None) -> None:
         cores = cpu_seconds / duration_s if cpu_seconds is not None and duration_s else None
-        for stats in (self._stats.setdefault((worker_id, task_type), TypeStats()),
-                      self._fleet.setdefault(task_type, TypeStats())):
+        mine = self._stats.get((worker_id, task_type))
+        if mine is None:
+            mine = self._stats[(worker_id, task_type)] = TypeStats()
+            self._by_type.setdefault(task_type, {})[worker_id] = mine
+        for stats in (mine, self._fleet.setdefault(task_type, TypeStats())):
             stats.runs += 1
             stats.failures += 0 if success else 1
             if success:  # a failed run's duration says little about the worker's speed
                 stats.duration_s = _ewma(stats.duration_s, duration_s, self.alpha)
             stats.cores = _ewma(stats.cores, cores, self.alpha)
-            stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
-            stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
+            if success:
+                stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
+                stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
+            else:  # a run killed (out of memory, say) peaked at a lower bound of its need
+                stats.memory_bytes = _raise_only(stats.memory_bytes, peak_rss_bytes, self.alpha)
+                stats.gpu_memory_bytes = _raise_only(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
 
     def stats(self, worker_id: str, task_type: str) -> TypeStats | None:
         return self._stats.get((worker_id, task_type))
@@ -71,6 +122,15 @@ class PerformanceHistory:
             if stats is not None and (stats.cores is not None or stats.memory_bytes is not None):
                 return stats.cores, stats.memory_bytes
         return None, None
+
+    def workers_of_type(self, task_type: str) -> Mapping[str, TypeStats]:
+        """Worker id -> statistics of ``task_type`` there (one lookup per type for a whole fleet)."""
+        return self._by_type.get(task_type, _EMPTY)
+
+    def task_demand(self, worker_id: str, task_type: str) -> TaskDemand:
+        """What a task of ``task_type`` is expected to use on ``worker_id``: each figure from this
+        worker's history of the type, else the fleet's, else ``None``."""
+        return demand_of(self._by_type.get(task_type, _EMPTY).get(worker_id), self._fleet.get(task_type))
 
     def snapshot(self) -> list[dict]:
         """Rows for reports: one per (worker, task type)."""

@@ -4,6 +4,7 @@ and tasks assigned but not yet visible in the samples. Updated from samples; no 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from fleet_hwmon.sample import ResourceUtilization
@@ -14,13 +15,18 @@ _EXCLUSION_RESOURCES = ("cpu", "memory", "gpu", "gpu_memory")
 
 @dataclass
 class InFlight:
-    """A task assigned to the worker whose load the samples do not show yet."""
+    """A task assigned to the worker whose load the samples do not show yet: its predicted
+    cores, memory and GPU memory. ``assigned_s`` is the scheduler's (monotonic) clock,
+    ``assigned_at`` the wall time (UTC) of the assignment: a sample TAKEN before it cannot show
+    the task, however late it arrives."""
 
     task_id: str
     assigned_s: float
     cores: float
     memory_bytes: float
     uses_gpu: bool
+    gpu_memory_bytes: float = 0.0
+    assigned_at: datetime | None = None
 
 
 @dataclass
@@ -40,9 +46,21 @@ class WorkerView:
     below_since_s: float | None = None
     inflight: dict[str, InFlight] = field(default_factory=dict)
     simulated: bool = False
+    below_samples: int = 0  # consecutive samples under the recovery mark while excluded
+    # Kept up to date by observe() / add_inflight() / task_finished(), so a decision reads
+    # them instead of recomputing them for every task (the scorer's hot path):
+    inflight_cores: float = 0.0
+    inflight_memory_bytes: float = 0.0
+    inflight_gpu_tasks: int = 0
+    inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
+    memory_free_bytes: float | None = None  # latest sample's available memory
+    gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
+
+    def __post_init__(self) -> None:
+        self._resum()
 
     def observe(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
-        """Take a new sample received at ``now_s``."""
+        """Take a new sample received at ``now_s`` (the scheduler's clock)."""
         alpha = factors.ewma_alpha
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
@@ -54,8 +72,14 @@ class WorkerView:
         self.latest = sample
         self.last_sample_s = now_s
         self.simulated = bool(sample.simulated_fields)
-        # Tasks assigned before this sample are (at least partly) in it now.
-        self.inflight = {k: v for k, v in self.inflight.items() if v.assigned_s >= now_s}
+        self.memory_free_bytes = (None if sample.memory_available_bytes is None
+                                  else float(sample.memory_available_bytes))
+        self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in sample.gpus
+                                    if g.memory_total_bytes is not None and g.memory_used_bytes is not None)
+        if self.inflight:
+            hold = timedelta(seconds=factors.inflight_hold_s)
+            self.inflight = {k: v for k, v in self.inflight.items() if not _in_sample(v, sample, now_s, hold)}
+            self._resum()
         self._update_exclusion(sample, now_s, factors)
 
     def _update_exclusion(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
@@ -66,15 +90,22 @@ class WorkerView:
             resource, value = max(critical, key=lambda rv: rv[1])
             self.excluded_reason = (f"{resource} at {value:.0f}% > critical {factors.critical_percent:g}%")
             self.below_since_s = None
+            self.below_samples = 0
         elif self.excluded_reason is not None:
             if all(v < factors.recovery_percent for _, v in known):
                 if self.below_since_s is None:
                     self.below_since_s = now_s
-                if now_s - self.below_since_s >= factors.recovery_s:
+                self.below_samples += 1
+                # Readmitted after recovery_s under the mark, or after recovery_samples samples
+                # in a row under it (when that factor is set), whichever comes first.
+                if now_s - self.below_since_s >= factors.recovery_s or (
+                        factors.recovery_samples and self.below_samples >= factors.recovery_samples):
                     self.excluded_reason = None
                     self.below_since_s = None
+                    self.below_samples = 0
             else:
                 self.below_since_s = None
+                self.below_samples = 0
 
     def stale_reason(self, now_s: float, stale_after_s: float) -> str | None:
         """Why the worker counts as stale at ``now_s``, or ``None``. A worker that never sent a
@@ -89,36 +120,64 @@ class WorkerView:
 
     def add_inflight(self, item: InFlight) -> None:
         self.inflight[item.task_id] = item
+        self._resum()
 
     def task_finished(self, task_id: str) -> None:
-        self.inflight.pop(task_id, None)
+        if self.inflight.pop(task_id, None) is not None:
+            self._resum()
+
+    def _resum(self) -> None:
+        items = self.inflight.values()
+        self.inflight_cores = sum(i.cores for i in items)
+        self.inflight_memory_bytes = sum(i.memory_bytes for i in items)
+        self.inflight_gpu_tasks = sum(1 for i in items if i.uses_gpu)
+        self.inflight_gpu_memory = tuple(i.gpu_memory_bytes for i in items if i.uses_gpu and i.gpu_memory_bytes)
 
     def inflight_percent(self) -> tuple[float | None, float | None, float]:
         """(cpu, memory, gpu) percent the in-flight tasks add to the worker's load; ``None`` where
         the worker's capacity (cores, memory) is not known yet."""
         if not self.inflight:
             return 0.0, 0.0, 0.0
-        items = self.inflight.values()
-        cores = sum(i.cores for i in items)
-        memory_bytes = sum(i.memory_bytes for i in items)
-        gpu_tasks = sum(1 for i in items if i.uses_gpu)
-        return (100.0 * cores / self.cpu_count if self.cpu_count else None,
-                100.0 * memory_bytes / self.memory_total_bytes if self.memory_total_bytes else None,
-                50.0 * gpu_tasks)
+        return (100.0 * self.inflight_cores / self.cpu_count if self.cpu_count else None,
+                100.0 * self.inflight_memory_bytes / self.memory_total_bytes if self.memory_total_bytes else None,
+                50.0 * self.inflight_gpu_tasks)
 
     def effective_load(self) -> tuple[float | None, float | None, float | None]:
-        """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load.
-        A resource whose samples are unknown stays unknown."""
+        """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load,
+        not capped at 100 (a worker promised more than it has shows above 100). A resource whose
+        samples are unknown stays unknown."""
         cpu, memory, gpu = self.cpu_percent, self.memory_percent, self.gpu_percent
         if self.inflight:
             cpu_add, memory_add, gpu_add = self.inflight_percent()
             if cpu is not None and cpu_add is not None:
-                cpu = min(100.0, cpu + cpu_add)
+                cpu = cpu + cpu_add
             if memory is not None and memory_add is not None:
-                memory = min(100.0, memory + memory_add)
+                memory = memory + memory_add
             if gpu is not None and gpu_add:
-                gpu = min(100.0, gpu + gpu_add)
+                gpu = gpu + gpu_add
         return cpu, memory, gpu
+
+    def gpu_memory_room(self) -> float | None:
+        """The most GPU memory (bytes) one GPU of the worker has free for a new task: the latest
+        sample's free memory per GPU, less what the in-flight GPU tasks are predicted to take
+        (each placed on the GPU with the most room); ``None`` when the samples do not show GPU
+        memory."""
+        if not self.gpu_free_bytes:
+            return None
+        free = list(self.gpu_free_bytes)
+        for need in sorted(self.inflight_gpu_memory, reverse=True):
+            best = max(range(len(free)), key=free.__getitem__)
+            free[best] -= need
+        return max(free)
+
+
+def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: timedelta) -> bool:
+    """Does ``sample`` show the in-flight task? Yes when it was TAKEN more than ``hold`` after
+    the assignment (by the sample's own timestamp, however late it arrived); without the
+    assignment's wall time, when it arrived after the assignment."""
+    if item.assigned_at is not None:
+        return sample.timestamp > item.assigned_at + hold
+    return item.assigned_s < now_s
 
 
 def capacity_from_capabilities(capabilities: Mapping[str, Any]) -> tuple[float | None, float | None]:
