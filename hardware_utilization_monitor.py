@@ -126,6 +126,7 @@ class HardwareUtilizationMonitor:
         self._active_tasks: dict[str, TaskAccumulator] = {}
         self._finished_tasks: collections.OrderedDict[str, TaskResourceUsage] = collections.OrderedDict()
         self._state_lock = threading.Lock()
+        self._sample_lock = threading.Lock()
         self._dispatcher: CallbackDispatcher | None = None  # started with the first callback
         self._dispatcher_lock = threading.Lock()
         self._store: MetricsStore | None = None
@@ -188,7 +189,7 @@ class HardwareUtilizationMonitor:
         next_tick = time.monotonic()
         while not self._stop_event.is_set():
             try:
-                self.record_sample(self._sampler.sample(self._task_ids()))
+                self.sample_now()
             except Exception as err:  # the loop outlives any fault of one tick
                 self._log.log(f"tick:{type(err).__name__}", logging.ERROR,
                               "sampling %s failed: %s: %s", self.worker_id, type(err).__name__, err)
@@ -206,8 +207,9 @@ class HardwareUtilizationMonitor:
 
     def sample_now(self) -> ResourceUtilization:
         """Take one sample right away (on the calling thread) and record it."""
-        sample = self._sampler.sample(self._task_ids())
-        self.record_sample(sample)
+        with self._sample_lock:  # taken and recorded together, so history stays in time order
+            sample = self._sampler.sample(self._task_ids())
+            self.record_sample(sample)
         return sample
 
     def record_sample(self, sample: ResourceUtilization) -> list[HardwareAlert]:
