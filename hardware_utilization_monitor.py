@@ -47,7 +47,7 @@ from fleet_hwmon.alerts import (
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
-from fleet_hwmon.reports.render import render_to_file
+from fleet_hwmon.reports.render import fmt_percent, render_to_file
 from fleet_hwmon.sample import ResourceUtilization, utc_now
 from fleet_hwmon.sampling.host import MetricSource
 from fleet_hwmon.sampling.sampler import Sampler, build_host_sources
@@ -161,10 +161,7 @@ class HardwareUtilizationMonitor:
 
     def stop_monitoring(self) -> None:
         """Stop sampling, deliver pending alerts, flush and close the database. Idempotent."""
-        self._stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(10.0, 2 * self.interval_seconds))
-            self._thread = None
+        self._stop_sampling()
         with self._dispatcher_lock:
             dispatcher, self._dispatcher = self._dispatcher, None
         if dispatcher is not None:
@@ -174,6 +171,13 @@ class HardwareUtilizationMonitor:
             close_store(store)
         _RUNNING.discard(self)
 
+    def _stop_sampling(self) -> None:
+        """Stop the sampling thread only (the database stays open for a final export)."""
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(10.0, 2 * self.interval_seconds))
+            self._thread = None
+
     def __enter__(self) -> HardwareUtilizationMonitor:
         return self.start_monitoring()
 
@@ -182,7 +186,8 @@ class HardwareUtilizationMonitor:
 
     @property
     def is_running(self) -> bool:
-        return self in _RUNNING
+        """Started and not stopped; for a sampling monitor, its sampling thread is alive too."""
+        return self in _RUNNING and (self.push_only or (self._thread is not None and self._thread.is_alive()))
 
     # -- sampling -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -342,10 +347,8 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             if task_id in self._active_tasks:
                 raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")
-            accumulator = TaskAccumulator(task_id, self.worker_id, self._wall_clock(), task_type)
-            if self.push_only and self._latest is not None:
-                accumulator.add(self._latest)  # the worker's state when the task began
-            self._active_tasks[task_id] = accumulator
+            # Only samples taken from now on count: one from before the start says nothing of the task.
+            self._active_tasks[task_id] = TaskAccumulator(task_id, self.worker_id, self._wall_clock(), task_type)
         if not self.push_only:
             self.sample_now()
 
@@ -466,6 +469,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--html-report", default=None, metavar="PATH")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.duration < 0:
+        parser.error("--duration must not be negative")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -479,18 +484,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         time.sleep(args.duration)
     except KeyboardInterrupt:
         pass
-    current = monitor.get_current_metrics()
+    monitor._stop_sampling()  # every figure below then describes the same, final set of samples
     if args.export_json:
         monitor.export_metrics_to_json(args.export_json)
     if args.html_report:
         monitor.generate_html_report(args.html_report)
-    summary = monitor._summary()
+    summary, current = monitor._summary(), monitor.get_current_metrics()
     monitor.stop_monitoring()
     if not args.quiet:
         print(f"worker {monitor.worker_id}: {summary.get('samples', 0)} samples in {args.db_path}")
         if current is not None:
-            print(f"  cpu {current.cpu_percent}%  memory {current.memory_percent}%  "
-                  f"disk {current.disk_usage_percent}%")
+            print("  latest: " + "  ".join(
+                f"{name} {fmt_percent(current.resource_percent(name))}" for name in ("cpu", "memory", "disk", "gpu")))
         for path in (args.export_json, args.html_report):
             if path:
                 print(f"  wrote {path}")

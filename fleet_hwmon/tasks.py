@@ -115,6 +115,8 @@ class TaskAccumulator:
         self._last_time: datetime | None = None
 
     def add(self, sample: ResourceUtilization) -> None:
+        if sample.timestamp < self.start_time:
+            return  # taken before the task began: it says nothing about the task
         if self._last_time is not None and sample.timestamp <= self._last_time:
             return  # the same sample seen twice (start sample also delivered by the loop)
         self.sample_count += 1

@@ -360,9 +360,9 @@ class TestCoordinatorHardwareMonitoringIntegration:
             assert rows == [
                 {"task_id": "t1", "success": True, "error": None, "sample_count": 2, "peak_cpu_percent": 60.0,
                  "process_cpu_seconds": 1.5},
-                # t2 began after the last sample: the worker's state then is its only sample
-                {"task_id": "t2", "success": False, "error": "AssertionError: 503", "sample_count": 1,
-                 "peak_cpu_percent": 60.0, "process_cpu_seconds": None},
+                # t2 began after the last sample and none came while it ran: unknown, not borrowed
+                {"task_id": "t2", "success": False, "error": "AssertionError: 503", "sample_count": 0,
+                 "peak_cpu_percent": None, "process_cpu_seconds": None},
             ]
         finally:
             integration.shutdown()

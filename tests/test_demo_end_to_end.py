@@ -60,7 +60,7 @@ def check_outputs(paths: dict[str, Path], workers: dict[str, bool], tasks: dict[
             return [dict(zip(names, r)) for r in cursor.fetchall()]
 
         # Every task that some worker can run ran, measured as a process tree.
-        usage = rows("SELECT task_id, worker_id, success, process_cpu_seconds, simulated_fields, "
+        usage = rows("SELECT task_id, worker_id, success, process_cpu_seconds, simulated_fields, sample_count, "
                      "peak_gpu_utilization_percent FROM task_resource_usage ORDER BY task_id")
         assert [u["task_id"] for u in usage] == runnable
         for u in usage:
@@ -68,8 +68,10 @@ def check_outputs(paths: dict[str, Path], workers: dict[str, bool], tasks: dict[
             assert u["process_cpu_seconds"] is not None and u["process_cpu_seconds"] > 0, u
             if not workers[u["worker_id"]]:  # a CPU-only worker: nothing simulated, no GPU figures
                 assert u["simulated_fields"] == [] and u["peak_gpu_utilization_percent"] is None, u
-            else:
+            elif u["sample_count"]:  # a GPU worker's samples during the task carry simulated GPUs
                 assert u["simulated_fields"] == ["gpus"], u
+            else:  # a task shorter than the sampling interval has no worker sample: nothing to label
+                assert u["simulated_fields"] == [] and u["peak_gpu_utilization_percent"] is None, u
         assert all(u["success"] for u in usage if "flaky" not in u["task_id"])
         assert not any(u["success"] for u in usage if "flaky" in u["task_id"])
 

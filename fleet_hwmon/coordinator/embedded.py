@@ -139,12 +139,11 @@ class EmbeddedWorker:
         with self._lock:
             trees = list(self._trees.values())
             gpu_load = list(self._gpu_load.values())
-        cpu_known = [t.cpu_percent for t in trees if t is not None and t.cpu_percent is not None]
-        if trees and not cpu_known:
-            cpu_percent = None
-        else:
-            cpu_percent = min(100.0, sum(cpu_known) / self.cpu_cores)
-        used = sum(t.rss_bytes for t in trees if t is not None)
+        measured = [t for t in trees if t is not None]
+        cpu_known = [t.cpu_percent for t in measured if t.cpu_percent is not None]
+        # Running tasks not measured yet make the figure unknown, not 0.
+        cpu_percent = None if trees and not cpu_known else min(100.0, sum(cpu_known) / self.cpu_cores)
+        used = None if trees and not measured else sum(t.rss_bytes for t in measured)
         fields: dict[str, Any] = {}
         if self.profile.gpus:
             gpus = []
@@ -160,7 +159,7 @@ class EmbeddedWorker:
         return ResourceUtilization(
             worker_id=self.worker_id, timestamp=utc_now(), cpu_percent=cpu_percent,
             cpu_count_effective=self.cpu_cores, memory_used_bytes=used,
-            memory_available_bytes=max(0, self.memory_total_bytes - used),
+            memory_available_bytes=None if used is None else max(0, self.memory_total_bytes - used),
             memory_total_bytes=self.memory_total_bytes,
-            memory_percent=100.0 * used / self.memory_total_bytes,
+            memory_percent=None if used is None else 100.0 * used / self.memory_total_bytes,
             task_ids=tuple(self._trees), **fields)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -42,17 +42,23 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(to_jsonable(value), allow_nan=False, **kwargs)
 
 
-def write_json(path: str | os.PathLike, value: Any) -> Path:
-    """Write strict JSON to ``path`` atomically (a temp file renamed over it); returns the path."""
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file renamed over it, so a reader never
+    sees half a file; the file gets the usual permissions (0666 less the umask)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(value, indent=2, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Write strict JSON to ``path`` atomically; returns the path."""
+    return atomic_write_text(path, dumps(value, indent=2, sort_keys=False))

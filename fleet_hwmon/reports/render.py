@@ -4,7 +4,6 @@ an unknown value as "n/a" (never as 0)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from fleet_hwmon.reports.jsonio import to_jsonable
+from fleet_hwmon.reports.jsonio import atomic_write_text, to_jsonable
 
 
 def fmt_percent(value: Any, digits: int = 1) -> str:
@@ -65,11 +64,4 @@ def environment() -> jinja2.Environment:
 
 def render_to_file(template: str, path: str | os.PathLike, **context: Any) -> Path:
     """Render ``template`` with ``context`` into ``path`` atomically; returns the path."""
-    html = environment().get_template(template).render(**context)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(html)
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(path, environment().get_template(template).render(**context))

@@ -61,15 +61,20 @@ class CpuSource:
     ``None`` (an interval shorter than one 10 ms tick of ``cpu_times`` is noise, and unknown is
     not idle). The guard is kept well below any sampling interval: the loop's ticks are
     ``interval`` apart only on average, so a guard equal to the interval would turn every
-    slightly early tick into ``None``.
+    slightly early tick into ``None``. The first reading needs ``min_first_window_s``: the tick
+    taken as the monitor starts covers a few milliseconds of its own start-up, a noisy
+    figure (at 10 ms per tick, 5 ms on 2 CPUs reads 0, 50 or 100 %) that would raise alerts.
     """
 
     name = "cpu"
     QUOTA_REFRESH_S = 5.0
 
     def __init__(self, psutil: ModuleType = _psutil, *, per_cpu: bool = False, detail: bool = False,
-                 cgroup: CgroupReader | None = None, min_interval_s: float = 0.01) -> None:
+                 cgroup: CgroupReader | None = None, min_interval_s: float = 0.01,
+                 min_first_window_s: float = 0.1) -> None:
         self._ps = psutil
+        self._min_first_window_s = min_first_window_s
+        self._warm = False
         self._per_cpu = per_cpu
         self._detail = detail
         self._cgroup = cgroup
@@ -100,7 +105,9 @@ class CpuSource:
 
     def read(self, now_s: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if now_s - self._previous_s >= self._min_interval_s:
+        window = self._min_interval_s if self._warm else self._min_first_window_s
+        if now_s - self._previous_s >= window:
+            self._warm = True
             current = self._times()
             (total_before, per_before), (total_now, per_now) = self._previous, current
             out["cpu_percent"] = _percent(total_before, total_now)
