@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """SVG status badges and shields endpoint JSON for the hardware-monitoring test suite.
 
-From the results database (``--db``, default ``$BENCHMARK_DB_PATH``)::
+From the results database (``--db``, default ``$BENCHMARK_DB_PATH``; a missing file is an error,
+exit status 2, unless ``--allow-missing`` asks for grey "unknown" badges)::
 
     python generate_status_badge.py --output-dir badges --metric status --metric pass_rate \\
         --days 7 --style flat --json status.json
@@ -34,7 +35,11 @@ __all__ = ["generate_badge_svg", "get_test_status", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="generate_status_badge.py", description=__doc__.split("\n")[0])
     parser.add_argument("--db", default=os.environ.get("BENCHMARK_DB_PATH") or DEFAULT_RESULTS_DB,
-                        help="results database (default: $BENCHMARK_DB_PATH, else %(default)s)")
+                        help="results database (default: $BENCHMARK_DB_PATH, else %(default)s); "
+                             "a missing file is an error unless --allow-missing")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="when --db does not exist, write grey 'unknown' badges instead of failing "
+                             "(e.g. to publish placeholders before the first run)")
     parser.add_argument("--days", type=float, default=1.0, help="window for the pass rate, in days")
     parser.add_argument("--metric", action="append", choices=METRICS,
                         help="badge to write (repeatable; default: status and pass_rate)")
@@ -69,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 sys.stdout.write(svg)
             return 0
+        if not ns.allow_missing and not Path(ns.db).exists():
+            raise ResultsDatabaseError(ns.db, "no such file; check --db / BENCHMARK_DB_PATH, or pass "
+                                       "--allow-missing to write 'unknown' badges")
         status = get_test_status(ns.db, days=ns.days)
         for metric in ns.metric or ["status", "pass_rate"]:
             label, message, color = metric_badge(status, metric)

@@ -10,8 +10,9 @@ usage() {
 Usage: run_hardware_monitoring_ci_tests.sh [options] [-- pytest args]
 
 Options:
-  --mode standard|full|long  standard: the default suite; full: also verbose, JUnit XML and
-                             HTML report; long: full plus the long end-to-end tests
+  --mode standard|full|long  standard: the default suite (long tests skipped), with JUnit
+                             XML and summary.json; full: standard plus verbose output and
+                             the HTML test report; long: full plus the long end-to-end tests
                              (--run-long-tests). Default: standard.
   --python CMD               Python used to create the virtual environment (or to run the
                              tests with --no-venv). Default: python3.
@@ -27,7 +28,9 @@ Options:
   -- ARGS                    Passed to pytest (e.g. -k EXPR or a test path).
 
 Environment:
-  BENCHMARK_DB_PATH          Results database (default: <artifacts dir>/test_results.duckdb).
+  BENCHMARK_DB_PATH          Results database (default: <artifacts dir>/test_results.duckdb;
+                             run_hardware_monitoring_tests.py alone defaults to
+                             hardware_monitoring_test_results.duckdb).
   HWMON_CI_VENV_DIR          Virtual environment folder (default: .venv-ci).
   HWMON_CI_ARTIFACTS_DIR     Same as --artifacts-dir.
   HWMON_CI_KEEP_RUNS         Same as --keep-runs.

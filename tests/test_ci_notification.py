@@ -415,6 +415,35 @@ def test_cli_dry_run_prints_the_message_and_masks_secrets(tmp_path, httpserver):
     assert httpserver.log == []  # nothing was sent
 
 
+def test_cli_dry_run_shows_the_email_decoded_with_the_crash_line(tmp_path):
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"email": {
+        "enabled": True, "smtp_host": "smtp.example.com", "security": "ssl", "from": "ci@example.com",
+        "to": ["${HWMON_TEST_MAILTO}"]}}))
+    crash = "AssertionError: assert 1 == 2\n +  where 1 = compute()"
+    long_line = "ValueError: setting=value — " + "x" * 90
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"run_id": "r1", "status": "failed", "counts": {"passed": 1, "failed": 2},
+                                   "failed_tests": [{"nodeid": "t::a", "outcome": "failed", "message": crash},
+                                                    {"nodeid": "t::b", "outcome": "failed", "message": long_line}]}))
+    import os
+    env = {**os.environ, "HWMON_TEST_MAILTO": "oncall-secret@example.com"}
+    done = run_cli("--test-report", str(summary), "--notification-config", str(config), "--dry-run",
+                   "--branch", "main", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "oncall-secret" not in out + done.stderr
+    assert "=3D" not in out and "=\n" not in out and "quoted-printable" not in out and "=?utf-8?" not in out
+    lines = out.splitlines()
+    assert lines[0] == "--- email: SMTP smtp.example.com:465 (ssl) to ***"
+    assert lines[1] == ("Subject: [FAILED] Hardware monitoring tests on main: 2 failing of 3 - t::a: "
+                        "AssertionError: assert 1 == 2 + where 1 = compute()")
+    assert lines[2:4] == ["From: ci@example.com", "To: ***"]
+    assert 'Content-Type: text/plain; charset="utf-8"' in lines
+    body = out.split("Failed tests:\n", 1)[1]
+    assert body.startswith(f"\n* t::a (failed)\n{crash}\n\n* t::b (failed)\n{long_line}\n")
+
+
 def test_cli_exit_status_follows_delivery(tmp_path, httpserver):
     httpserver.expect_request("/ok", method="POST").respond_with_data("ok")
     httpserver.expect_request("/bad", method="POST").respond_with_data("no_service", status=404)

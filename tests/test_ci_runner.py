@@ -74,8 +74,10 @@ def test_run_is_recorded_with_exact_counts(tmp_path):
     messages = dict(con.execute("SELECT nodeid, message FROM test_results").fetchall())
     assert messages["test_tiny.py::test_skipped"] == "not on this host"
     assert messages["test_tiny.py::test_long_end_to_end"] == "long test: run with --run-long-tests"
-    assert "arithmetic" in messages["test_tiny.py::test_fail_one"]
-    assert "fixture exploded" in messages["test_tiny.py::test_setup_error"]
+    # the crash line, not the test's source code
+    assert messages["test_tiny.py::test_fail_one"] == "AssertionError: arithmetic\nassert (1 + 1) == 3"
+    assert messages["test_tiny.py::test_fail_two"] == "ValueError: bad <value> & more"
+    assert messages["test_tiny.py::test_setup_error"] == "RuntimeError: fixture exploded"
     assert messages["test_tiny.py::test_pass_one"] is None
     con.close()
 
@@ -83,7 +85,14 @@ def test_run_is_recorded_with_exact_counts(tmp_path):
     assert summary["counts"] == {"passed": 3, "failed": 2, "error": 1, "skipped": 2, "xfailed": 1, "xpassed": 0}
     assert [t["nodeid"] for t in summary["failed_tests"]] == [
         "test_tiny.py::test_fail_one", "test_tiny.py::test_fail_two", "test_tiny.py::test_setup_error"]
+    assert [t["message"] for t in summary["failed_tests"]] == [
+        "AssertionError: arithmetic\nassert (1 + 1) == 3", "ValueError: bad <value> & more",
+        "RuntimeError: fixture exploded"]
     junit = load_report(tmp_path / "junit.xml")
+    assert [(t.nodeid, t.message) for t in junit.failed_tests] == [
+        ("test_tiny::test_fail_one", "AssertionError: arithmetic\nassert (1 + 1) == 3"),
+        ("test_tiny::test_fail_two", "ValueError: bad <value> & more"),
+        ("test_tiny::test_setup_error", 'failed on setup with "RuntimeError: fixture exploded"')]
     assert junit.counts == {"passed": 3, "failed": 2, "error": 1, "skipped": 3}  # JUnit counts xfail as skipped
     assert junit.status == "failure"
     assert "run run-1 (standard): 3 passed, 2 failed, 1 errors, 2 skipped" in done.stdout
@@ -159,3 +168,35 @@ def test_locked_results_database_is_named_in_the_error(tmp_path):
         holder.wait()
     assert done.returncode == 1  # the tests passed, but the run could not be recorded
     assert f"results database '{db}'" in done.stderr and "another process may hold it" in done.stderr
+
+
+MESSAGE_SUITE = '''
+def compute():
+    return 1
+
+def test_plain_assert(fleet_factory=None, max_retries=0):
+    assert compute() == 2
+
+def test_unknown_fixture(no_such_fixture):
+    pass
+'''
+
+
+def test_failure_message_is_the_crash_line_not_the_source(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    suite.unlink()
+    (suite.parent / "test_messages.py").write_text(MESSAGE_SUITE)
+    (suite.parent / "test_broken_import.py").write_text("import no_such_module_hwmon\n")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), "--junit-xml", str(tmp_path / "junit.xml"), str(suite.parent),
+                      "--continue-on-collection-errors")
+    assert done.returncode == 1, done.stdout + done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    messages = dict(con.execute("SELECT nodeid, message FROM test_results").fetchall())
+    con.close()
+    assert messages == {
+        "test_messages.py::test_plain_assert": "AssertionError: assert 1 == 2\n +  where 1 = compute()",
+        "test_messages.py::test_unknown_fixture": "fixture 'no_such_fixture' not found",
+        "test_broken_import.py": "ModuleNotFoundError: No module named 'no_such_module_hwmon'"}
+    junit = {t.nodeid: t.message for t in load_report(tmp_path / "junit.xml").failed_tests}
+    assert junit["test_messages::test_plain_assert"] == "AssertionError: assert 1 == 2\n +  where 1 = compute()"

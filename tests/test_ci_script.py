@@ -100,6 +100,9 @@ def test_keeps_only_the_newest_runs_and_passes_exit_status(tmp_path):
 def test_usage_errors_and_help(tmp_path):
     help_text = run_script(tmp_path, "--help")
     assert help_text.returncode == 0 and "--mode standard|full|long" in help_text.stdout
+    assert " ".join(help_text.stdout.split()).count(
+        "full: standard plus verbose output and the HTML test report; long: full plus the long end-to-end "
+        "tests (--run-long-tests)") == 1
     bad = run_script(tmp_path, "--mode", "nightly")
     assert bad.returncode == 2 and "--mode must be standard, full or long" in bad.stderr
     assert run_script(tmp_path, "--bogus").returncode == 2

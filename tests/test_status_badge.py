@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_hwmon.ci.badges import STYLES, generate_badge_svg, text_width_px, threshold_color
+from fleet_hwmon.ci.badges import STYLES, badge_upper, generate_badge_svg, text_width_px, threshold_color
 from fleet_hwmon.ci.results_db import TestResult, TestRun, record_run
 from fleet_hwmon.ci.status import endpoint_json, get_test_status, metric_badge
 from tests.browser import decode_png, headless_chromium, needs_chromium
@@ -58,6 +58,22 @@ def test_width_is_measured_on_the_raw_text_not_the_entities():
     assert width_of(raw) == pytest.approx(expected, abs=0.11)
     rects = ET.fromstring(raw).findall(f"{SVG}g/{SVG}rect")
     assert float(rects[0].get("width")) == pytest.approx(text_width_px(LABEL) + 10, abs=0.06)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("12.3s", "12.3s"), ("4.2 s", "4.2 s"), ("test duration", "TEST DURATION"),
+    ("5ms, 2 MiB, 3 GHz", "5ms, 2 MiB, 3 GHz"),
+    ("runs (7 d)", "RUNS (7 d)"), ("3 passed, 1 skipped", "3 PASSED, 1 SKIPPED"), ("10 minutes", "10 MINUTES"),
+    ("12 min", "12 min"), ("87.5%", "87.5%"), ("1sec", "1SEC"), ("passing", "PASSING")])
+def test_for_the_badge_upper_cases_words_but_not_units(text, shown):
+    assert badge_upper(text) == shown
+
+
+def test_for_the_badge_keeps_the_seconds_unit_in_the_drawn_text():
+    svg = generate_badge_svg("test duration", "12.3s", "blue", style="for-the-badge")
+    root = ET.fromstring(svg)
+    assert {t.text for t in root.iter(f"{SVG}text")} == {"TEST DURATION", "12.3s"}
+    assert root.get("aria-label") == "test duration: 12.3s"
 
 
 def test_colours_from_status_and_thresholds():
@@ -134,6 +150,21 @@ def test_cli_writes_badges_and_endpoint_json(results_db, tmp_path):
     assert single.returncode == 0
     assert ET.fromstring(single.stdout).get("aria-label") == f"{LABEL}: 87.5%"
     assert 'fill="#a4a61d"' in single.stdout  # yellowgreen for 87.5 %
+
+
+def test_cli_missing_database_is_an_error_unless_allowed(tmp_path):
+    missing = tmp_path / "typo.duckdb"
+    out = tmp_path / "badges"
+    command = [sys.executable, str(ROOT / "generate_status_badge.py"), "--db", str(missing), "--output-dir", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (f"generate_status_badge: results database {str(missing)!r}: no such file; check --db / "
+                           "BENCHMARK_DB_PATH, or pass --allow-missing to write 'unknown' badges\n")
+    assert not out.exists() and not missing.exists()
+    allowed = subprocess.run(command + ["--allow-missing"], capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    assert ET.fromstring((out / "status.svg").read_text()).get("aria-label") == "tests: unknown"
+    assert f"status: unknown (no results database at {missing})" in allowed.stdout
 
 
 # --- headless Chromium -----------------------------------------------------------------------

@@ -8,6 +8,9 @@ every style, so all of them share one escaping path and carry ``role="img"``, ``
 Widths are measured on the raw text, never on its escaped form; label and message are escaped
 wherever they appear (visible text, ``<title>``, ``aria-label``), so ``R&D <gpu>`` yields valid XML.
 
+The ``for-the-badge`` style upper-cases label and message as shields.io does, except a unit right
+after a number (:func:`badge_upper`): ``12.3s`` stays ``12.3s`` (shields would show ``12.3S``).
+
 Example::
 
     svg = generate_badge_svg("tests", "passing")            # green flat badge
@@ -46,6 +49,27 @@ DEFAULT_PERCENT_THRESHOLDS: tuple[tuple[float, str], ...] = (
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
 _NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*%?\s*")
+
+#: Units kept as written after a number in the ``for-the-badge`` style: upper-casing them would change
+#: their meaning (``12.3s`` seconds -> ``12.3S`` siemens, ``5 ms`` -> ``5 MS``, ``2 MiB`` -> ``2 MIB``).
+UNITS_KEPT_AS_WRITTEN = ("s", "ms", "us", "µs", "ns", "min", "h", "d", "B", "kB", "KiB", "MB", "MiB", "GB", "GiB",
+                         "TB", "TiB", "W", "kW", "mW", "Hz", "kHz", "MHz", "GHz", "°C")
+_NUMBER_UNIT = re.compile(r"\d\s?(" + "|".join(re.escape(u) for u in sorted(UNITS_KEPT_AS_WRITTEN, key=len,
+                                                                               reverse=True)) + r")(?![^\W\d_])")
+
+
+def badge_upper(text: str) -> str:
+    """``text`` upper-cased as the ``for-the-badge`` style shows it, except a unit right after a
+    number (:data:`UNITS_KEPT_AS_WRITTEN`), which keeps its case: ``test duration`` / ``12.3 s`` ->
+    ``TEST DURATION`` / ``12.3 s``; ``3 passed, 1 skipped`` -> ``3 PASSED, 1 SKIPPED``."""
+    parts: list[str] = []
+    position = 0
+    for match in _NUMBER_UNIT.finditer(text):
+        parts += [text[position:match.start(1)].upper(), match.group(1)]
+        position = match.end(1)
+    parts.append(text[position:].upper())
+    return "".join(parts)
+
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("fleet_hwmon.ci", "templates"),
                           autoescape=True, trim_blocks=True, lstrip_blocks=True,
@@ -145,7 +169,7 @@ def layout_badge(label: str, message: str, color: str, label_color: str, style: 
     label_shown, message_shown = label, message
     gap = bubble_x = 0.0
     if style == "for-the-badge":
-        label_shown, message_shown = label.upper(), message.upper()
+        label_shown, message_shown = badge_upper(label), badge_upper(message)
         left_text = text_width_px(label_shown, 10, bold=True, letter_spacing_px=1.25)
         right_text = text_width_px(message_shown, 10, bold=True, letter_spacing_px=1.25)
         padding = 12.0

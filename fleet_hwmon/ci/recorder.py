@@ -4,6 +4,8 @@ Pass an instance to ``pytest.main(args, plugins=[recorder])``. Rules, one outcom
 a setup or teardown failure makes the test ``error``; a failing call is ``failed``; a skip in
 setup or call is ``skipped``; ``xfail`` / ``xpass`` are kept apart; a module that fails to be
 collected is one ``error`` row named after the module. Durations add setup, call and teardown.
+A failure's ``message`` is pytest's crash line (``report.longrepr.reprcrash.message``, e.g.
+``AssertionError: assert 1 == 2``); without one, the traceback's ``E`` lines, else its last line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,26 @@ from .results_db import TestResult
 MESSAGE_LIMIT_CHARS = 4000
 
 
+def _crash_line(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """What went wrong, without the test's source: pytest's crash line when it has one."""
+    longrepr = report.longrepr
+    crash = getattr(getattr(longrepr, "reprcrash", None), "message", None)
+    if crash and str(crash).strip():
+        text = str(crash).strip()
+        # a bare ``assert`` crash line names no exception; say which one it is, like every other crash line
+        return f"AssertionError: {text}" if text.startswith("assert ") else text
+    text = getattr(report, "longreprtext", None) or str(longrepr)
+    # pytest marks the error lines of a traceback with "E " (collection errors, unknown fixtures ...)
+    error_lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ") and line[1:].strip()]
+    if error_lines:
+        return "\n".join(error_lines)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 def _message(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """The text stored as a test's ``message``: a skip's reason, or the failure's crash line
+    (``AssertionError: assert 1 == 2``), never the test's source code."""
     longrepr = report.longrepr
     if longrepr is None:
         return None
@@ -26,10 +47,10 @@ def _message(report: pytest.TestReport | pytest.CollectReport) -> str | None:
         if text.startswith("Skipped: "):
             text = text[len("Skipped: "):]
     else:
-        text = getattr(report, "longreprtext", None) or str(longrepr)
+        text = _crash_line(report) or ""
     if len(text) > MESSAGE_LIMIT_CHARS:
         text = text[:MESSAGE_LIMIT_CHARS] + f"\n... ({len(text) - MESSAGE_LIMIT_CHARS} more characters)"
-    return text
+    return text or None
 
 
 class ResultRecorder:

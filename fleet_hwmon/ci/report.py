@@ -69,9 +69,24 @@ def _status_from_counts(counts: dict[str, int]) -> str:
     return "failure" if broken or not ran else "success"
 
 
+def _junit_message(element: ET.Element) -> str | None:
+    """A ``<failure>`` / ``<error>``'s crash line: its ``message`` attribute (pytest writes the crash
+    line there), else the ``E`` lines of its text (the traceback), else the text's last line."""
+    head = (element.get("message") or "").strip()
+    if head:
+        return f"AssertionError: {head}" if head.startswith("assert ") else head
+    text = element.text or ""
+    error_lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ") and line[1:].strip()]
+    if error_lines:
+        return "\n".join(error_lines)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 def from_junit_xml(path: str | Path) -> RunReport:
     """Read a JUnit XML file (pytest's, or any ``<testsuites>`` / ``<testsuite>``): one outcome per
-    ``<testcase>`` (``failure`` -> failed, ``error`` -> error, ``skipped`` -> skipped, else passed).
+    ``<testcase>`` (``failure`` -> failed, ``error`` -> error, ``skipped`` -> skipped, else passed);
+    a failure's message is its crash line (see :func:`_junit_message`), not the whole traceback.
     Raises ``ValueError`` for a file that is not JUnit XML."""
     try:
         root = ET.parse(path).getroot()
@@ -93,9 +108,7 @@ def from_junit_xml(path: str | Path) -> RunReport:
                 if element is not None:
                     outcome = name
                     if name != "skipped":
-                        text = (element.text or "").strip()
-                        head = element.get("message") or ""
-                        failed.append(FailedTest(nodeid, name, text or head or None))
+                        failed.append(FailedTest(nodeid, name, _junit_message(element)))
                     break
             counts[outcome] += 1
     return RunReport(status=_status_from_counts(counts), counts=counts, failed_tests=tuple(failed),

@@ -35,6 +35,14 @@ def recipients(value: Any) -> list[str]:
     return [single_line(item, 320) for item in items if str(item).strip()]
 
 
+def readable(msg: EmailMessage) -> str:
+    """The message as a person reads it (what a dry run shows): decoded headers, a blank line, the
+    decoded text. ``as_string()`` would show the wire form (quoted-printable ``=3D``, soft line breaks)."""
+    headers = "".join(f"{name}: {value}\n" for name, value in msg.items()
+                      if name.lower() not in ("content-transfer-encoding", "mime-version"))
+    return f"{headers}\n{msg.get_content().rstrip()}"
+
+
 class EmailChannel:
     """See the module docstring for the settings."""
 
@@ -69,7 +77,7 @@ class EmailChannel:
 
     def prepare(self, report: RunReport) -> list[Outgoing]:
         return [Outgoing(self.name, f"SMTP {self.host}:{self.port} ({self.security}) to {', '.join(self.to)}",
-                         self.message(report).as_string())]
+                         readable(self.message(report)))]
 
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
