@@ -338,6 +338,106 @@ def test_simulated_label_only_where_simulated_fields_say_so(report):
     assert html.count(">simulated<") == len(labelled)
 
 
+def svg_of(html: str, title_start: str) -> str:
+    """The chart SVG whose title starts with ``title_start``."""
+    for svg in re.findall(r"<svg[^>]*>.*?</svg>", html, flags=re.S):
+        if re.search(r"<title>\s*" + re.escape(title_start), svg) or f">{title_start}" in svg:
+            return svg
+    raise AssertionError(f"no chart titled {title_start!r}")
+
+
+def test_simulated_label_on_charts_metrics_and_alerts_only_where_simulated(store, tmp_path):
+    populate(store)
+    # A worker whose GPUs say simulated only in gpus[].simulated (no simulated_fields), and one with a real GPU.
+    for i in range(6):
+        store.append("resource_utilization", ResourceUtilization(
+            worker_id="w-gpu2", timestamp=T0 + timedelta(seconds=10 * i), cpu_percent=10.0, memory_percent=1.0,
+            gpus=(gpu(30.0, 50.0),)))
+        store.append("resource_utilization", ResourceUtilization(
+            worker_id="w-real", timestamp=T0 + timedelta(seconds=10 * i), cpu_percent=12.0, memory_percent=1.5,
+            gpus=(gpu(20.0, 60.0, simulated=False),)))
+    for alert_id, worker_id, resource, value in (("g1", "w-gpu", "gpu", 99.0), ("g2", "w-gpu2", "gpu_memory", 97.0),
+                                                 ("g3", "w-real", "gpu", 98.0)):
+        store.append("hardware_alerts", HardwareAlert(
+            alert_id=alert_id, worker_id=worker_id, resource=resource, severity=AlertSeverity.CRITICAL,
+            state=AlertState.FIRING, value=value, threshold=95.0, timestamp=T0 + timedelta(seconds=20), task_id=None,
+            message=f"{resource} at {value:.0f}% on {worker_id}"))
+    store.append("scheduling_decisions", SchedulingDecision(
+        decision_id="d2", timestamp=T0 + timedelta(seconds=30), task_id="t-2", task_type="x",
+        chosen_worker_id="w-cpu", chosen_score=1.0, original_worker_id="w-cpu", original_score=1.0,
+        candidate_count=0, candidates=(),
+        exclusions=(Exclusion("w-gpu", "gpu at 100% > critical 95%"), Exclusion("w-real", "gpu at 98% > critical 95%")),
+        explanation="both GPU workers excluded"))
+    store.flush()
+    data = build_report_data(store)
+    assert worker(data, "w-gpu2")["samples_simulated"] == {"cpu": False, "memory": False, "gpu": True}
+    assert worker(data, "w-real")["samples_simulated"]["gpu"] is False
+    html = render_fleet_report(data, tmp_path / "sim.html").read_text()
+
+    # Charts: the GPU charts (fleet and per worker) say simulated, in the title and per series;
+    # the CPU and memory charts, and the real GPU worker's series, do not.
+    gpu_fleet, gpu_workers = svg_of(html, "GPU utilization across"), svg_of(html, "GPU: per worker")
+    assert "includes simulated" in gpu_fleet and "includes simulated" in gpu_workers
+    assert "w-gpu (simulated)" in gpu_workers and "w-gpu2 (simulated)" in gpu_workers
+    assert "w-real (simulated)" not in gpu_workers and "w-real" in gpu_workers
+    for title in ("CPU utilization across", "CPU: per worker", "Memory utilization across", "Memory: per worker"):
+        assert "simulated" not in svg_of(html, title), title
+
+    tables = parse(html)
+    # Metrics: the fleet GPU rows are labelled, with how many of the reporting workers are simulated.
+    fleet_rows = {r[1][0].strip(): r for r in tables.sections["metrics"] if len(r) == 7}
+    assert fleet_rows["gpu_utilization_percent"][0][1] and "2 simulated" in fleet_rows["gpu_utilization_percent"][6][0]
+    assert fleet_rows["gpu_memory_used_bytes"][0][1]
+    for name in ("cpu_percent", "memory_percent", "memory_used_bytes"):
+        assert not any(has_sim for _, has_sim in fleet_rows[name]), name
+
+    # Alerts: GPU values of simulated GPUs are labelled; CPU values and the real GPU's are not.
+    alert_rows = [r for r in tables.sections["alerts"] if len(r) == 9 and r[0][0] != "Time"]
+    labelled = {(r[1][0], r[2][0]) for r in alert_rows if any(has_sim for _, has_sim in r)}
+    assert labelled == {("w-gpu", "gpu"), ("w-gpu2", "gpu_memory")}
+    assert {(r[1][0], r[2][0]) for r in alert_rows} >= {("w-gpu", "cpu"), ("w-real", "gpu")}
+
+    # Exclusions quoting a simulated GPU value are labelled too; the real GPU's are not.
+    decisions = data["scheduler"]["decisions"]["rows"]
+    flags = {(e["worker_id"], e["simulated"]) for e in decisions[0]["exclusions"]}
+    assert flags == {("w-gpu", True), ("w-real", False)}
+    excluded_cells = [r[5] for r in tables.sections["scheduling"] if len(r) == 6 and "gpu at 100%" in r[5][0]]
+    assert excluded_cells and all(has_sim for _, has_sim in excluded_cells)
+
+
+def test_scheduler_values_read_as_text_and_tasks_per_worker_once(report, store, tmp_path):
+    data, html, _ = report
+    data = build_report_data(store, scheduler_stats={"resource_aware": True, "paused": False, "decisions": 1,
+                                                     "tasks_per_worker": {"w-cpu": 1, "w-gone": 2}})
+    html = render_fleet_report(data, tmp_path / "stats.html").read_text()
+    tables = parse(html)
+    cards = dict(re.findall(r'<div class="label">([^<]*)</div>\s*<div class="value">([^<]*)</div>', html))
+    assert cards["resource aware"] == "yes" and cards["paused"] == "no" and cards["decisions"] == "1"
+    assert ">True<" not in html and ">False<" not in html
+    assert html.count(">Tasks per worker<") == 1
+    rows = {r[0][0]: [c[0] for c in r] for r in tables.sections["scheduling"] if r and r[0][0] in ("w-cpu", "w-gone")}
+    assert rows == {"w-cpu": ["w-cpu", "1", "1", "1"], "w-gone": ["w-gone", "n/a", "n/a", "2"]}
+    # Reason groups read as the exact reason when a group has one: no "#" placeholder.
+    assert "cpu at 95% &gt; critical 95%" in html and "critical #" not in html
+
+
+def test_exclusion_state_says_when_it_was_recorded(store, tmp_path):
+    populate(store)
+    live = {"w-gpu": {"status": "active", "current": {"cpu_percent": 5.0, "memory_percent": 20.0, "gpu_percent": 0.0},
+                      "simulated_fields": ["gpus"], "excluded_reason": "cpu at 95% > critical 95%"},
+            "w-cpu": {"status": "active", "current": None, "excluded_reason": "memory at 99% > critical 95%"}}
+    html = render_fleet_report(build_report_data(store, workers=live), tmp_path / "x.html").read_text()
+    status = {r[0][0].strip(): r[1][0] for r in parse(html).sections["workers"] if len(r) > 2}
+    assert "excluded: cpu at 95% > critical 95%" in status["w-gpu"]
+    assert f"at last decision {(T0 + timedelta(seconds=5)):%Y-%m-%d %H:%M:%S} UTC" in status["w-gpu"]
+    assert "scheduler state when the report was made" in status["w-cpu"] and "decision" not in status["w-cpu"]
+    # Without a live view: the exclusions of the latest recorded decision, with its time.
+    html = render_fleet_report(build_report_data(store), tmp_path / "y.html").read_text()
+    status = {r[0][0].strip(): r[1][0] for r in parse(html).sections["workers"] if len(r) > 2}
+    assert "excluded at last decision (2025-01-01 00:00:05 UTC): cpu at 95% > critical 95%" in status["w-gpu"]
+    assert "excluded" not in status["w-cpu"]
+
+
 def test_live_worker_view_is_shown(store, tmp_path):
     populate(store)
     live = {"w-cpu": {"status": "busy", "capabilities": {"hardware": ["cpu"], "memory": {"total_gb": 16}},
@@ -392,6 +492,7 @@ def test_large_fleet_stays_small(store, tmp_path):
     assert len(html.encode()) < 1_500_000
     assert html.count("<svg") >= 6 + 100  # 3 fleet + 3 busiest charts, sparklines per worker
     assert "busiest 8 of 100 workers" in html and "busiest 8 of 10 workers" in html
+    assert "simulated" not in html  # real GPUs: no label anywhere
     assert len(data["series"]["times"]) <= 240
 
 

@@ -99,12 +99,14 @@ class _Reader:
             if not store.stats().pending_rows:
                 break
         rows = store.query(
-            "SELECT table_name, column_name FROM information_schema.columns "
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_name IN (?, ?, ?, ?, ?)", [SAMPLES, TASKS, ALERTS, DECISIONS, CAPABILITIES],
             flush=False)
         self.columns: dict[str, set[str]] = {}
-        for table, column in rows:
+        self.types: dict[tuple[str, str], str] = {}
+        for table, column, data_type in rows:
             self.columns.setdefault(table, set()).add(column)
+            self.types[(table, column)] = str(data_type)
 
     def has(self, table: str, *columns: str) -> bool:
         present = self.columns.get(table)
@@ -203,6 +205,28 @@ def _latest_samples(reader: _Reader) -> dict[str, dict]:
            f"JOIN (SELECT worker_id, max(timestamp) AS last FROM {SAMPLES} GROUP BY worker_id) l "
            f"ON r.worker_id = l.worker_id AND r.timestamp = l.last")
     return {str(row["worker_id"]): row for row in reader.dicts(sql)}
+
+
+def _sample_simulation(reader: _Reader) -> dict[str, set[str]] | None:
+    """Per worker: every field any of its stored samples lists as simulated, plus ``gpus`` when
+    any stored sample has a GPU marked ``simulated``. ``None`` when the store cannot tell (a file
+    without either column); a worker whose samples are all measured maps to an empty set."""
+    has_fields = reader.has(SAMPLES, "worker_id", "simulated_fields")
+    has_gpu_flag = (reader.has(SAMPLES, "worker_id", "gpus")
+                    and "simulated BOOLEAN" in reader.types.get((SAMPLES, "gpus"), ""))
+    if not has_fields and not has_gpu_flag:
+        return None
+    parts = []
+    if has_fields:
+        parts.append(f"SELECT DISTINCT worker_id, unnest(simulated_fields) AS field FROM {SAMPLES}")
+    if has_gpu_flag:
+        parts.append(f"SELECT DISTINCT worker_id, 'gpus' AS field FROM {SAMPLES} "
+                     f"WHERE len(gpus) > 0 AND list_contains(list_transform(gpus, lambda g: g.simulated), true)")
+    out: dict[str, set[str]] = {}
+    for row in reader.dicts(" UNION ".join(parts)):
+        if row["field"] is not None:
+            out.setdefault(str(row["worker_id"]), set()).add(str(row["field"]))
+    return out
 
 
 def _series(reader: _Reader, span: dict[str, Any], per_worker: dict[str, dict], max_points: int,
@@ -334,8 +358,10 @@ def _hardware(caps: Mapping[str, Any], cap_row: Mapping[str, Any], latest: Mappi
 
 
 def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, dict],
-             latest: dict[str, dict], series: dict[str, Any]) -> list[dict[str, Any]]:
+             latest: dict[str, dict], series: dict[str, Any], last_exclusions: dict[str, dict],
+             latest_decision: datetime | None) -> list[dict[str, Any]]:
     capability_rows = _capability_rows(reader)
+    sampled_simulation = _sample_simulation(reader)
     ids = set(stats) | set(latest)
     ids |= set(map(str, live)) if live is not None else set(capability_rows)
     live = {str(k): v for k, v in (live or {}).items()}
@@ -352,7 +378,14 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
             current = {f"{r}_percent": finite(last.get(f"{r}_percent")) for r in RESOURCES}
         simulated_fields = view.get("simulated_fields") if "simulated_fields" in view else last.get("simulated_fields")
         simulated_fields = sorted({str(f) for f in simulated_fields or ()})
+        # The statistics and charts cover the stored samples: what those say is simulated (the
+        # current view's fields only when the store cannot tell).
+        history_fields = (sorted(sampled_simulation.get(worker_id, set())) if sampled_simulation is not None
+                          else simulated_fields)
         metrics = stats.get(worker_id, {}).get("metrics", {})
+        exclusion = last_exclusions.get(worker_id)
+        if exclusion is not None:
+            exclusion = dict(exclusion, at_last_decision=exclusion["timestamp"] == latest_decision)
         worker_series = series["workers"].get(worker_id, {})
         workers.append({
             "worker_id": worker_id,
@@ -367,26 +400,54 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
             "current": current,
             "simulated_fields": simulated_fields,
             "simulated": simulated_resources(simulated_fields),
+            "samples_simulated_fields": history_fields,
+            "samples_simulated": simulated_resources(history_fields),
+            # The latest recorded decision that excluded this worker (time, reason), if any.
+            "last_exclusion": exclusion,
             "samples": stats.get(worker_id, {}).get("samples", 0),
             "first_sample": stats.get(worker_id, {}).get("first_sample"),
             "last_sample": stats.get(worker_id, {}).get("last_sample"),
             "resources": {r: dict(metrics.get(name) or {"mean": None, "min": None, "max": None, "stddev": None})
                           for r, name in RESOURCES.items()},
-            "metrics": {name: dict(values, simulated=simulated_metric(METRICS_BY_NAME[name], simulated_fields))
+            "metrics": {name: dict(values, simulated=simulated_metric(METRICS_BY_NAME[name], history_fields))
                         for name, values in metrics.items()},
             "sparklines": {r: sparkline(worker_series.get(r, {}).get("mean", [])) for r in RESOURCES},
         })
     return workers
 
 
-def _fleet_metrics(fleet: dict[str, dict], per_worker: dict[str, dict]) -> list[dict[str, Any]]:
+def _fleet_metrics(fleet: dict[str, dict], workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fleet statistics of every metric, with how many workers report it and how many of those
+    report simulated values of it."""
     rows = []
     for metric in METRICS:
         values = fleet.get(metric.name)
-        reporting = sum(1 for w in per_worker.values() if (w["metrics"].get(metric.name) or {}).get("mean") is not None)
-        rows.append({"name": metric.name, "label": metric.label, "unit": metric.unit, "workers": reporting,
+        reporting = [w["metrics"][metric.name] for w in workers
+                     if (w["metrics"].get(metric.name) or {}).get("mean") is not None]
+        rows.append({"name": metric.name, "label": metric.label, "unit": metric.unit, "workers": len(reporting),
+                     "simulated_workers": sum(1 for m in reporting if m.get("simulated")),
                      **(values or {"mean": None, "min": None, "max": None, "stddev": None})})
     return rows
+
+
+# Alert resources (and exclusion reasons "<resource> at ...") -> the headline resource they read.
+_ALERT_RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu", "gpu_memory": "gpu"}
+_REASON_RESOURCE = re.compile(r"^(cpu|memory|gpu|gpu_memory) at ")
+
+
+def _value_simulated(worker: Mapping[str, Any] | None, resource: Any) -> bool:
+    """Whether a value of ``resource`` (an alert resource) on ``worker`` is simulated: the worker's
+    stored samples or its current view say that resource is simulated."""
+    headline = _ALERT_RESOURCES.get(str(resource)) if resource is not None else None
+    if worker is None or headline is None:
+        return False
+    return bool(worker["samples_simulated"].get(headline) or worker["simulated"].get(headline))
+
+
+def _reason_simulated(worker: Mapping[str, Any] | None, reason: Any) -> bool:
+    """An exclusion reason that quotes a load value ("gpu at 100% > critical 95%") of a simulated resource."""
+    match = _REASON_RESOURCE.match(str(reason or ""))
+    return bool(match) and _value_simulated(worker, match.group(1))
 
 
 # -- tasks, alerts, decisions -------------------------------------------------------------------
@@ -461,21 +522,40 @@ def _alerts(reader: _Reader) -> dict[str, Any]:
 
 
 def _decisions(reader: _Reader) -> dict[str, Any]:
-    out: dict[str, Any] = {"total": 0, "alternatives": 0, "unassigned": 0, "exclusions": 0,
-                           "exclusions_by_reason": [], "tasks_per_worker": [], "shown": 0, "rows": []}
+    out: dict[str, Any] = {"total": 0, "alternatives": 0, "unassigned": 0, "exclusions": 0, "latest": None,
+                           "exclusions_by_reason": [], "exclusion_reasons": {}, "last_exclusion_by_worker": {},
+                           "tasks_per_worker": [], "shown": 0, "rows": []}
     needed = ("decision_id", "timestamp", "chosen_worker_id", "original_worker_id", "candidates", "exclusions")
     if not reader.has(DECISIONS, *needed):
         return out
     row = reader.one(
         f"SELECT count(*) AS total, count_if(chosen_worker_id IS NOT NULL AND original_worker_id IS NOT NULL "
         f"AND chosen_worker_id <> original_worker_id) AS alternatives, count_if(chosen_worker_id IS NULL) "
-        f"AS unassigned, sum(len(exclusions)) AS exclusions FROM {DECISIONS}")
+        f"AS unassigned, sum(len(exclusions)) AS exclusions, max(timestamp) AS latest FROM {DECISIONS}")
     out.update({k: row.get(k) or 0 for k in ("total", "alternatives", "unassigned", "exclusions")})
+    out["latest"] = row.get("latest")
     # A reason with its numbers replaced by '#' is its kind: "cpu at #% > critical #%".
     out["exclusions_by_reason"] = reader.dicts(
         f"SELECT regexp_replace(e.reason, '[0-9]+([.][0-9]+)?', '#', 'g') AS reason, count(*) AS exclusions, "
         f"count(DISTINCT e.worker_id) AS workers FROM (SELECT unnest(exclusions) AS e FROM {DECISIONS}) "
         f"GROUP BY 1 ORDER BY exclusions DESC, reason LIMIT 30")
+    # The exact reasons of each kind, most frequent first (a few per kind), to show the numbers.
+    variants: dict[str, dict[str, Any]] = {}
+    for variant in reader.dicts(
+            f"SELECT regexp_replace(reason, '[0-9]+([.][0-9]+)?', '#', 'g') AS kind, reason, count(*) AS n, "
+            f"count(*) OVER (PARTITION BY kind) AS distinct_reasons FROM "
+            f"(SELECT unnest(exclusions).reason AS reason FROM {DECISIONS}) GROUP BY reason "
+            f"QUALIFY row_number() OVER (PARTITION BY kind ORDER BY n DESC, reason) <= 3"):
+        entry = variants.setdefault(variant["kind"], {"distinct": variant["distinct_reasons"], "top": []})
+        entry["top"].append({"reason": variant["reason"], "exclusions": variant["n"]})
+    for entry in variants.values():
+        entry["top"].sort(key=lambda v: (-v["exclusions"], _natural_key(v["reason"])))
+    out["exclusion_reasons"] = variants
+    # Per worker: the latest decision that excluded it, and why.
+    out["last_exclusion_by_worker"] = {
+        str(r["worker_id"]): {"timestamp": r["timestamp"], "reason": r["reason"]} for r in reader.dicts(
+            f"SELECT e.worker_id AS worker_id, max(timestamp) AS timestamp, arg_max(e.reason, timestamp) AS reason "
+            f"FROM (SELECT timestamp, unnest(exclusions) AS e FROM {DECISIONS}) GROUP BY 1")}
     out["tasks_per_worker"] = reader.dicts(
         f"SELECT chosen_worker_id AS worker_id, count(*) AS tasks, count_if(chosen_worker_id <> original_worker_id) "
         f"AS as_alternative FROM {DECISIONS} WHERE chosen_worker_id IS NOT NULL GROUP BY 1 "
@@ -581,10 +661,23 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
     per_worker, fleet, span = _metric_stats(reader)
     latest = _latest_samples(reader)
     series = _series(reader, span, per_worker, max_points, bucket_seconds)
-    worker_rows = _workers(reader, workers, per_worker, latest, series)
     tasks = _tasks(reader)
     alerts = _alerts(reader)
     decisions = _decisions(reader)
+    worker_rows = _workers(reader, workers, per_worker, latest, series, decisions["last_exclusion_by_worker"],
+                           decisions["latest"])
+    by_id = {w["worker_id"]: w for w in worker_rows}
+    for alert in alerts["rows"]:
+        alert["simulated"] = _value_simulated(by_id.get(str(alert.get("worker_id"))), alert.get("resource"))
+    for decision in decisions["rows"]:
+        for exclusion in decision["exclusions"]:
+            exclusion["simulated"] = _reason_simulated(by_id.get(str(exclusion.get("worker_id"))),
+                                                       exclusion.get("reason"))
+    for worker_row in worker_rows:
+        worker_row["excluded_simulated"] = _reason_simulated(worker_row, worker_row["excluded_reason"])
+        if worker_row["last_exclusion"] is not None:
+            worker_row["last_exclusion"]["simulated"] = _reason_simulated(
+                worker_row, worker_row["last_exclusion"]["reason"])
     first, last = span.get("first_sample"), span.get("last_sample")
     factors = _plain(scoring_factors) if scoring_factors is not None else {}
     return {
@@ -606,7 +699,7 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
             "decisions_unassigned": decisions["unassigned"],
         },
         "workers": worker_rows,
-        "metrics": _fleet_metrics(fleet, per_worker),
+        "metrics": _fleet_metrics(fleet, worker_rows),
         "series": series,
         "tasks": tasks,
         "alerts": alerts,
