@@ -27,6 +27,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import operator
 import shutil
 import tempfile
 import threading
@@ -58,6 +59,7 @@ log = logging.getLogger("fleet_hwmon.integration")
 
 DECISIONS_TABLE = "scheduling_decisions"
 _UNSEEN = object()
+_reason_of = operator.attrgetter("reason")
 
 
 def exclusion_category(reason: str) -> str:
@@ -424,16 +426,17 @@ class CoordinatorHardwareMonitoringIntegration:
                 if len(self._mismatch_cache) >= 256:  # many distinct requirement sets: start over
                     self._mismatch_cache.clear()
                 cache = self._mismatch_cache[requirements] = {}
+            known, count_of, score_of = cache.get, counts.get, scores.get
             for worker_id in ids:  # once per available worker and task: keep it to lookups
-                if limit is not None and counts.get(worker_id, 0) >= limit:
+                if limit is not None and count_of(worker_id, 0) >= limit:
                     extra.append(Exclusion(worker_id, at_limit))
                     continue
-                mismatch = cache.get(worker_id, _UNSEEN)
+                mismatch = known(worker_id, _UNSEEN)
                 if mismatch is _UNSEEN:
                     info = workers.get(worker_id) or {}
                     reason = hardware_mismatch(requirements, info.get("capabilities") or {})
                     mismatch = cache[worker_id] = None if reason is None else Exclusion(worker_id, reason)
-                score = scores.get(worker_id)
+                score = score_of(worker_id)
                 if score is None:  # say why when it is the hardware, as for any other exclusion
                     extra.append(mismatch or Exclusion(worker_id, "rejected by the original scheduler"))
                     continue
@@ -455,7 +458,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self._decisions.append(decision)
         self._stats["decisions"] += 1
         if decision.exclusions:  # thousands at a time in a large fleet; reasons repeat
-            for reason, count in collections.Counter(e.reason for e in decision.exclusions).items():
+            for reason, count in collections.Counter(map(_reason_of, decision.exclusions)).items():
                 self._exclusions_by_category[exclusion_category(reason)] += count
         chosen = decision.chosen_worker_id
         if chosen is None:

@@ -81,7 +81,8 @@ def original_scores_sync(scheduler: Any, original: Callable, task: Mapping, ids:
     method asked about one worker at a time. ``None``: the scheduler would not pick it."""
     ids = list(ids)
     if callable(getattr(scheduler, "score_workers", None)):
-        return dict(scheduler.score_workers(task, ids, counts))
+        scores = scheduler.score_workers(task, ids, counts)
+        return scores if type(scores) is dict else dict(scores)  # the reference scheduler's is a new dict
     if callable(getattr(scheduler, "score_worker", None)):
         return {w: scheduler.score_worker(task, w, workers.get(w), counts.get(w, 0)) for w in ids}
     out: dict[str, float | None] = {}

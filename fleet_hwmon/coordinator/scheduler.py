@@ -13,6 +13,9 @@ from fleet_hwmon.scoring.decide import tie_break
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
 
+_NO_CAPABILITIES: Mapping[str, Any] = {}  # a worker without capabilities (never changed)
+
+
 class TaskScheduler:
     """Picks the worker with the fewest running tasks and the best success record.
 
@@ -24,6 +27,7 @@ class TaskScheduler:
         self._workers = workers
         self.seed = seed
         self._results: dict[str, list[int]] = {}  # worker id -> [successes, runs]
+        self._record_factor: dict[str, float] = {}  # worker id -> 0.5 + 0.5 * success rate (1.0 unknown)
         # requirements -> worker id -> (the capabilities dict it was checked against, fits?)
         self._fits: dict[TaskRequirements, dict[str, tuple[Any, bool]]] = {}
 
@@ -42,26 +46,24 @@ class TaskScheduler:
     def _scores(self, requirements: TaskRequirements, worker_ids: Sequence[str], workers: Mapping[str, Any],
                 worker_task_count: Mapping[str, int]) -> dict[str, float | None]:
         # Runs for every available worker and task: the hardware check is remembered per worker
-        # until its capabilities dict is replaced (re-registering a worker replaces it).
+        # until its capabilities dict is replaced (re-registering a worker replaces it), and the
+        # track-record factor is kept up to date by update_worker_performance().
         fits = self._fits.get(requirements)
         if fits is None:
             if len(self._fits) >= 256:  # many distinct requirement sets: start over rather than grow
                 self._fits.clear()
             fits = self._fits[requirements] = {}
-        results = self._results
+        worker_of, known_fit, count_of, record_of = workers.get, fits.get, worker_task_count.get, \
+            self._record_factor.get
         out: dict[str, float | None] = {}
         for worker_id in worker_ids:
-            worker = workers.get(worker_id)
-            capabilities = (worker.get("capabilities") if worker is not None else None) or {}
-            known = fits.get(worker_id)
+            worker = worker_of(worker_id)
+            capabilities = (worker.get("capabilities") if worker is not None else None) or _NO_CAPABILITIES
+            known = known_fit(worker_id)
             if known is None or known[0] is not capabilities:
                 known = fits[worker_id] = (capabilities, hardware_mismatch(requirements, capabilities) is None)
-            if not known[1]:
-                out[worker_id] = None
-                continue
-            successes, runs = results.get(worker_id, (0, 0))
-            success_rate = (successes + 1) / (runs + 1)  # unknown record counts as good
-            out[worker_id] = (1.0 / (1 + worker_task_count.get(worker_id, 0))) * (0.5 + 0.5 * success_rate)
+            # (1 / (1 + running tasks)) * (0.5 + 0.5 * success rate); an unknown record counts as good
+            out[worker_id] = (1.0 / (1 + count_of(worker_id, 0))) * record_of(worker_id, 1.0) if known[1] else None
         return out
 
     def find_best_worker_for_task(self, task: Mapping[str, Any], available_workers: Sequence[str],
@@ -82,3 +84,5 @@ class TaskScheduler:
         record = self._results.setdefault(worker_id, [0, 0])
         record[1] += 1
         record[0] += 1 if task_result.get("success") else 0
+        successes, runs = record
+        self._record_factor[worker_id] = 0.5 + 0.5 * ((successes + 1) / (runs + 1))

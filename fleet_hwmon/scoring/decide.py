@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import statistics
 import uuid
+from operator import attrgetter, itemgetter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 from fleet_hwmon.scoring.factors import ScoringFactors
-from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, TypeStats, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
 from fleet_hwmon.scoring.views import WorkerView
 
@@ -117,39 +119,48 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
     unknown load and is not excluded for it).
 
     This runs once per task over every available worker, so the per-worker work is kept to a
-    few lookups and sums: the views keep their in-flight totals and free memory up to date as
-    samples arrive, history is consulted only when the fleet has run the task type, the
-    tie-break hash and the candidate records are made only for the best ``max_recorded``.
+    few lookups: the views keep their in-flight totals and free memory up to date as samples
+    arrive, and remember the load and penalties worked out for a worker without history of its
+    own until their state changes (see ``WorkerView.scoring_memo``); history is consulted only
+    when the fleet has run the task type; the tie-break hash is computed only among exact ties
+    and the candidate records only for the best ``max_recorded``.
     """
     task_id = str(task.get("task_id", ""))
     task_type = task.get("type")
     needs_gpu = requirements.needs_gpu
     exclusions = list(extra_exclusions)
+    exclude = exclusions.append
     # No fleet statistics of the type means no worker has any: history changes nothing.
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
     learnt = fleet_stats is not None
     per_worker = history.workers_of_type(task_type) if learnt else {}
     fleet_demand = demand_of(None, fleet_stats)
-    default_cores, default_memory = factors.default_task_cores, factors.default_task_memory_bytes
     required_gpu_memory = (requirements.min_gpu_memory_gb * GIB
                            if needs_gpu and requirements.min_gpu_memory_gb is not None else None)
-    capacity_limit = 100.0 + factors.capacity_margin_percent
-    headroom = 1.0 + factors.memory_headroom_percent / 100.0
-    exclude_over = bool(factors.exclude_over_capacity)
-    # worker id, original score, view, post-placement (cpu, memory, gpu) percent, the task's
-    # predicted demand there, its history statistics there
-    eligible: list[tuple] = []
-    unknown = False  # some candidate's load is not (fully) shown by its samples
+    terms = _Terms(factors, needs_gpu, required_gpu_memory, fleet_stats.duration_s if learnt else None)
+    of = terms.of
+    # What the load and penalties of a worker without history of its own depend on, besides its view.
+    memo_key = _context_id((fleet_demand, required_gpu_memory, needs_gpu, factors))
+    # scored: (adjusted, worker id, original score, view, details) where details are the
+    # post-placement cpu / memory / gpu percent, the cpu / memory / gpu / balance / history
+    # penalties and the task's predicted demand there. A worker whose load is not (fully) known
+    # is scored after the pass, against medians over all the candidates; until then its entry
+    # has ``None`` for the adjusted score and (cpu, memory, gpu, history statistics, demand)
+    # for details, so every candidate keeps its place.
+    scored: list[tuple] = []
+    add = scored.append
+    deferred: list[int] = []  # indices in scored of the entries still to score
     mismatched = mismatches.get if mismatches else None
+    views_get = views.get
     for worker_id, base in base_scores.items():
         reason = mismatched(worker_id) if mismatched is not None else None
-        view = views.get(worker_id)
+        view = views_get(worker_id)
         if view is None:
             if reason is not None:
-                exclusions.append(Exclusion(worker_id, reason))
+                exclude(Exclusion(worker_id, reason))
                 continue
-            eligible.append((worker_id, base, None, None, None, None, fleet_demand, None))
-            unknown = True
+            deferred.append(len(scored))
+            add((None, worker_id, base, None, (None, None, None, None, fleet_demand)))
             continue
         if reason is None:
             last_s = view.last_sample_s
@@ -158,105 +169,56 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
             else:
                 reason = view.excluded_reason
         if reason is not None:
-            exclusions.append(Exclusion(worker_id, reason))
+            exclude(Exclusion(worker_id, reason))
             continue
         stats = per_worker.get(worker_id) if learnt else None
-        demand = fleet_demand if stats is None else demand_of(stats, fleet_stats)
-        cores = default_cores if demand.cores is None else demand.cores
-        memory_bytes = default_memory if demand.memory_bytes is None else demand.memory_bytes
-        # The load after placing the task: smoothed samples + in flight + the task itself.
-        cpu, memory, gpu = view.cpu_percent, view.memory_percent, view.gpu_percent
-        count, total = view.cpu_count, view.memory_total_bytes
-        if cpu is not None and count:
-            cpu += 100.0 * (view.inflight_cores + cores) / count
-        if memory is not None and total:
-            memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
-        if gpu is not None and view.inflight_gpu_tasks:
-            gpu += 50.0 * view.inflight_gpu_tasks
-        if demand.memory_bytes is not None and view.memory_free_bytes is not None:
-            free = view.memory_free_bytes - view.inflight_memory_bytes
-            if demand.memory_bytes * headroom > free:  # it would fail there (out of memory)
-                reason = (f"predicted memory {demand.memory_bytes / GIB:.1f} GiB{_headroom(factors)} > "
-                          f"free {max(0.0, free) / GIB:.1f} GiB")
-        if reason is None and needs_gpu:
-            reason = _gpu_memory_misfit(view, demand.gpu_memory_bytes, required_gpu_memory, headroom,
-                                        _headroom(factors))
-        if (reason is None and exclude_over and demand.cores is not None and cpu is not None
-                and cpu > capacity_limit):
-            reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {capacity_limit:g}%"
-        if reason is not None:
-            exclusions.append(Exclusion(worker_id, reason))
-            continue
-        if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):
-            unknown = True
-        eligible.append((worker_id, base, view, cpu, memory, gpu, demand, stats))
-
-    cpu_t, cpu_w = factors.cpu_threshold_percent, factors.cpu_penalty_weight
-    mem_t, mem_w = factors.memory_threshold_percent, factors.memory_penalty_weight
-    gpu_t, gpu_w = factors.gpu_threshold_percent, factors.gpu_penalty_weight
-    cpu_d, mem_d, gpu_d = (max(1e-9, 100.0 - t) for t in (cpu_t, mem_t, gpu_t))
-    over_w = factors.overcommit_penalty_weight / 100.0
-    balance_w = factors.load_balance_weight
-    failure_w, duration_w = factors.failure_penalty_weight, factors.duration_weight
-    fleet_duration = fleet_stats.duration_s if learnt else None
-    neutral: dict[str, float] = {}  # per resource, the candidates' sampled median, when needed
-    neutral_load: float | None = None
-    scored: list[tuple] = []
-    for worker_id, base, view, cpu, memory, gpu, demand, stats in eligible:
-        cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
-        if unknown and view is not None and (cpu is None or memory is None
-                                             or (gpu is None and view.inflight_gpu_tasks)):
-            cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, eligible,
-                                                            neutral)
-        # _over() and the busiest known resource, inline: this loop is the hot path
-        if cpu_eff is None or cpu_eff <= cpu_t:
-            cpu_pen = 0.0
-        else:
-            cpu_pen = cpu_w * (cpu_eff - cpu_t) / cpu_d
-            if cpu_eff > 100.0:
-                cpu_pen += over_w * (cpu_eff - 100.0)
-        if mem_eff is None or mem_eff <= mem_t:
-            mem_pen = 0.0
-        else:
-            mem_pen = mem_w * (mem_eff - mem_t) / mem_d
-            if mem_eff > 100.0:
-                mem_pen += over_w * (mem_eff - 100.0)
-        busiest = cpu_eff
-        if mem_eff is not None and (busiest is None or mem_eff > busiest):
-            busiest = mem_eff
-        if needs_gpu and gpu_eff is not None:
-            gpu_pen = 0.0 if gpu_eff <= gpu_t else gpu_w * (gpu_eff - gpu_t) / gpu_d
-            if busiest is None or gpu_eff > busiest:
-                busiest = gpu_eff
-        else:
-            gpu_pen = 0.0
-        if busiest is None:
-            if neutral_load is None:
-                neutral_load = _neutral_load(eligible)
-            busiest = neutral_load
-        balance = balance_w * busiest / 100.0
         if stats is None:
-            hist_pen = 0.0
-        else:  # _history_penalty(), inline
-            hist_pen = failure_w * stats.failures / (stats.runs + 2)
-            if fleet_duration and stats.duration_s:
-                hist_pen -= duration_w * max(-1.0, min(1.0, fleet_duration / stats.duration_s - 1.0))
-        total = cpu_pen + mem_pen + gpu_pen + balance + hist_pen
-        adjusted = base * max(FLOOR, 1.0 - total) if base > 0 else base - total
-        scored.append((adjusted, worker_id, base, view, cpu, memory, gpu, cpu_pen, mem_pen, gpu_pen, balance,
-                       hist_pen, demand))
+            memo = view.scoring_memo
+            found = memo.get(memo_key)
+            if found is None:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                found = memo[memo_key] = of(view, fleet_demand, None)
+        else:
+            found = of(view, demand_of(stats, fleet_stats), stats)
+        total, factor, details = found
+        if factor is not None:  # max(FLOOR, 1 - total), worked out once
+            add((base * factor if base > 0 else base - total, worker_id, base, view, details))
+        elif total is not None:  # the reason the task does not fit there
+            exclude(Exclusion(worker_id, total))
+        else:
+            deferred.append(len(scored))
+            add((None, worker_id, base, view, details))
+
+    if deferred:
+        neutral: dict[str, Any] = {}  # per resource, the candidates' sampled median, when needed
+        neutral_load: list[float] = []  # the candidates' median busiest load, once needed
+
+        def busiest_median() -> float:
+            if not neutral_load:
+                neutral_load.append(_neutral_load(scored))
+            return neutral_load[0]
+
+        for index in deferred:
+            _, worker_id, base, view, (cpu, memory, gpu, stats, demand) = scored[index]
+            cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
+            if view is not None:
+                cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
+                                                                neutral)
+            penalties = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
+            total = penalties[-1]
+            adjusted = base * max(FLOOR, 1.0 - total) if base > 0 else base - total
+            scored[index] = (adjusted, worker_id, base, view, (cpu, memory, gpu, *penalties[:-1], demand))
 
     ranked = _best(scored, max(1, max_recorded), seed, task_id)
     candidates = tuple(
-        CandidateScore(worker_id, float(base), adjusted, cpu, memory, gpu, cpu_pen, mem_pen, gpu_pen, balance,
-                       hist_pen, len(view.inflight) if view else 0)
-        for adjusted, worker_id, base, view, cpu, memory, gpu, cpu_pen, mem_pen, gpu_pen, balance, hist_pen, _
-        in ranked)
+        CandidateScore(worker_id, float(base), adjusted, *details[:-1], len(view.inflight) if view else 0)
+        for adjusted, worker_id, base, view, details in ranked)
     chosen = candidates[0] if candidates else None
     original_id, original_score = _original_choice(base_scores, seed, task_id)
     explanation = _explain(chosen, original_id, exclusions, len(base_scores) + len(extra_exclusions))
-    if chosen is not None and ranked[0][-1].source is not None:
-        explanation += "; " + _describe_demand(ranked[0][-1], factors)
+    if chosen is not None and ranked[0][-1][-1].source is not None:
+        explanation += "; " + _describe_demand(ranked[0][-1][-1], factors)
     return SchedulingDecision(
         decision_id=uuid.uuid4().hex, timestamp=timestamp, task_id=task_id,
         task_type=None if task_type is None else str(task_type),
@@ -265,6 +227,111 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
         original_worker_id=original_id, original_score=original_score, candidate_count=len(scored),
         candidates=candidates[:max_recorded], exclusions=tuple(exclusions), explanation=explanation,
     )
+
+
+_MEMO_SIZE = 16  # scoring contexts a view remembers at most (its memo starts over beyond)
+_CONTEXT_LIMIT = 256
+_contexts: dict[tuple, int] = {}
+_context_ids = itertools.count()
+
+
+def _context_id(context: tuple) -> int:
+    """A number for ``context`` (equal contexts, equal numbers), a cheap key for the views'
+    memos. A number is never given to another context, even after the table starts over."""
+    number = _contexts.get(context)
+    if number is None:
+        if len(_contexts) >= _CONTEXT_LIMIT:
+            _contexts.clear()
+        number = _contexts[context] = next(_context_ids)
+    return number
+
+
+class _Terms:
+    """The per-worker arithmetic of one decision, its constants worked out once."""
+
+    def __init__(self, factors: ScoringFactors, needs_gpu: bool, required_gpu_memory: float | None,
+                 fleet_duration: float | None) -> None:
+        self.factors = factors
+        self.needs_gpu = needs_gpu
+        self.required_gpu_memory = required_gpu_memory
+        self.fleet_duration = fleet_duration
+        self.capacity_limit = 100.0 + factors.capacity_margin_percent
+        self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
+        self.headroom_text = _headroom(factors)
+        self.exclude_over = bool(factors.exclude_over_capacity)
+        self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
+                                              factors.gpu_threshold_percent)
+        self.cpu_d, self.mem_d, self.gpu_d = (max(1e-9, 100.0 - t) for t in (self.cpu_t, self.mem_t, self.gpu_t))
+        self.over_w = factors.overcommit_penalty_weight / 100.0
+
+    def of(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None) -> tuple:
+        """``(total penalty, max(FLOOR, 1 - total), details)`` of a worker that is neither stale
+        nor overloaded: the load after placing the task (smoothed view + in flight + the task's
+        predicted ``demand``) and its penalties, details as in :func:`decide`'s ``scored``.
+        ``(reason, None, None)`` when the task would not fit there; ``(None, None, (cpu,
+        memory, gpu, stats, demand))`` when the load is not fully known (the penalties need the
+        other candidates' loads then)."""
+        factors = self.factors
+        cores = factors.default_task_cores if demand.cores is None else demand.cores
+        memory_bytes = factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes
+        cpu, memory, gpu = view.cpu_percent, view.memory_percent, view.gpu_percent
+        count, total = view.cpu_count, view.memory_total_bytes
+        if cpu is not None and count:
+            cpu += 100.0 * (view.inflight_cores + cores) / count
+        if memory is not None and total:
+            memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
+        if gpu is not None and view.inflight_gpu_tasks:
+            gpu += 50.0 * view.inflight_gpu_tasks
+        reason = None
+        if demand.memory_bytes is not None and view.memory_free_bytes is not None:
+            free = view.memory_free_bytes - view.inflight_memory_bytes
+            if demand.memory_bytes * self.headroom > free:  # it would fail there (out of memory)
+                reason = (f"predicted memory {demand.memory_bytes / GIB:.1f} GiB{self.headroom_text} > "
+                          f"free {max(0.0, free) / GIB:.1f} GiB")
+        if reason is None and self.needs_gpu:
+            reason = _gpu_memory_misfit(view, demand.gpu_memory_bytes, self.required_gpu_memory, self.headroom,
+                                        self.headroom_text)
+        if (reason is None and self.exclude_over and demand.cores is not None and cpu is not None
+                and cpu > self.capacity_limit):
+            reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {self.capacity_limit:g}%"
+        if reason is not None:
+            return reason, None, None
+        if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):
+            return None, None, (cpu, memory, gpu, stats, demand)
+        *penalties, total = self.penalties(cpu, memory, gpu, stats, None)
+        return total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand)
+
+    def penalties(self, cpu: float | None, memory: float | None, gpu: float | None, stats: TypeStats | None,
+                  neutral_load: Callable[[], float] | None) -> tuple[float, float, float, float, float, float]:
+        """(cpu, memory, gpu, balance, history penalty, their total) for the given load (an unknown
+        figure costs nothing; the balance term takes ``neutral_load()`` when no figure is known)."""
+        factors = self.factors
+        if cpu is None or cpu <= self.cpu_t:
+            cpu_pen = 0.0
+        else:
+            cpu_pen = factors.cpu_penalty_weight * (cpu - self.cpu_t) / self.cpu_d
+            if cpu > 100.0:
+                cpu_pen += self.over_w * (cpu - 100.0)
+        if memory is None or memory <= self.mem_t:
+            mem_pen = 0.0
+        else:
+            mem_pen = factors.memory_penalty_weight * (memory - self.mem_t) / self.mem_d
+            if memory > 100.0:
+                mem_pen += self.over_w * (memory - 100.0)
+        busiest = cpu
+        if memory is not None and (busiest is None or memory > busiest):
+            busiest = memory
+        if self.needs_gpu and gpu is not None:
+            gpu_pen = 0.0 if gpu <= self.gpu_t else factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
+            if busiest is None or gpu > busiest:
+                busiest = gpu
+        else:
+            gpu_pen = 0.0
+        if busiest is None:
+            busiest = neutral_load()
+        balance = factors.load_balance_weight * busiest / 100.0
+        hist_pen = 0.0 if stats is None else _history_penalty(stats, self.fleet_duration, factors)
+        return cpu_pen, mem_pen, gpu_pen, balance, hist_pen, cpu_pen + mem_pen + gpu_pen + balance + hist_pen
 
 
 def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None, worker_id: str,
@@ -308,11 +375,12 @@ def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: floa
 
 def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | None, gpu: float | None,
                         demand: TaskDemand, factors: ScoringFactors, eligible: list[tuple],
-                        neutral: dict[str, float]) -> tuple:
+                        neutral: dict[str, Any]) -> tuple:
     """A worker's load where its samples do not show a resource yet: the candidates' sampled
     median of it (kept in ``neutral``) plus what the tasks in flight and this task add, so a new
     worker (or one with MIG GPUs) is neither idle nor drawing a whole burst before its metrics
-    arrive. A resource whose capacity is unknown too stays unknown."""
+    arrive. A resource whose capacity is unknown too stays unknown. ``eligible``: every
+    candidate's entry in :func:`decide`'s ``scored`` list (its view at index 3)."""
     if cpu is None and view.cpu_count:
         cores = factors.default_task_cores if demand.cores is None else demand.cores
         cpu = _neutral(neutral, eligible, "cpu_percent") + 100.0 * (view.inflight_cores + cores) / view.cpu_count
@@ -325,23 +393,17 @@ def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | Non
     return cpu, memory, gpu
 
 
-def _neutral(neutral: dict[str, float], eligible: list[tuple], resource: str) -> float:
-    """The candidates' sampled median of ``resource``; all three are computed in one pass the
-    first time one is needed."""
-    if not neutral:
-        cpus, memories, gpus = [], [], []
-        for item in eligible:
-            view = item[2]
-            if view is not None:
-                if view.cpu_percent is not None:
-                    cpus.append(view.cpu_percent)
-                if view.memory_percent is not None:
-                    memories.append(view.memory_percent)
-                if view.gpu_percent is not None:
-                    gpus.append(view.gpu_percent)
-        for name, values in (("cpu_percent", cpus), ("memory_percent", memories), ("gpu_percent", gpus)):
-            neutral[name] = statistics.median(values) if values else 0.0
-    return neutral[resource]
+def _neutral(neutral: dict[str, Any], eligible: list[tuple], resource: str) -> float:
+    """The candidates' median of ``resource`` as their samples show it (0 when none does),
+    computed the first time it is needed and kept in ``neutral`` (with the candidates' views)."""
+    value = neutral.get(resource)
+    if value is None:
+        views = neutral.get("views")
+        if views is None:
+            views = neutral["views"] = [item[3] for item in eligible if item[3] is not None]
+        known = [value for value in map(attrgetter(resource), views) if value is not None]
+        value = neutral[resource] = statistics.median(known) if known else 0.0
+    return value
 
 
 def _describe_demand(demand: TaskDemand, factors: ScoringFactors) -> str:
@@ -354,32 +416,59 @@ def _describe_demand(demand: TaskDemand, factors: ScoringFactors) -> str:
 
 
 def _neutral_load(eligible: list[tuple]) -> float:
-    """The median of the candidates' busiest known CPU / memory load (0 when none is known)."""
-    known = [max(v for v in (cpu, mem) if v is not None) for _, _, _, cpu, mem, *_ in eligible
-             if cpu is not None or mem is not None]
+    """The median of the candidates' busiest known CPU / memory load (0 when none is known);
+    ``eligible`` as for :func:`_unknown_as_neutral` (its details start with cpu and memory)."""
+    known = []
+    for item in eligible:
+        cpu, memory = item[4][0], item[4][1]
+        if cpu is None:
+            if memory is not None:
+                known.append(memory)
+        else:  # max(cpu, memory) of the known ones: the first unless the second is larger
+            known.append(memory if memory is not None and memory > cpu else cpu)
     return statistics.median(known) if known else 0.0
 
 
-def _history_penalty(history: PerformanceHistory, worker_id: str, task_type: str, factors: ScoringFactors) -> float:
-    penalty = 0.0
-    stats = history.stats(worker_id, task_type)
-    if stats is not None:
-        penalty += factors.failure_penalty_weight * stats.failure_rate
-    ratio = history.speed_ratio(worker_id, task_type)
-    if ratio is not None:
-        penalty -= factors.duration_weight * max(-1.0, min(1.0, ratio - 1.0))
+def _history_penalty(stats: TypeStats, fleet_duration: float | None, factors: ScoringFactors) -> float:
+    """The failure rate of the task type on the worker, less a bonus (or plus a malus) for
+    having run it faster (slower) than the fleet."""
+    penalty = factors.failure_penalty_weight * stats.failures / (stats.runs + 2)
+    if fleet_duration and stats.duration_s:
+        penalty -= factors.duration_weight * max(-1.0, min(1.0, fleet_duration / stats.duration_s - 1.0))
     return penalty
+
+
+def _tie_digests(seed: int, task_id: str, worker_ids: Sequence[str]) -> list[bytes]:
+    """The :func:`tie_break` hash of each worker as 8 bytes (compared as bytes, they order as
+    the integers do), the common prefix hashed once."""
+    prefix = hashlib.blake2b(f"{seed}\x00{task_id}\x00".encode(), digest_size=8)
+    digests = []
+    for worker_id in worker_ids:
+        digest = prefix.copy()
+        digest.update(worker_id.encode())
+        digests.append(digest.digest())
+    return digests
 
 
 def _best(scored: list[tuple], count: int, seed: int, task_id: str) -> list[tuple]:
     """The ``count`` best of ``scored`` (adjusted score first), ordered by score, then by the
     seeded tie-break. Only the entries that can make the cut (every one tied with the last
-    place included) are hashed and sorted."""
+    place included) are sorted, and only those in an exact tie among them are hashed."""
     if len(scored) > count:
         cut = heapq.nlargest(count, [item[0] for item in scored])[-1]
         scored = [item for item in scored if item[0] >= cut]
-    key = tie_breaker(seed, task_id)
-    return sorted(scored, key=lambda item: (-item[0], key(item[1])))[:count]
+    ranked = sorted(scored, key=itemgetter(0), reverse=True)  # stable: a tie keeps its order
+    start, size = 0, len(ranked)
+    while start < count and start < size:
+        score, end = ranked[start][0], start + 1
+        while end < size and ranked[end][0] == score:
+            end += 1
+        if end - start > 1:
+            tied = ranked[start:end]
+            digests = _tie_digests(seed, task_id, [item[1] for item in tied])
+            ranked[start:end] = [tied[i] for i in sorted(range(len(tied)), key=digests.__getitem__)]
+        start = end
+    return ranked[:count]
 
 
 def _original_choice(base_scores: Mapping[str, float], seed: int, task_id: str) -> tuple[str | None, float | None]:
@@ -388,15 +477,12 @@ def _original_choice(base_scores: Mapping[str, float], seed: int, task_id: str) 
         return None, None
     best = max(base_scores.values())
     tied = [w for w, score in base_scores.items() if score == best]
-    worker_id = tied[0] if len(tied) == 1 else min(tied, key=tie_breaker(seed, task_id))
+    if len(tied) == 1:
+        worker_id = tied[0]
+    else:
+        digests = _tie_digests(seed, task_id, tied)
+        worker_id = tied[digests.index(min(digests))]  # the first of the lowest, as min() picks
     return worker_id, base_scores[worker_id]
-
-
-def _median_sampled(eligible: list[tuple], resource: str) -> float:
-    """The candidates' median of one resource as their samples show it (0 when none does)."""
-    known = [getattr(view, resource) for _, _, view, *_ in eligible
-             if view is not None and getattr(view, resource) is not None]
-    return statistics.median(known) if known else 0.0
 
 
 def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions: list[Exclusion],
@@ -408,7 +494,8 @@ def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions:
         return f"no worker can take the task ({len(exclusions)} excluded: {'; '.join(reasons[:5])})"
     parts = [f"chose {chosen.worker_id} (score {chosen.adjusted_score:.3f} of original {chosen.original_score:.3f})"]
     if original_id is not None and original_id != chosen.worker_id:
-        why = next((e.reason for e in exclusions if e.worker_id == original_id), None)
+        excluded = list(map(attrgetter("worker_id"), exclusions))  # thousands in a large fleet
+        why = exclusions[excluded.index(original_id)].reason if original_id in excluded else None
         outcome = f"excluded: {why}" if why else "scored lower after penalties"
         parts.append(f"original choice {original_id} {outcome}")
     if exclusions:

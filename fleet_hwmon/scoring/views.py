@@ -55,12 +55,17 @@ class WorkerView:
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
     memory_free_bytes: float | None = None  # latest sample's available memory
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
+    # What decide() worked out from the fields above (the load after placing a task and its
+    # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
+    # task_finished() change the view, so the fields it rests on are changed through them.
+    scoring_memo: dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._resum()
 
     def observe(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
         """Take a new sample received at ``now_s`` (the scheduler's clock)."""
+        self.scoring_memo.clear()
         alpha = factors.ewma_alpha
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
@@ -127,6 +132,7 @@ class WorkerView:
             self._resum()
 
     def _resum(self) -> None:
+        self.scoring_memo.clear()
         items = self.inflight.values()
         self.inflight_cores = sum(i.cores for i in items)
         self.inflight_memory_bytes = sum(i.memory_bytes for i in items)
