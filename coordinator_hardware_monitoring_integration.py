@@ -40,6 +40,7 @@ from fleet_hwmon.integration import (
     CoordinatorContractError,
     SchedulerPatch,
     check_contract,
+    OriginalScores,
     original_scores_async,
     original_scores_sync,
     worker_ids,
@@ -365,16 +366,16 @@ class CoordinatorHardwareMonitoringIntegration:
         if is_async:
             async def patched_async(task, available_workers, worker_task_count, *args, **kwargs):
                 ids = worker_ids(available_workers)
-                scores = await original_scores_async(scheduler, original, task, ids, worker_task_count,
-                                                      self.coordinator.workers)
-                return self._choose(task, ids, worker_task_count, scores)
+                original_view = await original_scores_async(scheduler, original, task, ids, worker_task_count,
+                                                             self.coordinator.workers)
+                return self._choose(task, ids, worker_task_count, original_view)
             return patched_async
 
         def patched(task, available_workers, worker_task_count, *args, **kwargs):
             ids = worker_ids(available_workers)
-            scores = original_scores_sync(scheduler, original, task, ids, worker_task_count,
-                                          self.coordinator.workers)
-            return self._choose(task, ids, worker_task_count, scores)
+            original_view = original_scores_sync(scheduler, original, task, ids, worker_task_count,
+                                                 self.coordinator.workers)
+            return self._choose(task, ids, worker_task_count, original_view)
         return patched
 
     def _hardware_aware_find_best_worker(self, task: Mapping[str, Any], available_workers: Any,
@@ -398,18 +399,20 @@ class CoordinatorHardwareMonitoringIntegration:
             if _loop_running():
                 raise RuntimeError("the scheduler is async: inside an event loop, await "
                                    "coordinator.task_scheduler's patched method instead")
-            scores = asyncio.run(original_scores_async(scheduler, original, task, ids, worker_task_count, workers))
+            original_view = asyncio.run(original_scores_async(scheduler, original, task, ids, worker_task_count,
+                                                              workers))
         else:
-            scores = original_scores_sync(scheduler, original, task, ids, worker_task_count, workers)
-        return self._decide(task, ids, worker_task_count, scores)
+            original_view = original_scores_sync(scheduler, original, task, ids, worker_task_count, workers)
+        return self._decide(task, ids, worker_task_count, original_view)
 
     def _choose(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
-                scores: Mapping[str, float | None]) -> tuple[str | None, float]:
-        decision = self._decide(task, ids, counts, scores)
+                original_view: OriginalScores) -> tuple[str | None, float]:
+        decision = self._decide(task, ids, counts, original_view)
         return decision.chosen_worker_id, decision.chosen_score or 0.0
 
     def _decide(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
-                scores: Mapping[str, float | None]) -> SchedulingDecision:
+                original_view: OriginalScores) -> SchedulingDecision:
+        scores = original_view.scores
         requirements = TaskRequirements.from_task(task)
         factors = self._factors()
         limit = getattr(self.coordinator, "max_tasks_per_worker", None)
@@ -447,7 +450,7 @@ class CoordinatorHardwareMonitoringIntegration:
                               history=self.history, now_s=now_s,
                               stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
                               timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
-                              extra_exclusions=extra)
+                              extra_exclusions=extra, original_choice=original_view.choice)
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
             self._store.append(DECISIONS_TABLE, decision)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 SCHEDULER_METHODS = ("find_best_worker_for_task", "find_best_worker")
 
@@ -74,32 +74,58 @@ def worker_ids(available_workers: Any) -> list[str]:
     return ids
 
 
+class OriginalScores(NamedTuple):
+    """The original scheduler's view of one task: each worker's score (``None``: it would not
+    pick the worker) and, when the scores had to be asked one worker at a time, its own choice
+    among all of them (so the recorded "original choice" is really what it would pick)."""
+
+    scores: dict[str, float | None]
+    choice: tuple[str | None, float] | None = None
+
+
+def checked_choice(result: Any, name: str = "find_best_worker_for_task") -> tuple[str | None, float]:
+    """``(worker_id or None, score)`` from what a scheduler method returned; raises
+    :class:`CoordinatorContractError` for any other shape (a bare worker id, say)."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2 or isinstance(result, str):
+        raise CoordinatorContractError(f"the scheduler's {name} must return (worker_id or None, score), "
+                                       f"got {result!r}")
+    chosen, score = result
+    try:
+        return (None if chosen is None else str(chosen)), float(score or 0.0)
+    except (TypeError, ValueError):
+        raise CoordinatorContractError(f"the scheduler's {name} returned a non-numeric score: {score!r}") from None
+
+
+def _per_worker_scoring(scheduler: Any) -> bool:
+    return callable(getattr(scheduler, "score_workers", None)) or callable(getattr(scheduler, "score_worker", None))
+
+
 def original_scores_sync(scheduler: Any, original: Callable, task: Mapping, ids: Iterable[str],
-                         counts: Mapping[str, int], workers: Mapping[str, Any]) -> dict[str, float | None]:
+                         counts: Mapping[str, int], workers: Mapping[str, Any]) -> OriginalScores:
     """The original scheduler's score of each worker, all computed the same way: its batch
     ``score_workers`` when it has one, else ``score_worker`` per worker, else the original
-    method asked about one worker at a time. ``None``: the scheduler would not pick it."""
+    method asked about one worker at a time (and once about all of them, for its own choice)."""
     ids = list(ids)
     if callable(getattr(scheduler, "score_workers", None)):
         scores = scheduler.score_workers(task, ids, counts)
-        return scores if type(scores) is dict else dict(scores)  # the reference scheduler's is a new dict
+        return OriginalScores(scores if type(scores) is dict else dict(scores))  # the reference's is new
     if callable(getattr(scheduler, "score_worker", None)):
-        return {w: scheduler.score_worker(task, w, workers.get(w), counts.get(w, 0)) for w in ids}
+        return OriginalScores({w: scheduler.score_worker(task, w, workers.get(w), counts.get(w, 0)) for w in ids})
     out: dict[str, float | None] = {}
     for w in ids:
-        chosen, score = original(task, [w], counts)
-        out[w] = float(score) if chosen is not None else None
-    return out
+        chosen, score = checked_choice(original(task, [w], counts))
+        out[w] = score if chosen is not None else None
+    return OriginalScores(out, checked_choice(original(task, ids, counts)))
 
 
 async def original_scores_async(scheduler: Any, original: Callable, task: Mapping, ids: Iterable[str],
-                                counts: Mapping[str, int], workers: Mapping[str, Any]) -> dict[str, float | None]:
+                                counts: Mapping[str, int], workers: Mapping[str, Any]) -> OriginalScores:
     """:func:`original_scores_sync` for a scheduler whose method is a coroutine function."""
     ids = list(ids)
-    if callable(getattr(scheduler, "score_workers", None)) or callable(getattr(scheduler, "score_worker", None)):
+    if _per_worker_scoring(scheduler):
         return original_scores_sync(scheduler, original, task, ids, counts, workers)
     out: dict[str, float | None] = {}
     for w in ids:
-        chosen, score = await original(task, [w], counts)
-        out[w] = float(score) if chosen is not None else None
-    return out
+        chosen, score = checked_choice(await original(task, [w], counts))
+        out[w] = score if chosen is not None else None
+    return OriginalScores(out, checked_choice(await original(task, ids, counts)))

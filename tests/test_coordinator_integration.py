@@ -691,6 +691,38 @@ class TestCoordinatorHardwareMonitoringIntegration:
             CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path).initialize()
         assert not Path(db_path).exists()  # nothing opened for a coordinator it cannot serve
 
+    def test_original_choice_is_what_the_scheduler_itself_picks(self, db_path):
+        """Asked one worker at a time every idle worker scores 1.0; the recorded original choice
+        is still the one the scheduler picks among all of them (w1, the first), not a tie-break."""
+        coordinator = MinimalCoordinator(SyncScheduler)
+        coordinator.workers["w0"] = {"capabilities": cpu_caps(), "status": "active"}
+        integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, seed=3)
+        integration.initialize()
+        try:
+            for worker_id in ("w1", "w2", "w0"):
+                integration.update_worker_utilization(worker_id, sample(worker_id, 10.0, 30.0))
+            decision = integration.decide_task({"task_id": "t", "type": "unit"}, ["w1", "w2", "w0"], {})
+            assert (decision.original_worker_id, decision.original_score) == ("w1", 1.0)
+        finally:
+            integration.shutdown()
+
+    def test_scheduler_returning_a_bare_worker_id_gets_a_clear_error(self, db_path):
+        class BareIdScheduler:
+            def __init__(self, workers: dict) -> None:
+                self.workers = workers
+
+            def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+                return available_workers[0]
+
+        integration = CoordinatorHardwareMonitoringIntegration(MinimalCoordinator(BareIdScheduler), db_path=db_path)
+        integration.initialize()
+        try:
+            with pytest.raises(CoordinatorContractError, match=r"must return \(worker_id or None, score\), got 'w1'"):
+                integration.coordinator.task_scheduler.find_best_worker_for_task(
+                    {"task_id": "t", "type": "unit"}, ["w1", "w2"], {})
+        finally:
+            integration.shutdown()
+
     # -- reports --------------------------------------------------------------------------------
     def test_report_generation(self, tmp_path, db_path):
         coordinator = Coordinator(max_tasks_per_worker=1, poll_interval_s=0.05)

@@ -111,8 +111,12 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
            views: Mapping[str, WorkerView], mismatches: Mapping[str, str | None], *,
            factors: ScoringFactors, history: PerformanceHistory | None, now_s: float,
            stale_after_s: float, timestamp: datetime, seed: int = 0, max_recorded: int = 20,
-           extra_exclusions: Sequence[Exclusion] = ()) -> SchedulingDecision:
+           extra_exclusions: Sequence[Exclusion] = (),
+           original_choice: tuple[str | None, float | None] | None = None) -> SchedulingDecision:
     """Choose a worker among ``base_scores`` (worker id -> original score of each available worker).
+
+    ``original_choice``, when given, is what the original scheduler itself chose among all the
+    workers (recorded as the original choice); else that is the best original score.
 
     ``mismatches`` maps worker id -> hardware mismatch reason (``None`` or absent: the hardware
     fits); ``views`` holds the scheduler's view of each worker (a worker without a view has
@@ -215,7 +219,8 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
         CandidateScore(worker_id, float(base), adjusted, *details[:-1], len(view.inflight) if view else 0)
         for adjusted, worker_id, base, view, details in ranked)
     chosen = candidates[0] if candidates else None
-    original_id, original_score = _original_choice(base_scores, seed, task_id)
+    original_id, original_score = (original_choice if original_choice is not None
+                                   else _original_choice(base_scores, seed, task_id))
     explanation = _explain(chosen, original_id, exclusions, len(base_scores) + len(extra_exclusions))
     if chosen is not None and ranked[0][-1][-1].source is not None:
         explanation += "; " + _describe_demand(ranked[0][-1][-1], factors)
