@@ -25,7 +25,10 @@ TARGET_MS = 200.0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="fewer runs (20)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = min(args.runs, 20)
     detector = HardwareCapabilityDetector(worker_id="bench")
     start = time.perf_counter()
     caps = detector.detect_all_capabilities()
