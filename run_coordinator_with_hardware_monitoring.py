@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
 from fleet_hwmon.coordinator.coordinator import Coordinator
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         if not use_cluster:
             sampling.start()
         coordinator.start()
-        timed_out = not _wait(coordinator, integration, args, len(tasks))
+        timed_out = not _wait(coordinator, integration, args, len(tasks), sampling.push_all)
         coordinator.stop(cancel_running=True)
         sampling.stop()
         report = integration.generate_html_report(args.report)
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIntegration,
-          args: argparse.Namespace, total: int) -> bool:
+          args: argparse.Namespace, total: int, refresh: Callable[[], None] = lambda: None) -> bool:
     """Wait for every task or the duration, showing the live view unless ``--quiet``."""
     deadline = time.monotonic() + args.duration
     if args.quiet:
@@ -209,6 +209,7 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
         while not coordinator.all_done() and time.monotonic() < deadline:
             time.sleep(0.25)
             live.update(frame())
+        refresh()  # the last frame shows the workers as they are now, not as of the last interval
         live.update(frame())
     if not live.console.is_terminal:
         live.console.line()  # the last frame ends without a newline when output is not a terminal

@@ -31,8 +31,10 @@ class LiveView:
     def frame(self, workers: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int], alerts: int,
               running: Mapping[str, list[str]]) -> Group:
         table = Table(title="Workers", expand=False, header_style="bold")
-        for column in ("worker", "profile", "cpu", "memory", "gpu", "running tasks", "state"):
-            table.add_column(column, justify="right" if column in ("cpu", "memory", "gpu") else "left")
+        for column in ("worker", "profile", "cpu", "memory", "gpu", "running", "state"):
+            # every column keeps its text whole on a narrow terminal; only the task list folds
+            table.add_column(column, justify="right" if column in ("cpu", "memory", "gpu") else "left",
+                             no_wrap=column != "running", overflow="fold")
         for worker_id, info in workers.items():
             current = info.get("current") or {}
             simulated = "gpus" in (info.get("simulated_fields") or [])
