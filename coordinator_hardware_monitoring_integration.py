@@ -422,6 +422,8 @@ class CoordinatorHardwareMonitoringIntegration:
         mismatches: dict[str, str] = {}
         extra: list[Exclusion] = []
         at_limit = f"at task limit ({limit})"
+        if limit is not None and 0 < limit and counts and _below(counts.values(), limit):
+            limit = None  # no worker is at the limit: skip the check per worker
         with self._lock:
             self._forget_inflight(str(task.get("task_id", "")))  # a task asked about again is not load yet
             cache = self._mismatch_cache.get(requirements)
@@ -560,6 +562,14 @@ class CoordinatorHardwareMonitoringIntegration:
 _PROCESS_FIELDS = {"cpu_seconds": "process_cpu_seconds", "peak_rss_bytes": "process_peak_rss_bytes",
                    "read_bytes": "process_read_bytes", "write_bytes": "process_write_bytes",
                    "gpu_memory_peak_bytes": "process_gpu_memory_peak_bytes"}
+
+
+def _below(counts: Any, limit: Any) -> bool:
+    """Every count is below ``limit`` (False when they do not compare as numbers)."""
+    try:
+        return max(counts) < limit
+    except (TypeError, ValueError):
+        return False
 
 
 def _loop_running() -> bool:

@@ -64,6 +64,8 @@ def worker_ids(available_workers: Any) -> list[str]:
     ``worker_id``/``id``, or a mapping keyed by id."""
     if isinstance(available_workers, Mapping):
         return [str(w) for w in available_workers]
+    if isinstance(available_workers, (list, tuple)) and set(map(type, available_workers)) <= {str}:
+        return list(available_workers)  # plain ids, the common case: one pass over their types
     ids = []
     for item in available_workers or ():
         if type(item) is not str:  # ids are the common case; skip the slower Mapping check for them

@@ -405,10 +405,25 @@ def _neutral(neutral: dict[str, Any], eligible: list[tuple], resource: str) -> f
     if value is None:
         views = neutral.get("views")
         if views is None:
-            views = neutral["views"] = [item[3] for item in eligible if item[3] is not None]
-        known = [value for value in map(attrgetter(resource), views) if value is not None]
-        value = neutral[resource] = statistics.median(known) if known else 0.0
+            views = neutral["views"] = [view for view in map(itemgetter(3), eligible) if view is not None]
+            # The views' sample serials stand for their percents: the same candidates in the
+            # same state (e.g. the next task between two rounds of samples) give the same medians.
+            neutral["key"] = tuple(map(_serial_of, views))
+        key = (resource, neutral["key"])
+        value = _medians.get(key)
+        if value is None:
+            known = [value for value in map(attrgetter(resource), views) if value is not None]
+            value = statistics.median(known) if known else 0.0
+            if len(_medians) >= _MEDIANS_LIMIT:
+                _medians.clear()
+            _medians[key] = value
+        neutral[resource] = value
     return value
+
+
+_serial_of = attrgetter("sample_serial")
+_MEDIANS_LIMIT = 64
+_medians: dict[tuple, float] = {}  # (resource, candidates' sample serials) -> their median
 
 
 def _describe_demand(demand: TaskDemand, factors: ScoringFactors) -> str:
@@ -460,7 +475,7 @@ def _best(scored: list[tuple], count: int, seed: int, task_id: str) -> list[tupl
     seeded tie-break. Only the entries that can make the cut (every one tied with the last
     place included) are sorted, and only those in an exact tie among them are hashed."""
     if len(scored) > count:
-        cut = heapq.nlargest(count, [item[0] for item in scored])[-1]
+        cut = heapq.nlargest(count, map(itemgetter(0), scored))[-1]
         scored = [item for item in scored if item[0] >= cut]
     ranked = sorted(scored, key=itemgetter(0), reverse=True)  # stable: a tie keeps its order
     start, size = 0, len(ranked)

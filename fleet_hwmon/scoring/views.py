@@ -3,6 +3,7 @@ and tasks assigned but not yet visible in the samples. Updated from samples; no 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
@@ -11,6 +12,7 @@ from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.scoring.factors import ScoringFactors
 
 _EXCLUSION_RESOURCES = ("cpu", "memory", "gpu", "gpu_memory")
+_serials = itertools.count()  # sample serials: unique across every view
 
 
 @dataclass
@@ -59,13 +61,18 @@ class WorkerView:
     # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
     # task_finished() change the view, so the fields it rests on are changed through them.
     scoring_memo: dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
+    # A number no other view or state shares, renewed by observe(): it stands for the smoothed
+    # percents above, so decide() can remember medians over many views by their serials.
+    sample_serial: int = field(default=-1, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.sample_serial = next(_serials)
         self._resum()
 
     def observe(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
         """Take a new sample received at ``now_s`` (the scheduler's clock)."""
         self.scoring_memo.clear()
+        self.sample_serial = next(_serials)
         alpha = factors.ewma_alpha
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
