@@ -46,7 +46,7 @@ from fleet_hwmon.integration import (
     worker_ids,
 )
 from fleet_hwmon.sample import ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide, task_demand_for
+from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide_among, task_demand_for
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
@@ -59,7 +59,6 @@ __all__ = ["CoordinatorContractError", "CoordinatorHardwareMonitoringIntegration
 log = logging.getLogger("fleet_hwmon.integration")
 
 DECISIONS_TABLE = "scheduling_decisions"
-_UNSEEN = object()
 _reason_of = operator.attrgetter("reason")
 
 
@@ -418,10 +417,6 @@ class CoordinatorHardwareMonitoringIntegration:
         limit = getattr(self.coordinator, "max_tasks_per_worker", None)
         workers = self.coordinator.workers
         now_s = self._clock()
-        base: dict[str, float] = {}
-        mismatches: dict[str, str] = {}
-        extra: list[Exclusion] = []
-        at_limit = f"at task limit ({limit})"
         if limit is not None and 0 < limit and counts and _below(counts.values(), limit):
             limit = None  # no worker is at the limit: skip the check per worker
         with self._lock:
@@ -431,28 +426,21 @@ class CoordinatorHardwareMonitoringIntegration:
                 if len(self._mismatch_cache) >= 256:  # many distinct requirement sets: start over
                     self._mismatch_cache.clear()
                 cache = self._mismatch_cache[requirements] = {}
-            known, count_of, score_of = cache.get, counts.get, scores.get
-            for worker_id in ids:  # once per available worker and task: keep it to lookups
-                if limit is not None and count_of(worker_id, 0) >= limit:
-                    extra.append(Exclusion(worker_id, at_limit))
-                    continue
-                mismatch = known(worker_id, _UNSEEN)
-                if mismatch is _UNSEEN:
-                    info = workers.get(worker_id) or {}
-                    reason = hardware_mismatch(requirements, info.get("capabilities") or {})
-                    mismatch = cache[worker_id] = None if reason is None else Exclusion(worker_id, reason)
-                score = score_of(worker_id)
-                if score is None:  # say why when it is the hardware, as for any other exclusion
-                    extra.append(mismatch or Exclusion(worker_id, "rejected by the original scheduler"))
-                    continue
-                base[worker_id] = score
-                if mismatch is not None:
-                    mismatches[worker_id] = mismatch.reason
-            decision = decide(task, requirements, base, self._views, mismatches, factors=factors,
-                              history=self.history, now_s=now_s,
-                              stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
-                              timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
-                              extra_exclusions=extra, original_choice=original_view.choice)
+
+            def check_hardware(worker_id: str) -> Exclusion | None:  # remembered until the worker re-registers
+                info = workers.get(worker_id) or {}
+                reason = hardware_mismatch(requirements, info.get("capabilities") or {})
+                mismatch = cache[worker_id] = None if reason is None else Exclusion(worker_id, reason)
+                return mismatch
+
+            # One pass over the available workers: the task limit, the hardware and the original
+            # score are checked in decide_among's loop.
+            decision = decide_among(task, requirements, ids, scores, self._views, cache, check_hardware,
+                                    factors=factors, history=self.history, now_s=now_s,
+                                    stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
+                                    timestamp=self._wall_clock(), seed=self.seed,
+                                    max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
+                                    original_choice=original_view.choice)
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
             self._store.append(DECISIONS_TABLE, decision)

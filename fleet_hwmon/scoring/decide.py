@@ -35,6 +35,7 @@ from fleet_hwmon.scoring.requirements import TaskRequirements
 from fleet_hwmon.scoring.views import WorkerView
 
 GIB = 1024**3
+_UNSEEN: Any = object()  # a worker whose hardware has not been checked yet
 FLOOR = 0.05  # a penalised worker keeps a sliver of its score, so it still ranks by the original
 
 
@@ -120,7 +121,49 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
 
     ``mismatches`` maps worker id -> hardware mismatch reason (``None`` or absent: the hardware
     fits); ``views`` holds the scheduler's view of each worker (a worker without a view has
-    unknown load and is not excluded for it).
+    unknown load and is not excluded for it). ``extra_exclusions`` (workers excluded before
+    scoring) come first among the exclusions. See :func:`decide_among`, which this calls.
+    """
+    misfits = {worker_id: Exclusion(worker_id, reason) for worker_id, reason in mismatches.items()
+               if reason is not None} if mismatches else {}
+    return decide_among(task, requirements, list(base_scores), base_scores, views, misfits, _no_mismatch,
+                        factors=factors,
+                        history=history, now_s=now_s, stale_after_s=stale_after_s, timestamp=timestamp, seed=seed,
+                        max_recorded=max_recorded, extra_exclusions=extra_exclusions,
+                        original_choice=original_choice)
+
+
+def _no_mismatch(worker_id: str) -> None:
+    """The hardware of a worker that ``decide``'s ``mismatches`` does not list fits."""
+    return None
+
+
+def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
+                 scores: Mapping[str, float | None], views: Mapping[str, WorkerView],
+                 misfits: Mapping[str, Exclusion | None], check_hardware: Callable[[str], Exclusion | None], *,
+                 factors: ScoringFactors, history: PerformanceHistory | None, now_s: float,
+                 stale_after_s: float, timestamp: datetime, seed: int = 0, max_recorded: int = 20,
+                 task_counts: Mapping[str, int] | None = None, task_limit: Any = None,
+                 extra_exclusions: Sequence[Exclusion] = (),
+                 original_choice: tuple[str | None, float | None] | None = None) -> SchedulingDecision:
+    """Choose a worker among ``worker_ids`` (the available workers, in order), in one pass over them.
+
+    A worker is excluded before scoring when ``task_limit`` is given and its count in
+    ``task_counts`` (absent: 0) is at least the limit (reason ``at task limit (N)``), or when
+    ``scores`` (worker id -> original score) has no score for it: the reason is then its hardware
+    mismatch, else ``rejected by the original scheduler``. These exclusions come first, after
+    ``extra_exclusions``, in worker order; the others (hardware mismatch of a scored worker,
+    stale, overloaded, the task does not fit) follow in worker order. A worker listed twice is
+    scored once.
+
+    ``misfits`` maps worker id -> its hardware mismatch (``None``: the hardware fits);
+    ``check_hardware(worker_id)`` gives it for a worker that ``misfits`` lacks (a caller that
+    remembers the checks stores it there). ``views`` holds the scheduler's view of each worker
+    (a worker without a view has unknown load and is not excluded for it).
+
+    ``original_choice``, when given, is what the original scheduler itself chose among all the
+    workers (recorded as the original choice); else that is the best original score among the
+    scored workers, ties broken like the adjusted ones.
 
     This runs once per task over every available worker, so the per-worker work is kept to a
     few lookups: the views keep their in-flight totals and free memory up to date as samples
@@ -132,7 +175,7 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
     task_id = str(task.get("task_id", ""))
     task_type = task.get("type")
     needs_gpu = requirements.needs_gpu
-    exclusions = list(extra_exclusions)
+    exclusions: list[Exclusion] = []  # the exclusions while scoring
     exclude = exclusions.append
     # No fleet statistics of the type means no worker has any: history changes nothing.
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
@@ -154,24 +197,50 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
     scored: list[tuple] = []
     add = scored.append
     deferred: list[int] = []  # indices in scored of the entries still to score
-    mismatched = mismatches.get if mismatches else None
-    views_get = views.get
-    for worker_id, base in base_scores.items():
-        reason = mismatched(worker_id) if mismatched is not None else None
+    # Excluded before scoring (task limit, no original score), listed before the others.
+    early = list(extra_exclusions)
+    early_exclude = early.append
+    at_limit = f"at task limit ({task_limit})"
+    limited = task_limit is not None
+    count_of = task_counts.get if limited and task_counts is not None else {}.get
+    known, score_of, views_get = misfits.get, scores.get, views.get
+    repeats = len(set(worker_ids)) < len(worker_ids)
+    taken: set[str] = set()  # the workers scored so far, when one may be listed twice
+    best_original: Any = float("-inf")  # the best original score so far and the workers that have it
+    best_ids: list[str] = []
+    for worker_id in worker_ids:
+        if limited and count_of(worker_id, 0) >= task_limit:
+            early_exclude(Exclusion(worker_id, at_limit))
+            continue
+        mismatch = known(worker_id, _UNSEEN)
+        if mismatch is _UNSEEN:
+            mismatch = check_hardware(worker_id)
+        base = score_of(worker_id)
+        if base is None:  # say why when it is the hardware, as for any other exclusion
+            early_exclude(mismatch or Exclusion(worker_id, "rejected by the original scheduler"))
+            continue
+        if repeats:
+            if worker_id in taken:
+                continue
+            taken.add(worker_id)
+        if base >= best_original:
+            if base > best_original:
+                best_original, best_ids = base, [worker_id]
+            else:
+                best_ids.append(worker_id)
+        if mismatch is not None:
+            exclude(mismatch)
+            continue
         view = views_get(worker_id)
         if view is None:
-            if reason is not None:
-                exclude(Exclusion(worker_id, reason))
-                continue
             deferred.append(len(scored))
             add((None, worker_id, base, None, (None, None, None, None, fleet_demand)))
             continue
-        if reason is None:
-            last_s = view.last_sample_s
-            if now_s - (view.registered_s if last_s is None else last_s) > stale_after_s:  # stale_reason(), inline
-                reason = view.stale_reason(now_s, stale_after_s)
-            else:
-                reason = view.excluded_reason
+        last_s = view.last_sample_s
+        if now_s - (view.registered_s if last_s is None else last_s) > stale_after_s:  # stale_reason(), inline
+            reason = view.stale_reason(now_s, stale_after_s)
+        else:
+            reason = view.excluded_reason
         if reason is not None:
             exclude(Exclusion(worker_id, reason))
             continue
@@ -203,16 +272,30 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
                 neutral_load.append(_neutral_load(scored))
             return neutral_load[0]
 
+        # Without history of its own, a worker's outcome rests on its view, the context and the
+        # candidates' medians: remembered in its view's memo like the others' (until they change).
+        with_medians: int | None = None  # memo key of this context with these candidates' medians
         for index in deferred:
             _, worker_id, base, view, (cpu, memory, gpu, stats, demand) = scored[index]
-            cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
-            if view is not None:
-                cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
-                                                                neutral)
-            penalties = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
-            total = penalties[-1]
-            adjusted = base * max(FLOOR, 1.0 - total) if base > 0 else base - total
-            scored[index] = (adjusted, worker_id, base, view, (cpu, memory, gpu, *penalties[:-1], demand))
+            memo = found = None
+            if view is not None and stats is None:
+                if with_medians is None:
+                    with_medians = _context_id((memo_key, _medians_of(neutral, scored)[0]))
+                memo = view.scoring_memo
+                found = memo.get(with_medians)
+            if found is None:
+                cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
+                if view is not None:
+                    cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
+                                                                    neutral)
+                *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
+                found = (total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand))
+                if memo is not None and (cpu_eff is not None or mem_eff is not None):  # not busiest_median()'s
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    memo[with_medians] = found
+            total, factor, details = found
+            scored[index] = (base * factor if base > 0 else base - total, worker_id, base, view, details)
 
     ranked = _best(scored, max(1, max_recorded), seed, task_id)
     candidates = tuple(
@@ -220,8 +303,10 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
         for adjusted, worker_id, base, view, details in ranked)
     chosen = candidates[0] if candidates else None
     original_id, original_score = (original_choice if original_choice is not None
-                                   else _original_choice(base_scores, seed, task_id))
-    explanation = _explain(chosen, original_id, exclusions, len(base_scores) + len(extra_exclusions))
+                                   else _original_choice(best_ids, scores, seed, task_id))
+    available = len(early) + len(exclusions) + len(scored)
+    exclusions[:0] = early
+    explanation = _explain(chosen, original_id, exclusions, available)
     if chosen is not None and ranked[0][-1][-1].source is not None:
         explanation += "; " + _describe_demand(ranked[0][-1][-1], factors)
     return SchedulingDecision(
@@ -403,27 +488,39 @@ def _neutral(neutral: dict[str, Any], eligible: list[tuple], resource: str) -> f
     computed the first time it is needed and kept in ``neutral`` (with the candidates' views)."""
     value = neutral.get(resource)
     if value is None:
-        views = neutral.get("views")
-        if views is None:
-            views = neutral["views"] = [view for view in map(itemgetter(3), eligible) if view is not None]
-            # The views' sample serials stand for their percents: the same candidates in the
-            # same state (e.g. the next task between two rounds of samples) give the same medians.
-            neutral["key"] = tuple(map(_serial_of, views))
-        key = (resource, neutral["key"])
-        value = _medians.get(key)
+        medians = _medians_of(neutral, eligible)[1]
+        value = medians.get(resource)
         if value is None:
-            known = [value for value in map(attrgetter(resource), views) if value is not None]
-            value = statistics.median(known) if known else 0.0
-            if len(_medians) >= _MEDIANS_LIMIT:
-                _medians.clear()
-            _medians[key] = value
+            known = [value for value in map(attrgetter(resource), neutral["views"]) if value is not None]
+            value = medians[resource] = statistics.median(known) if known else 0.0
         neutral[resource] = value
     return value
 
 
+def _medians_of(neutral: dict[str, Any], eligible: list[tuple]) -> tuple[int, dict[str, float]]:
+    """``(number, resource -> median)`` of the candidates (``eligible``, as for
+    :func:`_unknown_as_neutral`), kept in ``neutral`` with their views. Candidates in the same
+    state share them (e.g. the next task between two rounds of samples); a number is never
+    given to other medians."""
+    found = neutral.get("medians")
+    if found is None:
+        views = neutral["views"] = list(filter(None, map(itemgetter(3), eligible)))  # those not None
+        # The views' sample serials stand for their percents.
+        key = tuple(map(_serial_of, views))
+        found = _medians.get(key)
+        if found is None:
+            if len(_medians) >= _MEDIANS_LIMIT:
+                _medians.clear()
+            found = _medians[key] = (next(_medians_numbers), {})
+        neutral["medians"] = found
+    return found
+
+
 _serial_of = attrgetter("sample_serial")
 _MEDIANS_LIMIT = 64
-_medians: dict[tuple, float] = {}  # (resource, candidates' sample serials) -> their median
+# candidates' sample serials -> (a number for them, resource -> their median)
+_medians: dict[tuple, tuple[int, dict[str, float]]] = {}
+_medians_numbers = itertools.count()
 
 
 def _describe_demand(demand: TaskDemand, factors: ScoringFactors) -> str:
@@ -491,18 +588,17 @@ def _best(scored: list[tuple], count: int, seed: int, task_id: str) -> list[tupl
     return ranked[:count]
 
 
-def _original_choice(base_scores: Mapping[str, float], seed: int, task_id: str) -> tuple[str | None, float | None]:
-    """What the original scores alone choose: the best, ties broken like the adjusted ones."""
-    if not base_scores:
+def _original_choice(tied: list[str], scores: Mapping[str, float | None], seed: int,
+                     task_id: str) -> tuple[str | None, float | None]:
+    """What the original scores alone choose among the workers ``tied`` at the best original
+    score (none: no worker was scored), ties broken like the adjusted ones."""
+    if not tied:
         return None, None
-    best = max(base_scores.values())
-    tied = [w for w, score in base_scores.items() if score == best]
-    if len(tied) == 1:
-        worker_id = tied[0]
-    else:
+    worker_id = tied[0]
+    if len(tied) > 1:
         digests = _tie_digests(seed, task_id, tied)
         worker_id = tied[digests.index(min(digests))]  # the first of the lowest, as min() picks
-    return worker_id, base_scores[worker_id]
+    return worker_id, scores[worker_id]
 
 
 def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions: list[Exclusion],
