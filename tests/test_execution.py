@@ -307,6 +307,26 @@ def test_c08_vanished_and_denied_processes_are_skipped_and_counted():
     assert sampler.sample().skipped_processes == 3
 
 
+def _sample_from_two_threads(sampler: ProcessTreeSampler, rounds: int, expect_sample: bool = False) -> list:
+    """Call ``sampler.sample()`` ``rounds`` times from each of two threads at once; the errors raised."""
+    errors: list[BaseException] = []
+
+    def hammer():
+        try:
+            for _ in range(rounds):
+                sample = sampler.sample()
+                assert sample is not None or not expect_sample
+        except BaseException as err:  # noqa: BLE001 - collected for the caller's assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_c08_concurrent_sampling_is_serialised():
     class Racy(FakeProc):
         """Fails like psutil#1991 when two threads list processes at once."""
@@ -321,21 +341,7 @@ def test_c08_concurrent_sampling_is_serialised():
             return []
 
     sampler = ProcessTreeSampler(100, psutil_module=FakePsutil(Racy(100, cpu=1.0, rss=10)))
-    errors: list[BaseException] = []
-
-    def hammer():
-        try:
-            for _ in range(40):
-                assert sampler.sample() is not None
-        except BaseException as err:  # noqa: BLE001 - collected for the assertion below
-            errors.append(err)
-
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _sample_from_two_threads(sampler, 40, expect_sample=True) == []
     assert sampler.totals().num_samples == 80
 
 
@@ -346,21 +352,7 @@ def test_concurrent_sampling_of_a_real_tree():
     proc = psutil.Popen([PY, "-c", code])
     try:
         sampler = ProcessTreeSampler(proc.pid)
-        errors: list[BaseException] = []
-
-        def hammer():
-            try:
-                for _ in range(50):
-                    sampler.sample()
-            except BaseException as err:  # noqa: BLE001
-                errors.append(err)
-
-        threads = [threading.Thread(target=hammer) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        assert _sample_from_two_threads(sampler, 50) == []
         assert sampler.totals().num_samples == 100
     finally:
         for child in proc.children(recursive=True):
