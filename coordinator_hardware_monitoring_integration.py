@@ -326,7 +326,8 @@ class CoordinatorHardwareMonitoringIntegration:
         """End ``task_id`` on ``worker_id``: its usage is stored and learnt from (performance
         history per worker and task type). ``process_usage`` adds the task's process-tree
         measurements (``cpu_seconds``, ``peak_rss_bytes``, ``read_bytes``, ``write_bytes``,
-        ``gpu_memory_peak_bytes``). Raises ``KeyError`` when the task is not monitored there."""
+        ``gpu_memory_peak_bytes``, ``gpu_utilization_percent``: mean GPU utilization of the tree,
+        percent of one GPU). Raises ``KeyError`` when the task is not monitored there."""
         monitor = _monitor or self.worker_monitors.get(worker_id)
         if monitor is None:
             raise KeyError(f"worker {worker_id!r} is not monitored")
@@ -342,7 +343,8 @@ class CoordinatorHardwareMonitoringIntegration:
                 self.history.record(worker_id, task_type, success=success, duration_s=usage.duration_s,
                                     cpu_seconds=usage.process_cpu_seconds,
                                     peak_rss_bytes=usage.process_peak_rss_bytes,
-                                    gpu_memory_bytes=usage.process_gpu_memory_peak_bytes)
+                                    gpu_memory_bytes=usage.process_gpu_memory_peak_bytes,
+                                    gpu_percent=usage.process_gpu_utilization_percent)
             self._stats["tasks_succeeded" if success else "tasks_failed"] += 1
         return usage
 
@@ -464,11 +466,11 @@ class CoordinatorHardwareMonitoringIntegration:
         self._task_types[decision.task_id] = task_type
         view = self._views.get(chosen)
         if view is not None:
-            cores, memory_bytes, gpu_memory_bytes = task_demand_for(view, self.history, chosen, task_type,
-                                                                    requirements, self._factors())
+            cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
+                view, self.history, chosen, task_type, requirements, self._factors())
             self._inflight_at[decision.task_id] = chosen
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
-                                       gpu_memory_bytes, decision.timestamp))
+                                       gpu_memory_bytes, decision.timestamp, gpu_percent))
 
     def _forget_inflight(self, task_id: str) -> None:
         worker_id = self._inflight_at.pop(task_id, None)
@@ -549,7 +551,8 @@ class CoordinatorHardwareMonitoringIntegration:
 
 _PROCESS_FIELDS = {"cpu_seconds": "process_cpu_seconds", "peak_rss_bytes": "process_peak_rss_bytes",
                    "read_bytes": "process_read_bytes", "write_bytes": "process_write_bytes",
-                   "gpu_memory_peak_bytes": "process_gpu_memory_peak_bytes"}
+                   "gpu_memory_peak_bytes": "process_gpu_memory_peak_bytes",
+                   "gpu_utilization_percent": "process_gpu_utilization_percent"}
 
 
 def _below(counts: Any, limit: Any) -> bool:

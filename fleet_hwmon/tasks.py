@@ -21,7 +21,9 @@ class TaskResourceUsage:
     means over the task's samples; ``None`` means no sample had a known value. ``process_*``
     fields come from measuring the task's own process tree when it ran as a subprocess (CPU
     seconds from ``psutil.Process.cpu_times``, RSS from ``memory_info``, bytes from
-    ``io_counters``, GPU memory from NVML per PID); ``simulated_fields`` names generated values."""
+    ``io_counters``, GPU memory and utilization from NVML per PID; ``process_gpu_utilization_percent``
+    is the tree's mean GPU utilization in percent of one GPU); ``simulated_fields`` names generated
+    values."""
 
     task_id: str
     worker_id: str
@@ -49,6 +51,7 @@ class TaskResourceUsage:
     process_read_bytes: int | None = None
     process_write_bytes: int | None = None
     process_gpu_memory_peak_bytes: int | None = None
+    process_gpu_utilization_percent: float | None = None
     simulated_fields: tuple[str, ...] = ()
 
     def with_process_usage(self, **fields: Any) -> TaskResourceUsage:

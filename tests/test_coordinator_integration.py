@@ -388,13 +388,13 @@ class TestCoordinatorHardwareMonitoringIntegration:
         fleet.push(sample("busy-gpu", 10.0, 20.0, gpu=85.0), sample("idle-gpu", 10.0, 20.0, gpu=5.0),
                    sample("cpu-only", 0.0, 5.0))
         worker, score = fleet.choose(gpu_task("t-gpu"))
-        # busy: GPU penalty 0.9 * 25 / 40 = 0.5625, balance 0.25 * 0.85 -> 1 - 0.775
-        # idle: CPU 10 % + the task's default core (12.5 % of 8) is its busiest: balance
-        # 0.25 * 0.225 -> 1 - 0.05625
-        assert (worker, score) == ("idle-gpu", pytest.approx(0.94375))
+        # With the task's own default 50 % of a GPU: busy at 135 %, GPU penalty 0.9 * 75 / 40
+        # -> the floor; idle at 55 %, its busiest: balance 0.25 * 0.55 -> 1 - 0.1375
+        assert (worker, score) == ("idle-gpu", pytest.approx(0.8625))
         decision = fleet.last_decision()
         assert [(c.worker_id, c.adjusted_score, c.gpu_penalty) for c in decision.candidates] == [
-            ("idle-gpu", pytest.approx(0.94375), 0.0), ("busy-gpu", pytest.approx(0.225), pytest.approx(0.5625))]
+            ("idle-gpu", pytest.approx(0.8625), 0.0),
+            ("busy-gpu", pytest.approx(0.05), pytest.approx(1.6875))]  # busy-gpu at the floor
         assert [(e.worker_id, e.reason) for e in decision.exclusions] == [("cpu-only", "lacks gpu")]
         # The same busy GPU costs a CPU task nothing (GPU penalties are for GPU tasks).
         assert fleet.choose(cpu_task("t-cpu"), {"busy-gpu": 0, "idle-gpu": 1, "cpu-only": 1},

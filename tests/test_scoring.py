@@ -19,7 +19,7 @@ FACTORS = ScoringFactors()
 # The penalty arithmetic below is checked for a task predicted to add nothing (no history and
 # zero default size), so each figure is the worker's own load; TestTaskSize checks what a
 # task's own predicted demand adds.
-ZERO_TASK = FACTORS.replace(default_task_cores=0.0, default_task_memory_bytes=0.0)
+ZERO_TASK = FACTORS.replace(default_task_cores=0.0, default_task_memory_bytes=0.0, default_task_gpu_percent=0.0)
 
 T4 = {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": 16}
 A100 = {"name": "NVIDIA A100-SXM4-80GB", "cuda_compute": 8.0, "memory_gb": 80}
@@ -192,6 +192,59 @@ class TestDecide:
         assert gpu_task.balance_penalty == pytest.approx(0.25 * 0.80)
         assert gpu_task.adjusted_score == pytest.approx(1.0 - 0.1 - 0.45 - 0.2)
 
+    def test_gpu_task_scored_on_the_least_busy_gpu_after_placement(self):
+        gpu = {"hardware": ["gpu"]}
+        # The default guess: 50 % of one GPU for the task itself, on top of what the GPU shows.
+        w = by_worker(run({"w": 1.0}, {"w": view("w", 10.0, 10.0, gpu=30.0)}, requirements=gpu, factors=FACTORS))["w"]
+        assert w.gpu_percent == pytest.approx(80.0)
+        assert w.gpu_penalty == pytest.approx(0.9 * 20 / 40)
+        # Two GPUs, one busy (below critical): a new task goes to the idle one, so the busy one
+        # does not count.
+        two = WorkerView("two", registered_s=0.0)
+        two.observe(ResourceUtilization(worker_id="two", timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                                        cpu_count_effective=8, memory_total_bytes=16 * GIB,
+                                        gpus=(GpuUtilization(0, "GPU-a", "A100", 90.0),
+                                              GpuUtilization(1, "GPU-b", "A100", 5.0))), 100.0, FACTORS)
+        assert by_worker(run({"two": 1.0}, {"two": two}, requirements=gpu, factors=FACTORS))["two"].gpu_percent == \
+            pytest.approx(55.0)
+
+    def test_small_gpu_task_takes_the_smallest_gpu_that_holds_it(self):
+        def gpu_worker(worker_id, total_gb):
+            v = WorkerView(worker_id, registered_s=0.0)
+            v.observe(ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=10.0,
+                                          memory_percent=10.0, cpu_count_effective=8, memory_total_bytes=16 * GIB,
+                                          gpus=(GpuUtilization(0, f"GPU-{worker_id}", "gpu", 0.0, 0,
+                                                               int(total_gb * GIB)),)), 100.0, FACTORS)
+            return v
+        views = {"t4": gpu_worker("t4", 16), "h100": gpu_worker("h100", 80)}
+        factors = ZERO_TASK.replace(load_balance_weight=0.0)
+        d = run({"t4": 1.0, "h100": 1.0}, views, requirements={"hardware": ["gpu"], "min_gpu_memory_gb": 4},
+                factors=factors)
+        scores = by_worker(d)
+        assert scores["t4"].gpu_penalty == pytest.approx(0.5 * (1 - 4 / 16))
+        assert scores["h100"].gpu_penalty == pytest.approx(0.5 * (1 - 4 / 80))
+        assert d.chosen_worker_id == "t4"
+        # A task without a GPU pays nothing for the spare GPU.
+        assert by_worker(run({"t4": 1.0, "h100": 1.0}, views, factors=factors))["h100"].gpu_penalty == 0.0
+
+    def test_gpu_share_learnt_from_history_adds_and_excludes(self):
+        gpu = {"hardware": ["gpu"]}
+        history = PerformanceHistory()
+        history.record("elsewhere", "infer", success=True, duration_s=10.0, gpu_percent=35.0)
+        views = {"w": view("w", 10.0, 10.0, gpu=40.0)}
+        w = by_worker(run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history,
+                          factors=FACTORS))["w"]
+        assert w.gpu_percent == pytest.approx(75.0)  # 40 + the fleet's 35, not the 50 % guess
+        # Two more such tasks in flight (35 % each, predicted): 40 + 70 + 35 = 145 % > 100 %.
+        for task_id in ("a", "b"):
+            views["w"].add_inflight(InFlight(task_id, 100.0, 1.0, 0.0, True, 0.0, None, 35.0))
+        d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history, factors=FACTORS)
+        assert d.chosen_worker_id is None
+        assert d.exclusions[0].reason == "predicted gpu 145% of the least busy GPU > 100%"
+        # Without history the same load is only penalised (a guess never excludes).
+        d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", factors=FACTORS)
+        assert d.chosen_worker_id == "w" and by_worker(d)["w"].gpu_percent == pytest.approx(160.0)
+
     def test_floor_and_negative_original_scores(self):
         saturated = {"w": view("w", 95.0, 95.0)}  # at critical, not above: penalised, not excluded
         # 0.5 + 0.5 + 0.2375 > 1: the worker keeps FLOOR of its original score
@@ -302,7 +355,8 @@ class TestHistory:
         assert history.speed_ratio("w", "unit") == 1.0
         assert history.speed_ratio("w", "io") is None
         assert history.snapshot() == [{"worker_id": "w", "task_type": "unit", "runs": 2, "failures": 1,
-                                       "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0}]
+                                       "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0,
+                                       "gpu_memory_bytes": None, "gpu_percent": None}]
 
 
 def gpu_view(worker_id: str, total_gb: float, used_gb: float, *, cpu=10.0, memory=10.0, cores=16,
@@ -403,9 +457,10 @@ class TestTaskSize:
         history.record("w", "build", success=False, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=18 * GIB)
         assert history.fleet_stats("build").memory_bytes == pytest.approx(8 * GIB + 0.3 * 10 * GIB)
         # The worker's own figures: 2 GiB, then raised by the 18 GiB run; GPU memory 1 GiB.
-        assert history.task_demand("w", "build") == (1.0, pytest.approx(2 * GIB + 0.3 * 16 * GIB), GIB, "worker")
+        assert history.task_demand("w", "build") == (1.0, pytest.approx(2 * GIB + 0.3 * 16 * GIB), GIB, None,
+                                                     "worker")
         assert history.task_demand("new", "build").source == "fleet"
-        assert history.task_demand("w", "other") == (None, None, None, None)
+        assert history.task_demand("w", "other") == (None, None, None, None, None)
 
 
 class TestInFlightBySampleTime:

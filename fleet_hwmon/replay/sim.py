@@ -78,6 +78,7 @@ class _Running:
     error: str | None  # set when it will end as a failure
     rate: float = 0.0
     cpu_seconds: float = 0.0
+    gpu_percent_s: float = 0.0  # integral of its share of the GPU (percent x seconds)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class _Worker:
     last_s: float = 0.0
     version: int = 0
     cpu_factor: float = 1.0
+    gpu_factor: float = 1.0
     cpu_busy_core_s: float = 0.0  # integral of min(demand, cores)
     sampled_core_s: float = 0.0  # cpu_busy_core_s at the previous sample
     last_sample_s: float = 0.0
@@ -246,6 +248,8 @@ class Simulation:
         for task in worker.tasks.values():
             task.remaining -= task.rate * dt
             task.cpu_seconds += task.spec.cores * worker.cpu_factor * dt
+            if task.spec.needs_gpu:
+                task.gpu_percent_s += task.spec.gpu_percent * worker.gpu_factor * dt
         over = {"cpu": 100.0 * demand / cores > OVERLOAD_PERCENT,
                 "memory": 100.0 * worker.memory_used() / worker.spec.memory_bytes > OVERLOAD_PERCENT,
                 "gpu": worker.gpu_percent() > OVERLOAD_PERCENT}
@@ -264,7 +268,7 @@ class Simulation:
         demand = worker.demand()
         worker.cpu_factor = min(1.0, worker.spec.cores / demand) if demand > 0 else 1.0
         gpu = worker.gpu_percent()
-        gpu_factor = min(1.0, 100.0 / gpu) if gpu > 0 else 1.0
+        gpu_factor = worker.gpu_factor = min(1.0, 100.0 / gpu) if gpu > 0 else 1.0
         for task_id, task in worker.tasks.items():
             factor = min(worker.cpu_factor, gpu_factor) if task.spec.needs_gpu else worker.cpu_factor
             task.rate = worker.spec.speed * factor
@@ -296,8 +300,13 @@ class Simulation:
         task = worker.tasks.pop(task_id)
         self._done += 1
         self.events.append((self.now, "finish", task_id, worker.spec.worker_id, task.error))
+        # What a process-tree measurement would report: CPU seconds, peak memory, and for a GPU
+        # task its GPU memory and its mean share of the GPU (NVML per-process utilization).
+        duration = self.now - task.start_s
+        gpu = task.spec.needs_gpu
         usage = {"cpu_seconds": task.cpu_seconds, "peak_rss_bytes": task.memory_bytes,
-                 "gpu_memory_peak_bytes": task.gpu_memory_bytes if task.spec.needs_gpu else None}
+                 "gpu_memory_peak_bytes": task.gpu_memory_bytes if gpu else None,
+                 "gpu_utilization_percent": task.gpu_percent_s / duration if gpu and duration > 0 else None}
         self.policy.on_finish(task.spec, worker.spec.worker_id, task.error is None, task.error, usage)
         self._reschedule(worker)
 

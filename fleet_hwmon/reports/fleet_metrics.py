@@ -150,6 +150,7 @@ TASK_SOURCES: dict[str, frozenset[str]] = {
     "process_read_bytes": frozenset({"process_read_bytes"}),
     "process_write_bytes": frozenset({"process_write_bytes"}),
     "process_gpu_memory_peak_bytes": frozenset({"process_gpu_memory_peak_bytes", "gpus"}),
+    "process_gpu_utilization_percent": frozenset({"process_gpu_utilization_percent", "gpus"}),
 }
 
 

@@ -287,8 +287,9 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
                 cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
                 if view is not None:
                     cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
-                                                                    neutral)
-                *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
+                                                                    neutral, terms.own_gpu(demand))
+                *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median,
+                                                    terms.spare_gpu(view, demand))
                 found = (total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand))
                 if memo is not None and (cpu_eff is not None or mem_eff is not None):  # not busiest_median()'s
                     if len(memo) >= _MEMO_SIZE:
@@ -364,14 +365,14 @@ class _Terms:
         factors = self.factors
         cores = factors.default_task_cores if demand.cores is None else demand.cores
         memory_bytes = factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes
-        cpu, memory, gpu = view.cpu_percent, view.memory_percent, view.gpu_percent
+        cpu, memory, gpu = view.cpu_percent, view.memory_percent, view.gpu_least_percent
         count, total = view.cpu_count, view.memory_total_bytes
         if cpu is not None and count:
             cpu += 100.0 * (view.inflight_cores + cores) / count
         if memory is not None and total:
             memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
-        if gpu is not None and view.inflight_gpu_tasks:
-            gpu += 50.0 * view.inflight_gpu_tasks
+        if gpu is not None:  # on the least busy GPU, where the task would go
+            gpu += view.inflight_gpu_percent + self.own_gpu(demand)
         reason = None
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
@@ -384,17 +385,38 @@ class _Terms:
         if (reason is None and self.exclude_over and demand.cores is not None and cpu is not None
                 and cpu > self.capacity_limit):
             reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {self.capacity_limit:g}%"
+        if (reason is None and self.exclude_over and self.needs_gpu and demand.gpu_percent is not None
+                and gpu is not None and gpu > self.capacity_limit):
+            reason = f"predicted gpu {gpu:.0f}% of the least busy GPU > {self.capacity_limit:g}%"
         if reason is not None:
             return reason, None, None
         if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):
             return None, None, (cpu, memory, gpu, stats, demand)
-        *penalties, total = self.penalties(cpu, memory, gpu, stats, None)
+        *penalties, total = self.penalties(cpu, memory, gpu, stats, None, self.spare_gpu(view, demand))
         return total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand)
 
+    def spare_gpu(self, view: WorkerView | None, demand: TaskDemand) -> float:
+        """The share (0-1) of the worker's largest GPU memory a GPU task would leave unused: its
+        predicted GPU memory or stated minimum, whichever is larger (none known: the whole GPU
+        is spare); 0 for other tasks or an unknown GPU size."""
+        total = view.gpu_memory_total_bytes if view is not None and self.needs_gpu else None
+        if not total:
+            return 0.0
+        need = max(demand.gpu_memory_bytes or 0.0, self.required_gpu_memory or 0.0)
+        return max(0.0, 1.0 - need / total)
+
+    def own_gpu(self, demand: TaskDemand) -> float:
+        """The GPU utilization (percent of one GPU) the task itself is predicted to add."""
+        if not self.needs_gpu:
+            return 0.0
+        return self.factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
+
     def penalties(self, cpu: float | None, memory: float | None, gpu: float | None, stats: TypeStats | None,
-                  neutral_load: Callable[[], float] | None) -> tuple[float, float, float, float, float, float]:
+                  neutral_load: Callable[[], float] | None,
+                  spare_gpu: float = 0.0) -> tuple[float, float, float, float, float, float]:
         """(cpu, memory, gpu, balance, history penalty, their total) for the given load (an unknown
-        figure costs nothing; the balance term takes ``neutral_load()`` when no figure is known)."""
+        figure costs nothing; the balance term takes ``neutral_load()`` when no figure is known).
+        The GPU penalty of a GPU task includes ``gpu_fit_weight`` x ``spare_gpu`` (best fit)."""
         factors = self.factors
         if cpu is None or cpu <= self.cpu_t:
             cpu_pen = 0.0
@@ -411,12 +433,12 @@ class _Terms:
         busiest = cpu
         if memory is not None and (busiest is None or memory > busiest):
             busiest = memory
+        gpu_pen = factors.gpu_fit_weight * spare_gpu
         if self.needs_gpu and gpu is not None:
-            gpu_pen = 0.0 if gpu <= self.gpu_t else factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
+            if gpu > self.gpu_t:
+                gpu_pen += factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
             if busiest is None or gpu > busiest:
                 busiest = gpu
-        else:
-            gpu_pen = 0.0
         if busiest is None:
             busiest = neutral_load()
         balance = factors.load_balance_weight * busiest / 100.0
@@ -426,17 +448,19 @@ class _Terms:
 
 def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None, worker_id: str,
                     task_type: str | None, requirements: TaskRequirements,
-                    factors: ScoringFactors) -> tuple[float, float, float]:
-    """(cores, memory bytes, GPU memory bytes) a task is expected to take on ``worker_id``, as
-    :func:`decide` predicts it: history (the worker's, else the fleet's), else the defaults; GPU
-    memory the stated minimum when that is stricter (0 for a task without a GPU)."""
+                    factors: ScoringFactors) -> tuple[float, float, float, float]:
+    """(cores, memory bytes, GPU memory bytes, GPU percent of one GPU) a task is expected to take
+    on ``worker_id``, as :func:`decide` predicts it: history (the worker's, else the fleet's), else
+    the defaults; GPU memory the stated minimum when that is stricter (GPU figures 0 for a task
+    without a GPU)."""
     demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
-    gpu_memory = 0.0
+    gpu_memory = gpu_percent = 0.0
     if requirements.needs_gpu:
         gpu_memory = max(demand.gpu_memory_bytes or 0.0, (requirements.min_gpu_memory_gb or 0.0) * GIB)
+        gpu_percent = factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
     return (factors.default_task_cores if demand.cores is None else demand.cores,
             factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes,
-            gpu_memory)
+            gpu_memory, gpu_percent)
 
 
 def _headroom(factors: ScoringFactors) -> str:
@@ -465,7 +489,7 @@ def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: floa
 
 def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | None, gpu: float | None,
                         demand: TaskDemand, factors: ScoringFactors, eligible: list[tuple],
-                        neutral: dict[str, Any]) -> tuple:
+                        neutral: dict[str, Any], own_gpu: float) -> tuple:
     """A worker's load where its samples do not show a resource yet: the candidates' sampled
     median of it (kept in ``neutral``) plus what the tasks in flight and this task add, so a new
     worker (or one with MIG GPUs) is neither idle nor drawing a whole burst before its metrics
@@ -479,7 +503,7 @@ def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | Non
         memory = (_neutral(neutral, eligible, "memory_percent")
                   + 100.0 * (view.inflight_memory_bytes + memory_bytes) / view.memory_total_bytes)
     if gpu is None and view.inflight_gpu_tasks:
-        gpu = _neutral(neutral, eligible, "gpu_percent") + 50.0 * view.inflight_gpu_tasks
+        gpu = _neutral(neutral, eligible, "gpu_least_percent") + view.inflight_gpu_percent + own_gpu
     return cpu, memory, gpu
 
 
@@ -529,6 +553,8 @@ def _describe_demand(demand: TaskDemand, factors: ScoringFactors) -> str:
     text = f"task predicted from {demand.source} history: {cores} cores, memory {memory}"
     if demand.gpu_memory_bytes is not None:
         text += f", GPU memory {demand.gpu_memory_bytes / GIB:.1f} GiB"
+    if demand.gpu_percent is not None:
+        text += f", GPU {demand.gpu_percent:.0f}%"
     return text
 
 

@@ -23,6 +23,10 @@ class ScoringFactors:
     memory_penalty_weight: float = 0.6
     gpu_threshold_percent: float = 60.0
     gpu_penalty_weight: float = 0.9
+    # Best fit for GPU tasks: a GPU task costs this weight times the share of the worker's largest
+    # GPU memory it leaves unused, so a small task takes the smallest GPU that holds it and the
+    # large GPUs stay free for the tasks only they can run.
+    gpu_fit_weight: float = 0.5
     # Preference for the less loaded of otherwise equal workers (fraction at 100 % load).
     load_balance_weight: float = 0.25
     # Exclusion with hysteresis: above critical in the latest raw sample -> excluded at once;
@@ -46,13 +50,16 @@ class ScoringFactors:
     # one busy core, and this much memory.
     default_task_cores: float = 1.0
     default_task_memory_bytes: float = 256 * 1024**2
+    # ... and, for a GPU task, this much of one GPU's utilization.
+    default_task_gpu_percent: float = 50.0
     # Scores use the load AFTER placing the task (smoothed view + tasks in flight + the task's
     # own predicted demand), not capped at 100 %. Predicted CPU or memory above 100 % of the
     # worker's capacity costs a further overcommit_penalty_weight * (load - 100) / 100 (the
     # default: the whole score, down to the floor, at 110 %).
     overcommit_penalty_weight: float = 10.0
-    # Exclude a worker whose predicted CPU after placement exceeds 100 % + this margin of its
-    # cores, when the task's demand comes from history (never on the default guess).
+    # Exclude a worker whose predicted CPU (GPU) after placement exceeds 100 % + this margin of
+    # its cores (of a GPU), when the task's CPU (GPU) demand comes from history (never on the
+    # default guess).
     capacity_margin_percent: float = 0.0
     exclude_over_capacity: bool = True
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment

@@ -16,6 +16,7 @@ class TypeStats:
     cores: float | None = None  # CPU seconds / wall seconds of the task's process tree
     memory_bytes: float | None = None  # peak RSS of the task's process tree
     gpu_memory_bytes: float | None = None
+    gpu_percent: float | None = None  # mean GPU utilization of the task's processes, percent of one GPU
 
     @property
     def failure_rate(self) -> float:
@@ -30,10 +31,11 @@ class TaskDemand(NamedTuple):
     cores: float | None
     memory_bytes: float | None
     gpu_memory_bytes: float | None
+    gpu_percent: float | None
     source: str | None
 
 
-NO_DEMAND = TaskDemand(None, None, None, None)
+NO_DEMAND = TaskDemand(None, None, None, None, None)
 _EMPTY: Mapping[str, TypeStats] = {}
 
 
@@ -43,19 +45,21 @@ def demand_of(mine: TypeStats | None, fleet: TypeStats | None) -> TaskDemand:
     if fleet is None:
         return NO_DEMAND
     if mine is None:
-        if fleet.cores is None and fleet.memory_bytes is None and fleet.gpu_memory_bytes is None:
+        if (fleet.cores is None and fleet.memory_bytes is None and fleet.gpu_memory_bytes is None
+                and fleet.gpu_percent is None):
             return NO_DEMAND
-        return TaskDemand(fleet.cores, fleet.memory_bytes, fleet.gpu_memory_bytes, "fleet")
+        return TaskDemand(fleet.cores, fleet.memory_bytes, fleet.gpu_memory_bytes, fleet.gpu_percent, "fleet")
     cores = mine.cores if mine.cores is not None else fleet.cores
     memory = mine.memory_bytes if mine.memory_bytes is not None else fleet.memory_bytes
     gpu_memory = mine.gpu_memory_bytes if mine.gpu_memory_bytes is not None else fleet.gpu_memory_bytes
+    gpu_percent = mine.gpu_percent if mine.gpu_percent is not None else fleet.gpu_percent
     if mine.cores is not None or (fleet.cores is None and mine.memory_bytes is not None):
         source = "worker"
-    elif cores is not None or memory is not None or gpu_memory is not None:
+    elif cores is not None or memory is not None or gpu_memory is not None or gpu_percent is not None:
         source = "fleet"
     else:
         source = None
-    return TaskDemand(cores, memory, gpu_memory, source)
+    return TaskDemand(cores, memory, gpu_memory, gpu_percent, source)
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
@@ -83,7 +87,10 @@ class PerformanceHistory:
 
     def record(self, worker_id: str, task_type: str, *, success: bool, duration_s: float | None = None,
                cpu_seconds: float | None = None, peak_rss_bytes: float | None = None,
-               gpu_memory_bytes: float | None = None) -> None:
+               gpu_memory_bytes: float | None = None, gpu_percent: float | None = None) -> None:
+        """Learn from one finished run. ``cpu_seconds`` / ``duration_s`` gives the cores it kept
+        busy; ``peak_rss_bytes`` and ``gpu_memory_bytes`` are its peaks; ``gpu_percent`` its mean
+        GPU utilization (percent of one GPU). A failed run's memory peaks only raise the estimates."""
         cores = cpu_seconds / duration_s if cpu_seconds is not None and duration_s else None
         mine = self._stats.get((worker_id, task_type))
         if mine is None:
@@ -95,6 +102,7 @@ class PerformanceHistory:
             if success:  # a failed run's duration says little about the worker's speed
                 stats.duration_s = _ewma(stats.duration_s, duration_s, self.alpha)
             stats.cores = _ewma(stats.cores, cores, self.alpha)
+            stats.gpu_percent = _ewma(stats.gpu_percent, gpu_percent, self.alpha)
             if success:
                 stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
                 stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
@@ -135,5 +143,6 @@ class PerformanceHistory:
     def snapshot(self) -> list[dict]:
         """Rows for reports: one per (worker, task type)."""
         return [{"worker_id": w, "task_type": t, "runs": s.runs, "failures": s.failures,
-                 "duration_s": s.duration_s, "cores": s.cores, "memory_bytes": s.memory_bytes}
+                 "duration_s": s.duration_s, "cores": s.cores, "memory_bytes": s.memory_bytes,
+                 "gpu_memory_bytes": s.gpu_memory_bytes, "gpu_percent": s.gpu_percent}
                 for (w, t), s in sorted(self._stats.items())]

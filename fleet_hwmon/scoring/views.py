@@ -18,9 +18,9 @@ _serials = itertools.count()  # sample serials: unique across every view
 @dataclass
 class InFlight:
     """A task assigned to the worker whose load the samples do not show yet: its predicted
-    cores, memory and GPU memory. ``assigned_s`` is the scheduler's (monotonic) clock,
-    ``assigned_at`` the wall time (UTC) of the assignment: a sample TAKEN before it cannot show
-    the task, however late it arrives."""
+    cores, memory, GPU memory and GPU utilization (percent of one GPU). ``assigned_s`` is the
+    scheduler's (monotonic) clock, ``assigned_at`` the wall time (UTC) of the assignment: a
+    sample TAKEN before it cannot show the task, however late it arrives."""
 
     task_id: str
     assigned_s: float
@@ -29,6 +29,7 @@ class InFlight:
     uses_gpu: bool
     gpu_memory_bytes: float = 0.0
     assigned_at: datetime | None = None
+    gpu_percent: float = 0.0
 
 
 @dataclass
@@ -40,7 +41,8 @@ class WorkerView:
     last_sample_s: float | None = None
     cpu_percent: float | None = None  # smoothed (EWMA) views, used for penalties
     memory_percent: float | None = None
-    gpu_percent: float | None = None
+    gpu_percent: float | None = None  # of the busiest GPU
+    gpu_least_percent: float | None = None  # of the least busy GPU: where a new GPU task goes
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
     memory_total_bytes: float | None = None
@@ -54,9 +56,11 @@ class WorkerView:
     inflight_cores: float = 0.0
     inflight_memory_bytes: float = 0.0
     inflight_gpu_tasks: int = 0
+    inflight_gpu_percent: float = 0.0
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
     memory_free_bytes: float | None = None  # latest sample's available memory
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
+    gpu_memory_total_bytes: float | None = None  # the largest GPU's memory, latest sample
     # What decide() worked out from the fields above (the load after placing a task and its
     # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
     # task_finished() change the view, so the fields it rests on are changed through them.
@@ -77,6 +81,8 @@ class WorkerView:
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
         self.gpu_percent = _ewma(self.gpu_percent, sample.gpu_utilization_percent, alpha)
+        known = [g.utilization_percent for g in sample.gpus if g.utilization_percent is not None]
+        self.gpu_least_percent = _ewma(self.gpu_least_percent, min(known) if known else None, alpha)
         if sample.cpu_count_effective is not None:
             self.cpu_count = sample.cpu_count_effective
         if sample.memory_total_bytes is not None:
@@ -88,6 +94,8 @@ class WorkerView:
                                   else float(sample.memory_available_bytes))
         self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in sample.gpus
                                     if g.memory_total_bytes is not None and g.memory_used_bytes is not None)
+        totals = [g.memory_total_bytes for g in sample.gpus if g.memory_total_bytes]
+        self.gpu_memory_total_bytes = float(max(totals)) if totals else None
         if self.inflight:
             hold = timedelta(seconds=factors.inflight_hold_s)
             self.inflight = {k: v for k, v in self.inflight.items() if not _in_sample(v, sample, now_s, hold)}
@@ -144,6 +152,7 @@ class WorkerView:
         self.inflight_cores = sum(i.cores for i in items)
         self.inflight_memory_bytes = sum(i.memory_bytes for i in items)
         self.inflight_gpu_tasks = sum(1 for i in items if i.uses_gpu)
+        self.inflight_gpu_percent = sum(i.gpu_percent for i in items if i.uses_gpu)
         self.inflight_gpu_memory = tuple(i.gpu_memory_bytes for i in items if i.uses_gpu and i.gpu_memory_bytes)
 
     def inflight_percent(self) -> tuple[float | None, float | None, float]:
@@ -153,7 +162,7 @@ class WorkerView:
             return 0.0, 0.0, 0.0
         return (100.0 * self.inflight_cores / self.cpu_count if self.cpu_count else None,
                 100.0 * self.inflight_memory_bytes / self.memory_total_bytes if self.memory_total_bytes else None,
-                50.0 * self.inflight_gpu_tasks)
+                self.inflight_gpu_percent)
 
     def effective_load(self) -> tuple[float | None, float | None, float | None]:
         """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load,
