@@ -50,6 +50,7 @@ from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide_amo
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+from fleet_hwmon.scoring.reservations import Reservations
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 from fleet_hwmon.store import close_store, open_store
 from hardware_utilization_monitor import HardwareUtilizationMonitor, MonitoringLevel, TaskResourceUsage
@@ -72,8 +73,10 @@ def exclusion_category(reason: str) -> str:
         return "overloaded"
     if reason.startswith(("predicted memory", "predicted GPU memory", "required GPU memory")):
         return "memory"
-    if reason.startswith("predicted cpu"):
+    if reason.startswith(("predicted cpu", "predicted gpu")):
         return "capacity"
+    if reason.startswith("reserved for"):
+        return "reserved"
     if reason.startswith("at task limit"):
         return "task limit"
     return "other"
@@ -139,6 +142,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self._views: dict[str, WorkerView] = {}
         # requirements -> worker id -> why its hardware cannot run them (None: it can)
         self._mismatch_cache: dict[TaskRequirements, dict[str, Exclusion | None]] = {}
+        self._reservations = Reservations()
         self._task_types: dict[str, str | None] = {}
         self._inflight_at: dict[str, str] = {}  # task id -> worker its latest decision chose
         self._decisions: collections.deque[SchedulingDecision] = collections.deque(maxlen=1000)
@@ -435,14 +439,25 @@ class CoordinatorHardwareMonitoringIntegration:
                 mismatch = cache[worker_id] = None if reason is None else Exclusion(worker_id, reason)
                 return mismatch
 
+            task_id = str(task.get("task_id", ""))
+            stale_after_s = factors.stale_after_intervals * self.update_interval_seconds
+            reserved: list[Exclusion] = []
+            if factors.reserve_for_waiting_tasks:
+                blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
+                if blocked:
+                    reserved = [Exclusion(w, blocked[w]) for w in ids if w in blocked]
+                    ids = [w for w in ids if w not in blocked]
             # One pass over the available workers: the task limit, the hardware and the original
             # score are checked in decide_among's loop.
             decision = decide_among(task, requirements, ids, scores, self._views, cache, check_hardware,
                                     factors=factors, history=self.history, now_s=now_s,
-                                    stale_after_s=factors.stale_after_intervals * self.update_interval_seconds,
-                                    timestamp=self._wall_clock(), seed=self.seed,
+                                    stale_after_s=stale_after_s, timestamp=self._wall_clock(), seed=self.seed,
                                     max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
-                                    original_choice=original_view.choice)
+                                    extra_exclusions=reserved, original_choice=original_view.choice)
+            if factors.reserve_for_waiting_tasks:
+                self._reservations.observe(task_id, task.get("type"), decision.chosen_worker_id, decision.exclusions,
+                                           now_s, after_s=factors.reserve_after_s, expire_s=stale_after_s,
+                                           preference=lambda w: counts.get(w, 0) if counts else 0)
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
             self._store.append(DECISIONS_TABLE, decision)

@@ -447,6 +447,27 @@ def test_gpu_memory_unknown_without_nvml_or_when_it_fails():
     assert run_task(sleep_task(0.1)).gpu_memory_peak_bytes is None
 
 
+def test_gpu_utilization_is_the_mean_over_the_samples_that_read_it():
+    class Utilization(FakeNvml):
+        def __init__(self, percents):
+            super().__init__([{"GPU-a": 0}])
+            self.percents, self.seen = list(percents), []
+
+        def process_gpu_utilization_percent(self, pids, last_seen_us):
+            self.seen.append(last_seen_us)
+            last_seen_us["GPU-a"] = len(self.seen)  # the sampler keeps its own place
+            return self.percents[min(len(self.seen), len(self.percents)) - 1]
+
+    nvml = Utilization([30.0, None, 50.0])
+    samples = []
+    result = run_task(sleep_task(0.6), poll_interval_s=0.1, nvml=nvml, on_sample=samples.append)
+    assert result.success and len(nvml.seen) >= 3 and all(d is nvml.seen[0] for d in nvml.seen)
+    assert [s.gpu_utilization_percent for s in samples[:3]] == [30.0, None, 50.0]
+    n = len(nvml.seen)  # 30, unknown, then 50 for the rest: the unknown one does not count as 0
+    assert result.gpu_utilization_percent == pytest.approx((30.0 + 50.0 * (n - 2)) / (n - 1))
+    assert run_task(sleep_task(0.1), nvml=FakeNvml([{"GPU-a": 0}])).gpu_utilization_percent is None
+
+
 def test_a_failing_on_sample_callback_is_ignored():
     def explode(sample):
         raise RuntimeError("callback bug")

@@ -17,6 +17,7 @@ from tests.fakes.nvml import (
     GIB,
     FakeGpu,
     FakeProcess,
+    FakeUtilizationSample,
     NVMLError,
     a100_mig,
     make_fake_nvml,
@@ -236,6 +237,31 @@ def test_process_memory_on_mig_instances():
     gateway = NvmlGateway(module=make_fake_nvml([gpu]))
     result = gateway.process_gpu_memory_bytes({42})
     assert result == {gpu.mig_instances[0].uuid: 0, gpu.mig_instances[1].uuid: 3 * GIB}
+
+
+def test_process_gpu_utilization_since_the_callers_last_call():
+    gpu0 = rtx_3060(process_utilization=[FakeUtilizationSample(100, 1_000, 40), FakeUtilizationSample(100, 2_000, 60),
+                                         FakeUtilizationSample(200, 2_000, 30)])
+    gpu1 = rtx_4090(process_utilization=[FakeUtilizationSample(101, 1_500, 20)])
+    gateway = NvmlGateway(module=make_fake_nvml([gpu0, gpu1]))
+    seen: dict[str, int] = {}
+    # pid 100: mean of 40 and 60 on GPU 0; pid 101: 20 on GPU 1; pid 200 is another task's
+    assert gateway.process_gpu_utilization_percent({100, 101}, seen) == pytest.approx(70.0)
+    assert seen == {gpu0.uuid: 2_000, gpu1.uuid: 1_500}
+    # Nothing newer: NVML answers NotFound, which is 0 % (the GPUs were readable), not unknown.
+    assert gateway.process_gpu_utilization_percent({100, 101}, seen) == 0.0
+    gpu0.process_utilization.append(FakeUtilizationSample(100, 3_000, 90))
+    assert gateway.process_gpu_utilization_percent({100, 101}, seen) == pytest.approx(90.0)
+    # Another caller keeps its own place: it still sees every sample.
+    assert gateway.process_gpu_utilization_percent({100}, {}) == pytest.approx((40 + 60 + 90) / 3)
+
+
+def test_process_gpu_utilization_unknown_where_nvml_cannot_say():
+    assert NvmlGateway(module=make_fake_nvml([], init_error=12)).process_gpu_utilization_percent({1}, {}) is None
+    unsupported = rtx_3060(not_supported={"nvmlDeviceGetProcessUtilization"})
+    assert NvmlGateway(module=make_fake_nvml([unsupported])).process_gpu_utilization_percent({1}, {}) is None
+    mig = NvmlGateway(module=make_fake_nvml([a100_mig()]))  # no per-process utilization under MIG
+    assert mig.process_gpu_utilization_percent({1}, {}) is None
 
 
 # -- bindings quirks -------------------------------------------------------------------------

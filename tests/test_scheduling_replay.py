@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,33 +38,59 @@ def test_every_policy_sees_the_same_workload():
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
-def test_no_task_lost_and_each_counted_once(tiny_results, policy):
+def test_no_task_lost_and_each_attempt_counted_once(tiny_results, policy):
     result = tiny_results[policy]
-    kinds = collections.defaultdict(collections.Counter)
-    for _, kind, task_id, _, _ in result.events:
-        kinds[kind][task_id] += 1
+    attempts = collections.defaultdict(list)  # task -> [(start, finish, error)], in order
+    arrivals = collections.Counter()
+    for t, kind, task_id, worker_id, detail in result.events:
+        if kind == "arrive":
+            arrivals[task_id] += 1
+        elif kind == "start":
+            attempts[task_id].append([t, worker_id, None, None])
+        else:
+            attempt = attempts[task_id][-1]
+            assert attempt[1] == worker_id and attempt[2] is None and t >= attempt[0]
+            attempt[2:] = [t, detail]
     ids = {t.task_id for t in build_tasks(TINY, build_fleet(TINY))}
-    for kind in ("arrive", "start", "finish"):
-        assert set(kinds[kind]) == ids, kind
-        assert set(kinds[kind].values()) == {1}, kind
+    assert set(arrivals) == set(attempts) == ids and set(arrivals.values()) == {1}
+    for runs in attempts.values():
+        assert 1 <= len(runs) <= TINY.max_attempts and all(run[2] is not None for run in runs)
+        assert all(run[3] is not None for run in runs[:-1])  # only a failed attempt is retried
+        if runs[-1][3] is not None:
+            assert len(runs) == TINY.max_attempts  # failed for good only after every attempt
     o = result.outcomes
-    assert o["completed"] + o["failures"] == o["tasks"] == TINY.tasks
+    assert o["completed"] + o["tasks_failed"] == o["tasks"] == TINY.tasks
+    assert o["failures"] == sum(run[3] is not None for runs in attempts.values() for run in runs)
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_outcomes_recomputed_from_the_event_log(tiny_results, policy):
     result = tiny_results[policy]
-    arrive, start, finish = {}, {}, {}
-    for t, kind, task_id, worker_id, detail in result.events:
-        {"arrive": arrive, "start": start, "finish": finish}[kind][task_id] = (t, worker_id, detail)
-    makespan = max(t for t, _, _ in finish.values())
-    failures = sum(1 for _, _, detail in finish.values() if detail is not None)
-    waits = sorted(start[k][0] - arrive[k][0] for k in start)
-    assert result.outcomes["makespan_s"] == pytest.approx(makespan)
-    assert result.outcomes["failures"] == failures
-    assert result.outcomes["mean_wait_s"] == pytest.approx(sum(waits) / len(waits))
-    assert all(w >= 0 for w in waits)
-    assert all(finish[k][0] >= start[k][0] and finish[k][1] == start[k][1] for k in finish)
+    arrive, waits, ready, last = {}, {}, {}, {}
+    for t, kind, task_id, _, _ in result.events:
+        if kind == "arrive":
+            arrive[task_id] = ready[task_id] = t
+            waits[task_id] = 0.0
+        elif kind == "start":
+            waits[task_id] += t - ready[task_id]
+        else:
+            last[task_id], ready[task_id] = t, t
+    assert result.outcomes["makespan_s"] == pytest.approx(max(last.values()))
+    assert result.outcomes["mean_wait_s"] == pytest.approx(sum(waits.values()) / len(waits))
+    assert result.outcomes["mean_turnaround_s"] == pytest.approx(
+        sum(last[k] - arrive[k] for k in last) / len(last))
+    assert all(w >= 0 for w in waits.values())
+
+
+def test_a_failed_attempt_is_retried_and_its_lost_work_paid_again():
+    # Least-loaded ignores memory: on this workload two attempts fail, one task for good.
+    busy = ReplayConfig(workers=6, tasks=120, seed=1, load=0.9)
+    result = simulate(busy, make_policy("least_loaded", busy.seed))
+    assert (result.outcomes["failures"], result.outcomes["tasks_failed"]) == (2, 1)
+    retried = [task_id for _, kind, task_id, _, _ in result.events if kind == "start"]
+    assert len(retried) == busy.tasks + 1
+    once = simulate(replace(busy, max_attempts=1), make_policy("least_loaded", busy.seed))
+    assert once.outcomes["tasks_failed"] == once.outcomes["failures"] >= 1  # no retries: every failure is final
 
 
 @pytest.mark.parametrize("policy", ["hardware_aware", "hardware_aware_no_history", "original", "round_robin"])

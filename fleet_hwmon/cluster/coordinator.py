@@ -55,7 +55,7 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "returncode": None, "success": False, "error": None, "duration_s": 0.0, "cpu_seconds": None,
     "peak_rss_bytes": None, "mean_cpu_percent": None, "peak_cpu_percent": None, "read_bytes": None,
     "write_bytes": None, "gpu_memory_peak_bytes": None, "timed_out": False, "cancelled": False,
-    "stdout_tail": "", "stderr_tail": "", "num_samples": 0,
+    "stdout_tail": "", "stderr_tail": "", "num_samples": 0, "gpu_utilization_percent": None,
 }
 
 

@@ -64,6 +64,8 @@ class TaskExecutionResult:
       ``ru_inblock/ru_oublock * 512`` on Linux); ``None`` where the platform has no I/O counters.
     - ``gpu_memory_peak_bytes``: highest per-sample sum of NVML per-process GPU memory over the
       tree's pids; ``None`` without NVML.
+    - ``gpu_utilization_percent``: the tree's mean GPU utilization over its samples (NVML
+      per-process ``smUtil``), percent of one GPU; ``None`` without NVML.
     - ``timed_out`` / ``cancelled``: how a stopped task was stopped.
     - ``stdout_tail`` / ``stderr_tail``: the last ``TAIL_BYTES`` of each stream, decoded as UTF-8.
     - ``num_samples``: tree samples taken.
@@ -85,6 +87,7 @@ class TaskExecutionResult:
     stdout_tail: str
     stderr_tail: str
     num_samples: int
+    gpu_utilization_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of all fields."""
@@ -161,7 +164,7 @@ def run_task(spec: TaskSpec, *, poll_interval_s: float = 0.2, nvml: GpuProcessMe
         peak_cpu_percent=totals.peak_cpu_percent, read_bytes=totals.read_bytes,
         write_bytes=totals.write_bytes, gpu_memory_peak_bytes=totals.gpu_memory_peak_bytes,
         timed_out=timed_out, cancelled=cancelled, stdout_tail=stdout_tail, stderr_tail=stderr_tail,
-        num_samples=totals.num_samples,
+        num_samples=totals.num_samples, gpu_utilization_percent=totals.gpu_utilization_mean_percent,
     )
 
 

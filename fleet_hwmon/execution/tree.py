@@ -40,6 +40,9 @@ class GpuProcessMemorySource(Protocol):
         """GPU uuid -> bytes used by ``pids`` on that GPU (0 on a readable GPU they do not
         use); ``None`` when NVML is unavailable."""
 
+    # Optional: ``process_gpu_utilization_percent(pids, last_seen_us) -> float | None``, the
+    # pids' GPU utilization since the caller's last call (percent of one GPU).
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessTreeSample:
@@ -59,6 +62,8 @@ class ProcessTreeSample:
       ``None`` where the platform has no per-process I/O counters (macOS).
     - ``gpu_memory_bytes_by_uuid``: GPU uuid -> bytes used by these pids (NVML's per-process
       memory); ``gpu_memory_bytes`` is their sum. Both ``None`` when unknown.
+    - ``gpu_utilization_percent``: the pids' GPU utilization since the previous sample (NVML
+      per-process ``smUtil``), percent of one GPU; ``None`` when unknown.
     """
 
     timestamp: datetime
@@ -73,6 +78,7 @@ class ProcessTreeSample:
     write_bytes: int | None
     gpu_memory_bytes: int | None = None
     gpu_memory_bytes_by_uuid: Mapping[str, int] | None = None
+    gpu_utilization_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ISO 8601 timestamp, lists for tuples, a plain dict for the GPU map."""
@@ -113,6 +119,7 @@ class ProcessTreeTotals:
     write_bytes: int | None
     gpu_memory_peak_bytes: int | None
     pids_seen: tuple[int, ...] = field(default=())
+    gpu_utilization_mean_percent: float | None = None  # mean over the samples that read it
 
 
 @dataclass(slots=True)
@@ -182,6 +189,9 @@ class ProcessTreeSampler:
         self._peak_rss: int | None = None
         self._peak_cpu_percent: float | None = None
         self._gpu_peak: int | None = None
+        self._gpu_seen_us: dict[str, int] = {}  # for NVML's per-process utilization samples
+        self._gpu_util_total = 0.0
+        self._gpu_util_count = 0
 
     # -- public ---------------------------------------------------------------------------
     def sample(self) -> ProcessTreeSample | None:
@@ -191,15 +201,21 @@ class ProcessTreeSampler:
             result = self._sample_locked()
         if result is None or self._nvml is None:
             return result
-        # NVML is I/O-like: query it outside the lock, then fold the peak in under it.
-        by_uuid = self._gpu_memory(set(result.pids))
-        if by_uuid is None:
+        # NVML is I/O-like: query it outside the lock, then fold the figures in under it.
+        pids = set(result.pids)
+        by_uuid = self._gpu_memory(pids)
+        utilization = self._gpu_utilization(pids)
+        if by_uuid is None and utilization is None:
             return result
-        total = sum(by_uuid.values())
+        total = sum(by_uuid.values()) if by_uuid is not None else None
         with self._lock:
             self._gpu_peak = _max(self._gpu_peak, total)
+            if utilization is not None:
+                self._gpu_util_total += utilization
+                self._gpu_util_count += 1
         return ProcessTreeSample(**{**{n: getattr(result, n) for n in result.__slots__},
-                                    "gpu_memory_bytes": total, "gpu_memory_bytes_by_uuid": by_uuid})
+                                    "gpu_memory_bytes": total, "gpu_memory_bytes_by_uuid": by_uuid,
+                                    "gpu_utilization_percent": utilization})
 
     def totals(self, reaped: ReapedUsage | None = None) -> ProcessTreeTotals:
         """Totals so far; pass the root's `ReapedUsage` once it has exited to close the gaps
@@ -218,6 +234,8 @@ class ProcessTreeSampler:
                 peak_cpu_percent=self._peak_cpu_percent, read_bytes=read, write_bytes=write,
                 gpu_memory_peak_bytes=self._gpu_peak,
                 pids_seen=tuple(sorted({key[0] for key in self._own_cpu_last})),
+                gpu_utilization_mean_percent=(self._gpu_util_total / self._gpu_util_count
+                                              if self._gpu_util_count else None),
             )
 
     def tracked_processes(self) -> list[Any]:
@@ -336,6 +354,18 @@ class ProcessTreeSampler:
             return None
         used_s = sum(max(0.0, readings[key].own_cpu_s - prev_cpu[key]) for key in common)
         return 100.0 * used_s / (now - prev_time)
+
+    def _gpu_utilization(self, pids: set[int]) -> float | None:
+        query = getattr(self._nvml, "process_gpu_utilization_percent", None)
+        if query is None:
+            return None
+        try:
+            return query(pids, self._gpu_seen_us)
+        except Exception:  # a failing GPU query must not cost the CPU/memory sample
+            if not self._gpu_error_logged:
+                self._gpu_error_logged = True
+                log.warning("per-process GPU utilization query failed; it stays unknown", exc_info=True)
+            return None
 
     def _gpu_memory(self, pids: set[int]) -> dict[str, int] | None:
         try:

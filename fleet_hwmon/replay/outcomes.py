@@ -34,38 +34,43 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
-    """Makespan (last finish), waits (start - arrival), turnaround (finish - arrival), failures,
-    worker-seconds above 95 % of any resource (ground truth, background included), placements on
-    a worker lacking the hardware, and the coefficient of variation of the workers' mean CPU
-    utilization over the makespan (0 = perfectly even)."""
+    """Makespan (last finish), waits (time queued: from arrival to the first start, plus from
+    each failed attempt's end to the next start), turnaround (final finish - arrival), failures
+    (failed attempts; ``tasks_failed``: tasks whose last attempt failed too), worker-seconds
+    above 95 % of any resource (ground truth, background included), placements on a worker
+    lacking the hardware, and the coefficient of variation of the workers' mean CPU utilization
+    over the makespan (0 = perfectly even)."""
     arrive: dict[str, float] = {}
-    start: dict[str, float] = {}
-    finish: dict[str, tuple[float, str | None]] = {}
+    queued_since: dict[str, float] = {}
+    wait: dict[str, float] = {}
+    last: dict[str, tuple[float, str | None]] = {}
+    errors: dict[str, int] = {}
     for t, kind, task_id, _worker, detail in result.events:
         if kind == "arrive":
-            arrive[task_id] = t
+            arrive[task_id] = queued_since[task_id] = t
+            wait[task_id] = 0.0
         elif kind == "start":
-            start[task_id] = t
+            wait[task_id] += t - queued_since.pop(task_id)
         elif kind == "finish":
-            finish[task_id] = (t, detail)
-    waits = [start[k] - arrive[k] for k in start]
-    turnaround = [finish[k][0] - arrive[k] for k in finish]
+            last[task_id] = (t, detail)
+            if detail is not None:
+                queued_since[task_id] = t
+                errors[detail] = errors.get(detail, 0) + 1
+    waits = list(wait.values())
+    turnaround = [t - arrive[k] for k, (t, _) in last.items()]
     overload = sum(w["overload_s"] for w in result.workers.values())
-    makespan = max((t for t, _ in finish.values()), default=0.0)
+    makespan = max((t for t, _ in last.values()), default=0.0)
     utilization = [w["cpu_utilization"] for w in result.workers.values()]
     mean_util = statistics.fmean(utilization) if utilization else 0.0
     by_resource: dict[str, float] = {}
     for worker in result.workers.values():
         for resource, seconds in worker["overload_by_resource_s"].items():
             by_resource[resource] = by_resource.get(resource, 0.0) + seconds
-    errors: dict[str, int] = {}
-    for _, detail in finish.values():
-        if detail is not None:
-            errors[detail] = errors.get(detail, 0) + 1
     return {
         "tasks": len(arrive),
-        "completed": sum(1 for _, d in finish.values() if d is None),
-        "failures": sum(1 for _, d in finish.values() if d is not None),
+        "completed": sum(1 for _, d in last.values() if d is None),
+        "failures": sum(errors.values()),
+        "tasks_failed": sum(1 for _, d in last.values() if d is not None),
         "failures_by_error": errors,
         "makespan_s": makespan,
         "mean_wait_s": statistics.fmean(waits) if waits else 0.0,

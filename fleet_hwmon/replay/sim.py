@@ -7,8 +7,9 @@ Physics (the same for every policy):
   A task progresses at ``worker speed * slowdown``.
 * A task whose memory does not fit in what is free when it starts (background plus the other
   tasks' memory) fails: it takes what is free, runs a quarter of its work and is killed (OOM).
-  The same for GPU memory (CUDA out of memory, after a tenth of its work). Failed tasks are not
-  retried.
+  The same for GPU memory (CUDA out of memory, after a tenth of its work). A failed attempt is
+  queued again (at the back) until the task has had ``max_attempts``, as a test framework
+  retries a task killed for lack of memory; its lost work is paid again.
 * Background load (other tenants) changes at random times from a per-worker stream.
 * Each worker's monitor samples every ``sample_interval_s`` (CPU percent averaged over the
   interval, as ``psutil.cpu_percent`` does; memory and GPU at the instant) and the sample
@@ -151,6 +152,7 @@ class Simulation:
         phase_rng = stream(config.seed, "phase")
         self._phase = {w.worker_id: phase_rng.uniform(0, config.sample_interval_s) for w in self.fleet}
         self._req_cache: dict[str, TaskRequirements] = {}
+        self._attempts: dict[str, int] = {}
         self.coordinator = SimCoordinator(self.fleet, config.seed)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -290,6 +292,7 @@ class Simulation:
                 gpu_memory = max(0, gpu_free)
                 if error is None:
                     remaining, error = spec.work_s * 0.1, "CUDA out of memory"
+        self._attempts[spec.task_id] = self._attempts.get(spec.task_id, 0) + 1
         worker.tasks[spec.task_id] = _Running(spec, self.now, remaining, memory, gpu_memory, error)
         self.events.append((self.now, "start", spec.task_id, ws.worker_id, None))
         self.policy.on_start(spec, ws.worker_id)
@@ -298,8 +301,12 @@ class Simulation:
     def _finish(self, worker: _Worker, task_id: str) -> None:
         self._advance(worker, self.now)
         task = worker.tasks.pop(task_id)
-        self._done += 1
         self.events.append((self.now, "finish", task_id, worker.spec.worker_id, task.error))
+        retry = task.error is not None and self._attempts[task_id] < self.config.max_attempts
+        if retry:  # queued again, at the back
+            heapq.heappush(self._queue, (-task.spec.priority, next(self._seq), task_id))
+        else:
+            self._done += 1
         # What a process-tree measurement would report: CPU seconds, peak memory, and for a GPU
         # task its GPU memory and its mean share of the GPU (NVML per-process utilization).
         duration = self.now - task.start_s

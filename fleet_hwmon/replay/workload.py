@@ -121,7 +121,8 @@ class ReplayConfig:
     tasks that arrive in bursts (a CI pipeline fanning out), the rest arrive as a Poisson stream.
     ``sample_interval_s`` / ``sample_delay_s``: how often a worker's monitor samples and how long
     a sample takes to reach the scheduler (mean; exponential jitter, and ``late_sample_chance``
-    of a sample held up by ``late_sample_s`` — a slow heartbeat)."""
+    of a sample held up by ``late_sample_s`` — a slow heartbeat). ``max_attempts``: a task that
+    fails is queued again until it has run this many times."""
 
     workers: int = 24
     tasks: int = 2000
@@ -136,6 +137,7 @@ class ReplayConfig:
     late_sample_s: tuple[float, float] = (8.0, 25.0)
     background_change_s: float = 90.0
     background_spike_chance: float = 0.1
+    max_attempts: int = 2
     task_types: tuple[TaskType, ...] = TASK_TYPES
     fleet_classes: tuple = FLEET_CLASSES
     extra: dict = field(default_factory=dict)

@@ -268,14 +268,17 @@ class NvmlGateway:
         return set(self._unsupported.get(uuid, ()))
 
     # -- per-field reads --------------------------------------------------------------------
-    def _field(self, uuid: str, field: str, fn_name: str, *args: Any) -> Any:
-        """One NVML call; any failure yields None for this field only, logged once per (GPU, field)."""
+    def _field(self, uuid: str, field: str, fn_name: str, *args: Any, empty_on: int | None = None) -> Any:
+        """One NVML call; any failure yields None for this field only, logged once per (GPU, field).
+        The error value ``empty_on`` is an answer, not a failure: ``[]``."""
         if field in self._unsupported.get(uuid, ()):
             return None
         try:
             return getattr(self._module, fn_name)(*args)
         except self._errors as err:
             value = _error_value(err)
+            if empty_on is not None and value == empty_on:
+                return []
             permanent = value in (_ERR_NOT_SUPPORTED, _ERR_FUNCTION_NOT_FOUND) or isinstance(err, AttributeError)
             if permanent:
                 self._unsupported.setdefault(uuid, set()).add(field)
@@ -411,6 +414,37 @@ class NvmlGateway:
                 if used is not None:
                     result[target.uuid] = used
         return result
+
+    def process_gpu_utilization_percent(self, pids: set[int], last_seen_us: dict[str, int]) -> float | None:
+        """GPU utilization of ``pids`` since the previous call, in percent of one GPU (summed over
+        the processes and GPUs: 150 = one and a half GPUs busy). ``None`` when unavailable.
+
+        Source: ``nvmlDeviceGetProcessUtilization`` (``smUtil`` of the driver's samples newer than
+        ``last_seen_us[uuid]``, averaged per process). ``last_seen_us`` belongs to the caller (one
+        per measured task, so tasks do not take each other's samples): GPU UUID -> the newest
+        sample time seen, in microseconds, updated in place. NotFound (no process ran since)
+        reads as 0 %. Not under MIG, where NVML has no per-process utilization.
+        """
+        if not self.available:
+            return None
+        total, readable = 0.0, False
+        for device in self._devices:
+            if self._mig_layout(device)[0]:
+                continue
+            since = last_seen_us.get(device.uuid, 0)
+            samples = self._field(device.uuid, "process_utilization", "nvmlDeviceGetProcessUtilization",
+                                  device.handle, since, empty_on=_ERR_NOT_FOUND)
+            if samples is None:
+                continue
+            readable = True
+            per_pid: dict[int, list[float]] = {}
+            for sample in samples:
+                since = max(since, int(sample.timeStamp))
+                if sample.pid in pids:
+                    per_pid.setdefault(sample.pid, []).append(float(sample.smUtil))
+            last_seen_us[device.uuid] = since
+            total += sum(sum(values) / len(values) for values in per_pid.values())
+        return total if readable else None
 
     def _process_memory(self, device: _Device, pids: set[int]) -> int | None:
         per_pid: dict[int, int] = {}

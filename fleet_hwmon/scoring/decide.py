@@ -347,6 +347,7 @@ class _Terms:
         self.required_gpu_memory = required_gpu_memory
         self.fleet_duration = fleet_duration
         self.capacity_limit = 100.0 + factors.capacity_margin_percent
+        self.gpu_capacity_limit = 100.0 + factors.gpu_capacity_margin_percent
         self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
         self.headroom_text = _headroom(factors)
         self.exclude_over = bool(factors.exclude_over_capacity)
@@ -386,8 +387,8 @@ class _Terms:
                 and cpu > self.capacity_limit):
             reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {self.capacity_limit:g}%"
         if (reason is None and self.exclude_over and self.needs_gpu and demand.gpu_percent is not None
-                and gpu is not None and gpu > self.capacity_limit):
-            reason = f"predicted gpu {gpu:.0f}% of the least busy GPU > {self.capacity_limit:g}%"
+                and gpu is not None and gpu > self.gpu_capacity_limit):
+            reason = f"predicted gpu {gpu:.0f}% of the least busy GPU > {self.gpu_capacity_limit:g}%"
         if reason is not None:
             return reason, None, None
         if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):

@@ -62,6 +62,19 @@ class FakeProcess:
 
 
 @dataclass
+class FakeUtilizationSample:
+    """One entry of ``nvmlDeviceGetProcessUtilization``: a process's SM utilization (percent of
+    the GPU) in the driver's sample ending at ``timeStamp`` (microseconds)."""
+
+    pid: int
+    timeStamp: int
+    smUtil: int
+    memUtil: int = 0
+    encUtil: int = 0
+    decUtil: int = 0
+
+
+@dataclass
 class FakeMigInstance:
     """A MIG instance: its own UUID, name and memory, returned by ``nvmlDeviceGetMigDeviceHandleByIndex``."""
 
@@ -98,6 +111,7 @@ class FakeGpu:
     errors: dict[str, int] = field(default_factory=dict)
     compute_processes: list[FakeProcess] = field(default_factory=list)
     graphics_processes: list[FakeProcess] = field(default_factory=list)
+    process_utilization: list[FakeUtilizationSample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -248,6 +262,14 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[FakeProcess]:
         self._enter("nvmlDeviceGetGraphicsRunningProcesses", handle)
         return [] if handle.mig else list(handle.gpu.graphics_processes)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle, timeStamp: int) -> list[FakeUtilizationSample]:
+        """The samples newer than ``timeStamp``; NotFound when there are none (as NVML answers)."""
+        self._enter("nvmlDeviceGetProcessUtilization", handle)
+        found = [s for s in handle.gpu.process_utilization if s.timeStamp > timeStamp]
+        if not found:
+            raise nvml_error(NVML_ERROR_NOT_FOUND)
+        return found
 
 
 def make_fake_nvml(gpus: list[FakeGpu] | None = None, init_error: Any = None, **kwargs: Any) -> FakeNvml:
