@@ -547,6 +547,30 @@ class TestCoordinatorHardwareMonitoringIntegration:
         finally:
             integration.shutdown()
 
+    def test_a_starving_gpu_task_gets_a_worker_reserved(self, make_fleet):
+        fleet = make_fleet({"gpu": gpu_caps(), "cpu": cpu_caps()})
+        train, infer = gpu_task("t-train"), gpu_task("t-infer")
+        infer["type"] = "gpu-inference"
+        # The only GPU stays above critical for a minute: the training task waits, asked each 5 s.
+        for _ in range(13):
+            fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0), sample("cpu", 10.0, 10.0))
+            assert fleet.choose(train)[0] is None
+            fleet.clock.advance(5.0)
+        assert fleet.integration._reservations.reserved() == {"gpu": "t-train"}
+        # The GPU frees up: another GPU task may not take it, a CPU task still may.
+        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0), sample("cpu", 90.0, 10.0))
+        fleet.clock.advance(5.0)
+        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0), sample("cpu", 90.0, 10.0))
+        assert fleet.choose(infer)[0] is None
+        assert ("gpu", "reserved for t-train (gpu-training), waiting 70 s") in [
+            (e.worker_id, e.reason) for e in fleet.last_decision().exclusions]
+        assert fleet.choose(cpu_task("t-unit"))[0] == "gpu"
+        # The waiting task takes it; the reservation ends and the GPU is open to all again.
+        assert fleet.choose(train)[0] == "gpu"
+        assert fleet.integration._reservations.reserved() == {}
+        assert fleet.choose(gpu_task("t-infer-2"))[0] == "gpu"
+        assert fleet.integration.scheduler_statistics()["exclusions_by_category"]["reserved"] >= 1
+
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
         fleet = make_fleet({"cpu-only": cpu_caps(), "t4": gpu_caps("Tesla T4", 7.5, 16),
                             "a100": gpu_caps(), "unhealthy": {**cpu_caps(), "gpu_health": "unhealthy"}})

@@ -61,7 +61,11 @@ class ScoringFactors:
     # its cores (of a GPU), when the task's CPU (GPU) demand comes from history (never on the
     # default guess).
     capacity_margin_percent: float = 0.0
-    gpu_capacity_margin_percent: float = 0.0
+    # The same for a GPU task's predicted GPU utilization on the least busy GPU. GPUs shared by
+    # time-slicing slow every task on them in proportion and fail none (GPU memory, which does
+    # fail, is checked without margin), so a little over-subscription is traded for throughput:
+    # a third 35 % task may join two on a GPU.
+    gpu_capacity_margin_percent: float = 10.0
     exclude_over_capacity: bool = True
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
