@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_hwmon.replay import POLICY_NAMES, ReplayConfig, build_fleet, build_tasks, make_policy, simulate
+from fleet_hwmon.replay import (POLICY_NAMES, ReplayConfig, build_fleet, build_tasks, make_policy,
+                                makespan_lower_bound_s, simulate)
 from fleet_hwmon.replay.sim import _fits
 
 TINY = ReplayConfig(workers=6, tasks=60, seed=3)
@@ -105,6 +106,13 @@ def test_no_incompatible_placement(tiny_results, policy):
     assert any(spec.needs_gpu for spec, _ in placed)  # the check covers GPU requirements
 
 
+def test_no_policy_beats_the_makespan_lower_bound(tiny_results):
+    bound = makespan_lower_bound_s(TINY)
+    specs = build_tasks(TINY, build_fleet(TINY))
+    assert bound >= max(t.arrival_s + t.work_s / 1.5 for t in specs)  # no worker is 1.5x faster
+    assert all(result.outcomes["makespan_s"] >= bound - 1e-6 for result in tiny_results.values())
+
+
 def test_benchmark_script_quick_run(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("scheduling_replay", ROOT / "benchmarks" / "scheduling_replay.py")
     module = importlib.util.module_from_spec(spec)
@@ -115,4 +123,5 @@ def test_benchmark_script_quick_run(tmp_path, capsys):
     data = json.loads(last)
     assert set(data["policies"]) == set(POLICY_NAMES)
     assert "makespan_s" in data["policies"]["hardware_aware"]
+    assert data["goal"]["makespan_lower_bound_s"] <= data["policies"]["least_loaded"]["makespan_s"]
     assert "<svg" in plot.read_text(encoding="utf-8")

@@ -392,6 +392,14 @@ def _fits(spec: TaskSpec, worker: WorkerSpec) -> bool:
     return req.get("min_gpu_memory_gb") is None or gpu.memory_bytes >= req["min_gpu_memory_gb"] * GIB
 
 
+def makespan_lower_bound_s(config: ReplayConfig) -> float:
+    """The makespan no policy can beat on ``config``'s workload: the latest finish when every task
+    starts at its arrival, alone on the fastest worker that has its hardware, and never fails."""
+    fleet = build_fleet(config)
+    return max(spec.arrival_s + spec.work_s / max(w.speed for w in fleet if _fits(spec, w))
+               for spec in build_tasks(config, fleet))
+
+
 def simulate(config: ReplayConfig, policy: Policy) -> ReplayResult:
     """Replay ``config``'s workload under ``policy``; outcomes filled in from the event log."""
     from fleet_hwmon.replay.outcomes import compute_outcomes

@@ -288,8 +288,7 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
                 if view is not None:
                     cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
                                                                     neutral, terms.own_gpu(demand))
-                *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median,
-                                                    terms.spare_gpu(view, demand))
+                *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
                 found = (total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand))
                 if memo is not None and (cpu_eff is not None or mem_eff is not None):  # not busiest_median()'s
                     if len(memo) >= _MEMO_SIZE:
@@ -393,18 +392,8 @@ class _Terms:
             return reason, None, None
         if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):
             return None, None, (cpu, memory, gpu, stats, demand)
-        *penalties, total = self.penalties(cpu, memory, gpu, stats, None, self.spare_gpu(view, demand))
+        *penalties, total = self.penalties(cpu, memory, gpu, stats, None)
         return total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand)
-
-    def spare_gpu(self, view: WorkerView | None, demand: TaskDemand) -> float:
-        """The share (0-1) of the worker's largest GPU memory a GPU task would leave unused: its
-        predicted GPU memory or stated minimum, whichever is larger (none known: the whole GPU
-        is spare); 0 for other tasks or an unknown GPU size."""
-        total = view.gpu_memory_total_bytes if view is not None and self.needs_gpu else None
-        if not total:
-            return 0.0
-        need = max(demand.gpu_memory_bytes or 0.0, self.required_gpu_memory or 0.0)
-        return max(0.0, 1.0 - need / total)
 
     def own_gpu(self, demand: TaskDemand) -> float:
         """The GPU utilization (percent of one GPU) the task itself is predicted to add."""
@@ -413,11 +402,9 @@ class _Terms:
         return self.factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
 
     def penalties(self, cpu: float | None, memory: float | None, gpu: float | None, stats: TypeStats | None,
-                  neutral_load: Callable[[], float] | None,
-                  spare_gpu: float = 0.0) -> tuple[float, float, float, float, float, float]:
+                  neutral_load: Callable[[], float] | None) -> tuple[float, float, float, float, float, float]:
         """(cpu, memory, gpu, balance, history penalty, their total) for the given load (an unknown
-        figure costs nothing; the balance term takes ``neutral_load()`` when no figure is known).
-        The GPU penalty of a GPU task includes ``gpu_fit_weight`` x ``spare_gpu`` (best fit)."""
+        figure costs nothing; the balance term takes ``neutral_load()`` when no figure is known)."""
         factors = self.factors
         if cpu is None or cpu <= self.cpu_t:
             cpu_pen = 0.0
@@ -434,12 +421,12 @@ class _Terms:
         busiest = cpu
         if memory is not None and (busiest is None or memory > busiest):
             busiest = memory
-        gpu_pen = factors.gpu_fit_weight * spare_gpu
         if self.needs_gpu and gpu is not None:
-            if gpu > self.gpu_t:
-                gpu_pen += factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
+            gpu_pen = 0.0 if gpu <= self.gpu_t else factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
             if busiest is None or gpu > busiest:
                 busiest = gpu
+        else:
+            gpu_pen = 0.0
         if busiest is None:
             busiest = neutral_load()
         balance = factors.load_balance_weight * busiest / 100.0

@@ -23,10 +23,6 @@ class ScoringFactors:
     memory_penalty_weight: float = 0.6
     gpu_threshold_percent: float = 60.0
     gpu_penalty_weight: float = 0.9
-    # Best fit for GPU tasks: a GPU task costs this weight times the share of the worker's largest
-    # GPU memory it leaves unused, so a small task takes the smallest GPU that holds it and the
-    # large GPUs stay free for the tasks only they can run.
-    gpu_fit_weight: float = 0.5
     # Preference for the less loaded of otherwise equal workers (fraction at 100 % load).
     load_balance_weight: float = 0.25
     # Exclusion with hysteresis: above critical in the latest raw sample -> excluded at once;

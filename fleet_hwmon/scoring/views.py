@@ -60,7 +60,6 @@ class WorkerView:
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
     memory_free_bytes: float | None = None  # latest sample's available memory
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
-    gpu_memory_total_bytes: float | None = None  # the largest GPU's memory, latest sample
     # What decide() worked out from the fields above (the load after placing a task and its
     # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
     # task_finished() change the view, so the fields it rests on are changed through them.
@@ -94,8 +93,6 @@ class WorkerView:
                                   else float(sample.memory_available_bytes))
         self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in sample.gpus
                                     if g.memory_total_bytes is not None and g.memory_used_bytes is not None)
-        totals = [g.memory_total_bytes for g in sample.gpus if g.memory_total_bytes]
-        self.gpu_memory_total_bytes = float(max(totals)) if totals else None
         if self.inflight:
             hold = timedelta(seconds=factors.inflight_hold_s)
             self.inflight = {k: v for k, v in self.inflight.items() if not _in_sample(v, sample, now_s, hold)}
