@@ -332,7 +332,7 @@ def test_simulated_label_only_where_simulated_fields_say_so(report):
     workers_labels = {(first, column) for section, first, column in labelled if section == "workers"}
     assert workers_labels == {("w-gpu", "Hardware"), ("w-gpu", "GPU now")}
     task_labels = {(first, column) for section, first, column in labelled if section == "tasks"}
-    assert task_labels == {(XSS_TASK, "GPU peak / mean"), (XSS_TASK, "Process GPU memory")}
+    assert task_labels == {(XSS_TASK, "GPU peak / mean"), (XSS_TASK, "Process GPU memory"), (XSS_TASK, "Process GPU")}
     metric_labels = {first for section, first, _ in labelled if section == "metrics"}
     assert metric_labels and all(label.startswith("GPU") for label in metric_labels)
     assert html.count(">simulated<") == len(labelled)
