@@ -354,6 +354,7 @@ class _Terms:
                                               factors.gpu_threshold_percent)
         self.cpu_d, self.mem_d, self.gpu_d = (max(1e-9, 100.0 - t) for t in (self.cpu_t, self.mem_t, self.gpu_t))
         self.over_w = factors.overcommit_penalty_weight / 100.0
+        self.default_gpu = factors.default_task_gpu_percent
 
     def of(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None) -> tuple:
         """``(total penalty, max(FLOOR, 1 - total), details)`` of a worker that is neither stale
@@ -372,7 +373,9 @@ class _Terms:
         if memory is not None and total:
             memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
         if gpu is not None:  # on the least busy GPU, where the task would go
-            gpu += view.inflight_gpu_percent + self.own_gpu(demand)
+            gpu += view.inflight_gpu_percent
+            if self.needs_gpu:
+                gpu += self.default_gpu if demand.gpu_percent is None else demand.gpu_percent
         reason = None
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
