@@ -2,15 +2,17 @@
 
 For each candidate worker: exclusions first (hardware mismatch, stale, critical load with
 hysteresis, predicted memory that does not fit, a GPU task whose predicted or required GPU
-memory no GPU has free, predicted CPU over the worker's cores when the prediction comes from
-history), then the adjusted score
+memory no GPU has free, predicted CPU over the worker's cores or a GPU task's predicted GPU
+over its least busy GPU (plus a margin) when the prediction comes from history), then the
+adjusted score
 
     adjusted = original * max(FLOOR, 1 - penalties)      (original > 0)
     adjusted = original - penalties                       (original <= 0)
 
 where penalties = CPU / memory / GPU-for-GPU-tasks above their thresholds, on the load AFTER
 placing the task (smoothed view + the tasks assigned but not yet visible + this task's own
-predicted demand, not capped at 100 %, with a steep extra penalty above 100 %), a small
+predicted demand, not capped at 100 %, with a steep extra penalty above 100 %; GPU on the
+least busy GPU, where a new task runs), a small
 load-balance term (unknown load counts as the median of the known candidates plus what is
 added, never as idle), the failure rate of the task type on that worker, minus a bonus for
 having run the type faster than the fleet. The best adjusted score wins; ties break by a hash
@@ -375,7 +377,7 @@ class _Terms:
         if gpu is not None:  # on the least busy GPU, where the task would go
             gpu += view.inflight_gpu_percent
             if self.needs_gpu:
-                gpu += self.default_gpu if demand.gpu_percent is None else demand.gpu_percent
+                gpu += self.own_gpu(demand)
         reason = None
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
@@ -402,7 +404,7 @@ class _Terms:
         """The GPU utilization (percent of one GPU) the task itself is predicted to add."""
         if not self.needs_gpu:
             return 0.0
-        return self.factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
+        return self.default_gpu if demand.gpu_percent is None else demand.gpu_percent
 
     def penalties(self, cpu: float | None, memory: float | None, gpu: float | None, stats: TypeStats | None,
                   neutral_load: Callable[[], float] | None) -> tuple[float, float, float, float, float, float]:
