@@ -270,6 +270,7 @@ class CoordinatorHardwareMonitoringIntegration:
         with self._lock:
             monitor = self.worker_monitors.pop(worker_id, None)
             self._views.pop(worker_id, None)
+            self._reservations.worker_left(worker_id)
         if monitor is None:
             return
         for task_id in list(monitor._active_tasks):

@@ -570,6 +570,14 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert fleet.integration._reservations.reserved() == {}
         assert fleet.choose(gpu_task("t-infer-2"))[0] == "gpu"
         assert fleet.integration.scheduler_statistics()["exclusions_by_category"]["reserved"] >= 1
+        # A reserved worker that leaves frees its task to reserve another.
+        for _ in range(13):
+            fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0))
+            fleet.choose(gpu_task("t-train-2"))
+            fleet.clock.advance(5.0)
+        assert fleet.integration._reservations.reserved() == {"gpu": "t-train-2"}
+        fleet.coordinator.deregister_worker("gpu")
+        assert fleet.integration._reservations.reserved() == {}
 
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
         fleet = make_fleet({"cpu-only": cpu_caps(), "t4": gpu_caps("Tesla T4", 7.5, 16),

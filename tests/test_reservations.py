@@ -67,3 +67,12 @@ def test_a_task_no_longer_asked_about_releases_its_worker():
     assert res.reserved() == {}
     # Asked again later, it waits afresh.
     assert declined(res, "big", 101.0, Exclusion("a100", GPU_ROOM)) is None
+
+
+def test_a_worker_that_leaves_frees_its_task_to_reserve_another():
+    res = Reservations()
+    room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
+    assert waited(res, "big", 60.0, *room) == "a"
+    res.worker_left("a")
+    assert res.reserved() == {}
+    assert declined(res, "big", 70.0, Exclusion("b", GPU_ROOM)) == "b"

@@ -8,8 +8,9 @@ for its load, not for lacking the hardware) is kept for it. Other tasks stop goi
 drains until the waiting task fits; tasks keep using every other worker. When the reservation
 is for a GPU (the worker lacked GPU room), only GPU tasks are kept off it and its CPUs stay in use.
 
-A reservation ends when its task is placed anywhere, or when the coordinator has not asked about
-the task for ``expire_s`` (cancelled, or placed without this scheduler).
+A reservation ends when its task is placed anywhere, when the coordinator has not asked about
+the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
+leaves.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class Reservations:
         waiting.gpu_only = "gpu" in pick.reason.lower()
         self._by_worker[pick.worker_id] = task_id
         return pick.worker_id
+
+    def worker_left(self, worker_id: str) -> None:
+        """The worker is gone: a task it was reserved for may reserve another."""
+        task_id = self._by_worker.pop(worker_id, None)
+        if task_id is not None:
+            self._by_type[self._type_of[task_id]][task_id].worker_id = None
 
     def reserved(self) -> dict[str, str]:
         """Reserved worker id -> the task id it is kept for."""
