@@ -27,6 +27,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import operator
 import shutil
 import tempfile
@@ -46,9 +47,10 @@ from fleet_hwmon.integration import (
     worker_ids,
 )
 from fleet_hwmon.sample import ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import Exclusion, SchedulingDecision, decide_among, task_demand_for
+from fleet_hwmon.scoring.decide import (Exclusion, SchedulingDecision, decide_among, fits_when_idle,
+                                        task_demand_for)
 from fleet_hwmon.scoring.factors import ScoringFactors
-from fleet_hwmon.scoring.history import PerformanceHistory
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
@@ -456,9 +458,15 @@ class CoordinatorHardwareMonitoringIntegration:
                                     max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
                                     extra_exclusions=reserved, original_choice=original_view.choice)
             if factors.reserve_for_waiting_tasks:
-                self._reservations.observe(task_id, task.get("type"), decision.chosen_worker_id, decision.exclusions,
-                                           now_s, after_s=factors.reserve_after_s, expire_s=stale_after_s,
-                                           preference=lambda w: counts.get(w, 0) if counts else 0)
+                task_type = task.get("type")
+
+                def fits(worker_id: str) -> bool:  # once drained: never reserve a worker too small
+                    demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+                    return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
+
+                self._reservations.observe(task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
+                                           after_s=factors.reserve_after_s, expire_s=stale_after_s,
+                                           preference=lambda w: counts.get(w, 0) if counts else 0, fits=fits)
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
             self._store.append(DECISIONS_TABLE, decision)
@@ -588,7 +596,17 @@ def _loop_running() -> bool:
 
 
 def _process_fields(process_usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The known process measurements as ``TaskResourceUsage`` fields. A value that is not a
+    finite, non-negative number is left out (unknown) with a warning, never learnt from."""
     if not process_usage:
         return {}
-    return {target: process_usage.get(source) for source, target in _PROCESS_FIELDS.items()
-            if process_usage.get(source) is not None}
+    out = {}
+    for source, target in _PROCESS_FIELDS.items():
+        value = process_usage.get(source)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            log.warning("process usage %s=%r is not a finite non-negative number; treated as unknown", source, value)
+            continue
+        out[target] = value
+    return out

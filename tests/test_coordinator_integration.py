@@ -351,7 +351,14 @@ class TestCoordinatorHardwareMonitoringIntegration:
             if usage.duration_s:
                 assert cores == pytest.approx(1.5 / usage.duration_s)
             integration.start_task_monitoring("t2", "w1", "unit")
-            integration.stop_task_monitoring("t2", "w1", success=False, error="AssertionError: 503")
+            # A measurement that is no number of the kind is unknown, never learnt from.
+            bad = integration.stop_task_monitoring(
+                "t2", "w1", success=False, error="AssertionError: 503",
+                process_usage={"gpu_utilization_percent": float("nan"), "cpu_seconds": -4.0, "read_bytes": True,
+                               "peak_rss_bytes": 1024})
+            assert (bad.process_gpu_utilization_percent, bad.process_cpu_seconds, bad.process_read_bytes,
+                    bad.process_peak_rss_bytes) == (None, None, None, 1024)
+            assert integration.history.stats("w1", "unit").gpu_percent is None
             assert (integration.history.stats("w1", "unit").runs, integration.history.stats("w1", "unit").failures) \
                 == (2, 1)
 

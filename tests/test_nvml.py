@@ -256,12 +256,28 @@ def test_process_gpu_utilization_since_the_callers_last_call():
     assert gateway.process_gpu_utilization_percent({100}, {}) == pytest.approx((40 + 60 + 90) / 3)
 
 
+def test_process_gpu_utilization_skips_the_entries_drivers_get_wrong():
+    # Around zombie processes drivers return entries like %SM 37100, PID 0 or odd timestamps.
+    gpu = rtx_3060(process_utilization=[FakeUtilizationSample(100, 1_000, 50), FakeUtilizationSample(100, 1_100, 37100),
+                                        FakeUtilizationSample(0, 10**18, 20)])
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]))
+    seen: dict[str, int] = {}
+    assert gateway.process_gpu_utilization_percent({100}, seen) == pytest.approx(50.0)
+    assert seen == {gpu.uuid: 1_000}  # another process's far-future stamp does not move our place
+    gpu.process_utilization.append(FakeUtilizationSample(100, 2_000, 80))
+    assert gateway.process_gpu_utilization_percent({100}, seen) == pytest.approx(80.0)
+    assert gateway.process_gpu_utilization_percent({100}, seen) == 0.0  # nothing newer for us
+
+
 def test_process_gpu_utilization_unknown_where_nvml_cannot_say():
     assert NvmlGateway(module=make_fake_nvml([], init_error=12)).process_gpu_utilization_percent({1}, {}) is None
     unsupported = rtx_3060(not_supported={"nvmlDeviceGetProcessUtilization"})
     assert NvmlGateway(module=make_fake_nvml([unsupported])).process_gpu_utilization_percent({1}, {}) is None
     mig = NvmlGateway(module=make_fake_nvml([a100_mig()]))  # no per-process utilization under MIG
     assert mig.process_gpu_utilization_percent({1}, {}) is None
+    # One MIG board next to a plain GPU: a task may run on the MIG slice, so the sum is unknown.
+    mixed = NvmlGateway(module=make_fake_nvml([rtx_3060(), a100_mig(uuid="GPU-mig")]))
+    assert mixed.process_gpu_utilization_percent({42}, {}) is None
 
 
 # -- bindings quirks -------------------------------------------------------------------------

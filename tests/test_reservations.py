@@ -5,7 +5,7 @@ from __future__ import annotations
 from fleet_hwmon.scoring.decide import Exclusion
 from fleet_hwmon.scoring.reservations import Reservations
 
-GPU_ROOM = "predicted gpu 130% of the least busy GPU > 100%"
+GPU_ROOM = "predicted gpu 130% after placement on 1 GPU > 110%"
 
 
 def declined(res: Reservations, task_id: str, now_s: float, *exclusions: Exclusion, task_type: str = "train",
@@ -47,16 +47,55 @@ def test_a_reservation_for_cpu_or_memory_room_keeps_every_other_task_off():
     assert set(res.blocked("unit", False, 20.0)) == {"w1"}
 
 
-def test_one_reservation_per_task_type_for_its_oldest_waiting_task():
+def test_one_reservation_per_task_type_for_the_first_that_qualifies():
     res = Reservations()
     room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
-    waited(res, "first", 50.0, *room)
-    assert waited(res, "second", 70.0, *room, since_s=5.0) is None  # not the oldest of its type
-    assert declined(res, "first", 70.0, *room) == "a"
-    assert declined(res, "second", 75.0, *room) is None  # its type already holds one
+    for now_s in range(0, 70, 10):  # a FIFO coordinator asks the older task first in each pass
+        first = declined(res, "first", float(now_s), *room)
+        second = declined(res, "second", now_s + 1.0, *room)
+    assert (first, second) == ("a", None) and res.reserved() == {"a": "first"}
+    assert declined(res, "second", 71.0, *room) is None  # its type already holds one
     # Another type may reserve another worker, never one already reserved.
-    assert waited(res, "infer", 70.0, *room, task_type="infer") == "b"
-    assert waited(res, "data", 70.0, Exclusion("a", GPU_ROOM), task_type="data") is None
+    found = {}
+    for now_s in range(80, 150, 10):
+        declined(res, "first", float(now_s), *room)
+        found["infer"] = declined(res, "infer", now_s + 1.0, *room, task_type="infer") or found.get("infer")
+        found["data"] = declined(res, "data", now_s + 2.0, Exclusion("a", GPU_ROOM), task_type="data")
+    assert found == {"infer": "b", "data": None}
+    assert res.reserved() == {"a": "first", "b": "infer"}
+
+
+def test_a_task_that_cannot_reserve_does_not_hold_up_its_type():
+    res = Reservations()
+    for now_s in range(0, 80, 10):  # the oldest lacks the hardware everywhere: never a reservation
+        declined(res, "huge", float(now_s), Exclusion("a", "no GPU with >= 200 GB of memory"))
+        found = declined(res, "train", now_s + 1.0, Exclusion("a", GPU_ROOM))
+    assert found is None and res.reserved() == {"a": "train"}
+
+
+def test_a_worker_the_task_could_never_fit_is_not_reserved():
+    res = Reservations()
+    room = (Exclusion("small", "predicted cpu 200% of 8 cores > 100%"),
+            Exclusion("big", "predicted cpu 140% of 32 cores > 100%"))
+    for now_s in range(0, 60, 10):
+        declined(res, "build", float(now_s), *room, task_type="build")
+    assert res.observe("build", "build", None, room, 60.0, after_s=60.0, expire_s=15.0,
+                       preference=lambda w: 0 if w == "small" else 1, fits=lambda w: w == "big") == "big"
+
+
+def test_a_reservation_follows_what_the_task_lacks_and_moves_off_a_stale_worker():
+    res = Reservations()
+    room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
+    assert waited(res, "big", 60.0, *room) == "a"
+    assert res.blocked("unit", False, 60.0) == {}  # GPU room: CPU tasks still use it
+    # CPU tasks filled its memory: now every other task is kept off.
+    declined(res, "big", 65.0, Exclusion("a", "predicted memory 40.0 GiB (+25% headroom) > free 3.0 GiB"))
+    assert set(res.blocked("unit", False, 65.0)) == {"a"}
+    # Not in the decision (at its slots): kept. Stale: given up, and another one reserved.
+    assert declined(res, "big", 70.0, Exclusion("b", GPU_ROOM)) is None and res.reserved() == {"a": "big"}
+    assert declined(res, "big", 75.0, Exclusion("a", "stale: last sample 40 s ago (limit 15 s)"),
+                    Exclusion("b", GPU_ROOM)) == "b"
+    assert res.reserved() == {"b": "big"}
 
 
 def test_a_task_no_longer_asked_about_releases_its_worker():

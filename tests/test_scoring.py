@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import FLOOR, Exclusion, decide, tie_break
+from fleet_hwmon.scoring.decide import (FLOOR, Exclusion, decide, fits_when_idle, gpu_after_placement,
+                                        tie_break)
 from fleet_hwmon.scoring.factors import ScoringFactors
-from fleet_hwmon.scoring.history import PerformanceHistory
+from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
@@ -221,7 +222,7 @@ class TestDecide:
             views["w"].add_inflight(InFlight(task_id, 100.0, 1.0, 0.0, True, 0.0, None, 35.0))
         d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history, factors=FACTORS)
         assert d.chosen_worker_id is None
-        assert d.exclusions[0].reason == "predicted gpu 145% of the least busy GPU > 110%"
+        assert d.exclusions[0].reason == "predicted gpu 145% after placement on 1 GPU > 110%"
         # One in flight: 40 + 35 + 35 = 110 %, within the GPU margin (time-slicing fails nothing).
         views["w"].task_finished("b")
         assert run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history,
@@ -230,6 +231,66 @@ class TestDecide:
         # Without history the same load is only penalised (a guess never excludes).
         d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", factors=FACTORS)
         assert d.chosen_worker_id == "w" and by_worker(d)["w"].gpu_percent == pytest.approx(160.0)
+
+    def test_gpu_after_placement_fills_the_least_busy_gpus_first(self):
+        assert gpu_after_placement([40.0], [35.0, 35.0], 35.0) == pytest.approx(145.0)  # one GPU: all on it
+        assert gpu_after_placement([90.0, 5.0], [], 50.0) == pytest.approx(55.0)  # the idle one
+        # 8 idle GPUs, one 60 % task in flight: the next 60 % task goes to another idle GPU.
+        assert gpu_after_placement([0.0] * 8, [60.0], 60.0) == pytest.approx(60.0)
+        # In flight 70 % and 40 % over GPUs at 10 / 20 / 90: 70 % to the 10 % GPU (80), then 40 %
+        # to the 20 % one (60); the new task joins that one.
+        assert gpu_after_placement([90.0, 10.0, 20.0], [40.0, 70.0], 5.0) == pytest.approx(65.0)
+        # A task larger than one GPU spreads over the least busy ones: 180 % over 8 idle GPUs
+        # lands 22.5 % on each; over GPUs at 0 / 0 / 95 it fills the two idle ones to 90 %.
+        assert gpu_after_placement([0.0] * 8, [], 180.0) == pytest.approx(22.5)
+        assert gpu_after_placement([0.0, 95.0, 0.0], [], 180.0) == pytest.approx(95.0)
+
+    def test_multi_gpu_workers_take_tasks_their_gpus_hold(self):
+        eight = WorkerView("eight", registered_s=0.0)
+        eight.observe(ResourceUtilization(worker_id="eight", timestamp=utc_now(), cpu_percent=10.0,
+                                          memory_percent=10.0, cpu_count_effective=64, memory_total_bytes=512 * GIB,
+                                          gpus=tuple(GpuUtilization(i, f"GPU-{i}", "H100", 0.0) for i in range(8))),
+                      100.0, FACTORS)
+        history = PerformanceHistory()
+        history.record("x", "ddp", success=True, duration_s=100.0, gpu_percent=180.0)  # two GPUs' worth
+        history.record("x", "infer", success=True, duration_s=100.0, gpu_percent=60.0)
+        gpu = {"hardware": ["gpu"]}
+        assert run({"eight": 1.0}, {"eight": eight}, requirements=gpu, task_type="ddp", history=history,
+                   factors=FACTORS).chosen_worker_id == "eight"
+        eight.add_inflight(InFlight("a", 100.0, 1.0, 0.0, True, 0.0, None, 60.0))
+        d = run({"eight": 1.0}, {"eight": eight}, requirements=gpu, task_type="infer", history=history,
+                factors=FACTORS)
+        assert d.chosen_worker_id == "eight" and d.candidates[0].gpu_percent == pytest.approx(60.0)
+
+    def test_a_gpu_that_cannot_report_utilization_is_not_idle(self):
+        mig = WorkerView("mig", registered_s=0.0)
+        mig.observe(ResourceUtilization(worker_id="mig", timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                                        cpu_count_effective=8, memory_total_bytes=16 * GIB,
+                                        gpus=(GpuUtilization(0, "MIG-1", "A100 MIG", None, mig_enabled=True),)),
+                    100.0, FACTORS)
+        views = {"mig": mig, "plain": view("plain", 10.0, 10.0, gpu=55.0)}
+        scores = by_worker(run({"mig": 1.0, "plain": 1.0}, views, requirements={"hardware": ["gpu"]},
+                               factors=FACTORS))
+        # The MIG GPU counts as the candidates' median (55 %) plus the task's 50 %, like the other.
+        assert scores["mig"].gpu_percent is None  # what the samples show: unknown
+        assert scores["mig"].gpu_penalty == pytest.approx(scores["plain"].gpu_penalty) == pytest.approx(0.9 * 45 / 40)
+
+    def test_fits_when_idle_rules_out_only_workers_too_small_for_the_task(self):
+        small, big = view("small", 90.0, 90.0, cores=8), view("big", 90.0, 90.0, cores=32)
+        cpu = TaskRequirements.from_task({"task_id": "t", "requirements": {"hardware": ["cpu"]}})
+        build = TaskDemand(16.0, 4 * GIB, None, None, "fleet")
+        assert not fits_when_idle(small, build, cpu, FACTORS) and fits_when_idle(big, build, cpu, FACTORS)
+        assert not fits_when_idle(big, TaskDemand(None, 14 * GIB, None, None, "fleet"), cpu, FACTORS)  # +25 % > 16
+        assert fits_when_idle(small, TaskDemand(None, None, None, None, None), cpu, FACTORS)  # nothing known
+        two = WorkerView("two", registered_s=0.0)
+        two.observe(ResourceUtilization(worker_id="two", timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                                        cpu_count_effective=32, memory_total_bytes=256 * GIB,
+                                        gpus=tuple(GpuUtilization(i, f"GPU-{i}", "A100", 99.0, 39 * GIB, 40 * GIB)
+                                                   for i in range(2))), 100.0, FACTORS)
+        gpu = TaskRequirements.from_task({"task_id": "t", "requirements": {"hardware": ["gpu"]}})
+        assert fits_when_idle(two, TaskDemand(None, None, 30 * GIB, 200.0, "fleet"), gpu, FACTORS)
+        assert not fits_when_idle(two, TaskDemand(None, None, None, 250.0, "fleet"), gpu, FACTORS)  # > 2 x 110 %
+        assert not fits_when_idle(two, TaskDemand(None, None, 35 * GIB, None, "fleet"), gpu, FACTORS)  # +25 % > 40
 
     def test_floor_and_negative_original_scores(self):
         saturated = {"w": view("w", 95.0, 95.0)}  # at critical, not above: penalised, not excluded
@@ -343,6 +404,14 @@ class TestHistory:
         assert history.snapshot() == [{"worker_id": "w", "task_type": "unit", "runs": 2, "failures": 1,
                                        "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0,
                                        "gpu_memory_bytes": None, "gpu_percent": None}]
+
+    def test_a_non_finite_measurement_is_not_learnt(self):
+        history = PerformanceHistory()
+        history.record("w", "infer", success=True, duration_s=2.0, gpu_percent=40.0)
+        history.record("w", "infer", success=True, duration_s=float("nan"), gpu_percent=float("nan"))
+        history.record("w", "infer", success=True, duration_s=2.0, gpu_percent=float("inf"))
+        stats = history.stats("w", "infer")
+        assert (stats.runs, stats.duration_s, stats.gpu_percent) == (3, 2.0, 40.0)
 
 
 def gpu_view(worker_id: str, total_gb: float, used_gb: float, *, cpu=10.0, memory=10.0, cores=16,

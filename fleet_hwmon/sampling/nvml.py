@@ -417,34 +417,38 @@ class NvmlGateway:
 
     def process_gpu_utilization_percent(self, pids: set[int], last_seen_us: dict[str, int]) -> float | None:
         """GPU utilization of ``pids`` since the previous call, in percent of one GPU (summed over
-        the processes and GPUs: 150 = one and a half GPUs busy). ``None`` when unavailable.
+        the processes and GPUs: 150 = one and a half GPUs busy). ``None`` when unknown: NVML
+        unavailable, or any GPU unable to say (MIG, where NVML has no per-process utilization,
+        NotSupported, an error), since the sum would then be a guess.
 
         Source: ``nvmlDeviceGetProcessUtilization`` (``smUtil`` of the driver's samples newer than
         ``last_seen_us[uuid]``, averaged per process). ``last_seen_us`` belongs to the caller (one
         per measured task, so tasks do not take each other's samples): GPU UUID -> the newest
-        sample time seen, in microseconds, updated in place. NotFound (no process ran since)
-        reads as 0 %. Not under MIG, where NVML has no per-process utilization.
+        sample time of these pids seen, in microseconds, updated in place. NotFound (no process
+        ran since) reads as 0 %. Entries outside 0-100 % or not newer than asked (which drivers
+        return around zombie processes) are skipped.
         """
         if not self.available:
             return None
-        total, readable = 0.0, False
+        total = 0.0
         for device in self._devices:
             if self._mig_layout(device)[0]:
-                continue
+                return None
             since = last_seen_us.get(device.uuid, 0)
             samples = self._field(device.uuid, "process_utilization", "nvmlDeviceGetProcessUtilization",
                                   device.handle, since, empty_on=_ERR_NOT_FOUND)
             if samples is None:
-                continue
-            readable = True
+                return None
             per_pid: dict[int, list[float]] = {}
+            newest = since
             for sample in samples:
-                since = max(since, int(sample.timeStamp))
-                if sample.pid in pids:
-                    per_pid.setdefault(sample.pid, []).append(float(sample.smUtil))
-            last_seen_us[device.uuid] = since
+                stamp, value = int(sample.timeStamp), float(sample.smUtil)
+                if sample.pid in pids and stamp > since and 0.0 <= value <= 100.0:
+                    per_pid.setdefault(sample.pid, []).append(value)
+                    newest = max(newest, stamp)
+            last_seen_us[device.uuid] = newest
             total += sum(sum(values) / len(values) for values in per_pid.values())
-        return total if readable else None
+        return total if self._devices else None
 
     def _process_memory(self, device: _Device, pids: set[int]) -> int | None:
         per_pid: dict[int, int] = {}

@@ -288,8 +288,9 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
             if found is None:
                 cpu_eff, mem_eff, gpu_eff = cpu, memory, gpu
                 if view is not None:
-                    cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(view, cpu, memory, gpu, demand, factors, scored,
-                                                                    neutral, terms.own_gpu(demand))
+                    cpu_eff, mem_eff, gpu_eff = _unknown_as_neutral(
+                        view, cpu, memory, gpu, demand, factors, scored, neutral,
+                        terms.own_gpu(demand) if terms.needs_gpu else None)
                 *penalties, total = terms.penalties(cpu_eff, mem_eff, gpu_eff, stats, busiest_median)
                 found = (total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand))
                 if memo is not None and (cpu_eff is not None or mem_eff is not None):  # not busiest_median()'s
@@ -368,16 +369,15 @@ class _Terms:
         factors = self.factors
         cores = factors.default_task_cores if demand.cores is None else demand.cores
         memory_bytes = factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes
-        cpu, memory, gpu = view.cpu_percent, view.memory_percent, view.gpu_least_percent
+        cpu, memory = view.cpu_percent, view.memory_percent
+        gpu = view.gpu_least_percent  # None: no GPU reports utilization
         count, total = view.cpu_count, view.memory_total_bytes
         if cpu is not None and count:
             cpu += 100.0 * (view.inflight_cores + cores) / count
         if memory is not None and total:
             memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
-        if gpu is not None:  # on the least busy GPU, where the task would go
-            gpu += view.inflight_gpu_percent
-            if self.needs_gpu:
-                gpu += self.own_gpu(demand)
+        if gpu is not None:
+            gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, self.own_gpu(demand))
         reason = None
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
@@ -392,10 +392,12 @@ class _Terms:
             reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {self.capacity_limit:g}%"
         if (reason is None and self.exclude_over and self.needs_gpu and demand.gpu_percent is not None
                 and gpu is not None and gpu > self.gpu_capacity_limit):
-            reason = f"predicted gpu {gpu:.0f}% of the least busy GPU > {self.gpu_capacity_limit:g}%"
+            reason = (f"predicted gpu {gpu:.0f}% after placement on {_gpus(len(view.gpu_levels))} > "
+                      f"{self.gpu_capacity_limit:g}%")
         if reason is not None:
             return reason, None, None
-        if cpu is None or memory is None or (gpu is None and view.inflight_gpu_tasks):
+        if cpu is None or memory is None or (gpu is None and (view.inflight_gpu_tasks or
+                                                              (self.needs_gpu and view.has_gpus))):
             return None, None, (cpu, memory, gpu, stats, demand)
         *penalties, total = self.penalties(cpu, memory, gpu, stats, None)
         return total, max(FLOOR, 1.0 - total), (cpu, memory, gpu, *penalties, demand)
@@ -456,6 +458,63 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
             gpu_memory, gpu_percent)
 
 
+def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: TaskRequirements,
+                   factors: ScoringFactors) -> bool:
+    """Could the task run on the worker once the worker has drained? Its predicted cores within
+    the worker's cores (plus the capacity margin), its memory (plus headroom) within the
+    worker's memory, its GPU share within the worker's GPUs (plus the GPU margin), its GPU memory
+    within the largest GPU. A figure that is unknown rules nothing out."""
+    if view is None:
+        return True
+    headroom = 1.0 + factors.memory_headroom_percent / 100.0
+    if (demand.cores is not None and view.cpu_count
+            and demand.cores > view.cpu_count * (1.0 + factors.capacity_margin_percent / 100.0)):
+        return False
+    if (demand.memory_bytes is not None and view.memory_total_bytes
+            and demand.memory_bytes * headroom > view.memory_total_bytes):
+        return False
+    if not requirements.needs_gpu:
+        return True
+    if (demand.gpu_percent is not None and view.gpu_levels
+            and demand.gpu_percent > len(view.gpu_levels) * (100.0 + factors.gpu_capacity_margin_percent)):
+        return False
+    totals = [g.memory_total_bytes for g in view.latest.gpus if g.memory_total_bytes] if view.latest else []
+    need = max((demand.gpu_memory_bytes or 0.0) * headroom, (requirements.min_gpu_memory_gb or 0.0) * GIB)
+    return not totals or need <= max(totals)
+
+
+def gpu_after_placement(levels: Sequence[float], inflight_percents: Sequence[float], own_percent: float) -> float:
+    """The utilization (percent of one GPU) of the GPU a new task runs on, once placed.
+    ``levels``: each GPU's utilization now; ``inflight_percents``: the share of each GPU task in
+    flight. As launchers pick the least loaded GPU, each task in flight (largest first) goes to
+    the least busy GPU, then this one adds its ``own_percent`` there. A task of more than one
+    GPU spreads over the least busy ones instead (water filling), and the busiest GPU after it
+    is returned."""
+    gpus = sorted(levels)
+    for share in sorted(inflight_percents, reverse=True):
+        gpus = _place(gpus, share)
+    if own_percent <= 100.0:
+        return gpus[0] + own_percent
+    return max(_place(gpus, own_percent))
+
+
+def _place(levels: list[float], share: float) -> list[float]:
+    """``levels`` (ascending) after a task of ``share`` percent: on the lowest GPU when it fits
+    one GPU, else poured into the lowest first (water filling); ascending again."""
+    if share <= 100.0 or len(levels) == 1:
+        return sorted([levels[0] + share, *levels[1:]])
+    for count in range(1, len(levels) + 1):
+        # raise the lowest ``count`` GPUs to a common level, if that stays under the next one
+        level = (sum(levels[:count]) + share) / count
+        if count == len(levels) or level <= levels[count]:
+            return [level] * count + levels[count:]
+    return levels
+
+
+def _gpus(count: int) -> str:
+    return "1 GPU" if count == 1 else f"{count} GPUs"
+
+
 def _headroom(factors: ScoringFactors) -> str:
     return f" (+{factors.memory_headroom_percent:g}% headroom)" if factors.memory_headroom_percent else ""
 
@@ -482,7 +541,7 @@ def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: floa
 
 def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | None, gpu: float | None,
                         demand: TaskDemand, factors: ScoringFactors, eligible: list[tuple],
-                        neutral: dict[str, Any], own_gpu: float) -> tuple:
+                        neutral: dict[str, Any], own_gpu: float | None) -> tuple:
     """A worker's load where its samples do not show a resource yet: the candidates' sampled
     median of it (kept in ``neutral``) plus what the tasks in flight and this task add, so a new
     worker (or one with MIG GPUs) is neither idle nor drawing a whole burst before its metrics
@@ -495,8 +554,8 @@ def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | Non
         memory_bytes = factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes
         memory = (_neutral(neutral, eligible, "memory_percent")
                   + 100.0 * (view.inflight_memory_bytes + memory_bytes) / view.memory_total_bytes)
-    if gpu is None and view.inflight_gpu_tasks:
-        gpu = _neutral(neutral, eligible, "gpu_least_percent") + view.inflight_gpu_percent + own_gpu
+    if gpu is None and (view.inflight_gpu_tasks or (own_gpu is not None and view.has_gpus)):
+        gpu = _neutral(neutral, eligible, "gpu_least_percent") + view.inflight_gpu_percent + (own_gpu or 0.0)
     return cpu, memory, gpu
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
@@ -63,7 +64,7 @@ def demand_of(mine: TypeStats | None, fleet: TypeStats | None) -> TaskDemand:
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
-    if value is None:
+    if value is None or not math.isfinite(value):  # NaN would stay in the average for good
         return previous
     return value if previous is None else previous + alpha * (value - previous)
 

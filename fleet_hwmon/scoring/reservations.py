@@ -24,6 +24,10 @@ from fleet_hwmon.scoring.decide import Exclusion
 _ROOM_REASONS = ("predicted ", "required GPU memory")
 
 
+def _is_room(reason: str) -> bool:
+    return reason.startswith(_ROOM_REASONS) or "> critical" in reason
+
+
 @dataclass
 class _Waiting:
     task_type: str | None
@@ -37,9 +41,8 @@ class Reservations:
     """Waiting tasks and the workers reserved for them. Times are the scheduler's clock (s)."""
 
     def __init__(self) -> None:
-        # task type -> task id -> waiting, oldest first (inserted when first declined)
-        self._by_type: dict[str | None, dict[str, _Waiting]] = {}
-        self._type_of: dict[str, str | None] = {}
+        self._waiting: dict[str, _Waiting] = {}  # task id -> since when it waits
+        self._holder: dict[str | None, str] = {}  # task type -> the task holding its reservation
         self._by_worker: dict[str, str] = {}  # reserved worker -> task id
         self._next_expiry_s = float("-inf")
 
@@ -50,7 +53,7 @@ class Reservations:
             return {}
         out = {}
         for worker_id, owner in self._by_worker.items():
-            waiting = self._by_type[self._type_of[owner]][owner]
+            waiting = self._waiting[owner]
             if owner != task_id and (needs_gpu or not waiting.gpu_only):
                 out[worker_id] = (f"reserved for {owner} ({waiting.task_type}), waiting "
                                   f"{now_s - waiting.first_s:.0f} s")
@@ -58,58 +61,69 @@ class Reservations:
 
     def observe(self, task_id: str, task_type: str | None, chosen: str | None, exclusions: Iterable[Exclusion],
                 now_s: float, *, after_s: float, expire_s: float,
-                preference: Callable[[str], Any] | None = None) -> str | None:
+                preference: Callable[[str], Any] | None = None,
+                fits: Callable[[str], bool] | None = None) -> str | None:
         """Learn from a decision about ``task_id``: placed (``chosen``) or not. Returns the worker
-        newly reserved for it, if any. ``preference`` orders the workers it could reserve (lowest
-        first; default: their order in ``exclusions``)."""
+        newly reserved for it, if any: one excluded for lack of room, that ``fits`` (the task
+        would fit there once it drains; default: any), the lowest by ``preference`` (default:
+        the first). A reservation follows what each decision says of its worker: for what the
+        task lacks there now (GPU room: only GPU tasks kept off), and given up when the worker
+        is excluded for anything but room (stale, say) so that another can be reserved."""
         if now_s >= self._next_expiry_s:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
         if chosen is not None:
             self._release(task_id)
             return None
-        previous = self._type_of.get(task_id, task_type)
-        if previous != task_type:  # asked again under another type: start over
+        waiting = self._waiting.get(task_id)
+        if waiting is None or waiting.task_type != task_type:  # new, or asked again as another type
             self._release(task_id)
-        tasks = self._by_type.setdefault(task_type, {})
-        waiting = tasks.get(task_id)
-        if waiting is None:
-            waiting = tasks[task_id] = _Waiting(task_type, now_s, now_s)
-            self._type_of[task_id] = task_type
+            waiting = self._waiting[task_id] = _Waiting(task_type, now_s, now_s)
         waiting.last_s = now_s
-        if now_s - waiting.first_s < after_s or next(iter(tasks)) != task_id:
-            return None  # not waiting long enough, or not the oldest of its type
-        if any(w.worker_id is not None for w in tasks.values()):
-            return None  # one reservation per task type
-        room = [e for e in exclusions if (e.reason.startswith(_ROOM_REASONS) or "> critical" in e.reason)
-                and e.worker_id not in self._by_worker]
+        exclusions = list(exclusions)
+        if waiting.worker_id is not None:
+            seen = next((e for e in exclusions if e.worker_id == waiting.worker_id), None)
+            if seen is None:  # busy elsewhere in the coordinator's eyes (not available): keep it
+                return None
+            if _is_room(seen.reason):
+                waiting.gpu_only = "gpu" in seen.reason.lower()
+                return None
+            self._unreserve(task_id)
+        if now_s - waiting.first_s < after_s or self._holder.get(task_type, task_id) != task_id:
+            return None  # not waiting long enough, or its type holds a reservation already
+        room = [e for e in exclusions if _is_room(e.reason) and e.worker_id not in self._by_worker
+                and (fits is None or fits(e.worker_id))]
         if not room:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
         waiting.worker_id = pick.worker_id
         waiting.gpu_only = "gpu" in pick.reason.lower()
         self._by_worker[pick.worker_id] = task_id
+        self._holder[task_type] = task_id
         return pick.worker_id
 
     def worker_left(self, worker_id: str) -> None:
         """The worker is gone: a task it was reserved for may reserve another."""
-        task_id = self._by_worker.pop(worker_id, None)
+        task_id = self._by_worker.get(worker_id)
         if task_id is not None:
-            self._by_type[self._type_of[task_id]][task_id].worker_id = None
+            self._unreserve(task_id)
 
     def reserved(self) -> dict[str, str]:
         """Reserved worker id -> the task id it is kept for."""
         return dict(self._by_worker)
 
-    def _release(self, task_id: str) -> None:
-        task_type = self._type_of.pop(task_id, None)
-        tasks = self._by_type.get(task_type)
-        waiting = tasks.pop(task_id, None) if tasks is not None else None
-        if tasks is not None and not tasks:
-            del self._by_type[task_type]
-        if waiting is not None and waiting.worker_id is not None:
+    def _unreserve(self, task_id: str) -> None:
+        waiting = self._waiting[task_id]
+        if waiting.worker_id is not None:
             self._by_worker.pop(waiting.worker_id, None)
+            self._holder.pop(waiting.task_type, None)
+            waiting.worker_id = None
+
+    def _release(self, task_id: str) -> None:
+        if task_id in self._waiting:
+            self._unreserve(task_id)
+            del self._waiting[task_id]
 
     def _expire(self, now_s: float, expire_s: float) -> None:
-        for task_id in [t for tasks in self._by_type.values() for t, w in tasks.items() if now_s - w.last_s > expire_s]:
+        for task_id in [t for t, w in self._waiting.items() if now_s - w.last_s > expire_s]:
             self._release(task_id)

@@ -42,7 +42,9 @@ class WorkerView:
     cpu_percent: float | None = None  # smoothed (EWMA) views, used for penalties
     memory_percent: float | None = None
     gpu_percent: float | None = None  # of the busiest GPU
-    gpu_least_percent: float | None = None  # of the least busy GPU: where a new GPU task goes
+    gpu_levels: tuple[float, ...] = ()  # smoothed, per GPU that reports utilization (not MIG)
+    gpu_least_percent: float | None = None  # the least busy of them: where a new GPU task goes
+    has_gpus: bool = False  # the latest sample lists GPUs (utilization known or not)
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
     memory_total_bytes: float | None = None
@@ -57,6 +59,7 @@ class WorkerView:
     inflight_memory_bytes: float = 0.0
     inflight_gpu_tasks: int = 0
     inflight_gpu_percent: float = 0.0
+    inflight_gpu_shares: tuple[float, ...] = ()  # GPU share of each in-flight GPU task
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
     memory_free_bytes: float | None = None  # latest sample's available memory
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
@@ -81,7 +84,12 @@ class WorkerView:
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
         self.gpu_percent = _ewma(self.gpu_percent, sample.gpu_utilization_percent, alpha)
         known = [g.utilization_percent for g in sample.gpus if g.utilization_percent is not None]
-        self.gpu_least_percent = _ewma(self.gpu_least_percent, min(known) if known else None, alpha)
+        if len(known) == len(self.gpu_levels):  # the same GPUs: smoothed each
+            self.gpu_levels = tuple(_ewma(old, new, alpha) for old, new in zip(self.gpu_levels, known))
+        else:
+            self.gpu_levels = tuple(known)
+        self.gpu_least_percent = min(self.gpu_levels) if self.gpu_levels else None
+        self.has_gpus = bool(sample.gpus)
         if sample.cpu_count_effective is not None:
             self.cpu_count = sample.cpu_count_effective
         if sample.memory_total_bytes is not None:
@@ -149,7 +157,8 @@ class WorkerView:
         self.inflight_cores = sum(i.cores for i in items)
         self.inflight_memory_bytes = sum(i.memory_bytes for i in items)
         self.inflight_gpu_tasks = sum(1 for i in items if i.uses_gpu)
-        self.inflight_gpu_percent = sum(i.gpu_percent for i in items if i.uses_gpu)
+        self.inflight_gpu_shares = tuple(i.gpu_percent for i in items if i.uses_gpu)
+        self.inflight_gpu_percent = sum(self.inflight_gpu_shares)
         self.inflight_gpu_memory = tuple(i.gpu_memory_bytes for i in items if i.uses_gpu and i.gpu_memory_bytes)
 
     def inflight_percent(self) -> tuple[float | None, float | None, float]:
