@@ -67,11 +67,11 @@ class ScoringFactors:
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
     # shows little of the task). One interval of the default 5 s.
     inflight_hold_s: float = 5.0
-    # Starvation guard: once the oldest waiting task of a type has found no worker for this long,
-    # one worker that lacked only room for it is reserved (others stop taking it, for GPU room:
-    # other GPU tasks) until the task is placed. See fleet_hwmon.scoring.reservations.
+    # Starvation guard: once a task has found no worker for this long, one worker that lacked
+    # only room for it is reserved (others stop taking it, for GPU room: other GPU tasks) until
+    # the task is placed; one per task type. See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True
-    reserve_after_s: float = 60.0
+    reserve_after_s: float = 30.0
     # Room kept above a history-predicted memory or GPU memory figure (a mean of past peaks)
     # when checking that it fits in what the worker has free, in percent of the prediction.
     memory_headroom_percent: float = 25.0

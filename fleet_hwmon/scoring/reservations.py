@@ -2,15 +2,18 @@
 
 Without it, a task that needs a lot of one worker (a whole large GPU, say) can wait forever on a
 busy fleet: each time part of a fitting worker frees up, smaller tasks queued behind it fit
-there first and take it. This is the reservation of backfilling schedulers: once the oldest
-waiting task of a type has waited ``after_s``, one of the workers that could run it (one excluded
-for its load, not for lacking the hardware) is kept for it. Other tasks stop going there, so it
-drains until the waiting task fits; tasks keep using every other worker. When the reservation
-is for a GPU (the worker lacked GPU room), only GPU tasks are kept off it and its CPUs stay in use.
+there first and take it. This is the reservation of backfilling schedulers: once a waiting
+task has waited ``after_s``, one of the workers that could run it (one excluded for its load,
+not for lacking the hardware, and big enough once drained) is kept for it; one per task type,
+so under a FIFO coordinator, which asks about the oldest task first, the oldest of the type.
+Other tasks stop going there, so it drains until the waiting task fits; tasks keep using every
+other worker. When the reservation is for a GPU (the worker lacked GPU room), only GPU tasks
+are kept off it and its CPUs stay in use.
 
 A reservation ends when its task is placed anywhere, when the coordinator has not asked about
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
-leaves.
+leaves; when a decision shows the worker excluded for anything but room (stale, say), another
+is reserved.
 """
 
 from __future__ import annotations
