@@ -376,8 +376,12 @@ class _Terms:
             cpu += 100.0 * (view.inflight_cores + cores) / count
         if memory is not None and total:
             memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
-        if gpu is not None:
-            gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, self.own_gpu(demand))
+        if gpu is not None and (self.needs_gpu or view.inflight_gpu_tasks):
+            own = self.own_gpu(demand)
+            if len(view.gpu_levels) == 1:  # everything lands on the one GPU
+                gpu += view.inflight_gpu_percent + own
+            else:
+                gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, own)
         reason = None
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
@@ -490,19 +494,21 @@ def gpu_after_placement(levels: Sequence[float], inflight_percents: Sequence[flo
     the least busy GPU, then this one adds its ``own_percent`` there. A task of more than one
     GPU spreads over the least busy ones instead (water filling), and the busiest GPU after it
     is returned."""
-    gpus = sorted(levels)
+    gpus = list(levels)
+    heapq.heapify(gpus)
     for share in sorted(inflight_percents, reverse=True):
-        gpus = _place(gpus, share)
+        if share <= 100.0:
+            heapq.heapreplace(gpus, gpus[0] + share)
+        else:
+            gpus = _spread(sorted(gpus), share)  # ascending: a heap already
     if own_percent <= 100.0:
         return gpus[0] + own_percent
-    return max(_place(gpus, own_percent))
+    return max(_spread(sorted(gpus), own_percent))
 
 
-def _place(levels: list[float], share: float) -> list[float]:
-    """``levels`` (ascending) after a task of ``share`` percent: on the lowest GPU when it fits
-    one GPU, else poured into the lowest first (water filling); ascending again."""
-    if share <= 100.0 or len(levels) == 1:
-        return sorted([levels[0] + share, *levels[1:]])
+def _spread(levels: list[float], share: float) -> list[float]:
+    """``levels`` (ascending) after pouring a task of ``share`` percent into the lowest GPUs
+    first (water filling); ascending again."""
     for count in range(1, len(levels) + 1):
         # raise the lowest ``count`` GPUs to a common level, if that stays under the next one
         level = (sum(levels[:count]) + share) / count

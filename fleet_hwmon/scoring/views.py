@@ -144,8 +144,21 @@ class WorkerView:
         return f"stale: last sample {age:.0f} s ago (limit {stale_after_s:g} s)"
 
     def add_inflight(self, item: InFlight) -> None:
+        if item.task_id in self.inflight:  # replaced: add it up again
+            self.inflight[item.task_id] = item
+            self._resum()
+            return
+        # A burst adds many: update the totals instead of adding them all up again.
         self.inflight[item.task_id] = item
-        self._resum()
+        self.scoring_memo.clear()
+        self.inflight_cores += item.cores
+        self.inflight_memory_bytes += item.memory_bytes
+        if item.uses_gpu:
+            self.inflight_gpu_tasks += 1
+            self.inflight_gpu_shares += (item.gpu_percent,)
+            self.inflight_gpu_percent += item.gpu_percent
+            if item.gpu_memory_bytes:
+                self.inflight_gpu_memory += (item.gpu_memory_bytes,)
 
     def task_finished(self, task_id: str) -> None:
         if self.inflight.pop(task_id, None) is not None:
