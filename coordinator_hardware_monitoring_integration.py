@@ -27,7 +27,6 @@ import asyncio
 import collections
 import inspect
 import logging
-import math
 import operator
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from fleet_hwmon.integration import (
     original_scores_sync,
     worker_ids,
 )
-from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scoring.decide import (Exclusion, SchedulingDecision, decide_among, fits_when_idle,
                                         task_demand_for)
 from fleet_hwmon.scoring.factors import ScoringFactors
@@ -459,18 +458,22 @@ class CoordinatorHardwareMonitoringIntegration:
                                     extra_exclusions=reserved, original_choice=original_view.choice)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
-
-                def fits(worker_id: str) -> bool:  # once drained: never reserve a worker too small
-                    demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
-                    return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
-
-                self._reservations.observe(task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
-                                           after_s=factors.reserve_after_s, expire_s=stale_after_s,
-                                           preference=lambda w: counts.get(w, 0) if counts else 0, fits=fits)
+                self._reservations.observe(
+                    task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
+                    after_s=factors.reserve_after_s, expire_s=stale_after_s,
+                    preference=lambda w: counts.get(w, 0) if counts else 0,
+                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors))
             self._account(decision, task, requirements, now_s)
         if self._store is not None:
             self._store.append(DECISIONS_TABLE, decision)
         return decision
+
+    def _fits_when_drained(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
+                           factors: ScoringFactors) -> bool:
+        """Could the task run on ``worker_id`` once it has drained? A starving task never
+        reserves a worker too small for it."""
+        demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+        return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
 
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
                  now_s: float) -> None:
@@ -605,8 +608,9 @@ def _process_fields(process_usage: Mapping[str, Any] | None) -> dict[str, Any]:
         value = process_usage.get(source)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        number = finite(value)
+        if number is None or number < 0:
             log.warning("process usage %s=%r is not a finite non-negative number; treated as unknown", source, value)
             continue
-        out[target] = value
+        out[target] = value if isinstance(value, int) else number
     return out

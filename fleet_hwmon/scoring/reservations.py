@@ -31,6 +31,11 @@ def _is_room(reason: str) -> bool:
     return reason.startswith(_ROOM_REASONS) or "> critical" in reason
 
 
+def _gpu_room(reason: str) -> bool:
+    """The room lacking is a GPU's: only other GPU tasks need keeping off."""
+    return "gpu" in reason.lower()
+
+
 @dataclass
 class _Waiting:
     task_type: str | None
@@ -89,7 +94,7 @@ class Reservations:
             if seen is None:  # busy elsewhere in the coordinator's eyes (not available): keep it
                 return None
             if _is_room(seen.reason):
-                waiting.gpu_only = "gpu" in seen.reason.lower()
+                waiting.gpu_only = _gpu_room(seen.reason)
                 return None
             self._unreserve(task_id)
         if now_s - waiting.first_s < after_s or self._holder.get(task_type, task_id) != task_id:
@@ -100,7 +105,7 @@ class Reservations:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
         waiting.worker_id = pick.worker_id
-        waiting.gpu_only = "gpu" in pick.reason.lower()
+        waiting.gpu_only = _gpu_room(pick.reason)
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id

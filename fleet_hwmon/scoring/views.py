@@ -41,9 +41,8 @@ class WorkerView:
     last_sample_s: float | None = None
     cpu_percent: float | None = None  # smoothed (EWMA) views, used for penalties
     memory_percent: float | None = None
-    gpu_percent: float | None = None  # of the busiest GPU
     gpu_levels: tuple[float, ...] = ()  # smoothed, per GPU that reports utilization (not MIG)
-    gpu_least_percent: float | None = None  # the least busy of them: where a new GPU task goes
+    gpu_least_percent: float | None = None  # min(gpu_levels), read per worker by decide()
     has_gpus: bool = False  # the latest sample lists GPUs (utilization known or not)
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
@@ -82,11 +81,10 @@ class WorkerView:
         alpha = factors.ewma_alpha
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
-        self.gpu_percent = _ewma(self.gpu_percent, sample.gpu_utilization_percent, alpha)
         known = [g.utilization_percent for g in sample.gpus if g.utilization_percent is not None]
         if len(known) == len(self.gpu_levels):  # the same GPUs: smoothed each
             self.gpu_levels = tuple(_ewma(old, new, alpha) for old, new in zip(self.gpu_levels, known))
-        else:
+        elif known:  # other GPUs (none reporting: like any unknown figure, the last ones stay)
             self.gpu_levels = tuple(known)
         self.gpu_least_percent = min(self.gpu_levels) if self.gpu_levels else None
         self.has_gpus = bool(sample.gpus)
@@ -182,6 +180,11 @@ class WorkerView:
         return (100.0 * self.inflight_cores / self.cpu_count if self.cpu_count else None,
                 100.0 * self.inflight_memory_bytes / self.memory_total_bytes if self.memory_total_bytes else None,
                 self.inflight_gpu_percent)
+
+    @property
+    def gpu_percent(self) -> float | None:
+        """The busiest GPU's smoothed utilization; ``None`` when no GPU reports one."""
+        return max(self.gpu_levels) if self.gpu_levels else None
 
     def effective_load(self) -> tuple[float | None, float | None, float | None]:
         """(cpu, memory, gpu) percent: smoothed samples plus the in-flight tasks' predicted load,
