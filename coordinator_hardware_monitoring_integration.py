@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from fleet_hwmon.integration import (
+    CallerShape,
     CoordinatorContractError,
     SchedulerPatch,
     check_contract,
     OriginalScores,
     original_scores_async,
     original_scores_sync,
-    worker_ids,
 )
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scoring.decide import (Exclusion, SchedulingDecision, decide_among, fits_when_idle,
@@ -372,17 +372,17 @@ class CoordinatorHardwareMonitoringIntegration:
         scheduler = self._patch.scheduler if self._patch else self.coordinator.task_scheduler
         if is_async:
             async def patched_async(task, available_workers, worker_task_count, *args, **kwargs):
-                ids = worker_ids(available_workers)
-                original_view = await original_scores_async(scheduler, original, task, ids, worker_task_count,
+                shape = CallerShape(available_workers, worker_task_count)
+                original_view = await original_scores_async(scheduler, original, task, shape, worker_task_count,
                                                              self.coordinator.workers)
-                return self._choose(task, ids, worker_task_count, original_view)
+                return self._choose(task, shape.ids, worker_task_count, original_view)
             return patched_async
 
         def patched(task, available_workers, worker_task_count, *args, **kwargs):
-            ids = worker_ids(available_workers)
-            original_view = original_scores_sync(scheduler, original, task, ids, worker_task_count,
+            shape = CallerShape(available_workers, worker_task_count)
+            original_view = original_scores_sync(scheduler, original, task, shape, worker_task_count,
                                                  self.coordinator.workers)
-            return self._choose(task, ids, worker_task_count, original_view)
+            return self._choose(task, shape.ids, worker_task_count, original_view)
         return patched
 
     def _hardware_aware_find_best_worker(self, task: Mapping[str, Any], available_workers: Any,
@@ -400,17 +400,17 @@ class CoordinatorHardwareMonitoringIntegration:
         loop (``RuntimeError``; await the patched scheduler method there instead)."""
         scheduler = self.coordinator.task_scheduler
         original = self._patch.original if self._patch else getattr(scheduler, check_contract(self.coordinator)[1])
-        ids = worker_ids(available_workers)
+        shape = CallerShape(available_workers, worker_task_count)
         workers = self.coordinator.workers
         if inspect.iscoroutinefunction(original):
             if _loop_running():
                 raise RuntimeError("the scheduler is async: inside an event loop, await "
                                    "coordinator.task_scheduler's patched method instead")
-            original_view = asyncio.run(original_scores_async(scheduler, original, task, ids, worker_task_count,
+            original_view = asyncio.run(original_scores_async(scheduler, original, task, shape, worker_task_count,
                                                               workers))
         else:
-            original_view = original_scores_sync(scheduler, original, task, ids, worker_task_count, workers)
-        return self._decide(task, ids, worker_task_count, original_view)
+            original_view = original_scores_sync(scheduler, original, task, shape, worker_task_count, workers)
+        return self._decide(task, shape.ids, worker_task_count, original_view)
 
     def _choose(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
                 original_view: OriginalScores) -> tuple[str | None, float]:

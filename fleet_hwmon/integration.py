@@ -3,6 +3,7 @@ scheduler's method (sync or async) and its undo, and the original scheduler's pe
 
 from __future__ import annotations
 
+import collections
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
@@ -66,14 +67,59 @@ def worker_ids(available_workers: Any) -> list[str]:
         return [str(w) for w in available_workers]
     if isinstance(available_workers, (list, tuple)) and set(map(type, available_workers)) <= {str}:
         return list(available_workers)  # plain ids, the common case: one pass over their types
-    ids = []
-    for item in available_workers or ():
-        if type(item) is not str:  # ids are the common case; skip the slower Mapping check for them
-            if isinstance(item, Mapping):
-                item = item.get("worker_id", item.get("id"))
-            item = str(item)
-        ids.append(item)
-    return ids
+    return [_id_of(item) for item in available_workers or ()]
+
+
+def _id_of(item: Any) -> str:
+    if type(item) is not str:  # ids are the common case; skip the slower Mapping check for them
+        if isinstance(item, Mapping):
+            item = item.get("worker_id", item.get("id"))
+        item = str(item)
+    return item
+
+
+def _empty_like(mapping: Mapping) -> dict:
+    """An empty dict that answers a missing key as ``mapping`` does (a ``defaultdict`` keeps its factory)."""
+    if isinstance(mapping, collections.defaultdict):
+        return collections.defaultdict(mapping.default_factory)
+    return {}
+
+
+class CallerShape:
+    """What the caller passed as ``available_workers`` and ``worker_task_count``, so the original
+    scheduler is always asked in that shape: a mapping ``worker_id -> worker dict`` stays a
+    mapping (the framework's own scheduler iterates ``.items()``), a list (of ids or of worker
+    dicts) stays a list, and ``worker_task_count`` stays a mapping, each restricted to the
+    workers asked about. Built once per decision; :meth:`only` is O(1) per worker."""
+
+    __slots__ = ("available_workers", "worker_task_count", "ids", "_entries", "_counts")
+
+    def __init__(self, available_workers: Any, worker_task_count: Any) -> None:
+        self.available_workers = available_workers
+        self.worker_task_count = worker_task_count
+        self.ids = worker_ids(available_workers)
+        self._entries: dict[str, Any] | None = None  # id -> the caller's key or item, built on first use
+        self._counts: dict[str, Any] | None = None
+
+    def only(self, worker_id: str) -> tuple[Any, Any]:
+        """``(available_workers, worker_task_count)`` with just ``worker_id``, in the caller's shapes."""
+        workers, counts = self.available_workers, self.worker_task_count
+        if self._entries is None:  # a mapping's keys, or the list's items (ids or worker dicts)
+            self._entries = dict(zip(self.ids, workers))
+            self._counts = {str(k): k for k in counts} if isinstance(counts, Mapping) else {}
+        entry = self._entries[worker_id]
+        if isinstance(workers, Mapping):
+            subset: Any = _empty_like(workers)
+            subset[entry] = workers[entry]
+        else:
+            subset = (entry,) if isinstance(workers, tuple) else [entry]
+        if isinstance(counts, Mapping):
+            restricted = _empty_like(counts)
+            key = self._counts.get(worker_id)
+            if key is not None:
+                restricted[key] = counts[key]
+            counts = restricted
+        return subset, counts
 
 
 class OriginalScores(NamedTuple):
@@ -102,12 +148,22 @@ def _per_worker_scoring(scheduler: Any) -> bool:
     return callable(getattr(scheduler, "score_workers", None)) or callable(getattr(scheduler, "score_worker", None))
 
 
-def original_scores_sync(scheduler: Any, original: Callable, task: Mapping, ids: Iterable[str],
+def _shape(available_workers: Any, counts: Any) -> CallerShape:
+    if isinstance(available_workers, CallerShape):
+        return available_workers
+    return CallerShape(available_workers, counts)
+
+
+def original_scores_sync(scheduler: Any, original: Callable, task: Mapping, available_workers: Any,
                          counts: Mapping[str, int], workers: Mapping[str, Any]) -> OriginalScores:
     """The original scheduler's score of each worker, all computed the same way: its batch
     ``score_workers`` when it has one, else ``score_worker`` per worker, else the original
-    method asked about one worker at a time (and once about all of them, for its own choice)."""
-    ids = list(ids)
+    method asked about one worker at a time (and once about all of them, for its own choice).
+
+    ``available_workers`` is what the caller passed (ids, worker dicts, a mapping keyed by id)
+    or a :class:`CallerShape` of it; the original method is called in that same shape."""
+    shape = _shape(available_workers, counts)
+    ids = shape.ids
     if callable(getattr(scheduler, "score_workers", None)):
         scores = scheduler.score_workers(task, ids, counts)
         return OriginalScores(scores if type(scores) is dict else dict(scores))  # the reference's is new
@@ -115,19 +171,20 @@ def original_scores_sync(scheduler: Any, original: Callable, task: Mapping, ids:
         return OriginalScores({w: scheduler.score_worker(task, w, workers.get(w), counts.get(w, 0)) for w in ids})
     out: dict[str, float | None] = {}
     for w in ids:
-        chosen, score = checked_choice(original(task, [w], counts))
+        chosen, score = checked_choice(original(task, *shape.only(w)))
         out[w] = score if chosen is not None else None
-    return OriginalScores(out, checked_choice(original(task, ids, counts)))
+    return OriginalScores(out, checked_choice(original(task, shape.available_workers, shape.worker_task_count)))
 
 
-async def original_scores_async(scheduler: Any, original: Callable, task: Mapping, ids: Iterable[str],
+async def original_scores_async(scheduler: Any, original: Callable, task: Mapping, available_workers: Any,
                                 counts: Mapping[str, int], workers: Mapping[str, Any]) -> OriginalScores:
     """:func:`original_scores_sync` for a scheduler whose method is a coroutine function."""
-    ids = list(ids)
+    shape = _shape(available_workers, counts)
     if _per_worker_scoring(scheduler):
-        return original_scores_sync(scheduler, original, task, ids, counts, workers)
+        return original_scores_sync(scheduler, original, task, shape, counts, workers)
     out: dict[str, float | None] = {}
-    for w in ids:
-        chosen, score = checked_choice(await original(task, [w], counts))
+    for w in shape.ids:
+        chosen, score = checked_choice(await original(task, *shape.only(w)))
         out[w] = score if chosen is not None else None
-    return OriginalScores(out, checked_choice(await original(task, ids, counts)))
+    return OriginalScores(out, checked_choice(await original(task, shape.available_workers,
+                                                             shape.worker_task_count)))

@@ -180,6 +180,69 @@ class ShortNameScheduler:
         return _fewest_tasks(self.workers, task, available_workers, worker_task_count)
 
 
+class ItemsScheduler:
+    """The framework's own habit: ``available_workers`` is a dict worker id -> worker dict,
+    iterated with ``.items()``; every call it receives is recorded."""
+
+    def __init__(self, workers: dict) -> None:
+        self.workers = workers
+        self.calls: list[tuple[Any, Any]] = []
+
+    def choose(self, task, available_workers, worker_task_count):
+        self.calls.append((available_workers, worker_task_count))
+        needed = set((task.get("requirements") or {}).get("hardware") or [])
+        best: tuple[str, float] | None = None
+        for worker_id, worker in available_workers.items():
+            if needed <= set(worker["capabilities"].get("hardware", [])):
+                score = 1.0 / (1 + worker_task_count.get(worker_id, 0))
+                if best is None or score > best[1]:
+                    best = (worker_id, score)
+        return best if best is not None else (None, 0.0)
+
+    def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        return self.choose(task, available_workers, worker_task_count)
+
+
+class AsyncItemsScheduler(ItemsScheduler):
+    async def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        await asyncio.sleep(0)
+        return self.choose(task, available_workers, worker_task_count)
+
+
+class IndexingScheduler(ItemsScheduler):
+    """Loops over the ids of a dict and indexes both arguments by id (a missing count raises)."""
+
+    def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        self.calls.append((available_workers, worker_task_count))
+        scores = {w: 1.0 / (1 + worker_task_count[w]) for w in available_workers
+                  if "cpu" in available_workers[w]["capabilities"]["hardware"]}
+        best = max(scores, key=scores.get, default=None)
+        return (best, scores[best]) if best is not None else (None, 0.0)
+
+
+class WorkerDictListScheduler(ItemsScheduler):
+    """Takes a list of worker dicts, each naming its ``worker_id``."""
+
+    async def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        self.calls.append((available_workers, worker_task_count))
+        best = max(available_workers, key=lambda w: 1.0 / (1 + worker_task_count.get(w["worker_id"], 0)),
+                   default=None)
+        return (best["worker_id"], 1.0 / (1 + worker_task_count.get(best["worker_id"], 0))) if best else (None, 0.0)
+
+
+class IdListScheduler(ItemsScheduler):
+    """Takes a list of worker ids (the worker dicts come from its own table)."""
+
+    def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        self.calls.append((available_workers, worker_task_count))
+        return _fewest_tasks(self.workers, task, available_workers, worker_task_count)
+
+
+class AsyncIdListScheduler(IdListScheduler):
+    async def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        return IdListScheduler.find_best_worker_for_task(self, task, available_workers, worker_task_count)
+
+
 class MinimalCoordinator:
     def __init__(self, scheduler_cls: type) -> None:
         self.workers = {"w1": {"capabilities": cpu_caps(), "status": "active"},
@@ -667,9 +730,6 @@ class TestCoordinatorHardwareMonitoringIntegration:
                 ("w2", pytest.approx(W2_ADJUSTED))
             assert integration._hardware_aware_find_best_worker(cpu_task("t1"), ["w1", "w2"], COUNTS) == \
                 ("w2", pytest.approx(W2_ADJUSTED))
-            # available_workers as worker dicts works too.
-            assert getattr(scheduler, name)(cpu_task("t2"), [{"worker_id": "w1"}, {"worker_id": "w2"}],
-                                            COUNTS)[0] == "w2"
         finally:
             integration.shutdown()
         assert name not in vars(scheduler)
@@ -699,6 +759,45 @@ class TestCoordinatorHardwareMonitoringIntegration:
             integration.shutdown()
         assert "find_best_worker_for_task" not in vars(scheduler)
         assert asyncio.run(scheduler.find_best_worker_for_task(cpu_task("t3"), ["w1", "w2"], COUNTS)) == ("w1", 1.0)
+
+    @pytest.mark.parametrize("scheduler_cls, shape", [
+        (ItemsScheduler, "dict"), (AsyncItemsScheduler, "dict"), (IndexingScheduler, "dict"),
+        (IdListScheduler, "ids"), (AsyncIdListScheduler, "ids"), (WorkerDictListScheduler, "worker dicts")])
+    def test_original_scheduler_gets_the_shape_the_caller_passed(self, db_path, scheduler_cls, shape):
+        """A dict of workers stays a dict of the same worker dicts (restricted to the workers
+        asked about), a list stays a list, ``worker_task_count`` stays a dict likewise."""
+        coordinator = MinimalCoordinator(scheduler_cls)
+        coordinator.workers["gpu-only"] = {"capabilities": {"hardware": ["gpu"]}, "status": "active"}
+        workers = coordinator.workers
+        available = {"dict": dict(workers), "ids": list(workers),
+                     "worker dicts": [{"worker_id": w, **info} for w, info in workers.items()]}[shape]
+        counts = {"w1": 0, "w2": 1, "gpu-only": 0}
+        scheduler = coordinator.task_scheduler
+        integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=FakeClock())
+        integration.initialize()
+        try:
+            _overloaded_first_choice(integration)
+            choice = scheduler.find_best_worker_for_task(cpu_task("t1"), available, counts)
+            if inspect.isawaitable(choice):
+                choice = asyncio.run(choice)
+            assert choice == ("w2", pytest.approx(W2_ADJUSTED))
+        finally:
+            integration.shutdown()
+        calls = scheduler.calls
+        # One call per worker (its own score), then one with everything the caller passed.
+        assert len(calls) == 4
+        for (asked, asked_counts), worker_id in zip(calls, ["w1", "w2", "gpu-only"]):
+            assert type(asked) is type(available) and type(asked_counts) is dict
+            assert asked_counts == {worker_id: counts[worker_id]}
+            if shape == "dict":
+                assert asked == {worker_id: workers[worker_id]} and asked[worker_id] is workers[worker_id]
+            elif shape == "ids":
+                assert asked == [worker_id]
+            else:
+                assert [w["worker_id"] for w in asked] == [worker_id]
+        assert calls[-1][0] is available and calls[-1][1] is counts
+        recorded = integration.recent_decisions()[-1]
+        assert (recorded.original_worker_id, recorded.original_score) == ("w1", 1.0)
 
     def test_scheduler_method_set_on_instance_is_restored(self, db_path):
         coordinator = MinimalCoordinator(SyncScheduler)
