@@ -393,7 +393,8 @@ class HardwareUtilizationMonitor:
 
     # -- status, export, report ----------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Counters a user can check: samples taken, source errors, dropped rows, GPU state."""
+        """Counters a user can check: samples taken, source errors, GPU state, and the store's
+        rows written / rejected / dropped (``store``: ``MetricsStore.status()``, per table and reason)."""
         store_stats = self._store.stats() if self._store is not None else None
         return {
             "worker_id": self.worker_id,
@@ -408,6 +409,8 @@ class HardwareUtilizationMonitor:
             "db_path": self.db_path,
             "db_written_rows": store_stats.written_rows if store_stats else None,
             "db_dropped_rows": store_stats.dropped_rows if store_stats else None,
+            "db_rejected_rows": store_stats.rejected_rows if store_stats else None,
+            "store": self._store.status() if self._store is not None else None,
             "alert_callback_failures": self._dispatcher.failures if self._dispatcher else (
                 0 if self.is_running else None),
         }

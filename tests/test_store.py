@@ -289,8 +289,8 @@ def test_c19b_two_monitors_initialise_the_schema_at_once(db_path):
         tables = sorted(r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall())
         by_worker = dict(con.execute(
             "SELECT worker_id, count(*) FROM resource_utilization GROUP BY worker_id").fetchall())
-    assert tables == ["hardware_alerts", "hardware_capabilities", "resource_utilization", "schema_meta",
-                      "task_resource_usage"]
+    assert tables == ["hardware_alerts", "hardware_capabilities", "rejected_rows", "resource_utilization",
+                      "schema_meta", "task_resource_usage"]
     assert by_worker == {"worker-0": 1, "worker-1": 1}
 
 

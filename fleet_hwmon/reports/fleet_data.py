@@ -33,6 +33,7 @@ TASKS = "task_resource_usage"
 ALERTS = "hardware_alerts"
 DECISIONS = "scheduling_decisions"
 CAPABILITIES = "hardware_capabilities"
+REJECTED = "rejected_rows"
 
 REPORT_FORMAT = "fleet-hwmon-report/1"
 MAX_TASK_ROWS = 500
@@ -100,7 +101,7 @@ class _Reader:
                 break
         rows = store.query(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_name IN (?, ?, ?, ?, ?)", [SAMPLES, TASKS, ALERTS, DECISIONS, CAPABILITIES],
+            "WHERE table_name IN (?, ?, ?, ?, ?, ?)", [SAMPLES, TASKS, ALERTS, DECISIONS, CAPABILITIES, REJECTED],
             flush=False)
         self.columns: dict[str, set[str]] = {}
         self.types: dict[tuple[str, str], str] = {}
@@ -635,6 +636,17 @@ def _history(rows: list[dict] | None) -> dict[str, Any]:
 
 # -- the whole report -----------------------------------------------------------------------------
 
+def _storage(reader: _Reader) -> dict[str, Any]:
+    """The writer's counters of this process (``MetricsStore.status()``) and the rows the file
+    keeps in ``rejected_rows`` (from every run), by table and reason."""
+    kept = []
+    if reader.has(REJECTED, "table_name", "reason", "rejected_at"):
+        kept = reader.dicts(f"SELECT table_name, reason, count(*) AS rows, max(rejected_at) AS last_rejected_at "
+                            f"FROM {REJECTED} GROUP BY ALL ORDER BY rows DESC, table_name, reason")
+    return {"status": reader.store.status(), "rejected_in_file": kept,
+            "rejected_in_file_total": sum(r["rows"] for r in kept)}
+
+
 def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization report",
                       workers: Mapping[str, dict] | None = None, scheduler_stats: Mapping | None = None,
                       scoring_factors: Mapping | None = None, history: list[dict] | None = None,
@@ -706,4 +718,5 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
         "scheduler": {"stats": _scheduler_stats(scheduler_stats), "decisions": decisions},
         "scoring_factors": factors if isinstance(factors, dict) else {"value": factors},
         "history": _history(history),
+        "storage": _storage(reader),
     }

@@ -6,6 +6,15 @@ never as a late sample); the writer thread flushes every ``flush_interval_s`` or
 ``batch_rows`` records, and on ``flush()`` / ``close()`` / interpreter exit. Readers get a
 cursor of their own per thread. One store is shared per file within a process (reference
 counted), so two monitors on the same path never race on the schema.
+
+Nothing is lost silently. A row that cannot be stored (a value its column cannot hold) is
+isolated from its batch (``rejects.isolate``) and goes, with its reason and the record as JSON
+text, to the ``rejected_rows`` table, or when even that fails to ``<db>.rejected.jsonl``; every
+other row lands. A batch that fails for the file's sake (disk full, I/O) is kept and retried,
+up to ``retry_budget`` failed flushes in a row (the budget of one failure episode, renewed by
+any successful flush); then its rows go to that JSON-lines file. A row is only discarded when
+the buffer is full, the store is closed, or neither the table nor the file can take it, and
+each such row is counted in ``dropped_rows`` by table and reason.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import atexit
 import collections
 import itertools
+import json
 import logging
 import os
 import re
@@ -20,12 +30,14 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import duckdb
+from pyarrow import concat_tables as pa_concat
 
-from fleet_hwmon.store import schema
+from fleet_hwmon.store import rejects, schema
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +68,14 @@ class StoreLockedError(StoreError):
 
 @dataclass
 class StoreStats:
-    """Counters of one store: rows written per table, rows dropped (buffer full), failed flushes."""
+    """Counters of one store: rows written per table, rows dropped and rejected (totals), failed
+    flushes, rows waiting in the buffer. :meth:`MetricsStore.status` has them per table and reason."""
 
     written_rows: dict[str, int]
     dropped_rows: int
     failed_flushes: int
     pending_rows: int
+    rejected_rows: int = 0
 
 
 _PID_RE = re.compile(r"PID (\d+)")
@@ -84,11 +98,13 @@ class MetricsStore:
     """Batched, single-writer access to one DuckDB file. Obtain one with :func:`open_store`."""
 
     def __init__(self, path: str, *, flush_interval_s: float = 1.0, batch_rows: int = 5000,
-                 max_pending_rows: int = 1_000_000) -> None:
+                 max_pending_rows: int = 1_000_000, retry_budget: int = 30) -> None:
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
+        self.retry_budget = retry_budget
+        self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
         self._tables: dict[str, type] = {}
         self._buffer: collections.deque[tuple[str, Any]] = collections.deque()
@@ -99,8 +115,15 @@ class MetricsStore:
         self._local = threading.local()
         self._refs = 0
         self.written_rows: dict[str, int] = collections.Counter()
-        self.dropped_rows = 0
+        # table -> reason -> rows; written by the writer and by appending threads, read by status()
+        self._rejected: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._dropped: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._counts_lock = threading.Lock()
+        self._logged_reasons: set[tuple[str, str, str]] = set()
         self.failed_flushes = 0
+        self._episode_failures = 0  # failed flushes since the last successful one
+        self._retry_at = 0.0
+        self._rejected_file_rows = 0
         self._last_error_log = 0.0
         self._init_schema()
         self._thread = threading.Thread(target=self._run, name=f"duckdb-writer:{Path(path).name}",
@@ -137,7 +160,7 @@ class MetricsStore:
         Returns False (and counts the drop) when the buffer already holds ``max_pending_rows``.
         """
         if len(self._buffer) >= self.max_pending_rows or self._stopping:
-            self.dropped_rows += 1
+            self._drop(table, "store closed" if self._stopping else "buffer full", 1)
             return False
         self._buffer.append((table, record))
         if len(self._buffer) >= self.batch_rows:
@@ -150,7 +173,8 @@ class MetricsStore:
         records = list(records)
         room = 0 if self._stopping else max(0, self.max_pending_rows - len(self._buffer))
         accepted = records[:room]
-        self.dropped_rows += len(records) - len(accepted)
+        if len(accepted) < len(records):
+            self._drop(table, "store closed" if self._stopping else "buffer full", len(records) - len(accepted))
         self._buffer.extend(zip(itertools.repeat(table), accepted))
         if len(self._buffer) >= self.batch_rows:
             self._wake.set()
@@ -197,9 +221,48 @@ class MetricsStore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
+    @property
+    def dropped_rows(self) -> int:
+        """Rows discarded, all tables and reasons together."""
+        with self._counts_lock:
+            return sum(sum(c.values()) for c in self._dropped.values())
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows that could not be stored in their table (kept in ``rejected_rows`` or the file)."""
+        with self._counts_lock:
+            return sum(sum(c.values()) for c in self._rejected.values())
+
     def stats(self) -> StoreStats:
         return StoreStats(dict(self.written_rows), self.dropped_rows, self.failed_flushes,
-                          len(self._buffer))
+                          len(self._buffer), self.rejected_rows)
+
+    def status(self) -> dict[str, Any]:
+        """The store's counters as a plain dict with stable keys (for status pages and exporters).
+
+        ``written_rows``: table -> rows stored; ``rejected_rows`` / ``dropped_rows``: table ->
+        reason -> rows (rejected rows are kept in the ``rejected_rows`` table or, failing that,
+        in ``rejected_rows_file``; dropped rows are gone: buffer full, store closed, or
+        unrecordable); ``*_total``: the sums; ``pending_rows``: the queue depth;
+        ``failed_flushes``: over the store's life; ``failing``: the last flush failed.
+        """
+        with self._counts_lock:
+            written = dict(self.written_rows)
+            rejected = {t: dict(c) for t, c in self._rejected.items() if c}
+            dropped = {t: dict(c) for t, c in self._dropped.items() if c}
+        return {
+            "path": self.path,
+            "written_rows": written,
+            "rejected_rows": rejected,
+            "dropped_rows": dropped,
+            "written_rows_total": sum(written.values()),
+            "rejected_rows_total": sum(sum(c.values()) for c in rejected.values()),
+            "dropped_rows_total": sum(sum(c.values()) for c in dropped.values()),
+            "pending_rows": len(self._buffer),
+            "failed_flushes": self.failed_flushes,
+            "failing": self._episode_failures > 0,
+            "rejected_rows_file": self.rejected_path if self._rejected_file_rows else None,
+        }
 
     # -- the writer thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -207,15 +270,19 @@ class MetricsStore:
         while True:
             self._wake.wait(timeout=max(0.0, next_flush - time.monotonic()))
             self._wake.clear()
-            if (len(self._buffer) >= self.batch_rows or self._commands or self._stopping
-                    or time.monotonic() >= next_flush):  # stopping flushes now, not at the next interval
+            now = time.monotonic()
+            # stopping flushes now, not at the next interval; a failing file waits for its retry time
+            if self._commands or self._stopping or (
+                    now >= self._retry_at and (len(self._buffer) >= self.batch_rows or now >= next_flush)):
                 self._flush_buffer()
                 next_flush = time.monotonic() + self.flush_interval_s
             while self._commands:
                 fn, future = self._commands.popleft()
                 # rows appended while the last batch was being written were queued before this
                 # command: they go first, so flush() and read queries see everything queued so far
-                self._flush_buffer()
+                # (a failing file is tried once per wake-up, not once more per command)
+                if not self._episode_failures:
+                    self._flush_buffer()
                 try:
                     future.set_result(fn())
                 except BaseException as err:  # handed to the waiting caller
@@ -232,24 +299,132 @@ class MetricsStore:
         for _ in range(count):
             table, record = self._buffer.popleft()
             batches.setdefault(table, []).append(record)
+        retry: list[tuple[str, Any]] = []
         for table, records in batches.items():
+            remaining, err = self._write(table, records)
+            if err is None:
+                self._episode_failures = 0
+                continue
+            self.failed_flushes += 1
+            self._episode_failures += 1
+            self._log_failure(table, len(remaining), err)
+            if self._stopping or self._episode_failures > self.retry_budget:
+                self._give_up(table, remaining, err)
+            else:
+                retry.extend(zip(itertools.repeat(table), remaining))
+        if retry:  # kept ahead of newer rows for the next flush, which waits one interval
+            self._buffer.extendleft(reversed(retry))
+            self._retry_at = time.monotonic() + self.flush_interval_s
+
+    def _write(self, table: str, records: list[Any]) -> tuple[list[Any], BaseException | None]:
+        """Store ``records``, isolating the rows that cannot be stored. Returns the rows still to
+        write and the error that stopped the work (a failure of the file, not of a row)."""
+        record_cls = self._tables[table]
+        converted: list[Any] = []
+        bad, _, _ = rejects.isolate(records, lambda rows: converted.append((rows, schema.to_arrow(rows, record_cls))),
+                                    fatal=lambda err: isinstance(err, MemoryError))
+        good = records if not bad else [r for rows, _ in converted for r in rows]
+        remaining, err = [], None
+        if good:
             try:
-                arrow_batch = schema.to_arrow(records, self._tables[table])
-                self._con.register("_append_batch", arrow_batch)
-                try:
-                    self._con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _append_batch')
-                finally:
-                    self._con.unregister("_append_batch")
-                self.written_rows[table] += len(records)
-            except Exception as err:  # keep the rows for the next flush rather than lose them
-                self.failed_flushes += 1
-                if not self._stopping and self.failed_flushes < 100:
-                    self._buffer.extendleft((table, r) for r in reversed(records))
-                now = time.monotonic()
-                if now - self._last_error_log > 60:
-                    self._last_error_log = now
-                    log.error("writing %d rows to %s in %s failed (will retry): %s",
-                              len(records), table, self.path, err)
+                arrow = converted[0][1] if len(converted) == 1 else pa_concat([t for _, t in converted])
+                self._insert(table, arrow)
+                self._count_written(table, len(good))
+            except Exception as insert_err:
+                if rejects.is_environmental(insert_err):
+                    remaining, err = good, insert_err
+                else:  # a value DuckDB refuses although Arrow held it: find the rows
+                    more_bad, remaining, err = rejects.isolate(good, lambda rows: self._insert_counted(table, rows))
+                    bad.extend(more_bad)
+        if bad:
+            self._reject(table, bad)
+        return remaining, err
+
+    def _insert(self, table: str, arrow_batch: Any) -> None:
+        self._con.register("_append_batch", arrow_batch)
+        try:
+            self._con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _append_batch')
+        finally:
+            self._con.unregister("_append_batch")
+
+    def _insert_counted(self, table: str, rows: list[Any]) -> None:
+        self._insert(table, schema.to_arrow(rows, self._tables[table]))
+        self._count_written(table, len(rows))
+
+    def _count_written(self, table: str, rows: int) -> None:
+        with self._counts_lock:
+            self.written_rows[table] += rows
+
+    def _drop(self, table: str, reason: str, rows: int) -> None:
+        with self._counts_lock:
+            self._dropped[table][reason] += rows
+        self._log_once(table, "dropped", reason, "%d row(s) for %s in %s dropped: %s (counted in status())",
+                       rows, table, self.path, reason)
+
+    def _reject(self, table: str, bad: list[tuple[Any, BaseException]], reason: str | None = None) -> None:
+        """Keep rows that cannot be stored in their table: ``rejected_rows``, else the JSON-lines
+        file, else count them as dropped. Counted per table and reason, logged once per reason."""
+        now = datetime.now(timezone.utc)
+        rows = [(now, table, reason or rejects.reason_of(err), rejects.safe_text(f"{type(err).__name__}: {err}"),
+                 rejects.record_json(record)) for record, err in bad]
+        try:
+            self._con.executemany(f"INSERT INTO {rejects.REJECTED_TABLE} VALUES (?, ?, ?, ?, ?)", rows)
+            kept, where = len(rows), rejects.REJECTED_TABLE
+        except Exception as err:
+            log.error("cannot record %d rejected row(s) in %s (%s); writing them to %s",
+                      len(rows), self.path, err, self.rejected_path)
+            kept, where = self._write_rejected_file(rows), self.rejected_path
+        with self._counts_lock:
+            for row in rows[:kept]:
+                self._rejected[table][row[2]] += 1
+        for row in rows[:kept]:
+            self._log_once(table, "rejected", row[2], "a row for %s in %s cannot be stored (%s); it is kept in %s "
+                           "with the record (counted in status())", table, self.path, row[3], where)
+        if kept < len(rows):
+            self._drop(table, "unrecordable", len(rows) - kept)
+
+    def _write_rejected_file(self, rows: list[tuple]) -> int:
+        """Append whole lines to the JSON-lines file beside the database; returns how many made
+        it (a line cut short by a full disk is removed, so the file stays valid JSON lines)."""
+        written = 0
+        try:
+            with open(self.rejected_path, "ab", buffering=0) as out:
+                for at, table, reason, error, record in rows:
+                    line = json.dumps({"rejected_at": at.isoformat(), "table_name": table, "reason": reason,
+                                       "error": error, "record": record}).encode() + b"\n"
+                    start = out.tell()
+                    try:
+                        complete = out.write(line) == len(line)
+                    except OSError:
+                        complete = False
+                    if not complete:
+                        out.truncate(start)
+                        break
+                    written += 1
+        except OSError as err:
+            log.error("cannot write rejected rows to %s: %s", self.rejected_path, err)
+        if written < len(rows):
+            log.error("%d rejected row(s) did not fit in %s", len(rows) - written, self.rejected_path)
+        self._rejected_file_rows += written
+        return written
+
+    def _give_up(self, table: str, records: list[Any], err: BaseException) -> None:
+        """The retry budget of this failure episode is spent (or the store is closing): the rows
+        go where rejected rows go, with the failure as their reason."""
+        self._reject(table, [(r, err) for r in records], reason=f"write failed: {type(err).__name__}")
+
+    def _log_once(self, table: str, kind: str, reason: str, message: str, *args: Any) -> None:
+        key = (table, kind, reason)
+        if key not in self._logged_reasons:
+            self._logged_reasons.add(key)
+            log.error(message, *args)
+
+    def _log_failure(self, table: str, rows: int, err: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 60:
+            self._last_error_log = now
+            log.error("writing %d rows to %s in %s failed (failure %d of this episode, %d allowed): %s",
+                      rows, table, self.path, self._episode_failures, self.retry_budget, err)
 
     def _stop(self) -> None:
         if not self._thread.is_alive():
