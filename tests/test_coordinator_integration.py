@@ -23,7 +23,7 @@ from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonit
 from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.coordinator.scheduler import TaskScheduler
 from fleet_hwmon.execution import workloads
-from fleet_hwmon.integration import CoordinatorContractError
+from fleet_hwmon.scheduling import CoordinatorContractError
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.store import close_store, open_store
 from hardware_utilization_monitor import MonitoringLevel, TaskResourceUsage
@@ -305,14 +305,14 @@ class TestCoordinatorHardwareMonitoringIntegration:
             assert sorted(integration.worker_monitors) == ["early", "late"]
             late_monitor = integration.worker_monitors["late"]
             assert late_monitor.push_only and late_monitor.is_running
-            view = integration._views["late"]
+            view = integration.scheduler._views["late"]
             assert (view.cpu_count, view.memory_total_bytes) == (4.0, 8 * GIB)  # from its capabilities
 
             integration.start_task_monitoring("t-running", "late", "unit")
             integration.update_worker_utilization("late", sample("late", 40.0, 20.0, cores=4, memory_gb=8))
             assert coordinator.deregister_worker("late") == []  # the coordinator itself ran nothing there
 
-            assert "late" not in integration.worker_monitors and "late" not in integration._views
+            assert "late" not in integration.worker_monitors and "late" not in integration.scheduler._views
             assert not late_monitor.is_running
             rows = db_rows(db_path, "SELECT worker_id, success, error, peak_cpu_percent FROM task_resource_usage "
                                     "WHERE task_id = 't-running'")
@@ -357,7 +357,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
                 {"worker_id": "w1", "cpu_percent": 55.0, "memory_percent": 42.0, "gpus": 0, "disk_usage_percent": None},
             ]
             # The scheduler's view follows: EWMA 0.5 of 12.5, 30, 55; GPU stays at its only reading.
-            view = integration._views["w1"]
+            view = integration.scheduler._views["w1"]
             assert view.cpu_percent == pytest.approx(38.125)
             assert view.gpu_percent == 70.0
 
@@ -493,7 +493,8 @@ class TestCoordinatorHardwareMonitoringIntegration:
             else:
                 assert reasons == {}
         # four excluded steps, each decided through both entry points
-        assert fleet.integration.scheduler_statistics()["exclusions_by_category"] == {"overloaded": 8}
+        by_kind = fleet.integration.scheduler_statistics()["exclusions_by_kind"]
+        assert {kind: n for kind, n in by_kind.items() if n} == {"critical": 8}
 
         # 3b. With recovery_samples 0, every resource must stay under the mark for recovery_s (10 s).
         fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
@@ -576,7 +577,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert collections.Counter(chosen) == {"A": 6, "C": 8, "D": 6}
         assert "B" not in chosen
         # The in-flight tasks are what the view of C counts until C's first sample.
-        assert len(fleet.integration._views["C"].inflight) == 8
+        assert len(fleet.integration.scheduler._views["C"].inflight) == 8
         # Deterministic given the seed: the same burst again assigns the same way.
         assert burst(seed=7)[0] == chosen
 
@@ -602,7 +603,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
             clock.advance(10)
             decision = integration.decide_task(cpu_task("t1"), ["w1"], {"w1": 0})
             assert decision.timestamp == epoch + timedelta(seconds=10)
-            view = integration._views["w1"]
+            view = integration.scheduler._views["w1"]
             assert view.inflight["t1"].assigned_at == epoch + timedelta(seconds=10)
             clock.advance(20)
             push(9.0)  # taken before the assignment, arriving 20 s after it: still in flight
@@ -626,7 +627,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
             fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0), sample("cpu", 10.0, 10.0))
             assert fleet.choose(train)[0] is None
             fleet.clock.advance(5.0)
-        assert fleet.integration._reservations.reserved() == {"gpu": "t-train"}
+        assert fleet.integration.scheduler._reservations.reserved() == {"gpu": "t-train"}
         # The GPU frees up: another GPU task may not take it, a CPU task still may.
         fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0), sample("cpu", 90.0, 10.0))
         fleet.clock.advance(5.0)
@@ -637,17 +638,17 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert fleet.choose(cpu_task("t-unit"))[0] == "gpu"
         # The waiting task takes it; the reservation ends and the GPU is open to all again.
         assert fleet.choose(train)[0] == "gpu"
-        assert fleet.integration._reservations.reserved() == {}
+        assert fleet.integration.scheduler._reservations.reserved() == {}
         assert fleet.choose(gpu_task("t-infer-2"))[0] == "gpu"
-        assert fleet.integration.scheduler_statistics()["exclusions_by_category"]["reserved"] >= 1
+        assert fleet.integration.scheduler_statistics()["exclusions_by_kind"]["reserved"] >= 1
         # A reserved worker that leaves frees its task to reserve another.
         for _ in range(13):
             fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0))
             fleet.choose(gpu_task("t-train-2"))
             fleet.clock.advance(5.0)
-        assert fleet.integration._reservations.reserved() == {"gpu": "t-train-2"}
+        assert fleet.integration.scheduler._reservations.reserved() == {"gpu": "t-train-2"}
         fleet.coordinator.deregister_worker("gpu")
-        assert fleet.integration._reservations.reserved() == {}
+        assert fleet.integration.scheduler._reservations.reserved() == {}
 
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
         fleet = make_fleet({"cpu-only": cpu_caps(), "t4": gpu_caps("Tesla T4", 7.5, 16),

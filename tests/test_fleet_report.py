@@ -93,8 +93,8 @@ def populate(store):
         decision_id="d1", timestamp=T0 + timedelta(seconds=5), task_id=XSS_TASK, task_type="gpu-train",
         chosen_worker_id="w-cpu", chosen_score=0.8, original_worker_id="w-gpu", original_score=1.0,
         candidate_count=1, candidates=(candidate,),
-        exclusions=(Exclusion("w-gpu", "cpu at 95% > critical 95%"),
-                    Exclusion(XSS_WORKER, "stale: no sample for 31 s")),
+        exclusions=(Exclusion.critical("w-gpu", "cpu", 95.0, 95.0),
+                    Exclusion.stale(XSS_WORKER, 31.0, 15.0, never_sampled=False)),
         explanation="chose w-cpu; original choice w-gpu excluded"))
     store.flush()
 
@@ -216,7 +216,7 @@ def test_tasks_alerts_and_decisions(report):
     decisions = data["scheduler"]["decisions"]
     assert (decisions["total"], decisions["alternatives"], decisions["exclusions"]) == (1, 1, 2)
     assert {r["reason"] for r in decisions["exclusions_by_reason"]} == {"cpu at #% > critical #%",
-                                                                      "stale: no sample for # s"}
+                                                                      "stale: last sample # s ago (limit # s)"}
     row = decisions["rows"][0]
     assert row["top_candidates"][0]["total_penalty"] == pytest.approx(0.2)
     tables = parse(html)
@@ -232,14 +232,14 @@ def test_many_decisions_show_the_latest_and_count_all(store, tmp_path):
         store.append("scheduling_decisions", SchedulingDecision(
             decision_id=f"d{i}", timestamp=T0 + timedelta(seconds=i), task_id=f"t{i}", task_type="x",
             chosen_worker_id="a" if i % 5 else "b", chosen_score=1.0, original_worker_id="a", original_score=1.0,
-            candidate_count=0, candidates=(), exclusions=(Exclusion("c", f"memory at {90 + i % 5}% > critical"),),
+            candidate_count=0, candidates=(), exclusions=(Exclusion.critical("c", "memory", 90 + i % 5, 95.0),),
             explanation=""))
     data = build_report_data(store)
     decisions = data["scheduler"]["decisions"]
     assert decisions["total"] == MAX_DECISION_ROWS + 50 and decisions["shown"] == MAX_DECISION_ROWS
     assert decisions["alternatives"] == (MAX_DECISION_ROWS + 50 + 4) // 5
     assert decisions["rows"][0]["task_id"] == f"t{MAX_DECISION_ROWS + 49}"
-    assert decisions["exclusions_by_reason"] == [{"reason": "memory at #% > critical", "exclusions": 250, "workers": 1}]
+    assert decisions["exclusions_by_reason"] == [{"reason": "memory at #% > critical #%", "exclusions": 250, "workers": 1}]
     render_fleet_report(data, tmp_path / "r.html")
 
 
@@ -366,7 +366,7 @@ def test_simulated_label_on_charts_metrics_and_alerts_only_where_simulated(store
         decision_id="d2", timestamp=T0 + timedelta(seconds=30), task_id="t-2", task_type="x",
         chosen_worker_id="w-cpu", chosen_score=1.0, original_worker_id="w-cpu", original_score=1.0,
         candidate_count=0, candidates=(),
-        exclusions=(Exclusion("w-gpu", "gpu at 100% > critical 95%"), Exclusion("w-real", "gpu at 98% > critical 95%")),
+        exclusions=(Exclusion.critical("w-gpu", "gpu", 100.0, 95.0), Exclusion.critical("w-real", "gpu", 98.0, 95.0)),
         explanation="both GPU workers excluded"))
     store.flush()
     data = build_report_data(store)
@@ -424,7 +424,8 @@ def test_scheduler_values_read_as_text_and_tasks_per_worker_once(report, store, 
 def test_exclusion_state_says_when_it_was_recorded(store, tmp_path):
     populate(store)
     live = {"w-gpu": {"status": "active", "current": {"cpu_percent": 5.0, "memory_percent": 20.0, "gpu_percent": 0.0},
-                      "simulated_fields": ["gpus"], "excluded_reason": "cpu at 95% > critical 95%"},
+                      "simulated_fields": ["gpus"], "excluded_reason": "cpu at 95% > critical 95%",
+                      "excluded_resource": "cpu"},
             "w-cpu": {"status": "active", "current": None, "excluded_reason": "memory at 99% > critical 95%"}}
     html = render_fleet_report(build_report_data(store, workers=live), tmp_path / "x.html").read_text()
     status = {r[0][0].strip(): r[1][0] for r in parse(html).sections["workers"] if len(r) > 2}
@@ -443,6 +444,7 @@ def test_live_worker_view_is_shown(store, tmp_path):
     live = {"w-cpu": {"status": "busy", "capabilities": {"hardware": ["cpu"], "memory": {"total_gb": 16}},
                       "current": {"cpu_percent": 91.0, "memory_percent": None, "gpu_percent": None},
                       "simulated_fields": ["cpu_percent"], "excluded_reason": "cpu at 97% > critical 95%",
+                      "excluded_resource": "cpu",
                       "stale": "no sample for 31 s", "overloaded": True},
             "w-new": {"status": "idle", "capabilities": {}, "current": None, "simulated_fields": []}}
     data = build_report_data(store, workers=live)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from fleet_hwmon.scoring.decide import Exclusion
+from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 from fleet_hwmon.scoring.reservations import Reservations
 
-GPU_ROOM = "predicted gpu 130% after placement on 1 GPU > 110%"
+
+def gpu_room(worker_id: str) -> Exclusion:
+    return Exclusion.gpu_memory_fit(worker_id, 30 * 1024**3, 10 * 1024**3, required=False)
+
+
+def stale(worker_id: str) -> Exclusion:
+    return Exclusion.stale(worker_id, 40.0, 15.0, never_sampled=False)
 
 
 def declined(res: Reservations, task_id: str, now_s: float, *exclusions: Exclusion, task_type: str = "train",
@@ -25,12 +31,14 @@ def waited(res: Reservations, task_id: str, until_s: float, *exclusions: Exclusi
 
 def test_a_task_waiting_long_enough_reserves_a_worker_that_lacked_only_room():
     res = Reservations()
-    room = (Exclusion("a100", GPU_ROOM), Exclusion("cpu", "lacks gpu"), Exclusion("old", "stale: last sample 40 s ago"))
+    room = (gpu_room("a100"), Exclusion.hardware("cpu", "lacks gpu"), stale("old"))
     assert waited(res, "big", 50.0, *room) is None  # not long enough yet
     assert declined(res, "big", 60.0, *room) == "a100"  # hardware and stale workers are never reserved
     assert res.reserved() == {"a100": "big"}
     # A GPU reservation keeps other GPU tasks off the worker; CPU tasks still use it.
-    assert res.blocked("small", True, 75.0) == {"a100": "reserved for big (train), waiting 75 s"}
+    blocked = res.blocked("small", True, 75.0)
+    assert set(blocked) == {"a100"} and blocked["a100"].kind is ExclusionKind.RESERVED
+    assert (blocked["a100"].reason, blocked["a100"].value) == ("reserved for big (train), waiting 75 s", 75.0)
     assert res.blocked("unit", False, 75.0) == {}
     assert res.blocked("big", True, 75.0) == {}
     # Placed (anywhere): the reservation ends.
@@ -41,15 +49,15 @@ def test_a_task_waiting_long_enough_reserves_a_worker_that_lacked_only_room():
 def test_a_reservation_for_cpu_or_memory_room_keeps_every_other_task_off():
     res = Reservations()
     for now_s in (0.0, 10.0, 20.0):
-        declined(res, "build", now_s, Exclusion("w1", "predicted cpu 125% of 8 cores > 100%"),
-                 Exclusion("w2", "cpu at 99% > critical 95%"), task_type="build", after_s=20.0)
+        declined(res, "build", now_s, Exclusion.memory_fit("w1", 9e9, 1e9, 25.0),
+                 Exclusion.critical("w2", "memory", 99.0, 95.0), task_type="build", after_s=20.0)
     assert res.reserved() == {"w1": "build"}
     assert set(res.blocked("unit", False, 20.0)) == {"w1"}
 
 
 def test_one_reservation_per_task_type_for_the_first_that_qualifies():
     res = Reservations()
-    room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
+    room = (gpu_room("a"), gpu_room("b"))
     for now_s in range(0, 70, 10):  # a FIFO coordinator asks the older task first in each pass
         first = declined(res, "first", float(now_s), *room)
         second = declined(res, "second", now_s + 1.0, *room)
@@ -60,7 +68,7 @@ def test_one_reservation_per_task_type_for_the_first_that_qualifies():
     for now_s in range(80, 150, 10):
         declined(res, "first", float(now_s), *room)
         found["infer"] = declined(res, "infer", now_s + 1.0, *room, task_type="infer") or found.get("infer")
-        found["data"] = declined(res, "data", now_s + 2.0, Exclusion("a", GPU_ROOM), task_type="data")
+        found["data"] = declined(res, "data", now_s + 2.0, gpu_room("a"), task_type="data")
     assert found == {"infer": "b", "data": None}
     assert res.reserved() == {"a": "first", "b": "infer"}
 
@@ -68,15 +76,15 @@ def test_one_reservation_per_task_type_for_the_first_that_qualifies():
 def test_a_task_that_cannot_reserve_does_not_hold_up_its_type():
     res = Reservations()
     for now_s in range(0, 80, 10):  # the oldest lacks the hardware everywhere: never a reservation
-        declined(res, "huge", float(now_s), Exclusion("a", "no GPU with >= 200 GB of memory"))
-        found = declined(res, "train", now_s + 1.0, Exclusion("a", GPU_ROOM))
+        declined(res, "huge", float(now_s), Exclusion.hardware("a", "no GPU with >= 200 GB of memory"))
+        found = declined(res, "train", now_s + 1.0, gpu_room("a"))
     assert found is None and res.reserved() == {"a": "train"}
 
 
 def test_a_worker_the_task_could_never_fit_is_not_reserved():
     res = Reservations()
-    room = (Exclusion("small", "predicted cpu 200% of 8 cores > 100%"),
-            Exclusion("big", "predicted cpu 140% of 32 cores > 100%"))
+    room = (Exclusion.over_capacity("small", "cpu", 200.0, 100.0, cores=8),
+            Exclusion.over_capacity("big", "cpu", 140.0, 100.0, cores=32))
     for now_s in range(0, 60, 10):
         declined(res, "build", float(now_s), *room, task_type="build")
     assert res.observe("build", "build", None, room, 60.0, after_s=60.0, expire_s=15.0,
@@ -85,33 +93,33 @@ def test_a_worker_the_task_could_never_fit_is_not_reserved():
 
 def test_a_reservation_follows_what_the_task_lacks_and_moves_off_a_stale_worker():
     res = Reservations()
-    room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
+    room = (gpu_room("a"), gpu_room("b"))
     assert waited(res, "big", 60.0, *room) == "a"
     assert res.blocked("unit", False, 60.0) == {}  # GPU room: CPU tasks still use it
     # CPU tasks filled its memory: now every other task is kept off.
-    declined(res, "big", 65.0, Exclusion("a", "predicted memory 40.0 GiB (+25% headroom) > free 3.0 GiB"))
+    declined(res, "big", 65.0, Exclusion.memory_fit("a", 40 * 1024**3, 3 * 1024**3, 25.0))
     assert set(res.blocked("unit", False, 65.0)) == {"a"}
     # Not in the decision (at its slots): kept. Stale: given up, and another one reserved.
-    assert declined(res, "big", 70.0, Exclusion("b", GPU_ROOM)) is None and res.reserved() == {"a": "big"}
-    assert declined(res, "big", 75.0, Exclusion("a", "stale: last sample 40 s ago (limit 15 s)"),
-                    Exclusion("b", GPU_ROOM)) == "b"
+    assert declined(res, "big", 70.0, gpu_room("b")) is None and res.reserved() == {"a": "big"}
+    assert declined(res, "big", 75.0, stale("a"),
+                    gpu_room("b")) == "b"
     assert res.reserved() == {"b": "big"}
 
 
 def test_a_task_no_longer_asked_about_releases_its_worker():
     res = Reservations()
-    assert waited(res, "big", 60.0, Exclusion("a100", GPU_ROOM)) == "a100"
+    assert waited(res, "big", 60.0, gpu_room("a100")) == "a100"
     # The coordinator stopped asking (cancelled, or placed by other means): after expire_s it ends.
     declined(res, "other", 100.0, task_type="other")
     assert res.reserved() == {}
     # Asked again later, it waits afresh.
-    assert declined(res, "big", 101.0, Exclusion("a100", GPU_ROOM)) is None
+    assert declined(res, "big", 101.0, gpu_room("a100")) is None
 
 
 def test_a_worker_that_leaves_frees_its_task_to_reserve_another():
     res = Reservations()
-    room = (Exclusion("a", GPU_ROOM), Exclusion("b", GPU_ROOM))
+    room = (gpu_room("a"), gpu_room("b"))
     assert waited(res, "big", 60.0, *room) == "a"
     res.worker_left("a")
     assert res.reserved() == {}
-    assert declined(res, "big", 70.0, Exclusion("b", GPU_ROOM)) == "b"
+    assert declined(res, "big", 70.0, gpu_room("b")) == "b"

@@ -358,9 +358,9 @@ class TestDecide:
 
     def test_nothing_fits(self):
         d = decide({"task_id": "t"}, TaskRequirements(), {}, {}, {}, factors=FACTORS, history=None, now_s=0.0,
-                   stale_after_s=15.0, timestamp=utc_now(), extra_exclusions=[Exclusion("w", "lacks gpu")])
+                   stale_after_s=15.0, timestamp=utc_now(), extra_exclusions=[Exclusion.hardware("w", "lacks gpu")])
         assert (d.chosen_worker_id, d.chosen_score, d.candidates) == (None, None, ())
-        assert d.explanation == "no worker can take the task (1 excluded: lacks gpu)"
+        assert d.explanation == "no worker can take the task (1 excluded: hardware 1)"
         empty = run({}, {})
         assert empty.explanation == "no worker available"
 

@@ -397,6 +397,7 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
             "stale_reason": view["stale"] if isinstance(view.get("stale"), str) and view["stale"] else None,
             "overloaded": view.get("overloaded") if isinstance(view.get("overloaded"), bool) else None,
             "excluded_reason": None if view.get("excluded_reason") is None else str(view["excluded_reason"]),
+            "excluded_resource": view.get("excluded_resource"),
             "hardware": _hardware(caps, cap_row, last),
             "current": current,
             "simulated_fields": simulated_fields,
@@ -431,9 +432,8 @@ def _fleet_metrics(fleet: dict[str, dict], workers: list[dict[str, Any]]) -> lis
     return rows
 
 
-# Alert resources (and exclusion reasons "<resource> at ...") -> the headline resource they read.
+# Alert and exclusion resources -> the headline resource they read.
 _ALERT_RESOURCES = {"cpu": "cpu", "memory": "memory", "gpu": "gpu", "gpu_memory": "gpu"}
-_REASON_RESOURCE = re.compile(r"^(cpu|memory|gpu|gpu_memory) at ")
 
 
 def _value_simulated(worker: Mapping[str, Any] | None, resource: Any) -> bool:
@@ -445,10 +445,11 @@ def _value_simulated(worker: Mapping[str, Any] | None, resource: Any) -> bool:
     return bool(worker["samples_simulated"].get(headline) or worker["simulated"].get(headline))
 
 
-def _reason_simulated(worker: Mapping[str, Any] | None, reason: Any) -> bool:
-    """An exclusion reason that quotes a load value ("gpu at 100% > critical 95%") of a simulated resource."""
-    match = _REASON_RESOURCE.match(str(reason or ""))
-    return bool(match) and _value_simulated(worker, match.group(1))
+def _exclusion_simulated(worker: Mapping[str, Any] | None, exclusion: Mapping[str, Any] | None) -> bool:
+    """An exclusion for critical load (kind and resource as stored) measured on a simulated resource."""
+    if not exclusion or exclusion.get("kind") != "critical":
+        return False
+    return _value_simulated(worker, exclusion.get("resource"))
 
 
 # -- tasks, alerts, decisions -------------------------------------------------------------------
@@ -554,8 +555,9 @@ def _decisions(reader: _Reader) -> dict[str, Any]:
     out["exclusion_reasons"] = variants
     # Per worker: the latest decision that excluded it, and why.
     out["last_exclusion_by_worker"] = {
-        str(r["worker_id"]): {"timestamp": r["timestamp"], "reason": r["reason"]} for r in reader.dicts(
-            f"SELECT e.worker_id AS worker_id, max(timestamp) AS timestamp, arg_max(e.reason, timestamp) AS reason "
+        str(r["worker_id"]): {"timestamp": r["timestamp"], "reason": r["e"]["reason"], "kind": r["e"].get("kind"),
+                              "resource": r["e"].get("resource")} for r in reader.dicts(
+            f"SELECT e.worker_id AS worker_id, max(timestamp) AS timestamp, arg_max(e, timestamp) AS e "
             f"FROM (SELECT timestamp, unnest(exclusions) AS e FROM {DECISIONS}) GROUP BY 1")}
     out["tasks_per_worker"] = reader.dicts(
         f"SELECT chosen_worker_id AS worker_id, count(*) AS tasks, count_if(chosen_worker_id <> original_worker_id) "
@@ -655,7 +657,7 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
 
     ``store``: an open :class:`MetricsStore` (its tables may be missing or empty).
     ``workers``: the integration's live view, worker id -> ``{"status", "capabilities", "current":
-    {"cpu_percent", "memory_percent", "gpu_percent"}, "simulated_fields", "excluded_reason", "stale"}``;
+    {"cpu_percent", "memory_percent", "gpu_percent"}, "simulated_fields", "excluded_reason", "excluded_resource", "stale"}``;
     without it, workers come from ``hardware_capabilities`` and the latest samples.
     ``scheduler_stats``, ``scoring_factors``, ``history``: shown as given (plain data).
     ``bucket_seconds``: width of the time-series buckets; widened (and by default chosen) so that
@@ -683,13 +685,12 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
         alert["simulated"] = _value_simulated(by_id.get(str(alert.get("worker_id"))), alert.get("resource"))
     for decision in decisions["rows"]:
         for exclusion in decision["exclusions"]:
-            exclusion["simulated"] = _reason_simulated(by_id.get(str(exclusion.get("worker_id"))),
-                                                       exclusion.get("reason"))
+            exclusion["simulated"] = _exclusion_simulated(by_id.get(str(exclusion.get("worker_id"))), exclusion)
     for worker_row in worker_rows:
-        worker_row["excluded_simulated"] = _reason_simulated(worker_row, worker_row["excluded_reason"])
+        worker_row["excluded_simulated"] = _exclusion_simulated(
+            worker_row, {"kind": "critical", "resource": worker_row.pop("excluded_resource")})
         if worker_row["last_exclusion"] is not None:
-            worker_row["last_exclusion"]["simulated"] = _reason_simulated(
-                worker_row, worker_row["last_exclusion"]["reason"])
+            worker_row["last_exclusion"]["simulated"] = _exclusion_simulated(worker_row, worker_row["last_exclusion"])
     first, last = span.get("first_sample"), span.get("last_sample")
     factors = _plain(scoring_factors) if scoring_factors is not None else {}
     return {

@@ -21,6 +21,7 @@ of (seed, task, worker), so a decision is reproducible.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
+from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, TypeStats, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
@@ -58,12 +60,6 @@ class CandidateScore:
     balance_penalty: float
     history_penalty: float
     inflight_tasks: int
-
-
-@dataclass(frozen=True, slots=True)
-class Exclusion:
-    worker_id: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +122,7 @@ def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores:
     unknown load and is not excluded for it). ``extra_exclusions`` (workers excluded before
     scoring) come first among the exclusions. See :func:`decide_among`, which this calls.
     """
-    misfits = {worker_id: Exclusion(worker_id, reason) for worker_id, reason in mismatches.items()
+    misfits = {worker_id: Exclusion.hardware(worker_id, reason) for worker_id, reason in mismatches.items()
                if reason is not None} if mismatches else {}
     return decide_among(task, requirements, list(base_scores), base_scores, views, misfits, _no_mismatch,
                         factors=factors,
@@ -202,7 +198,6 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     # Excluded before scoring (task limit, no original score), listed before the others.
     early = list(extra_exclusions)
     early_exclude = early.append
-    at_limit = f"at task limit ({task_limit})"
     limited = task_limit is not None
     count_of = task_counts.get if limited and task_counts is not None else {}.get
     known, score_of, views_get = misfits.get, scores.get, views.get
@@ -212,14 +207,14 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     best_ids: list[str] = []
     for worker_id in worker_ids:
         if limited and count_of(worker_id, 0) >= task_limit:
-            early_exclude(Exclusion(worker_id, at_limit))
+            early_exclude(Exclusion.task_limit(worker_id, task_limit))
             continue
         mismatch = known(worker_id, _UNSEEN)
         if mismatch is _UNSEEN:
             mismatch = check_hardware(worker_id)
         base = score_of(worker_id)
         if base is None:  # say why when it is the hardware, as for any other exclusion
-            early_exclude(mismatch or Exclusion(worker_id, "rejected by the original scheduler"))
+            early_exclude(mismatch or Exclusion.rejected(worker_id))
             continue
         if repeats:
             if worker_id in taken:
@@ -239,12 +234,12 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
             add((None, worker_id, base, None, (None, None, None, None, fleet_demand)))
             continue
         last_s = view.last_sample_s
-        if now_s - (view.registered_s if last_s is None else last_s) > stale_after_s:  # stale_reason(), inline
-            reason = view.stale_reason(now_s, stale_after_s)
+        if now_s - (view.registered_s if last_s is None else last_s) > stale_after_s:  # stale_exclusion(), inline
+            excluded = view.stale_exclusion(now_s, stale_after_s)
         else:
-            reason = view.excluded_reason
-        if reason is not None:
-            exclude(Exclusion(worker_id, reason))
+            excluded = view.excluded
+        if excluded is not None:
+            exclude(excluded)
             continue
         stats = per_worker.get(worker_id) if learnt else None
         if stats is None:
@@ -259,8 +254,8 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
         total, factor, details = found
         if factor is not None:  # max(FLOOR, 1 - total), worked out once
             add((base * factor if base > 0 else base - total, worker_id, base, view, details))
-        elif total is not None:  # the reason the task does not fit there
-            exclude(Exclusion(worker_id, total))
+        elif total is not None:  # the exclusion: the task does not fit there
+            exclude(total)
         else:
             deferred.append(len(scored))
             add((None, worker_id, base, view, details))
@@ -351,7 +346,6 @@ class _Terms:
         self.capacity_limit = 100.0 + factors.capacity_margin_percent
         self.gpu_capacity_limit = 100.0 + factors.gpu_capacity_margin_percent
         self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
-        self.headroom_text = _headroom(factors)
         self.exclude_over = bool(factors.exclude_over_capacity)
         self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
                                               factors.gpu_threshold_percent)
@@ -363,7 +357,7 @@ class _Terms:
         """``(total penalty, max(FLOOR, 1 - total), details)`` of a worker that is neither stale
         nor overloaded: the load after placing the task (smoothed view + in flight + the task's
         predicted ``demand``) and its penalties, details as in :func:`decide`'s ``scored``.
-        ``(reason, None, None)`` when the task would not fit there; ``(None, None, (cpu,
+        ``(exclusion, None, None)`` when the task would not fit there; ``(None, None, (cpu,
         memory, gpu, stats, demand))`` when the load is not fully known (the penalties need the
         other candidates' loads then)."""
         factors = self.factors
@@ -386,18 +380,18 @@ class _Terms:
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes
             if demand.memory_bytes * self.headroom > free:  # it would fail there (out of memory)
-                reason = (f"predicted memory {demand.memory_bytes / GIB:.1f} GiB{self.headroom_text} > "
-                          f"free {max(0.0, free) / GIB:.1f} GiB")
+                reason = Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free,
+                                              factors.memory_headroom_percent)
         if reason is None and self.needs_gpu:
             reason = _gpu_memory_misfit(view, demand.gpu_memory_bytes, self.required_gpu_memory, self.headroom,
-                                        self.headroom_text)
+                                        factors.memory_headroom_percent)
         if (reason is None and self.exclude_over and demand.cores is not None and cpu is not None
                 and cpu > self.capacity_limit):
-            reason = f"predicted cpu {cpu:.0f}% of {count:g} cores > {self.capacity_limit:g}%"
+            reason = Exclusion.over_capacity(view.worker_id, "cpu", cpu, self.capacity_limit, cores=count)
         if (reason is None and self.exclude_over and self.needs_gpu and demand.gpu_percent is not None
                 and gpu is not None and gpu > self.gpu_capacity_limit):
-            reason = (f"predicted gpu {gpu:.0f}% after placement on {_gpus(len(view.gpu_levels))} > "
-                      f"{self.gpu_capacity_limit:g}%")
+            reason = Exclusion.over_capacity(view.worker_id, "gpu", gpu, self.gpu_capacity_limit,
+                                             gpus=len(view.gpu_levels))
         if reason is not None:
             return reason, None, None
         if cpu is None or memory is None or (gpu is None and (view.inflight_gpu_tasks or
@@ -517,16 +511,8 @@ def _spread(levels: list[float], share: float) -> list[float]:
     return levels
 
 
-def _gpus(count: int) -> str:
-    return "1 GPU" if count == 1 else f"{count} GPUs"
-
-
-def _headroom(factors: ScoringFactors) -> str:
-    return f" (+{factors.memory_headroom_percent:g}% headroom)" if factors.memory_headroom_percent else ""
-
-
 def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: float | None,
-                       headroom: float = 1.0, headroom_text: str = "") -> str | None:
+                       headroom: float = 1.0, headroom_percent: float = 0.0) -> Exclusion | None:
     """A GPU task that no GPU of the worker has room for would fail there (CUDA out of memory):
     the predicted GPU memory (history) or the stated minimum, whichever is larger, against the
     most any one GPU has free (latest sample, less the GPU tasks in flight). Unknown GPU memory
@@ -538,10 +524,10 @@ def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: floa
         return None
     if required is not None and (predicted is None or required >= predicted * headroom):
         if required > room:
-            return f"required GPU memory {required / GIB:.1f} GiB > free {max(0.0, room) / GIB:.1f} GiB on any GPU"
+            return Exclusion.gpu_memory_fit(view.worker_id, required, room, required=True)
     elif predicted * headroom > room:
-        return (f"predicted GPU memory {predicted / GIB:.1f} GiB{headroom_text} > "
-                f"free {max(0.0, room) / GIB:.1f} GiB on any GPU")
+        return Exclusion.gpu_memory_fit(view.worker_id, predicted, room, required=False,
+                                        headroom_percent=headroom_percent)
     return None
 
 
@@ -690,8 +676,8 @@ def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions:
     if chosen is None:
         if not available:
             return "no worker available"
-        reasons = sorted({e.reason.split(":")[0] for e in exclusions})
-        return f"no worker can take the task ({len(exclusions)} excluded: {'; '.join(reasons[:5])})"
+        kinds = collections.Counter(e.kind.value for e in exclusions)
+        return f"no worker can take the task ({len(exclusions)} excluded: {_counts(kinds)})"
     parts = [f"chose {chosen.worker_id} (score {chosen.adjusted_score:.3f} of original {chosen.original_score:.3f})"]
     if original_id is not None and original_id != chosen.worker_id:
         excluded = list(map(attrgetter("worker_id"), exclusions))  # thousands in a large fleet
@@ -701,3 +687,8 @@ def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions:
     if exclusions:
         parts.append(f"{len(exclusions)} worker(s) excluded")
     return "; ".join(parts)
+
+
+def _counts(counts: collections.Counter) -> str:
+    """``"kind N, kind N"``, the largest first, for an explanation."""
+    return ", ".join(f"{kind} {count}" for kind, count in counts.most_common())

@@ -21,19 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from fleet_hwmon.scoring.decide import Exclusion
-
-# Exclusions that say the worker could run the task once it has room (its load, not its hardware).
-_ROOM_REASONS = ("predicted ", "required GPU memory")
-
-
-def _is_room(reason: str) -> bool:
-    return reason.startswith(_ROOM_REASONS) or "> critical" in reason
-
-
-def _gpu_room(reason: str) -> bool:
-    """The room lacking is a GPU's: only other GPU tasks need keeping off."""
-    return "gpu" in reason.lower()
+from fleet_hwmon.scoring.exclusions import Exclusion
 
 
 @dataclass
@@ -54,17 +42,16 @@ class Reservations:
         self._by_worker: dict[str, str] = {}  # reserved worker -> task id
         self._next_expiry_s = float("-inf")
 
-    def blocked(self, task_id: str, needs_gpu: bool, now_s: float) -> dict[str, str]:
-        """Worker id -> reason, for the workers reserved for other tasks that ``task_id`` must
-        not take now."""
+    def blocked(self, task_id: str, needs_gpu: bool, now_s: float) -> dict[str, Exclusion]:
+        """Worker id -> its exclusion, for the workers reserved for other tasks that ``task_id``
+        must not take now."""
         if not self._by_worker:
             return {}
         out = {}
         for worker_id, owner in self._by_worker.items():
             waiting = self._waiting[owner]
             if owner != task_id and (needs_gpu or not waiting.gpu_only):
-                out[worker_id] = (f"reserved for {owner} ({waiting.task_type}), waiting "
-                                  f"{now_s - waiting.first_s:.0f} s")
+                out[worker_id] = Exclusion.reserved(worker_id, owner, waiting.task_type, now_s - waiting.first_s)
         return out
 
     def observe(self, task_id: str, task_type: str | None, chosen: str | None, exclusions: Iterable[Exclusion],
@@ -93,19 +80,19 @@ class Reservations:
             seen = next((e for e in exclusions if e.worker_id == waiting.worker_id), None)
             if seen is None:  # busy elsewhere in the coordinator's eyes (not available): keep it
                 return None
-            if _is_room(seen.reason):
-                waiting.gpu_only = _gpu_room(seen.reason)
+            if seen.is_room:
+                waiting.gpu_only = seen.is_gpu_room
                 return None
             self._unreserve(task_id)
         if now_s - waiting.first_s < after_s or self._holder.get(task_type, task_id) != task_id:
             return None  # not waiting long enough, or its type holds a reservation already
-        room = [e for e in exclusions if _is_room(e.reason) and e.worker_id not in self._by_worker
+        room = [e for e in exclusions if e.is_room and e.worker_id not in self._by_worker
                 and (fits is None or fits(e.worker_id))]
         if not room:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
         waiting.worker_id = pick.worker_id
-        waiting.gpu_only = _gpu_room(pick.reason)
+        waiting.gpu_only = pick.is_gpu_room
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id

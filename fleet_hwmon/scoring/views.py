@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 
 _EXCLUSION_RESOURCES = ("cpu", "memory", "gpu", "gpu_memory")
@@ -47,7 +48,7 @@ class WorkerView:
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
     memory_total_bytes: float | None = None
-    excluded_reason: str | None = None
+    excluded: Exclusion | None = None  # critical load, until it recovers (hysteresis)
     below_since_s: float | None = None
     inflight: dict[str, InFlight] = field(default_factory=dict)
     simulated: bool = False
@@ -111,10 +112,10 @@ class WorkerView:
         critical = [(r, v) for r, v in known if v > factors.critical_percent]
         if critical:
             resource, value = max(critical, key=lambda rv: rv[1])
-            self.excluded_reason = (f"{resource} at {value:.0f}% > critical {factors.critical_percent:g}%")
+            self.excluded = Exclusion.critical(self.worker_id, resource, value, factors.critical_percent)
             self.below_since_s = None
             self.below_samples = 0
-        elif self.excluded_reason is not None:
+        elif self.excluded is not None:
             if all(v < factors.recovery_percent for _, v in known):
                 if self.below_since_s is None:
                     self.below_since_s = now_s
@@ -123,23 +124,31 @@ class WorkerView:
                 # in a row under it (when that factor is set), whichever comes first.
                 if now_s - self.below_since_s >= factors.recovery_s or (
                         factors.recovery_samples and self.below_samples >= factors.recovery_samples):
-                    self.excluded_reason = None
+                    self.excluded = None
                     self.below_since_s = None
                     self.below_samples = 0
             else:
                 self.below_since_s = None
                 self.below_samples = 0
 
-    def stale_reason(self, now_s: float, stale_after_s: float) -> str | None:
-        """Why the worker counts as stale at ``now_s``, or ``None``. A worker that never sent a
+    @property
+    def excluded_reason(self) -> str | None:
+        """Why the worker is excluded for critical load, for people (``None``: it is not)."""
+        return None if self.excluded is None else self.excluded.reason
+
+    def stale_exclusion(self, now_s: float, stale_after_s: float) -> Exclusion | None:
+        """The worker's exclusion as stale at ``now_s``, or ``None``. A worker that never sent a
         sample is stale once ``stale_after_s`` passed since it registered."""
         reference = self.last_sample_s if self.last_sample_s is not None else self.registered_s
         age = now_s - reference
         if age <= stale_after_s:
             return None
-        if self.last_sample_s is None:
-            return f"no sample since it registered {age:.0f} s ago"
-        return f"stale: last sample {age:.0f} s ago (limit {stale_after_s:g} s)"
+        return Exclusion.stale(self.worker_id, age, stale_after_s, self.last_sample_s is None)
+
+    def stale_reason(self, now_s: float, stale_after_s: float) -> str | None:
+        """:meth:`stale_exclusion`'s message, for people."""
+        stale = self.stale_exclusion(now_s, stale_after_s)
+        return None if stale is None else stale.reason
 
     def add_inflight(self, item: InFlight) -> None:
         if item.task_id in self.inflight:  # replaced: add it up again

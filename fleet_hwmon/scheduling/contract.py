@@ -1,4 +1,4 @@
-"""Plumbing between the integration and any coordinator: the contract check, the patch of the
+"""Plumbing between the scheduler and any coordinator: the contract check, the patch of the
 scheduler's method (sync or async) and its undo, and the original scheduler's per-worker scores."""
 
 from __future__ import annotations

@@ -1,0 +1,301 @@
+"""The hardware-aware scheduler of one coordinator: its view of every worker, the tasks in
+flight, reservations, statistics, and the patch of the coordinator's scheduler method.
+
+Samples arrive through :meth:`HardwareAwareScheduler.observe`, task ends through
+:meth:`task_finished`; each decision is handed to ``record`` (the integration stores it). No I/O
+and no threads of its own: callers may come from any thread (one lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import threading
+import time
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, SchedulerPatch, check_contract,
+                                             original_scores_async, original_scores_sync)
+from fleet_hwmon.scheduling.statistics import SchedulerStatistics
+from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
+from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory
+from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+from fleet_hwmon.scoring.reservations import Reservations
+from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
+
+
+class HardwareAwareScheduler:
+    """Hardware-aware decisions for ``coordinator`` (see DESIGN: the coordinator contract).
+
+    Args:
+        coordinator: its ``workers`` give each worker's capabilities, its ``task_scheduler`` the
+            original scores, ``max_tasks_per_worker`` (optional) the task limit.
+        factors: the live ``hardware_scoring_factors`` dict; edits apply to the next decision.
+        update_interval_s: expected interval of worker samples (staleness).
+        seed: makes tie-breaking reproducible.
+        clock: monotonic seconds; ``wall_clock``: UTC time that dates decisions.
+        record: called with every decision (outside the lock), e.g. to store it.
+        max_recorded_candidates: candidates kept in a decision's explanation.
+    """
+
+    def __init__(self, coordinator: Any, factors: dict[str, float] | None = None, *, update_interval_s: float = 5.0,
+                 seed: int = 0, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = utc_now,
+                 record: Callable[[SchedulingDecision], Any] | None = None, max_recorded_candidates: int = 20) -> None:
+        self.coordinator = coordinator
+        self.factors_source = factors if factors is not None else ScoringFactors().as_dict()
+        self.update_interval_s = float(update_interval_s)
+        self.seed = seed
+        self.max_recorded_candidates = max_recorded_candidates
+        self.history = PerformanceHistory()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._record = record
+        self._views: dict[str, WorkerView] = {}
+        # requirements -> worker id -> why its hardware cannot run them (None: it can)
+        self._mismatch_cache: dict[TaskRequirements, dict[str, Exclusion | None]] = {}
+        self._reservations = Reservations()
+        self._task_types: dict[str, str | None] = {}
+        self._inflight_at: dict[str, str] = {}  # task id -> worker its latest decision chose
+        self._decisions: collections.deque[SchedulingDecision] = collections.deque(maxlen=1000)
+        self._stats = SchedulerStatistics()
+        self._factors_cache: tuple[dict, ScoringFactors] | None = None
+        self._lock = threading.RLock()
+        self._patch: SchedulerPatch | None = None
+
+    # -- the patch ------------------------------------------------------------------------------
+    def install(self) -> None:
+        """Route the coordinator's scheduler method through :meth:`decide` (idempotent).
+        Raises ``CoordinatorContractError`` when the coordinator lacks what it needs."""
+        if self._patch is None:
+            scheduler, method = check_contract(self.coordinator)
+            self._patch = SchedulerPatch.apply(scheduler, method, self._make_patched)
+
+    def uninstall(self) -> None:
+        """Restore the original method (safe twice)."""
+        if self._patch is not None:
+            self._patch.restore()
+            self._patch = None
+
+    def _make_patched(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        scheduler = self.coordinator.task_scheduler
+        if is_async:
+            async def patched_async(task, available_workers, worker_task_count, *args, **kwargs):
+                shape = CallerShape(available_workers, worker_task_count)
+                original_view = await original_scores_async(scheduler, original, task, shape, worker_task_count,
+                                                             self.coordinator.workers)
+                return self._choice(self.decide(task, shape.ids, worker_task_count, original_view))
+            return patched_async
+
+        def patched(task, available_workers, worker_task_count, *args, **kwargs):
+            shape = CallerShape(available_workers, worker_task_count)
+            original_view = original_scores_sync(scheduler, original, task, shape, worker_task_count,
+                                                 self.coordinator.workers)
+            return self._choice(self.decide(task, shape.ids, worker_task_count, original_view))
+        return patched
+
+    @staticmethod
+    def _choice(decision: SchedulingDecision) -> tuple[str | None, float]:
+        return decision.chosen_worker_id, decision.chosen_score or 0.0
+
+    # -- workers and samples --------------------------------------------------------------------
+    def worker_registered(self, worker_id: str, capabilities: Mapping[str, Any] | None) -> None:
+        """A worker (re)joined: a fresh view, its hardware checked again."""
+        cores, memory_bytes = capacity_from_capabilities(capabilities or {})
+        with self._lock:
+            for per_worker in self._mismatch_cache.values():
+                per_worker.pop(worker_id, None)
+            self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
+                                                memory_total_bytes=memory_bytes)
+
+    def worker_left(self, worker_id: str) -> None:
+        with self._lock:
+            self._views.pop(worker_id, None)
+            self._reservations.worker_left(worker_id)
+
+    def observe(self, sample: ResourceUtilization) -> None:
+        """Take a sample of ``sample.worker_id`` (received now)."""
+        with self._lock:
+            view = self._views.get(sample.worker_id)
+            if view is None:
+                view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
+            view.observe(sample, self._clock(), self.factors())
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def task_type_of(self, task_id: str) -> str | None:
+        """The type a decision saw for ``task_id`` (``None``: unknown)."""
+        return self._task_types.get(task_id)
+
+    def task_started(self, task_id: str, task_type: str | None) -> None:
+        self._task_types[task_id] = task_type
+
+    def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
+                      duration_s: float | None = None, cpu_seconds: float | None = None,
+                      peak_rss_bytes: float | None = None, gpu_memory_bytes: float | None = None,
+                      gpu_percent: float | None = None) -> None:
+        """``task_id`` ended on ``worker_id``: no longer in flight; its figures (CPU seconds of
+        its process tree, peak RSS and GPU memory in bytes, GPU percent of one GPU) are learnt
+        per worker and task type."""
+        task_type = self._task_types.pop(task_id, None) or task_type
+        with self._lock:
+            view = self._views.get(worker_id)
+            if view is not None:
+                view.task_finished(task_id)
+            self._inflight_at.pop(task_id, None)
+            if task_type is not None:
+                self.history.record(worker_id, task_type, success=success, duration_s=duration_s,
+                                    cpu_seconds=cpu_seconds, peak_rss_bytes=peak_rss_bytes,
+                                    gpu_memory_bytes=gpu_memory_bytes, gpu_percent=gpu_percent)
+            self._stats.finished(success)
+
+    # -- decisions ------------------------------------------------------------------------------
+    def factors(self) -> ScoringFactors:
+        """The factors of the live dict (re-read when it changes)."""
+        cached = self._factors_cache
+        if cached is None or cached[0] != self.factors_source:
+            cached = (dict(self.factors_source), ScoringFactors.from_mapping(self.factors_source))
+            self._factors_cache = cached
+        return cached[1]
+
+    def decide_task(self, task: Mapping[str, Any], available_workers: Any,
+                    worker_task_count: Mapping[str, int]) -> SchedulingDecision:
+        """Decide (and record) where ``task`` goes, with the explanation, asking the original
+        scheduler for its scores. With an async scheduler this runs its coroutines to completion,
+        so it must not be called from a running event loop (``RuntimeError``; await the patched
+        scheduler method there instead)."""
+        scheduler = self.coordinator.task_scheduler
+        original = self._patch.original if self._patch else getattr(scheduler, check_contract(self.coordinator)[1])
+        shape = CallerShape(available_workers, worker_task_count)
+        workers = self.coordinator.workers
+        if inspect.iscoroutinefunction(original):
+            if _loop_running():
+                raise RuntimeError("the scheduler is async: inside an event loop, await "
+                                   "coordinator.task_scheduler's patched method instead")
+            original_view = asyncio.run(original_scores_async(scheduler, original, task, shape, worker_task_count,
+                                                              workers))
+        else:
+            original_view = original_scores_sync(scheduler, original, task, shape, worker_task_count, workers)
+        return self.decide(task, shape.ids, worker_task_count, original_view)
+
+    def decide(self, task: Mapping[str, Any], ids: list[str], counts: Mapping[str, int],
+               original_view: OriginalScores) -> SchedulingDecision:
+        """The decision for ``task`` among the available workers ``ids`` given the original
+        scores; recorded, counted and (when a worker is chosen) put in flight there."""
+        started = time.perf_counter()
+        requirements = TaskRequirements.from_task(task)
+        factors = self.factors()
+        limit = getattr(self.coordinator, "max_tasks_per_worker", None)
+        workers = self.coordinator.workers
+        now_s = self._clock()
+        if limit is not None and 0 < limit and counts and _below(counts.values(), limit):
+            limit = None  # no worker is at the limit: skip the check per worker
+        task_id = str(task.get("task_id", ""))
+        with self._lock:
+            self._forget_inflight(task_id)  # a task asked about again is not load yet
+            cache = self._mismatch_cache.get(requirements)
+            if cache is None:
+                if len(self._mismatch_cache) >= 256:  # many distinct requirement sets: start over
+                    self._mismatch_cache.clear()
+                cache = self._mismatch_cache[requirements] = {}
+
+            def check_hardware(worker_id: str) -> Exclusion | None:  # remembered until the worker re-registers
+                info = workers.get(worker_id) or {}
+                reason = hardware_mismatch(requirements, info.get("capabilities") or {})
+                mismatch = cache[worker_id] = None if reason is None else Exclusion.hardware(worker_id, reason)
+                return mismatch
+
+            stale_after_s = factors.stale_after_intervals * self.update_interval_s
+            reserved: list[Exclusion] = []
+            if factors.reserve_for_waiting_tasks:
+                blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
+                if blocked:
+                    reserved = [blocked[w] for w in ids if w in blocked]
+                    ids = [w for w in ids if w not in blocked]
+            decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
+                                    check_hardware, factors=factors, history=self.history, now_s=now_s,
+                                    stale_after_s=stale_after_s, timestamp=self._wall_clock(), seed=self.seed,
+                                    max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
+                                    extra_exclusions=reserved, original_choice=original_view.choice)
+            if factors.reserve_for_waiting_tasks:
+                task_type = task.get("type")
+                self._reservations.observe(
+                    task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
+                    after_s=factors.reserve_after_s, expire_s=stale_after_s,
+                    preference=lambda w: counts.get(w, 0) if counts else 0,
+                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors))
+            self._account(decision, task, requirements, now_s, time.perf_counter() - started)
+        if self._record is not None:
+            self._record(decision)
+        return decision
+
+    def _fits_when_drained(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
+                           factors: ScoringFactors) -> bool:
+        """Could the task run on ``worker_id`` once it has drained? A starving task never
+        reserves a worker too small for it."""
+        demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+        return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
+
+    def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
+                 now_s: float, latency_s: float) -> None:
+        self._decisions.append(decision)
+        self._stats.decided(decision, latency_s)
+        chosen = decision.chosen_worker_id
+        if chosen is None:
+            return
+        task_type = task.get("type")
+        self._task_types[decision.task_id] = task_type
+        view = self._views.get(chosen)
+        if view is not None:
+            cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
+                view, self.history, chosen, task_type, requirements, self.factors())
+            self._inflight_at[decision.task_id] = chosen
+            view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
+                                       gpu_memory_bytes, decision.timestamp, gpu_percent))
+
+    def _forget_inflight(self, task_id: str) -> None:
+        worker_id = self._inflight_at.pop(task_id, None)
+        view = self._views.get(worker_id) if worker_id is not None else None
+        if view is not None:
+            view.task_finished(task_id)
+
+    # -- what it knows --------------------------------------------------------------------------
+    def statistics(self, resource_aware: bool = True) -> dict[str, Any]:
+        """Plain data (see :meth:`SchedulerStatistics.as_dict`)."""
+        with self._lock:
+            return self._stats.as_dict(resource_aware)
+
+    def recent_decisions(self) -> list[SchedulingDecision]:
+        with self._lock:
+            return list(self._decisions)
+
+    def worker_state(self, worker_id: str) -> dict[str, Any]:
+        """``excluded_reason`` and ``excluded_resource`` (critical load), ``stale`` (why it
+        counts as stale, or ``None``) of one worker, now."""
+        stale_after_s = self.factors().stale_after_intervals * self.update_interval_s
+        with self._lock:
+            view = self._views.get(worker_id)
+            excluded = view.excluded if view else None
+            return {"excluded_reason": excluded.reason if excluded else None,
+                    "excluded_resource": excluded.resource if excluded else None,
+                    "stale": view.stale_reason(self._clock(), stale_after_s) if view else None}
+
+
+def _below(counts: Any, limit: Any) -> bool:
+    """Every count is below ``limit`` (False when they do not compare as numbers)."""
+    try:
+        return max(counts) < limit
+    except (TypeError, ValueError):
+        return False
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

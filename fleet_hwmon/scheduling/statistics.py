@@ -1,0 +1,70 @@
+"""Counts of the scheduler's decisions and exclusions, and how long decisions take (pure)."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+from fleet_hwmon.scoring.decide import SchedulingDecision
+from fleet_hwmon.scoring.exclusions import ExclusionKind
+
+_LATENCY_WINDOW = 4096  # decisions whose latency the percentiles cover
+
+
+class SchedulerStatistics:
+    """What the scheduler did, as plain data for reports and exporters. Not thread-safe: the
+    scheduler calls it under its lock."""
+
+    def __init__(self) -> None:
+        self.outcomes = collections.Counter({"original": 0, "alternative": 0, "no_worker": 0})
+        self.exclusions = collections.Counter({kind.value: 0 for kind in ExclusionKind})
+        self.tasks_per_worker: collections.Counter[str] = collections.Counter()
+        self.tasks = collections.Counter({"succeeded": 0, "failed": 0})
+        self._latency_s = np.zeros(_LATENCY_WINDOW)
+        self._latency_count = 0
+        self._latency_sum_s = 0.0
+
+    def decided(self, decision: SchedulingDecision, latency_s: float | None = None) -> None:
+        """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took."""
+        chosen = decision.chosen_worker_id
+        if chosen is None:
+            self.outcomes["no_worker"] += 1
+        elif decision.original_worker_id != chosen:
+            self.outcomes["alternative"] += 1
+        else:
+            self.outcomes["original"] += 1
+        if chosen is not None:
+            self.tasks_per_worker[chosen] += 1
+        if decision.exclusions:  # thousands at a time in a large fleet; kinds repeat
+            self.exclusions.update(e.kind.value for e in decision.exclusions)
+        if latency_s is not None:
+            self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
+            self._latency_count += 1
+            self._latency_sum_s += latency_s
+
+    def finished(self, success: bool) -> None:
+        self.tasks["succeeded" if success else "failed"] += 1
+
+    def as_dict(self, resource_aware: bool) -> dict[str, Any]:
+        """Plain data: ``decisions``, ``decisions_by_outcome`` (``original``: the original
+        scheduler's choice kept, ``alternative``, ``no_worker``), ``alternatives_chosen`` and
+        ``no_worker`` (the same counts, flat), ``exclusions_by_kind`` (every
+        :class:`ExclusionKind` value), ``tasks_per_worker``, ``tasks_succeeded``,
+        ``tasks_failed``, ``resource_aware`` and ``decision_latency_s`` (``count``, ``sum``,
+        ``p50``, ``p99`` over the latest decisions; ``None`` before the first)."""
+        recent = self._latency_s[:min(self._latency_count, _LATENCY_WINDOW)]
+        p50, p99 = (np.percentile(recent, [50, 99]).tolist() if recent.size else (None, None))
+        return {
+            "decisions": sum(self.outcomes.values()),
+            "decisions_by_outcome": dict(self.outcomes),
+            "alternatives_chosen": self.outcomes["alternative"],
+            "no_worker": self.outcomes["no_worker"],
+            "tasks_succeeded": self.tasks["succeeded"],
+            "tasks_failed": self.tasks["failed"],
+            "exclusions_by_kind": dict(self.exclusions),
+            "tasks_per_worker": dict(self.tasks_per_worker),
+            "resource_aware": resource_aware,
+            "decision_latency_s": {"count": self._latency_count, "sum": self._latency_sum_s, "p50": p50, "p99": p99},
+        }
