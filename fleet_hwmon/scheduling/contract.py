@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 SCHEDULER_METHODS = ("find_best_worker_for_task", "find_best_worker")
 
