@@ -263,7 +263,7 @@ class CoordinatorHardwareMonitoringIntegration:
         if monitor is None:
             raise KeyError(f"worker {worker_id!r} is not monitored")
         task_type = task_type if task_type is not None else self.scheduler.task_type_of(task_id)
-        self.scheduler.task_started(task_id, task_type)
+        self.scheduler.task_started(task_id, task_type, worker_id)
         monitor.start_task_monitoring(task_id, task_type)
 
     def stop_task_monitoring(self, task_id: str, worker_id: str, success: bool = True, error: str | None = None,

@@ -57,15 +57,18 @@ def gpu_caps(name: str = "NVIDIA A100-SXM4-80GB", cuda_compute: float = 8.0, mem
 
 
 def sample(worker_id: str, cpu: float | None = None, memory: float | None = None, gpu: float | None = None, *,
-           mig: bool = False, cores: float = 8, memory_gb: float = 16) -> ResourceUtilization:
+           mig: bool = False, cores: float = 8, memory_gb: float = 16,
+           gpu_memory: float | None = None) -> ResourceUtilization:
     """A sample with fixed percents (``None``: not read). ``mig`` adds a GPU whose utilization
-    NVML cannot report."""
+    NVML cannot report; ``gpu_memory``: percent of its 80 GiB used."""
     total = int(memory_gb * GIB)
     gpus: tuple[GpuUtilization, ...] = ()
-    if gpu is not None or mig:
+    if gpu is not None or mig or gpu_memory is not None:
+        gpu_total = 80 * GIB if gpu_memory is not None else None
         gpus = (GpuUtilization(index=0, uuid=f"GPU-{worker_id}", name="NVIDIA A100-SXM4-80GB",
                                utilization_percent=gpu, mig_enabled=mig or None,
-                               unavailable_reason="MIG" if mig else None),)
+                               unavailable_reason="MIG" if mig else None, memory_total_bytes=gpu_total,
+                               memory_used_bytes=None if gpu_total is None else int(gpu_total * gpu_memory / 100)),)
     return ResourceUtilization(
         worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
         cpu_count_effective=cores, memory_total_bytes=total,
@@ -470,26 +473,26 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert fleet.choose(cpu_task("t-cpu"), {"busy-gpu": 0, "idle-gpu": 1, "cpu-only": 1},
                             available=["busy-gpu", "idle-gpu"])[0] == "busy-gpu"
 
-        # 3. Above critical in the latest sample: excluded at once, readmitted only once a sample
-        #    shows every resource under the recovery mark (85 %): a value hovering around 95 %
-        #    does not flap in and out.
+        # 3. Memory above critical in the latest sample (memory is incompressible): excluded at once,
+        #    readmitted only once a sample shows it under the recovery mark (85 %): a value hovering
+        #    around 95 % does not flap in and out. (CPU above critical is only penalised.)
         fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
         clock = fleet.clock
-        steps = [  # (seconds later, w1's CPU, w1 excluded afterwards?)
+        steps = [  # (seconds later, w1's memory, w1 excluded afterwards?)
             (0, 97.0, True),   # critical: out at once, whatever the smoothed view says
             (1, 90.0, True),   # under critical, above the mark: still out
             (1, 96.0, True),
             (1, 94.0, True),   # hovering around 95 %: no flapping
             (1, 50.0, False),  # one sample under the mark: readmitted (recovery_samples 1)
         ]
-        for n, (later, cpu, excluded) in enumerate(steps):
+        for n, (later, memory, excluded) in enumerate(steps):
             clock.advance(later)
-            fleet.push(sample("w1", cpu, 30.0), sample("w2", 10.0, 30.0))
+            fleet.push(sample("w1", 30.0, memory), sample("w2", 10.0, 30.0))
             worker, _ = fleet.choose(cpu_task(f"t-hysteresis-{n}"), COUNTS)
-            assert worker == ("w2" if excluded else "w1"), (n, cpu)
+            assert worker == ("w2" if excluded else "w1"), (n, memory)
             reasons = {e.worker_id: e.reason for e in fleet.last_decision().exclusions}
             if excluded:
-                assert reasons == {"w1": f"cpu at {97 if n < 2 else 96}% > critical 95%"}
+                assert reasons == {"w1": f"memory at {97 if n < 2 else 96}% > critical 95%"}
             else:
                 assert reasons == {}
         # four excluded steps, each decided through both entry points
@@ -507,10 +510,10 @@ class TestCoordinatorHardwareMonitoringIntegration:
             (9, 40.0, True),   # 9 s under the mark
             (1, 40.0, False),  # 10 s under the mark: readmitted
         ]
-        for n, (later, cpu, excluded) in enumerate(steps):
+        for n, (later, memory, excluded) in enumerate(steps):
             fleet.clock.advance(later)
-            fleet.push(sample("w1", cpu, 30.0), sample("w2", 10.0, 30.0))
-            assert fleet.choose(cpu_task(f"t-timed-{n}"), COUNTS)[0] == ("w2" if excluded else "w1"), (n, cpu)
+            fleet.push(sample("w1", 30.0, memory), sample("w2", 10.0, 30.0))
+            assert fleet.choose(cpu_task(f"t-timed-{n}"), COUNTS)[0] == ("w2" if excluded else "w1"), (n, memory)
 
         # 4. A stale worker (no sample for 3 intervals of 5 s) is skipped; a fresh one is not.
         fleet = make_fleet({"w1": cpu_caps(), "w2": cpu_caps()})
@@ -620,22 +623,27 @@ class TestCoordinatorHardwareMonitoringIntegration:
 
     def test_a_starving_gpu_task_gets_a_worker_reserved(self, make_fleet):
         fleet = make_fleet({"gpu": gpu_caps(), "cpu": cpu_caps()})
-        train, infer = gpu_task("t-train"), gpu_task("t-infer")
+        train, infer = gpu_task("t-train", min_gpu_memory_gb=40), gpu_task("t-infer", min_gpu_memory_gb=30)
         infer["type"] = "gpu-inference"
-        # The only GPU stays above critical for a minute: the training task waits, asked each 5 s.
+        # The only GPU's memory stays above critical for a minute: the training task waits, asked
+        # each 5 s (decided again each recheck_s, 10 s, as nothing makes room).
         for _ in range(13):
-            fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0), sample("cpu", 10.0, 10.0))
+            fleet.push(sample("gpu", 20.0, 20.0, gpu=50.0, gpu_memory=97.0), sample("cpu", 10.0, 10.0))
             assert fleet.choose(train)[0] is None
             fleet.clock.advance(5.0)
         assert fleet.integration.scheduler._reservations.reserved() == {"gpu": "t-train"}
-        # The GPU frees up: another GPU task may not take it, a CPU task still may.
-        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0), sample("cpu", 90.0, 10.0))
+        assert fleet.integration.scheduler_statistics()["asked_again_unchanged"] >= 6
+        # The GPU frees up (72 GiB): another GPU task that does not fit beside the waiting one's
+        # 40 GiB (+25 %) may not take it; a CPU task still may.
+        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0, gpu_memory=10.0), sample("cpu", 90.0, 10.0))
         fleet.clock.advance(5.0)
-        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0), sample("cpu", 90.0, 10.0))
+        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0, gpu_memory=10.0), sample("cpu", 90.0, 10.0))
         assert fleet.choose(infer)[0] is None
         assert ("gpu", "reserved for t-train (gpu-training), waiting 70 s") in [
             (e.worker_id, e.reason) for e in fleet.last_decision().exclusions]
         assert fleet.choose(cpu_task("t-unit"))[0] == "gpu"
+        # A small GPU task fits beside it: backfilled.
+        assert fleet.choose(gpu_task("t-small", min_gpu_memory_gb=8))[0] == "gpu"
         # The waiting task takes it; the reservation ends and the GPU is open to all again.
         assert fleet.choose(train)[0] == "gpu"
         assert fleet.integration.scheduler._reservations.reserved() == {}
@@ -643,7 +651,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert fleet.integration.scheduler_statistics()["exclusions_by_kind"]["reserved"] >= 1
         # A reserved worker that leaves frees its task to reserve another.
         for _ in range(13):
-            fleet.push(sample("gpu", 20.0, 20.0, gpu=97.0))
+            fleet.push(sample("gpu", 20.0, 20.0, gpu=50.0, gpu_memory=97.0))
             fleet.choose(gpu_task("t-train-2"))
             fleet.clock.advance(5.0)
         assert fleet.integration.scheduler._reservations.reserved() == {"gpu": "t-train-2"}
@@ -664,8 +672,11 @@ class TestCoordinatorHardwareMonitoringIntegration:
             ("t4", "no GPU with CUDA compute >= 9"),
             ("unhealthy", "lacks gpu (GPU unhealthy)"),
         ]
-        assert decision.explanation.startswith("no worker can take the task (4 excluded")
-        assert fleet.integration.scheduler_statistics()["no_worker"] == 2  # patched + direct entry
+        assert decision.unplaceable_reason == "no worker of the fleet has the hardware the task requires"
+        assert "no worker can take the task (4 excluded: hardware 4)" in decision.explanation
+        stats = fleet.integration.scheduler_statistics()
+        # patched + direct entry: the second ask finds nothing changed and gets the same answer
+        assert (stats["no_worker"], stats["asked_again_unchanged"]) == (1, 1)
         # A worker at its task limit is listed with that reason too.
         fleet = make_fleet({"w1": cpu_caps()}, max_tasks_per_worker=1)
         fleet.push(sample("w1", 10.0, 10.0))

@@ -239,7 +239,8 @@ def test_many_decisions_show_the_latest_and_count_all(store, tmp_path):
     assert decisions["total"] == MAX_DECISION_ROWS + 50 and decisions["shown"] == MAX_DECISION_ROWS
     assert decisions["alternatives"] == (MAX_DECISION_ROWS + 50 + 4) // 5
     assert decisions["rows"][0]["task_id"] == f"t{MAX_DECISION_ROWS + 49}"
-    assert decisions["exclusions_by_reason"] == [{"reason": "memory at #% > critical #%", "exclusions": 250, "workers": 1}]
+    assert decisions["exclusions_by_reason"] == [
+        {"reason": "memory at #% > critical #%", "exclusions": 250, "workers": 1}]
     render_fleet_report(data, tmp_path / "r.html")
 
 

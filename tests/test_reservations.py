@@ -83,8 +83,8 @@ def test_a_task_that_cannot_reserve_does_not_hold_up_its_type():
 
 def test_a_worker_the_task_could_never_fit_is_not_reserved():
     res = Reservations()
-    room = (Exclusion.over_capacity("small", "cpu", 200.0, 100.0, cores=8),
-            Exclusion.over_capacity("big", "cpu", 140.0, 100.0, cores=32))
+    room = (Exclusion.memory_fit("small", 20 * 1024**3, 2 * 1024**3, 25.0),
+            Exclusion.memory_fit("big", 20 * 1024**3, 8 * 1024**3, 25.0))
     for now_s in range(0, 60, 10):
         declined(res, "build", float(now_s), *room, task_type="build")
     assert res.observe("build", "build", None, room, 60.0, after_s=60.0, expire_s=15.0,

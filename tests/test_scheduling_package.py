@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 from fleet_hwmon.coordinator.coordinator import Coordinator
-from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scheduling import HardwareAwareScheduler
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 
@@ -27,10 +28,10 @@ def caps(cores: int = 8, memory_gb: float = 16) -> dict:
     return {"hardware": ["cpu"], "memory": {"total_gb": memory_gb}, "cpu": {"cores": cores}}
 
 
-def sample(worker_id: str, cpu: float, memory: float) -> ResourceUtilization:
+def sample(worker_id: str, cpu: float, memory: float, memory_gb: float = 16) -> ResourceUtilization:
     return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
-                               cpu_count_effective=8, memory_total_bytes=16 * GIB,
-                               memory_available_bytes=int(16 * GIB * (100 - memory) / 100))
+                               cpu_count_effective=8, memory_total_bytes=int(memory_gb * GIB),
+                               memory_available_bytes=int(memory_gb * GIB * (100 - memory) / 100))
 
 
 def test_the_scheduler_patches_a_coordinator_without_the_integration():
@@ -108,3 +109,126 @@ def test_scheduling_and_scoring_import_no_top_level_module():
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                 offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in TOP_LEVEL_MODULES]
     assert offenders == []
+
+
+# -- the scheduling rules ------------------------------------------------------------------------
+
+def fleet(*workers: tuple[str, dict], limit: int = 4) -> tuple[HardwareAwareScheduler, Clock]:
+    coordinator, clock = Coordinator(max_tasks_per_worker=limit), Clock()
+    for worker_id, capabilities in workers:
+        coordinator.register_worker(worker_id, capabilities)
+    scheduler = HardwareAwareScheduler(coordinator, clock=clock)
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+    return scheduler, clock
+
+
+def task(task_id: str, task_type: str = "unit", **requirements) -> dict:
+    return {"task_id": task_id, "type": task_type, "priority": 1, "requirements": requirements}
+
+
+def gpu_caps(memory_gb: float = 80) -> dict:
+    return {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 64}, "cpu": {"cores": 8},
+            "gpu": {"name": "A100", "cuda_compute": 8.0, "memory_gb": memory_gb}}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GpuRow(GpuUtilization):
+    """A GPU row with its health ("ok", "degraded", "lost"), as GPU health monitoring reports it."""
+
+    health: str | None = None
+
+
+def gpu_sample(worker_id: str, health: str | None = None) -> ResourceUtilization:
+    gpu = GpuRow(0, f"GPU-{worker_id}", "A100", 10.0, GIB, 80 * GIB, health=health)
+    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                               cpu_count_effective=8, memory_total_bytes=64 * GIB,
+                               memory_available_bytes=int(57 * GIB), gpus=(gpu,))
+
+
+def test_with_nothing_known_the_original_choice_stands_and_each_unknown_worker_is_named_once(caplog):
+    scheduler, _ = fleet(("a", caps()), ("b", caps()), ("c", caps()))
+    counts = {"a": 2, "b": 0, "c": 1}  # the reference scheduler prefers the least busy: b
+    for n in range(3):
+        decision = scheduler.decide_task(task(f"t{n}"), ["a", "b", "c"], counts)
+        assert decision.chosen_worker_id == decision.original_worker_id == "b"
+        assert decision.chosen_score == decision.original_score and decision.exclusions == ()
+    warnings = [r.getMessage() for r in caplog.records if "has sent no hardware sample" in r.getMessage()]
+    assert sorted(w.split()[1] for w in warnings) == ["a", "b", "c"]
+    assert all("update_worker_utilization" in w for w in warnings)
+
+
+def test_a_worker_whose_monitor_stopped_but_whose_tasks_still_end_is_not_stale():
+    scheduler, clock = fleet(("lagging", caps()), ("gone", caps()))
+    scheduler.observe(sample("lagging", 10.0, 10.0))
+    scheduler.observe(sample("gone", 10.0, 10.0))
+    clock.now_s += 30.0  # no sample from either for 30 s (stale after 15 s)
+    scheduler.task_finished("earlier", "lagging", success=True)  # the coordinator sees it alive
+    decision = scheduler.decide_task(task("t1"), ["lagging", "gone"], {})
+    assert decision.chosen_worker_id == "lagging"
+    assert [(e.worker_id, e.kind) for e in decision.exclusions] == [("gone", ExclusionKind.STALE)]
+
+
+def test_no_gpu_task_on_a_lost_gpu_but_cpu_tasks_still_run_there():
+    scheduler, _ = fleet(("lost", gpu_caps()), ("ok", gpu_caps()))
+    scheduler.observe(gpu_sample("lost", health="lost"))
+    scheduler.observe(gpu_sample("ok", health="degraded"))  # degraded: still usable
+    decision = scheduler.decide_task(task("g1", "train", hardware=["gpu"]), ["lost", "ok"], {})
+    assert decision.chosen_worker_id == "ok"
+    assert [(e.worker_id, e.kind, e.reason) for e in decision.exclusions] == [
+        ("lost", ExclusionKind.GPU_UNHEALTHY, "no healthy GPU (1 of 1 lost)")]
+    assert scheduler.decide_task(task("c1"), ["lost"], {}).chosen_worker_id == "lost"
+
+
+def test_an_exclusive_task_gets_a_worker_to_itself():
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    scheduler.observe(sample("a", 10.0, 10.0))
+    scheduler.observe(sample("b", 10.0, 10.0))
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="exclusive"), ["a", "b"], {"a": 1, "b": 0})
+    assert bench.chosen_worker_id == "b" and bench.isolation == "exclusive"
+    (busy,) = bench.exclusions
+    assert (busy.worker_id, busy.kind, busy.reason) == ("a", ExclusionKind.ISOLATION,
+                                                        "exclusive: 1 task(s) of ours there")
+    other = scheduler.decide_task(task("unit"), ["b"], {"b": 1})
+    assert other.chosen_worker_id is None and other.exclusions[0].reason == "running exclusive task bench"
+    scheduler.task_finished("bench", "b", success=True)
+    assert scheduler.decide_task(task("unit"), ["b"], {"b": 0}).chosen_worker_id == "b"
+
+
+def test_predictions_are_capped_at_the_largest_worker_and_a_failure_raises_that_task_only():
+    scheduler, _ = fleet(("small", caps(memory_gb=16)), ("big", caps(memory_gb=64)))
+    # The type once peaked at 100 GiB: more than any worker has; capped, it still fits "big" drained.
+    scheduler.history.record("big", "huge", success=True, duration_s=10.0, cpu_seconds=10.0,
+                             peak_rss_bytes=100 * GIB)
+    scheduler.observe(sample("small", 10.0, 5.0))
+    scheduler.observe(sample("big", 10.0, 5.0, memory_gb=64))
+    decision = scheduler.decide_task(task("h1", "huge"), ["small", "big"], {})
+    assert decision.chosen_worker_id == "big"
+    assert [(e.worker_id, e.kind) for e in decision.exclusions] == [("small", ExclusionKind.MEMORY_FIT)]
+    # A failed attempt that peaked at 10 GiB: its retry needs 15 GiB (+25 %), more than "small"
+    # has free; another task of the type is not raised.
+    scheduler2, _ = fleet(("small", caps(memory_gb=16)), ("big", caps(memory_gb=64)))
+    scheduler2.history.record("big", "build", success=True, duration_s=10.0, cpu_seconds=10.0,
+                              peak_rss_bytes=2 * GIB)
+    scheduler2.observe(sample("small", 10.0, 5.0))
+    scheduler2.observe(sample("big", 80.0, 5.0, memory_gb=64))  # busy CPU: "small" preferred while it fits
+    scheduler2.task_finished("b1", "small", success=False, task_type="build", duration_s=5.0,
+                             peak_rss_bytes=10 * GIB)
+    assert scheduler2.history.fleet_stats("build").memory_bytes == 2 * GIB
+    assert scheduler2.decide_task(task("b1", "build"), ["small", "big"], {}).chosen_worker_id == "big"
+    assert scheduler2.decide_task(task("b2", "build"), ["small", "big"], {}).chosen_worker_id == "small"
+
+
+def test_a_held_task_is_decided_again_only_when_something_could_make_room():
+    scheduler, clock = fleet(("w", caps(memory_gb=16)))
+    scheduler.history.record("w", "big", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=8 * GIB)
+    scheduler.observe(sample("w", 10.0, 75.0))  # 4 GiB free < 10 GiB
+    for _ in range(5):
+        assert scheduler.decide_task(task("t", "big"), ["w"], {}).chosen_worker_id is None
+        clock.now_s += 1.0
+        scheduler.observe(sample("w", 12.0, 75.0))  # no more room
+    stats = scheduler.statistics()
+    assert (stats["decisions"], stats["asked_again_unchanged"]) == (1, 4)
+    scheduler.observe(sample("w", 10.0, 20.0))  # memory freed
+    assert scheduler.decide_task(task("t", "big"), ["w"], {}).chosen_worker_id == "w"
+    assert scheduler.statistics()["decisions"] == 2

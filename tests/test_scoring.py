@@ -158,9 +158,12 @@ class TestFactorsAndViews:
     def test_stale_reasons(self):
         fresh = WorkerView("new", registered_s=90.0)
         assert fresh.stale_reason(100.0, 15.0) is None
-        assert fresh.stale_reason(110.0, 15.0) == "no sample since it registered 20 s ago"
-        assert view("w", 1.0, 1.0, now_s=100.0).stale_reason(116.0, 15.0) == \
-            "stale: last sample 16 s ago (limit 15 s)"
+        assert fresh.stale_reason(1000.0, 15.0) is None  # never heard from: unknown, not stale
+        stopped = view("w", 1.0, 1.0, now_s=100.0)
+        assert stopped.stale_reason(116.0, 15.0) == "stale: last sample 16 s ago (limit 15 s)"
+        stopped.alive(110.0)  # a task of it started or ended: the coordinator sees it alive
+        assert stopped.stale_reason(116.0, 15.0) is None and stopped.samples_stale(116.0, 15.0)
+        assert stopped.stale_exclusion(126.0, 15.0).value == 26.0
 
     def test_capacity_from_capabilities(self):
         assert capacity_from_capabilities({"cpu": {"cores_effective": 4}, "memory": {"total_gb": 2}}) == \
@@ -209,7 +212,7 @@ class TestDecide:
         assert by_worker(run({"two": 1.0}, {"two": two}, requirements=gpu, factors=FACTORS))["two"].gpu_percent == \
             pytest.approx(55.0)
 
-    def test_gpu_share_learnt_from_history_adds_and_excludes(self):
+    def test_gpu_share_learnt_from_history_adds_and_is_penalised_never_excluded(self):
         gpu = {"hardware": ["gpu"]}
         history = PerformanceHistory()
         history.record("elsewhere", "infer", success=True, duration_s=10.0, gpu_percent=35.0)
@@ -217,20 +220,20 @@ class TestDecide:
         w = by_worker(run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history,
                           factors=FACTORS))["w"]
         assert w.gpu_percent == pytest.approx(75.0)  # 40 + the fleet's 35, not the 50 % guess
-        # Two more such tasks in flight (35 % each, predicted): 40 + 70 + 35 = 145 % > 110 %.
+        # Two more such tasks in flight (35 % each, predicted): 40 + 70 + 35 = 145 %. GPU time is
+        # compressible (time-slicing slows, fails nothing): steeply penalised, never excluded.
         for task_id in ("a", "b"):
             views["w"].add_inflight(InFlight(task_id, 100.0, 1.0, 0.0, True, 0.0, None, 35.0))
         d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history, factors=FACTORS)
-        assert d.chosen_worker_id is None
-        assert d.exclusions[0].reason == "predicted gpu 145% after placement on 1 GPU > 110%"
-        # One in flight: 40 + 35 + 35 = 110 %, within the GPU margin (time-slicing fails nothing).
-        views["w"].task_finished("b")
-        assert run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history,
-                   factors=FACTORS).chosen_worker_id == "w"
-        views["w"].add_inflight(InFlight("b", 100.0, 1.0, 0.0, True, 0.0, None, 35.0))
-        # Without history the same load is only penalised (a guess never excludes).
-        d = run({"w": 1.0}, views, requirements=gpu, task_type="infer", factors=FACTORS)
-        assert d.chosen_worker_id == "w" and by_worker(d)["w"].gpu_percent == pytest.approx(160.0)
+        assert d.chosen_worker_id == "w" and d.exclusions == ()
+        # 0.9 * (145 - 60) / 40 above the threshold; no overcommit term for GPU (it is per GPU)
+        assert by_worker(d)["w"].gpu_penalty == pytest.approx(0.9 * 85 / 40)
+        # A quiet task refuses it (predicted GPU over the 80 % quiet threshold).
+        quiet = run({"w": 1.0}, views, requirements={**gpu, "isolation": "quiet"}, task_type="infer",
+                    history=history, factors=FACTORS)
+        assert quiet.chosen_worker_id is None and quiet.isolation == "quiet"
+        (refused,) = quiet.exclusions
+        assert (refused.kind.value, refused.resource, refused.limit) == ("isolation", "gpu", 80.0)
 
     def test_gpu_after_placement_fills_the_least_busy_gpus_first(self):
         assert gpu_after_placement([40.0], [35.0, 35.0], 35.0) == pytest.approx(145.0)  # one GPU: all on it
@@ -278,8 +281,8 @@ class TestDecide:
     def test_fits_when_idle_rules_out_only_workers_too_small_for_the_task(self):
         small, big = view("small", 90.0, 90.0, cores=8), view("big", 90.0, 90.0, cores=32)
         cpu = TaskRequirements.from_task({"task_id": "t", "requirements": {"hardware": ["cpu"]}})
-        build = TaskDemand(16.0, 4 * GIB, None, None, "fleet")
-        assert not fits_when_idle(small, build, cpu, FACTORS) and fits_when_idle(big, build, cpu, FACTORS)
+        build = TaskDemand(16.0, 4 * GIB, None, None, "fleet")  # more cores than "small" has: slower, fits
+        assert fits_when_idle(small, build, cpu, FACTORS) and fits_when_idle(big, build, cpu, FACTORS)
         assert not fits_when_idle(big, TaskDemand(None, 14 * GIB, None, None, "fleet"), cpu, FACTORS)  # +25 % > 16
         assert fits_when_idle(small, TaskDemand(None, None, None, None, None), cpu, FACTORS)  # nothing known
         two = WorkerView("two", registered_s=0.0)
@@ -289,7 +292,7 @@ class TestDecide:
                                                    for i in range(2))), 100.0, FACTORS)
         gpu = TaskRequirements.from_task({"task_id": "t", "requirements": {"hardware": ["gpu"]}})
         assert fits_when_idle(two, TaskDemand(None, None, 30 * GIB, 200.0, "fleet"), gpu, FACTORS)
-        assert not fits_when_idle(two, TaskDemand(None, None, None, 250.0, "fleet"), gpu, FACTORS)  # > 2 x 110 %
+        assert fits_when_idle(two, TaskDemand(None, None, None, 250.0, "fleet"), gpu, FACTORS)  # GPU time: slower
         assert not fits_when_idle(two, TaskDemand(None, None, 35 * GIB, None, "fleet"), gpu, FACTORS)  # +25 % > 40
 
     def test_floor_and_negative_original_scores(self):
@@ -345,15 +348,16 @@ class TestDecide:
         d = run(base, views, task_type="big-memory", history=history, mismatches={"no-gpu": "lacks gpu"})
         assert d.chosen_worker_id == "ok"
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
-            ("hot", "cpu at 99% > critical 95%"),
             ("old", "stale: last sample 50 s ago (limit 15 s)"),
             ("small", "predicted memory 8.0 GiB (+25% headroom) > free 4.0 GiB"),
             ("no-gpu", "lacks gpu"),
         ]
+        # CPU at 99 % is compressible: "hot" is a candidate, steeply penalised, not excluded.
+        assert by_worker(d)["hot"].adjusted_score == pytest.approx(FLOOR)
         assert d.original_worker_id in {"hot", "old", "small", "no-gpu"}
         assert d.explanation.startswith(f"chose ok (score {d.chosen_score:.3f} of original 0.500); "
                                         f"original choice {d.original_worker_id} excluded: ")
-        assert d.explanation.endswith("4 worker(s) excluded; task predicted from fleet history: 1.0 cores, "
+        assert d.explanation.endswith("3 worker(s) excluded; task predicted from fleet history: 1.0 cores, "
                                       "memory 8.0 GiB")
 
     def test_nothing_fits(self):
@@ -458,13 +462,13 @@ class TestTaskSize:
         assert plain["small"].cpu_percent == pytest.approx(12.5)
         assert plain["large"].cpu_percent == pytest.approx(100.0 / 64)
 
-    def test_over_capacity_excluded_on_history_penalised_on_the_default_guess(self):
+    def test_over_capacity_is_penalised_never_excluded(self):
         views = {"busy": view("busy", 50.0, 10.0, cores=8, memory_gb=32),
                  "ok": view("ok", 20.0, 10.0, cores=64, memory_gb=256)}
         d = run({"busy": 1.0, "ok": 0.5}, views, task_type="build", history=build_history(), factors=FACTORS)
-        assert d.chosen_worker_id == "ok"
-        # 50 % + 6 cores of 8 = 125 %
-        assert [(e.worker_id, e.reason) for e in d.exclusions] == [("busy", "predicted cpu 125% of 8 cores > 100%")]
+        assert d.chosen_worker_id == "ok" and d.exclusions == ()
+        # 50 % + 6 cores of 8 = 125 %: 0.6 * 55 / 30 above the threshold + 10 * 25 / 100 above capacity
+        assert by_worker(d)["busy"].cpu_penalty == pytest.approx(0.6 * 55 / 30 + 2.5)
         # The default guess never excludes: 95 % + 1 core of 8 = 107.5 % is penalised to the floor
         # (0.6 * 37.5 / 30 = 0.75 above the threshold, 10 * 7.5 / 100 = 0.75 above capacity).
         hot = {"hot": view("hot", 95.0, 10.0, cores=8, memory_gb=32)}
@@ -472,10 +476,9 @@ class TestTaskSize:
         assert c.cpu_percent == pytest.approx(107.5)
         assert c.cpu_penalty == pytest.approx(1.5)
         assert c.adjusted_score == pytest.approx(FLOOR)
-        # Turned off, history only penalises.
-        off = run({"busy": 1.0, "ok": 0.5}, views, task_type="build", history=build_history(),
-                  factors=FACTORS.replace(exclude_over_capacity=False))
-        assert off.exclusions == () and by_worker(off)["busy"].cpu_penalty == pytest.approx(0.6 * 55 / 30 + 2.5)
+        # Alone, the over-subscribed worker still takes the task (work-conserving).
+        assert run({"busy": 1.0}, {"busy": views["busy"]}, task_type="build", history=build_history(),
+                   factors=FACTORS).chosen_worker_id == "busy"
 
     def test_gpu_memory_misfit_excluded_with_its_reason(self):
         history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")
@@ -485,11 +488,16 @@ class TestTaskSize:
         assert d.chosen_worker_id == "roomy"
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
             ("full", "predicted GPU memory 5.0 GiB (+25% headroom) > free 4.0 GiB on any GPU")]
-        # A stated minimum stricter than the prediction is what must fit.
-        d = run({"roomy": 1.0}, {"roomy": gpu_view("roomy", 40.0, 20.0)}, task_type="inference", history=history,
-                requirements={"hardware": ["gpu"], "min_gpu_memory_gb": 24}, factors=FACTORS)
+        # A stated minimum filters GPUs by size; it is not what the task consumes once history
+        # knows better (5 GiB here) ...
+        roomy = {"roomy": gpu_view("roomy", 40.0, 20.0)}
+        gpu24 = {"hardware": ["gpu"], "min_gpu_memory_gb": 24}
+        assert run({"roomy": 1.0}, roomy, task_type="inference", history=history, requirements=gpu24,
+                   factors=FACTORS).chosen_worker_id == "roomy"
+        # ... but it stands in for the estimate while nothing is known.
+        d = run({"roomy": 1.0}, roomy, task_type="inference", requirements=gpu24, factors=FACTORS)
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
-            ("roomy", "required GPU memory 24.0 GiB > free 20.0 GiB on any GPU")]
+            ("roomy", "predicted GPU memory 24.0 GiB (+25% headroom) > free 20.0 GiB on any GPU")]
         # GPU tasks in flight take their share: 14 GiB free, two 5 GiB tasks in flight -> 4 GiB.
         busy = gpu_view("busy", 16.0, 2.0)
         for n in range(2):
@@ -503,17 +511,15 @@ class TestTaskSize:
         assert run({"unknown": 1.0}, {"unknown": unknown}, task_type="inference", history=history,
                    requirements={"hardware": ["gpu"]}, factors=FACTORS).chosen_worker_id == "unknown"
 
-    def test_failed_runs_only_raise_memory_predictions(self):
+    def test_failed_runs_leave_the_type_memory_estimates_alone(self):
         history = build_history(1.0, 8.0, gpu_memory_gb=5.0)
         history.record("w", "build", success=False, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=2 * GIB,
-                       gpu_memory_bytes=1 * GIB)  # killed early: a lower bound, the estimate stays
-        fleet = history.fleet_stats("build")
-        assert (fleet.memory_bytes, fleet.gpu_memory_bytes) == (8 * GIB, 5 * GIB)
+                       gpu_memory_bytes=1 * GIB)  # killed early: a lower bound of its own need
         history.record("w", "build", success=False, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=18 * GIB)
-        assert history.fleet_stats("build").memory_bytes == pytest.approx(8 * GIB + 0.3 * 10 * GIB)
-        # The worker's own figures: 2 GiB, then raised by the 18 GiB run; GPU memory 1 GiB.
-        assert history.task_demand("w", "build") == (1.0, pytest.approx(2 * GIB + 0.3 * 16 * GIB), GIB, None,
-                                                     "worker")
+        fleet = history.fleet_stats("build")
+        assert (fleet.memory_bytes, fleet.gpu_memory_bytes, fleet.failures) == (8 * GIB, 5 * GIB, 2)
+        # The worker has no successful run: its memory figures come from the fleet's.
+        assert history.task_demand("w", "build") == (1.0, 8 * GIB, 5 * GIB, None, "worker")
         assert history.task_demand("new", "build").source == "fleet"
         assert history.task_demand("w", "other") == (None, None, None, None, None)
 
@@ -551,13 +557,25 @@ class TestInFlightBySampleTime:
 class TestRecovery:
     def test_readmitted_after_one_sample_under_the_mark_without_flapping_at_95(self):
         v = WorkerView("w", registered_s=0.0)
-        for n, (cpu, excluded) in enumerate([(97.0, True), (94.0, True), (96.0, True), (90.0, True),
-                                             (84.0, False), (96.0, True)]):
-            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=cpu), 100.0 + n, FACTORS)
-            assert (v.excluded_reason is not None) is excluded, (n, cpu)
+        for n, (memory, excluded) in enumerate([(97.0, True), (94.0, True), (96.0, True), (90.0, True),
+                                                (84.0, False), (96.0, True)]):
+            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), memory_percent=memory), 100.0 + n,
+                      FACTORS)
+            assert (v.excluded_reason is not None) is excluded, (n, memory)
         # With recovery_samples 0 only the time under the mark counts (recovery_s = 10 s).
         v = WorkerView("w", registered_s=0.0)
         timed = FACTORS.replace(recovery_samples=0)
-        for t, cpu, excluded in [(0, 97.0, True), (1, 50.0, True), (10, 50.0, True), (11, 50.0, False)]:
-            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=cpu), 100.0 + t, timed)
-            assert (v.excluded_reason is not None) is excluded, (t, cpu)
+        for t, memory, excluded in [(0, 97.0, True), (1, 50.0, True), (10, 50.0, True), (11, 50.0, False)]:
+            v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), memory_percent=memory), 100.0 + t,
+                      timed)
+            assert (v.excluded_reason is not None) is excluded, (t, memory)
+
+    def test_only_incompressible_resources_exclude_and_gpu_memory_only_gpu_tasks(self):
+        v = WorkerView("w", registered_s=0.0)
+        v.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=100.0), 100.0, FACTORS)
+        assert v.excluded is None  # CPU is compressible: penalised, never excluded
+        full = gpu_view("full", 16.0, 15.8)  # 98.75 % of the GPU's memory
+        assert (full.excluded.kind.value, full.excluded.resource) == ("critical", "gpu_memory")
+        assert run({"full": 1.0}, {"full": full}, factors=FACTORS).chosen_worker_id == "full"  # a CPU task
+        d = run({"full": 1.0}, {"full": full}, requirements={"hardware": ["gpu"]}, factors=FACTORS)
+        assert d.chosen_worker_id is None and d.exclusions[0].kind.value == "critical"

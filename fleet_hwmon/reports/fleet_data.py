@@ -657,7 +657,8 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
 
     ``store``: an open :class:`MetricsStore` (its tables may be missing or empty).
     ``workers``: the integration's live view, worker id -> ``{"status", "capabilities", "current":
-    {"cpu_percent", "memory_percent", "gpu_percent"}, "simulated_fields", "excluded_reason", "excluded_resource", "stale"}``;
+    {"cpu_percent", "memory_percent", "gpu_percent"}, "simulated_fields", "excluded_reason",
+    "excluded_resource", "stale"}``;
     without it, workers come from ``hardware_capabilities`` and the latest samples.
     ``scheduler_stats``, ``scoring_factors``, ``history``: shown as given (plain data).
     ``bucket_seconds``: width of the time-series buckets; widened (and by default chosen) so that

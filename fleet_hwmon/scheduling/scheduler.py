@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import inspect
+import logging
 import threading
 import time
 from datetime import datetime
@@ -23,11 +25,13 @@ from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
-from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
+log = logging.getLogger("fleet_hwmon.scheduling")
+GIB = 1024**3
 
 class HardwareAwareScheduler:
     """Hardware-aware decisions for ``coordinator`` (see DESIGN: the coordinator contract).
@@ -67,6 +71,16 @@ class HardwareAwareScheduler:
         self._factors_cache: tuple[dict, ScoringFactors] | None = None
         self._lock = threading.RLock()
         self._patch: SchedulerPatch | None = None
+        # Liveness: a retried task's own raised estimate; the largest compatible worker per
+        # requirements (memory, GPU memory), remembered until the fleet changes.
+        self._retry_floor: dict[str, TaskDemand] = {}
+        self._caps: dict[TaskRequirements, tuple[float | None, float | None, int]] = {}
+        self._fleet_version = 0
+        self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
+        # Asked again only after a change that could make room: a held task's last answer.
+        self._room_version = 0
+        self._held: dict[str, tuple[tuple, float, SchedulingDecision]] = {}
+        self._warned_unknown: set[str] = set()
 
     # -- the patch ------------------------------------------------------------------------------
     def install(self) -> None:
@@ -112,11 +126,13 @@ class HardwareAwareScheduler:
                 per_worker.pop(worker_id, None)
             self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
                                                 memory_total_bytes=memory_bytes)
+            self._fleet_changed()
 
     def worker_left(self, worker_id: str) -> None:
         with self._lock:
             self._views.pop(worker_id, None)
             self._reservations.worker_left(worker_id)
+            self._fleet_changed()
 
     def observe(self, sample: ResourceUtilization) -> None:
         """Take a sample of ``sample.worker_id`` (received now)."""
@@ -124,15 +140,30 @@ class HardwareAwareScheduler:
             view = self._views.get(sample.worker_id)
             if view is None:
                 view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
-            view.observe(sample, self._clock(), self.factors())
+            now_s, factors = self._clock(), self.factors()
+            before = _room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
+            totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost)
+            view.observe(sample, now_s, factors)
+            if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost):
+                self._fleet_changed()
+            elif _more_room(before, _room_of(view, now_s, float("inf")), view.memory_total_bytes):
+                self._room_version += 1
+
+    def _fleet_changed(self) -> None:
+        self._fleet_version += 1
+        self._room_version += 1
 
     # -- tasks ----------------------------------------------------------------------------------
     def task_type_of(self, task_id: str) -> str | None:
         """The type a decision saw for ``task_id`` (``None``: unknown)."""
         return self._task_types.get(task_id)
 
-    def task_started(self, task_id: str, task_type: str | None) -> None:
+    def task_started(self, task_id: str, task_type: str | None, worker_id: str | None = None) -> None:
+        """``task_id`` started on ``worker_id``, which the coordinator thereby shows alive."""
         self._task_types[task_id] = task_type
+        view = self._views.get(worker_id) if worker_id is not None else None
+        if view is not None:
+            view.alive(self._clock())
 
     def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
                       duration_s: float | None = None, cpu_seconds: float | None = None,
@@ -146,7 +177,17 @@ class HardwareAwareScheduler:
             view = self._views.get(worker_id)
             if view is not None:
                 view.task_finished(task_id)
+                view.alive(self._clock())
             self._inflight_at.pop(task_id, None)
+            self._room_version += 1
+            if success:
+                self._retry_floor.pop(task_id, None)
+            else:  # its retry needs more than this attempt reached; its type's estimate stays
+                growth = self.factors().retry_growth
+                old = self._retry_floor.get(task_id, NO_DEMAND)
+                self._retry_floor[task_id] = old._replace(
+                    memory_bytes=_grown(old.memory_bytes, peak_rss_bytes, growth),
+                    gpu_memory_bytes=_grown(old.gpu_memory_bytes, gpu_memory_bytes, growth), source="retry")
             if task_type is not None:
                 self.history.record(worker_id, task_type, success=success, duration_s=duration_s,
                                     cpu_seconds=cpu_seconds, peak_rss_bytes=peak_rss_bytes,
@@ -196,6 +237,11 @@ class HardwareAwareScheduler:
             limit = None  # no worker is at the limit: skip the check per worker
         task_id = str(task.get("task_id", ""))
         with self._lock:
+            held = self._held.get(task_id)
+            key = (self._room_version, len(ids), sum(counts.values()) if counts else 0, requirements)
+            if held is not None and held[0] == key and now_s - held[1] < factors.recheck_s:
+                self._stats.asked_again()
+                return held[2]  # nothing that could make room happened: the same answer
             self._forget_inflight(task_id)  # a task asked about again is not load yet
             cache = self._mismatch_cache.get(requirements)
             if cache is None:
@@ -210,25 +256,43 @@ class HardwareAwareScheduler:
                 return mismatch
 
             stale_after_s = factors.stale_after_intervals * self.update_interval_s
-            reserved: list[Exclusion] = []
+            reserved: dict[str, tuple[float, float, Exclusion]] = {}
             if factors.reserve_for_waiting_tasks:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
-                if blocked:
-                    reserved = [blocked[w] for w in ids if w in blocked]
-                    ids = [w for w in ids if w not in blocked]
+                reserved = {w: (*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
+            cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
+            floor = self._retry_floor.get(task_id)
+            unknown: list[str] = []
             decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
                                     check_hardware, factors=factors, history=self.history, now_s=now_s,
                                     stale_after_s=stale_after_s, timestamp=self._wall_clock(), seed=self.seed,
                                     max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
-                                    extra_exclusions=reserved, original_choice=original_view.choice)
+                                    original_choice=original_view.choice, floor=floor,
+                                    cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
+            if compatible == 0 and self._views:
+                reason = "no worker of the fleet has the hardware the task requires"
+                decision = dataclasses.replace(decision, unplaceable_reason=reason,
+                                               explanation=f"{reason}; {decision.explanation}")
+            self._warn_unknown(unknown)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
-                self._reservations.observe(
+                newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
                     preference=lambda w: counts.get(w, 0) if counts else 0,
                     fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors))
-            self._account(decision, task, requirements, now_s, time.perf_counter() - started)
+                if newly is not None:
+                    _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
+                                                               requirements, factors, floor, (cap_memory, cap_gpu))
+                    headroom = 1.0 + factors.memory_headroom_percent / 100.0
+                    self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
+                    self._room_version += 1
+            if decision.chosen_worker_id is None:
+                self._held[task_id] = (key, now_s, decision)
+            else:
+                self._held.pop(task_id, None)
+            self._account(decision, task, requirements, now_s, time.perf_counter() - started, floor,
+                          (cap_memory, cap_gpu))
         if self._record is not None:
             self._record(decision)
         return decision
@@ -240,8 +304,45 @@ class HardwareAwareScheduler:
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
 
+    def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
+                 ) -> tuple[float | None, float | None, int]:
+        """(memory bytes of the largest worker whose hardware fits the task, GPU memory bytes of
+        its largest usable GPU, how many fit); remembered until a worker joins, leaves or
+        reports other totals. ``None`` where no fitting worker states the figure."""
+        found = self._caps.get(requirements)
+        if found is not None and found[0] == self._fleet_version:
+            return found[1]
+        memory = gpu_memory = None
+        compatible = 0
+        workers = self.coordinator.workers
+        cache = self._mismatch_cache.get(requirements, {})
+        for worker_id, view in self._views.items():
+            mismatch = cache[worker_id] if worker_id in cache else check_hardware(worker_id)
+            if mismatch is not None:
+                continue
+            compatible += 1
+            if view.memory_total_bytes:
+                memory = max(memory or 0.0, view.memory_total_bytes)
+            gpu = max(view.gpu_totals) if view.gpu_totals else _gpu_memory_of(workers.get(worker_id))
+            if gpu:
+                gpu_memory = max(gpu_memory or 0.0, gpu)
+        if len(self._caps) >= 256:
+            self._caps.clear()
+        self._caps[requirements] = (self._fleet_version, (memory, gpu_memory, compatible))
+        return memory, gpu_memory, compatible
+
+    def _warn_unknown(self, worker_ids: list[str]) -> None:
+        for worker_id in worker_ids:
+            if worker_id not in self._warned_unknown:
+                self._warned_unknown.add(worker_id)
+                log.warning("worker %s has sent no hardware sample: scored at the candidates' median load "
+                            "until it does; feed its samples with update_worker_utilization(worker_id, sample) "
+                            "or the fleet-hwmon worker plugin (or 'hardware_metrics' in its worker record)",
+                            worker_id)
+
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
-                 now_s: float, latency_s: float) -> None:
+                 now_s: float, latency_s: float, floor: TaskDemand | None = None,
+                 cap: tuple[float | None, float | None] = (None, None)) -> None:
         self._decisions.append(decision)
         self._stats.decided(decision, latency_s)
         chosen = decision.chosen_worker_id
@@ -252,8 +353,10 @@ class HardwareAwareScheduler:
         view = self._views.get(chosen)
         if view is not None:
             cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
-                view, self.history, chosen, task_type, requirements, self.factors())
+                view, self.history, chosen, task_type, requirements, self.factors(), floor, cap)
             self._inflight_at[decision.task_id] = chosen
+            if requirements.isolation == "exclusive":
+                view.exclusive_task = decision.task_id
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent))
 
@@ -283,6 +386,44 @@ class HardwareAwareScheduler:
             return {"excluded_reason": excluded.reason if excluded else None,
                     "excluded_resource": excluded.resource if excluded else None,
                     "stale": view.stale_reason(self._clock(), stale_after_s) if view else None}
+
+
+_ALL = (float("inf"), float("inf"))  # a reserved task's need when it is not known: nothing fits beside
+
+
+def _grown(previous: float | None, peak: float | None, growth: float) -> float | None:
+    """A failed attempt's ``peak`` grown by ``growth``, never below the ``previous`` estimate."""
+    if peak is None or peak <= 0:
+        return previous
+    return max(previous or 0.0, peak * growth)
+
+
+def _gpu_memory_of(info: Mapping[str, Any] | None) -> float | None:
+    """The largest GPU memory (bytes) a worker's contract capabilities state, if any."""
+    caps = (info or {}).get("capabilities") or {}
+    gpus = caps.get("gpus") or ([caps["gpu"]] if caps.get("gpu") else [])
+    sizes = [float(g["memory_gb"]) * GIB for g in gpus if isinstance(g, Mapping) and g.get("memory_gb")]
+    return max(sizes) if sizes else None
+
+
+def _room_of(view: WorkerView, now_s: float, stale_after_s: float) -> tuple:
+    """What could make room for a held task, as one comparable record."""
+    free = None if view.memory_free_bytes is None else view.memory_free_bytes - view.inflight_memory_bytes
+    return (view.last_sample_s is None or view.samples_stale(now_s, stale_after_s), view.excluded is None, free,
+            view.gpu_memory_room(), view.cpu_percent)
+
+
+def _more_room(before: tuple, after: tuple, memory_total: float | None) -> bool:
+    """Did a sample make room: the first fresh sample, a critical exclusion cleared, more free
+    memory (1 % of the worker's), more GPU memory, or CPU 10 points lower (quiet tasks)?"""
+    (was_unknown, was_clear, free, gpu_room, cpu), (_, clear, free_now, gpu_room_now, cpu_now) = before, after
+    if was_unknown or (clear and not was_clear):
+        return True
+    if free_now is not None and (free is None or free_now - free > 0.01 * (memory_total or 0.0)):
+        return True
+    if gpu_room_now is not None and (gpu_room is None or gpu_room_now > gpu_room):
+        return True
+    return cpu_now is not None and cpu is not None and cpu - cpu_now >= 10.0
 
 
 def _below(counts: Any, limit: Any) -> bool:

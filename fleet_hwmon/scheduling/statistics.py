@@ -25,6 +25,11 @@ class SchedulerStatistics:
         self._latency_s = np.zeros(_LATENCY_WINDOW)
         self._latency_count = 0
         self._latency_sum_s = 0.0
+        self._asked_again = 0
+
+    def asked_again(self) -> None:
+        """A held task asked about again with nothing changed: answered without a decision."""
+        self._asked_again += 1
 
     def decided(self, decision: SchedulingDecision, latency_s: float | None = None) -> None:
         """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took."""
@@ -53,7 +58,8 @@ class SchedulerStatistics:
         ``no_worker`` (the same counts, flat), ``exclusions_by_kind`` (every
         :class:`ExclusionKind` value), ``tasks_per_worker``, ``tasks_succeeded``,
         ``tasks_failed``, ``resource_aware`` and ``decision_latency_s`` (``count``, ``sum``,
-        ``p50``, ``p99`` over the latest decisions; ``None`` before the first)."""
+        ``p50``, ``p99`` over the latest decisions; ``None`` before the first) and
+        ``asked_again_unchanged`` (a held task asked about again before anything changed)."""
         recent = self._latency_s[:min(self._latency_count, _LATENCY_WINDOW)]
         p50, p99 = (np.percentile(recent, [50, 99]).tolist() if recent.size else (None, None))
         return {
@@ -66,5 +72,6 @@ class SchedulerStatistics:
             "exclusions_by_kind": dict(self.exclusions),
             "tasks_per_worker": dict(self.tasks_per_worker),
             "resource_aware": resource_aware,
+            "asked_again_unchanged": self._asked_again,
             "decision_latency_s": {"count": self._latency_count, "sum": self._latency_sum_s, "p50": p50, "p99": p99},
         }

@@ -81,6 +81,8 @@ class SchedulingDecision:
     candidates: tuple[CandidateScore, ...]
     exclusions: tuple[Exclusion, ...]
     explanation: str
+    isolation: str = "shared"
+    unplaceable_reason: str | None = None  # no worker of the fleet could ever hold the task
 
 
 def _over(value: float | None, threshold: float, weight: float) -> float:
@@ -143,8 +145,17 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
                  stale_after_s: float, timestamp: datetime, seed: int = 0, max_recorded: int = 20,
                  task_counts: Mapping[str, int] | None = None, task_limit: Any = None,
                  extra_exclusions: Sequence[Exclusion] = (),
-                 original_choice: tuple[str | None, float | None] | None = None) -> SchedulingDecision:
+                 original_choice: tuple[str | None, float | None] | None = None,
+                 floor: TaskDemand | None = None, cap: tuple[float | None, float | None] = (None, None),
+                 reserved: Mapping[str, tuple[float, float, Exclusion]] | None = None,
+                 unknown: list[str] | None = None) -> SchedulingDecision:
     """Choose a worker among ``worker_ids`` (the available workers, in order), in one pass over them.
+
+    The task's predicted demand is shaped by ``floor`` (a retried task's own raised figures) and
+    ``cap`` (memory and GPU memory of the largest compatible worker), see ``_Terms.shape``.
+    ``reserved`` maps a worker kept for a waiting task to (memory, GPU memory) that task needs
+    and its exclusion: this task may backfill it when it fits beside that need. Never-sampled
+    workers that were scored (at the candidates' median) are appended to ``unknown``.
 
     A worker is excluded before scoring when ``task_limit`` is given and its count in
     ``task_counts`` (absent: 0) is at least the limit (reason ``at task limit (N)``), or when
@@ -179,13 +190,16 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
     learnt = fleet_stats is not None
     per_worker = history.workers_of_type(task_type) if learnt else {}
-    fleet_demand = demand_of(None, fleet_stats)
-    required_gpu_memory = (requirements.min_gpu_memory_gb * GIB
-                           if needs_gpu and requirements.min_gpu_memory_gb is not None else None)
-    terms = _Terms(factors, needs_gpu, required_gpu_memory, fleet_stats.duration_s if learnt else None)
-    of = terms.of
+    terms = _Terms(factors, requirements, fleet_stats.duration_s if learnt else None, floor, cap)
+    of, shape = terms.of, terms.shape
+    fleet_demand = shape(demand_of(None, fleet_stats))
+    exclusive = requirements.isolation == "exclusive"
+    background_limit = factors.exclusive_background_percent
+    counts_get = task_counts.get if task_counts else {}.get
+    reserved = reserved or {}
     # What the load and penalties of a worker without history of its own depend on, besides its view.
-    memo_key = _context_id((fleet_demand, required_gpu_memory, needs_gpu, factors))
+    memo_key = _context_id((fleet_demand, needs_gpu, requirements.isolation, factors))
+    known_any = False  # some candidate's load is known from its samples
     # scored: (adjusted, worker id, original score, view, details) where details are the
     # post-placement cpu / memory / gpu percent, the cpu / memory / gpu / balance / history
     # penalties and the task's predicted demand there. A worker whose load is not (fully) known
@@ -234,15 +248,39 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
             add((None, worker_id, base, None, (None, None, None, None, fleet_demand)))
             continue
         last_s = view.last_sample_s
-        if now_s - (view.registered_s if last_s is None else last_s) > stale_after_s:  # stale_exclusion(), inline
-            excluded = view.stale_exclusion(now_s, stale_after_s)
-        else:
-            excluded = view.excluded
-        if excluded is not None:
-            exclude(excluded)
+        samples_stale = last_s is not None and now_s - last_s > stale_after_s  # view.samples_stale(), inline
+        excluded = view.stale_exclusion(now_s, stale_after_s) if samples_stale else view.excluded
+        if excluded is not None and (excluded.resource != "gpu_memory" or needs_gpu):
+            exclude(excluded)  # stale, or critical memory (GPU memory: only for GPU tasks)
             continue
+        if view.exclusive_task is not None and view.exclusive_task != task_id:
+            exclude(Exclusion.held_exclusive(worker_id, view.exclusive_task))
+            continue
+        if needs_gpu and view.gpus_lost and not view.has_gpus:
+            exclude(Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost))
+            continue
+        if exclusive:
+            excluded = _not_exclusive(view, counts_get(worker_id, 0), needs_gpu, background_limit)
+            if excluded is not None:
+                exclude(excluded)
+                continue
         stats = per_worker.get(worker_id) if learnt else None
-        if stats is None:
+        if last_s is None or samples_stale:  # nothing sampled, or its samples stopped: load unknown
+            if last_s is None and unknown is not None:
+                unknown.append(worker_id)
+            deferred.append(len(scored))
+            demand = fleet_demand if stats is None else shape(demand_of(stats, fleet_stats))
+            add((None, worker_id, base, view, (None, None, None, stats, demand)))
+            continue
+        known_any = True
+        hold = reserved.get(worker_id)
+        if hold is not None:  # backfill: only what fits beside the reserved task's need
+            found = of(view, fleet_demand if stats is None else shape(demand_of(stats, fleet_stats)), stats,
+                       hold[:2])
+            if found[1] is None and found[0] is not None:
+                exclude(hold[2])
+                continue
+        elif stats is None:
             memo = view.scoring_memo
             found = memo.get(memo_key)
             if found is None:
@@ -250,7 +288,7 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
                     memo.clear()
                 found = memo[memo_key] = of(view, fleet_demand, None)
         else:
-            found = of(view, demand_of(stats, fleet_stats), stats)
+            found = of(view, shape(demand_of(stats, fleet_stats)), stats)
         total, factor, details = found
         if factor is not None:  # max(FLOOR, 1 - total), worked out once
             add((base * factor if base > 0 else base - total, worker_id, base, view, details))
@@ -260,6 +298,12 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
             deferred.append(len(scored))
             add((None, worker_id, base, view, details))
 
+    if deferred and not known_any:
+        # Nothing is known of any candidate's load: the original scheduler's choice stands.
+        for index in deferred:
+            _, worker_id, base, view, (cpu, memory, gpu, stats, demand) = scored[index]
+            scored[index] = (base, worker_id, base, view, (cpu, memory, gpu, 0.0, 0.0, 0.0, 0.0, 0.0, demand))
+        deferred = []
     if deferred:
         neutral: dict[str, Any] = {}  # per resource, the candidates' sampled median, when needed
         neutral_load: list[float] = []  # the candidates' median busiest load, once needed
@@ -275,7 +319,8 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
         for index in deferred:
             _, worker_id, base, view, (cpu, memory, gpu, stats, demand) = scored[index]
             memo = found = None
-            if view is not None and stats is None:
+            if view is not None and stats is None and (view.last_sample_s is None
+                                                       or now_s - view.last_sample_s <= stale_after_s):
                 if with_medians is None:
                     with_medians = _context_id((memo_key, _medians_of(neutral, scored)[0]))
                 memo = view.scoring_memo
@@ -314,6 +359,7 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
         chosen_score=chosen.adjusted_score if chosen else None,
         original_worker_id=original_id, original_score=original_score, candidate_count=len(scored),
         candidates=candidates[:max_recorded], exclusions=tuple(exclusions), explanation=explanation,
+        isolation=requirements.isolation,
     )
 
 
@@ -337,23 +383,68 @@ def _context_id(context: tuple) -> int:
 class _Terms:
     """The per-worker arithmetic of one decision, its constants worked out once."""
 
-    def __init__(self, factors: ScoringFactors, needs_gpu: bool, required_gpu_memory: float | None,
-                 fleet_duration: float | None) -> None:
+    def __init__(self, factors: ScoringFactors, requirements: TaskRequirements, fleet_duration: float | None,
+                 floor: TaskDemand | None = None, cap: tuple[float | None, float | None] = (None, None)) -> None:
         self.factors = factors
-        self.needs_gpu = needs_gpu
-        self.required_gpu_memory = required_gpu_memory
+        self.needs_gpu = needs_gpu = requirements.needs_gpu
+        self.required_gpu_memory = (requirements.min_gpu_memory_gb * GIB
+                                    if needs_gpu and requirements.min_gpu_memory_gb is not None else None)
         self.fleet_duration = fleet_duration
-        self.capacity_limit = 100.0 + factors.capacity_margin_percent
-        self.gpu_capacity_limit = 100.0 + factors.gpu_capacity_margin_percent
+        self.floor = floor
+        self.cap = cap
+        self.quiet = requirements.isolation == "quiet"
+        self.quiet_limit = factors.quiet_threshold_percent
         self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
-        self.exclude_over = bool(factors.exclude_over_capacity)
         self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
                                               factors.gpu_threshold_percent)
         self.cpu_d, self.mem_d, self.gpu_d = (max(1e-9, 100.0 - t) for t in (self.cpu_t, self.mem_t, self.gpu_t))
         self.over_w = factors.overcommit_penalty_weight / 100.0
         self.default_gpu = factors.default_task_gpu_percent
 
-    def of(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None) -> tuple:
+    def misfit(self, view: WorkerView, demand: TaskDemand, reserve: tuple[float, float] = (0.0, 0.0)
+               ) -> Exclusion | None:
+        """The incompressible check: the task's predicted memory (and GPU memory on one GPU), with
+        headroom, against what the worker has free after its tasks in flight and ``reserve``
+        (memory, GPU memory kept for a reserved task). ``None``: it fits, or nothing is known."""
+        if demand.memory_bytes is not None and view.memory_free_bytes is not None:
+            free = view.memory_free_bytes - view.inflight_memory_bytes - reserve[0]
+            if demand.memory_bytes * self.headroom > free:  # it would fail there (out of memory)
+                return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free,
+                                            self.factors.memory_headroom_percent)
+        if self.needs_gpu and demand.gpu_memory_bytes is not None:
+            room = view.gpu_memory_room()
+            if room is not None and demand.gpu_memory_bytes * self.headroom > room - reserve[1]:
+                return Exclusion.gpu_memory_fit(view.worker_id, demand.gpu_memory_bytes, room - reserve[1],
+                                                required=False, headroom_percent=self.factors.memory_headroom_percent)
+        return None
+
+    def shape(self, demand: TaskDemand) -> TaskDemand:
+        """The demand the decision uses: a GPU task's stated minimum GPU memory stands in for its
+        GPU memory until history knows it; a retried task's own raised figures (``floor``) win
+        when larger; memory and GPU memory are capped so that, with headroom, they fit within the
+        recovery mark (85 %) of the largest compatible worker (GPU), so a task that fits a
+        drained worker is placed eventually."""
+        floor, (cap_memory, cap_gpu) = self.floor, self.cap
+        memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
+        if not self.needs_gpu:
+            gpu_memory = None
+        elif gpu_memory is None:
+            gpu_memory = self.required_gpu_memory
+        if floor is not None:
+            memory = _larger(memory, floor.memory_bytes)
+            gpu_memory = _larger(gpu_memory, floor.gpu_memory_bytes) if self.needs_gpu else None
+        drained = self.factors.recovery_percent / 100.0 / self.headroom
+        if memory is not None and cap_memory is not None:
+            memory = min(memory, cap_memory * drained)
+        if gpu_memory is not None and cap_gpu is not None:
+            gpu_memory = min(gpu_memory, cap_gpu * drained)
+        if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
+            return demand
+        return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory,
+                               source=demand.source or "requirements")
+
+    def of(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None,
+           reserve: tuple[float, float] = (0.0, 0.0)) -> tuple:
         """``(total penalty, max(FLOOR, 1 - total), details)`` of a worker that is neither stale
         nor overloaded: the load after placing the task (smoothed view + in flight + the task's
         predicted ``demand``) and its penalties, details as in :func:`decide`'s ``scored``.
@@ -376,22 +467,12 @@ class _Terms:
                 gpu += view.inflight_gpu_percent + own
             else:
                 gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, own)
-        reason = None
-        if demand.memory_bytes is not None and view.memory_free_bytes is not None:
-            free = view.memory_free_bytes - view.inflight_memory_bytes
-            if demand.memory_bytes * self.headroom > free:  # it would fail there (out of memory)
-                reason = Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free,
-                                              factors.memory_headroom_percent)
-        if reason is None and self.needs_gpu:
-            reason = _gpu_memory_misfit(view, demand.gpu_memory_bytes, self.required_gpu_memory, self.headroom,
-                                        factors.memory_headroom_percent)
-        if (reason is None and self.exclude_over and demand.cores is not None and cpu is not None
-                and cpu > self.capacity_limit):
-            reason = Exclusion.over_capacity(view.worker_id, "cpu", cpu, self.capacity_limit, cores=count)
-        if (reason is None and self.exclude_over and self.needs_gpu and demand.gpu_percent is not None
-                and gpu is not None and gpu > self.gpu_capacity_limit):
-            reason = Exclusion.over_capacity(view.worker_id, "gpu", gpu, self.gpu_capacity_limit,
-                                             gpus=len(view.gpu_levels))
+        reason = self.misfit(view, demand, reserve)
+        if reason is None and self.quiet:  # CPU and GPU time are compressible: only quiet tasks refuse load
+            if cpu is not None and cpu > self.quiet_limit:
+                reason = Exclusion.not_quiet(view.worker_id, "cpu", cpu, self.quiet_limit)
+            elif self.needs_gpu and gpu is not None and gpu > self.quiet_limit:
+                reason = Exclusion.not_quiet(view.worker_id, "gpu", gpu, self.quiet_limit)
         if reason is not None:
             return reason, None, None
         if cpu is None or memory is None or (gpu is None and (view.inflight_gpu_tasks or
@@ -440,16 +521,18 @@ class _Terms:
 
 
 def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None, worker_id: str,
-                    task_type: str | None, requirements: TaskRequirements,
-                    factors: ScoringFactors) -> tuple[float, float, float, float]:
+                    task_type: str | None, requirements: TaskRequirements, factors: ScoringFactors,
+                    floor: TaskDemand | None = None,
+                    cap: tuple[float | None, float | None] = (None, None)) -> tuple[float, float, float, float]:
     """(cores, memory bytes, GPU memory bytes, GPU percent of one GPU) a task is expected to take
-    on ``worker_id``, as :func:`decide` predicts it: history (the worker's, else the fleet's), else
-    the defaults; GPU memory the stated minimum when that is stricter (GPU figures 0 for a task
-    without a GPU)."""
+    on ``worker_id``, as :func:`decide_among` predicts it: history (the worker's, else the
+    fleet's), else the defaults; GPU memory the stated minimum while history does not know it
+    (GPU figures 0 for a task without a GPU); ``floor`` and ``cap`` as for :func:`decide_among`."""
     demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
+    demand = _Terms(factors, requirements, None, floor, cap).shape(demand)
     gpu_memory = gpu_percent = 0.0
     if requirements.needs_gpu:
-        gpu_memory = max(demand.gpu_memory_bytes or 0.0, (requirements.min_gpu_memory_gb or 0.0) * GIB)
+        gpu_memory = demand.gpu_memory_bytes or 0.0
         gpu_percent = factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
     return (factors.default_task_cores if demand.cores is None else demand.cores,
             factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes,
@@ -458,27 +541,23 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
 
 def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: TaskRequirements,
                    factors: ScoringFactors) -> bool:
-    """Could the task run on the worker once the worker has drained? Its predicted cores within
-    the worker's cores (plus the capacity margin), its memory (plus headroom) within the
-    worker's memory, its GPU share within the worker's GPUs (plus the GPU margin), its GPU memory
-    within the largest GPU. A figure that is unknown rules nothing out."""
+    """Could the task run on the worker once the worker has drained? Its memory (plus headroom)
+    within the worker's memory, its GPU memory (plus headroom, else its stated minimum) within
+    its largest usable GPU. CPU and GPU time are compressible: they rule nothing out; nor does
+    a figure that is unknown."""
     if view is None:
         return True
+    demand = _Terms(factors, requirements, None).shape(demand)
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
-    if (demand.cores is not None and view.cpu_count
-            and demand.cores > view.cpu_count * (1.0 + factors.capacity_margin_percent / 100.0)):
-        return False
     if (demand.memory_bytes is not None and view.memory_total_bytes
             and demand.memory_bytes * headroom > view.memory_total_bytes):
         return False
     if not requirements.needs_gpu:
         return True
-    if (demand.gpu_percent is not None and view.gpu_levels
-            and demand.gpu_percent > len(view.gpu_levels) * (100.0 + factors.gpu_capacity_margin_percent)):
+    if view.gpus_lost and not view.has_gpus:
         return False
-    totals = [g.memory_total_bytes for g in view.latest.gpus if g.memory_total_bytes] if view.latest else []
-    need = max((demand.gpu_memory_bytes or 0.0) * headroom, (requirements.min_gpu_memory_gb or 0.0) * GIB)
-    return not totals or need <= max(totals)
+    need = (demand.gpu_memory_bytes or 0.0) * headroom
+    return not view.gpu_totals or need <= max(view.gpu_totals)
 
 
 def gpu_after_placement(levels: Sequence[float], inflight_percents: Sequence[float], own_percent: float) -> float:
@@ -511,24 +590,24 @@ def _spread(levels: list[float], share: float) -> list[float]:
     return levels
 
 
-def _gpu_memory_misfit(view: WorkerView, predicted: float | None, required: float | None,
-                       headroom: float = 1.0, headroom_percent: float = 0.0) -> Exclusion | None:
-    """A GPU task that no GPU of the worker has room for would fail there (CUDA out of memory):
-    the predicted GPU memory (history) or the stated minimum, whichever is larger, against the
-    most any one GPU has free (latest sample, less the GPU tasks in flight). Unknown GPU memory
-    excludes nothing."""
-    if predicted is None and required is None:
-        return None
-    room = view.gpu_memory_room()
-    if room is None:
-        return None
-    if required is not None and (predicted is None or required >= predicted * headroom):
-        if required > room:
-            return Exclusion.gpu_memory_fit(view.worker_id, required, room, required=True)
-    elif predicted * headroom > room:
-        return Exclusion.gpu_memory_fit(view.worker_id, predicted, room, required=False,
-                                        headroom_percent=headroom_percent)
+def _not_exclusive(view: WorkerView, count: int, needs_gpu: bool, limit_percent: float) -> Exclusion | None:
+    """Why an exclusive task cannot have ``view``'s worker: a task of ours there (``count`` by
+    the coordinator, or in flight), or its measured background CPU (GPU, for a GPU task) load
+    above ``limit_percent``. Unknown load does not refuse it."""
+    tasks = max(count, len(view.inflight))
+    if tasks:
+        return Exclusion.not_exclusive(view.worker_id, tasks)
+    if view.cpu_percent is not None and view.cpu_percent > limit_percent:
+        return Exclusion.not_exclusive(view.worker_id, 0, "cpu", view.cpu_percent, limit_percent)
+    if needs_gpu and view.gpu_least_percent is not None and view.gpu_least_percent > limit_percent:
+        return Exclusion.not_exclusive(view.worker_id, 0, "gpu", view.gpu_least_percent, limit_percent)
     return None
+
+
+def _larger(value: float | None, other: float | None) -> float | None:
+    if other is None:
+        return value
+    return other if value is None or other > value else value
 
 
 def _unknown_as_neutral(view: WorkerView, cpu: float | None, memory: float | None, gpu: float | None,

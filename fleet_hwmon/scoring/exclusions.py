@@ -25,7 +25,6 @@ class ExclusionKind(str, enum.Enum):
     RESERVED = "reserved"  # kept for a task that has waited long
     TASK_LIMIT = "task_limit"  # at the coordinator's limit of tasks per worker
     GPU_UNHEALTHY = "gpu_unhealthy"  # every GPU that could run the task is lost
-    CAPACITY = "capacity"  # predicted CPU / GPU utilization over capacity (history-based)
 
     def __str__(self) -> str:
         return self.value
@@ -33,7 +32,7 @@ class ExclusionKind(str, enum.Enum):
 
 # Kinds that say the worker could run the task once it has room (its load, not its hardware).
 ROOM_KINDS = frozenset({ExclusionKind.CRITICAL, ExclusionKind.MEMORY_FIT, ExclusionKind.GPU_MEMORY_FIT,
-                        ExclusionKind.ISOLATION, ExclusionKind.CAPACITY})
+                        ExclusionKind.ISOLATION})
 GPU_RESOURCES = frozenset({"gpu", "gpu_memory"})
 
 
@@ -109,19 +108,30 @@ class Exclusion:
                    room_bytes)
 
     @classmethod
-    def over_capacity(cls, worker_id: str, resource: str, percent: float, limit_percent: float, *,
-                      cores: float | None = None, gpus: int | None = None,
-                      kind: ExclusionKind = ExclusionKind.CAPACITY) -> Exclusion:
-        """Predicted CPU (of ``cores``) or GPU (on ``gpus``, after placement) above the limit."""
-        if resource == "cpu":
-            where = f"of {cores:g} cores" if cores else "of the cores"
-        else:
-            where = f"after placement on {'1 GPU' if gpus == 1 else f'{gpus} GPUs'}"
-        return cls(worker_id, kind, f"predicted {resource} {percent:.0f}% {where} > {limit_percent:g}%",
-                   resource, percent, limit_percent)
+    def not_quiet(cls, worker_id: str, resource: str, percent: float, limit_percent: float) -> Exclusion:
+        """A quiet task: the predicted ``resource`` utilization after placement over the limit."""
+        return cls(worker_id, ExclusionKind.ISOLATION,
+                   f"quiet: predicted {resource} {percent:.0f}% > {limit_percent:g}%", resource, percent, limit_percent)
+
+    @classmethod
+    def not_exclusive(cls, worker_id: str, tasks: int, resource: str | None = None, percent: float | None = None,
+                      limit_percent: float | None = None) -> Exclusion:
+        """An exclusive task: ``tasks`` of ours on the worker, or its background ``resource`` load."""
+        if resource is None:
+            return cls(worker_id, ExclusionKind.ISOLATION, f"exclusive: {tasks} task(s) of ours there", None,
+                       float(tasks), 0.0)
+        return cls(worker_id, ExclusionKind.ISOLATION,
+                   f"exclusive: background {resource} {percent:.0f}% > {limit_percent:g}%", resource, percent,
+                   limit_percent)
+
+    @classmethod
+    def held_exclusive(cls, worker_id: str, owner_task_id: str) -> Exclusion:
+        """The worker runs an exclusive task: nothing else of ours goes there."""
+        return cls(worker_id, ExclusionKind.ISOLATION, f"running exclusive task {owner_task_id}")
 
     @classmethod
     def reserved(cls, worker_id: str, owner_task_id: str, owner_type: str | None, waited_s: float) -> Exclusion:
+        """Kept for a waiting task, and this one does not fit beside it."""
         return cls(worker_id, ExclusionKind.RESERVED,
                    f"reserved for {owner_task_id} ({owner_type}), waiting {waited_s:.0f} s", None, waited_s)
 

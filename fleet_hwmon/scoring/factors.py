@@ -25,15 +25,19 @@ class ScoringFactors:
     gpu_penalty_weight: float = 0.9
     # Preference for the less loaded of otherwise equal workers (fraction at 100 % load).
     load_balance_weight: float = 0.25
-    # Exclusion with hysteresis: above critical in the latest raw sample -> excluded at once;
-    # readmitted after every resource stayed below the recovery mark for recovery_s.
+    # Exclusion with hysteresis, for the incompressible resources only (memory; GPU memory for GPU
+    # tasks): above critical in the latest raw sample -> excluded at once; readmitted after it
+    # stayed below the recovery mark for recovery_s. CPU or GPU utilization above critical is
+    # only penalised (the load after placement is steeply penalised above 100 %).
     critical_percent: float = 95.0
     recovery_percent: float = 85.0
     recovery_s: float = 10.0
     # ... or after this many samples in a row below the recovery mark, whichever comes first
     # (0: recovery_s only).
     recovery_samples: float = 1.0
-    # A worker whose last sample is older than stale_after_intervals update intervals is excluded.
+    # A worker whose last sample is older than stale_after_intervals update intervals is excluded,
+    # unless the coordinator showed it alive within that time (a task started or ended there): its
+    # load then counts as unknown. A worker that never sent a sample is unknown, never stale.
     stale_after_intervals: float = 3.0
     # Smoothing of the latest view used for penalties (EWMA weight of the newest sample).
     ewma_alpha: float = 0.5
@@ -53,16 +57,12 @@ class ScoringFactors:
     # worker's capacity costs a further overcommit_penalty_weight * (load - 100) / 100 (the
     # default: the whole score, down to the floor, at 110 %).
     overcommit_penalty_weight: float = 10.0
-    # Exclude a worker whose predicted CPU (GPU) after placement exceeds 100 % + this margin of
-    # its cores (of a GPU), when the task's CPU (GPU) demand comes from history (never on the
-    # default guess).
-    capacity_margin_percent: float = 0.0
-    # The same for a GPU task's predicted GPU utilization on the least busy GPU. GPUs shared by
-    # time-slicing slow every task on them in proportion and fail none (GPU memory, which does
-    # fail, is checked without margin), so a little over-subscription is traded for throughput:
-    # a third 35 % task may join two on a GPU.
-    gpu_capacity_margin_percent: float = 10.0
-    exclude_over_capacity: bool = True
+    # Tasks that ask for quiet hardware (requirements.isolation "quiet") go only where the
+    # predicted CPU (and, for GPU tasks, GPU) after placement stays at or under this percent;
+    # "exclusive" tasks only to a worker with no task of ours whose measured CPU (and GPU) is
+    # at or under exclusive_background_percent.
+    quiet_threshold_percent: float = 80.0
+    exclusive_background_percent: float = 25.0
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
     # shows little of the task). One interval of the default 5 s.
@@ -72,9 +72,16 @@ class ScoringFactors:
     # the task is placed; one per task type. See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True
     reserve_after_s: float = 30.0
+    # A task held for lack of room is decided again when something that could make room happens
+    # (a task ends, a worker joins, a sample shows more free memory or less load), or after
+    # recheck_s; the coordinator's asks in between get the same answer without a new decision.
+    recheck_s: float = 10.0
     # Room kept above a history-predicted memory or GPU memory figure (a mean of past peaks)
     # when checking that it fits in what the worker has free, in percent of the prediction.
     memory_headroom_percent: float = 25.0
+    # A task whose attempt failed is retried with its own estimate raised to this multiple of the
+    # failed attempt's peak (memory, GPU memory); its type's estimate is left alone.
+    retry_growth: float = 1.5
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -69,13 +69,6 @@ def _ewma(previous: float | None, value: float | None, alpha: float) -> float | 
     return value if previous is None else previous + alpha * (value - previous)
 
 
-def _raise_only(previous: float | None, value: float | None, alpha: float) -> float | None:
-    """The EWMA step for a lower bound: it may raise the estimate, never lower it."""
-    if value is not None and previous is not None and value < previous:
-        return previous
-    return _ewma(previous, value, alpha)
-
-
 class PerformanceHistory:
     """Learns from finished tasks. ``record`` after each task; the scorer asks ``stats``,
     ``speed_ratio`` and ``predicted_demand``."""
@@ -91,7 +84,9 @@ class PerformanceHistory:
                gpu_memory_bytes: float | None = None, gpu_percent: float | None = None) -> None:
         """Learn from one finished run. ``cpu_seconds`` / ``duration_s`` gives the cores it kept
         busy; ``peak_rss_bytes`` and ``gpu_memory_bytes`` are its peaks; ``gpu_percent`` its mean
-        GPU utilization (percent of one GPU). A failed run's memory peaks only raise the estimates."""
+        GPU utilization (percent of one GPU). A failed run's memory peaks are not learnt: a run
+        killed (out of memory, say) peaked at a lower bound of its own need, which says nothing of
+        its type's (the scheduler raises that task's own estimate for its retry)."""
         cores = cpu_seconds / duration_s if cpu_seconds is not None and duration_s else None
         mine = self._stats.get((worker_id, task_type))
         if mine is None:
@@ -107,9 +102,6 @@ class PerformanceHistory:
             if success:
                 stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
                 stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
-            else:  # a run killed (out of memory, say) peaked at a lower bound of its need
-                stats.memory_bytes = _raise_only(stats.memory_bytes, peak_rss_bytes, self.alpha)
-                stats.gpu_memory_bytes = _raise_only(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
 
     def stats(self, worker_id: str, task_type: str) -> TypeStats | None:
         return self._stats.get((worker_id, task_type))

@@ -6,16 +6,23 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 
+ISOLATION_LEVELS = ("shared", "quiet", "exclusive")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskRequirements:
     """What a task needs: ``hardware`` kinds (``cpu``, ``gpu``, ...), memory in GB, CUDA compute
-    capability, a device-name substring (case-insensitive), GPU memory in GB."""
+    capability, a device-name substring (case-insensitive), GPU memory in GB (a filter on the
+    GPUs' size, and the task's GPU memory estimate until its history says otherwise), and
+    ``isolation``: ``"shared"`` (default), ``"quiet"`` (only where the predicted load stays
+    under the quiet threshold) or ``"exclusive"`` (a worker with nothing else of ours on it)."""
 
     hardware: frozenset[str] = frozenset()
     min_memory_gb: float | None = None
     min_cuda_compute: float | None = None
     device: str | None = None
     min_gpu_memory_gb: float | None = None
+    isolation: str = "shared"
 
     @property
     def needs_gpu(self) -> bool:
@@ -49,8 +56,13 @@ class TaskRequirements:
             return number
 
         device = raw.get("device")
+        isolation = str(raw.get("isolation") or "shared").lower()
+        if isolation not in ISOLATION_LEVELS:
+            raise ValueError(f"task {task_id!r}: requirements.isolation must be one of "
+                             f"{', '.join(ISOLATION_LEVELS)}, got {raw.get('isolation')!r}")
         return cls(frozenset(str(h).lower() for h in hardware), number("min_memory_gb"),
-                   number("min_cuda_compute"), str(device) if device else None, number("min_gpu_memory_gb"))
+                   number("min_cuda_compute"), str(device) if device else None, number("min_gpu_memory_gb"),
+                   isolation)
 
 
 def hardware_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any]) -> str | None:

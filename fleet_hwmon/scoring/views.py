@@ -12,7 +12,7 @@ from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 
-_EXCLUSION_RESOURCES = ("cpu", "memory", "gpu", "gpu_memory")
+LOST = "lost"  # a GPU's health when it fell off the bus (no task may use it)
 _serials = itertools.count()  # sample serials: unique across every view
 
 
@@ -44,7 +44,11 @@ class WorkerView:
     memory_percent: float | None = None
     gpu_levels: tuple[float, ...] = ()  # smoothed, per GPU that reports utilization (not MIG)
     gpu_least_percent: float | None = None  # min(gpu_levels), read per worker by decide()
-    has_gpus: bool = False  # the latest sample lists GPUs (utilization known or not)
+    has_gpus: bool = False  # the latest sample lists usable GPUs (utilization known or not)
+    gpus_lost: int = 0  # GPUs of the latest sample whose health is "lost"
+    gpu_totals: tuple[float, ...] = ()  # memory of each usable GPU with known memory, latest sample
+    last_alive_s: float | None = None  # a task started or ended there (the coordinator sees it alive)
+    exclusive_task: str | None = None  # an exclusive task of ours runs there
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
     memory_total_bytes: float | None = None
@@ -82,13 +86,15 @@ class WorkerView:
         alpha = factors.ewma_alpha
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
-        known = [g.utilization_percent for g in sample.gpus if g.utilization_percent is not None]
+        gpus = [g for g in sample.gpus if getattr(g, "health", None) != LOST]
+        self.gpus_lost = len(sample.gpus) - len(gpus)
+        known = [g.utilization_percent for g in gpus if g.utilization_percent is not None]
         if len(known) == len(self.gpu_levels):  # the same GPUs: smoothed each
             self.gpu_levels = tuple(_ewma(old, new, alpha) for old, new in zip(self.gpu_levels, known))
         elif known:  # other GPUs (none reporting: like any unknown figure, the last ones stay)
             self.gpu_levels = tuple(known)
         self.gpu_least_percent = min(self.gpu_levels) if self.gpu_levels else None
-        self.has_gpus = bool(sample.gpus)
+        self.has_gpus = bool(gpus)
         if sample.cpu_count_effective is not None:
             self.cpu_count = sample.cpu_count_effective
         if sample.memory_total_bytes is not None:
@@ -98,17 +104,21 @@ class WorkerView:
         self.simulated = bool(sample.simulated_fields)
         self.memory_free_bytes = (None if sample.memory_available_bytes is None
                                   else float(sample.memory_available_bytes))
-        self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in sample.gpus
-                                    if g.memory_total_bytes is not None and g.memory_used_bytes is not None)
+        with_memory = [g for g in gpus if g.memory_total_bytes is not None and g.memory_used_bytes is not None]
+        self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in with_memory)
+        self.gpu_totals = tuple(float(g.memory_total_bytes) for g in gpus if g.memory_total_bytes)
         if self.inflight:
             hold = timedelta(seconds=factors.inflight_hold_s)
             self.inflight = {k: v for k, v in self.inflight.items() if not _in_sample(v, sample, now_s, hold)}
             self._resum()
-        self._update_exclusion(sample, now_s, factors)
+        least_full_gpu = min((g.memory_percent for g in with_memory if g.memory_percent is not None), default=None)
+        self._update_exclusion((("memory", sample.memory_percent), ("gpu_memory", least_full_gpu)), now_s, factors)
 
-    def _update_exclusion(self, sample: ResourceUtilization, now_s: float, factors: ScoringFactors) -> None:
-        known = [(r, sample.resource_percent(r)) for r in _EXCLUSION_RESOURCES]
-        known = [(r, v) for r, v in known if v is not None]
+    def _update_exclusion(self, levels: tuple[tuple[str, float | None], ...], now_s: float,
+                          factors: ScoringFactors) -> None:
+        """Critical load of the incompressible resources (memory, and GPU memory on the least full
+        usable GPU), with hysteresis. CPU and GPU utilization never exclude: they are penalised."""
+        known = [(r, v) for r, v in levels if v is not None]
         critical = [(r, v) for r, v in known if v > factors.critical_percent]
         if critical:
             resource, value = max(critical, key=lambda rv: rv[1])
@@ -136,14 +146,24 @@ class WorkerView:
         """Why the worker is excluded for critical load, for people (``None``: it is not)."""
         return None if self.excluded is None else self.excluded.reason
 
+    def alive(self, now_s: float) -> None:
+        """The coordinator showed the worker alive at ``now_s`` (a task started or ended there)."""
+        self.last_alive_s = now_s
+
+    def samples_stale(self, now_s: float, stale_after_s: float) -> bool:
+        """Its samples stopped: the last one arrived more than ``stale_after_s`` ago (a worker
+        that never sent one is unknown, not stale)."""
+        return self.last_sample_s is not None and now_s - self.last_sample_s > stale_after_s
+
     def stale_exclusion(self, now_s: float, stale_after_s: float) -> Exclusion | None:
-        """The worker's exclusion as stale at ``now_s``, or ``None``. A worker that never sent a
-        sample is stale once ``stale_after_s`` passed since it registered."""
-        reference = self.last_sample_s if self.last_sample_s is not None else self.registered_s
-        age = now_s - reference
-        if age <= stale_after_s:
+        """The worker's exclusion as stale at ``now_s``, or ``None``: its samples stopped and
+        the coordinator has not shown it alive since (a worker whose monitor lags while its
+        tasks start and end is not excluded; its load counts as unknown)."""
+        if not self.samples_stale(now_s, stale_after_s):
             return None
-        return Exclusion.stale(self.worker_id, age, stale_after_s, self.last_sample_s is None)
+        if self.last_alive_s is not None and now_s - self.last_alive_s <= stale_after_s:
+            return None
+        return Exclusion.stale(self.worker_id, now_s - self.last_sample_s, stale_after_s, False)
 
     def stale_reason(self, now_s: float, stale_after_s: float) -> str | None:
         """:meth:`stale_exclusion`'s message, for people."""
@@ -168,6 +188,8 @@ class WorkerView:
                 self.inflight_gpu_memory += (item.gpu_memory_bytes,)
 
     def task_finished(self, task_id: str) -> None:
+        if self.exclusive_task == task_id:
+            self.exclusive_task = None
         if self.inflight.pop(task_id, None) is not None:
             self._resum()
 
