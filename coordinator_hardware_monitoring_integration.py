@@ -23,15 +23,17 @@ The coordinator needs ``workers`` (worker id -> dict with ``capabilities`` and `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling import CoordinatorContractError, HardwareAwareScheduler, check_contract
 from fleet_hwmon.scoring.decide import SchedulingDecision
@@ -107,6 +109,7 @@ class CoordinatorHardwareMonitoringIntegration:
             clock=clock, wall_clock=wall_clock, record=self._store_decision,
             max_recorded_candidates=max_recorded_candidates)
         self.history = self.scheduler.history
+        self._offsets = ClockOffsets()
         self._lock = threading.RLock()
         self._store = None
         self._active = False
@@ -200,11 +203,16 @@ class CoordinatorHardwareMonitoringIntegration:
                 monitor = HardwareUtilizationMonitor(
                     worker_id, self.db_path, self.monitoring_level,
                     self.update_interval_seconds if local else None, self.alert_thresholds,
-                    push_only=not local, wall_clock=self._wall_clock)
-                monitor.add_sample_listener(self.scheduler.observe)
+                    push_only=not local, wall_clock=self._wall_clock, clock=self._clock)
+                monitor.add_sample_listener(self._observe)
                 self.worker_monitors[worker_id] = monitor
                 monitor.start_monitoring()
             return monitor
+
+    def _observe(self, sample: ResourceUtilization) -> None:
+        if sample.clock_offset_s:  # the scheduler compares the sample's time with the coordinator's
+            sample = dataclasses.replace(sample, timestamp=sample.timestamp - timedelta(seconds=sample.clock_offset_s))
+        self.scheduler.observe(sample)
 
     def _on_worker_deregistered(self, worker_id: str, info: Mapping[str, Any] | None = None) -> None:
         """Stop the worker's monitoring; its running tasks end as failed in the records (the
@@ -246,6 +254,10 @@ class CoordinatorHardwareMonitoringIntegration:
             raise ValueError(f"sample of worker {sample.worker_id!r} pushed as {worker_id!r}")
         if not self._initialized:
             raise RuntimeError("initialize() the integration before pushing samples")
+        # Coordinator time for everything that compares times (the views, task windows, in-flight
+        # accounting); the stored sample keeps the worker's own timestamp beside the offset.
+        mapped = self._offsets.observe(worker_id, sample.timestamp, self._wall_clock(), self._clock())
+        sample = dataclasses.replace(sample, monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 
     def get_worker_utilization(self, worker_id: str | None = None) -> Any:

@@ -168,12 +168,21 @@ class ResourceUtilization(_Record):
         or a new device contributes nothing; ``None`` when no device has a valid delta).
       - ``cgroup_*``: the container's effective limits (cgroup v1 or v2), ``None`` when unlimited.
       - ``gpus``: one entry per GPU and per MIG instance (NVML).
+    ``timestamp`` is UTC wall-clock time (it dates the sample; it may step). ``monotonic_s`` is
+    the recording process's monotonic clock read beside it (``time.monotonic()``; a remote
+    sample's is mapped onto the coordinator's clock when it arrives): every interval and
+    duration between samples comes from it, ``None`` where it was not read. ``clock_offset_s``
+    is set on a remote sample when it arrives: how far the worker's clock is ahead of the
+    coordinator's (``timestamp - clock_offset_s`` is the sample's time on the coordinator's
+    clock; ``None`` for a local sample).
     ``task_ids`` are the tasks running on the worker when the sample was taken;
     ``simulated_fields`` names the fields whose values were generated rather than measured.
     """
 
     worker_id: str
     timestamp: datetime
+    monotonic_s: float | None = None  # monotonic clock of the recording process beside timestamp
+    clock_offset_s: float | None = None  # a remote worker's clock minus the coordinator's (seconds)
     cpu_percent: float | None = None
     per_cpu_percent: tuple[float | None, ...] | None = None
     load_average_1m: float | None = None

@@ -4,6 +4,12 @@ The accumulator keeps running sums, not the samples, so a long task costs consta
 Totals of bytes integrate each sample's rate over the interval it covers (the time since the
 previous sample of the task); the sample taken at the task's start covers time before the task
 and contributes no bytes.
+
+Two clocks: the task's start and end are dated by the wall clock (``start_time``,
+``end_time``), but its duration, its sample membership and the intervals of its totals come
+from the monotonic clock (``start_s``, ``end_s``, each sample's ``monotonic_s``), so a step of
+the wall clock during the task changes none of them. Only where a monotonic reading is missing
+(a sample recorded without one) does the wall clock stand in.
 """
 
 from __future__ import annotations
@@ -105,10 +111,12 @@ class TaskAccumulator:
 
     _RATES = ("disk_read_bytes_per_s", "disk_write_bytes_per_s", "net_sent_bytes_per_s", "net_recv_bytes_per_s")
 
-    def __init__(self, task_id: str, worker_id: str, start_time: datetime, task_type: str | None = None) -> None:
+    def __init__(self, task_id: str, worker_id: str, start_time: datetime, task_type: str | None = None,
+                 start_s: float | None = None) -> None:
         self.task_id = task_id
         self.worker_id = worker_id
         self.start_time = start_time
+        self.start_s = start_s  # monotonic seconds at the start, None when not read
         self.task_type = task_type
         self.sample_count = 0
         self._cpu, self._memory, self._gpu = _Stat(), _Stat(), _Stat()
@@ -116,11 +124,22 @@ class TaskAccumulator:
         self._totals = {name: _Total() for name in self._RATES}
         self._simulated: set[str] = set()
         self._last_time: datetime | None = None
+        self._last_s: float | None = None
+
+    def _since(self, sample: ResourceUtilization) -> tuple[float | None, float | None]:
+        """Seconds from the task's start and from the previous sample of the task to ``sample``
+        (``None``: no previous one), by the monotonic clock when both readings have it."""
+        if self.start_s is not None and sample.monotonic_s is not None:
+            now = sample.monotonic_s
+            return now - self.start_s, None if self._last_s is None else now - self._last_s
+        start = (sample.timestamp - self.start_time).total_seconds()
+        return start, None if self._last_time is None else (sample.timestamp - self._last_time).total_seconds()
 
     def add(self, sample: ResourceUtilization) -> None:
-        if sample.timestamp < self.start_time:
+        since_start, since_last = self._since(sample)
+        if since_start < 0:
             return  # taken before the task began: it says nothing about the task
-        if self._last_time is not None and sample.timestamp <= self._last_time:
+        if since_last is not None and since_last <= 0:
             return  # the same sample seen twice (start sample also delivered by the loop)
         self.sample_count += 1
         self._cpu.add(sample.cpu_percent)
@@ -128,16 +147,26 @@ class TaskAccumulator:
         self._memory_bytes.add(sample.memory_used_bytes)
         self._gpu.add(sample.gpu_utilization_percent)
         self._gpu_memory_bytes.add(sample.gpu_memory_used_bytes)
-        if self._last_time is not None:
-            seconds = (sample.timestamp - self._last_time).total_seconds()
+        if since_last is not None:
             for name, total in self._totals.items():
-                total.add(getattr(sample, name), seconds)
+                total.add(getattr(sample, name), since_last)
         self._simulated.update(sample.simulated_fields)
         self._last_time = sample.timestamp
+        self._last_s = sample.monotonic_s
+
+    def duration_s(self, end_time: datetime, end_s: float | None = None) -> float | None:
+        """Seconds from start to end: monotonic when both ends have it, else by the wall clock;
+        ``None`` rather than a negative figure."""
+        if self.start_s is not None and end_s is not None:
+            seconds = end_s - self.start_s
+        else:
+            seconds = (end_time - self.start_time).total_seconds()
+        return seconds if seconds >= 0 else None
 
     def snapshot(self, end_time: datetime | None = None, success: bool | None = None,
-                 error: str | None = None) -> TaskResourceUsage:
-        """The usage so far (``end_time`` None while running) or final (with ``end_time``)."""
+                 error: str | None = None, end_s: float | None = None) -> TaskResourceUsage:
+        """The usage so far (``end_time`` None while running) or final (with ``end_time`` and,
+        for the duration, the monotonic ``end_s``)."""
         def as_int(value: float | None) -> int | None:
             return None if value is None else int(value)
 
@@ -145,7 +174,7 @@ class TaskAccumulator:
         return TaskResourceUsage(
             task_id=self.task_id, worker_id=self.worker_id, start_time=self.start_time,
             end_time=end_time,
-            duration_s=None if end_time is None else (end_time - self.start_time).total_seconds(),
+            duration_s=None if end_time is None else self.duration_s(end_time, end_s),
             success=success, error=error, task_type=self.task_type, sample_count=self.sample_count,
             peak_cpu_percent=self._cpu.peak, mean_cpu_percent=self._cpu.mean,
             peak_memory_percent=self._memory.peak, mean_memory_percent=self._memory.mean,

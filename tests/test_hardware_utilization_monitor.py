@@ -497,11 +497,13 @@ class TestLazyAlertThreadAndWallClock:
 
     def test_task_start_and_end_dated_by_the_wall_clock(self):
         now = [datetime(2025, 1, 1, tzinfo=timezone.utc)]
+        elapsed = [0.0]
         monitor = HardwareUtilizationMonitor("clocked", interval_seconds=3600, push_only=True,
-                                             wall_clock=lambda: now[0])
+                                             wall_clock=lambda: now[0], clock=lambda: elapsed[0])
         with monitor:
             monitor.start_task_monitoring("t1", "unit")
             now[0] = datetime(2025, 1, 1, 0, 2, 30, tzinfo=timezone.utc)
+            elapsed[0] = 150.0
             usage = monitor.stop_task_monitoring("t1")
         assert (usage.start_time, usage.end_time, usage.duration_s) == (
             datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, 0, 2, 30, tzinfo=timezone.utc), 150.0)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import psutil as _psutil
 
+from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.sample import ResourceUtilization, utc_now
@@ -35,6 +36,9 @@ class Sampler:
     counted in ``errors``; its fields are ``None`` in that sample, the others are kept.
     ``sample`` is serialised by a lock: psutil's CPU reference points are process-global
     state, and a task's start/stop sample may run beside the sampling thread.
+
+    Each sample carries the wall-clock ``timestamp`` and the monotonic ``monotonic_s`` read
+    together; a step of the wall clock between two samples is logged once (``clock_steps``).
     """
 
     def __init__(self, worker_id: str, sources: Sequence[MetricSource], *,
@@ -47,12 +51,19 @@ class Sampler:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._log = RateLimitedLogger(log)
+        self._steps = WallClockStepDetector(f"worker {worker_id}")
+
+    @property
+    def clock_steps(self) -> int:
+        """Wall-clock steps seen between consecutive samples."""
+        return self._steps.steps
 
     def sample(self, task_ids: Sequence[str] = ()) -> ResourceUtilization:
         fields: dict[str, Any] = {}
         with self._lock:
             now_s = self._clock()
             timestamp = self._wall_clock()
+            self._steps.observe(timestamp, now_s)
             for source in self.sources:
                 try:
                     fields.update(source.read(now_s))
@@ -61,7 +72,7 @@ class Sampler:
                     self._log.log(f"{source.name}:{type(err).__name__}", logging.WARNING,
                                   "metric source %r failed on worker %s: %s: %s",
                                   source.name, self.worker_id, type(err).__name__, err)
-        return ResourceUtilization(worker_id=self.worker_id, timestamp=timestamp,
+        return ResourceUtilization(worker_id=self.worker_id, timestamp=timestamp, monotonic_s=now_s,
                                    task_ids=tuple(task_ids), **fields)
 
 
