@@ -160,7 +160,8 @@ class ResourceUtilization(_Record):
       - ``load_average_*``: ``psutil.getloadavg()``.
       - ``cpu_count_effective``: CPUs the worker may use, min(affinity, cgroup CPU quota).
       - ``memory_*``: ``psutil.virtual_memory()``; inside a memory-limited cgroup the total is
-        the limit (``memory.max`` / ``memory.limit_in_bytes``) and used is the cgroup's usage.
+        the limit (``memory.max`` / ``memory.limit_in_bytes``) and used is the cgroup's working
+        set (usage less inactive file pages); ``cgroup_memory_usage_bytes`` is the raw usage.
       - ``swap_*``: ``psutil.swap_memory()``.
       - ``disk_usage_percent``: ``psutil.disk_usage(disk_path)`` of the monitored path (``/``).
       - ``disk_*_bytes_per_s``, ``net_*_bytes_per_s``: per-device counter deltas over a
@@ -199,6 +200,7 @@ class ResourceUtilization(_Record):
     swap_percent: float | None = None
     cgroup_cpu_quota_cores: float | None = None
     cgroup_memory_limit_bytes: int | None = None
+    cgroup_memory_usage_bytes: int | None = None  # raw usage, page cache included
     disk_usage_percent: float | None = None
     disk_read_bytes_per_s: float | None = None
     disk_write_bytes_per_s: float | None = None

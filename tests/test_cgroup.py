@@ -161,3 +161,52 @@ def test_this_machine():
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cores = effective_cpu_count(limits.cpu_quota_cores, affinity, os.cpu_count())
     assert cores is not None and 0 < cores <= os.cpu_count()
+
+
+# -- page cache: the working set, not the raw usage ---------------------------------------------
+# A worker holding 0.7 GiB of a 4 GiB limit after reading 3.2 GiB of files: raw usage 97.5 %,
+# working set 17.5 %.
+LIMIT_4G, USAGE_39G, INACTIVE_32G = 4 * GIB, int(3.9 * GIB), int(3.2 * GIB)
+
+
+def page_cache_reader(tmp_path: Path, version: int) -> CgroupReader:
+    if version == 2:
+        return v2_reader(tmp_path, {"memory.max": str(LIMIT_4G), "memory.current": str(USAGE_39G),
+                                    "memory.stat": f"anon 751619276\nfile 3435973836\n"
+                                                   f"active_file 0\ninactive_file {INACTIVE_32G}"})
+    return v1_reader(tmp_path, {"memory/memory.limit_in_bytes": str(LIMIT_4G),
+                                "memory/memory.usage_in_bytes": str(USAGE_39G),
+                                "memory/memory.stat": f"cache 3435973836\ninactive_file 1\n"
+                                                      f"total_cache 3435973836\ntotal_inactive_file {INACTIVE_32G}"})
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_page_cache_never_makes_a_container_look_full(tmp_path, version):
+    from types import SimpleNamespace
+
+    from fleet_hwmon.alerts import AlertTracker
+    from fleet_hwmon.sample import ResourceUtilization, utc_now
+    from fleet_hwmon.sampling.host import MemorySource
+
+    reader = page_cache_reader(tmp_path, version)
+    limits = reader.read()
+    assert (limits.memory_usage_bytes, limits.memory_inactive_file_bytes) == (USAGE_39G, INACTIVE_32G)
+    assert limits.memory_working_set_bytes == USAGE_39G - INACTIVE_32G
+    host = SimpleNamespace(virtual_memory=lambda: SimpleNamespace(total=128 * GIB, available=100 * GIB))
+    fields = MemorySource(host, cgroup=reader, swap=False).read(0.0)
+    assert fields["memory_percent"] == pytest.approx(17.5)
+    assert fields["memory_used_bytes"] == USAGE_39G - INACTIVE_32G
+    assert fields["cgroup_memory_usage_bytes"] == USAGE_39G  # the raw usage, kept in its own field
+    assert 100.0 * fields["cgroup_memory_usage_bytes"] / LIMIT_4G == pytest.approx(97.5)
+    sample = ResourceUtilization(worker_id="w", timestamp=utc_now(), **fields)
+    assert AlertTracker().evaluate(sample) == []  # no critical alert from page cache
+
+
+def test_working_set_is_the_usage_when_memory_stat_is_unreadable(tmp_path):
+    limits = v2_reader(tmp_path, {"memory.max": str(LIMIT_4G), "memory.current": str(USAGE_39G)}).read()
+    assert limits.memory_inactive_file_bytes is None
+    assert limits.memory_working_set_bytes == USAGE_39G
+    # more inactive pages than usage (the two files are read at different instants): never below 0
+    from fleet_hwmon.sampling.cgroup import parse_memory_stat
+    assert CgroupLimits(memory_usage_bytes=5, memory_inactive_file_bytes=9).memory_working_set_bytes == 0
+    assert parse_memory_stat("inactive_file x\n", "inactive_file") is None

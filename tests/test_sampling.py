@@ -444,3 +444,25 @@ def test_non_finite_values_become_none_on_construction():
     assert s.per_cpu_percent == (1.0, None)
     assert s.gpus[0].power_watts is None and s.gpus[0].utilization_percent is None
     assert finite(True) is None and finite("2.5") == 2.5 and math.isfinite(finite(1e308))
+
+
+# -- a CPU time field that goes backwards ---------------------------------------------------------
+def test_a_cpu_field_going_backwards_counts_zero_and_the_percent_comes_from_the_rest(caplog):
+    """Steal time stepping back (some kernels) costs only its own delta: 1 s busy of 2 s is 50 %."""
+    readings = iter([
+        CpuTimes(100.0, 0, 0, 500.0, 0, 0, 0, 40.0, 0, 0),
+        CpuTimes(101.0, 0, 0, 501.0, 0, 0, 0, 10.0, 0, 0),  # steal 40 -> 10
+        CpuTimes(102.0, 0, 0, 502.0, 0, 0, 0, 5.0, 0, 0),  # and again
+    ])
+
+    class Stepping(HostPsutil):
+        def cpu_times(self, percpu: bool = False) -> Any:
+            return next(readings)
+
+    source = CpuSource(Stepping())
+    with caplog.at_level(logging.WARNING, logger="fleet_hwmon.sampling.host"):
+        first = source.read(source._previous_s + 1.0)["cpu_percent"]
+        second = source.read(source._previous_s + 1.0)["cpu_percent"]
+    assert (first, second) == (50.0, 50.0)
+    backwards = [r for r in caplog.records if "went backwards" in r.getMessage()]
+    assert len(backwards) == 1 and "'steal'" in backwards[0].getMessage()

@@ -8,10 +8,14 @@ once) and the pure functions :func:`effective_cpu_count` and :func:`effective_me
 Files read (relative to the cgroup mount, normally ``/sys/fs/cgroup``):
 
 - v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``), ``memory.max`` (bytes or
-  ``"max"``), ``memory.current`` (bytes).
+  ``"max"``), ``memory.current`` (bytes), ``memory.stat`` (``inactive_file``).
 - v1: ``cpu/cpu.cfs_quota_us`` (``-1`` = no quota) and ``cpu/cpu.cfs_period_us`` (also under
   ``cpu,cpuacct/``), ``memory/memory.limit_in_bytes`` (values >= 2**60 mean no limit),
-  ``memory/memory.usage_in_bytes``.
+  ``memory/memory.usage_in_bytes``, ``memory/memory.stat`` (``total_inactive_file``).
+
+The cgroup's usage counts page cache, which the kernel reclaims before it kills anything; the
+memory a worker really holds is its working set, usage minus inactive file pages, as the
+kubelet and cAdvisor compute it. A worker that read a lot of files is not full.
 
 Example::
 
@@ -38,13 +42,25 @@ class CgroupLimits:
     """The limits of the cgroup this process runs in. ``None`` means unlimited or unknown.
 
     ``version`` is 1 or 2, ``None`` when no cgroup filesystem was found (macOS, Windows).
-    ``cpu_quota_cores`` is quota / period (``200000 100000`` -> 2.0).
+    ``cpu_quota_cores`` is quota / period (``200000 100000`` -> 2.0). ``memory_usage_bytes`` is
+    the raw usage (page cache included), ``memory_inactive_file_bytes`` the reclaimable file
+    pages of the same cgroup (``memory.stat``); see :attr:`memory_working_set_bytes`.
     """
 
     version: int | None = None
     cpu_quota_cores: float | None = None
     memory_limit_bytes: int | None = None
     memory_usage_bytes: int | None = None
+    memory_inactive_file_bytes: int | None = None
+
+    @property
+    def memory_working_set_bytes(self) -> int | None:
+        """Usage minus inactive file pages (never below 0); the raw usage when ``memory.stat``
+        was not readable; ``None`` when the usage is unknown."""
+        usage = self.memory_usage_bytes
+        if usage is None or self.memory_inactive_file_bytes is None:
+            return usage
+        return max(0, usage - self.memory_inactive_file_bytes)
 
 
 def _read_text(path: Path) -> str | None:
@@ -63,6 +79,20 @@ def _read_int(path: Path) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def parse_memory_stat(text: str | None, key: str) -> int | None:
+    """The value of ``key`` in a ``memory.stat`` file (``"inactive_file 123"`` lines); ``None``
+    when absent or malformed."""
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            try:
+                number = int(value)
+            except ValueError:
+                return None
+            return number if number >= 0 else None
+    return None
 
 
 def parse_cpu_max(text: str | None) -> float | None:
@@ -198,11 +228,13 @@ class CgroupReader:
         quotas = [q for q in (parse_cpu_max(_read_text(d / "cpu.max")) for d in self._cpu_dirs)
                   if q is not None]
         limit, usage_dir = self._tightest_memory("memory.max")
+        usage, inactive = self._usage(usage_dir, "memory.current", "inactive_file")
         return CgroupLimits(
             version=2,
             cpu_quota_cores=min(quotas) if quotas else None,
             memory_limit_bytes=limit,
-            memory_usage_bytes=self._usage(usage_dir, "memory.current"),
+            memory_usage_bytes=usage,
+            memory_inactive_file_bytes=inactive,
         )
 
     def _read_v1(self) -> CgroupLimits:
@@ -213,11 +245,14 @@ class CgroupReader:
             if quota_us is not None and quota_us > 0 and period_us:
                 quotas.append(quota_us / period_us)
         limit, usage_dir = self._tightest_memory("memory.limit_in_bytes")
+        # total_inactive_file: the hierarchy's, as usage_in_bytes counts the hierarchy too
+        usage, inactive = self._usage(usage_dir, "memory.usage_in_bytes", "total_inactive_file")
         return CgroupLimits(
             version=1,
             cpu_quota_cores=min(quotas) if quotas else None,
             memory_limit_bytes=limit,
-            memory_usage_bytes=self._usage(usage_dir, "memory.usage_in_bytes"),
+            memory_usage_bytes=usage,
+            memory_inactive_file_bytes=inactive,
         )
 
     def _tightest_memory(self, filename: str) -> tuple[int | None, Path | None]:
@@ -229,12 +264,13 @@ class CgroupReader:
                 best, where = limit, directory
         return best, where
 
-    def _usage(self, limit_dir: Path | None, filename: str) -> int | None:
+    def _usage(self, limit_dir: Path | None, filename: str, inactive_key: str) -> tuple[int | None, int | None]:
+        """(usage, inactive file bytes) of the first cgroup along the chain that has a usage."""
         for directory in ((limit_dir,) if limit_dir is not None else ()) + self._memory_dirs:
             usage = _read_int(directory / filename)
             if usage is not None and usage >= 0:
-                return usage
-        return None
+                return usage, parse_memory_stat(_read_text(directory / "memory.stat"), inactive_key)
+        return None, None
 
 
 def effective_cpu_count(cpu_quota_cores: float | None, affinity_count: int | None,
@@ -254,13 +290,15 @@ def effective_memory(host_total_bytes: int | None, host_available_bytes: int | N
     """``(total_bytes, used_bytes, percent, source)`` of the memory the worker may use.
 
     ``source`` is ``"cgroup"`` when a memory limit below the host total applies (total = the
-    limit, used = the cgroup's usage), else ``"host"`` (``psutil.virtual_memory()`` figures:
-    used = total - available). ``percent`` is 0-100, ``None`` when a figure is unknown.
-    Example: limit 2 GiB, usage 1.5 GiB on a 128 GiB host -> (2 GiB, 1.5 GiB, 75.0, "cgroup").
+    limit, used = the cgroup's working set: usage minus inactive file pages), else ``"host"``
+    (``psutil.virtual_memory()`` figures: used = total - available, which leaves reclaimable
+    cache out too). ``percent`` is 0-100, ``None`` when a figure is unknown.
+    Example: limit 2 GiB, usage 1.5 GiB of which 0.5 GiB inactive file pages, on a 128 GiB host
+    -> (2 GiB, 1 GiB, 50.0, "cgroup").
     """
     limit = limits.memory_limit_bytes
     if limit is not None and (host_total_bytes is None or limit < host_total_bytes):
-        used = limits.memory_usage_bytes
+        used = limits.memory_working_set_bytes
         return limit, used, (None if used is None else 100.0 * used / limit), "cgroup"
     if host_total_bytes is None or host_available_bytes is None or host_total_bytes <= 0:
         return host_total_bytes, None, None, "host"

@@ -8,6 +8,7 @@ values; it does no other I/O. A group that raises loses only its own fields for 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ import psutil as _psutil
 from fleet_hwmon.sample import DiskIO, MountUsage, NicIO
 from fleet_hwmon.sampling.cgroup import CgroupLimits, CgroupReader, effective_cpu_count, effective_memory
 from fleet_hwmon.sampling.counters import CounterRates, summed
+
+log = logging.getLogger(__name__)
 
 # Mount types that are not storage a test writes to; skipped in the per-mount view.
 _PSEUDO_FS = frozenset({"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2",
@@ -43,9 +46,16 @@ def cpu_busy_total_s(times: Any) -> tuple[float, float]:
     return busy, total
 
 
-def _percent(before: tuple[float, float], after: tuple[float, float]) -> float | None:
-    busy = after[0] - before[0]
-    total = after[1] - before[1]
+def cpu_times_delta(before: Any, after: Any) -> tuple[Any, tuple[str, ...]]:
+    """Per-field delta of two ``psutil.cpu_times()`` tuples, and the names of the fields that went
+    backwards. Such a field counts 0 for the interval, psutil's own rule (some kernels' steal and
+    iowait counters step back), so the other fields still give a percent."""
+    backwards = tuple(name for name, b, a in zip(after._fields, before, after) if a < b)
+    return after._make(max(0.0, a - b) for b, a in zip(before, after)), backwards
+
+
+def _percent(delta: Any) -> float | None:
+    busy, total = cpu_busy_total_s(delta)
     if total <= 0:
         return None
     return min(100.0, max(0.0, 100.0 * busy / total))
@@ -64,6 +74,8 @@ class CpuSource:
     slightly early tick into ``None``. The first reading needs ``min_first_window_s``: the tick
     taken as the monitor starts covers a few milliseconds of its own start-up, a noisy
     figure (at 10 ms per tick, 5 ms on 2 CPUs reads 0, 50 or 100 %) that would raise alerts.
+    A time field that goes backwards counts 0 for that interval (see :func:`cpu_times_delta`);
+    it is logged once per field.
     """
 
     name = "cpu"
@@ -88,6 +100,7 @@ class CpuSource:
             self._affinity = None
         self._logical = self._ps.cpu_count()
         self._has_freq = detail and hasattr(self._ps, "cpu_freq")
+        self._backwards_logged: set[str] = set()
 
     def _quota(self, now_s: float) -> float | None:
         """The cgroup CPU quota, re-read every ``QUOTA_REFRESH_S``: it only changes when the
@@ -98,10 +111,19 @@ class CpuSource:
             self._quota_cache = (now_s, self._cgroup.read().cpu_quota_cores)
         return self._quota_cache[1]
 
-    def _times(self) -> tuple[tuple[float, float], list[tuple[float, float]] | None]:
-        total = cpu_busy_total_s(self._ps.cpu_times())
-        per_cpu = [cpu_busy_total_s(t) for t in self._ps.cpu_times(percpu=True)] if self._per_cpu else None
+    def _times(self) -> tuple[Any, list[Any] | None]:
+        total = self._ps.cpu_times()
+        per_cpu = list(self._ps.cpu_times(percpu=True)) if self._per_cpu else None
         return total, per_cpu
+
+    def _percent_between(self, before: Any, after: Any) -> float | None:
+        delta, backwards = cpu_times_delta(before, after)
+        for name in backwards:
+            if name not in self._backwards_logged:
+                self._backwards_logged.add(name)
+                log.warning("CPU time field %r went backwards (%.2f -> %.2f s); it counts 0 for such "
+                            "intervals", name, getattr(before, name), getattr(after, name))
+        return _percent(delta)
 
     def read(self, now_s: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -110,9 +132,9 @@ class CpuSource:
             self._warm = True
             current = self._times()
             (total_before, per_before), (total_now, per_now) = self._previous, current
-            out["cpu_percent"] = _percent(total_before, total_now)
+            out["cpu_percent"] = self._percent_between(total_before, total_now)
             if per_now is not None and per_before is not None and len(per_now) == len(per_before):
-                out["per_cpu_percent"] = tuple(_percent(b, a) for b, a in zip(per_before, per_now))
+                out["per_cpu_percent"] = tuple(self._percent_between(b, a) for b, a in zip(per_before, per_now))
             self._previous, self._previous_s = current, now_s
         quota = self._quota(now_s)
         out["cgroup_cpu_quota_cores"] = quota
@@ -141,7 +163,9 @@ class MemorySource:
 
     Inside a memory-limited container psutil still reports the host (``/proc/meminfo``); the
     effective total is then ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1) and used is the
-    cgroup's own usage, so percent is measured against what the worker may really use.
+    cgroup's working set (usage less inactive file pages), so percent is measured against what
+    the worker may really use and page cache never makes it look full. The cgroup's raw usage is
+    kept in ``cgroup_memory_usage_bytes``.
     """
 
     name = "memory"
@@ -159,6 +183,7 @@ class MemorySource:
             limits = self._cgroup.read()
             total, used, percent, source = effective_memory(vm.total, vm.available, limits)
             out["cgroup_memory_limit_bytes"] = limits.memory_limit_bytes
+            out["cgroup_memory_usage_bytes"] = limits.memory_usage_bytes
         else:
             total, used, percent, source = effective_memory(vm.total, vm.available, _NO_LIMITS)
         out.update(memory_total_bytes=total, memory_used_bytes=used, memory_percent=percent)
