@@ -42,6 +42,7 @@ from fleet_hwmon.alerts import (
     AlertTracker,
     CallbackDispatcher,
     HardwareAlert,
+    StateAlerts,
     parse_thresholds,
 )
 from fleet_hwmon.clocks import wall_step_s
@@ -110,6 +111,7 @@ class HardwareUtilizationMonitor:
         self.interval_seconds = float(interval)
         self.db_path = db_path
         self._tracker = AlertTracker(parse_thresholds(alert_thresholds), alert_margin_percent)
+        self._state_alerts = StateAlerts()
         self._nvml = None
         self.push_only = push_only
         self._wall_clock = wall_clock
@@ -235,7 +237,7 @@ class HardwareUtilizationMonitor:
             self._sample_count += 1
             for accumulator in self._active_tasks.values():
                 accumulator.add(sample)
-            events = self._tracker.evaluate(sample)
+            events = self._tracker.evaluate(sample) + self._state_alerts.evaluate(sample)
             self._alerts.extend(events)
         if self._store is not None:
             self._store.append(SAMPLES_TABLE, sample)

@@ -90,6 +90,12 @@ class GpuUtilization(_Record):
     ``utilization_percent`` is ``None`` under MIG (NVML cannot report it; ``unavailable_reason``
     says ``"MIG"``) and wherever NVML answers NotSupported. ``simulated`` is True only when the
     values were generated (the demo on a GPU-less host), never for a real reading.
+
+    ``health`` is ``"ok"``, ``"degraded"`` (a new XID error, a jump in uncorrectable ECC errors,
+    a page retirement pending) or ``"lost"`` (NVML answers GpuIsLost / Unknown, or the device
+    vanished: its figures are then ``None``), with ``health_reason``; ``None`` when not read.
+    ``throttle_reasons`` lists the clock-throttle reasons active now (``"thermal"``,
+    ``"power"``, ``"hw_slowdown"``, comma-separated; ``""`` none).
     """
 
     index: int
@@ -108,6 +114,14 @@ class GpuUtilization(_Record):
     parent_uuid: str | None = None  # set on a MIG instance: the physical GPU it belongs to
     unavailable_reason: str | None = None  # why utilization is None ("MIG", "NotSupported")
     simulated: bool = False
+    health: str | None = None  # "ok" | "degraded" | "lost"
+    health_reason: str | None = None
+    xid_count: int | None = None  # critical XID events since monitoring began (nvmlEventSetWait)
+    last_xid: int | None = None  # the latest one's XID code
+    ecc_uncorrectable_errors: int | None = None  # nvmlDeviceGetTotalEccErrors(UNCORRECTED, VOLATILE)
+    retired_pages: int | None = None  # nvmlDeviceGetRetiredPages, both causes
+    retired_pages_pending: bool | None = None  # nvmlDeviceGetRetiredPagesPendingStatus
+    throttle_reasons: str | None = None  # nvmlDeviceGetCurrentClocksThrottleReasons, named
 
     @property
     def memory_percent(self) -> float | None:

@@ -79,7 +79,8 @@ def test_cheap_reads_skip_temperature_power_fan_and_clocks():
 
 
 def test_transient_field_error_is_null_logged_once_and_retried(caplog):
-    fake = make_fake_nvml([rtx_3060(errors={"nvmlDeviceGetTemperature": 15})])  # GPU is lost
+    # NVML_ERROR_NO_DATA (a field with nothing to report right now); a lost GPU is another matter
+    fake = make_fake_nvml([rtx_3060(errors={"nvmlDeviceGetTemperature": 20})])
     gateway = NvmlGateway(module=fake)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for _ in range(5):

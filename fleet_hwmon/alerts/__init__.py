@@ -1,6 +1,8 @@
-"""Alerts: threshold rules and state machine (pure), and the callback dispatcher (a thread)."""
+"""Alerts: threshold rules and state machine, GPU-health and clock-offset state alerts (pure), and
+the callback dispatcher (a thread)."""
 
 from fleet_hwmon.alerts.dispatch import CallbackDispatcher
+from fleet_hwmon.alerts.health import StateAlerts
 from fleet_hwmon.alerts.rules import (
     DEFAULT_THRESHOLDS,
     AlertSeverity,
@@ -12,4 +14,4 @@ from fleet_hwmon.alerts.rules import (
 )
 
 __all__ = ["DEFAULT_THRESHOLDS", "AlertSeverity", "AlertState", "AlertTracker", "CallbackDispatcher",
-           "HardwareAlert", "Threshold", "parse_thresholds"]
+           "HardwareAlert", "StateAlerts", "Threshold", "parse_thresholds"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_hwmon.capabilities.model import (
+    HEALTHY,
     UNHEALTHY,
     HardwareCapability,
     HardwareType,
@@ -73,9 +74,13 @@ def _nvidia_capability(info: dict[str, Any]) -> HardwareCapability:
             "mig_mode": info.get("mig_mode"),
             "mig_instances": list(info.get("mig_instances") or ()),
             "unsupported_metrics": list(info.get("unsupported_fields") or ()),
+            "gpu_health": info.get("health"),  # ok / degraded / lost, as the samples show it
+            "health_reason": info.get("health_reason"),
         },
         scores=scores,
         device_id=info["uuid"],
+        # A lost GPU (fell off the bus) is present but unusable; a degraded one still runs work.
+        health=UNHEALTHY if info.get("health") == "lost" else HEALTHY,
     )
 
 

@@ -8,7 +8,11 @@ exist but cannot be used). :class:`NvmlGateway` records which of these happened 
 
 Per-field failures (``NVMLError_NotSupported`` for power or fan on some boards, utilization
 under MIG) turn that one field into ``None``; each (GPU, field) failure is logged once and
-NotSupported fields are not asked again. GPUs are identified by UUID, never by index, because
+NotSupported fields are not asked again. A GPU that answers ``GpuIsLost`` or ``Unknown`` (fell
+off the bus) is not a field failure: it is marked lost, reported with ``health="lost"`` and no
+figures, and re-probed with exponential backoff while the other GPUs keep being read (see
+``fleet_hwmon.sampling.gpu_health``). Critical XID events, uncorrectable ECC errors, retired
+pages and clock-throttle reasons are read where NVML offers them. GPUs are identified by UUID, never by index, because
 NVML numbers them by PCI bus while CUDA numbers them fastest first
 (see :func:`cuda_visible_devices_for`).
 
@@ -25,15 +29,17 @@ Example::
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import enum
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fleet_hwmon.sample import GpuUtilization
+from fleet_hwmon.sampling.gpu_health import LOST, GpuHealth, throttle_names
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,14 @@ _ERR_NOT_FOUND = 6
 _ERR_DRIVER_NOT_LOADED = 9
 _ERR_LIBRARY_NOT_FOUND = 12
 _ERR_FUNCTION_NOT_FOUND = 13
+_ERR_TIMEOUT = 10
+_ERR_GPU_IS_LOST = 15
 _ERR_LIB_RM_VERSION_MISMATCH = 18
+_ERR_UNKNOWN = 999
+_LOST_ERRORS = {_ERR_GPU_IS_LOST: "GpuIsLost", _ERR_UNKNOWN: "Unknown"}
+_XID_CRITICAL_EVENT = 0x8  # nvmlEventTypeXidCriticalError
+_ECC_UNCORRECTED, _ECC_VOLATILE = 1, 0
+_PAGE_RETIREMENT_CAUSES = (0, 1)  # multiple single-bit ECC errors, double-bit ECC error
 _NVML_TEMPERATURE_GPU = 0
 _NVML_CLOCK_SM = 1
 _NVML_CLOCK_MEM = 2
@@ -121,6 +134,27 @@ def pick_least_loaded_gpu(gpus: Iterable[GpuUtilization]) -> GpuUtilization | No
     return ranked[0] if ranked else None
 
 
+class _GpuLost(Exception):
+    """Raised inside a device read when NVML says the GPU is gone; caught per device."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _nested_pid_namespace(proc_self_status: str) -> bool:
+    """True when this process runs in a PID namespace below the host's (``NSpid`` lists more
+    than one PID): the PIDs NVML reports are then not this namespace's."""
+    try:
+        with open(proc_self_status, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return len(line.split()) > 2
+    except OSError:
+        pass
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class _Device:
     """Static facts about one NVML device, read once at init."""
@@ -137,10 +171,15 @@ class NvmlGateway:
 
     ``module`` is a pynvml-like module (tests pass a fake); ``None`` imports ``pynvml`` on first
     use. ``mig_refresh_s`` bounds how stale the cached MIG layout may be (instances can be
-    created and destroyed while the worker runs).
+    created and destroyed while the worker runs). A lost GPU is re-probed after
+    ``lost_backoff_s[0]`` seconds, doubling up to ``lost_backoff_s[1]``, on ``clock`` (monotonic
+    seconds). ``proc_self_status`` tells whether this process sees the host's PIDs.
     """
 
-    def __init__(self, module: Any = None, *, mig_refresh_s: float = 30.0) -> None:
+    def __init__(self, module: Any = None, *, mig_refresh_s: float = 30.0,
+                 lost_backoff_s: tuple[float, float] = (5.0, 300.0),
+                 clock: Callable[[], float] = time.monotonic,
+                 proc_self_status: str = "/proc/self/status") -> None:
         self._module = module
         self._lock = threading.Lock()
         self._init_done = False
@@ -155,6 +194,13 @@ class NvmlGateway:
         self._logged: set[tuple[str, str]] = set()
         self._log_lock = threading.Lock()
         self._errors = _error_types(module)
+        self._lost_backoff_s = lost_backoff_s
+        self._clock = clock
+        self._health: dict[str, GpuHealth] = {}
+        self._event_set: Any = None  # None: not created yet; False: XID events not available
+        self._proc_self_status = proc_self_status
+        self._nested_pids: bool | None = None
+        self.process_figures_unknown_reason: str | None = None  # why the last process query gave None
 
     # -- init / shutdown --------------------------------------------------------------------
     def _ensure_init(self) -> None:
@@ -235,6 +281,11 @@ class NvmlGateway:
             if not self._init_succeeded or self._shut_down:
                 return
             self._shut_down = True
+            if self._event_set:
+                try:
+                    self._module.nvmlEventSetFree(self._event_set)
+                except self._errors as err:
+                    log.debug("nvmlEventSetFree failed: %s", err)
             try:
                 self._module.nvmlShutdown()
             except self._errors as err:
@@ -279,6 +330,8 @@ class NvmlGateway:
             value = _error_value(err)
             if empty_on is not None and value == empty_on:
                 return []
+            if value in _LOST_ERRORS:
+                raise _GpuLost(_LOST_ERRORS[value]) from err
             permanent = value in (_ERR_NOT_SUPPORTED, _ERR_FUNCTION_NOT_FOUND) or isinstance(err, AttributeError)
             if permanent:
                 self._unsupported.setdefault(uuid, set()).add(field)
@@ -351,30 +404,140 @@ class NvmlGateway:
                                             handle, _NVML_CLOCK_MEM),
         }
 
+    def _health_of(self, uuid: str) -> GpuHealth:
+        health = self._health.get(uuid)
+        if health is None:
+            health = self._health[uuid] = GpuHealth(*self._lost_backoff_s)
+        return health
+
+    def health(self, uuid: str) -> tuple[str, str | None]:
+        """``(state, reason)`` of a GPU: ``("ok", None)``, ``("degraded", "XID 79")``, ``("lost", "GpuIsLost")``."""
+        health = self._health_of(uuid)
+        return health.state, health.reason
+
+    def _health_fields(self, device: _Device) -> dict[str, Any]:
+        """XID, ECC, retired-page and throttle fields of a physical GPU, and its health after them."""
+        uuid, handle = device.uuid, device.handle
+        health = self._health_of(uuid)
+        ecc = self._field(uuid, "ecc_uncorrectable", "nvmlDeviceGetTotalEccErrors", handle,
+                          _ECC_UNCORRECTED, _ECC_VOLATILE)
+        pending = self._field(uuid, "retired_pages_pending", "nvmlDeviceGetRetiredPagesPendingStatus", handle)
+        retired = [self._field(uuid, f"retired_pages_{cause}", "nvmlDeviceGetRetiredPages", handle, cause)
+                   for cause in _PAGE_RETIREMENT_CAUSES]
+        throttle = self._field(uuid, "throttle_reasons", "nvmlDeviceGetCurrentClocksThrottleReasons", handle)
+        health.check(None if ecc is None else int(ecc), None if pending is None else bool(int(pending)))
+        known_retired = [len(pages) for pages in retired if pages is not None]
+        return {
+            "xid_count": health.xid_count, "last_xid": health.last_xid,
+            "ecc_uncorrectable_errors": None if ecc is None else int(ecc),
+            "retired_pages": sum(known_retired) if known_retired else None,
+            "retired_pages_pending": None if pending is None else bool(int(pending)),
+            "throttle_reasons": throttle_names(throttle),
+        }
+
+    def _read_xid_events(self) -> None:
+        """Drain the critical XID events NVML queued since the last read (never waits)."""
+        nvml = self._module
+        if self._event_set is None:
+            self._event_set = False
+            try:
+                event_set = nvml.nvmlEventSetCreate()
+            except self._errors as err:
+                log.info("GPU XID events unavailable: %s", err)
+                return
+            registered = 0
+            for device in self._devices:
+                try:
+                    nvml.nvmlDeviceRegisterEvents(device.handle, _XID_CRITICAL_EVENT, event_set)
+                    registered += 1
+                except self._errors as err:
+                    log.info("GPU %s: XID events unavailable: %s", device.uuid, err)
+            self._event_set = event_set if registered else False
+        if not self._event_set:
+            return
+        wait = getattr(nvml, "nvmlEventSetWait_v2", None) or nvml.nvmlEventSetWait
+        for _ in range(256):  # bounded: a storm of events must not hold up the sample
+            try:
+                event = wait(self._event_set, 0)
+            except self._errors as err:
+                if _error_value(err) != _ERR_TIMEOUT and self._first_time("system", "xid_events"):
+                    log.warning("reading GPU XID events failed: %s", err)
+                return
+            try:
+                uuid = _text(nvml.nvmlDeviceGetUUID(event.device))
+            except self._errors:
+                continue
+            self._health_of(uuid).xid(int(event.eventData))
+            log.warning("GPU %s: XID %s", uuid, int(event.eventData))
+
+    def _lost_reading(self, device: _Device, health: GpuHealth) -> GpuUtilization:
+        return GpuUtilization(index=device.index, uuid=device.uuid, name=device.name,
+                              pci_bus_id=device.pci_bus_id, health=LOST, health_reason=health.reason,
+                              xid_count=health.xid_count, last_xid=health.last_xid)
+
+    def _reprobe(self, device: _Device) -> _Device:
+        """A fresh handle of a lost GPU by its UUID; raises :class:`_GpuLost` when it vanished."""
+        try:
+            handle = self._module.nvmlDeviceGetHandleByUUID(device.uuid)
+        except self._errors as err:
+            value = _error_value(err)
+            raise _GpuLost(_LOST_ERRORS.get(value, "vanished")) from err
+        fresh = _Device(device.index, handle, device.uuid, device.name, device.pci_bus_id)
+        self._devices = tuple(fresh if d.uuid == device.uuid else d for d in self._devices)
+        self._mig_cache.pop(device.uuid, None)
+        return fresh
+
     def read_gpus(self, detailed: bool = False) -> tuple[GpuUtilization, ...]:
         """One reading per GPU, plus one per MIG instance after its parent. ``()`` when unavailable.
 
-        Always read: utilization (``nvmlDeviceGetUtilizationRates().gpu``, percent) and memory
-        (``nvmlDeviceGetMemoryInfo``, bytes). With ``detailed``: temperature (Celsius), power
+        Always read: utilization (``nvmlDeviceGetUtilizationRates().gpu``, percent), memory
+        (``nvmlDeviceGetMemoryInfo``, bytes) and health (``health``, ``health_reason``, XID
+        events, uncorrectable ECC count, retired pages, throttle reasons, each ``None`` where
+        NVML does not offer it). With ``detailed``: temperature (Celsius), power
         (``nvmlDeviceGetPowerUsage`` / 1000, watts), fan (percent), SM and memory clocks (MHz).
         Under MIG the parent's and the instances' utilization is ``None`` with
-        ``unavailable_reason="MIG"``. Never raises.
+        ``unavailable_reason="MIG"``. A lost GPU gives one reading with ``health="lost"`` and
+        no figures; it is asked again only when its re-probe is due. Never raises.
         """
         if not self.available:
             return ()
         out: list[GpuUtilization] = []
+        now_s = self._clock()
+        self._read_xid_events()
         for device in self._devices:
+            health = self._health_of(device.uuid)
+            if not health.probe_due(now_s):
+                out.append(self._lost_reading(device, health))
+                continue
             try:
-                out.extend(self._read_device(device, detailed))
-            except self._errors as err:  # a lost GPU must not take the others with it
+                if health.state == LOST:
+                    device = self._reprobe(device)
+                readings = self._read_device(device, detailed)
+            except _GpuLost as lost:
+                if health.lose(lost.reason, now_s):
+                    log.error("GPU %s lost (%s); re-probing with backoff", device.uuid, lost.reason)
+                out.append(self._lost_reading(device, health))
+                continue
+            except self._errors as err:  # a failing GPU must not take the others with it
                 if self._first_time(device.uuid, "*"):
                     log.warning("GPU %s: reading failed: %s", device.uuid, err)
+                continue
+            if health.state == LOST:
+                health.answered()
+                log.warning("GPU %s answers again: %s", device.uuid, health.state)
+                readings = [dataclasses.replace(r, health=health.state, health_reason=health.reason)
+                            for r in readings]
+            out.extend(readings)
         return tuple(out)
 
     def _read_device(self, device: _Device, detailed: bool) -> list[GpuUtilization]:
         mig_enabled, children = self._mig_layout(device)
         used, total = self._memory(device)
         extra = self._detailed(device) if detailed else {}
+        extra.update(self._health_fields(device))
+        health = self._health_of(device.uuid)
+        if health.state != LOST:  # a recovering GPU's state is set by the caller
+            extra.update(health=health.state, health_reason=health.reason)
         if mig_enabled:
             util, reason = None, "MIG"
         else:
@@ -393,7 +556,7 @@ class NvmlGateway:
                 index=device.index, uuid=child.uuid, name=child.name, utilization_percent=None,
                 memory_used_bytes=child_used, memory_total_bytes=child_total,
                 pci_bus_id=device.pci_bus_id, mig_enabled=True, parent_uuid=device.uuid,
-                unavailable_reason="MIG"))
+                unavailable_reason="MIG", health=extra.get("health"), health_reason=extra.get("health_reason")))
         return readings
 
     # -- processes --------------------------------------------------------------------------
@@ -401,19 +564,45 @@ class NvmlGateway:
         """GPU memory (bytes) used by ``pids``, by GPU or MIG instance UUID. ``None`` when unavailable.
 
         Source: ``nvmlDeviceGetComputeRunningProcesses`` and ``nvmlDeviceGetGraphicsRunningProcesses``
-        (``usedGpuMemory``). A GPU whose process list could be read is present with 0 when none
-        of ``pids`` uses it; a GPU whose list could not be read is absent.
+        (``usedGpuMemory``). Every GPU is present, with 0 when none of ``pids`` uses it. The
+        whole answer is ``None`` (unknown, never 0) when any GPU's compute or graphics list
+        cannot be read (CUDA work shows only in the compute list), a GPU is lost, or NVML's PIDs
+        are not this PID namespace's; :attr:`process_figures_unknown_reason` then says which.
         """
         if not self.available:
             return None
+        reason = self._process_figures_unknown()
+        if reason is not None:
+            return self._unknown(reason)
         result: dict[str, int] = {}
-        for device in self._devices:
-            mig_enabled, children = self._mig_layout(device)
-            for target in (children if mig_enabled and children else (device,)):
-                used = self._process_memory(target, pids)
-                if used is not None:
+        try:
+            for device in self._devices:
+                mig_enabled, children = self._mig_layout(device)
+                for target in (children if mig_enabled and children else (device,)):
+                    used = self._process_memory(target, pids)
+                    if isinstance(used, str):
+                        return self._unknown(f"{used} of GPU {target.uuid} unreadable")
                     result[target.uuid] = used
+        except _GpuLost as lost:
+            return self._unknown(f"a GPU is lost ({lost.reason})")
+        self.process_figures_unknown_reason = None
         return result
+
+    def _process_figures_unknown(self) -> str | None:
+        """Why no per-process figure can be known right now; ``None`` when they can."""
+        if self._nested_pids is None:
+            self._nested_pids = _nested_pid_namespace(self._proc_self_status)
+        if self._nested_pids:
+            return "PIDs outside this PID namespace"
+        lost = sorted(uuid for uuid, health in self._health.items() if health.state == LOST)
+        return f"GPU {lost[0]} lost" if lost else None
+
+    def _unknown(self, reason: str) -> None:
+        """Record (and log once) why per-process figures are unknown; returns ``None``."""
+        self.process_figures_unknown_reason = reason
+        if self._first_time("processes", reason):
+            log.warning("per-process GPU figures unknown: %s", reason)
+        return None
 
     def process_gpu_utilization_percent(self, pids: set[int], last_seen_us: dict[str, int]) -> float | None:
         """GPU utilization of ``pids`` since the previous call, in percent of one GPU (summed over
@@ -430,13 +619,19 @@ class NvmlGateway:
         """
         if not self.available:
             return None
+        reason = self._process_figures_unknown()
+        if reason is not None:
+            return self._unknown(reason)
         total = 0.0
         for device in self._devices:
             if self._mig_layout(device)[0]:
                 return None
             since = last_seen_us.get(device.uuid, 0)
-            samples = self._field(device.uuid, "process_utilization", "nvmlDeviceGetProcessUtilization",
-                                  device.handle, since, empty_on=_ERR_NOT_FOUND)
+            try:
+                samples = self._field(device.uuid, "process_utilization", "nvmlDeviceGetProcessUtilization",
+                                      device.handle, since, empty_on=_ERR_NOT_FOUND)
+            except _GpuLost as lost:
+                return self._unknown(f"a GPU is lost ({lost.reason})")
             if samples is None:
                 return None
             per_pid: dict[int, list[float]] = {}
@@ -450,21 +645,20 @@ class NvmlGateway:
             total += sum(sum(values) / len(values) for values in per_pid.values())
         return total if self._devices else None
 
-    def _process_memory(self, device: _Device, pids: set[int]) -> int | None:
+    def _process_memory(self, device: _Device, pids: set[int]) -> int | str:
+        """Bytes ``pids`` use on ``device``, or the name of the process list that was unreadable."""
         per_pid: dict[int, int] = {}
-        readable = False
-        for field, fn_name in (("compute_processes", "nvmlDeviceGetComputeRunningProcesses"),
-                               ("graphics_processes", "nvmlDeviceGetGraphicsRunningProcesses")):
+        for field, fn_name in (("compute process list", "nvmlDeviceGetComputeRunningProcesses"),
+                               ("graphics process list", "nvmlDeviceGetGraphicsRunningProcesses")):
             procs = self._field(device.uuid, field, fn_name, device.handle)
             if procs is None:
-                continue
-            readable = True
+                return field
             for proc in procs:
                 memory = getattr(proc, "usedGpuMemory", None)
                 if proc.pid in pids and isinstance(memory, int):
                     # a process can be listed as both compute and graphics: count it once
                     per_pid[proc.pid] = max(per_pid.get(proc.pid, 0), memory)
-        return sum(per_pid.values()) if readable else None
+        return sum(per_pid.values())
 
     # -- static description -----------------------------------------------------------------
     def device_info(self) -> list[dict[str, Any]]:
@@ -474,8 +668,9 @@ class NvmlGateway:
         ``compute_capability`` (``(major, minor)`` from ``nvmlDeviceGetCudaComputeCapability``),
         ``driver_version`` (``nvmlSystemGetDriverVersion``), ``cuda_driver_version``
         (``nvmlSystemGetCudaDriverVersion``, e.g. ``"12.4"``), ``mig_mode`` (bool | None),
-        ``mig_instances`` (list of ``{"uuid", "name", "memory_total_bytes"}``) and
-        ``unsupported_fields`` (sorted names, after one detailed probe). Unknown values are None.
+        ``mig_instances`` (list of ``{"uuid", "name", "memory_total_bytes"}``),
+        ``unsupported_fields`` (sorted names, after one detailed probe), ``health`` and
+        ``health_reason`` (a lost GPU's entry has only these and its identity). Unknown values are None.
         """
         if not self.available:
             return []
@@ -485,11 +680,21 @@ class NvmlGateway:
         cuda_text = None if cuda is None else f"{int(cuda) // 1000}.{(int(cuda) % 1000) // 10}"
         info: list[dict[str, Any]] = []
         for device in self._devices:
-            capability = self._field(device.uuid, "compute_capability",
-                                     "nvmlDeviceGetCudaComputeCapability", device.handle)
-            mig_enabled, children = self._mig_layout(device)
-            _, total = self._memory(device)
+            state, reason = self.health(device.uuid)
+            try:
+                if state == LOST:
+                    raise _GpuLost(reason or "lost")
+                capability = self._field(device.uuid, "compute_capability",
+                                         "nvmlDeviceGetCudaComputeCapability", device.handle)
+                mig_enabled, children = self._mig_layout(device)
+                _, total = self._memory(device)
+            except _GpuLost as lost:
+                info.append({"index": device.index, "uuid": device.uuid, "name": device.name,
+                             "pci_bus_id": device.pci_bus_id, "health": LOST, "health_reason": lost.reason})
+                continue
             info.append({
+                "health": state,
+                "health_reason": reason,
                 "index": device.index,
                 "uuid": device.uuid,
                 "name": device.name,

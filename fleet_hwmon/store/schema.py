@@ -114,13 +114,21 @@ def create_table_sql(table: str, record_cls: type) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})'
 
 
-def migration_sql(table: str, record_cls: type, existing: set[str]) -> list[str]:
-    """``ALTER TABLE`` statements adding the columns a file written by an older version lacks."""
-    return [
-        f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}'
-        for c in record_columns(record_cls)
-        if c.name not in existing
-    ]
+def _same_type(sql_a: str, sql_b: str) -> bool:
+    return sql_a.replace('"', "").replace(" ", "").upper() == sql_b.replace('"', "").replace(" ", "").upper()
+
+
+def migration_sql(table: str, record_cls: type, existing: dict[str, str]) -> list[str]:
+    """``ALTER TABLE`` statements for a file written by an older version: the columns it lacks
+    are added, and a list of nested records (``gpus``) whose record gained fields is widened
+    (DuckDB keeps the old values, the new fields are NULL). ``existing``: column -> SQL type."""
+    statements = []
+    for c in record_columns(record_cls):
+        if c.name not in existing:
+            statements.append(f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}')
+        elif c.kind == "records" and not _same_type(existing[c.name], c.sql_type):
+            statements.append(f'ALTER TABLE "{table}" ALTER COLUMN "{c.name}" TYPE {c.sql_type}')
+    return statements
 
 
 def _plain(value: Any, column: Column) -> Any:

@@ -144,9 +144,9 @@ class MetricsStore:
 
         def create() -> None:
             self._con.execute(schema.create_table_sql(table, record_cls))
-            existing = {r[0] for r in self._con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
-            ).fetchall()}
+            existing = dict(self._con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall())
             for statement in schema.migration_sql(table, record_cls, existing):
                 self._con.execute(statement)
             self._tables[table] = record_cls

@@ -44,8 +44,15 @@ NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_UNKNOWN = 999
+NVML_EVENT_TYPE_XID_CRITICAL_ERROR = 0x8
+THROTTLE_HW_SLOWDOWN = 0x8
+THROTTLE_SW_THERMAL = 0x20
+THROTTLE_HW_THERMAL = 0x40
+THROTTLE_SW_POWER_CAP = 0x4
 
 
 def nvml_error(value: int) -> Exception:
@@ -89,7 +96,12 @@ class FakeMigInstance:
 class FakeGpu:
     """One physical GPU. ``not_supported`` names pynvml functions that raise NotSupported on it;
     ``errors`` maps function names to other NVML error values. ``mig_mode`` None = the board has
-    no MIG (``nvmlDeviceGetMigMode`` raises NotSupported); ``(1, 1)`` = MIG on."""
+    no MIG (``nvmlDeviceGetMigMode`` raises NotSupported); ``(1, 1)`` = MIG on.
+
+    Health: ``lost`` set to an NVML error value (15 GpuIsLost, 999 Unknown) makes every call on
+    the GPU raise it; ``vanished`` makes it raise GpuIsLost and ``nvmlDeviceGetHandleByUUID``
+    NotFound. ``xid_events`` is the queue of XID codes ``nvmlEventSetWait_v2`` hands out;
+    ``throttle_reasons`` a ``nvmlClocksThrottleReason*`` bit mask."""
 
     name: str = "NVIDIA GeForce RTX 3060"
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
@@ -112,6 +124,13 @@ class FakeGpu:
     compute_processes: list[FakeProcess] = field(default_factory=list)
     graphics_processes: list[FakeProcess] = field(default_factory=list)
     process_utilization: list[FakeUtilizationSample] = field(default_factory=list)
+    lost: int | None = None
+    vanished: bool = False
+    xid_events: list[int] = field(default_factory=list)
+    ecc_uncorrectable: int = 0
+    retired_pages: dict[int, list[int]] = field(default_factory=dict)  # cause -> page addresses
+    retired_pages_pending: bool = False
+    throttle_reasons: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,10 @@ class FakeNvml(types.ModuleType):
         if name != "nvmlInit" and not self.initialized:
             raise nvml_error(NVML_ERROR_UNINITIALIZED)
         if handle is not None:
+            if handle.gpu.vanished:
+                raise nvml_error(NVML_ERROR_GPU_IS_LOST)
+            if handle.gpu.lost is not None:
+                raise nvml_error(handle.gpu.lost)
             if name in handle.gpu.not_supported:
                 raise nvml_error(NVML_ERROR_NOT_SUPPORTED)
             if name in handle.gpu.errors:
@@ -187,6 +210,16 @@ class FakeNvml(types.ModuleType):
         if not 0 <= index < len(self.gpus):
             raise nvml_error(NVML_ERROR_INVALID_ARGUMENT)
         return _Handle(self.gpus[index])
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> _Handle:
+        self._enter("nvmlDeviceGetHandleByUUID")
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for gpu in self.gpus:
+            if gpu.uuid == uuid and not gpu.vanished:
+                if gpu.lost is not None:
+                    raise nvml_error(gpu.lost)
+                return _Handle(gpu)
+        raise nvml_error(NVML_ERROR_NOT_FOUND)
 
     # -- device facts -------------------------------------------------------------------------
     def nvmlDeviceGetUUID(self, handle: _Handle) -> str | bytes:
@@ -234,6 +267,45 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetClockInfo(self, handle: _Handle, clock: int) -> int:
         self._enter("nvmlDeviceGetClockInfo", handle)
         return handle.gpu.sm_clock_mhz if clock == 1 else handle.gpu.memory_clock_mhz
+
+    # -- health -------------------------------------------------------------------------------
+    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, error_type: int, counter_type: int) -> int:
+        self._enter("nvmlDeviceGetTotalEccErrors", handle)
+        return handle.gpu.ecc_uncorrectable if error_type == 1 else 0
+
+    def nvmlDeviceGetRetiredPages(self, handle: _Handle, cause: int) -> list[int]:
+        self._enter("nvmlDeviceGetRetiredPages", handle)
+        return list(handle.gpu.retired_pages.get(cause, []))
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: _Handle) -> int:
+        self._enter("nvmlDeviceGetRetiredPagesPendingStatus", handle)
+        return int(handle.gpu.retired_pages_pending)
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: _Handle) -> int:
+        self._enter("nvmlDeviceGetCurrentClocksThrottleReasons", handle)
+        return handle.gpu.throttle_reasons
+
+    def nvmlEventSetCreate(self) -> list[_Handle]:
+        self._enter("nvmlEventSetCreate")
+        return []
+
+    def nvmlDeviceRegisterEvents(self, handle: _Handle, event_types: int, event_set: list[_Handle]) -> None:
+        self._enter("nvmlDeviceRegisterEvents", handle)
+        if event_types & NVML_EVENT_TYPE_XID_CRITICAL_ERROR:
+            event_set.append(handle)
+
+    def nvmlEventSetWait_v2(self, event_set: list[_Handle], timeout_ms: int) -> types.SimpleNamespace:
+        """The next queued XID event of a registered GPU; Timeout when there is none."""
+        self._enter("nvmlEventSetWait_v2")
+        for handle in event_set:
+            if handle.gpu.xid_events:
+                return types.SimpleNamespace(device=handle, eventType=NVML_EVENT_TYPE_XID_CRITICAL_ERROR,
+                                             eventData=handle.gpu.xid_events.pop(0),
+                                             gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+        raise nvml_error(NVML_ERROR_TIMEOUT)
+
+    def nvmlEventSetFree(self, event_set: list[_Handle]) -> None:
+        self._enter("nvmlEventSetFree")
 
     # -- MIG ----------------------------------------------------------------------------------
     def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:

@@ -1,0 +1,193 @@
+"""GPU health as state, through the fake NVML with exact inputs: a GPU lost after 10 good samples
+and back, XID events, ECC errors, retired pages, throttle reasons, per-process figures unknown."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from fleet_hwmon.alerts import AlertSeverity, AlertState
+from fleet_hwmon.sampling.gpu_health import GpuHealth, throttle_names
+from fleet_hwmon.sampling.host import GpuSource
+from fleet_hwmon.sampling.nvml import NvmlGateway
+from hardware_capability_detector import HardwareCapabilityDetector, HardwareType
+from hardware_utilization_monitor import HardwareUtilizationMonitor
+from tests.fakes.nvml import (
+    GIB,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_NOT_SUPPORTED,
+    NVML_ERROR_UNKNOWN,
+    THROTTLE_HW_THERMAL,
+    THROTTLE_SW_POWER_CAP,
+    FakeProcess,
+    make_fake_nvml,
+    rtx_3060,
+    rtx_4090,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def device_calls(fake, names=("nvmlDeviceGetMemoryInfo", "nvmlDeviceGetHandleByUUID")) -> int:
+    return sum(fake.calls[n] for n in names)
+
+
+@pytest.mark.parametrize("error", [NVML_ERROR_GPU_IS_LOST, NVML_ERROR_UNKNOWN])
+def test_a_gpu_lost_after_ten_good_samples_is_reprobed_with_backoff_and_comes_back(error):
+    gpu0, gpu1 = rtx_3060(utilization_percent=30, memory_used_bytes=GIB), rtx_4090(utilization_percent=70)
+    fake = make_fake_nvml([gpu0, gpu1])
+    clock = Clock()
+    gateway = NvmlGateway(module=fake, clock=clock, lost_backoff_s=(5.0, 300.0))
+    monitor = HardwareUtilizationMonitor("gpu-box", interval_seconds=3600, sources=[GpuSource(gateway)],
+                                         clock=clock)
+    for _ in range(10):
+        sample = monitor.sample_now()
+        assert [g.health for g in sample.gpus] == ["ok", "ok"]
+        clock.now += 1.0
+    gpu0.lost = error
+    by_second = {}
+    for _ in range(80):  # t = 10 .. 89: lost at 10, probes at 15, 25, 45 fail, back at 50
+        if clock.now == 50.0:
+            gpu0.lost = None
+        before = fake.calls["nvmlDeviceGetHandleByUUID"]
+        sample = monitor.sample_now()
+        by_second[clock.now] = (sample.gpus[0], fake.calls["nvmlDeviceGetHandleByUUID"] - before)
+        # the other GPU keeps being read with real figures
+        assert sample.gpus[1].utilization_percent == 70.0 and sample.gpus[1].health == "ok"
+        clock.now += 1.0
+
+    lost = by_second[10.0][0]
+    expected_reason = {NVML_ERROR_GPU_IS_LOST: "GpuIsLost", NVML_ERROR_UNKNOWN: "Unknown"}[error]
+    assert (lost.health, lost.health_reason) == ("lost", expected_reason)
+    assert lost.utilization_percent is None and lost.memory_used_bytes is None  # unknown, not 0
+    probes = [t for t, (_, calls) in sorted(by_second.items()) if calls]
+    assert probes == [15.0, 25.0, 45.0, 85.0]  # 5, 10, 20, 40 s apart: not every tick
+    assert all(by_second[t][0].health == "lost" for t in range(10, 85))
+    back = by_second[85.0][0]
+    assert (back.health, back.health_reason, back.utilization_percent) == ("ok", None, 30.0)
+
+    health_alerts = [a for a in monitor.get_alerts() if a.resource == "gpu_health"]
+    assert [(a.severity, a.state) for a in health_alerts] == [
+        (AlertSeverity.CRITICAL, AlertState.FIRING), (AlertSeverity.CRITICAL, AlertState.RESOLVED)]
+    assert gpu0.uuid in health_alerts[0].message and expected_reason in health_alerts[0].message
+
+
+def test_a_vanished_gpu_is_lost_and_says_so_on_its_probe():
+    gpu0 = rtx_3060()
+    fake = make_fake_nvml([gpu0, rtx_4090()])
+    clock = Clock()
+    gateway = NvmlGateway(module=fake, clock=clock)
+    gateway.read_gpus()
+    gpu0.vanished = True
+    assert gateway.read_gpus()[0].health_reason == "GpuIsLost"
+    clock.now = 5.0
+    first, second = gateway.read_gpus()
+    assert (first.health, first.health_reason) == ("lost", "vanished")
+    assert second.health == "ok"
+    assert gateway.health(gpu0.uuid) == ("lost", "vanished")
+
+
+def test_xid_ecc_retired_pages_and_throttling_are_read_and_degrade_the_gpu():
+    gpu = rtx_3060(throttle_reasons=THROTTLE_HW_THERMAL | THROTTLE_SW_POWER_CAP,
+                   retired_pages={0: [0x1000], 1: [0x2000, 0x3000]}, ecc_uncorrectable=2)
+    fake = make_fake_nvml([gpu])
+    gateway = NvmlGateway(module=fake)
+    (first,) = gateway.read_gpus()
+    assert (first.health, first.throttle_reasons, first.retired_pages, first.ecc_uncorrectable_errors,
+            first.retired_pages_pending, first.xid_count) == ("ok", "thermal,power", 3, 2, False, 0)
+    gpu.xid_events.append(79)  # fell off the bus, as the driver logs it
+    (second,) = gateway.read_gpus()
+    assert (second.health, second.health_reason, second.xid_count, second.last_xid) == ("degraded", "XID 79", 1, 79)
+    gpu.ecc_uncorrectable = 5
+    (third,) = gateway.read_gpus()
+    assert (third.health, third.health_reason) == ("degraded", "uncorrectable ECC errors 2 -> 5")
+    assert fake.calls["nvmlEventSetCreate"] == 1  # the event set is made once
+
+
+def test_health_fields_are_unknown_where_nvml_does_not_offer_them():
+    gpu = rtx_3060(not_supported={"nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRetiredPages",
+                                  "nvmlDeviceGetRetiredPagesPendingStatus", "nvmlDeviceRegisterEvents",
+                                  "nvmlDeviceGetCurrentClocksThrottleReasons"})
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]))
+    for _ in range(3):
+        (reading,) = gateway.read_gpus()
+    assert (reading.health, reading.ecc_uncorrectable_errors, reading.retired_pages,
+            reading.retired_pages_pending, reading.throttle_reasons) == ("ok", None, None, None, None)
+
+
+def test_health_state_machine():
+    health = GpuHealth(base_s=2.0, max_s=5.0)
+    assert health.lose("GpuIsLost", 0.0) and not health.lose("GpuIsLost", 2.0)
+    assert health.lose("GpuIsLost", 6.0) is False and health.next_probe_s == 11.0  # capped at 5 s
+    health.xid(48)  # a double-bit ECC XID while lost: remembered, shown after the recovery
+    health.answered()
+    assert (health.state, health.reason) == ("degraded", "XID 48")
+    assert throttle_names(0) == "" and throttle_names(None) is None and throttle_names(0x8) == "hw_slowdown"
+
+
+def test_a_pending_page_retirement_degrades():
+    gateway = NvmlGateway(module=make_fake_nvml([rtx_3060(retired_pages_pending=True)]))
+    (reading,) = gateway.read_gpus()
+    assert (reading.health, reading.health_reason) == ("degraded", "page retirement pending (reboot needed)")
+
+
+def test_the_capability_detector_reports_a_lost_gpu_unhealthy(tmp_path):
+    gpu0 = rtx_3060()
+    gateway = NvmlGateway(module=make_fake_nvml([gpu0, rtx_4090()]))
+    detector = HardwareCapabilityDetector(worker_id="w1", nvml=gateway, sys_root=tmp_path / "sys",
+                                          dev_root=tmp_path / "dev", env={})
+    gateway.read_gpus()
+    gpu0.lost = NVML_ERROR_GPU_IS_LOST
+    gateway.read_gpus()
+    caps = detector.detect_all_capabilities()
+    everything = caps.of_type(HardwareType.GPU, healthy_only=False)
+    healthy = caps.of_type(HardwareType.GPU)
+    assert [c.capabilities["uuid"] for c in healthy] == [rtx_4090().uuid]
+    sick = next(c for c in everything if c.capabilities["uuid"] == gpu0.uuid)
+    assert (sick.health, sick.capabilities["health_reason"]) == ("unhealthy", "GpuIsLost")
+    assert detector.to_coordinator_capabilities(caps)["gpu"]["name"] == "NVIDIA GeForce RTX 4090"
+
+
+# -- per-process figures ------------------------------------------------------------------------
+def test_process_memory_is_unknown_when_the_compute_list_cannot_be_read(caplog):
+    gpu = rtx_3060(errors={"nvmlDeviceGetComputeRunningProcesses": 4},  # NVML_ERROR_NO_PERMISSION
+                   graphics_processes=[FakeProcess(100, 1 * GIB)])
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]))
+    with caplog.at_level(logging.WARNING):
+        assert gateway.process_gpu_memory_bytes({100}) is None  # never the graphics list's 1 GiB alone
+        assert gateway.process_gpu_memory_bytes({100}) is None
+    assert gateway.process_figures_unknown_reason == f"compute process list of GPU {gpu.uuid} unreadable"
+    assert len([r for r in caplog.records if "per-process GPU figures unknown" in r.getMessage()]) == 1
+
+
+def test_process_figures_are_unknown_outside_the_host_pid_namespace(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nNSpid:\t48213\t7\n")
+    gpu = rtx_3060(compute_processes=[FakeProcess(7, 2 * GIB)])
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]), proc_self_status=str(status))
+    assert gateway.process_gpu_memory_bytes({7}) is None
+    assert gateway.process_gpu_utilization_percent({7}, {}) is None
+    assert gateway.process_figures_unknown_reason == "PIDs outside this PID namespace"
+    status.write_text("Name:\tpython\nNSpid:\t48213\n")
+    host = NvmlGateway(module=make_fake_nvml([gpu]), proc_self_status=str(status))
+    assert host.process_gpu_memory_bytes({7}) == {gpu.uuid: 2 * GIB}
+
+
+def test_process_figures_are_unknown_while_a_gpu_is_lost():
+    gpu0 = rtx_3060(compute_processes=[FakeProcess(7, 2 * GIB)])
+    gateway = NvmlGateway(module=make_fake_nvml([gpu0, rtx_4090()]))
+    assert gateway.process_gpu_memory_bytes({7}) == {gpu0.uuid: 2 * GIB, rtx_4090().uuid: 0}
+    gpu0.lost = NVML_ERROR_GPU_IS_LOST
+    assert gateway.process_gpu_memory_bytes({7}) is None
+    assert gateway.process_figures_unknown_reason == "a GPU is lost (GpuIsLost)"
+    gateway.read_gpus()
+    assert gateway.process_gpu_utilization_percent({7}, {}) is None
+    assert gateway.process_figures_unknown_reason == f"GPU {gpu0.uuid} lost"
