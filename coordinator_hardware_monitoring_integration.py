@@ -351,6 +351,7 @@ class CoordinatorHardwareMonitoringIntegration:
                                 "gpu_percent": latest.gpu_utilization_percent if latest else None},
                     "simulated_fields": list(latest.simulated_fields) if latest else [],
                     **state,
+                    "clock_offset_s": self._offsets.offset_s(worker_id),
                     "overloaded": bool(latest and any(
                         v is not None and v > self.utilization_threshold
                         for v in (latest.cpu_percent, latest.memory_percent, latest.gpu_utilization_percent))),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,9 @@ class TaskResourceUsage:
     seconds from ``psutil.Process.cpu_times``, RSS from ``memory_info``, bytes from
     ``io_counters``, GPU memory and utilization from NVML per PID; ``process_gpu_utilization_percent``
     is the tree's mean GPU utilization in percent of one GPU); ``simulated_fields`` names generated
-    values."""
+    values. ``hardware_events`` says what the worker's GPUs went through while the task ran
+    (``"GPU 0 lost: GpuIsLost"``, ``"GPU 0 XID 79"``, ``"GPU 0 thermal throttling"``, ...; see
+    :func:`gpu_events`), so a failure can be told from a sick machine's."""
 
     task_id: str
     worker_id: str
@@ -59,6 +61,14 @@ class TaskResourceUsage:
     process_gpu_memory_peak_bytes: int | None = None
     process_gpu_utilization_percent: float | None = None
     simulated_fields: tuple[str, ...] = ()
+    hardware_events: tuple[str, ...] = ()
+
+    @property
+    def hardware_verdict(self) -> str | None:
+        """``"failed on a degraded GPU"`` for a failed task whose GPU was lost, degraded or
+        raised an XID while it ran, ``"failed on a throttled GPU"`` for one that saw only
+        throttling; ``None`` otherwise."""
+        return hardware_verdict(self.success, self.hardware_events)
 
     def with_process_usage(self, **fields: Any) -> TaskResourceUsage:
         """A copy with ``process_*`` (or other) fields filled in."""
@@ -70,7 +80,39 @@ class TaskResourceUsage:
             if out[key] is not None:
                 out[key] = out[key].isoformat()
         out["simulated_fields"] = list(self.simulated_fields)
+        out["hardware_events"] = list(self.hardware_events)
         return out
+
+
+_SICK = (" lost", " degraded", " XID ")
+
+
+def hardware_verdict(success: bool | None, events: Any) -> str | None:
+    """See :attr:`TaskResourceUsage.hardware_verdict`; ``events`` as stored (a list of strings)."""
+    if success is not False or not events:
+        return None
+    if any(marker in event for event in events for marker in _SICK):
+        return "failed on a degraded GPU"
+    return "failed on a throttled GPU"
+
+
+def gpu_events(before: GpuUtilization | None, now: GpuUtilization) -> list[str]:
+    """What changed on one GPU between two samples of a task (``before`` None: the task's first
+    sample, when an unhealthy state or throttling already counts): a health change, a new XID
+    event, thermal or hardware-slowdown throttling."""
+    name = f"GPU {now.index}"
+    events = []
+    was = "ok" if before is None else before.health
+    if now.health is not None and now.health != was:
+        reason = f": {now.health_reason}" if now.health_reason else ""
+        events.append(f"{name} {'ok again' if now.health == 'ok' else now.health}{reason}")
+    if before is not None and now.xid_count is not None and before.xid_count is not None \
+            and now.xid_count > before.xid_count:
+        events.append(f"{name} XID {now.last_xid}")
+    for reason in ("thermal", "hw_slowdown"):
+        if reason in (now.throttle_reasons or "").split(","):
+            events.append(f"{name} {reason.replace('_', ' ')} throttling")
+    return events
 
 
 class _Stat:
@@ -125,6 +167,8 @@ class TaskAccumulator:
         self._simulated: set[str] = set()
         self._last_time: datetime | None = None
         self._last_s: float | None = None
+        self._gpus: dict[str, GpuUtilization] = {}  # the latest reading of each GPU during the task
+        self._events: dict[str, None] = {}  # hardware events, in order, each once
 
     def _since(self, sample: ResourceUtilization) -> tuple[float | None, float | None]:
         """Seconds from the task's start and from the previous sample of the task to ``sample``
@@ -150,6 +194,10 @@ class TaskAccumulator:
         if since_last is not None:
             for name, total in self._totals.items():
                 total.add(getattr(sample, name), since_last)
+        for gpu in sample.gpus:
+            for event in gpu_events(self._gpus.get(gpu.uuid), gpu):
+                self._events.setdefault(event)
+            self._gpus[gpu.uuid] = gpu
         self._simulated.update(sample.simulated_fields)
         self._last_time = sample.timestamp
         self._last_s = sample.monotonic_s
@@ -186,4 +234,5 @@ class TaskAccumulator:
             net_sent_bytes=totals["net_sent_bytes_per_s"].bytes,
             net_recv_bytes=totals["net_recv_bytes_per_s"].bytes,
             simulated_fields=tuple(sorted(self._simulated)),
+            hardware_events=tuple(self._events),
         )

@@ -153,7 +153,7 @@ def test_ingestion_maps_remote_samples_to_coordinator_time_and_stores_the_origin
                                                   wall_clock=clocks.now, detect_capabilities=False) as integration:
         sent = EPOCH + timedelta(minutes=10)
         integration.update_worker_utilization("ahead", remote_sample("ahead", sent, 20.0))
-        view = integration._views["ahead"]
+        view = integration.scheduler._views["ahead"]
         assert view.latest.timestamp == EPOCH  # coordinator time
         stored = integration.get_worker_utilization("ahead")
         assert stored.timestamp == sent and stored.clock_offset_s == pytest.approx(600.0)
@@ -164,3 +164,51 @@ def test_ingestion_maps_remote_samples_to_coordinator_time_and_stores_the_origin
                 "ahead", remote_sample("ahead", clocks.now() + timedelta(minutes=10), 60.0))
         usage = integration.stop_task_monitoring("t1", "ahead")
         assert (usage.sample_count, usage.duration_s, usage.mean_cpu_percent) == (3, 3.0, 60.0)
+
+
+SKEWS = {"ahead": timedelta(minutes=10), "behind": timedelta(minutes=-10), "on-1": timedelta(0),
+         "on-2": timedelta(0)}
+
+
+def place_burst(correct_offsets: bool = True) -> dict[str, int]:
+    """Eight 3-core tasks onto four identical idle 8-core workers (two fit each), one 10 minutes
+    ahead and one 10 minutes behind; every worker sends a sample each half second, within the
+    in-flight hold (5 s), so no sample shows the tasks yet."""
+    from collections import Counter
+
+    clocks = Clocks(1000.0)
+    coordinator = Coordinator(max_tasks_per_worker=8, seed=0)
+    for worker in SKEWS:
+        coordinator.register_worker(worker, {"hardware": ["cpu"], "memory": {"total_gb": 16},
+                                             "cpu": {"cores_effective": 8}})
+    counts: Counter[str] = Counter()
+    with CoordinatorHardwareMonitoringIntegration(coordinator, clock=clocks.monotonic, wall_clock=clocks.now,
+                                                  detect_capabilities=False, seed=3) as integration:
+        if not correct_offsets:  # what the views saw before: the worker's own clock
+            integration._offsets.observe = lambda w, sent, received, received_s: type(
+                "Raw", (), {"monotonic_s": received_s, "offset_s": 0.0})()
+        for worker in SKEWS:
+            integration.history.record(worker, "unit", success=True, duration_s=60.0, cpu_seconds=180.0)
+
+        def tick() -> None:
+            for worker, skew in SKEWS.items():
+                integration.update_worker_utilization(worker, remote_sample(worker, clocks.now() + skew, 10.0))
+            clocks.advance(0.5)
+
+        tick()
+        for n in range(8):
+            chosen = integration.decide_task(cpu_task_of(f"t{n}"), list(SKEWS), dict(counts)).chosen_worker_id
+            counts[chosen] += 1
+            tick()
+    return dict(counts)
+
+
+def cpu_task_of(task_id: str) -> dict[str, Any]:
+    return {"task_id": task_id, "type": "unit", "priority": 1, "requirements": {"hardware": ["cpu"]}}
+
+
+def test_workers_ten_minutes_ahead_or_behind_get_their_fair_share():
+    assert place_burst() == {"ahead": 2, "behind": 2, "on-1": 2, "on-2": 2}
+    # Judged by their own clocks the worker ahead looks drained at once and draws far more.
+    skewed = place_burst(correct_offsets=False)
+    assert skewed["ahead"] > 2 and skewed["behind"] < 2

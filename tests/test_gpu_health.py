@@ -191,3 +191,54 @@ def test_process_figures_are_unknown_while_a_gpu_is_lost():
     gateway.read_gpus()
     assert gateway.process_gpu_utilization_percent({7}, {}) is None
     assert gateway.process_figures_unknown_reason == f"GPU {gpu0.uuid} lost"
+
+
+# -- flaky tests meet sick hardware ---------------------------------------------------------------
+def test_an_xid_and_thermal_throttling_during_a_failed_task_are_recorded_and_reported(tmp_path):
+    from datetime import timedelta
+
+    from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+    from fleet_hwmon.coordinator.coordinator import Coordinator
+    from fleet_hwmon.sample import ResourceUtilization, utc_now
+    from fleet_hwmon.store import close_store, open_store
+
+    gpu = rtx_3060(utilization_percent=90)
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]))
+    coordinator = Coordinator(max_tasks_per_worker=2, seed=0)
+    caps = {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 16}, "cpu": {"cores_effective": 8},
+            "gpu": {"name": gpu.name, "cuda_compute": 8.6, "memory_gb": 12}}
+    coordinator.register_worker("gpu-box", caps)
+    db = str(tmp_path / "sick.duckdb")
+    start = utc_now()
+
+    def push(n: int) -> None:
+        integration.update_worker_utilization("gpu-box", ResourceUtilization(
+            worker_id="gpu-box", timestamp=start + timedelta(seconds=n), cpu_percent=20.0, gpus=gateway.read_gpus()))
+
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db, detect_capabilities=False) as integration:
+        push(0)
+        integration.start_task_monitoring("flaky-or-sick", "gpu-box", "gpu-training")
+        integration.start_task_monitoring("healthy-fail", "gpu-box", "gpu-training")
+        usage_healthy = integration.stop_task_monitoring("healthy-fail", "gpu-box", success=False, error="assert")
+        push(1)
+        gpu.xid_events.append(79)
+        gpu.throttle_reasons = THROTTLE_HW_THERMAL
+        push(2)
+        usage = integration.stop_task_monitoring("flaky-or-sick", "gpu-box", success=False, error="CUDA error")
+        report = tmp_path / "report.html"
+        integration.generate_html_report(str(report))
+    assert usage.hardware_events == ("GPU 0 degraded: XID 79", "GPU 0 XID 79", "GPU 0 thermal throttling")
+    assert usage.hardware_verdict == "failed on a degraded GPU"
+    assert usage_healthy.hardware_events == () and usage_healthy.hardware_verdict is None
+    store = open_store(db)
+    try:
+        rows = store.query_dicts("SELECT task_id, hardware_events FROM task_resource_usage ORDER BY task_id")
+    finally:
+        close_store(store)
+    assert rows == [{"task_id": "flaky-or-sick", "hardware_events": list(usage.hardware_events)},
+                    {"task_id": "healthy-fail", "hardware_events": []}]
+    html = report.read_text()
+    assert html.count("failed on a degraded GPU") == 1
+    sick_row = html[html.index("flaky-or-sick"):]
+    assert sick_row.index("failed on a degraded GPU") < sick_row.index("</tr>")
+    assert "GPU 0 degraded" in html  # the worker's latest sample: the GPU is degraded now

@@ -78,6 +78,27 @@ def test_migration_adds_missing_columns_and_keeps_old_rows(db_path):
     assert versions == [(SCHEMA_VERSION,)]
 
 
+def test_migration_widens_the_gpu_records_of_an_older_file(db_path):
+    from fleet_hwmon.sample import GpuUtilization
+
+    with duckdb.connect(db_path) as con:  # GPUs as an older version stored them, before health
+        con.execute('CREATE TABLE resource_utilization (worker_id VARCHAR, timestamp TIMESTAMPTZ, '
+                    'gpus STRUCT("index" BIGINT, uuid VARCHAR, name VARCHAR, utilization_percent DOUBLE)[])')
+        con.execute("INSERT INTO resource_utilization VALUES ('old', '2025-06-01 10:00:00+00', "
+                    "[{'index': 0, 'uuid': 'GPU-a', 'name': 'A', 'utilization_percent': 12.5}])")
+    store = open_store(db_path)
+    try:
+        store.ensure_table("resource_utilization", ResourceUtilization)
+        store.append("resource_utilization", fed("new", 0, gpus=(GpuUtilization(
+            0, "GPU-b", "B", utilization_percent=50.0, health="lost", health_reason="GpuIsLost"),)))
+        rows = queries.samples(store)
+    finally:
+        close_store(store)
+    old, new = ({g["uuid"]: g for g in r["gpus"]} for r in rows)
+    assert old["GPU-a"]["utilization_percent"] == 12.5 and old["GPU-a"]["health"] is None
+    assert (new["GPU-b"]["health"], new["GPU-b"]["health_reason"]) == ("lost", "GpuIsLost")
+
+
 def test_reopening_does_not_duplicate_schema_rows(db_path):
     for _ in range(3):
         store = open_store(db_path)

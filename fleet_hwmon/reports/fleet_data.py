@@ -26,6 +26,7 @@ from fleet_hwmon.reports.fleet_metrics import (
     simulated_task_columns,
 )
 from fleet_hwmon.sample import finite
+from fleet_hwmon.tasks import hardware_verdict
 from fleet_hwmon.store.writer import MetricsStore
 
 SAMPLES = "resource_utilization"
@@ -201,11 +202,17 @@ def _latest_samples(reader: _Reader) -> dict[str, dict]:
         values.append(f"{metric.sql if available else 'NULL'} AS {resource}_percent")
     values = ", ".join(values)
     extras = ", ".join(reader.col(SAMPLES, c) for c in ("simulated_fields", "gpus", "memory_total_bytes",
-                                                        "cpu_count_effective"))
+                                                        "cpu_count_effective", "clock_offset_s"))
     sql = (f"SELECT r.worker_id, r.timestamp, {values}, {extras} FROM {SAMPLES} r "
            f"JOIN (SELECT worker_id, max(timestamp) AS last FROM {SAMPLES} GROUP BY worker_id) l "
            f"ON r.worker_id = l.worker_id AND r.timestamp = l.last")
     return {str(row["worker_id"]): row for row in reader.dicts(sql)}
+
+
+def _sick_gpus(gpus: Any) -> list[dict[str, Any]]:
+    """The GPUs of a worker's latest sample whose health is not ok: index, uuid, health, reason."""
+    return [{"index": g.get("index"), "uuid": g.get("uuid"), "health": g["health"], "reason": g.get("health_reason")}
+            for g in gpus or () if isinstance(g, Mapping) and g.get("health") not in (None, "ok")]
 
 
 def _sample_simulation(reader: _Reader) -> dict[str, set[str]] | None:
@@ -398,6 +405,9 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
             "overloaded": view.get("overloaded") if isinstance(view.get("overloaded"), bool) else None,
             "excluded_reason": None if view.get("excluded_reason") is None else str(view["excluded_reason"]),
             "excluded_resource": view.get("excluded_resource"),
+            # the worker's clock minus the coordinator's (seconds), estimated from its samples
+            "clock_offset_s": finite(view["clock_offset_s"] if "clock_offset_s" in view else last.get("clock_offset_s")),
+            "sick_gpus": _sick_gpus(last.get("gpus")),
             "hardware": _hardware(caps, cap_row, last),
             "current": current,
             "simulated_fields": simulated_fields,
@@ -497,6 +507,8 @@ def _tasks(reader: _Reader) -> dict[str, Any]:
         far_past = datetime.min.replace(tzinfo=timezone.utc)
         rows.sort(key=lambda r: r.get("start_time") or far_past, reverse=True)
     for task in rows:
+        task["hardware_events"] = list(task.get("hardware_events") or [])
+        task["hardware_verdict"] = hardware_verdict(task.get("success"), task["hardware_events"])
         task["simulated_fields"] = list(task.get("simulated_fields") or [])
         task["simulated"] = simulated_task_columns(task["simulated_fields"])
     out["rows"] = rows
