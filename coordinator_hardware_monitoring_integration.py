@@ -210,7 +210,9 @@ class CoordinatorHardwareMonitoringIntegration:
             return monitor
 
     def _observe(self, sample: ResourceUtilization) -> None:
-        if sample.clock_offset_s:  # the scheduler compares the sample's time with the coordinator's
+        # The scheduler compares the sample's time with the coordinator's; under a millisecond off
+        # (a worker on time, a simulation) it is not worth a copy of the sample.
+        if sample.clock_offset_s is not None and abs(sample.clock_offset_s) >= 0.001:
             sample = dataclasses.replace(sample, timestamp=sample.timestamp - timedelta(seconds=sample.clock_offset_s))
         self.scheduler.observe(sample)
 

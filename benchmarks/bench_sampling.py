@@ -3,7 +3,8 @@
 The sample is ``Sampler(worker, build_host_sources(MonitoringLevel.STANDARD)).sample()`` (no GPU).
 The baseline makes the same reads with nothing around them: ``cpu_times()``, ``getloadavg()``,
 ``virtual_memory()``, ``swap_memory()``, ``disk_usage('/')``, ``disk_io_counters(perdisk=True)``,
-``net_io_counters(pernic=True)`` and one plain read of each cgroup limit file the sampler reads.
+``net_io_counters(pernic=True)`` and one plain read of each cgroup limit file the sampler reads
+(and of ``memory.stat``, for the working set).
 The two are timed alternately in the same run, so both see the same machine load.
 
 Run: ``python benchmarks/bench_sampling.py [--quick] [--runs N]``. The last line printed is
@@ -46,6 +47,8 @@ def cgroup_files(reader: CgroupReader) -> list[Path]:
     for group, name in names:
         for directory in (reader._cpu_dirs if group == "cpu" else reader._memory_dirs):
             files.append(directory / name)
+    if version in (1, 2) and reader._memory_dirs:  # inactive file pages, beside the usage (working set)
+        files.append(reader._memory_dirs[0] / "memory.stat")
     return files
 
 
