@@ -164,6 +164,12 @@ def test_ingestion_maps_remote_samples_to_coordinator_time_and_stores_the_origin
                 "ahead", remote_sample("ahead", clocks.now() + timedelta(minutes=10), 60.0))
         usage = integration.stop_task_monitoring("t1", "ahead")
         assert (usage.sample_count, usage.duration_s, usage.mean_cpu_percent) == (3, 3.0, 60.0)
+        # one warning for the whole run, and the offset in the report
+        alerts = integration.worker_monitors["ahead"].get_alerts(resource="clock_offset")
+        assert [(a.severity.value, a.state.value) for a in alerts] == [("warning", "firing")]
+        assert "600 s ahead of the coordinator's" in alerts[0].message
+        (worker,) = integration.generate_resource_report()["workers"]
+        assert worker["clock_offset_s"] == pytest.approx(600.0)
 
 
 SKEWS = {"ahead": timedelta(minutes=10), "behind": timedelta(minutes=-10), "on-1": timedelta(0),
