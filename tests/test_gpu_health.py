@@ -242,3 +242,36 @@ def test_an_xid_and_thermal_throttling_during_a_failed_task_are_recorded_and_rep
     sick_row = html[html.index("flaky-or-sick"):]
     assert sick_row.index("failed on a degraded GPU") < sick_row.index("</tr>")
     assert "GPU 0 degraded" in html  # the worker's latest sample: the GPU is degraded now
+
+
+def test_a_worker_whose_gpu_is_lost_takes_no_gpu_task_but_still_cpu_tasks(tmp_path):
+    from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+    from fleet_hwmon.coordinator.coordinator import Coordinator
+    from fleet_hwmon.sample import ResourceUtilization, utc_now
+
+    sick_gpu, good_gpu = rtx_4090(utilization_percent=0), rtx_3060(utilization_percent=50)
+    gateways = {"sick": NvmlGateway(module=make_fake_nvml([sick_gpu])),
+                "good": NvmlGateway(module=make_fake_nvml([good_gpu]))}
+    coordinator = Coordinator(max_tasks_per_worker=4, seed=0)
+    for worker, gpu in (("sick", sick_gpu), ("good", good_gpu)):
+        coordinator.register_worker(worker, {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 16},
+                                             "cpu": {"cores_effective": 8},
+                                             "gpu": {"name": gpu.name, "cuda_compute": 8.6, "memory_gb": 12}})
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "lost.duckdb"),
+                                                  detect_capabilities=False) as integration:
+        def push_all() -> None:
+            for worker, gateway in gateways.items():
+                integration.update_worker_utilization(worker, ResourceUtilization(
+                    worker_id=worker, timestamp=utc_now(), cpu_percent=5.0 if worker == "sick" else 60.0,
+                    memory_percent=10.0, gpus=gateway.read_gpus()))
+
+        gpu_task = {"task_id": "g1", "type": "train", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+        cpu_task = {"task_id": "c1", "type": "unit", "priority": 1, "requirements": {"hardware": ["cpu"]}}
+        push_all()
+        assert integration.decide_task(gpu_task, ["sick", "good"], {}).chosen_worker_id == "sick"  # idle GPU
+        sick_gpu.lost = NVML_ERROR_GPU_IS_LOST
+        push_all()
+        decision = integration.decide_task(dict(gpu_task, task_id="g2"), ["sick", "good"], {})
+        assert decision.chosen_worker_id == "good"
+        assert any(e.worker_id == "sick" and "lost" in e.reason for e in decision.exclusions)
+        assert integration.decide_task(cpu_task, ["sick", "good"], {}).chosen_worker_id == "sick"
