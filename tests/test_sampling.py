@@ -183,16 +183,21 @@ def test_c03c_new_nic_contributes_nothing_until_its_second_reading():
     assert out["nics"] == (NicIO("eth0", 1000.0, 0.0), NicIO("tun0", 400.0, 100.0))
 
 
-def test_c03_reset_is_none_never_zero_or_negative():
+def test_c03_reset_is_none_never_zero_or_negative(caplog):
     fake = NicPsutil({"eth0": (1_000_000, 500)})
     source, t0 = network_source(fake)
     fake.nics["eth0"] = (10, 700)  # recv went back (driver reset, not a 32-bit wrap); sent grew
-    out = source.read(t0 + 1.0)
+    with caplog.at_level(logging.INFO, logger="fleet_hwmon.sampling.counters"):
+        out = source.read(t0 + 1.0)
     assert out["net_recv_bytes_per_s"] is None
     assert out["net_sent_bytes_per_s"] == 200.0
     assert out["nics"] == (NicIO("eth0", None, 200.0),)
     fake.nics["eth0"] = (110, 700)
     assert source.read(t0 + 2.0)["net_recv_bytes_per_s"] == 100.0  # the reset value is the new reference
+    fake.nics["eth0"] = (50, 900)  # another reset of the same NIC: no second log line
+    with caplog.at_level(logging.INFO, logger="fleet_hwmon.sampling.counters"):
+        assert source.read(t0 + 3.0)["net_recv_bytes_per_s"] is None
+    assert len([r for r in caplog.records if "counters of eth0 went back" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize(("previous", "current", "delta"), [

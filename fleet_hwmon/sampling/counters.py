@@ -10,7 +10,10 @@ device or driver restarted): a reset has no known rate, ``None``, never 0 or a h
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Sequence
+
+log = logging.getLogger(__name__)
 
 _WRAP_32 = 2**32
 
@@ -41,6 +44,7 @@ class CounterRates:
     def __init__(self) -> None:
         self._previous: dict[str, Sequence[int]] = {}
         self._previous_s: float | None = None
+        self._resets_logged: set[str] = set()
 
     def update(self, counters: Mapping[str, Sequence[int]], now_s: float) -> dict[str, tuple[float | None, ...]]:
         rates: dict[str, tuple[float | None, ...]] = {}
@@ -50,7 +54,10 @@ class CounterRates:
                 before = self._previous.get(device)
                 if before is None:
                     continue  # new device: no rate until it has two readings
-                deltas = (counter_delta(b, c) for b, c in zip(before, values))
+                deltas = [counter_delta(b, c) for b, c in zip(before, values)]
+                if None in deltas and device not in self._resets_logged:
+                    self._resets_logged.add(device)
+                    log.info("counters of %s went back (reset): no rate for that interval", device)
                 rates[device] = tuple(None if d is None else d / elapsed for d in deltas)
         if elapsed is None or elapsed > 0:  # a zero interval keeps the older reference point
             self._previous = dict(counters)
