@@ -275,3 +275,16 @@ def test_a_worker_whose_gpu_is_lost_takes_no_gpu_task_but_still_cpu_tasks(tmp_pa
         assert decision.chosen_worker_id == "good"
         assert any(e.worker_id == "sick" and "lost" in e.reason for e in decision.exclusions)
         assert integration.decide_task(cpu_task, ["sick", "good"], {}).chosen_worker_id == "sick"
+
+
+def test_the_monitor_report_marks_a_task_that_failed_while_its_gpu_was_lost(tmp_path):
+    gpu = rtx_3060()
+    clock = Clock()
+    gateway = NvmlGateway(module=make_fake_nvml([gpu]), clock=clock)
+    monitor = HardwareUtilizationMonitor("gpu-box", interval_seconds=3600, sources=[GpuSource(gateway)])
+    monitor.start_task_monitoring("t-lost")
+    gpu.lost = NVML_ERROR_GPU_IS_LOST
+    usage = monitor.stop_task_monitoring("t-lost", success=False, error="CUDA error: unspecified launch failure")
+    assert usage.hardware_events == ("GPU 0 lost: GpuIsLost",)
+    html = monitor.generate_html_report(str(tmp_path / "summary.html")).read_text()
+    assert "failed on a degraded GPU" in html and "GPU 0 lost: GpuIsLost" in html
