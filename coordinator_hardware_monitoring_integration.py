@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from fleet_hwmon.clock_offset import ClockOffsets
+from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling import CoordinatorContractError, HardwareAwareScheduler, check_contract
 from fleet_hwmon.scoring.decide import SchedulingDecision
@@ -110,6 +111,7 @@ class CoordinatorHardwareMonitoringIntegration:
             max_recorded_candidates=max_recorded_candidates)
         self.history = self.scheduler.history
         self._offsets = ClockOffsets()
+        self._clock_steps = WallClockStepDetector("coordinator")  # one for every reader of these clocks
         self._lock = threading.RLock()
         self._store = None
         self._active = False
@@ -203,7 +205,8 @@ class CoordinatorHardwareMonitoringIntegration:
                 monitor = HardwareUtilizationMonitor(
                     worker_id, self.db_path, self.monitoring_level,
                     self.update_interval_seconds if local else None, self.alert_thresholds,
-                    push_only=not local, wall_clock=self._wall_clock, clock=self._clock)
+                    push_only=not local, wall_clock=self._wall_clock, clock=self._clock,
+                    clock_steps=self._clock_steps)
                 monitor.add_sample_listener(self._observe)
                 self.worker_monitors[worker_id] = monitor
                 monitor.start_monitoring()
@@ -258,7 +261,9 @@ class CoordinatorHardwareMonitoringIntegration:
             raise RuntimeError("initialize() the integration before pushing samples")
         # Coordinator time for everything that compares times (the views, task windows, in-flight
         # accounting); the stored sample keeps the worker's own timestamp beside the offset.
-        mapped = self._offsets.observe(worker_id, sample.timestamp, self._wall_clock(), self._clock())
+        received, received_s = self._wall_clock(), self._clock()
+        self._clock_steps.observe(received, received_s)
+        mapped = self._offsets.observe(worker_id, sample.timestamp, received, received_s)
         sample = dataclasses.replace(sample, monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 

@@ -45,7 +45,7 @@ from fleet_hwmon.alerts import (
     StateAlerts,
     parse_thresholds,
 )
-from fleet_hwmon.clocks import wall_step_s
+from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
@@ -88,6 +88,8 @@ class HardwareUtilizationMonitor:
             starts and ends. A simulation passes its own, with ``clock``.
         clock: monotonic seconds read beside every wall-clock reading: task durations, sample
             membership and intervals come from it, so a wall-clock step changes none of them.
+        clock_steps: the detector that logs a step of these clocks once (default: the monitor's
+            own); monitors reading the same clocks share one.
 
     Raises:
         ValueError: bad level, interval or thresholds.
@@ -102,7 +104,8 @@ class HardwareUtilizationMonitor:
                  nvml: Any = None, enable_gpu: bool = True, flush_interval_s: float = 1.0,
                  alert_margin_percent: float = 5.0, disk_path: str = "/", push_only: bool = False,
                  wall_clock: Callable[[], datetime] = utc_now,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 clock_steps: WallClockStepDetector | None = None) -> None:
         self.worker_id = worker_id or socket.gethostname()
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
@@ -125,7 +128,9 @@ class HardwareUtilizationMonitor:
                     nvml = get_gateway()
                 self._nvml = nvml
             sources = build_host_sources(self.monitoring_level, nvml=self._nvml, disk_path=disk_path)
-        self._sampler = Sampler(self.worker_id, sources, clock=clock, wall_clock=wall_clock)
+        self._clock_steps = clock_steps or WallClockStepDetector(f"worker {self.worker_id}")
+        self._sampler = Sampler(self.worker_id, sources, clock=clock, wall_clock=wall_clock,
+                                clock_steps=self._clock_steps)
         self._history: collections.deque[ResourceUtilization] = collections.deque(maxlen=history_size)
         self._latest: ResourceUtilization | None = None
         self._sample_count = 0
@@ -355,8 +360,10 @@ class HardwareUtilizationMonitor:
             if task_id in self._active_tasks:
                 raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")
             # Only samples taken from now on count: one from before the start says nothing of the task.
-            self._active_tasks[task_id] = TaskAccumulator(task_id, self.worker_id, self._wall_clock(), task_type,
-                                                          start_s=self._clock())
+            start_time, start_s = self._wall_clock(), self._clock()
+            self._active_tasks[task_id] = TaskAccumulator(task_id, self.worker_id, start_time, task_type,
+                                                          start_s=start_s)
+        self._clock_steps.observe(start_time, start_s)
         if not self.push_only:
             self.sample_now()
 
@@ -375,11 +382,7 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             accumulator = self._active_tasks.pop(task_id)
         end_time, end_s = self._wall_clock(), self._clock()
-        # A sampling monitor's sampler logs a step when it happens; a push-only one has none.
-        step_s = wall_step_s(accumulator.start_time, accumulator.start_s, end_time, end_s) if self.push_only else None
-        if step_s is not None:
-            log.warning("task %s on %s: the wall clock stepped by %+.3f s while it ran; its duration and "
-                        "totals come from the monotonic clock", task_id, self.worker_id, step_s)
+        self._clock_steps.observe(end_time, end_s)
         usage = accumulator.snapshot(end_time=end_time, success=success, error=error, end_s=end_s)
         if process_usage:
             usage = usage.with_process_usage(**process_usage)
@@ -417,7 +420,7 @@ class HardwareUtilizationMonitor:
             "running": self.is_running,
             "samples": self._sample_count,
             "late_ticks": self._late_ticks,
-            "wall_clock_steps": self._sampler.clock_steps,
+            "wall_clock_steps": self._clock_steps.steps,
             "source_errors": dict(self._sampler.errors),
             "gpu_monitoring": None if self._nvml is None else
             {"status": self._nvml.status.name.lower(), "reason": self._nvml.reason},

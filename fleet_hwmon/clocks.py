@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 
 log = logging.getLogger(__name__)
@@ -49,22 +50,27 @@ class WallClockStepDetector:
     """Logs a wall-clock step once, when two consecutive readings disagree (see :func:`wall_step_s`).
 
     ``observe(wall, monotonic_s)`` returns the step in seconds (``None`` when there was none);
-    ``steps`` counts the steps seen. Not thread-safe: one detector per reading thread (the
-    sampler calls it under its own lock).
+    ``steps`` counts the steps seen. One detector per pair of clocks, shared by everything that
+    reads them (a sampler, task starts and ends, sample arrivals), so a step is logged once
+    however many readers see it. Thread-safe.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.steps = 0
         self._previous: tuple[datetime, float] | None = None
+        self._lock = threading.Lock()
 
     def observe(self, wall: datetime, monotonic_s: float) -> float | None:
-        previous, self._previous = self._previous, (wall, monotonic_s)
-        if previous is None:
-            return None
-        step = wall_step_s(previous[0], previous[1], wall, monotonic_s)
+        with self._lock:
+            previous = self._previous
+            if previous is not None and monotonic_s < previous[1]:
+                return None  # read before the latest reading (another thread): nothing to compare
+            self._previous = (wall, monotonic_s)
+            step = None if previous is None else wall_step_s(previous[0], previous[1], wall, monotonic_s)
+            if step is not None:
+                self.steps += 1
         if step is not None:
-            self.steps += 1
             log.warning("%s: the wall clock stepped by %+.3f s (durations and rates keep the monotonic "
                         "clock; stored timestamps follow the wall clock)", self.name, step)
         return step

@@ -218,3 +218,25 @@ def test_workers_ten_minutes_ahead_or_behind_get_their_fair_share():
     # Judged by their own clocks the worker ahead looks drained at once and draws far more.
     skewed = place_burst(correct_offsets=False)
     assert skewed["ahead"] > 2 and skewed["behind"] < 2
+
+
+def test_a_coordinator_clock_step_is_logged_once_however_many_workers_and_tasks_see_it(caplog):
+    clocks = Clocks(1000.0)
+    coordinator = Coordinator(max_tasks_per_worker=4, seed=0)
+    for worker in ("w1", "w2", "w3"):
+        coordinator.register_worker(worker, {"hardware": ["cpu"], "memory": {"total_gb": 16},
+                                             "cpu": {"cores_effective": 8}})
+    with CoordinatorHardwareMonitoringIntegration(coordinator, clock=clocks.monotonic, wall_clock=clocks.now,
+                                                  detect_capabilities=False) as integration:
+        for worker in ("w1", "w2", "w3"):
+            integration.start_task_monitoring(f"t-{worker}", worker, "unit")
+        clocks.advance(1)
+        with caplog.at_level(logging.WARNING, logger="fleet_hwmon.clocks"):
+            clocks.step(DAY_S)
+            for worker in ("w1", "w2", "w3"):
+                integration.update_worker_utilization(worker, remote_sample(worker, clocks.now(), 30.0))
+                clocks.advance(1)
+                usage = integration.stop_task_monitoring(f"t-{worker}", worker)
+                assert usage.duration_s < 5
+        assert len([r for r in caplog.records if "stepped" in r.getMessage()]) == 1
+        assert integration.worker_monitors["w1"].status()["wall_clock_steps"] == 1

@@ -38,12 +38,14 @@ class Sampler:
     state, and a task's start/stop sample may run beside the sampling thread.
 
     Each sample carries the wall-clock ``timestamp`` and the monotonic ``monotonic_s`` read
-    together; a step of the wall clock between two samples is logged once (``clock_steps``).
+    together; a step of the wall clock between two readings is logged once by ``clock_steps``
+    (a :class:`WallClockStepDetector`, shared with whoever else reads the same clocks).
     """
 
     def __init__(self, worker_id: str, sources: Sequence[MetricSource], *,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], Any] = utc_now) -> None:
+                 wall_clock: Callable[[], Any] = utc_now,
+                 clock_steps: WallClockStepDetector | None = None) -> None:
         self.worker_id = worker_id
         self.sources = list(sources)
         self.errors: dict[str, int] = {s.name: 0 for s in self.sources}
@@ -51,19 +53,14 @@ class Sampler:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._log = RateLimitedLogger(log)
-        self._steps = WallClockStepDetector(f"worker {worker_id}")
-
-    @property
-    def clock_steps(self) -> int:
-        """Wall-clock steps seen between consecutive samples."""
-        return self._steps.steps
+        self.clock_steps = clock_steps or WallClockStepDetector(f"worker {worker_id}")
 
     def sample(self, task_ids: Sequence[str] = ()) -> ResourceUtilization:
         fields: dict[str, Any] = {}
         with self._lock:
             now_s = self._clock()
             timestamp = self._wall_clock()
-            self._steps.observe(timestamp, now_s)
+            self.clock_steps.observe(timestamp, now_s)
             for source in self.sources:
                 try:
                     fields.update(source.read(now_s))
