@@ -168,9 +168,10 @@ def run(args: argparse.Namespace) -> int:
         exported = integration.export_json(args.export_json) if args.export_json else None
         stats = integration.scheduler_statistics()
     finally:
-        integration.shutdown()
+        # The coordinator first: its last results and samples still go to the integration.
         if use_cluster:
             coordinator.close()
+        integration.shutdown()
     counts = coordinator.counts()
     print(f"{counts['completed']} tasks completed, {counts['failed']} failed"
           + (f", stopped after {args.duration:g} s with {counts['queued']} still queued" if timed_out else "")

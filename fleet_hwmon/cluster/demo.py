@@ -54,5 +54,9 @@ class ClusterFleet:
             log.warning("only %d of %d Dask workers joined within %.0f s; going on with them",
                         len(self._coordinator.workers), self._workers, self._timeout_s)
 
+    def push_all(self) -> None:
+        """Fetch the workers' latest published samples now (the live view's last frame)."""
+        self._coordinator.refresh()
+
     def stop(self) -> None:
         """Nothing to stop: the coordinator's ``stop`` ends the watching."""
