@@ -3,6 +3,10 @@
 The cluster tests are skipped when Dask distributed is not installed (the ``cluster`` extra);
 the last test checks the embedded demo without ``distributed`` and runs either way.
 
+Load: every worker here measures the same shared host, so each worker's plugin reads its CPU
+and memory from a fixed quiet source (``tests.fakes.fixed_load``, through the workers'
+``$FLEET_HWMON_EXTRA_SOURCE``): what other processes do on the machine never decides placement.
+
 Timing: Dask sends a heartbeat every 0.5 s in a cluster of up to 10 workers, so samples reach
 the coordinator at most that often; the plugin samples every 0.2 s and the integration's update
 interval is 0.5 s, making a worker stale after 3 intervals (1.5 s) without a new sample.
@@ -22,6 +26,7 @@ import duckdb
 import pytest
 
 from fleet_hwmon.cluster.wire import METRIC_KEY, VERSION, parse_published
+from tests.fakes import fixed_load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,9 +79,8 @@ class Fleet:
             watch_interval_s=0.1, max_tasks_per_worker=max_tasks_per_worker, max_retries=max_retries,
             dispatch_interval_s=0.05)
         self.client = self.coordinator.client
-        # Every worker here measures the same small host, which the cluster itself can saturate;
-        # critical-load exclusion is off, and heartbeats a loaded host delays do not make workers
-        # stale (except in the staleness test), so that only what a test is about decides.
+        # Heartbeats a loaded host delays do not make workers stale (except in the staleness
+        # test), and critical-load exclusion is off, so that only what a test is about decides.
         self.integration = CoordinatorHardwareMonitoringIntegration(
             self.coordinator, db_path=db_path, update_interval_seconds=UPDATE_INTERVAL_S,
             hardware_scoring_factors={"critical_percent": 100.0, "recovery_percent": 100.0, "recovery_s": 0.0,
@@ -102,7 +106,10 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet_factory(db_path):
+def fleet_factory(db_path, monkeypatch):
+    from fleet_hwmon.cluster.plugin import EXTRA_SOURCE_ENV
+
+    monkeypatch.setenv(EXTRA_SOURCE_ENV, fixed_load.ENV_VALUE)  # worker processes inherit it
     fleets: list[Fleet] = []
 
     def make(**kwargs) -> Fleet:
@@ -252,17 +259,53 @@ def test_worker_whose_samples_stop_turns_stale_and_is_not_scheduled(fleet_factor
 
 
 @needs_distributed
-def test_workers_started_with_the_preload_need_no_plugin_registration(fleet_factory):
+@pytest.mark.parametrize("register_plugin", [False, True])
+def test_workers_started_with_the_preload_keep_their_plugin_and_options(fleet_factory, register_plugin):
     preload = {"preload": ["fleet_hwmon.cluster.preload"],
                "preload_argv": ["--hwmon-interval", "0.3", "--hwmon-level", "basic"]}
-    fleet = fleet_factory(n_workers=2, register_plugin=False, cluster_kwargs=preload)
+    fleet = fleet_factory(n_workers=2, register_plugin=register_plugin, cluster_kwargs=preload)
     coordinator = fleet.coordinator
     registered = fleet.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
-    assert "fleet-hwmon" not in registered
+    assert "fleet-hwmon" not in registered  # at most the installer, which adds it only where absent
+    assert ("fleet-hwmon-installer" in registered) == register_plugin
     intervals = fleet.client.run(lambda dask_worker: dask_worker.plugins["fleet-hwmon"].interval_s)
     assert set(intervals) == set(coordinator.workers) and set(intervals.values()) == {0.3}
     coordinator.submit_task(_task("preloaded", "pass"))
     assert coordinator.wait_until_done(30) and coordinator.tasks["preloaded"].status == "completed"
+
+
+@needs_distributed
+def test_stop_cancels_a_running_task_and_kills_its_process_tree(fleet_factory, tmp_path):
+    fleet = fleet_factory(n_workers=1, max_tasks_per_worker=1)
+    coordinator = fleet.coordinator
+    pids_file = tmp_path / "pids"
+    code = ("import os, subprocess, sys, time; child = subprocess.Popen(['sleep', '25']); "
+            f"open({str(pids_file)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}'); time.sleep(25)")
+    coordinator.submit_task(_task("sleeper", code))
+    pids = [int(p) for p in _wait_for(lambda: pids_file.is_file() and pids_file.read_text().split(), 20,
+                                      "the task and its child to start")]
+    started = time.monotonic()
+    coordinator.stop(cancel_running=True, timeout_s=20)
+    stopped_s = time.monotonic() - started
+    record = coordinator.tasks["sleeper"]
+    assert record.status == "cancelled" and record.result.cancelled, (record.status, record.error)
+    assert "cancelled" in record.error and coordinator.counts()["cancelled"] == 1
+    # The worker stopped the tree at its next poll, far from the task's 25 s: SIGTERM, then
+    # SIGKILL after the grace period, under a loaded host's scheduling delays.
+    assert stopped_s < 15, stopped_s
+    assert not [p for p in pids if _alive(p)]
+    fleet.close()
+    (row,) = fleet.query("SELECT success, error FROM task_resource_usage WHERE task_id = 'sleeper'")
+    assert row[0] is False and "cancelled" in row[1]
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 # -- the embedded demo without distributed --------------------------------------------------------

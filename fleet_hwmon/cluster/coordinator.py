@@ -37,7 +37,7 @@ import uuid
 from typing import Any, Callable, Mapping
 
 from fleet_hwmon.cluster import require_distributed
-from fleet_hwmon.cluster.plugin import HardwareMetricsPlugin
+from fleet_hwmon.cluster.plugin import HardwareMetricsInstaller, HardwareMetricsPlugin
 from fleet_hwmon.cluster.remote import LOCATION_KEYS, cancel_tasks, run_remote_task
 from fleet_hwmon.cluster.wire import Published, parse_published
 from fleet_hwmon.coordinator.coordinator import Coordinator, TaskRecord
@@ -86,9 +86,9 @@ class ClusterCoordinator(Coordinator):
             is created and closed by :meth:`close`), or a cluster object (``LocalCluster``; a
             client is created for it).
         plugin: the worker plugin to register (default ``HardwareMetricsPlugin()``).
-        register_plugin: register ``plugin`` on every current and future worker at
-            :meth:`start`; False when the workers were started with ``--preload
-            fleet_hwmon.cluster.preload``.
+        register_plugin: at :meth:`start`, add ``plugin`` to every current and future worker
+            that runs none (a worker started with ``--preload fleet_hwmon.cluster.preload``
+            keeps its own plugin and options); False to leave the workers as they are.
         watch_interval_s: how often the scheduler is polled for workers and samples.
         task_function: what runs on the worker, ``fn(task_id, spec_dict, poll_interval_s) ->
             dict`` (``TaskExecutionResult`` fields plus ``worker_address`` / ``worker_pid`` /
@@ -191,7 +191,7 @@ class ClusterCoordinator(Coordinator):
         if self._closed:
             raise RuntimeError("this coordinator was closed")
         if self.register_plugin and not self._plugin_registered:
-            self.client.register_plugin(self.plugin)
+            self.client.register_plugin(HardwareMetricsInstaller(self.plugin))
             self._plugin_registered = True
         self._closing.clear()
         self.refresh()
@@ -220,12 +220,12 @@ class ClusterCoordinator(Coordinator):
 
     def stop(self, cancel_running: bool = True, timeout_s: float = 30.0) -> None:
         """Stop dispatching; cancel running tasks on their workers (by default) or let them end,
-        waiting up to ``timeout_s``; attempts still unanswered then end as failed. Then stop
+        waiting up to ``timeout_s``; attempts still unanswered then end as cancelled. Then stop
         watching. Idempotent."""
         deadline = time.monotonic() + timeout_s
         super().stop(cancel_running=cancel_running, timeout_s=timeout_s)
         if cancel_running:
-            self._cancel_remote()
+            self._cancel_remote(max(0.0, deadline - time.monotonic()))
         while self._futures and time.monotonic() < deadline:
             time.sleep(0.02)
         with self._lock:
@@ -435,18 +435,24 @@ class ClusterCoordinator(Coordinator):
                                         cancelled=False)
         self._finish(record, worker_id, execution)
 
-    def _cancel_remote(self) -> None:
-        by_worker: dict[str, list[str]] = {}
+    def _cancel_remote(self, timeout_s: float) -> None:
+        """Ask every worker that runs one of our tasks to stop it: one coroutine per worker
+        (``cancel_tasks``), answered within ``timeout_s``; each task's result then comes back
+        ``cancelled`` within one poll interval."""
         with self._lock:
-            for task_id in self._futures:
-                worker_id = self.tasks[task_id].worker_id
-                if worker_id is not None:
-                    by_worker.setdefault(worker_id, []).append(task_id)
-        for worker_id, task_ids in by_worker.items():
-            try:
-                self.client.run(cancel_tasks, task_ids, workers=[worker_id], wait=False)
-            except Exception as err:
-                log.warning("cannot cancel tasks on %s: %s: %s", worker_id, type(err).__name__, err)
+            running = {task_id: self.tasks[task_id].worker_id for task_id in self._futures}
+        workers = sorted({w for w in running.values() if w is not None})
+        if not workers:
+            return
+        try:
+            answers = self.client.run(cancel_tasks, sorted(running), workers=workers, on_error="return",
+                                      callback_timeout=max(0.1, timeout_s))
+        except Exception as err:  # a closing client or a timeout: the leftovers end in stop()
+            log.warning("cannot cancel tasks on %s: %s: %s", ", ".join(workers), type(err).__name__, err)
+            return
+        for worker_id, answer in answers.items():
+            if isinstance(answer, BaseException):
+                log.warning("cannot cancel tasks on %s: %s: %s", worker_id, type(answer).__name__, answer)
 
     def _cancel_future(self, future: Any) -> None:
         try:

@@ -18,6 +18,7 @@ Register it from a client (``client.register_plugin(HardwareMetricsPlugin(interv
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ from fleet_hwmon.logutil import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 
+EXTRA_SOURCE_ENV = "FLEET_HWMON_EXTRA_SOURCE"
 _RUNTIME = ("_worker", "_thread", "_stop", "_resume", "_record", "_stop_events", "_lock", "_log",
             "_process", "_sampler")
 
@@ -48,6 +50,10 @@ class HardwareMetricsPlugin(WorkerPlugin):
         detect_capabilities: run :class:`HardwareCapabilityDetector` when the worker joins
             (a worker without capabilities is never registered by the coordinator).
         enable_gpu: read NVIDIA GPUs through the product's NVML gateway.
+        extra_source: ``"module:factory"``; on the worker, ``factory(worker_id)`` returns a
+            metric source read after the host's, whose fields replace theirs (a seam for tests
+            and rehearsals: a fixed load, labelled in ``simulated_fields``). Default: the
+            worker's ``$FLEET_HWMON_EXTRA_SOURCE``, else none.
 
     Methods for the coordinator and tests, called on the worker (``client.run``):
     :meth:`pause` / :meth:`resume` (stop and restart publishing new samples),
@@ -59,13 +65,15 @@ class HardwareMetricsPlugin(WorkerPlugin):
     idempotent = True
 
     def __init__(self, interval_s: float = 1.0, monitoring_level: MonitoringLevel | str = MonitoringLevel.STANDARD,
-                 *, detect_capabilities: bool = True, enable_gpu: bool = True) -> None:
+                 *, detect_capabilities: bool = True, enable_gpu: bool = True,
+                 extra_source: str | None = None) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, not {interval_s!r}")
         self.interval_s = float(interval_s)
         self.monitoring_level = MonitoringLevel.parse(monitoring_level).value
         self.detect_capabilities = detect_capabilities
         self.enable_gpu = enable_gpu
+        self.extra_source = extra_source
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -171,7 +179,12 @@ class HardwareMetricsPlugin(WorkerPlugin):
 
             nvml = get_gateway()
         level = MonitoringLevel.parse(self.monitoring_level)
-        return Sampler(self.worker_id, build_host_sources(level, nvml=nvml))
+        sources = build_host_sources(level, nvml=nvml)
+        extra = self.extra_source or os.environ.get(EXTRA_SOURCE_ENV)
+        if extra:
+            module, _, factory = extra.partition(":")
+            sources.append(getattr(importlib.import_module(module), factory)(self.worker_id))
+        return Sampler(self.worker_id, sources)
 
     def _sample_once(self) -> None:
         if self._sampler is None:
@@ -223,6 +236,25 @@ class HardwareMetricsPlugin(WorkerPlugin):
             return False
         event.set()
         return True
+
+
+class HardwareMetricsInstaller(WorkerPlugin):
+    """Adds ``plugin`` to every current and future worker that does not run one yet.
+
+    Registered by the coordinator in place of the metrics plugin itself: Dask's
+    ``register_plugin`` replaces a worker plugin of the same name, which would discard one
+    started with ``--preload fleet_hwmon.cluster.preload`` and its ``--hwmon-*`` options.
+    """
+
+    name = PLUGIN_NAME + "-installer"
+    idempotent = True
+
+    def __init__(self, plugin: HardwareMetricsPlugin) -> None:
+        self.plugin = plugin
+
+    async def setup(self, worker: Any) -> None:
+        if get_plugin(worker) is None:
+            await worker.plugin_add(self.plugin, name=PLUGIN_NAME)
 
 
 def _plain(value: Any) -> Any:

@@ -57,8 +57,12 @@ def succeeded(duration_s: float = 0.0) -> TaskExecutionResult:
         num_samples=0)
 
 
-def cancel_tasks(task_ids: list[str], dask_worker: Any = None) -> list[str]:
-    """``client.run`` target: cancel these fleet tasks on this worker; returns those found."""
+async def cancel_tasks(task_ids: list[str], dask_worker: Any = None) -> list[str]:
+    """``client.run`` target: cancel these fleet tasks on this worker; returns those running here.
+
+    A coroutine, so it runs on the worker's event loop: setting a task's stop event takes no
+    thread, and ``run_task`` stops the task's process tree at its next poll. (Dask runs a plain
+    function with ``wait=False`` nowhere: "Combination not supported".)"""
     from fleet_hwmon.cluster.plugin import get_plugin
 
     plugin = get_plugin(dask_worker)
