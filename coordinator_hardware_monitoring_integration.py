@@ -31,7 +31,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
@@ -40,6 +40,7 @@ from fleet_hwmon.scheduling import CoordinatorContractError, HardwareAwareSchedu
 from fleet_hwmon.scoring.decide import SchedulingDecision
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.store import close_store, open_store
+from fleet_hwmon.tasks import TaskOutcome
 from hardware_utilization_monitor import HardwareUtilizationMonitor, MonitoringLevel, TaskResourceUsage
 
 __all__ = ["CoordinatorContractError", "CoordinatorHardwareMonitoringIntegration"]
@@ -47,6 +48,7 @@ __all__ = ["CoordinatorContractError", "CoordinatorHardwareMonitoringIntegration
 log = logging.getLogger("fleet_hwmon.integration")
 
 DECISIONS_TABLE = "scheduling_decisions"
+OUTCOMES_TABLE = "task_outcomes"
 
 
 class CoordinatorHardwareMonitoringIntegration:
@@ -336,6 +338,22 @@ class CoordinatorHardwareMonitoringIntegration:
         exclusions by kind, decision latency, tasks per worker, tasks succeeded / failed (see
         :meth:`fleet_hwmon.scheduling.SchedulerStatistics.as_dict`)."""
         return self.scheduler.statistics(self.enable_resource_aware_scheduling)
+
+    def record_task_outcomes(self, outcomes: Iterable[TaskOutcome]) -> int:
+        """Store how each task of a run ended (table ``task_outcomes``), so the report covers the
+        tasks that never started or were cancelled too. A task that never started without a
+        reason gets the explanation of its last decision that found no worker. Returns the
+        number of rows written (flushed on return). Raises ``RuntimeError`` before
+        :meth:`initialize`."""
+        if self._store is None:
+            raise RuntimeError("initialize() the integration before recording task outcomes")
+        last_refusal = {d.task_id: d.explanation for d in self.recent_decisions() if d.chosen_worker_id is None}
+        rows = [o if o.reason or o.state != "queued" else dataclasses.replace(o, reason=last_refusal.get(o.task_id))
+                for o in outcomes]
+        self._store.ensure_table(OUTCOMES_TABLE, TaskOutcome)
+        self._store.append_many(OUTCOMES_TABLE, rows)
+        self._store.flush()
+        return len(rows)
 
     def recent_decisions(self) -> list[SchedulingDecision]:
         return self.scheduler.recent_decisions()

@@ -10,8 +10,11 @@ GPU ones of different sizes). Each worker's CPU and memory figures are real meas
 its own tasks' processes; GPU figures of profiles with a GPU this machine lacks are simulated
 and labelled ``simulated`` in the database and the report. The run ends when every task has
 finished or the duration has passed, and leaves a DuckDB file, an HTML report and (with
-``--export-json``) a JSON export. Exit status: 0 when the demo ran (whatever the tasks'
-results), 2 when it could not run at all.
+``--export-json``) a JSON export. When the duration passes or Ctrl-C is pressed, the running
+tasks are cancelled (their process trees stopped), every task's state is recorded (``cancelled``,
+or ``queued`` for those that never started) and the report and export are still written.
+Exit status: 0 when the demo ran (whatever the tasks' results, also when the duration
+passed), 130 after Ctrl-C (the report written), 2 when it could not run at all.
 
 With ``--cluster local`` (``--num-workers`` Dask worker processes on this machine) or
 ``--scheduler-address tcp://HOST:PORT`` (an existing Dask cluster) the workers are Dask workers
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         workers = build_workers(args.num_workers, args.seed)
         sampling = WorkerSampling(integration, workers, args.update_interval)
+    interrupted = timed_out = False
     try:
         if use_cluster:
             sampling.start()  # connect and wait for the workers before any task is dispatched
@@ -160,10 +164,18 @@ def run(args: argparse.Namespace) -> int:
             coordinator.submit_task(task)
         if not use_cluster:
             sampling.start()
-        coordinator.start()
-        timed_out = not _wait(coordinator, integration, args, len(tasks), sampling.push_all)
+        try:
+            coordinator.start()
+            if not args.quiet:
+                print(f"running {len(tasks)} tasks on {len(coordinator.workers)} workers for at most "
+                      f"{args.duration:g} s (Ctrl-C stops them and still writes the report)", flush=True)
+            timed_out = not _wait(coordinator, integration, args, len(tasks), sampling.push_all)
+        except KeyboardInterrupt:  # a second Ctrl-C while ending skips the report (main: 130)
+            interrupted = True
+            print("interrupted: stopping the tasks, then writing the report", file=sys.stderr)
         coordinator.stop(cancel_running=True)
         sampling.stop()
+        integration.record_task_outcomes(coordinator.task_outcomes())
         report = integration.generate_html_report(args.report)
         exported = integration.export_json(args.export_json) if args.export_json else None
         stats = integration.scheduler_statistics()
@@ -173,15 +185,17 @@ def run(args: argparse.Namespace) -> int:
             coordinator.close()
         integration.shutdown()
     counts = coordinator.counts()
+    ended = (f"interrupted with {counts['queued']} never started" if interrupted else
+             f"stopped after {args.duration:g} s with {counts['queued']} never started" if timed_out else "")
     print(f"{counts['completed']} tasks completed, {counts['failed']} failed"
-          + (f", stopped after {args.duration:g} s with {counts['queued']} still queued" if timed_out else "")
+          + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "") + (f", {ended}" if ended else "")
           + f"; {stats['decisions']} scheduling decisions, {stats['alternatives_chosen']} moved off the "
           "original choice")
     print(f"database: {Path(args.db_path).resolve()}")
     print(f"report:   {Path(report).resolve()}")
     if exported:
         print(f"json:     {Path(exported).resolve()}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIntegration,

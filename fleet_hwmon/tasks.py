@@ -115,6 +115,36 @@ def gpu_events(before: GpuUtilization | None, now: GpuUtilization) -> list[str]:
     return events
 
 
+TASK_STATES = ("completed", "failed", "cancelled", "queued")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """How one task ended in one run, as its coordinator saw it (table ``task_outcomes``).
+
+    ``state``: ``completed``, ``failed``, ``cancelled`` (stopped while it ran: Ctrl-C, a duration
+    limit, ``stop(cancel_running=True)``) or ``queued`` (never started: still waiting when the
+    run ended). ``reason``: the error, or for a task that never started the last reason no
+    worker took it. ``worker_id``: where its last attempt ran (``None`` when it never started).
+    Times are UTC; ``recorded_at`` dates the run's end.
+    """
+
+    task_id: str
+    state: str
+    recorded_at: datetime
+    task_type: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    reason: str | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in TASK_STATES:
+            raise ValueError(f"task state must be one of {', '.join(TASK_STATES)}, not {self.state!r}")
+
+
 class _Stat:
     __slots__ = ("peak", "total", "count")
 

@@ -893,7 +893,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
             coordinator.stop()
             for worker_id in coordinator.workers:
                 integration.update_worker_utilization(worker_id, sample(worker_id, 7.0, 21.0))
-            assert coordinator.counts() == {"queued": 0, "running": 0, "completed": 3, "failed": 0}
+            assert coordinator.counts() == {"queued": 0, "running": 0, "completed": 3, "failed": 0, "cancelled": 0}
 
             html_path = integration.generate_html_report(str(tmp_path / "report.html"))
             json_path = integration.export_json(str(tmp_path / "report.json"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,46 @@ class TestHardwareMonitoringEndToEnd:
         workers, tasks = expected_fleet(2, 3)
         assert all(tasks.values())
         check_outputs(run_demo(tmp_path, 2, 3, 40), workers, tasks)
+
+
+def outcome_states(db: Path) -> dict[str, str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute("SELECT task_id, state FROM task_outcomes").fetchall())
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "duration"])
+def test_stopped_demo_cancels_its_tasks_and_still_reports_them(tmp_path, how):
+    """Ctrl-C (exit 130) or the --duration limit (exit 0): running tasks are cancelled, tasks that
+    never started are recorded as such, and the report and the JSON export still cover all ten."""
+    paths = {"db": tmp_path / "demo.duckdb", "report": tmp_path / "demo.html", "json": tmp_path / "demo.json"}
+    command = [sys.executable, str(DEMO), "--num-workers", "2", "--num-tasks", "10", "--db-path", str(paths["db"]),
+               "--report", str(paths["report"]), "--export-json", str(paths["json"])]
+    if how == "duration":  # ten tasks of 0.3 s or more on four slots need more than 0.5 s
+        done = subprocess.run([*command, "--duration", "0.5"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "stopped after 0.5 s" in done.stdout
+    else:  # Ctrl-C as soon as the tasks are dispatched
+        proc = subprocess.Popen([*command, "--duration", "120"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("running 10 tasks on 2 workers")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130, out + err
+        assert "interrupted" in err and "interrupted with" in out
+    states = outcome_states(paths["db"])
+    assert len(states) == 10 and set(states.values()) <= {"completed", "failed", "cancelled", "queued"}
+    assert sum(s in ("cancelled", "queued") for s in states.values()) >= 1, states
+    with duckdb.connect(str(paths["db"]), read_only=True) as con:
+        ran = {t for (t,) in con.execute("SELECT DISTINCT task_id FROM task_resource_usage").fetchall()}
+    assert {t for t, s in states.items() if s == "queued"}.isdisjoint(ran)
+    assert {t for t, s in states.items() if s in ("completed", "cancelled")} <= ran
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    summary = data["summary"]
+    assert summary["tasks"] == 10
+    assert summary["tasks_cancelled"] == sum(s == "cancelled" for s in states.values())
+    assert summary["tasks_never_started"] == sum(s == "queued" for s in states.values())
+    assert paths["report"].is_file()

@@ -244,6 +244,75 @@ def test_many_decisions_show_the_latest_and_count_all(store, tmp_path):
     render_fleet_report(data, tmp_path / "r.html")
 
 
+def test_repeated_refusals_of_a_task_fold_into_one_row(store, tmp_path):
+    """A task refused 240 times for the same reason (its numbers changing) is one row with the count
+    and the first and last time; a different reason, a different task or a placement stays apart."""
+    store.ensure_table("scheduling_decisions", SchedulingDecision)
+
+    def decision(i, task_id, chosen, explanation):
+        return SchedulingDecision(
+            decision_id=f"d{i}", timestamp=T0 + timedelta(seconds=i), task_id=task_id, task_type="x",
+            chosen_worker_id=chosen, chosen_score=1.0 if chosen else None, original_worker_id="a",
+            original_score=1.0, candidate_count=0, candidates=(), exclusions=(), explanation=explanation)
+
+    rows = [decision(i, "waits", None, f"no worker: predicted cpu {100 + i % 7}% > 100%") for i in range(240)]
+    rows += [decision(300, "waits", None, "no worker: memory needed 8 GiB > free 2 GiB"),
+             decision(301, "other", None, "no worker: predicted cpu 104% > 100%"),
+             decision(302, "waits", "a", "placed on a"), decision(303, "runs", "a", "placed on a")]
+    store.append_many("scheduling_decisions", rows)
+    data = build_report_data(store)
+    decisions = data["scheduler"]["decisions"]
+    assert decisions["total"] == 244 and decisions["unassigned"] == 242
+    folded = {(r["task_id"], r["decision_id"]): r for r in decisions["rows"]}
+    assert sorted(folded) == [("other", "d301"), ("runs", "d303"), ("waits", "d239"), ("waits", "d300"),
+                              ("waits", "d302")]
+    cpu = folded[("waits", "d239")]
+    assert cpu["repeats"] == 240 and cpu["first_timestamp"] == T0 and cpu["timestamp"] == T0 + timedelta(seconds=239)
+    assert cpu["explanation"] == f"no worker: predicted cpu {100 + 239 % 7}% > 100%"  # the latest numbers
+    assert all(r["repeats"] == 1 for k, r in folded.items() if k != ("waits", "d239"))
+    html = render_fleet_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "\u00d7240 since" in html.replace("&times;", "\u00d7") and html.count("predicted cpu 1") == 2
+
+
+def test_outcomes_count_every_task_and_list_those_that_did_not_finish(store, tmp_path):
+    """The issue's run: 4 completed, 2 failed (one never placed), 4 never started, plus one cancelled
+    mid-run: the summary counts tasks, not attempts, and the unfinished ones show with their reason."""
+    from fleet_hwmon.tasks import TaskOutcome
+
+    store.ensure_table("task_resource_usage", TaskResourceUsage)
+    store.ensure_table("task_outcomes", TaskOutcome)
+    attempts = [TaskResourceUsage(f"done-{i}", "w1", T0, T0 + timedelta(seconds=5), 5.0, True) for i in range(4)]
+    attempts += [TaskResourceUsage("broke", "w1", T0, T0 + timedelta(seconds=5), 5.0, False, "exit 1"),
+                 TaskResourceUsage("stopped", "w2", T0, T0 + timedelta(seconds=9), 9.0, False,
+                                   "cancelled: the coordinator stopped")]
+    store.append_many("task_resource_usage", attempts)
+    end = T0 + timedelta(seconds=60)
+    outcomes = [TaskOutcome(f"done-{i}", "completed", end, "unit", "w1", 1) for i in range(4)]
+    outcomes += [TaskOutcome("broke", "failed", end, "unit", "w1", 1, "exit 1"),
+                 TaskOutcome("gpu-task", "failed", end, "training", None, 0,
+                             "no registered worker has the hardware this task requires"),
+                 TaskOutcome("stopped", "cancelled", end, "unit", "w2", 1, "cancelled: the coordinator stopped")]
+    outcomes += [TaskOutcome(f"waiting-{i}", "queued", end, "memory", None, 0,
+                             "no worker: memory needed 8 GiB > free 2 GiB", submitted_at=T0) for i in range(4)]
+    store.append_many("task_outcomes", outcomes)
+    data = build_report_data(store)
+    summary = data["summary"]
+    assert (summary["tasks"], summary["tasks_passed"], summary["tasks_failed"], summary["tasks_cancelled"],
+            summary["tasks_never_started"]) == (11, 4, 2, 1, 4)
+    unfinished = data["tasks"]["outcomes"]["rows"]
+    assert sorted((r["task_id"], r["state"]) for r in unfinished) == [
+        ("stopped", "cancelled"), *[(f"waiting-{i}", "queued") for i in range(4)]]
+    assert data["tasks"]["total"] == 6  # the attempts that ran, as before
+    html = render_fleet_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    rows = [[c[0] for c in r] for r in parse(html).sections["tasks"]
+            if r and r[0][0].startswith(("waiting", "stopped"))]
+    assert any(r[:5] == ["waiting-0", "memory", "never started", "none", "0"] for r in rows)
+    assert any(r[:4] == ["stopped", "unit", "cancelled", "w2"] for r in rows)
+    assert html.count("no worker: memory needed 8 GiB &gt; free 2 GiB") == 4
+    exported = strict_loads(export_report_json(data, tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert exported["summary"]["tasks_never_started"] == 4
+
+
 def test_series_have_at_most_max_points_and_right_bucket_means(store):
     store.ensure_table("resource_utilization", ResourceUtilization)
     values = [float(i % 97) for i in range(5000)]

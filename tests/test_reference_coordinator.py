@@ -71,7 +71,7 @@ class TestReferenceCoordinator:
         assert c.wait_until_done(timeout_s=60)
         # Higher priority first; equal priorities in the order they were submitted.
         assert started == ["high-1", "high-2", "mid-1", "low-1", "low-2"]
-        assert c.counts() == {"queued": 0, "running": 0, "completed": 5, "failed": 0}
+        assert c.counts() == {"queued": 0, "running": 0, "completed": 5, "failed": 0, "cancelled": 0}
 
     def test_max_tasks_per_worker_respected(self, coordinator):
         c = coordinator(max_tasks_per_worker=2)
@@ -190,6 +190,39 @@ class TestReferenceCoordinator:
         wait_for(lambda: c.tasks["unlucky"].status == "failed")
         assert c.tasks["unlucky"].attempts == 2
         assert c.tasks["unlucky"].error == "worker second deregistered while the task ran"
+
+    def test_stop_cancels_running_tasks_and_outcomes_tell_every_task(self, coordinator, db_path):
+        """Stopping mid-run: the running task ends ``cancelled``, the one that never started is
+        recorded ``queued`` with the reason of its last refusal, the unplaceable one ``failed``."""
+        c = coordinator(max_tasks_per_worker=1)
+        integration = CoordinatorHardwareMonitoringIntegration(c, db_path=db_path, detect_capabilities=False)
+        integration.initialize()
+        try:
+            c.register_worker("only", CPU)
+            c.submit_task(task("needs-gpu", 2, hardware=["gpu"]))
+            c.submit_task(task("running", 1, spec=workloads.sleep_task(60)))
+            c.submit_task(task("waiting"))
+            assert c.dispatch_once() == 1  # "only" is full after the first task
+            wait_for(lambda: c.tasks["running"].started_at is not None)
+            c.stop(cancel_running=True)
+            assert c.counts() == {"queued": 1, "running": 0, "completed": 0, "failed": 1, "cancelled": 1}
+            outcomes = {o.task_id: o for o in c.task_outcomes()}
+            assert (outcomes["running"].state, outcomes["running"].worker_id, outcomes["running"].attempts) == \
+                ("cancelled", "only", 1)
+            assert outcomes["running"].reason == "cancelled: the coordinator stopped"
+            assert (outcomes["waiting"].state, outcomes["waiting"].worker_id, outcomes["waiting"].reason) == \
+                ("queued", None, None)
+            assert outcomes["needs-gpu"].state == "failed" and "hardware" in outcomes["needs-gpu"].reason
+            assert integration.record_task_outcomes(outcomes.values()) == 3
+            store = open_store(db_path)
+            try:
+                rows = store.query_dicts("SELECT task_id, state, reason FROM task_outcomes ORDER BY task_id")
+            finally:
+                close_store(store)
+            assert [(r["task_id"], r["state"]) for r in rows] == [
+                ("needs-gpu", "failed"), ("running", "cancelled"), ("waiting", "queued")]
+        finally:
+            integration.shutdown()
 
     def test_worker_registered_late_gets_tasks(self, coordinator):
         c = coordinator(max_tasks_per_worker=1)

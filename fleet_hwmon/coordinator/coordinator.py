@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 from fleet_hwmon.execution import ProcessTreeSample, TaskExecutionResult, TaskSpec, run_task
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.sample import utc_now
+from fleet_hwmon.tasks import TASK_STATES, TaskOutcome
 from fleet_hwmon.coordinator.scheduler import TaskScheduler
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
@@ -33,7 +34,8 @@ TASK_EVENTS = ("task_assigned", "task_started", "task_sample", "task_finished")
 
 @dataclass
 class TaskRecord:
-    """A task's life in the coordinator. ``status``: queued, running, completed, failed."""
+    """A task's life in the coordinator. ``status``: queued, running, completed, failed, or
+    cancelled (running when the coordinator stopped and stopped with it)."""
 
     task: dict
     spec: TaskSpec
@@ -173,10 +175,21 @@ class Coordinator:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            out = {"queued": 0, "running": 0, "completed": 0, "failed": 0}
+            out = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
             for record in self.tasks.values():
                 out[record.status] += 1
             return out
+
+    def task_outcomes(self) -> list[TaskOutcome]:
+        """Every submitted task's state now, as :class:`TaskOutcome` records; call after
+        :meth:`stop` (a task whose cancellation was not answered yet is recorded ``cancelled``)."""
+        now = utc_now()
+        with self._lock:
+            records = list(self.tasks.values())
+        return [TaskOutcome(task_id=r.task["task_id"], state=r.status if r.status in TASK_STATES else "cancelled",
+                            recorded_at=now, task_type=r.task.get("type"), worker_id=r.worker_id,
+                            attempts=r.attempts, reason=r.error, submitted_at=r.submitted_at,
+                            started_at=r.started_at, finished_at=r.finished_at) for r in records]
 
     def all_done(self) -> bool:
         counts = self.counts()
@@ -313,7 +326,8 @@ class Coordinator:
                 record.status, record.worker_id = "queued", None
                 heapq.heappush(self._queue, (-int(record.task.get("priority", 0)), next(self._sequence), task_id))
             else:
-                record.status = "completed" if result.success else "failed"
+                stopped = result.cancelled and self._stop.is_set() and not worker_gone
+                record.status = "completed" if result.success else "cancelled" if stopped else "failed"
                 record.error = None if result.success else (record.error if result.cancelled and record.error
                                                             else result.error)
                 record.finished_at = utc_now()

@@ -44,7 +44,7 @@ class LiveView:
                           _load(current.get("gpu_percent"), simulated),
                           ", ".join(running.get(worker_id, [])) or "-",
                           Text(state, style="green" if state == "ok" else "red"))
-        done = counts.get("completed", 0) + counts.get("failed", 0)
+        done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
         detail = (f"running {counts.get('running', 0)} · queued {counts.get('queued', 0)} · "
                   f"failed {counts.get('failed', 0)} · alerts {alerts}")
         self.progress.update(self._bar, completed=done, detail=detail)

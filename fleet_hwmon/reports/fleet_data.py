@@ -35,6 +35,7 @@ ALERTS = "hardware_alerts"
 DECISIONS = "scheduling_decisions"
 CAPABILITIES = "hardware_capabilities"
 REJECTED = "rejected_rows"
+OUTCOMES = "task_outcomes"
 
 REPORT_FORMAT = "fleet-hwmon-report/1"
 MAX_TASK_ROWS = 500
@@ -102,7 +103,8 @@ class _Reader:
                 break
         rows = store.query(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_name IN (?, ?, ?, ?, ?, ?)", [SAMPLES, TASKS, ALERTS, DECISIONS, CAPABILITIES, REJECTED],
+            "WHERE table_name IN (?, ?, ?, ?, ?, ?, ?)", [SAMPLES, TASKS, ALERTS, DECISIONS, CAPABILITIES, REJECTED,
+                                                    OUTCOMES],
             flush=False)
         self.columns: dict[str, set[str]] = {}
         self.types: dict[tuple[str, str], str] = {}
@@ -516,6 +518,23 @@ def _tasks(reader: _Reader) -> dict[str, Any]:
     return out
 
 
+def _outcomes(reader: _Reader) -> dict[str, Any]:
+    """How the recorded runs' tasks ended (``task_outcomes``, written at the end of a run): counts
+    per state, and the tasks that did not finish (cancelled, or never started) with the reason."""
+    out: dict[str, Any] = {"total": 0, "by_state": {}, "rows": [], "shown": 0, "unfinished": 0}
+    if not reader.has(OUTCOMES, "task_id", "state"):
+        return out
+    for row in reader.dicts(f"SELECT state, count(*) AS n FROM {OUTCOMES} GROUP BY state"):
+        out["by_state"][str(row["state"])] = row["n"]
+    out["total"] = sum(out["by_state"].values())
+    unfinished = "state IN ('cancelled', 'queued')"
+    out["unfinished"] = out["by_state"].get("cancelled", 0) + out["by_state"].get("queued", 0)
+    order = "recorded_at DESC, task_id" if reader.has(OUTCOMES, "recorded_at") else "task_id"
+    out["rows"] = reader.dicts(f"SELECT * FROM {OUTCOMES} WHERE {unfinished} ORDER BY {order} LIMIT {MAX_TASK_ROWS}")
+    out["shown"] = len(out["rows"])
+    return out
+
+
 def _alerts(reader: _Reader) -> dict[str, Any]:
     out: dict[str, Any] = {"total": 0, "by_severity": {}, "by_resource": {}, "by_worker": [], "firing": 0,
                            "shown": 0, "rows": []}
@@ -577,11 +596,21 @@ def _decisions(reader: _Reader) -> dict[str, Any]:
         f"ORDER BY tasks DESC, worker_id LIMIT 50")
     columns = ", ".join(reader.col(DECISIONS, c) for c in ("task_id", "task_type", "chosen_score", "original_score",
                                                            "candidate_count", "explanation"))
+    # A task that waits is refused again and again for the same reason: such "no worker"
+    # decisions fold into one row (the latest) with their count and first time. The reason is
+    # the explanation with its numbers as '#', as for exclusions.
+    fold = "decision_id"
+    if reader.has(DECISIONS, "task_id", "explanation"):
+        fold = ("CASE WHEN chosen_worker_id IS NULL THEN concat(task_id, chr(0), regexp_replace("
+                "coalesce(explanation, ''), '[0-9]+([.][0-9]+)?', '#', 'g')) ELSE decision_id END")
     rows = reader.dicts(
         f"SELECT decision_id, timestamp, chosen_worker_id, original_worker_id, {columns}, "
         f"list_slice(candidates, 1, {TOP_CANDIDATES}) AS top_candidates, "
-        f"list_slice(exclusions, 1, {MAX_EXCLUSIONS_SHOWN}) AS exclusions, len(exclusions) AS exclusion_count "
-        f"FROM {DECISIONS} ORDER BY timestamp DESC LIMIT {MAX_DECISION_ROWS}")
+        f"list_slice(exclusions, 1, {MAX_EXCLUSIONS_SHOWN}) AS exclusions, len(exclusions) AS exclusion_count, "
+        f"count(*) OVER folded AS repeats, min(timestamp) OVER folded AS first_timestamp "
+        f"FROM {DECISIONS} WINDOW folded AS (PARTITION BY {fold}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {fold} ORDER BY timestamp DESC, decision_id) = 1 "
+        f"ORDER BY timestamp DESC LIMIT {MAX_DECISION_ROWS}")
     for decision in rows:
         decision["alternative"] = bool(decision["chosen_worker_id"] and decision["original_worker_id"]
                                        and decision["chosen_worker_id"] != decision["original_worker_id"])
@@ -648,6 +677,18 @@ def _history(rows: list[dict] | None) -> dict[str, Any]:
     return {"columns": columns, "rows": rows}
 
 
+def _task_summary(attempts: Mapping[str, Any], outcomes: Mapping[str, Any]) -> dict[str, int]:
+    """Task counts for the summary: per task from the recorded outcomes when a run recorded
+    them (so tasks that never started count), else per attempt."""
+    if not outcomes["total"]:
+        return {"tasks": attempts["total"], "tasks_passed": attempts["passed"], "tasks_failed": attempts["failed"],
+                "tasks_unknown": attempts["unknown"], "tasks_cancelled": 0, "tasks_never_started": 0}
+    by_state = outcomes["by_state"]
+    return {"tasks": outcomes["total"], "tasks_passed": by_state.get("completed", 0),
+            "tasks_failed": by_state.get("failed", 0), "tasks_unknown": 0,
+            "tasks_cancelled": by_state.get("cancelled", 0), "tasks_never_started": by_state.get("queued", 0)}
+
+
 # -- the whole report -----------------------------------------------------------------------------
 
 def _storage(reader: _Reader) -> dict[str, Any]:
@@ -689,6 +730,7 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
     latest = _latest_samples(reader)
     series = _series(reader, span, per_worker, max_points, bucket_seconds)
     tasks = _tasks(reader)
+    tasks["outcomes"] = outcomes = _outcomes(reader)
     alerts = _alerts(reader)
     decisions = _decisions(reader)
     worker_rows = _workers(reader, workers, per_worker, latest, series, decisions["last_exclusion_by_worker"],
@@ -718,8 +760,7 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
             "samples": span.get("samples") or 0,
             "first_sample": first, "last_sample": last,
             "span_s": (last - first).total_seconds() if first is not None and last is not None else None,
-            "tasks": tasks["total"], "tasks_passed": tasks["passed"], "tasks_failed": tasks["failed"],
-            "tasks_unknown": tasks["unknown"],
+            **_task_summary(tasks, outcomes),
             "alerts": alerts["firing"], "alerts_critical": alerts["by_severity"].get("critical", 0),
             "decisions": decisions["total"], "decisions_alternative": decisions["alternatives"],
             "decisions_unassigned": decisions["unassigned"],
