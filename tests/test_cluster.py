@@ -107,7 +107,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet_factory(db_path, monkeypatch):
-    from fleet_hwmon.cluster.plugin import EXTRA_SOURCE_ENV
+    from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV
 
     monkeypatch.setenv(EXTRA_SOURCE_ENV, fixed_load.ENV_VALUE)  # worker processes inherit it
     fleets: list[Fleet] = []

@@ -30,13 +30,12 @@ from typing import Any
 import psutil
 from distributed import WorkerPlugin
 
-from fleet_hwmon.cluster.wire import METRIC_KEY, PLUGIN_NAME, VERSION
+from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV, METRIC_KEY, PLUGIN_NAME, VERSION
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 
-EXTRA_SOURCE_ENV = "FLEET_HWMON_EXTRA_SOURCE"
 _RUNTIME = ("_worker", "_thread", "_stop", "_resume", "_record", "_stop_events", "_lock", "_log",
             "_process", "_sampler")
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 PLUGIN_NAME = "fleet-hwmon"
+# "module:factory" of an extra metric source for the plugin (see HardwareMetricsPlugin.extra_source)
+EXTRA_SOURCE_ENV = "FLEET_HWMON_EXTRA_SOURCE"
 METRIC_KEY = "fleet_hwmon"
 VERSION = 1
 
