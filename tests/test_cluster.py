@@ -68,7 +68,7 @@ class Fleet:
 
     def __init__(self, db_path: str, n_workers: int = 2, *, max_tasks_per_worker: int = 1, max_retries: int = 1,
                  cluster_kwargs: dict | None = None, register_plugin: bool = True,
-                 stale_after_intervals: float = 20.0):
+                 stale_after_intervals: float = 20.0, **coordinator_kwargs):
         from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
         from fleet_hwmon.cluster import ClusterCoordinator, HardwareMetricsPlugin
 
@@ -77,7 +77,7 @@ class Fleet:
             n_workers, cluster_kwargs={"threads_per_worker": 1, **(cluster_kwargs or {})},
             plugin=HardwareMetricsPlugin(SAMPLE_INTERVAL_S, "basic"), register_plugin=register_plugin,
             watch_interval_s=0.1, max_tasks_per_worker=max_tasks_per_worker, max_retries=max_retries,
-            dispatch_interval_s=0.05)
+            dispatch_interval_s=0.05, **coordinator_kwargs)
         self.client = self.coordinator.client
         # Heartbeats a loaded host delays do not make workers stale (except in the staleness
         # test), and critical-load exclusion is off, so that only what a test is about decides.
@@ -297,6 +297,30 @@ def test_stop_cancels_a_running_task_and_kills_its_process_tree(fleet_factory, t
     fleet.close()
     (row,) = fleet.query("SELECT success, error FROM task_resource_usage WHERE task_id = 'sleeper'")
     assert row[0] is False and "cancelled" in row[1]
+
+
+def _fails_on_odd_numbers(task_id: str, spec: dict, poll_interval_s: float) -> dict:
+    from fleet_hwmon.cluster.remote import noop_task
+
+    if int(task_id.rsplit("-", 1)[1]) % 2:
+        raise ValueError(f"{task_id} is odd")
+    return noop_task(task_id, spec, poll_interval_s)
+
+
+@needs_distributed
+def test_results_and_remote_errors_gathered_together_each_reach_their_task(fleet_factory):
+    fleet = fleet_factory(n_workers=2, max_tasks_per_worker=20, task_function=_fails_on_odd_numbers)
+    coordinator = fleet.coordinator
+    for i in range(20):
+        coordinator.submit_task(_task(f"n-{i}", "pass"))
+    assert coordinator.wait_until_done(60)
+    for i in range(20):
+        record = coordinator.tasks[f"n-{i}"]
+        if i % 2:
+            assert record.status == "failed" and f"ValueError: n-{i} is odd" in record.error, record.error
+        else:
+            assert record.status == "completed" and coordinator.placement(f"n-{i}")["worker_address"] == \
+                record.worker_id
 
 
 def _alive(pid: int) -> bool:

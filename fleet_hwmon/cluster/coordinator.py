@@ -136,7 +136,9 @@ class ClusterCoordinator(Coordinator):
         self._futures: dict[str, Any] = {}  # task id -> Dask future of its current attempt
         self._keys: dict[str, str] = {}  # Dask key -> task id
         self._without_plugin: set[str] = set()
-        self._completed = distributed.as_completed(loop=self.client.loop, with_results=True, raise_errors=False)
+        # Results are gathered per batch of completed futures (one round trip for the batch, as
+        # client.gather does), not one by one as as_completed(with_results=True) would.
+        self._completed = distributed.as_completed(loop=self.client.loop)
         self._added = threading.Event()
         self._closing = threading.Event()
         self._watch_thread: threading.Thread | None = None
@@ -404,11 +406,34 @@ class ClusterCoordinator(Coordinator):
                 batch = self._completed.next_batch(block=True)
             except StopIteration:
                 continue
-            for future, result in batch:
+            for future, result in zip(batch, self._results(batch)):
                 try:
                     self._on_done(future, result)
                 except Exception as err:  # never lose the loop over one result
                     log.exception("handling the result of %s failed: %s", future.key, err)
+
+    def _results(self, futures: list[Any]) -> list[Any]:
+        """Each future's result, or its exception (``None`` when cancelled): the finished ones in
+        one gather; one by one only when that gather fails (a future cancelled meanwhile)."""
+        finished = [f for f in futures if f.status == "finished"]
+        values: dict[str, Any] = {}
+        try:
+            values = dict(zip((f.key for f in finished), self.client.gather(finished))) if finished else {}
+        except Exception:
+            for future in finished:
+                try:
+                    values[future.key] = future.result(timeout=self.poll_interval_s * 20)
+                except Exception as err:
+                    values[future.key] = err
+        out = []
+        for future in futures:
+            if future.key in values:
+                out.append(values[future.key])
+            elif future.status == "error":
+                out.append(future.exception(timeout=self.poll_interval_s * 20))
+            else:
+                out.append(None)
+        return out
 
     def _on_done(self, future: Any, result: Any) -> None:
         with self._lock:
@@ -425,14 +450,12 @@ class ClusterCoordinator(Coordinator):
                                         "assigned_worker": worker_id, "attempt": record.attempts}
         elif status == "cancelled":
             execution = lost_result(record.error or "cancelled in the Dask cluster")
+        elif type(result).__name__ == "KilledWorker":  # the worker died under it: requeue like a departure
+            self.deregister_worker(worker_id, "died")
+            execution = lost_result(f"worker {worker_id} died while the task ran: {result}")
         else:
-            exc = result[1] if isinstance(result, tuple) and len(result) > 1 else result
-            if type(exc).__name__ == "KilledWorker":  # the worker died under it: requeue like a departure
-                self.deregister_worker(worker_id, "died")
-                execution = lost_result(f"worker {worker_id} died while the task ran: {exc}")
-            else:
-                execution = lost_result(f"remote execution on {worker_id} failed: {type(exc).__name__}: {exc}",
-                                        cancelled=False)
+            execution = lost_result(f"remote execution on {worker_id} failed: {type(result).__name__}: {result}",
+                                    cancelled=False)
         self._finish(record, worker_id, execution)
 
     def _cancel_remote(self, timeout_s: float) -> None:
