@@ -43,7 +43,9 @@ def test_cpu_burn_measures_cpu_seconds_and_first_sample_is_unknown():
     result = run_task(cpu_burn(1.5), on_sample=samples.append)
     assert result.success and result.returncode == 0 and result.error is None
     assert 0.9 <= result.cpu_seconds <= 2.0
-    assert result.peak_cpu_percent > 50
+    # The busiest window is at least as busy as the run on average (the burner's share of a core
+    # depends on what else the machine runs, so no fixed level).
+    assert result.peak_cpu_percent >= 0.8 * 100 * result.cpu_seconds / result.duration_s
     assert 0 < result.mean_cpu_percent <= 100 * psutil.cpu_count() + 10
     assert samples[0].cpu_percent is None  # C01: no reference point yet, so not 0.0
     assert result.num_samples >= len(samples) >= 3

@@ -71,8 +71,9 @@ def test_c01_fake_host_busy_from_the_start(db_path):
         ticks(monitor, 6)
     values = [r["cpu_percent"] for r in db_rows(db_path, "SELECT cpu_percent FROM resource_utilization "
                                                          "ORDER BY timestamp")]
-    # warming up (the first 0.1 s window is too short to mean anything), then real: never 0.0
-    assert set(values) <= {None, 100.0} and values[0] is None
+    # warming up (a window under 0.1 s is too short to mean anything), then real: never 0.0. On a
+    # loaded machine the first tick may come after the warm-up and be real already.
+    assert set(values) <= {None, 100.0} and values[0] in (None, 100.0)
     assert values[-3:] == [100.0] * 3
     assert fake.percent_calls == 0
 
