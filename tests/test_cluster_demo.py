@@ -3,6 +3,7 @@ worker processes), then its DuckDB file read back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,16 +26,32 @@ pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
     reason="Dask distributed is not installed (pip install 'fleet-hwmon[cluster]'); cluster tests skipped")]
 
 
-def test_local_cluster_demo_ends_with_a_report_and_the_workers_samples(tmp_path):
+def test_local_cluster_demo_runs_every_task_and_stores_tasks_samples_and_decisions(tmp_path):
+    """Worker processes with a fixed quiet load (so placement never waits on the shared host):
+    every task ends completed or failed, each worker's samples are stored under its Dask address,
+    and every task that ran was placed by a recorded decision on the worker it ran on."""
+    from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV
+    from tests.fakes import fixed_load
+    from tests.test_readme_commands import check_demo_run
+
     db = tmp_path / "demo.duckdb"
     report = tmp_path / "demo.html"
-    done = subprocess.run([sys.executable, str(DEMO), "--cluster", "local", "--num-workers", "2", "--num-tasks", "3",
-                           "--duration", "30", "--db-path", str(db), "--report", str(report), "--quiet"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    options = ["--cluster", "local", "--num-workers", "2", "--num-tasks", "4", "--duration", "120",
+               "--db-path", str(db), "--report", str(report), "--quiet"]
+    env = {**os.environ, EXTRA_SOURCE_ENV: fixed_load.ENV_VALUE,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(DEMO), *options], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "initialize() the integration" not in done.stderr  # the integration outlives the coordinator
-    assert report.is_file() and f"database: {db.resolve()}" in done.stdout
+    assert report.is_file()
+    check_demo_run(options, tmp_path, done.stdout)
     with duckdb.connect(str(db), read_only=True) as con:
-        workers = con.execute("SELECT DISTINCT worker_id FROM resource_utilization").fetchall()
-    assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for (w,) in workers)
+        ran = con.execute("SELECT task_id, worker_id, success FROM task_resource_usage").fetchall()
+        placed = set(con.execute("SELECT task_id, chosen_worker_id FROM scheduling_decisions").fetchall())
+        per_worker = con.execute("SELECT worker_id, count(*), count(cpu_percent) FROM resource_utilization "
+                                 "GROUP BY ALL").fetchall()
+    assert ran and all(w.startswith("tcp://127.0.0.1:") and (t, w) in placed for t, w, _ in ran)
+    assert any(ok for _, _, ok in ran)
+    assert len(per_worker) == 2 and all(n >= 1 and cpu == n for _, n, cpu in per_worker)
