@@ -17,8 +17,11 @@ order, each with a bounded lifetime:
 - Servers (``SERVERS``) start in the background on 127.0.0.1, on a free port in place of the
   README's, as many copies as the README means (one per worker machine: two), and are stopped when
   their block ends. ``HOST`` is 127.0.0.1.
-- Anything else runs in the foreground and must exit 0 within ``COMMAND_TIMEOUT_S``; a command
-  added later that serves forever fails there with a message saying to list it in ``SERVERS``.
+- Anything else runs in the foreground and must exit 0 within ``COMMAND_TIMEOUT_S``. A command
+  added later that is still running then and listens on a TCP port is a server the README runs
+  in a terminal of its own: it stays up for the rest of its block and is stopped with it (listing
+  it in ``SERVERS`` saves the wait and keeps it on loopback). One that neither ends nor listens
+  fails.
 - A demo run (``run_coordinator_with_hardware_monitoring.py``) is read back from its DuckDB file:
   every task has an outcome and none was left waiting or cancelled, workers were sampled and
   decisions recorded.
@@ -213,15 +216,23 @@ class Block:
             argv = [sys.executable, *argv[1:]]
         if argv[1:] == [RUNNER]:
             argv = [*argv, *RUNNER_STAND_IN]  # not the whole suite from inside the suite (module docstring)
-        proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)  # its own group: stopped whole below
+        log = self.cwd / f"command-{len(self.servers)}-{time.monotonic_ns()}.log"
+        with open(log, "w") as out_file:  # a file, not a pipe: a server left running never blocks on it
+            proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=out_file, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)  # its own group: stopped whole
         try:
-            out, err = proc.communicate(timeout=COMMAND_TIMEOUT_S)
+            _, err = proc.communicate(timeout=COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"README command {line!r} did not end within {COMMAND_TIMEOUT_S} s; a server "
-                                 f"belongs in SERVERS of {Path(__file__).name}") from None
-        finally:
+            if argv[1:2] != [DEMO] and _listens(proc.pid):
+                # A server the README runs in the foreground (a terminal of its own): it stays up
+                # for the rest of its block, which bounds its lifetime.
+                self.servers.append(proc)
+                return
             _stop_group(proc)
+            raise AssertionError(f"README command {line!r} did not end within {COMMAND_TIMEOUT_S} s and serves "
+                                 "no port") from None
+        _stop_group(proc)  # anything it left behind
+        out = log.read_text(errors="replace")
         assert proc.returncode == 0, f"README command {line!r} exited {proc.returncode}:\n{out}\n{err}"
         if argv[1:2] == [DEMO]:
             check_demo_run(argv[2:], self.cwd, out)
@@ -231,6 +242,24 @@ class Block:
     def stop_servers(self) -> None:
         for proc in reversed(self.servers):  # workers before their scheduler
             _stop_group(proc)
+
+
+def _listens(pid: int) -> bool:
+    """Whether the process or one of its descendants listens on a TCP port."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for proc in tree:
+        try:
+            if any(c.status == psutil.CONN_LISTEN for c in proc.net_connections("tcp")):
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
