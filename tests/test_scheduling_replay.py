@@ -1,4 +1,5 @@
-"""The scheduling replay: deterministic per seed, no task lost, outcomes follow from the events."""
+"""The scheduling replay: deterministic per seed, like-for-like physics, no task lost, every
+outcome follows from the events, runs that cannot finish are cut and reported."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet_hwmon.replay import (POLICY_NAMES, ReplayConfig, build_fleet, build_tasks, make_policy,
-                                makespan_lower_bound_s, simulate)
-from fleet_hwmon.replay.sim import _fits
+from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, ReplayConfig, ReplayDidNotFinish,
+                                TaskType, build_fleet, build_tasks, fits, make_policy, makespan_lower_bound_s,
+                                simulate, workload)
+from fleet_hwmon.replay.policies import LeastLoaded
+from fleet_hwmon.replay.sim import CUDA_OOM, EPOCH, NO_HARDWARE, OOM_KILLED, TIMED_OUT
 
+GIB = 1024**3
 TINY = ReplayConfig(workers=6, tasks=60, seed=3)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +25,42 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_results():
     return {name: simulate(TINY, make_policy(name, TINY.seed)) for name in POLICY_NAMES}
+
+
+class NeverPlaces(LeastLoaded):
+    """A policy that holds every task: the run can never finish."""
+
+    name = "never_places"
+
+    def choose(self, task, available, counts):
+        return None
+
+
+class Recording(LeastLoaded):
+    """Least-loaded that remembers when each worker's samples reached it."""
+
+    name = "recording"
+
+    def __init__(self, seed=0):
+        super().__init__(seed)
+        self.delivered = collections.defaultdict(list)
+
+    def on_sample(self, worker_id, sample):
+        super().on_sample(worker_id, sample)
+        self.delivered[worker_id].append((self.clock(), sample.timestamp))
+
+
+def attempts_of(result):
+    """task -> [[start, worker, end, error]] in order, checking each attempt opens and closes once."""
+    attempts = collections.defaultdict(list)
+    for t, kind, task_id, worker_id, detail in result.events:
+        if kind == "start":
+            attempts[task_id].append([t, worker_id, None, None])
+        elif kind == "finish" and worker_id is not None:
+            attempt = attempts[task_id][-1]
+            assert attempt[1] == worker_id and attempt[2] is None and t >= attempt[0]
+            attempt[2:] = [t, detail]
+    return attempts
 
 
 def test_same_seed_same_outcomes(tiny_results):
@@ -36,32 +76,25 @@ def test_every_policy_sees_the_same_workload():
     assert build_tasks(TINY, fleet) == build_tasks(TINY, build_fleet(TINY))
     assert len({w.worker_id for w in fleet}) == TINY.workers
     assert any(w.gpu for w in fleet) and any(not w.gpu for w in fleet)
+    assert all(t.timeout_s == pytest.approx(TINY.timeout_factor * t.work_s, abs=1e-2) for t in build_tasks(TINY, fleet))
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
-def test_no_task_lost_and_each_attempt_counted_once(tiny_results, policy):
+def test_every_task_retried_until_it_succeeds_or_runs_out_of_attempts(tiny_results, policy):
     result = tiny_results[policy]
-    attempts = collections.defaultdict(list)  # task -> [(start, finish, error)], in order
-    arrivals = collections.Counter()
-    for t, kind, task_id, worker_id, detail in result.events:
-        if kind == "arrive":
-            arrivals[task_id] += 1
-        elif kind == "start":
-            attempts[task_id].append([t, worker_id, None, None])
-        else:
-            attempt = attempts[task_id][-1]
-            assert attempt[1] == worker_id and attempt[2] is None and t >= attempt[0]
-            attempt[2:] = [t, detail]
+    attempts = attempts_of(result)
     ids = {t.task_id for t in build_tasks(TINY, build_fleet(TINY))}
-    assert set(arrivals) == set(attempts) == ids and set(arrivals.values()) == {1}
+    assert set(attempts) == ids and result.finished
     for runs in attempts.values():
-        assert 1 <= len(runs) <= TINY.max_attempts and all(run[2] is not None for run in runs)
+        assert all(run[2] is not None for run in runs)
         assert all(run[3] is not None for run in runs[:-1])  # only a failed attempt is retried
+        assert len(runs) <= TINY.max_attempts
         if runs[-1][3] is not None:
             assert len(runs) == TINY.max_attempts  # failed for good only after every attempt
     o = result.outcomes
-    assert o["completed"] + o["tasks_failed"] == o["tasks"] == TINY.tasks
+    assert o["completed"] + o["tasks_failed"] == o["tasks"] == TINY.tasks and o["unfinished_tasks"] == 0
     assert o["failures"] == sum(run[3] is not None for runs in attempts.values() for run in runs)
+    assert o["placed"] == sum(len(runs) for runs in attempts.values())
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
@@ -83,15 +116,115 @@ def test_outcomes_recomputed_from_the_event_log(tiny_results, policy):
     assert all(w >= 0 for w in waits.values())
 
 
-def test_a_failed_attempt_is_retried_and_its_lost_work_paid_again():
-    # Least-loaded ignores memory: on this workload two attempts fail, one task for good.
-    busy = ReplayConfig(workers=6, tasks=120, seed=1, load=0.9)
+def test_least_loaded_never_leaves_a_worker_idle_while_a_task_it_could_hold_waits(tiny_results):
+    # Least-loaded places whenever a compatible worker has a free slot, so none of its idle
+    # core-time counts as idle-while-waiting; a policy that holds every task wastes the fleet.
+    assert tiny_results["least_loaded"].outcomes["idle_while_waiting_percent"] == 0.0
+    held = simulate(replace(TINY, stall_s=300), NeverPlaces(TINY.seed))
+    idle = held.outcomes["idle_while_waiting_percent"]
+    busy = 100 * sum(w["cpu_utilization"] * w["cores"] for w in held.workers.values()) / sum(
+        w["cores"] for w in held.workers.values())
+    first_arrival = min(t.arrival_s for t in build_tasks(TINY, build_fleet(TINY)))
+    # Idle while waiting is the idle core-time after the first arrival: all of it, here.
+    assert 100 - busy - 100 * first_arrival / held.end_s - 1 < idle <= 100 - busy
+
+
+def test_a_run_that_cannot_finish_is_cut_and_reported():
+    held = simulate(replace(TINY, stall_s=300), NeverPlaces(TINY.seed))
+    o = held.outcomes
+    assert not held.finished and "stalled" in held.stop_reason
+    assert o["unfinished_tasks"] == TINY.tasks and o["placed"] == 0
+    last_arrival = max(t.arrival_s for t in build_tasks(TINY, build_fleet(TINY)))
+    assert o["makespan_s"] == pytest.approx(last_arrival + 300)  # the stall, measured from the last activity
+    with pytest.raises(ReplayDidNotFinish, match="stalled"):
+        simulate(replace(TINY, stall_s=300), NeverPlaces(TINY.seed), require_finish=True)
+    # The horizon bounds a run that keeps something going but never ends.
+    bounded = simulate(replace(TINY, horizon_factor=0.5), make_policy("least_loaded", TINY.seed))
+    assert not bounded.finished and "horizon" in bounded.stop_reason
+    assert bounded.end_s == pytest.approx(0.5 * makespan_lower_bound_s(TINY))
+
+
+def test_a_task_no_worker_could_hold_fails_each_attempt_then_for_good():
+    huge = TaskType("huge_model", 0.2, {"hardware": ["gpu"]}, cores=1.0, memory_gb=1.0, work_s=20,
+                    gpu_percent=10.0, gpu_memory_gb=500.0, gpu_memory_sigma=0.01)
+    martian = TaskType("tpu", 0.1, {"hardware": ["tpu"]}, cores=1.0, memory_gb=1.0, work_s=20)
+    config = replace(TINY, tasks=30, task_types=TINY.task_types + (huge, martian))
+    result = simulate(config, make_policy("least_loaded", config.seed))
+    attempts = attempts_of(result)
+    specs = build_tasks(config, build_fleet(config))
+    huge_ids = [t.task_id for t in specs if t.type == "huge_model"]
+    tpu_ids = [t.task_id for t in specs if t.type == "tpu"]
+    assert huge_ids and tpu_ids and result.finished
+    for task_id in huge_ids:  # the GPU allocation fails every time: nothing is held, work is lost
+        assert [run[3] for run in attempts[task_id]] == [CUDA_OOM] * config.max_attempts
+    refused = [(task_id, detail) for t, kind, task_id, worker, detail in result.events
+               if kind == "finish" and worker is None]
+    assert sorted(refused) == sorted((task_id, NO_HARDWARE) for task_id in tpu_ids)
+    assert not any(task_id in attempts for task_id in tpu_ids)
+    assert result.outcomes["tasks_failed"] == len(huge_ids) + len(tpu_ids)
+
+
+def test_over_subscription_has_a_price():
+    # With a tight timeout, least-loaded's over-subscribed workers slow tasks past it; each
+    # timed-out attempt is retried, and the other tenants lose CPU to our tasks.
+    busy = replace(TINY, load=1.3, timeout_factor=1.3)
     result = simulate(busy, make_policy("least_loaded", busy.seed))
-    assert (result.outcomes["failures"], result.outcomes["tasks_failed"]) == (2, 1)
-    retried = [task_id for _, kind, task_id, _, _ in result.events if kind == "start"]
-    assert len(retried) == busy.tasks + 1
-    once = simulate(replace(busy, max_attempts=1), make_policy("least_loaded", busy.seed))
-    assert once.outcomes["tasks_failed"] == once.outcomes["failures"] >= 1  # no retries: every failure is final
+    o = result.outcomes
+    assert o["failures_by_error"].get(TIMED_OUT, 0) > 0 and result.finished
+    assert o["tenant_cpu_taken_percent"] > 0
+    relaxed = simulate(replace(busy, timeout_factor=100.0), make_policy("least_loaded", busy.seed))
+    assert TIMED_OUT not in relaxed.outcomes["failures_by_error"]
+
+
+def test_memory_bound_workload_oom_kills_and_every_kill_frees_and_retries():
+    config = workload("memory_bound", workers=6, tasks=80, seed=1)
+    result = simulate(config, make_policy("least_loaded", config.seed), require_finish=True)
+    attempts = attempts_of(result)
+    killed = [runs for runs in attempts.values() if any(run[3] == OOM_KILLED for run in runs)]
+    assert killed and result.outcomes["failures_by_error"][OOM_KILLED] == sum(
+        run[3] == OOM_KILLED for runs in attempts.values() for run in runs)
+    # Every killed task ran again, and one attempt that ended well followed unless it ran out.
+    assert all(len(runs) >= 2 or runs[-1][3] is not None for runs in killed)
+    assert all(runs[-1][3] is None or len(runs) == config.max_attempts for runs in attempts.values())
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_each_workload_runs_and_has_its_character(name):
+    config = workload(name, workers=10, tasks=60, seed=2)
+    fleet = build_fleet(config)
+    specs = build_tasks(config, fleet)
+    result = simulate(config, make_policy("least_loaded", config.seed), require_finish=True)
+    o = result.outcomes
+    assert o["tasks"] == 60 and o["incompatible_placements"] == 0
+    assert o["makespan_s"] >= o["makespan_lower_bound_s"] - 1e-6
+    if name == "gpu_heavy":
+        gpu_sizes = {w.gpu.memory_bytes // GIB for w in fleet if w.gpu}
+        assert {16, 40, 80} <= gpu_sizes
+        assert any(t.requirements.get("min_gpu_memory_gb", 0) >= 40 for t in specs)
+        assert o["isolation_samples"] > 0 and 0 <= o["isolation_quiet_percent"] <= 100
+    if name == "memory_bound":
+        undeclared = sum(t.memory_bytes for t in specs if "min_memory_gb" not in t.requirements)
+        assert undeclared > 0.7 * sum(t.memory_bytes for t in specs)
+    if name == "late_monitors":
+        faulty = [w for w in fleet if w.monitor_stops_s is not None or w.monitor_extra_delay_s]
+        assert len(faulty) == 2 and {result.workers[w.worker_id]["monitor"] for w in faulty} == {"late", "stops"}
+
+
+def test_faulty_monitors_deliver_late_or_stop_while_their_workers_run():
+    config = workload("late_monitors", workers=10, tasks=80, seed=0, monitor_stop_s=(40.0, 80.0))
+    policy = Recording(config.seed)
+    result = simulate(config, policy)
+    fleet = build_fleet(config)
+    stopped = next(w for w in fleet if w.monitor_stops_s is not None)
+    late = next(w for w in fleet if w.monitor_extra_delay_s)
+    assert all((taken - EPOCH).total_seconds() < stopped.monitor_stops_s
+               for _, taken in policy.delivered[stopped.worker_id])
+    assert max(t for t, _ in policy.delivered[late.worker_id]) > 0
+    delays = [t - ((taken - EPOCH).total_seconds()) for t, taken in policy.delivered[late.worker_id]]
+    assert min(delays) >= 0.5 * config.late_monitor_delay_s
+    starts_after_stop = [t for t, kind, _, worker, _ in result.events
+                         if kind == "start" and worker == stopped.worker_id and t > stopped.monitor_stops_s]
+    assert result.finished and starts_after_stop  # least-loaded keeps using it, on its last figures
 
 
 @pytest.mark.parametrize("policy", ["hardware_aware", "hardware_aware_no_history", "original", "round_robin"])
@@ -101,7 +234,7 @@ def test_no_incompatible_placement(tiny_results, policy):
     specs = {t.task_id: t for t in build_tasks(TINY, build_fleet(TINY))}
     placed = [(specs[task_id], fleet[worker_id]) for _, kind, task_id, worker_id, _ in result.events
               if kind == "start"]
-    assert placed and all(_fits(spec, worker) for spec, worker in placed)
+    assert placed and all(fits(spec, worker) for spec, worker in placed)
     assert result.outcomes["incompatible_placements"] == 0
     assert any(spec.needs_gpu for spec, _ in placed)  # the check covers GPU requirements
 
@@ -113,15 +246,35 @@ def test_no_policy_beats_the_makespan_lower_bound(tiny_results):
     assert all(result.outcomes["makespan_s"] >= bound - 1e-6 for result in tiny_results.values())
 
 
+def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limited_to():
+    # One 2-core worker, 20 single-core tasks of 100 s arriving at once: no schedule ends
+    # before 20 x 100 core-s / (2 cores x speed) after the first arrival.
+    fleet = (FleetClass("only", 1.0, 2, 64, None, 1.0),)
+    task = TaskType("t", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=100, work_sigma=0.001)
+    config = ReplayConfig(workers=1, tasks=20, burst_share=1.0, burst_size=(20, 20), burst_spread_s=0.0,
+                          fleet_classes=fleet, task_types=(task,))
+    worker = build_fleet(config)[0]
+    specs = build_tasks(config, [worker])
+    expected = specs[0].arrival_s + sum(t.cores * t.work_s for t in specs) / (2 * worker.speed)
+    assert makespan_lower_bound_s(config) == pytest.approx(expected)
+    result = simulate(config, make_policy("least_loaded", 0), require_finish=True)
+    assert result.outcomes["makespan_s"] >= expected
+
+
 def test_benchmark_script_quick_run(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("scheduling_replay", ROOT / "benchmarks" / "scheduling_replay.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     plot = tmp_path / "replay_report.html"
-    assert module.main(["--workers", "6", "--tasks", "40", "--seeds", "1", "--jobs", "1", "--plot", str(plot)]) == 0
+    assert module.main(["--workers", "6", "--tasks", "40", "--seeds", "1", "--jobs", "1", "--plot", str(plot),
+                        "--workloads", "default,memory_bound", "--policies", "least_loaded,hardware_aware"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     data = json.loads(last)
-    assert set(data["policies"]) == set(POLICY_NAMES)
-    assert "makespan_s" in data["policies"]["hardware_aware"]
-    assert data["goal"]["makespan_lower_bound_s"] <= data["policies"]["least_loaded"]["makespan_s"]
+    assert set(data["workloads"]) == {"default", "memory_bound"}
+    for entry in data["workloads"].values():
+        assert set(entry["policies"]) == {"least_loaded", "hardware_aware"}
+        ll = entry["policies"]["least_loaded"]
+        assert ll["makespan_lower_bound_s"] <= ll["makespan_s"] and ll["finished"] is True
+        assert entry["goal"]["failures_ratio"]["met"] == (
+            entry["policies"]["hardware_aware"]["failures"] <= 0.2 * ll["failures"])
     assert "<svg" in plot.read_text(encoding="utf-8")

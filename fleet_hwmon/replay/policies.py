@@ -168,6 +168,10 @@ class HardwareAware(Original):
     def on_sample(self, worker_id: str, sample: ResourceUtilization) -> None:
         self.integration.update_worker_utilization(worker_id, sample)
 
+    def decisions(self) -> int:
+        """Decisions the integration made (its statistics), however often it was asked."""
+        return int(self.integration.scheduler_statistics()["decisions"])
+
     def close(self) -> None:
         if self.integration is not None:
             self.integration.shutdown()

@@ -1,50 +1,65 @@
 """The discrete-event simulation of a fleet running a workload under one scheduling policy.
 
-Physics (the same for every policy):
+Physics, the same for every policy (the worker's own in :mod:`fleet_hwmon.replay.worker`):
 
-* A worker's cores are shared fairly: when background plus task demand exceeds its cores, every
-  task on it slows by ``cores / demand``; GPU tasks sharing a GPU above 100 % slow the same way.
-  A task progresses at ``worker speed * slowdown``.
-* A task whose memory does not fit in what is free when it starts (background plus the other
-  tasks' memory) fails: it takes what is free, runs a quarter of its work and is killed (OOM).
-  The same for GPU memory (CUDA out of memory, after a tenth of its work). A failed attempt is
-  queued again (at the back) until the task has had ``max_attempts``, as a test framework
-  retries a task killed for lack of memory; its lost work is paid again.
+* Over-subscribed cores and GPUs slow every task on the worker (and the other tenants, whose
+  lost CPU is reported); an attempt still running ``timeout_s`` after its start is killed
+  ("timed out"): over-subscription has a price.
+* Memory ramps up over a task's life; when a worker runs out, the OOM killer ends the task
+  holding the most memory. GPU memory is taken at start: an attempt whose GPU memory does not
+  fit fails ("CUDA out of memory") after ``cuda_oom_after`` of its work. A failed attempt frees
+  everything it held and is queued again (at the back) until the task has run ``max_attempts``
+  times, so every policy does all the work; its lost work is paid again.
 * Background load (other tenants) changes at random times from a per-worker stream.
 * Each worker's monitor samples every ``sample_interval_s`` (CPU percent averaged over the
-  interval, as ``psutil.cpu_percent`` does; memory and GPU at the instant) and the sample
-  reaches the scheduler after a delay; samples of a worker arrive in order.
+  interval, as ``psutil.cpu_percent`` does; memory and GPU at the instant); the sample reaches
+  the scheduler after a delay, in order. A faulty monitor adds a long delay or stops for good,
+  while the coordinator keeps seeing its worker alive.
 * The coordinator mirrors the reference one: a FIFO queue (priority first), a worker is
-  available while it runs fewer tasks than its slots, a task the policy cannot place waits;
-  the queue is looked at when a task arrives or finishes and when a sample arrives.
+  available while it runs fewer tasks than its slots, a task the policy cannot place waits, a
+  task no registered worker has the hardware for fails at once; the queue is looked at when a
+  task arrives or ends and when a sample of an available worker arrives.
+* The run stops at ``horizon_factor`` times the makespan lower bound, or after ``stall_s`` with
+  tasks queued, nothing running and nothing left to arrive: it is then reported unfinished,
+  never a hang.
 
-Everything is driven by simulated time; the event log records arrivals, starts and finishes.
+Everything is driven by simulated time; the event log records arrivals, starts and ends.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from fleet_hwmon.replay.workload import GIB, ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, stream
+from fleet_hwmon.replay.bounds import fits, makespan_lower_bound_s
+from fleet_hwmon.replay.worker import Attempt, SimWorker
+from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, stream
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
 EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
-OVERLOAD_PERCENT = 95.0
+ISOLATION_THRESHOLD_PERCENT = 80.0
+NO_HARDWARE = "no registered worker has the hardware this task requires"
+OOM_KILLED = "out of memory (killed by the OOM killer)"
+CUDA_OOM = "CUDA out of memory"
+TIMED_OUT = "timed out"
 
 # Event kinds, in the order they are handled at the same instant.
-_FINISH, _BACKGROUND, _SAMPLE, _DELIVER, _ARRIVE = range(5)
+_FINISH, _OOM, _TIMEOUT, _BACKGROUND, _SAMPLE, _DELIVER, _ARRIVE = range(7)
 
 
 class Policy(Protocol):
     """A scheduling policy under test. ``choose`` returns a worker among ``available`` or None
     (the task waits). ``matches_hardware``: the policy claims never to pick a worker lacking
-    the hardware. The hooks see what a coordinator would: starts, finishes, delivered samples."""
+    the hardware. The hooks see what a coordinator would: starts, ends, delivered samples.
+    ``decisions()`` (optional) is how many decisions the policy itself made, when that differs
+    from how often it was asked."""
 
     name: str
     matches_hardware: bool
@@ -69,48 +84,8 @@ class SimCoordinator:
         self.task_scheduler = TaskScheduler(self.workers, seed=seed)
 
 
-@dataclass
-class _Running:
-    spec: TaskSpec
-    start_s: float
-    remaining: float  # work seconds left at speed 1
-    memory_bytes: int  # what it holds
-    gpu_memory_bytes: int
-    error: str | None  # set when it will end as a failure
-    rate: float = 0.0
-    cpu_seconds: float = 0.0
-    gpu_percent_s: float = 0.0  # integral of its share of the GPU (percent x seconds)
-
-
-@dataclass
-class _Worker:
-    spec: WorkerSpec
-    tasks: dict[str, _Running] = field(default_factory=dict)
-    bg_cores: float = 0.0
-    bg_memory: int = 0
-    last_s: float = 0.0
-    version: int = 0
-    cpu_factor: float = 1.0
-    gpu_factor: float = 1.0
-    cpu_busy_core_s: float = 0.0  # integral of min(demand, cores)
-    sampled_core_s: float = 0.0  # cpu_busy_core_s at the previous sample
-    last_sample_s: float = 0.0
-    last_delivery_s: float = 0.0
-    overload_s: float = 0.0
-    background_overload_s: float = 0.0
-    overload_by_resource: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "memory": 0.0, "gpu": 0.0})
-
-    def demand(self) -> float:
-        return self.bg_cores + sum(t.spec.cores for t in self.tasks.values())
-
-    def memory_used(self) -> int:
-        return self.bg_memory + sum(t.memory_bytes for t in self.tasks.values())
-
-    def gpu_percent(self) -> float:
-        return sum(t.spec.gpu_percent for t in self.tasks.values() if t.spec.needs_gpu)
-
-    def gpu_memory_used(self) -> int:
-        return sum(t.gpu_memory_bytes for t in self.tasks.values())
+class ReplayDidNotFinish(AssertionError):
+    """A replay stopped at its horizon or stalled with tasks still queued or running."""
 
 
 @dataclass
@@ -118,7 +93,13 @@ class ReplayResult:
     """What one replay produced: the event log, per-worker ground truth and the outcomes.
 
     ``events``: ``(time_s, kind, task_id, worker_id, detail)`` with kind ``arrive``, ``start``
-    or ``finish`` (detail: ``None`` on success, else the error).
+    or ``finish`` (detail: ``None`` on success, else the error; a task no worker has the
+    hardware for finishes at its arrival with worker ``None``). ``finished``: every task ended
+    (succeeded, or failed for good: ``tasks_failed``); otherwise ``stop_reason`` says why the
+    run was cut at ``end_s`` with ``unfinished_tasks`` queued or running. ``asks``: how often
+    the coordinator asked the policy; ``decisions``: what the policy reports making (None when
+    it does not say). ``isolation``: per task with ``requirements.isolation`` quiet or
+    exclusive, ``[samples, samples under the threshold]``.
     """
 
     policy: str
@@ -126,6 +107,16 @@ class ReplayResult:
     events: list[tuple[float, str, str, str | None, str | None]]
     workers: dict[str, dict[str, Any]]
     incompatible_placements: int
+    end_s: float = 0.0
+    finished: bool = True
+    stop_reason: str | None = None
+    makespan_lower_bound_s: float = 0.0
+    asks: int = 0
+    decisions: int | None = None
+    tasks_failed: int = 0
+    unfinished_tasks: int = 0
+    isolation: dict[str, list[int]] = field(default_factory=dict)
+    workload: str = "default"
     wall_s: float = 0.0
     outcomes: dict[str, Any] = field(default_factory=dict)
 
@@ -139,67 +130,111 @@ class Simulation:
         self.fleet = build_fleet(config)
         self.tasks = build_tasks(config, self.fleet)
         self.now = 0.0
-        self._workers = {w.worker_id: _Worker(w) for w in self.fleet}
+        self._workers = {w.worker_id: SimWorker(w) for w in self.fleet}
         self._heap: list[tuple] = []
         self._seq = itertools.count()
         self._queue: list[tuple[int, int, str]] = []
+        self._waiting: dict[str, list[tuple[int, int, str]]] = {}  # type -> sorted (memory, GPU memory, id)
+        self._waiting_changed = False
+        self._changed: set[str] = set()  # workers whose state changed in this event
         self._specs = {t.task_id: t for t in self.tasks}
+        self._fits: dict[tuple[str, str], bool] = {}
         self._done = 0
+        self._failed = 0  # tasks failed for good
+        self._running = 0
+        self._arrivals_left = len(self.tasks)
+        self._last_activity_s = 0.0
         self.events: list[tuple[float, str, str, str | None, str | None]] = []
         self._incompatible = 0
+        self._asks = 0
+        self._isolation: dict[str, list[int]] = {}
         self._bg_rng = {w.worker_id: stream(config.seed, "background", w.worker_id) for w in self.fleet}
         self._delay_rng = {w.worker_id: stream(config.seed, "delay", w.worker_id) for w in self.fleet}
         phase_rng = stream(config.seed, "phase")
         self._phase = {w.worker_id: phase_rng.uniform(0, config.sample_interval_s) for w in self.fleet}
+        self._sampled: dict[str, tuple[float, float]] = {w.worker_id: (0.0, 0.0) for w in self.fleet}
+        self._last_delivery: dict[str, float] = dict.fromkeys(self._workers, 0.0)
         self._req_cache: dict[str, TaskRequirements] = {}
         self._attempts: dict[str, int] = {}
+        self.bound_s = makespan_lower_bound_s(config)
         self.coordinator = SimCoordinator(self.fleet, config.seed)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> ReplayResult:
-        import time
-
         started = time.perf_counter()
         self.policy.attach(self.coordinator, lambda: self.now)
+        horizon_s = self.config.horizon_factor * self.bound_s
+        stop_reason = None
         try:
             for spec in self.tasks:
                 self._push(spec.arrival_s, _ARRIVE, spec.task_id)
             for worker_id in self._workers:
                 self._background(worker_id)
                 self._push(self._phase[worker_id], _SAMPLE, worker_id)
+            self._settle()
             while self._heap and self._done < len(self.tasks):
+                t = self._heap[0][0]
+                if t > horizon_s:
+                    stop_reason = f"horizon {horizon_s:.0f} s reached ({self.config.horizon_factor:g}x the lower bound)"
+                    self.now = horizon_s
+                    break
+                if self._stalled(t):
+                    stop_reason = (f"stalled: {len(self._queue)} tasks queued, none running, "
+                                   f"nothing started for {self.config.stall_s:g} s")
+                    self.now = self._last_activity_s + self.config.stall_s
+                    break
                 t, kind, _, a, b = heapq.heappop(self._heap)
                 self.now = t
-                if kind == _FINISH:
-                    worker = self._workers[a]
-                    if b[1] == worker.version and b[0] in worker.tasks:
-                        self._finish(worker, b[0])
-                        self._dispatch()
-                elif kind == _ARRIVE:
-                    self.events.append((t, "arrive", a, None, None))
-                    spec = self._specs[a]
-                    heapq.heappush(self._queue, (-spec.priority, next(self._seq), a))
-                    self._dispatch()
-                elif kind == _BACKGROUND:
-                    self._background(a)
-                elif kind == _SAMPLE:
-                    self._take_sample(a)
-                elif kind == _DELIVER:
-                    self.policy.on_sample(a, b)
-                    # A sample changes the scheduler's view of this worker only: worth a look at
-                    # the queue when this worker could take a task.
-                    worker = self._workers[a]
-                    if self._queue and len(worker.tasks) < worker.spec.slots:
-                        self._dispatch()
-            makespan = self.now
+                self._handle(kind, a, b)
+                self._settle()
             for worker in self._workers.values():
-                self._advance(worker, makespan)
+                worker.advance(self.now)
+            decisions = getattr(self.policy, "decisions", None)
+            decisions = decisions() if callable(decisions) else None
         finally:
             self.policy.close()
-        result = ReplayResult(self.policy.name, self.config.seed, self.events, self._worker_totals(),
-                              self._incompatible)
+        result = ReplayResult(
+            self.policy.name, self.config.seed, self.events, self._worker_totals(), self._incompatible,
+            end_s=self.now, finished=self._done == len(self.tasks), stop_reason=stop_reason,
+            makespan_lower_bound_s=self.bound_s, asks=self._asks, decisions=decisions,
+            isolation=self._isolation, workload=self.config.name, tasks_failed=self._failed,
+            unfinished_tasks=len(self.tasks) - self._done)
+        if not result.finished and result.stop_reason is None:
+            result.stop_reason = "no event left with tasks unfinished"
         result.wall_s = time.perf_counter() - started
         return result
+
+    def _stalled(self, next_s: float) -> bool:
+        return (bool(self._queue) and self._running == 0 and self._arrivals_left == 0
+                and next_s - self._last_activity_s > self.config.stall_s)
+
+    def _handle(self, kind: int, a: Any, b: Any) -> None:
+        if kind == _FINISH or kind == _OOM or kind == _TIMEOUT:
+            worker = self._workers[a]
+            worker.advance(self.now)
+            if kind == _FINISH and b[1] == worker.version and b[0] in worker.tasks:
+                self._end(worker, b[0])
+            elif kind == _OOM and b == worker.version:
+                if worker.memory_used() >= worker.spec.memory_bytes - 2**20 and worker.tasks:
+                    self._end(worker, worker.largest_task(), OOM_KILLED)
+                else:  # rounding: the crossing is a hair later
+                    self._reschedule(worker)
+            elif kind == _TIMEOUT:
+                task = worker.tasks.get(b[0])
+                if task is not None and task.number == b[1]:
+                    self._end(worker, b[0], TIMED_OUT)
+        elif kind == _ARRIVE:
+            self._arrive(self._specs[a])
+        elif kind == _BACKGROUND:
+            self._background(a)
+        elif kind == _SAMPLE:
+            self._take_sample(a)
+        elif kind == _DELIVER:
+            self.policy.on_sample(a, b)
+            # A sample changes the scheduler's view of this worker only: worth a look at the
+            # queue when this worker could take a task.
+            if self._queue and self._workers[a].has_free_slot():
+                self._dispatch()
 
     def _push(self, t: float, kind: int, a: Any, b: Any = None) -> None:
         heapq.heappush(self._heap, (t, kind, next(self._seq), a, b))
@@ -210,6 +245,37 @@ class Simulation:
         if req is None:
             req = self._req_cache[spec.type] = TaskRequirements.from_task(spec.as_task())
         return req
+
+    def _fits_worker(self, spec: TaskSpec, worker: WorkerSpec) -> bool:
+        key = (spec.type, worker.worker_id)
+        ok = self._fits.get(key)
+        if ok is None:
+            ok = self._fits[key] = fits(spec, worker)
+        return ok
+
+    def _arrive(self, spec: TaskSpec) -> None:
+        self.events.append((self.now, "arrive", spec.task_id, None, None))
+        self._arrivals_left -= 1
+        self._last_activity_s = self.now
+        if not any(self._fits_worker(spec, w) for w in self.fleet):
+            self.events.append((self.now, "finish", spec.task_id, None, NO_HARDWARE))
+            self._done += 1
+            self._failed += 1
+            return
+        self._enqueue(spec)
+        self._dispatch()
+
+    def _enqueue(self, spec: TaskSpec) -> None:
+        heapq.heappush(self._queue, (-spec.priority, next(self._seq), spec.task_id))
+        bisect.insort(self._waiting.setdefault(spec.type, []), (spec.memory_bytes, spec.gpu_memory_bytes, spec.task_id))
+        self._waiting_changed = True
+
+    def _dequeued(self, spec: TaskSpec) -> None:
+        waiting = self._waiting[spec.type]
+        del waiting[bisect.bisect_left(waiting, (spec.memory_bytes, spec.gpu_memory_bytes, spec.task_id))]
+        if not waiting:
+            del self._waiting[spec.type]
+        self._waiting_changed = True
 
     def _dispatch(self) -> None:
         """The reference coordinator's dispatch_once: place queued tasks in order while workers
@@ -227,6 +293,7 @@ class Simulation:
             if spec.type in declined:
                 deferred.append(entry)
                 continue
+            self._asks += 1
             worker_id = self.policy.choose(spec.as_task(), available, counts)
             if worker_id is None:
                 declined.add(spec.type)
@@ -234,114 +301,120 @@ class Simulation:
                 continue
             if worker_id not in available:
                 raise RuntimeError(f"policy {self.policy.name} chose {worker_id!r}, which is not available")
+            self._dequeued(spec)
             self._start(spec, self._workers[worker_id])
             counts[worker_id] += 1
         for entry in deferred:
             heapq.heappush(self._queue, entry)
 
-    # -- worker physics ---------------------------------------------------------------------------
-    def _advance(self, worker: _Worker, t: float) -> None:
-        dt = t - worker.last_s
-        if dt <= 0:
-            return
-        cores = worker.spec.cores
-        demand = worker.demand()
-        worker.cpu_busy_core_s += min(demand, cores) * dt
-        for task in worker.tasks.values():
-            task.remaining -= task.rate * dt
-            task.cpu_seconds += task.spec.cores * worker.cpu_factor * dt
-            if task.spec.needs_gpu:
-                task.gpu_percent_s += task.spec.gpu_percent * worker.gpu_factor * dt
-        over = {"cpu": 100.0 * demand / cores > OVERLOAD_PERCENT,
-                "memory": 100.0 * worker.memory_used() / worker.spec.memory_bytes > OVERLOAD_PERCENT,
-                "gpu": worker.gpu_percent() > OVERLOAD_PERCENT}
-        for resource, flag in over.items():
-            if flag:
-                worker.overload_by_resource[resource] += dt
-        if any(over.values()):
-            worker.overload_s += dt
-            if 100.0 * worker.bg_cores / cores > OVERLOAD_PERCENT:
-                worker.background_overload_s += dt  # no placement could have avoided it
-        worker.last_s = t
+    def _settle(self) -> None:
+        """After an event: which workers now have a free slot and room (free memory after every
+        running task's peak, free GPU memory) for the smallest waiting task of some type they
+        have the hardware for. Their idle cores count as idle-while-waiting until that changes."""
+        workers = self._workers.values() if self._waiting_changed else [self._workers[w] for w in self._changed]
+        for worker in workers:
+            worker.advance(self.now)
+            worker.room_for_waiting = worker.has_free_slot() and self._room_for_waiting(worker)
+        self._waiting_changed = False
+        self._changed.clear()
 
-    def _reschedule(self, worker: _Worker) -> None:
-        """New rates after a change on the worker, and the finish event of each task."""
-        worker.version += 1
-        demand = worker.demand()
-        worker.cpu_factor = min(1.0, worker.spec.cores / demand) if demand > 0 else 1.0
-        gpu = worker.gpu_percent()
-        gpu_factor = worker.gpu_factor = min(1.0, 100.0 / gpu) if gpu > 0 else 1.0
-        for task_id, task in worker.tasks.items():
-            factor = min(worker.cpu_factor, gpu_factor) if task.spec.needs_gpu else worker.cpu_factor
-            task.rate = worker.spec.speed * factor
-            self._push(self.now + max(0.0, task.remaining) / task.rate, _FINISH, worker.spec.worker_id,
-                       (task_id, worker.version))
-
-    def _start(self, spec: TaskSpec, worker: _Worker) -> None:
-        self._advance(worker, self.now)
+    def _room_for_waiting(self, worker: SimWorker) -> bool:
         ws = worker.spec
-        if hardware_mismatch(self._requirements(spec), ws.capabilities()) is not None or not _fits(spec, ws):
+        free = ws.memory_bytes - worker.memory_committed()
+        gpu_free = (ws.gpu.memory_bytes - worker.gpu_memory_used()) if ws.gpu else 0
+        for waiting in self._waiting.values():
+            memory, gpu_memory, task_id = waiting[0]
+            spec = self._specs[task_id]
+            if memory <= free and (not spec.needs_gpu or gpu_memory <= gpu_free) and self._fits_worker(spec, ws):
+                return True
+        return False
+
+    # -- attempts ---------------------------------------------------------------------------------
+    def _start(self, spec: TaskSpec, worker: SimWorker) -> None:
+        worker.advance(self.now)
+        ws = worker.spec
+        if hardware_mismatch(self._requirements(spec), ws.capabilities()) is not None \
+                or not self._fits_worker(spec, ws):
             self._incompatible += 1
-        free = ws.memory_bytes - worker.memory_used()
-        memory, gpu_memory, remaining, error = spec.memory_bytes, spec.gpu_memory_bytes, spec.work_s, None
-        if memory > free:
-            memory, remaining, error = max(0, free), spec.work_s * 0.25, "out of memory"
+        number = self._attempts[spec.task_id] = self._attempts.get(spec.task_id, 0) + 1
+        gpu_memory, target, error = spec.gpu_memory_bytes, spec.work_s, None
         if spec.needs_gpu:
             gpu_free = (ws.gpu.memory_bytes if ws.gpu else 0) - worker.gpu_memory_used()
-            if gpu_memory > gpu_free:
-                gpu_memory = max(0, gpu_free)
-                if error is None:
-                    remaining, error = spec.work_s * 0.1, "CUDA out of memory"
-        self._attempts[spec.task_id] = self._attempts.get(spec.task_id, 0) + 1
-        worker.tasks[spec.task_id] = _Running(spec, self.now, remaining, memory, gpu_memory, error)
+            if gpu_memory > gpu_free:  # the allocation fails: nothing is held on the GPU
+                gpu_memory, target, error = 0, spec.work_s * self.config.cuda_oom_after, CUDA_OOM
+        worker.tasks[spec.task_id] = Attempt(spec, number, self.now, target, error, gpu_memory, self.config.memory_ramp)
+        self._running += 1
+        self._last_activity_s = self.now
         self.events.append((self.now, "start", spec.task_id, ws.worker_id, None))
         self.policy.on_start(spec, ws.worker_id)
+        self._push(self.now + spec.timeout_s, _TIMEOUT, ws.worker_id, (spec.task_id, number))
         self._reschedule(worker)
 
-    def _finish(self, worker: _Worker, task_id: str) -> None:
-        self._advance(worker, self.now)
+    def _end(self, worker: SimWorker, task_id: str, error: str | None = None) -> None:
+        """An attempt ends: at its target (its own error, if it was bound to fail) or killed
+        with ``error``. What it held is freed; a failed attempt is queued again."""
         task = worker.tasks.pop(task_id)
-        self.events.append((self.now, "finish", task_id, worker.spec.worker_id, task.error))
-        retry = task.error is not None and self._attempts[task_id] < self.config.max_attempts
-        if retry:  # queued again, at the back
-            heapq.heappush(self._queue, (-task.spec.priority, next(self._seq), task_id))
+        error = error or task.error
+        self._running -= 1
+        self._last_activity_s = self.now
+        self.events.append((self.now, "finish", task_id, worker.spec.worker_id, error))
+        if error is not None and task.number < self.config.max_attempts:
+            self._enqueue(task.spec)
         else:
             self._done += 1
+            self._failed += error is not None
         # What a process-tree measurement would report: CPU seconds, peak memory, and for a GPU
         # task its GPU memory and its mean share of the GPU (NVML per-process utilization).
         duration = self.now - task.start_s
         gpu = task.spec.needs_gpu
-        usage = {"cpu_seconds": task.cpu_seconds, "peak_rss_bytes": task.memory_bytes,
+        usage = {"cpu_seconds": task.cpu_seconds, "peak_rss_bytes": task.peak_memory_bytes,
                  "gpu_memory_peak_bytes": task.gpu_memory_bytes if gpu else None,
                  "gpu_utilization_percent": task.gpu_percent_s / duration if gpu and duration > 0 else None}
-        self.policy.on_finish(task.spec, worker.spec.worker_id, task.error is None, task.error, usage)
+        self.policy.on_finish(task.spec, worker.spec.worker_id, error is None, error, usage)
         self._reschedule(worker)
+        self._dispatch()
 
+    def _reschedule(self, worker: SimWorker) -> None:
+        """New rates after a change on the worker; the next end of each task and the next OOM."""
+        worker.set_rates()
+        worker_id = worker.spec.worker_id
+        for task_id, task in worker.tasks.items():
+            self._push(self.now + max(0.0, task.target - task.done) / task.rate, _FINISH, worker_id,
+                       (task_id, worker.version))
+        oom_s = worker.oom_time(self.now) if worker.tasks else None
+        if oom_s is not None:
+            self._push(oom_s, _OOM, worker_id, worker.version)
+        self._changed.add(worker_id)
+
+    # -- the world around the tasks ---------------------------------------------------------------
     def _background(self, worker_id: str) -> None:
         """Draw the worker's next background level and when it changes again."""
         worker = self._workers[worker_id]
-        self._advance(worker, self.now)
+        worker.advance(self.now)
         rng, ws = self._bg_rng[worker_id], worker.spec
         level = min(0.9, ws.background_level * math.exp(rng.gauss(-0.045, 0.3)))
         if rng.random() < self.config.background_spike_chance:
             level += rng.uniform(0.2, 0.4)
         worker.bg_cores = ws.cores * min(1.0, level)
-        room = ws.memory_bytes - sum(t.memory_bytes for t in worker.tasks.values())
-        worker.bg_memory = int(min(room, ws.memory_bytes * min(0.5, ws.background_memory_fraction
-                                                               * math.exp(rng.gauss(0, 0.2)))))
+        worker.bg_memory = int(ws.memory_bytes * min(0.5, ws.background_memory_fraction * math.exp(rng.gauss(0, 0.2))))
         self._push(self.now + rng.expovariate(1.0 / self.config.background_change_s), _BACKGROUND, worker_id)
         self._reschedule(worker)
 
     def _take_sample(self, worker_id: str) -> None:
         worker = self._workers[worker_id]
-        self._advance(worker, self.now)
+        worker.advance(self.now)
         ws, config = worker.spec, self.config
-        interval = self.now - worker.last_sample_s
-        cpu = None
-        if interval > 0 and worker.last_sample_s > 0:  # like psutil, the first reading has no reference
-            cpu = min(100.0, 100.0 * (worker.cpu_busy_core_s - worker.sampled_core_s) / (ws.cores * interval))
-        worker.sampled_core_s, worker.last_sample_s = worker.cpu_busy_core_s, self.now
-        used = worker.memory_used()
+        last_s, last_busy = self._sampled[worker_id]
+        interval = self.now - last_s
+        true_cpu = (100.0 * (worker.cpu_busy_core_s - last_busy) / (ws.cores * interval) if interval > 0
+                    else 100.0 * min(worker.demand(), ws.cores) / ws.cores)
+        self._sampled[worker_id] = (self.now, worker.cpu_busy_core_s)
+        self._record_isolation(worker, true_cpu)
+        self._push(self.now + config.sample_interval_s, _SAMPLE, worker_id)
+        if ws.monitor_stops_s is not None and self.now >= ws.monitor_stops_s:
+            return  # the monitor has stopped; the worker itself keeps running tasks
+        cpu = min(100.0, true_cpu) if last_s > 0 else None  # like psutil, the first reading has no reference
+        used = int(worker.memory_used())
         gpus = ()
         if ws.gpu is not None:
             gpus = (GpuUtilization(0, f"GPU-{ws.worker_id}", ws.gpu.name,
@@ -350,60 +423,63 @@ class Simulation:
         sample = ResourceUtilization(
             worker_id=ws.worker_id, timestamp=EPOCH + timedelta(seconds=self.now), cpu_percent=cpu,
             cpu_count_effective=float(ws.cores), memory_used_bytes=used, memory_total_bytes=ws.memory_bytes,
-            memory_available_bytes=max(0, ws.memory_bytes - used), memory_percent=100.0 * used / ws.memory_bytes,
+            memory_available_bytes=max(0, ws.memory_bytes - used),
+            memory_percent=min(100.0, 100.0 * used / ws.memory_bytes),
             gpus=gpus, task_ids=tuple(worker.tasks))
         rng = self._delay_rng[worker_id]
         delay = rng.expovariate(1.0 / config.sample_delay_s)
         if rng.random() < config.late_sample_chance:
             delay += rng.uniform(*config.late_sample_s)
-        worker.last_delivery_s = max(worker.last_delivery_s, self.now + delay)
-        self._push(worker.last_delivery_s, _DELIVER, worker_id, sample)
-        self._push(self.now + config.sample_interval_s, _SAMPLE, worker_id)
+        if ws.monitor_extra_delay_s:
+            delay += ws.monitor_extra_delay_s * rng.uniform(0.5, 1.5)
+        self._last_delivery[worker_id] = max(self._last_delivery[worker_id], self.now + delay)
+        self._push(self._last_delivery[worker_id], _DELIVER, worker_id, sample)
+
+    def _record_isolation(self, worker: SimWorker, cpu_percent: float) -> None:
+        """For each running task that asked for quiet or exclusive hardware: one more sample, and
+        whether the worker's CPU over the interval (and its GPU now, for a GPU task) stayed under
+        the utilisation threshold, with nothing else of ours beside an exclusive task."""
+        for task in worker.tasks.values():
+            isolation = task.spec.isolation
+            if isolation == "shared":
+                continue
+            quiet = cpu_percent < ISOLATION_THRESHOLD_PERCENT and not (
+                task.spec.needs_gpu and worker.gpu_percent() >= ISOLATION_THRESHOLD_PERCENT)
+            if isolation == "exclusive" and len(worker.tasks) > 1:
+                quiet = False
+            counts = self._isolation.setdefault(task.spec.task_id, [0, 0])
+            counts[0] += 1
+            counts[1] += quiet
 
     def _worker_totals(self) -> dict[str, dict[str, Any]]:
-        makespan = self.now
+        end_s = self.now
         out = {}
         for worker_id, worker in self._workers.items():
             ws = worker.spec
             out[worker_id] = {
-                "kind": ws.kind, "cores": ws.cores, "memory_gb": ws.memory_bytes / GIB,
+                "kind": ws.kind, "cores": ws.cores, "memory_gb": ws.memory_bytes / 1024**3,
                 "gpu": ws.gpu.name if ws.gpu else None, "speed": ws.speed, "slots": ws.slots,
                 "background_level": round(ws.background_level, 3),
-                "cpu_utilization": worker.cpu_busy_core_s / (ws.cores * makespan) if makespan else 0.0,
+                "monitor": ("stops" if ws.monitor_stops_s is not None
+                            else "late" if ws.monitor_extra_delay_s else "ok"),
+                "cpu_utilization": worker.cpu_busy_core_s / (ws.cores * end_s) if end_s else 0.0,
                 "overload_s": worker.overload_s,
                 "background_overload_s": worker.background_overload_s,
                 "overload_by_resource_s": dict(worker.overload_by_resource),
+                "tenant_core_s": worker.tenant_core_s,
+                "tenant_taken_core_s": worker.tenant_taken_core_s,
+                "idle_while_waiting_core_s": worker.idle_while_waiting_core_s,
             }
         return out
 
 
-def _fits(spec: TaskSpec, worker: WorkerSpec) -> bool:
-    """Ground truth, independent of the product's matcher: does the worker have the hardware?"""
-    req = spec.requirements
-    if req.get("min_memory_gb") is not None and worker.memory_bytes < req["min_memory_gb"] * GIB:
-        return False
-    if not spec.needs_gpu:
-        return True
-    gpu = worker.gpu
-    if gpu is None:
-        return False
-    if req.get("min_cuda_compute") is not None and gpu.cuda_compute < req["min_cuda_compute"]:
-        return False
-    return req.get("min_gpu_memory_gb") is None or gpu.memory_bytes >= req["min_gpu_memory_gb"] * GIB
-
-
-def makespan_lower_bound_s(config: ReplayConfig) -> float:
-    """The makespan no policy can beat on ``config``'s workload: the latest finish when every task
-    starts at its arrival, alone on the fastest worker that has its hardware, and never fails."""
-    fleet = build_fleet(config)
-    return max(spec.arrival_s + spec.work_s / max(w.speed for w in fleet if _fits(spec, w))
-               for spec in build_tasks(config, fleet))
-
-
-def simulate(config: ReplayConfig, policy: Policy) -> ReplayResult:
-    """Replay ``config``'s workload under ``policy``; outcomes filled in from the event log."""
+def simulate(config: ReplayConfig, policy: Policy, *, require_finish: bool = False) -> ReplayResult:
+    """Replay ``config``'s workload under ``policy``; outcomes filled in from the event log.
+    With ``require_finish``, a run that did not finish raises :class:`ReplayDidNotFinish`."""
     from fleet_hwmon.replay.outcomes import compute_outcomes
 
     result = Simulation(config, policy).run()
     result.outcomes = compute_outcomes(result)
+    if require_finish and not result.finished:
+        raise ReplayDidNotFinish(f"{config.name} seed {config.seed} under {result.policy}: {result.stop_reason}")
     return result

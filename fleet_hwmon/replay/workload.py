@@ -1,9 +1,9 @@
 """The replay's fleet and workload: seeded, plain data, independent of any scheduling policy.
 
-Everything a policy could influence is kept out of here: worker specs, each task's true demand
-(drawn once per task, so the same task costs the same on every policy), arrival times, and the
-random streams of background load and sample delay (one stream per worker, consumed in time
-order, so every policy sees the same background and the same information delay).
+Everything a policy could influence is kept out of here: worker specs (monitor faults included),
+each task's true demand (drawn once per task, so the same task costs the same on every policy),
+arrival times, and the random streams of background load and sample delay (one stream per
+worker, consumed in time order, so every policy sees the same background and the same delays).
 
 Units: cores, bytes, seconds, percent 0-100. ``work_s`` is the task's duration on an idle
 worker of speed 1.0.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 GIB = 1024**3
@@ -27,10 +27,26 @@ class GpuSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetClass:
+    """A kind of worker and its share of the fleet; ``memory_gib`` of RAM, ``speed`` relative to
+    the reference machine."""
+
+    kind: str
+    share: float
+    cores: int
+    memory_gib: float
+    gpu: GpuSpec | None
+    speed: float
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """One simulated worker. ``speed``: task progress per second when not contended (1.0 = the
     reference machine); ``slots``: tasks the coordinator gives it at once; ``background_level``:
-    mean fraction of its cores other tenants use."""
+    mean fraction of its cores other tenants use. Its monitor may be faulty:
+    ``monitor_extra_delay_s`` is added (mean) to every sample's delay, and from
+    ``monitor_stops_s`` on no sample reaches the scheduler, while the coordinator still sees
+    the worker alive."""
 
     worker_id: str
     kind: str
@@ -41,6 +57,8 @@ class WorkerSpec:
     slots: int
     background_level: float
     background_memory_fraction: float
+    monitor_extra_delay_s: float = 0.0
+    monitor_stops_s: float | None = None
 
     def capabilities(self) -> dict[str, Any]:
         """The coordinator contract's capabilities dict, as a registering worker would send it."""
@@ -55,7 +73,9 @@ class WorkerSpec:
 
 @dataclass(frozen=True, slots=True)
 class TaskType:
-    """A kind of test task: its stated requirements and its mean true demand."""
+    """A kind of test task: its stated ``requirements`` (the coordinator contract's dict, e.g.
+    ``{"hardware": ["gpu"], "min_gpu_memory_gb": 40, "isolation": "quiet"}``) and its mean true
+    demand; each ``*_sigma`` is the log-normal spread of that demand from task to task."""
 
     name: str
     weight: float
@@ -65,11 +85,16 @@ class TaskType:
     work_s: float
     gpu_percent: float = 0.0
     gpu_memory_gb: float = 0.0
+    memory_sigma: float = 0.35
+    gpu_memory_sigma: float = 0.3
+    work_sigma: float = 0.4
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    """One task of the workload with its true demand (noise already drawn)."""
+    """One task of the workload with its true demand (noise already drawn). ``memory_bytes`` is
+    its peak (it ramps up to it over its life), ``timeout_s`` the wall time after which the test
+    framework kills an attempt."""
 
     task_id: str
     type: str
@@ -80,6 +105,7 @@ class TaskSpec:
     work_s: float
     gpu_percent: float
     gpu_memory_bytes: int
+    timeout_s: float
     priority: int = 0
 
     def as_task(self) -> dict[str, Any]:
@@ -91,26 +117,31 @@ class TaskSpec:
     def needs_gpu(self) -> bool:
         return "gpu" in self.requirements.get("hardware", ())
 
+    @property
+    def isolation(self) -> str:
+        return str(self.requirements.get("isolation") or "shared")
 
-# kind, share of the fleet, cores, memory GiB, GPU, speed
-FLEET_CLASSES: tuple[tuple[str, float, int, int, GpuSpec | None, float], ...] = (
-    ("cpu-small", 8 / 24, 8, 32, None, 0.8),
-    ("cpu-medium", 7 / 24, 16, 64, None, 1.0),
-    ("cpu-large", 2 / 24, 64, 256, None, 1.2),
-    ("gpu-t4", 4 / 24, 16, 64, GpuSpec("Tesla T4", 7.5, 16 * GIB), 1.0),
-    ("gpu-a100", 2 / 24, 32, 128, GpuSpec("NVIDIA A100-SXM4-40GB", 8.0, 40 * GIB), 1.1),
-    ("gpu-h100", 1 / 24, 32, 256, GpuSpec("NVIDIA H100 80GB HBM3", 9.0, 80 * GIB), 1.3),
+
+FLEET_CLASSES: tuple[FleetClass, ...] = (
+    FleetClass("cpu-small", 8 / 24, 8, 32, None, 0.8),
+    FleetClass("cpu-medium", 7 / 24, 16, 64, None, 1.0),
+    FleetClass("cpu-large", 2 / 24, 64, 256, None, 1.2),
+    FleetClass("gpu-t4", 4 / 24, 16, 64, GpuSpec("Tesla T4", 7.5, 16 * GIB), 1.0),
+    FleetClass("gpu-a100", 2 / 24, 32, 128, GpuSpec("NVIDIA A100-SXM4-40GB", 8.0, 40 * GIB), 1.1),
+    FleetClass("gpu-h100", 1 / 24, 32, 256, GpuSpec("NVIDIA H100 80GB HBM3", 9.0, 80 * GIB), 1.3),
 )
 
 TASK_TYPES: tuple[TaskType, ...] = (
-    TaskType("unit", 0.40, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=30),
-    TaskType("integration", 0.24, {"hardware": ["cpu"]}, cores=2.0, memory_gb=4.0, work_s=120),
+    TaskType("unit", 0.38, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=30),
+    TaskType("integration", 0.23, {"hardware": ["cpu"]}, cores=2.0, memory_gb=4.0, work_s=120),
     TaskType("build", 0.10, {"hardware": ["cpu"], "min_memory_gb": 16}, cores=6.0, memory_gb=8.0, work_s=240),
     TaskType("data", 0.08, {"hardware": ["cpu"], "min_memory_gb": 32}, cores=2.0, memory_gb=18.0, work_s=180),
     TaskType("gpu_inference", 0.15, {"hardware": ["gpu"], "min_cuda_compute": 7.0}, cores=2.0, memory_gb=6.0,
              work_s=90, gpu_percent=35.0, gpu_memory_gb=5.0),
     TaskType("gpu_training", 0.015, {"hardware": ["gpu"], "min_cuda_compute": 8.0, "min_gpu_memory_gb": 24},
              cores=6.0, memory_gb=32.0, work_s=180, gpu_percent=70.0, gpu_memory_gb=20.0),
+    TaskType("benchmark", 0.03, {"hardware": ["cpu"], "isolation": "quiet"}, cores=2.0, memory_gb=2.0, work_s=60),
+    TaskType("perf", 0.01, {"hardware": ["cpu"], "isolation": "exclusive"}, cores=4.0, memory_gb=4.0, work_s=90),
 )
 
 
@@ -121,9 +152,20 @@ class ReplayConfig:
     tasks that arrive in bursts (a CI pipeline fanning out), the rest arrive as a Poisson stream.
     ``sample_interval_s`` / ``sample_delay_s``: how often a worker's monitor samples and how long
     a sample takes to reach the scheduler (mean; exponential jitter, and ``late_sample_chance``
-    of a sample held up by ``late_sample_s`` — a slow heartbeat). ``max_attempts``: a task that
-    fails is queued again until it has run this many times."""
+    of a sample held up by ``late_sample_s``: a slow heartbeat). ``faulty_monitor_share`` of the
+    workers have a faulty monitor: half of them deliver every sample ``late_monitor_delay_s``
+    later, the others stop delivering at a time drawn from ``monitor_stop_s``.
 
+    Physics: ``max_attempts``: a failed task is queued again until it has run this many times;
+    ``timeout_factor``: an attempt is killed when it has run this many times its work on the
+    reference machine; ``memory_ramp``: a task holds ``memory_ramp[0]`` of its peak memory at
+    start and reaches the peak after ``memory_ramp[1]`` of its work; ``cuda_oom_after``: an
+    attempt whose GPU memory does not fit fails after this fraction of its work.
+    ``horizon_factor``: the simulation stops, unfinished, at this multiple of the workload's
+    makespan lower bound, or after ``stall_s`` with queued tasks, nothing running and nothing
+    left to arrive."""
+
+    name: str = "default"
     workers: int = 24
     tasks: int = 2000
     seed: int = 0
@@ -135,11 +177,19 @@ class ReplayConfig:
     sample_delay_s: float = 1.0
     late_sample_chance: float = 0.02
     late_sample_s: tuple[float, float] = (8.0, 25.0)
+    faulty_monitor_share: float = 0.0
+    late_monitor_delay_s: float = 40.0
+    monitor_stop_s: tuple[float, float] = (300.0, 1500.0)
     background_change_s: float = 90.0
     background_spike_chance: float = 0.1
-    max_attempts: int = 2
+    max_attempts: int = 10
+    timeout_factor: float = 3.0
+    memory_ramp: tuple[float, float] = (0.2, 0.5)
+    cuda_oom_after: float = 0.05
+    horizon_factor: float = 10.0
+    stall_s: float = 1800.0
     task_types: tuple[TaskType, ...] = TASK_TYPES
-    fleet_classes: tuple = FLEET_CLASSES
+    fleet_classes: tuple[FleetClass, ...] = FLEET_CLASSES
     extra: dict = field(default_factory=dict)
 
 
@@ -168,19 +218,30 @@ def class_counts(total: int, shares: list[float]) -> list[int]:
 
 def build_fleet(config: ReplayConfig) -> list[WorkerSpec]:
     """The workers: classes in proportion, per-worker speed jitter and background level (most
-    workers lightly shared, some busier, a few with a noisy neighbour)."""
+    workers lightly shared, some busier, a few with a noisy neighbour), faulty monitors spread
+    over the classes."""
     rng = stream(config.seed, "fleet")
-    counts = class_counts(config.workers, [c[1] for c in config.fleet_classes])
+    # A class may also be given as a plain (kind, share, cores, memory_gib, gpu, speed) tuple.
+    classes = [c if isinstance(c, FleetClass) else FleetClass(*c) for c in config.fleet_classes]
+    counts = class_counts(config.workers, [c.share for c in classes])
     fleet = []
-    for (kind, _share, cores, memory_gib, gpu, speed), count in zip(config.fleet_classes, counts):
+    for cls, count in zip(classes, counts):
         for _ in range(count):
             roll = rng.random()
             level = rng.uniform(0.05, 0.15) if roll < 0.6 else (
                 rng.uniform(0.2, 0.4) if roll < 0.9 else rng.uniform(0.5, 0.75))
             fleet.append(WorkerSpec(
-                worker_id=f"w{len(fleet):02d}-{kind}", kind=kind, cores=cores, memory_bytes=memory_gib * GIB,
-                gpu=gpu, speed=round(speed * rng.uniform(0.9, 1.1), 3), slots=max(2, cores // 4),
-                background_level=level, background_memory_fraction=rng.uniform(0.1, 0.3)))
+                worker_id=f"w{len(fleet):02d}-{cls.kind}", kind=cls.kind, cores=cls.cores,
+                memory_bytes=int(cls.memory_gib * GIB), gpu=cls.gpu, speed=round(cls.speed * rng.uniform(0.9, 1.1), 3),
+                slots=max(2, cls.cores // 4), background_level=level,
+                background_memory_fraction=rng.uniform(0.1, 0.3)))
+    faulty = round(config.faulty_monitor_share * len(fleet))
+    if faulty:
+        fault_rng = stream(config.seed, "monitor-faults")
+        for n, index in enumerate(sorted(fault_rng.sample(range(len(fleet)), faulty))):
+            worker = fleet[index]
+            fleet[index] = (replace(worker, monitor_extra_delay_s=config.late_monitor_delay_s) if n % 2 == 0
+                            else replace(worker, monitor_stops_s=round(fault_rng.uniform(*config.monitor_stop_s), 1)))
     return fleet
 
 
@@ -215,10 +276,14 @@ def build_tasks(config: ReplayConfig, fleet: list[WorkerSpec]) -> list[TaskSpec]
     for i, arrival in enumerate(arrivals):
         kind = rng.choices(types, weights=[t.weight for t in types])[0]
         gpu_percent = min(95.0, _lognormal(rng, kind.gpu_percent, 0.2)) if kind.gpu_percent else 0.0
+        cores = round(_lognormal(rng, kind.cores, 0.25), 3)
+        memory_bytes = int(_lognormal(rng, kind.memory_gb, kind.memory_sigma) * GIB)
+        work_s = round(_lognormal(rng, kind.work_s, kind.work_sigma), 3)
+        gpu_memory_bytes = int(_lognormal(rng, kind.gpu_memory_gb, kind.gpu_memory_sigma) * GIB) \
+            if kind.gpu_memory_gb else 0
         tasks.append(TaskSpec(
             task_id=f"t{i:05d}-{kind.name}", type=kind.name, arrival_s=round(arrival, 3),
-            requirements=dict(kind.requirements), cores=round(_lognormal(rng, kind.cores, 0.25), 3),
-            memory_bytes=int(_lognormal(rng, kind.memory_gb, 0.35) * GIB),
-            work_s=round(_lognormal(rng, kind.work_s, 0.4), 3), gpu_percent=round(gpu_percent, 2),
-            gpu_memory_bytes=int(_lognormal(rng, kind.gpu_memory_gb, 0.3) * GIB) if kind.gpu_memory_gb else 0))
+            requirements=dict(kind.requirements), cores=cores, memory_bytes=memory_bytes, work_s=work_s,
+            gpu_percent=round(gpu_percent, 2), gpu_memory_bytes=gpu_memory_bytes,
+            timeout_s=round(config.timeout_factor * work_s, 3)))
     return tasks
