@@ -162,6 +162,8 @@ def test_a_task_no_worker_could_hold_fails_each_attempt_then_for_good():
     assert sorted(refused) == sorted((task_id, NO_HARDWARE) for task_id in tpu_ids)
     assert not any(task_id in attempts for task_id in tpu_ids)
     assert result.outcomes["tasks_failed"] == len(huge_ids) + len(tpu_ids)
+    dropped = sum(t.work_s for t in specs if t.type in ("huge_model", "tpu"))
+    assert result.outcomes["dropped_work_percent"] == pytest.approx(100 * dropped / sum(t.work_s for t in specs))
 
 
 def test_over_subscription_has_a_price():
@@ -234,7 +236,7 @@ def test_no_incompatible_placement(tiny_results, policy):
     specs = {t.task_id: t for t in build_tasks(TINY, build_fleet(TINY))}
     placed = [(specs[task_id], fleet[worker_id]) for _, kind, task_id, worker_id, _ in result.events
               if kind == "start"]
-    assert placed and all(fits(spec, worker) for spec, worker in placed)
+    assert placed and all(fits(spec.requirements, worker) for spec, worker in placed)
     assert result.outcomes["incompatible_placements"] == 0
     assert any(spec.needs_gpu for spec, _ in placed)  # the check covers GPU requirements
 

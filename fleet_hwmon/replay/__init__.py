@@ -5,11 +5,11 @@ scheduling code (the integration's patched scheduler) against simulated workers;
 ``docs/scheduling.md``.
 """
 
-from fleet_hwmon.replay.bounds import fits, makespan_lower_bound_s
+from fleet_hwmon.replay.bounds import makespan_lower_bound_s
 from fleet_hwmon.replay.outcomes import METRICS, compute_outcomes, mean_outcomes
 from fleet_hwmon.replay.policies import POLICY_NAMES, make_policy
 from fleet_hwmon.replay.sim import ReplayDidNotFinish, ReplayResult, Simulation, simulate
-from fleet_hwmon.replay.workload import FleetClass, GpuSpec, ReplayConfig, TaskType, build_fleet, build_tasks
+from fleet_hwmon.replay.workload import FleetClass, GpuSpec, ReplayConfig, TaskType, build_fleet, build_tasks, fits
 from fleet_hwmon.replay.workloads import WORKLOADS, workload
 
 __all__ = ["METRICS", "POLICY_NAMES", "WORKLOADS", "FleetClass", "GpuSpec", "ReplayConfig", "ReplayDidNotFinish",

@@ -1,27 +1,10 @@
-"""What no policy can beat on a workload: the makespan lower bound and the hardware ground truth."""
+"""What no policy can beat on a workload: the makespan lower bound."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from fleet_hwmon.replay.workload import GIB, ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks
-
-
-def fits(spec: TaskSpec, worker: WorkerSpec) -> bool:
-    """Ground truth, independent of the product's matcher: does the worker have the hardware?"""
-    req = spec.requirements
-    if not set(req.get("hardware", ())) <= {"cpu"} | ({"gpu"} if worker.gpu else set()):
-        return False
-    if req.get("min_memory_gb") is not None and worker.memory_bytes < req["min_memory_gb"] * GIB:
-        return False
-    if not spec.needs_gpu:
-        return True
-    gpu = worker.gpu
-    if gpu is None:
-        return False
-    if req.get("min_cuda_compute") is not None and gpu.cuda_compute < req["min_cuda_compute"]:
-        return False
-    return req.get("min_gpu_memory_gb") is None or gpu.memory_bytes >= req["min_gpu_memory_gb"] * GIB
+from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, build_fleet, build_tasks, fits
 
 
 def makespan_lower_bound_s(config: ReplayConfig) -> float:
@@ -40,7 +23,7 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
     by_id = {w.worker_id: w for w in fleet}
     bound = 0.0
     for spec in build_tasks(config, fleet):
-        compatible = frozenset(w.worker_id for w in fleet if fits(spec, w))
+        compatible = frozenset(w.worker_id for w in fleet if fits(spec.requirements, w))
         if not compatible:
             continue
         by_set[compatible].append(spec)

@@ -15,6 +15,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("p95_wait_s", "p95 wait", "s"),
     ("failures", "failed attempts", ""),
     ("tasks_failed", "failed for good", ""),
+    ("dropped_work_percent", "work dropped", "%"),
     ("overload_share_percent", ">95 %", "% time"),
     ("idle_while_waiting_percent", "idle while waiting", "% core-time"),
     ("decisions_per_placed_task", "decisions", "per start"),
@@ -42,7 +43,8 @@ def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
     * waits: time queued, from arrival to the first start plus from each failed attempt's end to
       the next start (a task still queued at the end waits until then); mean and p95;
     * ``failures``: failed attempts (``failures_by_error`` by message); ``tasks_failed``: tasks
-      whose last attempt failed too, or that no worker has the hardware for;
+      whose last attempt failed too, or that no worker has the hardware for, and
+      ``dropped_work_percent``, their share of the workload's work (never done);
     * time above 95 % of any resource (ground truth, background included) in worker-seconds and
       as a share of the fleet's worker-time; ``idle_while_waiting_percent``: core-time idle on
       workers that had a free slot and room for a waiting task, over the fleet's core-time;
@@ -98,6 +100,7 @@ def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
         "completed": sum(1 for d in final_state if d is None),  # a task's last attempt succeeded
         "failures": sum(errors.values()),
         "tasks_failed": result.tasks_failed,
+        "dropped_work_percent": result.dropped_work_percent,
         "failures_by_error": errors,
         "makespan_s": makespan,
         "makespan_lower_bound_s": result.makespan_lower_bound_s,

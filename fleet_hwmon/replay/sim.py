@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from fleet_hwmon.replay.bounds import fits, makespan_lower_bound_s
+from fleet_hwmon.replay.bounds import makespan_lower_bound_s
 from fleet_hwmon.replay.worker import Attempt, SimWorker
-from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, stream
+from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, fits, stream
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
@@ -95,7 +95,8 @@ class ReplayResult:
     ``events``: ``(time_s, kind, task_id, worker_id, detail)`` with kind ``arrive``, ``start``
     or ``finish`` (detail: ``None`` on success, else the error; a task no worker has the
     hardware for finishes at its arrival with worker ``None``). ``finished``: every task ended
-    (succeeded, or failed for good: ``tasks_failed``); otherwise ``stop_reason`` says why the
+    (succeeded, or failed for good: ``tasks_failed``, whose share of the workload's work, in
+    seconds on the reference machine, is ``dropped_work_percent``); otherwise ``stop_reason`` says why the
     run was cut at ``end_s`` with ``unfinished_tasks`` queued or running. ``asks``: how often
     the coordinator asked the policy; ``decisions``: what the policy reports making (None when
     it does not say). ``isolation``: per task with ``requirements.isolation`` quiet or
@@ -114,6 +115,7 @@ class ReplayResult:
     asks: int = 0
     decisions: int | None = None
     tasks_failed: int = 0
+    dropped_work_percent: float = 0.0
     unfinished_tasks: int = 0
     isolation: dict[str, list[int]] = field(default_factory=dict)
     workload: str = "default"
@@ -140,7 +142,7 @@ class Simulation:
         self._specs = {t.task_id: t for t in self.tasks}
         self._fits: dict[tuple[str, str], bool] = {}
         self._done = 0
-        self._failed = 0  # tasks failed for good
+        self._failed: list[str] = []  # tasks failed for good
         self._running = 0
         self._arrivals_left = len(self.tasks)
         self._last_activity_s = 0.0
@@ -197,7 +199,9 @@ class Simulation:
             self.policy.name, self.config.seed, self.events, self._worker_totals(), self._incompatible,
             end_s=self.now, finished=self._done == len(self.tasks), stop_reason=stop_reason,
             makespan_lower_bound_s=self.bound_s, asks=self._asks, decisions=decisions,
-            isolation=self._isolation, workload=self.config.name, tasks_failed=self._failed,
+            isolation=self._isolation, workload=self.config.name, tasks_failed=len(self._failed),
+            dropped_work_percent=100.0 * sum(self._specs[t].work_s for t in self._failed) / sum(
+                t.work_s for t in self.tasks),
             unfinished_tasks=len(self.tasks) - self._done)
         if not result.finished and result.stop_reason is None:
             result.stop_reason = "no event left with tasks unfinished"
@@ -250,7 +254,7 @@ class Simulation:
         key = (spec.type, worker.worker_id)
         ok = self._fits.get(key)
         if ok is None:
-            ok = self._fits[key] = fits(spec, worker)
+            ok = self._fits[key] = fits(spec.requirements, worker)
         return ok
 
     def _arrive(self, spec: TaskSpec) -> None:
@@ -260,7 +264,7 @@ class Simulation:
         if not any(self._fits_worker(spec, w) for w in self.fleet):
             self.events.append((self.now, "finish", spec.task_id, None, NO_HARDWARE))
             self._done += 1
-            self._failed += 1
+            self._failed.append(spec.task_id)
             return
         self._enqueue(spec)
         self._dispatch()
@@ -362,7 +366,8 @@ class Simulation:
             self._enqueue(task.spec)
         else:
             self._done += 1
-            self._failed += error is not None
+            if error is not None:
+                self._failed.append(task_id)
         # What a process-tree measurement would report: CPU seconds, peak memory, and for a GPU
         # task its GPU memory and its mean share of the GPU (NVML per-process utilization).
         duration = self.now - task.start_s

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 GIB = 1024**3
 
@@ -147,8 +147,9 @@ TASK_TYPES: tuple[TaskType, ...] = (
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """Size and shape of one replay. ``load``: offered CPU work over the arrival window as a
-    fraction of the fleet's cores left by the mean background; ``burst_share``: fraction of the
+    """Size and shape of one replay. ``load``: offered work over the arrival window as a fraction
+    of the capacity of the busiest part of the fleet (CPU or GPU, over the workers a task type
+    is limited to; CPU capacity is what the mean background leaves); ``burst_share``: fraction of the
     tasks that arrive in bursts (a CI pipeline fanning out), the rest arrive as a Poisson stream.
     ``sample_interval_s`` / ``sample_delay_s``: how often a worker's monitor samples and how long
     a sample takes to reach the scheduler (mean; exponential jitter, and ``late_sample_chance``
@@ -191,6 +192,42 @@ class ReplayConfig:
     task_types: tuple[TaskType, ...] = TASK_TYPES
     fleet_classes: tuple[FleetClass, ...] = FLEET_CLASSES
     extra: dict = field(default_factory=dict)
+
+
+def fits(requirements: Mapping[str, Any], worker: WorkerSpec) -> bool:
+    """Ground truth, independent of the product's matcher: does the worker have the hardware a
+    task with these ``requirements`` needs?"""
+    hardware = set(requirements.get("hardware", ()))
+    if not hardware <= {"cpu"} | ({"gpu"} if worker.gpu else set()):
+        return False
+    if requirements.get("min_memory_gb") is not None and worker.memory_bytes < requirements["min_memory_gb"] * GIB:
+        return False
+    if "gpu" not in hardware:
+        return True
+    gpu = worker.gpu
+    if requirements.get("min_cuda_compute") is not None and gpu.cuda_compute < requirements["min_cuda_compute"]:
+        return False
+    return requirements.get("min_gpu_memory_gb") is None or gpu.memory_bytes >= requirements["min_gpu_memory_gb"] * GIB
+
+
+def arrival_window_s(config: ReplayConfig, fleet: list[WorkerSpec]) -> float:
+    """How long the arrivals last so that the mean offered work is ``config.load`` of the
+    capacity of the busiest part of the fleet: for each set of workers some task type is limited
+    to, the CPU work (cores x work) of the types limited to it over its cores x speed left by the
+    mean background, and the GPU work (share x work) over its GPUs x speed."""
+    total_weight = sum(t.weight for t in config.task_types)
+    limited_to = {t.name: frozenset(w.worker_id for w in fleet if fits(t.requirements, w)) for t in config.task_types}
+    per_task_s = 0.0
+    for workers in set(limited_to.values()) - {frozenset()}:
+        members = [w for w in fleet if w.worker_id in workers]
+        types = [t for t in config.task_types if limited_to[t.name] and limited_to[t.name] <= workers]
+        cpu_s = sum(t.weight * t.cores * t.work_s for t in types)
+        per_task_s = max(per_task_s, cpu_s / sum(w.cores * w.speed * (1 - w.background_level) for w in members))
+        gpu_capacity = sum(w.speed for w in members if w.gpu is not None)
+        gpu_s = sum(t.weight * t.gpu_percent / 100.0 * t.work_s for t in types)
+        if gpu_s and gpu_capacity:
+            per_task_s = max(per_task_s, gpu_s / gpu_capacity)
+    return config.tasks * per_task_s / (total_weight * config.load)
 
 
 def stream(seed: int, *names: object) -> random.Random:
@@ -252,13 +289,10 @@ def _lognormal(rng: random.Random, mean: float, sigma: float) -> float:
 
 def build_tasks(config: ReplayConfig, fleet: list[WorkerSpec]) -> list[TaskSpec]:
     """The tasks, in arrival order: type by weight, demand with noise, arrivals as a Poisson
-    stream plus bursts, the rate set so the offered CPU work is ``config.load`` of the fleet."""
+    stream plus bursts over :func:`arrival_window_s`."""
     rng = stream(config.seed, "tasks")
     types = config.task_types
-    total_weight = sum(t.weight for t in types)
-    mean_core_s = sum(t.weight * t.cores * t.work_s for t in types) / total_weight
-    capacity = sum(w.cores * w.speed * (1 - w.background_level) for w in fleet)
-    window_s = config.tasks * mean_core_s / (capacity * config.load)
+    window_s = arrival_window_s(config, fleet)
 
     arrivals: list[float] = []
     burst_tasks = int(config.tasks * config.burst_share)
