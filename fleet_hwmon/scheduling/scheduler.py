@@ -25,9 +25,11 @@ from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
+from fleet_hwmon.scoring.vectorised import decide_vectorised
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
 log = logging.getLogger("fleet_hwmon.scheduling")
@@ -45,12 +47,15 @@ class HardwareAwareScheduler:
         clock: monotonic seconds; ``wall_clock``: UTC time that dates decisions.
         record: called with every decision (outside the lock), e.g. to store it.
         max_recorded_candidates: candidates kept in a decision's explanation.
+        vectorised: decide over the fleet's arrays (:mod:`fleet_hwmon.scoring.vectorised`) where
+            that covers the case; ``False``: always worker by worker (the same decisions, slower).
     """
 
     def __init__(self, coordinator: Any, factors: dict[str, float] | None = None, *, update_interval_s: float = 5.0,
                  seed: int = 0, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], datetime] = utc_now,
-                 record: Callable[[SchedulingDecision], Any] | None = None, max_recorded_candidates: int = 20) -> None:
+                 record: Callable[[SchedulingDecision], Any] | None = None, max_recorded_candidates: int = 20,
+                 vectorised: bool = True) -> None:
         self.coordinator = coordinator
         self.factors_source = factors if factors is not None else ScoringFactors().as_dict()
         self.update_interval_s = float(update_interval_s)
@@ -61,6 +66,8 @@ class HardwareAwareScheduler:
         self._wall_clock = wall_clock
         self._record = record
         self._views: dict[str, WorkerView] = {}
+        self.state = FleetState()  # the views' figures as arrays, synced whenever a view changes
+        self.vectorised = vectorised
         # requirements -> worker id -> why its hardware cannot run them (None: it can)
         self._mismatch_cache: dict[TaskRequirements, dict[str, Exclusion | None]] = {}
         self._reservations = Reservations()
@@ -124,13 +131,15 @@ class HardwareAwareScheduler:
         with self._lock:
             for per_worker in self._mismatch_cache.values():
                 per_worker.pop(worker_id, None)
-            self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
-                                                memory_total_bytes=memory_bytes)
+            view = self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
+                                                       memory_total_bytes=memory_bytes)
+            self.state.sync(view)
             self._fleet_changed()
 
     def worker_left(self, worker_id: str) -> None:
         with self._lock:
             self._views.pop(worker_id, None)
+            self.state.remove(worker_id)
             self._reservations.worker_left(worker_id)
             self._fleet_changed()
 
@@ -144,6 +153,7 @@ class HardwareAwareScheduler:
             before = _room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
             totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost)
             view.observe(sample, now_s, factors)
+            self.state.sync(view)
             if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost):
                 self._fleet_changed()
             elif _more_room(before, _room_of(view, now_s, float("inf")), view.memory_total_bytes):
@@ -164,6 +174,7 @@ class HardwareAwareScheduler:
         view = self._views.get(worker_id) if worker_id is not None else None
         if view is not None:
             view.alive(self._clock())
+            self.state.sync(view)
 
     def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
                       duration_s: float | None = None, cpu_seconds: float | None = None,
@@ -178,6 +189,7 @@ class HardwareAwareScheduler:
             if view is not None:
                 view.task_finished(task_id)
                 view.alive(self._clock())
+                self.state.sync(view)
             self._inflight_at.pop(task_id, None)
             self._room_version += 1
             if success:
@@ -263,12 +275,17 @@ class HardwareAwareScheduler:
             cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
             floor = self._retry_floor.get(task_id)
             unknown: list[str] = []
-            decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
-                                    check_hardware, factors=factors, history=self.history, now_s=now_s,
-                                    stale_after_s=stale_after_s, timestamp=self._wall_clock(), seed=self.seed,
-                                    max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
-                                    original_choice=original_view.choice, floor=floor,
-                                    cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
+            common = dict(factors=factors, history=self.history, now_s=now_s, stale_after_s=stale_after_s,
+                          timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
+                          task_counts=counts, task_limit=limit, original_choice=original_view.choice, floor=floor,
+                          cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
+            decision = None
+            if self.vectorised:
+                decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, cache,
+                                             check_hardware, **common)
+            if decision is None:
+                decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
+                                        check_hardware, **common)
             if compatible == 0 and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
@@ -359,12 +376,14 @@ class HardwareAwareScheduler:
                 view.exclusive_task = decision.task_id
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent))
+            self.state.sync(view)
 
     def _forget_inflight(self, task_id: str) -> None:
         worker_id = self._inflight_at.pop(task_id, None)
         view = self._views.get(worker_id) if worker_id is not None else None
         if view is not None:
             view.task_finished(task_id)
+            self.state.sync(view)
 
     # -- what it knows --------------------------------------------------------------------------
     def statistics(self, resource_aware: bool = True) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import operator
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from fleet_hwmon.scoring.decide import SchedulingDecision
 from fleet_hwmon.scoring.exclusions import ExclusionKind
 
 _LATENCY_WINDOW = 4096  # decisions whose latency the percentiles cover
+_kind = operator.attrgetter("kind")
 
 
 class SchedulerStatistics:
@@ -19,7 +21,7 @@ class SchedulerStatistics:
 
     def __init__(self) -> None:
         self.outcomes = collections.Counter({"original": 0, "alternative": 0, "no_worker": 0})
-        self.exclusions = collections.Counter({kind.value: 0 for kind in ExclusionKind})
+        self.exclusions = collections.Counter({kind: 0 for kind in ExclusionKind})
         self.tasks_per_worker: collections.Counter[str] = collections.Counter()
         self.tasks = collections.Counter({"succeeded": 0, "failed": 0})
         self._latency_s = np.zeros(_LATENCY_WINDOW)
@@ -43,7 +45,7 @@ class SchedulerStatistics:
         if chosen is not None:
             self.tasks_per_worker[chosen] += 1
         if decision.exclusions:  # thousands at a time in a large fleet; kinds repeat
-            self.exclusions.update(e.kind.value for e in decision.exclusions)
+            self.exclusions.update(map(_kind, decision.exclusions))
         if latency_s is not None:
             self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
             self._latency_count += 1
@@ -69,7 +71,7 @@ class SchedulerStatistics:
             "no_worker": self.outcomes["no_worker"],
             "tasks_succeeded": self.tasks["succeeded"],
             "tasks_failed": self.tasks["failed"],
-            "exclusions_by_kind": dict(self.exclusions),
+            "exclusions_by_kind": {kind.value: count for kind, count in self.exclusions.items()},
             "tasks_per_worker": dict(self.tasks_per_worker),
             "resource_aware": resource_aware,
             "asked_again_unchanged": self._asked_again,

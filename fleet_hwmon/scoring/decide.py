@@ -85,6 +85,15 @@ class SchedulingDecision:
     unplaceable_reason: str | None = None  # no worker of the fleet could ever hold the task
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]  # this process's; ids then count up (no system call per decision)
+_id_numbers = itertools.count()
+
+
+def new_decision_id() -> str:
+    """A decision id unique across processes: 32 hex digits, like a UUID's."""
+    return f"{_ID_PREFIX}{next(_id_numbers):016x}"
+
+
 def _over(value: float | None, threshold: float, weight: float) -> float:
     if value is None or value <= threshold:
         return 0.0
@@ -353,7 +362,7 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     if chosen is not None and ranked[0][-1][-1].source is not None:
         explanation += "; " + _describe_demand(ranked[0][-1][-1], factors)
     return SchedulingDecision(
-        decision_id=uuid.uuid4().hex, timestamp=timestamp, task_id=task_id,
+        decision_id=new_decision_id(), timestamp=timestamp, task_id=task_id,
         task_type=None if task_type is None else str(task_type),
         chosen_worker_id=chosen.worker_id if chosen else None,
         chosen_score=chosen.adjusted_score if chosen else None,

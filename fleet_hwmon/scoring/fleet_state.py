@@ -1,0 +1,108 @@
+"""The fleet's per-worker scheduling state as numpy arrays, one row per worker (no I/O).
+
+Each :class:`~fleet_hwmon.scoring.views.WorkerView` stays the state of record; its scalar
+figures are copied into a row by :meth:`FleetState.sync` whenever the view changes (a sample,
+an assignment, a finish), so a decision reads whole columns instead of thousands of objects.
+Unknown figures are NaN.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterable
+
+import numpy as np
+
+from fleet_hwmon.scoring.views import WorkerView
+
+NAN = float("nan")
+# Columns of the table, in the order sync() writes them.
+COLUMNS = ("cpu", "memory", "gpu_least", "cpu_count", "memory_total", "memory_free", "inflight_cores",
+           "inflight_memory", "inflight_gpu_tasks", "inflight_gpu_percent", "gpu_levels", "last_sample_s",
+           "last_alive_s", "critical", "has_gpus", "gpus_lost", "gpu_room", "exclusive", "inflight_count")
+CRITICAL_MEMORY, CRITICAL_GPU_MEMORY = 1.0, 2.0  # "critical" column: which incompressible resource
+
+
+class FleetState:
+    """Rows of worker figures. ``column(name)`` is a view of one column over every row; ``rows``
+    maps worker ids to row numbers (``-1``: not in the fleet)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.index: dict[str, int] = {}
+        self.views: list[WorkerView | None] = []
+        self._free: list[int] = []
+        self.table = np.full((len(COLUMNS), capacity), NAN)
+        self.version = 0  # bumped when a worker joins or leaves (rows change meaning)
+        self._hardware: dict[object, tuple[int, np.ndarray, np.ndarray]] = {}
+        for number, name in enumerate(COLUMNS):
+            setattr(self, name, self.table[number])
+
+    def sync(self, view: WorkerView) -> None:
+        """Copy ``view``'s figures into its row (adding the row for a new worker)."""
+        row = self.index.get(view.worker_id)
+        if row is None:
+            row = self._add(view)
+        elif self.views[row] is not view:  # the worker registered again: a new view
+            self.views[row] = view
+            self._changed()
+        excluded = view.excluded
+        critical = (0.0 if excluded is None else
+                    CRITICAL_GPU_MEMORY if excluded.resource == "gpu_memory" else CRITICAL_MEMORY)
+        room = view.gpu_memory_room()
+        self.table[:, row] = (
+            _f(view.cpu_percent), _f(view.memory_percent), _f(view.gpu_least_percent), _f(view.cpu_count),
+            _f(view.memory_total_bytes), _f(view.memory_free_bytes), view.inflight_cores,
+            view.inflight_memory_bytes, view.inflight_gpu_tasks, view.inflight_gpu_percent, len(view.gpu_levels),
+            _f(view.last_sample_s), _f(view.last_alive_s), critical, view.has_gpus, view.gpus_lost, _f(room),
+            view.exclusive_task is not None, len(view.inflight))
+
+    def remove(self, worker_id: str) -> None:
+        row = self.index.pop(worker_id, None)
+        if row is not None:
+            self.views[row] = None
+            self.table[:, row] = NAN
+            self._free.append(row)
+            self._changed()
+
+    def rows(self, worker_ids: Iterable[str], count: int) -> np.ndarray:
+        """Row number of each worker id (``-1`` for one not in the fleet)."""
+        return np.fromiter(map(self.index.get, worker_ids, itertools.repeat(-1)), dtype=np.intp, count=count)
+
+    def hardware_mismatches(self, key: object, mismatch: Callable[[str], object | None]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: whether the worker's hardware fits the requirements ``key``, and the
+        ``mismatch(worker_id)`` record where it does not (``None`` where it does); asked once
+        per worker, remembered until a worker joins, leaves or registers again."""
+        found = self._hardware.get(key)
+        if found is None or found[0] != self.version:
+            records = np.empty(len(self.views), dtype=object)
+            for worker_id, row in self.index.items():
+                records[row] = mismatch(worker_id)
+            if len(self._hardware) >= 256:
+                self._hardware.clear()
+            found = self._hardware[key] = (self.version, np.equal(records, None), records)
+        return found[1], found[2]
+
+    def _add(self, view: WorkerView) -> int:
+        if self._free:
+            row = self._free.pop()
+            self.views[row] = view
+        else:
+            row = len(self.views)
+            self.views.append(view)
+            if row >= self.table.shape[1]:
+                grown = np.full((len(COLUMNS), 2 * self.table.shape[1]), NAN)
+                grown[:, :row] = self.table
+                self.table = grown
+                for number, name in enumerate(COLUMNS):
+                    setattr(self, name, self.table[number])
+        self.index[view.worker_id] = row
+        self._changed()
+        return row
+
+    def _changed(self) -> None:
+        self.version += 1
+
+
+def _f(value: float | None) -> float:
+    return NAN if value is None else value

@@ -1,0 +1,279 @@
+"""The decision of :func:`~fleet_hwmon.scoring.decide.decide_among`, computed over whole columns
+of a :class:`~fleet_hwmon.scoring.fleet_state.FleetState` (numpy) instead of worker by worker.
+
+The same rules and the same arithmetic, in the same order, so both give the same decision
+(``tests/test_vectorised_decisions.py`` checks it on a recorded corpus); Python objects are
+made only for the excluded workers and the best ``max_recorded`` candidates, whose explanation
+is recorded. :func:`decide_vectorised` returns ``None`` for what it does not cover (fewer than
+``VECTORISE_FROM`` workers, tasks with isolation, retried tasks, reserved workers, a worker
+listed twice or unknown to the state); the caller then takes the per-worker path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fleet_hwmon.scoring import decide as slow
+from fleet_hwmon.scoring.decide import FLOOR, CandidateScore, SchedulingDecision, gpu_after_placement
+from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
+from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand, demand_of
+from fleet_hwmon.scoring.requirements import TaskRequirements
+
+_UNSEEN: Any = object()
+# Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
+VECTORISE_FROM = 48
+
+
+def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
+                      scores: Mapping[str, float | None], state: FleetState,
+                      misfits: Mapping[str, Exclusion | None], check_hardware: Callable[[str], Exclusion | None], *,
+                      factors: ScoringFactors, history: PerformanceHistory | None, now_s: float, stale_after_s: float,
+                      timestamp: datetime, seed: int = 0, max_recorded: int = 20,
+                      task_counts: Mapping[str, int] | None = None, task_limit: Any = None,
+                      original_choice: tuple[str | None, float | None] | None = None,
+                      floor: TaskDemand | None = None, cap: tuple[float | None, float | None] = (None, None),
+                      reserved: Mapping[str, Any] | None = None,
+                      unknown: list[str] | None = None) -> SchedulingDecision | None:
+    """:func:`~fleet_hwmon.scoring.decide.decide_among` over ``state`` (same arguments, the
+    views replaced by the state's rows); ``None`` when the case is not covered."""
+    count = len(worker_ids)
+    if (requirements.isolation != "shared" or floor is not None or reserved or count < VECTORISE_FROM
+            or count > len(state.views)):
+        return None
+    rows = state.rows(worker_ids, count)
+    if rows.min() < 0 or len(set(worker_ids)) < count:
+        return None
+    ids = worker_ids if isinstance(worker_ids, list) else list(worker_ids)
+    task_id = str(task.get("task_id", ""))
+    task_type = task.get("type")
+    needs_gpu = requirements.needs_gpu
+    fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
+    learnt = fleet_stats is not None
+    terms = slow._Terms(factors, requirements, fleet_stats.duration_s if learnt else None, floor, cap)
+    fleet_demand = terms.shape(demand_of(None, fleet_stats))
+
+    base = np.array(list(map(scores.get, ids)), dtype=float)  # None -> NaN: not scored
+    at_limit = np.zeros(count, dtype=bool)
+    if task_limit is not None:
+        counts = np.array(list(map((task_counts or {}).get, ids, itertools.repeat(0))), dtype=float)
+        at_limit = counts >= task_limit
+    no_score = np.isnan(base) & ~at_limit
+    scored = ~(at_limit | no_score)
+
+    def mismatch(worker_id: str) -> Exclusion | None:
+        found = misfits.get(worker_id, _UNSEEN)
+        return check_hardware(worker_id) if found is _UNSEEN else found
+
+    hardware_ok, mismatches = state.hardware_mismatches(requirements, mismatch)
+    hardware_ok = hardware_ok[rows]
+    last = state.last_sample_s[rows]
+    alive = state.last_alive_s[rows]
+    never = np.isnan(last)
+    with np.errstate(invalid="ignore"):
+        samples_stale = ~never & (now_s - last > stale_after_s)
+        stale = samples_stale & ~(now_s - alive <= stale_after_s)
+        critical = state.critical[rows]
+        critical = ~samples_stale & ((critical == CRITICAL_MEMORY) | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
+        lost = (state.gpus_lost[rows] > 0) & (state.has_gpus[rows] == 0) if needs_gpu else np.zeros(count, bool)
+    held = state.exclusive[rows] == 1
+    if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
+        views = state.views
+        held &= np.array([views[r].exclusive_task != task_id for r in rows], dtype=bool)
+    hardware = scored & ~hardware_ok
+    rest = scored & hardware_ok & ~stale & ~critical & ~held & ~lost  # reach the load checks
+    unknown_rows = rest & (never | samples_stale)
+    known = rest & ~unknown_rows
+    known_any = bool(known.any())
+
+    # The task's predicted demand per row: the fleet's, or the worker's own history of the type.
+    d_cores, d_memory, d_gpu_memory, d_gpu_percent = (np.full(count, _nan(v)) for v in fleet_demand[:4])
+    hist_penalty = np.zeros(count)
+    own: dict[int, tuple[TaskDemand, Any]] = {}  # position -> (demand, stats) of workers with history
+    if learnt:
+        position_of = {worker_id: i for i, worker_id in enumerate(ids)}
+        for worker_id, stats in history.workers_of_type(task_type).items():
+            i = position_of.get(worker_id)
+            if i is None or not rest[i]:
+                continue
+            demand = terms.shape(demand_of(stats, fleet_stats))
+            own[i] = (demand, stats)
+            d_cores[i], d_memory[i], d_gpu_memory[i], d_gpu_percent[i] = map(_nan, demand[:4])
+            hist_penalty[i] = slow._history_penalty(stats, terms.fleet_duration, factors)
+
+    # The load after placing the task (NaN: unknown), as _Terms.of computes it.
+    cores = np.where(np.isnan(d_cores), factors.default_task_cores, d_cores)
+    memory_bytes = np.where(np.isnan(d_memory), factors.default_task_memory_bytes, d_memory)
+    own_gpu = (np.where(np.isnan(d_gpu_percent), factors.default_task_gpu_percent, d_gpu_percent) if needs_gpu
+               else np.zeros(count))
+    cpu_count, memory_total = state.cpu_count[rows], state.memory_total[rows]
+    inflight_cores, inflight_memory = state.inflight_cores[rows], state.inflight_memory[rows]
+    inflight_gpu_tasks, inflight_gpu = state.inflight_gpu_tasks[rows], state.inflight_gpu_percent[rows]
+    has_gpus = state.has_gpus[rows] == 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cpu = state.cpu[rows]
+        cpu = np.where(~np.isnan(cpu) & (cpu_count > 0), cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+        memory = state.memory[rows]
+        memory = np.where(~np.isnan(memory) & (memory_total > 0),
+                          memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+        gpu = state.gpu_least[rows]
+        placed = ~np.isnan(gpu) & (needs_gpu | (inflight_gpu_tasks > 0)) & known
+        one = state.gpu_levels[rows] == 1
+        gpu = np.where(placed & one, gpu + (inflight_gpu + own_gpu), gpu)
+        for i in np.flatnonzero(placed & ~one):  # several GPUs: in-flight tasks spread over them
+            view = state.views[rows[i]]
+            gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
+        # Incompressible room: memory, then GPU memory on one GPU (with headroom).
+        free = state.memory_free[rows] - inflight_memory - 0.0
+        memory_misfit = known & ~np.isnan(d_memory) & (d_memory * terms.headroom > free)
+        room = state.gpu_room[rows]
+        gpu_misfit = (known & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * terms.headroom > room - 0.0)
+                      if needs_gpu else np.zeros(count, dtype=bool))
+    candidates = rest & ~memory_misfit & ~gpu_misfit
+    cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
+    memory = np.where(known, memory, np.nan)
+    gpu = np.where(known, gpu, np.nan)
+    deferred = candidates & (np.isnan(cpu) | np.isnan(memory)
+                             | (np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))))
+
+    cpu_eff, memory_eff, gpu_eff = cpu, memory, gpu
+    if deferred.any() and known_any:  # unknown figures count as the candidates' sampled median
+        crow = rows[candidates]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
+            cpu_eff = np.where(fill_cpu, _median(state.cpu[crow]) + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+            fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
+            memory_eff = np.where(fill_memory, _median(state.memory[crow])
+                                  + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+            fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
+            gpu_eff = np.where(fill_gpu, _median(state.gpu_least[crow]) + inflight_gpu + own_gpu, gpu)
+        if (deferred & np.isnan(cpu_eff) & np.isnan(memory_eff)).any():
+            return None  # no load known at all: the per-worker path's median of the busiest loads
+    penalties = _penalties(terms, cpu_eff, memory_eff, gpu_eff, hist_penalty, needs_gpu)
+    total = penalties[-1]
+    adjusted = np.where(base > 0, base * np.maximum(FLOOR, 1.0 - total), base - total)
+    if not known_any:  # nothing known of any candidate: the original scheduler's choice stands
+        adjusted = base
+        penalties = tuple(np.zeros(count) for _ in penalties)
+    if unknown is not None and (candidates & never).any():
+        unknown.extend(ids[i] for i in np.flatnonzero(candidates & never))
+
+    # The best, then the explanation of the few recorded.
+    picked = np.flatnonzero(candidates)
+    wanted = max(1, max_recorded)
+    if picked.size > wanted:
+        cut = np.partition(adjusted[picked], picked.size - wanted)[picked.size - wanted]
+        picked = picked[adjusted[picked] >= cut]
+    best = []
+    views = state.views
+    for i in picked:
+        demand = own[i][0] if i in own else fleet_demand
+        details = (_none(cpu[i]), _none(memory[i]), _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]), demand)
+        best.append((float(adjusted[i]), ids[i], float(base[i]), views[rows[i]], details))
+    ranked = slow._best(best, wanted, seed, task_id)
+    candidate_records = tuple(
+        CandidateScore(worker_id, original, score, *details[:-1], len(view.inflight))
+        for score, worker_id, original, view, details in ranked)
+    chosen = candidate_records[0] if candidate_records else None
+    if original_choice is not None:
+        original_id, original_score = original_choice
+    else:
+        scored_base = np.where(scored, base, -np.inf)
+        top = scored_base.max() if scored.any() else None
+        tied = [ids[i] for i in np.flatnonzero(scored & (scored_base == top))] if top is not None else []
+        original_id, original_score = slow._original_choice(tied, scores, seed, task_id)
+    exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware, task_limit, scored,
+                             stale, critical, held, lost, memory_misfit, gpu_misfit, d_memory, free, d_gpu_memory,
+                             room, factors, now_s, stale_after_s)
+    available = len(exclusions) + int(candidates.sum())
+    explanation = slow._explain(chosen, original_id, exclusions, available)
+    if chosen is not None and ranked[0][-1][-1].source is not None:
+        explanation += "; " + slow._describe_demand(ranked[0][-1][-1], factors)
+    return SchedulingDecision(
+        decision_id=slow.new_decision_id(), timestamp=timestamp, task_id=task_id,
+        task_type=None if task_type is None else str(task_type),
+        chosen_worker_id=chosen.worker_id if chosen else None,
+        chosen_score=chosen.adjusted_score if chosen else None,
+        original_worker_id=original_id, original_score=original_score, candidate_count=int(candidates.sum()),
+        candidates=candidate_records[:max_recorded], exclusions=tuple(exclusions), explanation=explanation,
+        isolation=requirements.isolation)
+
+
+def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray, history: np.ndarray,
+               needs_gpu: bool) -> tuple[np.ndarray, ...]:
+    """(cpu, memory, gpu, balance, history penalty, total) per row, as ``_Terms.penalties``."""
+    factors = terms.factors
+    with np.errstate(invalid="ignore"):
+        cpu_pen = np.where(np.isnan(cpu) | (cpu <= terms.cpu_t), 0.0,
+                           factors.cpu_penalty_weight * (cpu - terms.cpu_t) / terms.cpu_d
+                           + np.where(cpu > 100.0, terms.over_w * (cpu - 100.0), 0.0))
+        memory_pen = np.where(np.isnan(memory) | (memory <= terms.mem_t), 0.0,
+                              factors.memory_penalty_weight * (memory - terms.mem_t) / terms.mem_d
+                              + np.where(memory > 100.0, terms.over_w * (memory - 100.0), 0.0))
+        busiest = np.fmax(cpu, memory)
+        if needs_gpu:
+            gpu_pen = np.where(np.isnan(gpu) | (gpu <= terms.gpu_t), 0.0,
+                               factors.gpu_penalty_weight * (gpu - terms.gpu_t) / terms.gpu_d)
+            busiest = np.fmax(busiest, gpu)
+        else:
+            gpu_pen = np.zeros_like(cpu_pen)
+    balance = factors.load_balance_weight * busiest / 100.0
+    return cpu_pen, memory_pen, gpu_pen, balance, history, cpu_pen + memory_pen + gpu_pen + balance + history
+
+
+def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches: np.ndarray,
+                at_limit: np.ndarray, no_score: np.ndarray, hardware_misfit: np.ndarray,
+                task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
+                lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, d_memory: np.ndarray,
+                free: np.ndarray, d_gpu_memory: np.ndarray, room: np.ndarray, factors: ScoringFactors, now_s: float,
+                stale_after_s: float) -> list[Exclusion]:
+    """Typed exclusions, in the per-worker path's order: the task limit and workers without an
+    original score first, then the others, each in worker order. ``mismatches``: per row, the
+    hardware exclusion (``None``: the hardware fits)."""
+    out = []
+    for i in np.flatnonzero(at_limit | no_score):
+        worker_id = ids[i]
+        out.append(Exclusion.task_limit(worker_id, task_limit) if at_limit[i]
+                   else mismatches[rows[i]] or Exclusion.rejected(worker_id))
+    later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit
+    if not later.any():  # the common case: hardware alone, taken in one piece
+        out.extend(mismatches[rows[scored & hardware_misfit]].tolist())
+        return out
+    for i in np.flatnonzero(later | (scored & hardware_misfit)):
+        worker_id, view = ids[i], state.views[rows[i]]
+        if hardware_misfit[i]:
+            out.append(mismatches[rows[i]])
+        elif stale[i]:
+            out.append(view.stale_exclusion(now_s, stale_after_s))
+        elif critical[i]:
+            out.append(view.excluded)
+        elif held[i]:
+            out.append(Exclusion.held_exclusive(worker_id, view.exclusive_task))
+        elif lost[i]:
+            out.append(Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost))
+        elif memory_misfit[i]:
+            out.append(Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
+                                            factors.memory_headroom_percent))
+        else:
+            out.append(Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
+                                                required=False, headroom_percent=factors.memory_headroom_percent))
+    return out
+
+
+def _median(values: np.ndarray) -> float:
+    """The median of the known values (0 when none is), as ``statistics.median`` gives it."""
+    known = values[~np.isnan(values)]
+    return float(np.median(known)) if known.size else 0.0
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def _none(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)

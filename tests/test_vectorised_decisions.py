@@ -1,0 +1,162 @@
+"""The vectorised decision path decides exactly as the per-worker path on a recorded corpus.
+
+The corpus is a seeded stream of what a scheduler hears (workers joining, samples of mixed
+hardware and health, some never sent, some stopping, tasks started, ended, failed) and asks
+(tasks of every requirement shape), fed in lockstep to two schedulers: one over the fleet's
+arrays, one worker by worker. Every decision must match, field by field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import timedelta
+
+import pytest
+
+import fleet_hwmon.scheduling.scheduler as scheduler_module
+import fleet_hwmon.scoring.vectorised as vectorised_module
+from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
+from fleet_hwmon.scheduling import HardwareAwareScheduler
+
+GIB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GpuRow(GpuUtilization):
+    health: str | None = None
+
+
+class Coordinator:
+    """What the scheduler reads of a coordinator: workers, a reference-like scorer, a task limit."""
+
+    max_tasks_per_worker = 3
+
+    def __init__(self) -> None:
+        self.workers: dict[str, dict] = {}
+        self.task_scheduler = self
+
+    def score_workers(self, task, ids, counts):
+        # the original scheduler's preference: fewer tasks, then a fixed per-worker bias; ties happen
+        return {w: (None if w.endswith("7") and task["type"] == "flaky" else
+                    1.0 - 0.2 * counts.get(w, 0) - 0.05 * (int(w.split("-")[1]) % 3)) for w in ids}
+
+    def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+        raise AssertionError("score_workers is used")
+
+
+KINDS = [
+    {"hardware": ["cpu"], "memory": {"total_gb": 16}, "cpu": {"cores_effective": 8}},
+    {"hardware": ["cpu"], "memory": {"total_gb": 64}, "cpu": {"cores_effective": 32}},
+    {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 32}, "cpu": {"cores_effective": 8},
+     "gpu": {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": 16}},
+    {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 128}, "cpu": {"cores_effective": 16},
+     "gpus": [{"name": "A100", "cuda_compute": 8.0, "memory_gb": 80}] * 2,
+     "gpu": {"name": "A100", "cuda_compute": 8.0, "memory_gb": 80}},
+]
+TASKS = [
+    ("unit", {"hardware": ["cpu"]}),
+    ("integration", {"hardware": ["cpu"], "min_memory_gb": 24}),
+    ("gpu-inference", {"hardware": ["gpu"]}),
+    ("gpu-training", {"hardware": ["gpu"], "min_cuda_compute": 8.0, "min_gpu_memory_gb": 40}),
+    ("flaky", {"hardware": ["cpu"]}),
+    ("bench", {"hardware": ["cpu"], "isolation": "quiet"}),
+]
+
+
+def random_sample(rng: random.Random, worker_id: str, kind: int) -> ResourceUtilization:
+    caps = KINDS[kind]
+    total = caps["memory"]["total_gb"] * GIB
+    memory = rng.choice([None, rng.uniform(5, 99)]) if rng.random() < 0.1 else rng.uniform(5, 99)
+    cpu = None if rng.random() < 0.08 else rng.choice([rng.uniform(0, 100), 100.0, 50.0])
+    gpus = ()
+    if kind >= 2:
+        count = 1 if kind == 2 else 2
+        size = (16 if kind == 2 else 80) * GIB
+        gpus = tuple(GpuRow(i, f"GPU-{worker_id}-{i}", "gpu", None if rng.random() < 0.15 else rng.uniform(0, 100),
+                            int(size * rng.uniform(0.0, 1.0)), size,
+                            health=rng.choices([None, "ok", "degraded", "lost"], [4, 4, 1, 1])[0])
+                     for i in range(count))
+    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
+                               cpu_count_effective=caps["cpu"]["cores_effective"], memory_total_bytes=total,
+                               memory_available_bytes=None if memory is None else int(total * (1 - memory / 100)),
+                               gpus=gpus)
+
+
+def comparable(decision) -> tuple:
+    return dataclasses.replace(decision, decision_id="")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_both_paths_make_the_same_decisions(seed, monkeypatch):
+    covered = []
+    vectorised = scheduler_module.decide_vectorised
+
+    def counting(*args, **kwargs):
+        decision = vectorised(*args, **kwargs)
+        covered.append(decision is not None)
+        return decision
+
+    monkeypatch.setattr(scheduler_module, "decide_vectorised", counting)
+    monkeypatch.setattr(vectorised_module, "VECTORISE_FROM", 1)  # small fleets too (normally per worker)
+    rng = random.Random(seed)
+    clock = [1000.0]
+    coordinator = Coordinator()
+    epoch = utc_now()
+    seams = dict(clock=lambda: clock[0], wall_clock=lambda: epoch + timedelta(seconds=clock[0]), seed=seed,
+                 max_recorded_candidates=5)
+    fast = HardwareAwareScheduler(coordinator, **seams)
+    slow = HardwareAwareScheduler(coordinator, **seams, vectorised=False)
+    both = (fast, slow)
+    kinds: dict[str, int] = {}
+    running: dict[str, tuple[str, str]] = {}
+    counts: dict[str, int] = {}
+    decided = 0
+    for step in range(1200):
+        event = rng.random()
+        if step < 40 or event < 0.03:  # a worker joins (again)
+            worker_id = f"w-{rng.randrange(60):03d}"
+            kind = kinds.setdefault(worker_id, rng.randrange(len(KINDS)))
+            coordinator.workers[worker_id] = {"capabilities": KINDS[kind], "status": "active"}
+            for s in both:
+                s.worker_registered(worker_id, KINDS[kind])
+        elif event < 0.45 and kinds:  # a sample; a fifth of the workers never send one, some stop
+            worker_id = rng.choice(sorted(kinds))
+            if int(worker_id.split("-")[1]) % 5 == 0 or (int(worker_id.split("-")[1]) % 7 == 0 and step > 700):
+                continue
+            sample = random_sample(rng, worker_id, kinds[worker_id])
+            for s in both:
+                s.observe(sample)
+        elif event < 0.55 and running:  # a task ends, some failing
+            task_id = rng.choice(sorted(running))
+            worker_id, task_type = running.pop(task_id)
+            counts[worker_id] = max(0, counts.get(worker_id, 0) - 1)
+            success = rng.random() > 0.2
+            figures = dict(duration_s=rng.uniform(1, 100), cpu_seconds=rng.uniform(1, 400),
+                           peak_rss_bytes=rng.uniform(0.1, 40) * GIB, gpu_memory_bytes=rng.uniform(1, 70) * GIB,
+                           gpu_percent=rng.uniform(5, 100))
+            for s in both:
+                s.task_finished(task_id, worker_id, success=success, task_type=task_type, **figures)
+        elif event < 0.6:
+            clock[0] += rng.choice([0.5, 5.0, 30.0])
+        elif kinds:  # a decision
+            task_type, requirements = rng.choice(TASKS)
+            task = {"task_id": f"t-{step}", "type": task_type, "priority": 1, "requirements": requirements}
+            available = [w for w in sorted(coordinator.workers) if rng.random() < 0.9]
+            fast_decision = fast.decide_task(task, available, counts)
+            slow_decision = slow.decide_task(task, available, counts)
+            assert comparable(fast_decision) == comparable(slow_decision), (
+                step, [(e.worker_id, e.kind.value) for e in fast_decision.exclusions],
+                [(e.worker_id, e.kind.value) for e in slow_decision.exclusions],
+                fast_decision.explanation, slow_decision.explanation)
+            decided += 1
+            chosen = fast_decision.chosen_worker_id
+            if chosen is not None:
+                counts[chosen] = counts.get(chosen, 0) + 1
+                running[task["task_id"]] = (chosen, task_type)
+                for s in both:
+                    s.task_started(task["task_id"], task_type, chosen)
+        clock[0] += 0.1
+    assert decided > 250
+    print(f"seed {seed}: {decided} decisions, {sum(covered)} of {len(covered)} asked of the vectorised path covered")
+    assert sum(covered) > 0.6 * len(covered), (sum(covered), len(covered))  # mostly the vectorised path
