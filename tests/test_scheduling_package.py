@@ -147,8 +147,11 @@ def gpu_sample(worker_id: str, health: str | None = None) -> ResourceUtilization
 
 
 def test_with_nothing_known_the_original_choice_stands_and_each_unknown_worker_is_named_once(caplog):
-    scheduler, _ = fleet(("a", caps()), ("b", caps()), ("c", caps()))
+    scheduler, clock = fleet(("a", caps()), ("b", caps()), ("c", caps()))
     counts = {"a": 2, "b": 0, "c": 1}  # the reference scheduler prefers the least busy: b
+    scheduler.decide_task(task("t-early"), ["a", "b", "c"], counts)
+    assert not [r for r in caplog.records if "has sent no hardware sample" in r.getMessage()]  # just joined
+    clock.now_s += 20.0  # no sample in the staleness window (15 s) since they joined
     for n in range(3):
         decision = scheduler.decide_task(task(f"t{n}"), ["a", "b", "c"], counts)
         assert decision.chosen_worker_id == decision.original_worker_id == "b"

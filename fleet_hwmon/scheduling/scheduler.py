@@ -290,7 +290,7 @@ class HardwareAwareScheduler:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
                                                explanation=f"{reason}; {decision.explanation}")
-            self._warn_unknown(unknown)
+            self._warn_unknown(unknown, now_s - stale_after_s)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
                 newly = self._reservations.observe(
@@ -348,9 +348,11 @@ class HardwareAwareScheduler:
         self._caps[requirements] = (self._fleet_version, (memory, gpu_memory, compatible))
         return memory, gpu_memory, compatible
 
-    def _warn_unknown(self, worker_ids: list[str]) -> None:
+    def _warn_unknown(self, worker_ids: list[str], registered_before_s: float) -> None:
+        """One warning per worker that has sent no sample in the staleness window since it joined."""
         for worker_id in worker_ids:
-            if worker_id not in self._warned_unknown:
+            view = self._views.get(worker_id)
+            if worker_id not in self._warned_unknown and view is not None and view.registered_s < registered_before_s:
                 self._warned_unknown.add(worker_id)
                 log.warning("worker %s has sent no hardware sample: scored at the candidates' median load "
                             "until it does; feed its samples with update_worker_utilization(worker_id, sample) "

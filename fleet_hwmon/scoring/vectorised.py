@@ -27,7 +27,7 @@ from fleet_hwmon.scoring.requirements import TaskRequirements
 
 _UNSEEN: Any = object()
 # Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
-VECTORISE_FROM = 48
+VECTORISE_FROM = 512
 
 
 def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
@@ -266,9 +266,14 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
 
 
 def _median(values: np.ndarray) -> float:
-    """The median of the known values (0 when none is), as ``statistics.median`` gives it."""
+    """The median of the known values (0 when none is), computed as ``statistics.median`` does."""
     known = values[~np.isnan(values)]
-    return float(np.median(known)) if known.size else 0.0
+    size = known.size
+    if not size:
+        return 0.0
+    low, high = (size - 1) // 2, size // 2
+    middle = np.partition(known, (low, high))
+    return float(middle[high]) if low == high else (float(middle[low]) + float(middle[high])) / 2
 
 
 def _nan(value: float | None) -> float:
