@@ -4,7 +4,6 @@ and back, XID events, ECC errors, retired pages, throttle reasons, per-process f
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,6 @@ from hardware_utilization_monitor import HardwareUtilizationMonitor
 from tests.fakes.nvml import (
     GIB,
     NVML_ERROR_GPU_IS_LOST,
-    NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_UNKNOWN,
     THROTTLE_HW_THERMAL,
     THROTTLE_SW_POWER_CAP,

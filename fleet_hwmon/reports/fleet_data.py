@@ -408,7 +408,8 @@ def _workers(reader: _Reader, live: Mapping[str, dict] | None, stats: dict[str, 
             "excluded_reason": None if view.get("excluded_reason") is None else str(view["excluded_reason"]),
             "excluded_resource": view.get("excluded_resource"),
             # the worker's clock minus the coordinator's (seconds), estimated from its samples
-            "clock_offset_s": finite(view["clock_offset_s"] if "clock_offset_s" in view else last.get("clock_offset_s")),
+            "clock_offset_s": finite(view["clock_offset_s"] if "clock_offset_s" in view
+                                     else last.get("clock_offset_s")),
             "sick_gpus": _sick_gpus(last.get("gpus")),
             "hardware": _hardware(caps, cap_row, last),
             "current": current,

@@ -20,6 +20,15 @@ from dataclasses import dataclass
 
 OK, DEGRADED, LOST = "ok", "degraded", "lost"
 
+
+class GpuLost(Exception):
+    """NVML says the GPU is gone (``reason``: ``"GpuIsLost"``, ``"Unknown"``, ``"vanished"``);
+    raised inside one GPU's read and caught per GPU, so the others are still read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 # nvmlClocksThrottleReason* bits (nvml.h) by the name the sample uses.
 THROTTLE_BITS: tuple[tuple[str, int], ...] = (
     ("thermal", 0x20 | 0x40),  # SwThermalSlowdown, HwThermalSlowdown

@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet_hwmon.sample import GpuUtilization
-from fleet_hwmon.sampling.gpu_health import LOST, GpuHealth, throttle_names
+from fleet_hwmon.sampling.gpu_health import LOST, GpuHealth, GpuLost, throttle_names
+from fleet_hwmon.sampling.nvml_processes import ProcessQueries
 
 log = logging.getLogger(__name__)
 
 # NVML return codes (nvml.h); matched by value so any pynvml-like module works.
 _ERR_NOT_SUPPORTED = 3
-_ERR_NOT_FOUND = 6
 _ERR_DRIVER_NOT_LOADED = 9
 _ERR_LIBRARY_NOT_FOUND = 12
 _ERR_FUNCTION_NOT_FOUND = 13
@@ -134,27 +134,6 @@ def pick_least_loaded_gpu(gpus: Iterable[GpuUtilization]) -> GpuUtilization | No
     return ranked[0] if ranked else None
 
 
-class _GpuLost(Exception):
-    """Raised inside a device read when NVML says the GPU is gone; caught per device."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _nested_pid_namespace(proc_self_status: str) -> bool:
-    """True when this process runs in a PID namespace below the host's (``NSpid`` lists more
-    than one PID): the PIDs NVML reports are then not this namespace's."""
-    try:
-        with open(proc_self_status, encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("NSpid:"):
-                    return len(line.split()) > 2
-    except OSError:
-        pass
-    return False
-
-
 @dataclass(frozen=True, slots=True)
 class _Device:
     """Static facts about one NVML device, read once at init."""
@@ -166,7 +145,7 @@ class _Device:
     pci_bus_id: str | None
 
 
-class NvmlGateway:
+class NvmlGateway(ProcessQueries):
     """Lazy, thread-safe access to NVML. Never raises out of init; see :attr:`status`.
 
     ``module`` is a pynvml-like module (tests pass a fake); ``None`` imports ``pynvml`` on first
@@ -331,7 +310,7 @@ class NvmlGateway:
             if empty_on is not None and value == empty_on:
                 return []
             if value in _LOST_ERRORS:
-                raise _GpuLost(_LOST_ERRORS[value]) from err
+                raise GpuLost(_LOST_ERRORS[value]) from err
             permanent = value in (_ERR_NOT_SUPPORTED, _ERR_FUNCTION_NOT_FOUND) or isinstance(err, AttributeError)
             if permanent:
                 self._unsupported.setdefault(uuid, set()).add(field)
@@ -476,12 +455,12 @@ class NvmlGateway:
                               xid_count=health.xid_count, last_xid=health.last_xid)
 
     def _reprobe(self, device: _Device) -> _Device:
-        """A fresh handle of a lost GPU by its UUID; raises :class:`_GpuLost` when it vanished."""
+        """A fresh handle of a lost GPU by its UUID; raises :class:`GpuLost` when it vanished."""
         try:
             handle = self._module.nvmlDeviceGetHandleByUUID(device.uuid)
         except self._errors as err:
             value = _error_value(err)
-            raise _GpuLost(_LOST_ERRORS.get(value, "vanished")) from err
+            raise GpuLost(_LOST_ERRORS.get(value, "vanished")) from err
         fresh = _Device(device.index, handle, device.uuid, device.name, device.pci_bus_id)
         self._devices = tuple(fresh if d.uuid == device.uuid else d for d in self._devices)
         self._mig_cache.pop(device.uuid, None)
@@ -513,7 +492,7 @@ class NvmlGateway:
                 if health.state == LOST:
                     device = self._reprobe(device)
                 readings = self._read_device(device, detailed)
-            except _GpuLost as lost:
+            except GpuLost as lost:
                 if health.lose(lost.reason, now_s):
                     log.error("GPU %s lost (%s); re-probing with backoff", device.uuid, lost.reason)
                 out.append(self._lost_reading(device, health))
@@ -559,107 +538,6 @@ class NvmlGateway:
                 unavailable_reason="MIG", health=extra.get("health"), health_reason=extra.get("health_reason")))
         return readings
 
-    # -- processes --------------------------------------------------------------------------
-    def process_gpu_memory_bytes(self, pids: set[int]) -> dict[str, int] | None:
-        """GPU memory (bytes) used by ``pids``, by GPU or MIG instance UUID. ``None`` when unavailable.
-
-        Source: ``nvmlDeviceGetComputeRunningProcesses`` and ``nvmlDeviceGetGraphicsRunningProcesses``
-        (``usedGpuMemory``). Every GPU is present, with 0 when none of ``pids`` uses it. The
-        whole answer is ``None`` (unknown, never 0) when any GPU's compute or graphics list
-        cannot be read (CUDA work shows only in the compute list), a GPU is lost, or NVML's PIDs
-        are not this PID namespace's; :attr:`process_figures_unknown_reason` then says which.
-        """
-        if not self.available:
-            return None
-        reason = self._process_figures_unknown()
-        if reason is not None:
-            return self._unknown(reason)
-        result: dict[str, int] = {}
-        try:
-            for device in self._devices:
-                mig_enabled, children = self._mig_layout(device)
-                for target in (children if mig_enabled and children else (device,)):
-                    used = self._process_memory(target, pids)
-                    if isinstance(used, str):
-                        return self._unknown(f"{used} of GPU {target.uuid} unreadable")
-                    result[target.uuid] = used
-        except _GpuLost as lost:
-            return self._unknown(f"a GPU is lost ({lost.reason})")
-        self.process_figures_unknown_reason = None
-        return result
-
-    def _process_figures_unknown(self) -> str | None:
-        """Why no per-process figure can be known right now; ``None`` when they can."""
-        if self._nested_pids is None:
-            self._nested_pids = _nested_pid_namespace(self._proc_self_status)
-        if self._nested_pids:
-            return "PIDs outside this PID namespace"
-        lost = sorted(uuid for uuid, health in self._health.items() if health.state == LOST)
-        return f"GPU {lost[0]} lost" if lost else None
-
-    def _unknown(self, reason: str) -> None:
-        """Record (and log once) why per-process figures are unknown; returns ``None``."""
-        self.process_figures_unknown_reason = reason
-        if self._first_time("processes", reason):
-            log.warning("per-process GPU figures unknown: %s", reason)
-        return None
-
-    def process_gpu_utilization_percent(self, pids: set[int], last_seen_us: dict[str, int]) -> float | None:
-        """GPU utilization of ``pids`` since the previous call, in percent of one GPU (summed over
-        the processes and GPUs: 150 = one and a half GPUs busy). ``None`` when unknown: NVML
-        unavailable, or any GPU unable to say (MIG, where NVML has no per-process utilization,
-        NotSupported, an error), since the sum would then be a guess.
-
-        Source: ``nvmlDeviceGetProcessUtilization`` (``smUtil`` of the driver's samples newer than
-        ``last_seen_us[uuid]``, averaged per process). ``last_seen_us`` belongs to the caller (one
-        per measured task, so tasks do not take each other's samples): GPU UUID -> the newest
-        sample time of these pids seen, in microseconds, updated in place. NotFound (no process
-        ran since) reads as 0 %. Entries outside 0-100 % or not newer than asked (which drivers
-        return around zombie processes) are skipped.
-        """
-        if not self.available:
-            return None
-        reason = self._process_figures_unknown()
-        if reason is not None:
-            return self._unknown(reason)
-        total = 0.0
-        for device in self._devices:
-            if self._mig_layout(device)[0]:
-                return None
-            since = last_seen_us.get(device.uuid, 0)
-            try:
-                samples = self._field(device.uuid, "process_utilization", "nvmlDeviceGetProcessUtilization",
-                                      device.handle, since, empty_on=_ERR_NOT_FOUND)
-            except _GpuLost as lost:
-                return self._unknown(f"a GPU is lost ({lost.reason})")
-            if samples is None:
-                return None
-            per_pid: dict[int, list[float]] = {}
-            newest = since
-            for sample in samples:
-                stamp, value = int(sample.timeStamp), float(sample.smUtil)
-                if sample.pid in pids and stamp > since and 0.0 <= value <= 100.0:
-                    per_pid.setdefault(sample.pid, []).append(value)
-                    newest = max(newest, stamp)
-            last_seen_us[device.uuid] = newest
-            total += sum(sum(values) / len(values) for values in per_pid.values())
-        return total if self._devices else None
-
-    def _process_memory(self, device: _Device, pids: set[int]) -> int | str:
-        """Bytes ``pids`` use on ``device``, or the name of the process list that was unreadable."""
-        per_pid: dict[int, int] = {}
-        for field, fn_name in (("compute process list", "nvmlDeviceGetComputeRunningProcesses"),
-                               ("graphics process list", "nvmlDeviceGetGraphicsRunningProcesses")):
-            procs = self._field(device.uuid, field, fn_name, device.handle)
-            if procs is None:
-                return field
-            for proc in procs:
-                memory = getattr(proc, "usedGpuMemory", None)
-                if proc.pid in pids and isinstance(memory, int):
-                    # a process can be listed as both compute and graphics: count it once
-                    per_pid[proc.pid] = max(per_pid.get(proc.pid, 0), memory)
-        return sum(per_pid.values())
-
     # -- static description -----------------------------------------------------------------
     def device_info(self) -> list[dict[str, Any]]:
         """One dict per physical GPU for the capability detector; ``[]`` when unavailable.
@@ -683,12 +561,12 @@ class NvmlGateway:
             state, reason = self.health(device.uuid)
             try:
                 if state == LOST:
-                    raise _GpuLost(reason or "lost")
+                    raise GpuLost(reason or "lost")
                 capability = self._field(device.uuid, "compute_capability",
                                          "nvmlDeviceGetCudaComputeCapability", device.handle)
                 mig_enabled, children = self._mig_layout(device)
                 _, total = self._memory(device)
-            except _GpuLost as lost:
+            except GpuLost as lost:
                 info.append({"index": device.index, "uuid": device.uuid, "name": device.name,
                              "pci_bus_id": device.pci_bus_id, "health": LOST, "health_reason": lost.reason})
                 continue
