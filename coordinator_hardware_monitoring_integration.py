@@ -23,7 +23,6 @@ The coordinator needs ``workers`` (worker id -> dict with ``capabilities`` and `
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tempfile
@@ -218,7 +217,7 @@ class CoordinatorHardwareMonitoringIntegration:
         # The scheduler compares the sample's time with the coordinator's; under a millisecond off
         # (a worker on time, a simulation) it is not worth a copy of the sample.
         if sample.clock_offset_s is not None and abs(sample.clock_offset_s) >= 0.001:
-            sample = dataclasses.replace(sample, timestamp=sample.timestamp - timedelta(seconds=sample.clock_offset_s))
+            sample = sample.evolve(timestamp=sample.timestamp - timedelta(seconds=sample.clock_offset_s))
         self.scheduler.observe(sample)
 
     def _on_worker_deregistered(self, worker_id: str, info: Mapping[str, Any] | None = None) -> None:
@@ -266,7 +265,7 @@ class CoordinatorHardwareMonitoringIntegration:
         received, received_s = self._wall_clock(), self._clock()
         self._clock_steps.observe(received, received_s)
         mapped = self._offsets.observe(worker_id, sample.timestamp, received, received_s)
-        sample = dataclasses.replace(sample, monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
+        sample = sample.evolve(monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 
     def get_worker_utilization(self, worker_id: str | None = None) -> Any:

@@ -56,6 +56,16 @@ class _Record:
 
     _FLOATS: typing.ClassVar[tuple[str, ...]] = ()
     _INTS: typing.ClassVar[tuple[str, ...]] = ()
+    _NAMES: typing.ClassVar[tuple[str, ...]] = ()
+
+    def evolve(self, **changes: Any) -> Any:
+        """A copy with ``changes`` (valid values) applied. Unlike ``dataclasses.replace`` it does
+        not check every field again (this record's were checked when it was built), which makes
+        it several times faster on the per-sample path."""
+        new = object.__new__(type(self))
+        for name in self._NAMES:
+            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -81,6 +91,7 @@ def _classify(cls: type) -> None:
     hints = typing.get_type_hints(cls)
     cls._FLOATS = tuple(n for n, t in hints.items() if t == (float | None))
     cls._INTS = tuple(n for n, t in hints.items() if t == (int | None))
+    cls._NAMES = tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
