@@ -23,6 +23,7 @@ The coordinator needs ``workers`` (worker id -> dict with ``capabilities`` and `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -262,9 +263,7 @@ class CoordinatorHardwareMonitoringIntegration:
             raise RuntimeError("initialize() the integration before pushing samples")
         # Coordinator time for everything that compares times (the views, task windows, in-flight
         # accounting); the stored sample keeps the worker's own timestamp beside the offset.
-        received, received_s = self._wall_clock(), self._clock()
-        self._clock_steps.observe(received, received_s)
-        mapped = self._offsets.observe(worker_id, sample.timestamp, received, received_s)
+        mapped = self._offsets.observe(worker_id, sample.timestamp, self._wall_clock(), self._clock())
         sample = sample.evolve(monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 

@@ -33,12 +33,17 @@ from datetime import datetime, timedelta
 @dataclass(frozen=True, slots=True)
 class MappedTime:
     """One sample's time on the coordinator's clocks. ``offset_s``: worker clock minus
-    coordinator clock (seconds, the window's estimate); ``coordinator_time``: UTC wall time on
-    the coordinator's clock; ``monotonic_s``: the coordinator's monotonic clock."""
+    coordinator clock (seconds, the window's estimate); ``monotonic_s``: the coordinator's
+    monotonic clock; :attr:`coordinator_time`: UTC wall time on the coordinator's clock."""
 
     offset_s: float
-    coordinator_time: datetime
     monotonic_s: float
+    received: datetime
+    received_s: float
+
+    @property
+    def coordinator_time(self) -> datetime:
+        return self.received - timedelta(seconds=self.received_s - self.monotonic_s)
 
 
 class _WindowMinimum:
@@ -86,10 +91,10 @@ class ClockOffsets:
                 window = self._windows[worker_id] = _WindowMinimum(self.window_s)
             least = window.add(received_s, received_s - sent_s)
             monotonic_s = sent_s + least
-            coordinator_time = received - timedelta(seconds=received_s - monotonic_s)
-            offset_s = (sent - coordinator_time).total_seconds()
+            # sent - coordinator time, where coordinator time = received - (received_s - monotonic_s)
+            offset_s = sent_s - received.timestamp() + (received_s - monotonic_s)
             self._offsets[worker_id] = offset_s
-        return MappedTime(offset_s, coordinator_time, monotonic_s)
+        return MappedTime(offset_s, monotonic_s, received, received_s)
 
     def offset_s(self, worker_id: str) -> float | None:
         with self._lock:
