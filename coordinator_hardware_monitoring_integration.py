@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
+from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
+from fleet_hwmon.metrics.tally import TaskTally
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling import CoordinatorContractError, HardwareAwareScheduler, check_contract
 from fleet_hwmon.scoring.decide import SchedulingDecision
@@ -115,6 +117,8 @@ class CoordinatorHardwareMonitoringIntegration:
         self._offsets = ClockOffsets()
         self._clock_steps = WallClockStepDetector("coordinator")  # one for every reader of these clocks
         self._lock = threading.RLock()
+        self._task_outcomes = TaskTally()  # tasks by type and status, durations: for the metrics endpoint
+        self._metrics_server = None
         self._store = None
         self._active = False
         self._initialized = False
@@ -139,6 +143,9 @@ class CoordinatorHardwareMonitoringIntegration:
 
     def shutdown(self) -> None:
         """Restore the scheduler, stop every monitor, flush and close the database. Safe twice."""
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         if not self._initialized:
             return
         self._active = False
@@ -303,6 +310,8 @@ class CoordinatorHardwareMonitoringIntegration:
                                      peak_rss_bytes=usage.process_peak_rss_bytes,
                                      gpu_memory_bytes=usage.process_gpu_memory_peak_bytes,
                                      gpu_percent=usage.process_gpu_utilization_percent)
+        with self._lock:
+            self._task_outcomes.observe(usage.task_type, success, usage.duration_s)
         return usage
 
     def _on_task_finished(self, task: Mapping[str, Any], worker_id: str, outcome: Mapping[str, Any]) -> None:
@@ -352,6 +361,33 @@ class CoordinatorHardwareMonitoringIntegration:
         self._store.append_many(OUTCOMES_TABLE, rows)
         self._store.flush()
         return len(rows)
+
+    def metrics_snapshot(self) -> FleetSnapshot:
+        """The fleet as a Prometheus scrape reads it: every worker's latest sample, firing alerts,
+        staleness and critical-load exclusion, the scheduler's statistics, finished tasks, the
+        store's counters. References are copied under the locks; the snapshot is built outside."""
+        with self._lock:
+            monitors = dict(self.worker_monitors)
+            tasks = self._task_outcomes.copy()
+        verdicts = {}
+        for worker_id in monitors:
+            state = self.scheduler.worker_state(worker_id)
+            verdicts[worker_id] = (state["stale"] is not None, state["excluded_reason"] is not None)
+        return fleet_snapshot(monitors, verdicts=verdicts, store=self._store, scheduler=self.scheduler_statistics(),
+                              tasks=tasks, taken_at=self._wall_clock())
+
+    def start_metrics_server(self, port: int, addr: str = "127.0.0.1", *, registry: Any = None) -> Any:
+        """Serve :meth:`metrics_snapshot` for Prometheus at ``http://addr:port/metrics`` until
+        :meth:`shutdown` (port 0: one the system picks; the returned server's ``port`` says
+        which). ``registry``: a ``prometheus_client.CollectorRegistry`` (default: a new one).
+        Needs the ``metrics`` extra; raises ``ImportError`` without it, ``OSError`` when the port
+        is taken, ``RuntimeError`` when a server already runs."""
+        from fleet_hwmon.metrics import start_metrics_server
+
+        if self._metrics_server is not None:
+            raise RuntimeError(f"a metrics server already runs at {self._metrics_server.url}")
+        self._metrics_server = start_metrics_server(self.metrics_snapshot, port, addr, registry=registry)
+        return self._metrics_server
 
     def recent_decisions(self) -> list[SchedulingDecision]:
         return self.scheduler.recent_decisions()

@@ -18,7 +18,9 @@ callbacks runs no idle threads). ``stop_monitoring`` (also called by ``with`` an
 interpreter exit) stops sampling, flushes and joins them all.
 
 Command line: ``python hardware_utilization_monitor.py --duration 10 --level standard
---db-path metrics.duckdb --export-json metrics.json --html-report report.html``.
+--db-path metrics.duckdb --export-json metrics.json --html-report report.html``; add
+``--metrics-port PORT`` to serve Prometheus metrics at ``http://127.0.0.1:PORT/metrics`` while
+it samples (the ``metrics`` extra).
 """
 
 from __future__ import annotations
@@ -479,6 +481,20 @@ def _stop_all_at_exit() -> None:
         monitor.stop_monitoring()
 
 
+def _serve_metrics(monitor: HardwareUtilizationMonitor, port: int) -> Any:
+    """Serve the monitor's latest sample, alerts and store counters for Prometheus."""
+    from fleet_hwmon.metrics import fleet_snapshot, start_metrics_server
+
+    try:
+        server = start_metrics_server(lambda: fleet_snapshot({monitor.worker_id: monitor}, store=monitor._store),
+                                      port)
+    except BaseException:
+        monitor.stop_monitoring()
+        raise
+    print(f"metrics: {server.url}", flush=True)
+    return server
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sample this machine's hardware utilization.")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to sample (default 10)")
@@ -489,6 +505,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--export-json", default=None, metavar="PATH")
     parser.add_argument("--html-report", default=None, metavar="PATH")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on 127.0.0.1:PORT while sampling (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.duration < 0:
         parser.error("--duration must not be negative")
@@ -498,13 +516,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         monitor = HardwareUtilizationMonitor(args.worker_id, args.db_path, args.level, args.interval)
         monitor.register_alert_callback(lambda alert: log.warning("ALERT %s", alert.message))
         monitor.start_monitoring()
-    except (StoreError, ValueError) as err:
+        server = None if args.metrics_port is None else _serve_metrics(monitor, args.metrics_port)
+    except (StoreError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         time.sleep(args.duration)
     except KeyboardInterrupt:
         pass
+    if server is not None:
+        server.stop()
     monitor._stop_sampling()  # every figure below then describes the same, final set of samples
     if args.export_json:
         monitor.export_metrics_to_json(args.export_json)

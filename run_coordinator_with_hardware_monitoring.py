@@ -4,6 +4,7 @@
         [--duration 60] [--max-tasks-per-worker 2] [--db-path ./hardware_metrics.duckdb]
         [--report hardware_utilization_report.html] [--export-json PATH] [--seed 0]
         [--monitoring-level standard] [--quiet] [--cluster {none,local}] [--scheduler-address tcp://HOST:PORT]
+        [--metrics-port PORT]
 
 Workers are embedded slices of this machine with different hardware profiles (CPU-only and
 GPU ones of different sizes). Each worker's CPU and memory figures are real measurements of
@@ -20,6 +21,10 @@ With ``--cluster local`` (``--num-workers`` Dask worker processes on this machin
 ``--scheduler-address tcp://HOST:PORT`` (an existing Dask cluster) the workers are Dask workers
 that measure their own hosts and run the tasks themselves; see docs/cluster.md. That needs the
 ``cluster`` extra: ``pip install 'fleet-hwmon[cluster]'``.
+
+With ``--metrics-port PORT`` the coordinator serves Prometheus metrics at
+``http://127.0.0.1:PORT/metrics`` while the demo runs (0: a free port; the URL is printed
+first). That needs the ``metrics`` extra: ``pip install 'fleet-hwmon[metrics]'``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="local: run the workers as a Dask LocalCluster of --num-workers processes")
     parser.add_argument("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
                         help="use the Dask cluster of this scheduler (waits for --num-workers workers)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on 127.0.0.1:PORT while the demo runs (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     for name in ("num_workers", "num_tasks", "max_tasks_per_worker"):
         if getattr(args, name) < 1:
@@ -140,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
         update_interval_seconds=args.update_interval, seed=args.seed)
     try:
         integration.initialize()
-    except StoreError as err:
+        if args.metrics_port is not None:
+            print(f"metrics:  {integration.start_metrics_server(args.metrics_port).url}", flush=True)
+    except (StoreError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        integration.shutdown()
         if use_cluster:
             coordinator.close()
         return 2

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fleet_hwmon.metrics.tally import DECISION_BUCKETS_S, BucketCounts
 from fleet_hwmon.scoring.decide import SchedulingDecision
 from fleet_hwmon.scoring.exclusions import ExclusionKind
 
@@ -27,6 +28,7 @@ class SchedulerStatistics:
         self._latency_s = np.zeros(_LATENCY_WINDOW)
         self._latency_count = 0
         self._latency_sum_s = 0.0
+        self._latency_buckets = BucketCounts(DECISION_BUCKETS_S)  # all decisions, for a Prometheus histogram
         self._asked_again = 0
 
     def asked_again(self) -> None:
@@ -50,6 +52,7 @@ class SchedulerStatistics:
             self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
             self._latency_count += 1
             self._latency_sum_s += latency_s
+            self._latency_buckets.observe(latency_s)
 
     def finished(self, success: bool) -> None:
         self.tasks["succeeded" if success else "failed"] += 1
@@ -60,8 +63,9 @@ class SchedulerStatistics:
         ``no_worker`` (the same counts, flat), ``exclusions_by_kind`` (every
         :class:`ExclusionKind` value), ``tasks_per_worker``, ``tasks_succeeded``,
         ``tasks_failed``, ``resource_aware`` and ``decision_latency_s`` (``count``, ``sum``,
-        ``p50``, ``p99`` over the latest decisions; ``None`` before the first) and
-        ``asked_again_unchanged`` (a held task asked about again before anything changed)."""
+        ``p50``, ``p99`` over the latest decisions, ``None`` before the first; ``buckets``: the
+        count of all decisions at most ``le`` seconds, as ``[(le, count), ..., ("+Inf", count)]``)
+        and ``asked_again_unchanged`` (a held task asked about again before anything changed)."""
         recent = self._latency_s[:min(self._latency_count, _LATENCY_WINDOW)]
         p50, p99 = (np.percentile(recent, [50, 99]).tolist() if recent.size else (None, None))
         return {
@@ -75,5 +79,6 @@ class SchedulerStatistics:
             "tasks_per_worker": dict(self.tasks_per_worker),
             "resource_aware": resource_aware,
             "asked_again_unchanged": self._asked_again,
-            "decision_latency_s": {"count": self._latency_count, "sum": self._latency_sum_s, "p50": p50, "p99": p99},
+            "decision_latency_s": {"count": self._latency_count, "sum": self._latency_sum_s, "p50": p50, "p99": p99,
+                                   "buckets": self._latency_buckets.cumulative()},
         }
