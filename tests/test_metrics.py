@@ -104,21 +104,13 @@ def test_worker_and_gpu_figures_in_base_units_and_unknown_ones_absent() -> None:
                                 "fleet_hwmon_alerts_firing", "fleet_hwmon_gpu_health"}
 
 
-def test_gpu_health_is_one_series_labelled_with_its_state_when_the_sample_has_it() -> None:
-    # Stand-in for a GPU record carrying the sampler's health verdict ("ok", "degraded", "lost").
-    gpu = types.SimpleNamespace(uuid="GPU-x", name="T4", utilization_percent=None, memory_used_bytes=None,
-                                memory_total_bytes=None, temperature_celsius=None, power_watts=None,
-                                simulated=False, health="degraded")
-    sample = types.SimpleNamespace(timestamp=utc_now(), gpus=(gpu,), **{
-        f: None for f in ("cpu_percent", "cpu_count_effective", "memory_percent", "memory_used_bytes",
-                          "memory_available_bytes", "memory_total_bytes", "disk_usage_percent",
-                          "disk_read_bytes_per_s", "disk_write_bytes_per_s", "net_recv_bytes_per_s",
-                          "net_sent_bytes_per_s")})
-    series = exposition(FleetSnapshot(sample.timestamp, (WorkerState("w", sample),)))
-    labels = {"worker_id": "w", "gpu_uuid": "GPU-x", "gpu_name": "T4"}
-    assert {dict(found)["state"]: v for (n, found), v in series.items() if n == "fleet_hwmon_gpu_health"} == {
-        "degraded": 1.0}
-    assert series[key("fleet_hwmon_gpu_health", state="degraded", **labels)] == 1.0
+def test_gpu_health_is_one_series_labelled_with_its_state_and_absent_when_not_read() -> None:
+    now = utc_now()
+    gpus = (GpuUtilization(0, "GPU-x", "T4", health="degraded", health_reason="XID 79"),
+            GpuUtilization(1, "GPU-y", "T4", health="ok"), GpuUtilization(2, "GPU-z", "T4"))
+    series = exposition(FleetSnapshot(now, (WorkerState("w", ResourceUtilization("w", now, gpus=gpus)),)))
+    assert {(dict(found)["gpu_uuid"], dict(found)["state"]): v for (n, found), v in series.items()
+            if n == "fleet_hwmon_gpu_health"} == {("GPU-x", "degraded"): 1.0, ("GPU-y", "ok"): 1.0}
 
 
 def test_alerts_firing_by_worker_resource_and_severity() -> None:
