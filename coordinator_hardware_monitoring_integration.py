@@ -117,7 +117,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self._offsets = ClockOffsets()
         self._clock_steps = WallClockStepDetector("coordinator")  # one for every reader of these clocks
         self._lock = threading.RLock()
-        self._task_outcomes = TaskTally()  # tasks by type and status, durations: for the metrics endpoint
+        self._task_tally = TaskTally()  # tasks by type and status, durations: for the metrics endpoint
         self._metrics_server = None
         self._store = None
         self._active = False
@@ -311,7 +311,7 @@ class CoordinatorHardwareMonitoringIntegration:
                                      gpu_memory_bytes=usage.process_gpu_memory_peak_bytes,
                                      gpu_percent=usage.process_gpu_utilization_percent)
         with self._lock:
-            self._task_outcomes.observe(usage.task_type, success, usage.duration_s)
+            self._task_tally.observe(usage.task_type, success, usage.duration_s)
         return usage
 
     def _on_task_finished(self, task: Mapping[str, Any], worker_id: str, outcome: Mapping[str, Any]) -> None:
@@ -368,7 +368,7 @@ class CoordinatorHardwareMonitoringIntegration:
         store's counters. References are copied under the locks; the snapshot is built outside."""
         with self._lock:
             monitors = dict(self.worker_monitors)
-            tasks = self._task_outcomes.copy()
+            tasks = self._task_tally.copy()
         verdicts = {}
         for worker_id in monitors:
             state = self.scheduler.worker_state(worker_id)
