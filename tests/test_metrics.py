@@ -294,3 +294,18 @@ def test_snapshot_of_a_worker_that_left_keeps_its_decisions(tmp_path) -> None:
         integration.shutdown()
     assert [w.worker_id for w in snapshot.workers] == []
     assert snapshot.scheduler["decision_latency_s"]["count"] == 1
+
+
+def test_a_stopped_server_releases_its_port_and_registry() -> None:
+    from fleet_hwmon.metrics import start_metrics_server
+
+    registry = CollectorRegistry()
+    snapshot = FleetSnapshot(utc_now(), store={"pending_rows": 7})
+    first = start_metrics_server(lambda: snapshot, 0, registry=registry)
+    first.stop()
+    first.stop()  # twice is fine
+    again = start_metrics_server(lambda: snapshot, first.port, registry=registry)  # same port, same registry
+    try:
+        assert parse(fetch(again.url))[key("fleet_hwmon_store_pending_rows")] == 7
+    finally:
+        again.stop()

@@ -43,7 +43,7 @@ class MetricsServer:
             return
         self._stopped = True
         self._server.shutdown()
-        self._server.server_close()
+        self._server.server_close()  # releases the port (shutdown alone keeps it bound)
         self._thread.join(timeout=10)
         self.registry.unregister(self.collector)
 
@@ -60,6 +60,7 @@ def start_metrics_server(source: Callable[[], FleetSnapshot], port: int, addr: s
     holds these metrics (another server of the same registry still runs).
     """
     registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+    # start_http_server returns (server, thread) since prometheus_client 0.20, hence the extra's floor
     collector = FleetCollector(source)
     registry.register(collector)
     try:
