@@ -73,6 +73,9 @@ class CoordinatorHardwareMonitoringIntegration:
         wall_clock: the current UTC time (timezone-aware ``datetime``) used to date decisions,
             task starts and ends (handed to every worker's monitor) and assignments; samples
             are compared with it by their own timestamps. A simulation passes its own.
+        accept_unknown_workers: take samples of worker ids the coordinator has not registered
+            (a monitor is started for them); by default such a sample is refused (``ValueError``),
+            so a typo in a worker id cannot grow a phantom worker.
 
     Raises:
         CoordinatorContractError (a TypeError) from :meth:`initialize` when the coordinator lacks
@@ -87,7 +90,7 @@ class CoordinatorHardwareMonitoringIntegration:
                  alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
                  detect_capabilities: bool = True, max_recorded_candidates: int = 20,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = utc_now) -> None:
+                 wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False) -> None:
         if update_interval_seconds <= 0:
             raise ValueError("update_interval_seconds must be positive")
         self.coordinator = coordinator
@@ -103,6 +106,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self.max_recorded_candidates = max_recorded_candidates
         self._clock = clock
         self._wall_clock = wall_clock
+        self.accept_unknown_workers = accept_unknown_workers
         self._temp_dir: str | None = None
         if db_path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="hwmon-")
@@ -250,7 +254,11 @@ class CoordinatorHardwareMonitoringIntegration:
         or its dict form. It goes down the same path as a local sample (database, alerts, task
         usage) and updates the scheduler's view of the worker.
 
-        Raises ``ValueError`` for a malformed sample or one that names another worker.
+        Values out of their field's domain are repaired on the way in (``None``, counted in the
+        monitor's ``invalid_values``; see ``fleet_hwmon.domains``). Raises ``ValueError`` for a
+        malformed sample (unknown keys, with the closest known field; values of the wrong type),
+        one that names another worker, or one of a worker the coordinator has not registered
+        (unless ``accept_unknown_workers``).
         """
         if isinstance(utilization, Mapping):
             data = dict(utilization)
@@ -268,6 +276,10 @@ class CoordinatorHardwareMonitoringIntegration:
             raise ValueError(f"sample of worker {sample.worker_id!r} pushed as {worker_id!r}")
         if not self._initialized:
             raise RuntimeError("initialize() the integration before pushing samples")
+        if (not self.accept_unknown_workers and worker_id not in self.worker_monitors
+                and worker_id not in self.coordinator.workers):
+            raise ValueError(f"sample of unregistered worker {worker_id!r} refused: register the worker with "
+                             f"the coordinator first, or pass accept_unknown_workers=True")
         # Coordinator time for everything that compares times (the views, task windows, in-flight
         # accounting); the stored sample keeps the worker's own timestamp beside the offset.
         mapped = self._offsets.observe(worker_id, sample.timestamp, self._wall_clock(), self._clock())

@@ -136,6 +136,7 @@ class HardwareUtilizationMonitor:
         self._history: collections.deque[ResourceUtilization] = collections.deque(maxlen=history_size)
         self._latest: ResourceUtilization | None = None
         self._sample_count = 0
+        self._invalid_values: collections.Counter[str] = collections.Counter()
         self._alerts: collections.deque[HardwareAlert] = collections.deque(maxlen=10_000)
         self._active_tasks: dict[str, TaskAccumulator] = {}
         self._finished_tasks: collections.OrderedDict[str, TaskResourceUsage] = collections.OrderedDict()
@@ -242,6 +243,8 @@ class HardwareUtilizationMonitor:
             self._latest = sample
             self._history.append(sample)
             self._sample_count += 1
+            if sample.invalid_fields:  # values replaced on construction (fleet_hwmon.domains)
+                self._invalid_values.update(sample.invalid_fields)
             for accumulator in self._active_tasks.values():
                 accumulator.add(sample)
             events = self._tracker.evaluate(sample) + self._state_alerts.evaluate(sample)
@@ -424,6 +427,7 @@ class HardwareUtilizationMonitor:
             "late_ticks": self._late_ticks,
             "wall_clock_steps": self._clock_steps.steps,
             "source_errors": dict(self._sampler.errors),
+            "invalid_values": dict(self._invalid_values),
             "gpu_monitoring": None if self._nvml is None else
             {"status": self._nvml.status.name.lower(), "reason": self._nvml.reason},
             "db_path": self.db_path,

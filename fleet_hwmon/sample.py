@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from fleet_hwmon.domains import NVML_SENTINELS, pushed_problems, repair
+
 
 def finite(value: Any) -> float | None:
     """``float(value)`` when it is a finite number, else ``None`` (NaN, inf, None, junk)."""
@@ -134,6 +136,8 @@ class GpuUtilization(_Record):
     retired_pages_pending: bool | None = None  # nvmlDeviceGetRetiredPagesPendingStatus
     throttle_reasons: str | None = None  # nvmlDeviceGetCurrentClocksThrottleReasons, named
 
+    _SENTINELS: typing.ClassVar[frozenset] = NVML_SENTINELS  # NVML's "not available" values
+
     @property
     def memory_percent(self) -> float | None:
         if self.memory_used_bytes is None or not self.memory_total_bytes:
@@ -202,7 +206,11 @@ class ResourceUtilization(_Record):
     coordinator's (``timestamp - clock_offset_s`` is the sample's time on the coordinator's
     clock; ``None`` for a local sample).
     ``task_ids`` are the tasks running on the worker when the sample was taken;
-    ``simulated_fields`` names the fields whose values were generated rather than measured.
+    ``simulated_fields`` names the fields whose values were generated rather than measured;
+    ``invalid_fields`` names the fields whose values were out of their domain on construction
+    and replaced (``None``; the receive time for ``timestamp``), ``gpus.power_watts`` for a
+    nested one (see ``fleet_hwmon.domains``). Raises ``TypeError`` when a text or time field
+    holds another type.
     """
 
     worker_id: str
@@ -237,6 +245,14 @@ class ResourceUtilization(_Record):
     mounts: tuple[MountUsage, ...] = ()
     task_ids: tuple[str, ...] = ()
     simulated_fields: tuple[str, ...] = field(default=())
+    invalid_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _Record.__post_init__(self)
+        replaced = repair(self)
+        if replaced:
+            merged = dict.fromkeys((*self.invalid_fields, *replaced))
+            object.__setattr__(self, "invalid_fields", tuple(merged))
 
     # -- derived views (not stored) -------------------------------------------------------
     @property
@@ -286,8 +302,11 @@ class ResourceUtilization(_Record):
     def from_dict(cls, data: Mapping[str, Any]) -> ResourceUtilization:
         """Inverse of :meth:`to_dict`; also takes a partial sample (missing metrics are ``None``).
 
-        Raises ``ValueError`` when ``worker_id`` or ``timestamp`` is missing or malformed.
-        Unknown keys are ignored so newer senders can talk to older receivers.
+        Raises ``ValueError`` when ``worker_id`` or ``timestamp`` is missing or malformed, and
+        one ``ValueError`` naming every unknown key (with the closest known field: ``cpu`` is
+        not ``cpu_percent``), missing required nested field and value of the wrong type.
+        Values of the right type but out of their domain are repaired, not refused
+        (``invalid_fields``).
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"a sample must be a mapping, not {type(data).__name__}")
@@ -295,6 +314,9 @@ class ResourceUtilization(_Record):
             raise ValueError("a sample needs a non-empty 'worker_id'")
         if "timestamp" not in data:
             raise ValueError("a sample needs a 'timestamp'")
+        problems = pushed_problems(cls, data)
+        if problems:
+            raise ValueError(f"sample of worker {data['worker_id']!r} refused: " + "; ".join(problems))
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in data or data[f.name] is None:
@@ -306,7 +328,7 @@ class ResourceUtilization(_Record):
                 value = _parse_time(value)
             elif f.name == "per_cpu_percent":
                 value = tuple(finite(v) for v in value)
-            elif f.name in ("task_ids", "simulated_fields"):
+            elif f.name in ("task_ids", "simulated_fields", "invalid_fields"):
                 value = tuple(str(v) for v in value)
             elif f.name == "worker_id":
                 value = str(value)

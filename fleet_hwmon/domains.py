@@ -1,0 +1,246 @@
+"""The domain of every sample field, derived from its name and type, and the one check that
+every value entering a sample goes through (psutil, NVML, cgroup, a pushed dict, a heartbeat).
+
+Rules, read off the field definitions so a new field is covered without new code:
+  - numbers are finite; integers fit DuckDB's BIGINT (64-bit signed);
+  - ``*_percent`` is 0-100; ``*_celsius`` is above absolute zero and below 500;
+    every other number (bytes, rates, clocks, watts, cores, loads, indexes) is >= 0;
+  - a part is not larger than its whole: ``memory_used_bytes`` <= ``memory_total_bytes``,
+    ``free_bytes`` <= ``total_bytes`` (any ``<prefix>_<word>_bytes`` against ``<prefix>_total_bytes``);
+  - a record may name sentinel values of its source (NVML's "not available" 0xFFFFFFFF...);
+  - text is valid UTF-8: lone surrogates (psutil's escape of undecodable bytes) become U+FFFD;
+  - a timestamp before 2000 or more than a day after receipt is replaced by the receive time.
+An out-of-domain number becomes ``None`` (unknown, never 0); every replacement is reported by
+field name (``gpus.power_watts`` for a nested one) so the sample can carry it and the monitor
+can count it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import operator
+import re
+import time
+import types
+import typing
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
+FUTURE_TOLERANCE = timedelta(days=1)
+# NVML's "not available" answers: all bits set in a 32- or 64-bit field, and the 32-bit one in
+# milliwatts turned into watts.
+NVML_SENTINELS = frozenset({2**32 - 1, 2**64 - 1, (2**32 - 1) / 1000, 2**31 - 1})
+
+_EARLIEST_S = EARLIEST_TIMESTAMP.timestamp()
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checks:
+    numbers: tuple[tuple[str, float, float, str | None], ...]  # name, low, high, whole
+    number_values: Any  # attrgetter of every number field at once (one C call per record)
+    number_lists: tuple[tuple[str, float, float], ...]
+    texts: tuple[str, ...]
+    text_lists: tuple[str, ...]
+    times: tuple[str, ...]
+    records: tuple[str, ...]
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    if name.endswith("_percent"):
+        return 0.0, 100.0
+    if name.endswith("_celsius"):
+        return -273.15, 500.0
+    return 0.0, math.inf
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _whole_of(name: str, names: set[str]) -> str | None:
+    if not name.endswith("_bytes") or name.endswith("total_bytes"):
+        return None
+    head, _, _ = name[: -len("_bytes")].rpartition("_")
+    whole = f"{head}_total_bytes" if head else "total_bytes"
+    return whole if whole in names else None
+
+
+_CHECKS: dict[type, _Checks] = {}
+
+
+def checks_for(cls: type) -> _Checks:
+    """The checks of a record class, computed once from its fields' names and types."""
+    found = _CHECKS.get(cls)
+    if found is not None:
+        return found
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    numbers, number_lists, texts, text_lists, times, records = [], [], [], [], [], []
+    for f in dataclasses.fields(cls):
+        if f.name == "invalid_fields":
+            continue
+        hint = _strip_optional(hints[f.name])
+        if hint in (int, float):
+            numbers.append((f.name, *_bounds(f.name), _whole_of(f.name, names)))
+        elif hint is str:
+            texts.append(f.name)
+        elif hint is datetime:
+            times.append(f.name)
+        elif typing.get_origin(hint) is tuple:
+            item = _strip_optional(typing.get_args(hint)[0])
+            if item in (int, float):
+                number_lists.append((f.name, *_bounds(f.name)))
+            elif item is str:
+                text_lists.append(f.name)
+            elif dataclasses.is_dataclass(item):
+                records.append(f.name)
+    getter = operator.attrgetter(*(n[0] for n in numbers)) if len(numbers) > 1 else (
+        (lambda r, name=numbers[0][0]: (getattr(r, name),)) if numbers else (lambda r: ()))
+    found = _CHECKS[cls] = _Checks(tuple(numbers), getter, tuple(number_lists), tuple(texts), tuple(text_lists),
+                                   tuple(times), tuple(records))
+    return found
+
+
+def valid_text(value: str) -> str:
+    """``value`` with lone surrogates (undecodable bytes escaped by Python) replaced by U+FFFD."""
+    return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+
+
+def _in_domain(value: Any, low: float, high: float, sentinels: frozenset) -> bool:
+    return (low <= value <= high and (type(value) is not int or INT64_MIN <= value <= INT64_MAX)
+            and not (sentinels and value in sentinels))
+
+
+def repair(record: Any, prefix: str = "", received_at: datetime | None = None) -> list[str]:
+    """Bring every field of ``record`` (a frozen dataclass, nested records included) into its
+    domain, in place; returns the names of the fields whose values were replaced.
+
+    ``received_at`` (default: now, UTC) replaces a timestamp outside the sane window.
+    Raises ``TypeError`` when a text or time field holds another type (a programming error).
+    Runs on every sample, so the common case (every value in its domain) is a few C-level calls.
+    """
+    checks = checks_for(type(record))
+    sentinels = getattr(record, "_SENTINELS", None)
+    replaced: list[str] = []
+    setter = object.__setattr__
+    for value, (name, low, high, whole) in zip(checks.number_values(record), checks.numbers):
+        if value is None:
+            continue
+        if not (low <= value <= high and (type(value) is not int or INT64_MIN <= value <= INT64_MAX)
+                and not (sentinels and value in sentinels)) or (
+                whole is not None and (total := getattr(record, whole)) is not None and value > total):
+            setter(record, name, None)
+            replaced.append(prefix + name)
+    for name, low, high in checks.number_lists:
+        values = getattr(record, name)
+        if values and not all(v is None or _in_domain(v, low, high, sentinels) for v in values):
+            setter(record, name, tuple(v if v is None or _in_domain(v, low, high, sentinels) else None
+                                       for v in values))
+            replaced.append(prefix + name)
+    for name in checks.texts:
+        value = getattr(record, name)
+        if value is None or (type(value) is str and value.isascii()):
+            continue
+        if type(value) is not str:
+            raise TypeError(f"{type(record).__name__}.{name} must be text, not {type(value).__name__} {value!r}")
+        if (clean := valid_text(value)) != value:
+            setter(record, name, clean)
+            replaced.append(prefix + name)
+    for name in checks.text_lists:
+        values = getattr(record, name)
+        if values and not all(v.isascii() for v in values):
+            clean = tuple(valid_text(v) for v in values)
+            if clean != values:
+                setter(record, name, clean)
+                replaced.append(prefix + name)
+    for name in checks.times:
+        value = getattr(record, name)
+        if not isinstance(value, datetime):
+            raise TypeError(f"{type(record).__name__}.{name} must be a datetime, not {type(value).__name__}")
+        if value.tzinfo is None:  # naive times are UTC by the product's convention
+            value = value.replace(tzinfo=timezone.utc)
+            setter(record, name, value)
+        epoch_s = value.timestamp()
+        if not _EARLIEST_S <= epoch_s <= time.time() + FUTURE_TOLERANCE.total_seconds():
+            setter(record, name, received_at or datetime.now(timezone.utc))
+            replaced.append(prefix + name)
+    for name in checks.records:
+        for item in getattr(record, name) or ():
+            replaced.extend(repair(item, f"{prefix}{name}.", received_at))
+    return replaced
+
+
+def _closest(key: str, known: list[str], where: str) -> str:
+    """``did you mean 'cpu_percent'?`` for ``cpu``; a far-off key gets the list of fields."""
+    starting = sorted((k for k in known if k.startswith(key)), key=len)
+    close = starting[:1] or difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {where + close[0]!r}?"
+    return "no known field is close; the fields are " + ", ".join(known)
+
+
+def _type_problem(name: str, hint: Any, value: Any) -> str | None:
+    """Why ``value`` cannot be the pushed value of a field typed ``hint`` (None when it can)."""
+    hint = _strip_optional(hint)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (int, float):
+        ok = number
+        expected = "a number"
+    elif hint is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif hint is str:
+        ok, expected = isinstance(value, str), "text"
+    elif hint is datetime:
+        ok, expected = isinstance(value, (datetime, str)) or number, "a datetime, ISO 8601 text or epoch seconds"
+    elif typing.get_origin(hint) is tuple:
+        item = _strip_optional(typing.get_args(hint)[0])
+        if not isinstance(value, (list, tuple)):
+            return f"{name} must be a list, not {type(value).__name__} {value!r:.60}"
+        if item in (int, float):
+            bad = [v for v in value if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool))]
+            return f"{name} must hold numbers or null, not {bad[0]!r:.60}" if bad else None
+        if item is str:
+            bad = [v for v in value if not isinstance(v, str)]
+            return f"{name} must hold text, not {bad[0]!r:.60}" if bad else None
+        bad = [v for v in value if not isinstance(v, Mapping)]
+        return f"{name} must hold objects, not {bad[0]!r:.60}" if bad else None
+    else:
+        return None
+    return None if ok else f"{name} must be {expected}, not {type(value).__name__} {value!r:.60}"
+
+
+def pushed_problems(cls: type, data: Mapping[str, Any], where: str = "") -> list[str]:
+    """Everything wrong with ``data`` as the dict form of a ``cls`` record: unknown keys (each
+    with the closest known field), missing required fields, values of the wrong type; nested
+    records are checked too (``gpus[1].name``). Empty when ``data`` can be taken."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = sorted(fields)
+    problems = [f"unknown field {where + str(key)!r} ({_closest(str(key), known, where)})"
+                for key in data if key not in fields]
+    for name, f in fields.items():
+        value = data.get(name)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if value is None:
+            if required:
+                problems.append(f"{where}{name} is required")
+            continue
+        problem = _type_problem(where + name, hints[name], value)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        item = _strip_optional(typing.get_args(_strip_optional(hints[name]))[0]) if typing.get_origin(
+            _strip_optional(hints[name])) is tuple else None
+        if item is not None and dataclasses.is_dataclass(item):
+            for index, entry in enumerate(value):
+                problems.extend(pushed_problems(item, entry, f"{where}{name}[{index}]."))
+    return problems
