@@ -26,9 +26,9 @@ it samples (the ``metrics`` extra).
 from __future__ import annotations
 
 import argparse
-import atexit
 import collections
 import logging
+import os
 import socket
 import sys
 import threading
@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from fleet_hwmon import lifecycle
 from fleet_hwmon.alerts import (
     AlertSeverity,
     AlertState,
@@ -477,12 +478,33 @@ class HardwareUtilizationMonitor:
 _RUNNING: weakref.WeakSet[HardwareUtilizationMonitor] = weakref.WeakSet()
 
 
-@atexit.register
+def _after_fork_in_child() -> None:
+    # The child has none of the parent's threads: its monitors are not running here, and locks
+    # a sampler held at the fork are replaced so the child never waits on them. Their store
+    # refuses to write with a clear error (fleet_hwmon.store.writer); a child monitors with a
+    # monitor of its own, on its own db_path.
+    for monitor in list(_RUNNING):
+        monitor._state_lock = threading.Lock()
+        monitor._sample_lock = threading.Lock()
+        monitor._dispatcher_lock = threading.Lock()
+        monitor._sampler._lock = threading.Lock()
+        monitor._thread = None
+        monitor._dispatcher = None
+    _RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _stop_all_at_exit() -> None:
-    # Registered after the store's own hook, so it runs first: sampling stops before the
-    # writer flushes and closes the file on its own thread.
+    # Sampling stops before the writer flushes and closes the file on its own thread, and
+    # before NVML shuts down (fleet_hwmon.lifecycle orders the phases).
     for monitor in list(_RUNNING):
         monitor.stop_monitoring()
+
+
+lifecycle.at_exit("monitors", _stop_all_at_exit)
 
 
 def _serve_metrics(monitor: HardwareUtilizationMonitor, port: int) -> Any:

@@ -46,8 +46,8 @@ def poisoned_rows() -> dict[str, ResourceUtilization]:
     object.__setattr__(gpu, "name", 123)  # a GPU field of the wrong type
     return {
         "column memory_used_bytes: OverflowError": poisoned("big-int", "memory_used_bytes", 2**63),
-        "column mounts.mountpoint: UnicodeEncodeError": sample(
-            "bad-mount", 0, mounts=(MountUsage("/mnt/caf\udce9", 10.0, 1, 2),)),  # psutil's surrogate escape
+        "column mounts.mountpoint: UnicodeEncodeError": poisoned(  # psutil's escape of an undecodable byte
+            "bad-mount", "mounts", (MountUsage("/mnt/caf\udce9", 10.0, 1, 2),)),
         f"column gpus.name: {arrow_error(123, 'string')}": poisoned("bad-gpu", "gpus", (gpu,)),
         f"column swap_used_bytes: {arrow_error('12 GB', 'int64')}": poisoned("text-in-int", "swap_used_bytes",
                                                                              "12 GB"),

@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import enum
 import logging
@@ -38,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fleet_hwmon import lifecycle
 from fleet_hwmon.sample import GpuUtilization
 from fleet_hwmon.sampling.gpu_health import LOST, GpuHealth, GpuLost, throttle_names
 from fleet_hwmon.sampling.nvml_processes import ProcessQueries
@@ -214,7 +214,7 @@ class NvmlGateway(ProcessQueries):
             return
         self._init_succeeded = True
         # Registered only after a successful init: nvmlShutdown after a failed init is an error.
-        atexit.register(self.shutdown)
+        lifecycle.at_exit("nvml", self.shutdown)  # after the monitors stop (fleet_hwmon.lifecycle)
         try:
             count = int(nvml.nvmlDeviceGetCount())
             self._devices = tuple(self._describe(nvml.nvmlDeviceGetHandleByIndex(i), i)
@@ -269,7 +269,7 @@ class NvmlGateway(ProcessQueries):
                 self._module.nvmlShutdown()
             except self._errors as err:
                 log.debug("nvmlShutdown failed: %s", err)
-        atexit.unregister(self.shutdown)
+        lifecycle.forget("nvml", self.shutdown)
 
     # -- state ------------------------------------------------------------------------------
     @property

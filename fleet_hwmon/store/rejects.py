@@ -29,8 +29,9 @@ _ENVIRONMENTAL = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.FatalE
 
 
 def is_environmental(err: BaseException) -> bool:
-    """True when ``err`` is about the file or the machine (disk full, I/O, memory), not a row."""
-    return isinstance(err, _ENVIRONMENTAL)
+    """True when ``err`` is about the file, the machine or the process (disk full, I/O, memory,
+    an interpreter shutting down), not a row."""
+    return isinstance(err, _ENVIRONMENTAL) or "interpreter is shutting down" in str(err)
 
 
 def reason_of(err: BaseException) -> str:

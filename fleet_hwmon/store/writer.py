@@ -19,13 +19,11 @@ each such row is counted in ``dropped_rows`` by table and reason.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import itertools
 import json
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import Future
@@ -37,33 +35,11 @@ from typing import Any, Callable
 import duckdb
 from pyarrow import concat_tables as pa_concat
 
+from fleet_hwmon import lifecycle
 from fleet_hwmon.store import rejects, schema
+from fleet_hwmon.store.opening import StoreError, StoreLockedError, connect as _connect, translate_error
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(RuntimeError):
-    """A metrics database could not be opened or written."""
-
-
-class StoreLockedError(StoreError):
-    """Another process holds the DuckDB file open for writing.
-
-    Attributes: ``path`` (the file), ``holder_pid`` (int or None, from DuckDB's message).
-    """
-
-    def __init__(self, path: str, holder_pid: int | None, detail: str) -> None:
-        self.path = path
-        self.holder_pid = holder_pid
-        holder = f"process {holder_pid}" if holder_pid else "another process"
-        super().__init__(
-            f"metrics database {path!r} is locked by {holder}: DuckDB allows one writing process "
-            f"per file. Give this process its own file (for example --db-path metrics-{os.getpid()}.duckdb), "
-            f"or read the file after the writing process has stopped. ({detail})"
-        )
-
-    def __reduce__(self):  # picklable across processes, like psutil's exceptions
-        return (type(self), (self.path, self.holder_pid, ""))
 
 
 @dataclass
@@ -78,22 +54,6 @@ class StoreStats:
     rejected_rows: int = 0
 
 
-_PID_RE = re.compile(r"PID (\d+)")
-
-
-def _connect(path: str) -> duckdb.DuckDBPyConnection:
-    try:
-        con = duckdb.connect(path)
-    except duckdb.IOException as err:
-        text = str(err)
-        if "lock" in text.lower():
-            match = _PID_RE.search(text)
-            raise StoreLockedError(path, int(match.group(1)) if match else None, text) from err
-        raise StoreError(f"cannot open metrics database {path!r}: {text}") from err
-    con.execute("SET TimeZone='UTC'")
-    return con
-
-
 class MetricsStore:
     """Batched, single-writer access to one DuckDB file. Obtain one with :func:`open_store`."""
 
@@ -106,6 +66,8 @@ class MetricsStore:
         self.retry_budget = retry_budget
         self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
+        self._owner_pid = os.getpid()
+        self._inherited = False  # set in a forked child, whose writes go nowhere
         self._tables: dict[str, type] = {}
         self._buffer: collections.deque[tuple[str, Any]] = collections.deque()
         self._commands: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
@@ -125,7 +87,11 @@ class MetricsStore:
         self._retry_at = 0.0
         self._rejected_file_rows = 0
         self._last_error_log = 0.0
-        self._init_schema()
+        try:
+            self._init_schema()
+        except duckdb.Error as err:  # the catalog is read here: a damaged file shows first
+            self._con.close()
+            raise translate_error(path, err) from err
         self._thread = threading.Thread(target=self._run, name=f"duckdb-writer:{Path(path).name}",
                                          daemon=True)
         self._thread.start()
@@ -143,15 +109,21 @@ class MetricsStore:
             return
 
         def create() -> None:
-            self._con.execute(schema.create_table_sql(table, record_cls))
-            existing = dict(self._con.execute(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
-            ).fetchall())
-            for statement in schema.migration_sql(table, record_cls, existing):
-                self._con.execute(statement)
-            self._tables[table] = record_cls
+            try:
+                self._create(table, record_cls)
+            except duckdb.Error as err:
+                raise translate_error(self.path, err) from err
 
         self._submit(create)
+
+    def _create(self, table: str, record_cls: type) -> None:
+        self._con.execute(schema.create_table_sql(table, record_cls))
+        existing = dict(self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall())
+        for statement in schema.migration_sql(table, record_cls, existing):
+            self._con.execute(statement)
+        self._tables[table] = record_cls
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, table: str, record: Any) -> bool:
@@ -159,6 +131,8 @@ class MetricsStore:
 
         Returns False (and counts the drop) when the buffer already holds ``max_pending_rows``.
         """
+        if self._inherited:
+            raise self._inherited_error()
         if len(self._buffer) >= self.max_pending_rows or self._stopping:
             self._drop(table, "store closed" if self._stopping else "buffer full", 1)
             return False
@@ -170,6 +144,8 @@ class MetricsStore:
     def append_many(self, table: str, records: list[Any]) -> int:
         """Queue several records at once (one bounded extend, one wake-up); returns how many were
         accepted. Records beyond ``max_pending_rows`` are dropped and counted, as in :meth:`append`."""
+        if self._inherited:
+            raise self._inherited_error()
         records = list(records)
         room = 0 if self._stopping else max(0, self.max_pending_rows - len(self._buffer))
         accepted = records[:room]
@@ -188,7 +164,16 @@ class MetricsStore:
         """Write everything queued so far; returns when it is on disk (or raises StoreError)."""
         self._submit(lambda: None, timeout_s)
 
+    def _inherited_error(self) -> StoreError:
+        return StoreError(
+            f"the metrics database {self.path!r} was opened by process {self._owner_pid}; this process "
+            f"({os.getpid()}) was forked from it and cannot write through its parent's writer. Give this "
+            f"process a store of its own with its own path (for example a monitor with "
+            f"db_path='metrics-{os.getpid()}.duckdb').")
+
     def _submit(self, fn: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+        if self._inherited:
+            raise self._inherited_error()
         if threading.current_thread() is self._thread:
             return fn()
         if not self._thread.is_alive():
@@ -200,6 +185,8 @@ class MetricsStore:
 
     # -- reading ----------------------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._inherited:
+            raise self._inherited_error()
         cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             with self._cursor_lock:
@@ -436,6 +423,26 @@ class MetricsStore:
 
 _OPEN: dict[str, MetricsStore] = {}
 _OPEN_LOCK = threading.Lock()
+_INHERITED: dict[str, int] = {}  # in a forked child: path -> the ancestor process holding it
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no writer thread, and DuckDB's copy of its parent's database is not
+    its own (reopening the path would reuse that copy, unlocked): every inherited store refuses
+    to work with a clear error, and its path cannot be opened again here. Locks another thread
+    held at the fork are replaced, so the child never hangs on them."""
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()
+    for path, store in _OPEN.items():
+        store._inherited = True
+        store._counts_lock = threading.Lock()
+        store._cursor_lock = threading.Lock()
+        _INHERITED[path] = store._owner_pid
+    _OPEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open_store(path: str | os.PathLike, **options: Any) -> MetricsStore:
@@ -445,6 +452,9 @@ def open_store(path: str | os.PathLike, **options: Any) -> MetricsStore:
     for other open failures (bad path, corrupt file).
     """
     key = str(Path(path).expanduser().resolve())
+    if key in _INHERITED:
+        raise StoreLockedError(key, _INHERITED[key], "held by a process this one was forked from; a forked "
+                               "child cannot share its parent's writer")
     with _OPEN_LOCK:
         store = _OPEN.get(key)
         if store is None or not store._thread.is_alive():
@@ -465,7 +475,6 @@ def close_store(store: MetricsStore) -> None:
     store._stop()
 
 
-@atexit.register
 def _close_all_at_exit() -> None:
     # A connection left to interpreter finalisation can abort the process and lose rows.
     with _OPEN_LOCK:
@@ -473,3 +482,6 @@ def _close_all_at_exit() -> None:
         _OPEN.clear()
     for store in stores:
         store._stop()
+
+
+lifecycle.at_exit("stores", _close_all_at_exit)

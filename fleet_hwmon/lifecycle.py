@@ -1,0 +1,61 @@
+"""Interpreter exit in dependency order, whatever order things were started in.
+
+``atexit`` runs hooks last-in first-out, so a hook registered lazily (NVML initialises on the
+first GPU read, after the monitors exist) would run before the monitors stop, and a sampler in
+the middle of an NVML call would then call an uninitialised NVML. One ``atexit`` hook runs the
+phases in order instead: ``monitors`` (sampling threads joined, last samples queued), then
+``stores`` (final flush, files closed on their writer threads), then ``nvml`` (shut down once,
+and only if this process initialised it, so a host application's own init/shutdown stay balanced).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+PHASES = ("monitors", "stores", "nvml")
+_hooks: dict[str, list[Callable[[], None]]] = {phase: [] for phase in PHASES}
+_lock = threading.Lock()
+
+
+_registered = False
+
+
+def at_exit(phase: str, hook: Callable[[], None]) -> None:
+    """Run ``hook()`` at interpreter exit in ``phase`` (one of :data:`PHASES`); within a phase,
+    the latest registered runs first. Raises ``ValueError`` for an unknown phase.
+
+    The one ``atexit`` hook is registered on first use, after the libraries the callers use are
+    imported, so it runs before theirs (DuckDB refuses to scan Python data once its own exit
+    hook has run, which would keep the final flush from landing)."""
+    global _registered
+    if phase not in _hooks:
+        raise ValueError(f"unknown exit phase {phase!r}; one of {PHASES}")
+    with _lock:
+        _hooks[phase].append(hook)
+        if not _registered:
+            atexit.register(run_exit_hooks)
+            _registered = True
+
+
+def forget(phase: str, hook: Callable[[], None]) -> None:
+    """Remove ``hook`` from ``phase`` (no error when it is not there)."""
+    with _lock:
+        if hook in _hooks[phase]:
+            _hooks[phase].remove(hook)
+
+
+def run_exit_hooks() -> None:
+    for phase in PHASES:
+        with _lock:
+            hooks = list(reversed(_hooks[phase]))
+            _hooks[phase].clear()
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # one failing hook must not keep the later phases from running
+                log.exception("exit hook %r failed", hook)

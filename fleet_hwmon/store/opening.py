@@ -1,0 +1,112 @@
+"""Opening a DuckDB file for writing, whatever a crash or a user left behind.
+
+- Another process holds the file: :class:`StoreLockedError`, naming the file, the holder and the fix.
+- A write-ahead log that cannot be replayed (garbled by a crash or a disk fault) is moved aside to
+  ``<db>.wal.corrupt-<UTC time>`` with a warning that its un-checkpointed rows are lost, and the
+  file opens: the monitor comes back instead of failing on every start.
+- A log that was replayed means the last writer did not close the file: a warning says so (a
+  record cut short at its end is lost; DuckDB replays what is complete).
+- A damaged main file: :class:`StoreError` naming the file and what to do.
+- A 0-byte file holds nothing: it becomes a new database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import datetime, timezone
+
+import duckdb
+
+log = logging.getLogger("fleet_hwmon.store")
+
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+class StoreError(RuntimeError):
+    """A metrics database could not be opened or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the DuckDB file open for writing.
+
+    Attributes: ``path`` (the file), ``holder_pid`` (int or None, from DuckDB's message).
+    """
+
+    def __init__(self, path: str, holder_pid: int | None, detail: str) -> None:
+        self.path = path
+        self.holder_pid = holder_pid
+        holder = f"process {holder_pid}" if holder_pid else "another process"
+        super().__init__(
+            f"metrics database {path!r} is locked by {holder}: DuckDB allows one writing process "
+            f"per file. Give this process its own file (for example --db-path metrics-{os.getpid()}.duckdb), "
+            f"or read the file after the writing process has stopped. ({detail})"
+        )
+
+    def __reduce__(self):  # picklable across processes, like psutil's exceptions
+        return (type(self), (self.path, self.holder_pid, ""))
+
+
+def damaged_file_error(path: str, err: BaseException) -> StoreError:
+    """The error for a main file DuckDB finds corrupt, with what to do about it."""
+    return StoreError(
+        f"metrics database {path!r} is damaged and cannot be used ({err}). Move it aside (for example "
+        f"`mv {path} {path}.damaged`) and start again with a new file at that path; tables that are still "
+        f"readable can be copied out of the damaged file with the duckdb command-line tool.")
+
+
+def translate_error(path: str, err: BaseException) -> StoreError:
+    """A DuckDB error met while opening ``path`` as the product's error."""
+    if _is_damaged(err):
+        return damaged_file_error(path, err)
+    return StoreError(f"cannot open metrics database {path!r}: {err}")
+
+
+def _is_damaged(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "corrupt" in text or "checksum" in text or "not a valid duckdb database" in text
+
+
+def connect(path: str) -> duckdb.DuckDBPyConnection:
+    """A read-write connection to ``path`` (created when missing). Raises
+    :class:`StoreLockedError` or :class:`StoreError` (see the module docstring)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        log.info("%s is empty (0 bytes): starting a new metrics database in it", path)
+        os.remove(path)
+    wal = path + ".wal"
+    replayed = os.path.exists(wal) and os.path.getsize(wal) > 0
+    try:
+        con = _connect_or_raise(path)
+    except _WalError as err:
+        aside = f"{wal}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}"
+        os.replace(wal, aside)
+        log.warning("the write-ahead log of %s could not be replayed (%s): the rows written after the last "
+                    "checkpoint are lost. The log was moved to %s; the database opens without it.",
+                    path, err.__cause__, aside)
+        replayed = False
+        con = _connect_or_raise(path)
+    if replayed:
+        log.warning("%s was not closed by the process that last wrote it: its write-ahead log was replayed "
+                    "(a record cut short at its end, if any, is lost)", path)
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+class _WalError(Exception):
+    pass
+
+
+def _connect_or_raise(path: str) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path)
+    except duckdb.IOException as err:
+        text = str(err)
+        if "lock" in text.lower():
+            match = _PID_RE.search(text)
+            raise StoreLockedError(path, int(match.group(1)) if match else None, text) from err
+        raise translate_error(path, err) from err
+    except duckdb.Error as err:
+        if "replaying wal" in str(err).lower() and os.path.exists(path + ".wal"):
+            raise _WalError() from err
+        raise translate_error(path, err) from err

@@ -1,0 +1,101 @@
+"""A forked child that inherits a monitor or a store never writes through its parent's writer:
+it gets a clear error, or opens its own store on its own path; it never hangs and never loses
+rows silently. Real ``os.fork`` and ``multiprocessing`` with the fork start method."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+import duckdb
+import pytest
+
+from fleet_hwmon.store import StoreError, StoreLockedError, open_store
+from hardware_utilization_monitor import HardwareUtilizationMonitor
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def child_tries(monitor: HardwareUtilizationMonitor, own_path: str) -> dict:
+    """What a child can and cannot do with an inherited monitor."""
+    out: dict = {}
+    try:
+        monitor.sample_now()
+        out["inherited_write"] = "written"
+    except StoreError as err:
+        out["inherited_write"] = str(err)
+    try:
+        open_store(monitor.db_path)
+        out["reopen"] = "opened"
+    except StoreLockedError as err:
+        out["reopen"] = str(err)
+    with HardwareUtilizationMonitor("child", own_path, interval_seconds=0.02) as own:
+        time.sleep(0.2)
+        own.sample_now()
+    with duckdb.connect(own_path) as con:
+        out["own_rows"] = con.execute("SELECT count(*) FROM resource_utilization").fetchone()[0]
+    return out
+
+
+def wait_or_kill(pid: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"forked child {pid} hung for {timeout_s} s")
+
+
+def test_os_fork_child_gets_clear_errors_and_its_own_store(tmp_path):
+    parent_path = str(tmp_path / "parent.duckdb")
+    with HardwareUtilizationMonitor("parent", parent_path, interval_seconds=0.005) as monitor:
+        results = []
+        for n in range(5):  # forks land while the sampler and the writer are busy
+            time.sleep(0.05)
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(read_end)
+                    os.write(write_end, json.dumps(child_tries(monitor, str(tmp_path / f"child-{n}.duckdb"))).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            assert wait_or_kill(pid, 60) == 0
+            with os.fdopen(read_end) as pipe:
+                results.append(json.loads(pipe.read()))
+        assert monitor.is_running
+    parent_samples = monitor.status()["samples"]
+    for result in results:
+        assert f"was opened by process {os.getpid()}" in result["inherited_write"]
+        assert "cannot write through its parent's writer" in result["inherited_write"]
+        assert f"is locked by process {os.getpid()}" in result["reopen"]
+        assert result["own_rows"] >= 2
+    with duckdb.connect(parent_path) as con:  # the parent lost nothing to its children
+        assert con.execute("SELECT count(*) FROM resource_utilization").fetchone()[0] == parent_samples
+
+
+def _multiprocessing_child(monitor: HardwareUtilizationMonitor, own_path: str, queue) -> None:
+    queue.put(child_tries(monitor, own_path))
+
+
+def test_multiprocessing_fork_child_never_writes_through_the_parent(tmp_path):
+    context = multiprocessing.get_context("fork")
+    with HardwareUtilizationMonitor("parent", str(tmp_path / "parent.duckdb"), interval_seconds=0.01) as monitor:
+        queue = context.Queue()
+        process = context.Process(target=_multiprocessing_child,
+                                  args=(monitor, str(tmp_path / "child.duckdb"), queue))
+        process.start()
+        result = queue.get(timeout=60)
+        process.join(60)
+        assert process.exitcode == 0
+    assert "cannot write through its parent's writer" in result["inherited_write"]
+    assert "locked by process" in result["reopen"] and result["own_rows"] >= 2
