@@ -2,8 +2,9 @@
 
 A record class (a frozen dataclass such as ``ResourceUtilization``) is the single definition of
 a table: each field becomes a column with the DuckDB and Arrow types below. Migrating an
-existing file means adding the columns a newer record has (``ALTER TABLE ... ADD COLUMN``), so
-files written by an older version keep working; ``schema_meta`` records the store version.
+existing file means adding the columns a newer record has (``ALTER TABLE ... ADD COLUMN``), and
+the fields a nested record gained (``ADD COLUMN gpus.element.<field>``), so files written by an
+older version keep working and accumulate runs; ``schema_meta`` records the store version.
 """
 
 from __future__ import annotations
@@ -128,6 +129,34 @@ def migration_sql(table: str, record_cls: type, existing: dict[str, str]) -> lis
             statements.append(f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}')
         elif c.kind == "records" and not _same_type(existing[c.name], c.sql_type):
             statements.append(f'ALTER TABLE "{table}" ALTER COLUMN "{c.name}" TYPE {c.sql_type}')
+    return statements
+
+
+def nested_migration_sql(table: str, record_cls: type, existing: pa.Schema) -> list[str]:
+    """``ALTER TABLE`` statements adding the fields a nested record (a GPU, disk, NIC or mount
+    struct in a list column) gained since ``existing`` (the table's Arrow schema) was written.
+    Without them an append of the newer struct would fail, and the rows with it be rejected."""
+    statements = []
+    for column in record_columns(record_cls):
+        if column.kind == "records" and column.name in existing.names:
+            current = existing.field(column.name).type
+            if pa.types.is_list(current) and pa.types.is_struct(current.value_type):
+                statements.extend(_missing_fields(table, (column.name, "element"), column.record_cls,
+                                                  current.value_type))
+    return statements
+
+
+def _missing_fields(table: str, path: tuple[str, ...], record_cls: type, struct: pa.StructType) -> list[str]:
+    have = {struct.field(i).name.lower(): struct.field(i).type for i in range(struct.num_fields)}
+    statements = []
+    for inner in record_columns(record_cls):
+        target = ".".join(f'"{part}"' for part in (*path, inner.name))
+        current = have.get(inner.name.lower())
+        if current is None:
+            statements.append(f'ALTER TABLE "{table}" ADD COLUMN {target} {inner.sql_type}')
+        elif inner.kind == "records" and pa.types.is_list(current) and pa.types.is_struct(current.value_type):
+            statements.extend(_missing_fields(table, (*path, inner.name, "element"), inner.record_cls,
+                                              current.value_type))
     return statements
 
 
