@@ -428,6 +428,7 @@ class HardwareUtilizationMonitor:
             "late_ticks": self._late_ticks,
             "wall_clock_steps": self._clock_steps.steps,
             "source_errors": dict(self._sampler.errors),
+            "reader_bugs": dict(self._sampler.reader_bugs),
             "invalid_values": dict(self._invalid_values),
             "gpu_monitoring": None if self._nvml is None else
             {"status": self._nvml.status.name.lower(), "reason": self._nvml.reason},

@@ -41,3 +41,17 @@ def db_path(request: pytest.FixtureRequest, tmp_path) -> str:
     for stale in (path, path.with_name(path.name + ".wal")):
         stale.unlink(missing_ok=True)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_reader_bugs(request: pytest.FixtureRequest):
+    """A TypeError, AttributeError or KeyError from our own metric readers is a bug: the sampler
+    logs it and goes on, and the test that caused it fails (tests of that very handling carry
+    ``@pytest.mark.reader_bug``)."""
+    from fleet_hwmon.sampling.sampler import reader_bug_count
+
+    before = reader_bug_count()
+    yield
+    if "reader_bug" not in request.keywords and reader_bug_count() != before:
+        pytest.fail("a metric reader raised a programming error (TypeError, AttributeError or KeyError); "
+                    "see the ERROR log with its traceback")

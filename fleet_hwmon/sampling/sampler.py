@@ -29,11 +29,24 @@ from fleet_hwmon.sampling.host import (
 log = logging.getLogger(__name__)
 
 
+# Raised by our own reader code, not by the hardware or the OS: a bug, not a fault to count.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, KeyError)
+_bug_count = 0  # process-wide, so a test run can fail on any reader bug (tests/conftest.py)
+
+
+def reader_bug_count() -> int:
+    """How many times a reader raised a programming error in this process."""
+    return _bug_count
+
+
 class Sampler:
     """Reads every source and merges their fields into one sample of ``worker_id``.
 
     A source that raises is logged (once per source and error type, then rate-limited) and
     counted in ``errors``; its fields are ``None`` in that sample, the others are kept.
+    A ``TypeError``, ``AttributeError`` or ``KeyError`` is a bug in the reader, not a fault of
+    the host: it is logged at ERROR with its traceback once per reader and counted in
+    ``reader_bugs``, never in ``errors`` (which say what NVML, psutil or the OS refused).
     ``sample`` is serialised by a lock: psutil's CPU reference points are process-global
     state, and a task's start/stop sample may run beside the sampling thread.
 
@@ -49,6 +62,7 @@ class Sampler:
         self.worker_id = worker_id
         self.sources = list(sources)
         self.errors: dict[str, int] = {s.name: 0 for s in self.sources}
+        self.reader_bugs: dict[str, int] = {}
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
@@ -64,6 +78,8 @@ class Sampler:
             for source in self.sources:
                 try:
                     fields.update(source.read(now_s))
+                except PROGRAMMING_ERRORS:
+                    self._reader_bug(source.name)
                 except Exception as err:  # one broken source must not cost the whole sample
                     self.errors[source.name] = self.errors.get(source.name, 0) + 1
                     self._log.log(f"{source.name}:{type(err).__name__}", logging.WARNING,
@@ -71,6 +87,15 @@ class Sampler:
                                   source.name, self.worker_id, type(err).__name__, err)
         return ResourceUtilization(worker_id=self.worker_id, timestamp=timestamp, monotonic_s=now_s,
                                    task_ids=tuple(task_ids), **fields)
+
+    def _reader_bug(self, name: str) -> None:
+        global _bug_count
+        _bug_count += 1
+        first = name not in self.reader_bugs
+        self.reader_bugs[name] = self.reader_bugs.get(name, 0) + 1
+        if first:  # with the traceback, on the thread that caught it
+            log.exception("bug in the %r reader on worker %s (its fields are unknown in this sample; "
+                          "logged once per reader)", name, self.worker_id)
 
 
 def build_host_sources(level: MonitoringLevel, *, psutil: ModuleType = _psutil, nvml: Any = None,
