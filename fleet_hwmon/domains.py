@@ -218,29 +218,42 @@ def _type_problem(name: str, hint: Any, value: Any) -> str | None:
     return None if ok else f"{name} must be {expected}, not {type(value).__name__} {value!r:.60}"
 
 
+_PUSH_SPECS: dict[type, tuple[tuple[str, Any, bool, type | None], ...]] = {}
+
+
+def _push_specs(cls: type) -> tuple[tuple[str, Any, bool, type | None], ...]:
+    """Per field of ``cls``: name, type hint, required, nested record class; computed once."""
+    specs = _PUSH_SPECS.get(cls)
+    if specs is None:
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            hint = _strip_optional(hints[f.name])
+            item = _strip_optional(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else None
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            rows.append((f.name, hint, required, item if dataclasses.is_dataclass(item) else None))
+        specs = _PUSH_SPECS[cls] = tuple(rows)
+    return specs
+
+
 def pushed_problems(cls: type, data: Mapping[str, Any], where: str = "") -> list[str]:
     """Everything wrong with ``data`` as the dict form of a ``cls`` record: unknown keys (each
     with the closest known field), missing required fields, values of the wrong type; nested
     records are checked too (``gpus[1].name``). Empty when ``data`` can be taken."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    known = sorted(fields)
-    problems = [f"unknown field {where + str(key)!r} ({_closest(str(key), known, where)})"
-                for key in data if key not in fields]
-    for name, f in fields.items():
+    specs = _push_specs(cls)
+    known = {spec[0] for spec in specs}
+    problems = [f"unknown field {where + str(key)!r} ({_closest(str(key), sorted(known), where)})"
+                for key in data if key not in known]
+    for name, hint, required, record_cls in specs:
         value = data.get(name)
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if value is None:
             if required:
                 problems.append(f"{where}{name} is required")
             continue
-        problem = _type_problem(where + name, hints[name], value)
+        problem = _type_problem(where + name, hint, value)
         if problem is not None:
             problems.append(problem)
-            continue
-        item = _strip_optional(typing.get_args(_strip_optional(hints[name]))[0]) if typing.get_origin(
-            _strip_optional(hints[name])) is tuple else None
-        if item is not None and dataclasses.is_dataclass(item):
+        elif record_cls is not None:
             for index, entry in enumerate(value):
-                problems.extend(pushed_problems(item, entry, f"{where}{name}[{index}]."))
+                problems.extend(pushed_problems(record_cls, entry, f"{where}{name}[{index}]."))
     return problems
