@@ -73,6 +73,9 @@ class CoordinatorHardwareMonitoringIntegration:
         wall_clock: the current UTC time (timezone-aware ``datetime``) used to date decisions,
             task starts and ends (handed to every worker's monitor) and assignments; samples
             are compared with it by their own timestamps. A simulation passes its own.
+        worker_history_s: seconds of samples each worker's monitor keeps in memory (default ten
+            minutes; older samples are in the database), so a fleet of push-only workers holds
+            bounded memory however long it runs.
         accept_unknown_workers: take samples of worker ids the coordinator has not registered
             (a monitor is started for them); by default such a sample is refused (``ValueError``),
             so a typo in a worker id cannot grow a phantom worker.
@@ -90,7 +93,8 @@ class CoordinatorHardwareMonitoringIntegration:
                  alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
                  detect_capabilities: bool = True, max_recorded_candidates: int = 20,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False) -> None:
+                 wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False,
+                 worker_history_s: float = 600.0) -> None:
         if update_interval_seconds <= 0:
             raise ValueError("update_interval_seconds must be positive")
         self.coordinator = coordinator
@@ -107,6 +111,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self._clock = clock
         self._wall_clock = wall_clock
         self.accept_unknown_workers = accept_unknown_workers
+        self.worker_history_s = worker_history_s
         self._temp_dir: str | None = None
         if db_path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="hwmon-")
@@ -219,7 +224,7 @@ class CoordinatorHardwareMonitoringIntegration:
                     worker_id, self.db_path, self.monitoring_level,
                     self.update_interval_seconds if local else None, self.alert_thresholds,
                     push_only=not local, wall_clock=self._wall_clock, clock=self._clock,
-                    clock_steps=self._clock_steps)
+                    clock_steps=self._clock_steps, history_s=self.worker_history_s)
                 monitor.add_sample_listener(self._observe)
                 self.worker_monitors[worker_id] = monitor
                 monitor.start_monitoring()

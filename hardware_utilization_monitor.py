@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -81,6 +81,8 @@ class HardwareUtilizationMonitor:
         alert_thresholds: overrides of the default thresholds (percent), e.g.
             ``{"cpu": {"warning": 80, "critical": 90}}`` (see ``fleet_hwmon.alerts.parse_thresholds``).
         history_size: samples kept in memory (a ring buffer; older ones stay in the database).
+        history_s: also drop from memory samples more than this many seconds older than the
+            newest (``None``: only ``history_size`` bounds it). The database is the history.
         sources: metric sources replacing the host's (tests feed exact inputs this way).
         nvml: the NVML gateway (default: the process-wide one); ``enable_gpu=False`` skips GPUs.
         flush_interval_s: how often the writer flushes to disk (at most this much is lost on a
@@ -103,7 +105,8 @@ class HardwareUtilizationMonitor:
                  monitoring_level: MonitoringLevel | str = MonitoringLevel.STANDARD,
                  interval_seconds: float | None = None,
                  alert_thresholds: Mapping[str, Any] | None = None, *,
-                 history_size: int = 3600, sources: Sequence[MetricSource] | None = None,
+                 history_size: int = 3600, history_s: float | None = None,
+                 sources: Sequence[MetricSource] | None = None,
                  nvml: Any = None, enable_gpu: bool = True, flush_interval_s: float = 1.0,
                  alert_margin_percent: float = 5.0, disk_path: str = "/", push_only: bool = False,
                  wall_clock: Callable[[], datetime] = utc_now,
@@ -135,6 +138,9 @@ class HardwareUtilizationMonitor:
         self._sampler = Sampler(self.worker_id, sources, clock=clock, wall_clock=wall_clock,
                                 clock_steps=self._clock_steps)
         self._history: collections.deque[ResourceUtilization] = collections.deque(maxlen=history_size)
+        if history_s is not None and history_s <= 0:
+            raise ValueError(f"history_s must be positive, got {history_s!r}")
+        self._history_window = None if history_s is None else timedelta(seconds=history_s)
         self._latest: ResourceUtilization | None = None
         self._sample_count = 0
         self._invalid_values: collections.Counter[str] = collections.Counter()
@@ -243,6 +249,10 @@ class HardwareUtilizationMonitor:
         with self._state_lock:
             self._latest = sample
             self._history.append(sample)
+            if self._history_window is not None:
+                horizon = sample.timestamp - self._history_window
+                while self._history[0].timestamp < horizon:
+                    self._history.popleft()
             self._sample_count += 1
             if sample.invalid_fields:  # values replaced on construction (fleet_hwmon.domains)
                 self._invalid_values.update(sample.invalid_fields)
