@@ -33,7 +33,7 @@ def grown(record_cls: type, name: str, **added: type) -> type:
     return cls
 
 
-NewGpu = grown(GpuUtilization, "NewGpu", health_reason=str | None, memory_reserved_bytes=int | None)
+NewGpu = grown(GpuUtilization, "NewGpu", encoder_percent=float | None, memory_reserved_bytes=int | None)
 NewMount = grown(MountUsage, "NewMount", inodes_free=int | None)
 NewSample = grown(ResourceUtilization, "NewSample")
 NewSample.__annotations__ = dict(typing.get_type_hints(NewSample))
@@ -51,9 +51,11 @@ def old_file(tmp_path) -> str:
 def test_nested_fields_a_record_gained_are_added_to_an_older_file(old_file):
     with duckdb.connect(old_file) as con:
         schema = con.sql(f"SELECT * FROM {TABLE} LIMIT 0").arrow().schema
-    assert nested_migration_sql(TABLE, ResourceUtilization, schema) == []  # today's schema: nothing to add
-    assert nested_migration_sql(TABLE, NewSample, schema) == [
-        f'ALTER TABLE "{TABLE}" ADD COLUMN "gpus"."element"."health_reason" VARCHAR',
+    today = nested_migration_sql(TABLE, ResourceUtilization, schema)  # the kept file predates GPU health
+    assert f'ALTER TABLE "{TABLE}" ADD COLUMN "gpus"."element"."health" VARCHAR' in today
+    assert all(s.startswith(f'ALTER TABLE "{TABLE}" ADD COLUMN "gpus"."element".') for s in today)
+    assert nested_migration_sql(TABLE, NewSample, schema)[-3:] == [
+        f'ALTER TABLE "{TABLE}" ADD COLUMN "gpus"."element"."encoder_percent" DOUBLE',
         f'ALTER TABLE "{TABLE}" ADD COLUMN "gpus"."element"."memory_reserved_bytes" BIGINT',
         f'ALTER TABLE "{TABLE}" ADD COLUMN "mounts"."element"."inodes_free" BIGINT']
 
@@ -61,7 +63,7 @@ def test_nested_fields_a_record_gained_are_added_to_an_older_file(old_file):
 def test_kept_file_opens_takes_samples_with_a_new_nested_field_and_renders(old_file, tmp_path):
     t0 = datetime.now(timezone.utc) - timedelta(minutes=1)
     new = NewSample(worker_id="new-worker", timestamp=t0, cpu_percent=70.0,
-                    gpus=(NewGpu(0, "GPU-new", "NVIDIA L4", 80.0, 3 * GIB, 24 * GIB, health_reason="ok",
+                    gpus=(NewGpu(0, "GPU-new", "NVIDIA L4", 80.0, 3 * GIB, 24 * GIB, encoder_percent=12.5,
                                  memory_reserved_bytes=GIB),),
                     mounts=(NewMount("/", 10.0, 9 * GIB, 10 * GIB, inodes_free=12345),))
     store = open_store(old_file, flush_interval_s=0.1)
@@ -79,9 +81,9 @@ def test_kept_file_opens_takes_samples_with_a_new_nested_field_and_renders(old_f
     assert {w["worker_id"] for w in data["workers"]} >= {"old-worker", "new-worker"}
     assert data["summary"]["samples"] == 21 and "new-worker" in html and "old-worker" in html
     with duckdb.connect(old_file) as con:
-        rows = con.execute(f"SELECT worker_id, gpus[1].health_reason, gpus[1].memory_reserved_bytes, "
+        rows = con.execute(f"SELECT worker_id, gpus[1].encoder_percent, gpus[1].memory_reserved_bytes, "
                            f"mounts[1].inodes_free FROM {TABLE} ORDER BY timestamp DESC LIMIT 2").fetchall()
-    assert rows == [("new-worker", "ok", GIB, 12345), ("old-worker", None, None, None)]
+    assert rows == [("new-worker", 12.5, GIB, 12345), ("old-worker", None, None, None)]
 
 
 def test_todays_records_still_append_to_a_file_whose_structs_grew(old_file):
@@ -93,7 +95,7 @@ def test_todays_records_still_append_to_a_file_whose_structs_grew(old_file):
                                                 gpus=(GpuUtilization(0, "GPU-t", "T4", 5.0),)))
         store.flush()
         assert store.status()["rejected_rows_total"] == 0
-        assert store.query(f"SELECT gpus[1].utilization_percent, gpus[1].health_reason FROM {TABLE} "
+        assert store.query(f"SELECT gpus[1].utilization_percent, gpus[1].encoder_percent FROM {TABLE} "
                            f"WHERE worker_id = 'today'") == [(5.0, None)]
     finally:
         close_store(store)

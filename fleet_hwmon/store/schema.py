@@ -115,27 +115,18 @@ def create_table_sql(table: str, record_cls: type) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})'
 
 
-def _same_type(sql_a: str, sql_b: str) -> bool:
-    return sql_a.replace('"', "").replace(" ", "").upper() == sql_b.replace('"', "").replace(" ", "").upper()
-
-
 def migration_sql(table: str, record_cls: type, existing: dict[str, str]) -> list[str]:
-    """``ALTER TABLE`` statements for a file written by an older version: the columns it lacks
-    are added, and a list of nested records (``gpus``) whose record gained fields is widened
-    (DuckDB keeps the old values, the new fields are NULL). ``existing``: column -> SQL type."""
-    statements = []
-    for c in record_columns(record_cls):
-        if c.name not in existing:
-            statements.append(f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}')
-        elif c.kind == "records" and not _same_type(existing[c.name], c.sql_type):
-            statements.append(f'ALTER TABLE "{table}" ALTER COLUMN "{c.name}" TYPE {c.sql_type}')
-    return statements
+    """``ALTER TABLE`` statements adding the columns a file written by an older version lacks.
+    ``existing``: column -> SQL type. Fields a nested record gained: :func:`nested_migration_sql`."""
+    return [f'ALTER TABLE "{table}" ADD COLUMN "{c.name}" {c.sql_type}'
+            for c in record_columns(record_cls) if c.name not in existing]
 
 
 def nested_migration_sql(table: str, record_cls: type, existing: pa.Schema) -> list[str]:
     """``ALTER TABLE`` statements adding the fields a nested record (a GPU, disk, NIC or mount
     struct in a list column) gained since ``existing`` (the table's Arrow schema) was written.
-    Without them an append of the newer struct would fail, and the rows with it be rejected."""
+    Fields are only ever added, one by one (``ADD COLUMN gpus.element.<field>``): a field a
+    newer version wrote is never dropped by an older one, and old values stay."""
     statements = []
     for column in record_columns(record_cls):
         if column.kind == "records" and column.name in existing.names:

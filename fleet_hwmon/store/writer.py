@@ -124,7 +124,7 @@ class MetricsStore:
         for statement in schema.migration_sql(table, record_cls, existing):
             self._con.execute(statement)
         empty = self._con.sql(f'SELECT * FROM "{table}" LIMIT 0')
-        current = (getattr(empty, "to_arrow_table", None) or empty.arrow)().schema
+        current = (getattr(empty, "to_arrow_table", None) or empty.arrow)().schema  # renamed in DuckDB 2
         for statement in schema.nested_migration_sql(table, record_cls, current):
             self._con.execute(statement)
         self._tables[table] = record_cls
