@@ -3,8 +3,9 @@ every value entering a sample goes through (psutil, NVML, cgroup, a pushed dict,
 
 Rules, read off the field definitions so a new field is covered without new code:
   - numbers are finite; integers fit DuckDB's BIGINT (64-bit signed);
-  - ``*_percent`` is 0-100; ``*_celsius`` is above absolute zero and below 500;
-    every other number (bytes, rates, clocks, watts, cores, loads, indexes) is >= 0;
+  - ``*_percent`` is 0-100; ``*_celsius`` is above absolute zero and below 500; an
+    ``*offset_s`` may have either sign; every other number (bytes, rates, clocks, watts, cores,
+    loads, counts, indexes, monotonic seconds) is >= 0;
   - a part is not larger than its whole: ``memory_used_bytes`` <= ``memory_total_bytes``,
     ``free_bytes`` <= ``total_bytes`` (any ``<prefix>_<word>_bytes`` against ``<prefix>_total_bytes``);
   - a record may name sentinel values of its source (NVML's "not available" 0xFFFFFFFF...);
@@ -55,6 +56,8 @@ def _bounds(name: str) -> tuple[float, float]:
         return 0.0, 100.0
     if name.endswith("_celsius"):
         return -273.15, 500.0
+    if name.endswith("offset_s"):  # a clock may be behind as well as ahead
+        return -math.inf, math.inf
     return 0.0, math.inf
 
 

@@ -47,6 +47,12 @@ def test_out_of_domain_numbers_become_unknown_and_are_named():
         "memory_available_bytes", "net_recv_bytes_per_s", "per_cpu_percent", "mounts.free_bytes"])
 
 
+def test_a_clock_offset_may_be_negative_but_must_be_finite():
+    behind = sample(clock_offset_s=-42.5, monotonic_s=1234.0)
+    assert (behind.clock_offset_s, behind.monotonic_s, behind.invalid_fields) == (-42.5, 1234.0, ())
+    assert sample(monotonic_s=-1.0).invalid_fields == ("monotonic_s",)
+
+
 def test_used_larger_than_total_is_unknown_on_the_host_and_on_a_gpu():
     s = sample(memory_used_bytes=17 * GIB, memory_total_bytes=16 * GIB,
                gpus=(GpuUtilization(0, "GPU-0", "A100", 50.0, memory_used_bytes=81 * GIB,
