@@ -4,6 +4,7 @@ worker processes), then its DuckDB file read back."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,29 @@ def test_local_cluster_demo_runs_every_task_and_stores_tasks_samples_and_decisio
     assert ran and all(w.startswith("tcp://127.0.0.1:") and (t, w) in placed for t, w, _ in ran)
     assert any(ok for _, _, ok in ran)
     assert len(per_worker) == 2 and all(n >= 1 and cpu == n for _, n, cpu in per_worker)
+
+
+def test_ctrl_c_on_a_local_cluster_cancels_on_the_workers_and_still_reports(tmp_path):
+    """Ctrl-C once the tasks are dispatched: the running ones are cancelled on their Dask workers,
+    every task is recorded, the report is written, and the exit status is 130."""
+    from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV
+    from tests.fakes import fixed_load
+
+    db = tmp_path / "demo.duckdb"
+    env = {**os.environ, EXTRA_SOURCE_ENV: fixed_load.ENV_VALUE,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(DEMO), "--cluster", "local", "--num-workers", "2", "--num-tasks", "6",
+                             "--duration", "120", "--db-path", str(db), "--report", str(tmp_path / "demo.html")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("running 6 tasks on 2 workers")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err, err
+    with duckdb.connect(str(db), read_only=True) as con:
+        states = dict(con.execute("SELECT task_id, state FROM task_outcomes").fetchall())
+    assert len(states) == 6 and any(s in ("cancelled", "queued") for s in states.values()), states
+    assert (tmp_path / "demo.html").is_file()
