@@ -15,7 +15,8 @@ from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, ReplayConfi
                                 TaskType, build_fleet, build_tasks, fits, make_policy, makespan_lower_bound_s,
                                 simulate, workload)
 from fleet_hwmon.replay.policies import LeastLoaded
-from fleet_hwmon.replay.sim import CUDA_OOM, EPOCH, NO_HARDWARE, OOM_KILLED, TIMED_OUT
+from fleet_hwmon.replay.monitor import EPOCH
+from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT
 
 GIB = 1024**3
 TINY = ReplayConfig(workers=6, tasks=60, seed=3)

@@ -23,7 +23,8 @@ import tempfile
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from fleet_hwmon.replay.sim import EPOCH, SimCoordinator
+from fleet_hwmon.replay.monitor import EPOCH
+from fleet_hwmon.replay.sim import SimCoordinator
 from fleet_hwmon.replay.workload import TaskSpec
 from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.scoring.decide import tie_break

@@ -34,17 +34,15 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from fleet_hwmon.replay.bounds import makespan_lower_bound_s
+from fleet_hwmon.replay.monitor import SimMonitor, runs_quiet
 from fleet_hwmon.replay.worker import Attempt, SimWorker
 from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, fits, stream
-from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
+from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
-EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
-ISOLATION_THRESHOLD_PERCENT = 80.0
 NO_HARDWARE = "no registered worker has the hardware this task requires"
 OOM_KILLED = "out of memory (killed by the OOM killer)"
 CUDA_OOM = "CUDA out of memory"
@@ -151,11 +149,10 @@ class Simulation:
         self._asks = 0
         self._isolation: dict[str, list[int]] = {}
         self._bg_rng = {w.worker_id: stream(config.seed, "background", w.worker_id) for w in self.fleet}
-        self._delay_rng = {w.worker_id: stream(config.seed, "delay", w.worker_id) for w in self.fleet}
+        self._monitors = {w.worker_id: SimMonitor(config, stream(config.seed, "delay", w.worker_id))
+                          for w in self.fleet}
         phase_rng = stream(config.seed, "phase")
         self._phase = {w.worker_id: phase_rng.uniform(0, config.sample_interval_s) for w in self.fleet}
-        self._sampled: dict[str, tuple[float, float]] = {w.worker_id: (0.0, 0.0) for w in self.fleet}
-        self._last_delivery: dict[str, float] = dict.fromkeys(self._workers, 0.0)
         self._req_cache: dict[str, TaskRequirements] = {}
         self._attempts: dict[str, int] = {}
         self.bound_s = makespan_lower_bound_s(config)
@@ -408,53 +405,15 @@ class Simulation:
     def _take_sample(self, worker_id: str) -> None:
         worker = self._workers[worker_id]
         worker.advance(self.now)
-        ws, config = worker.spec, self.config
-        last_s, last_busy = self._sampled[worker_id]
-        interval = self.now - last_s
-        true_cpu = (100.0 * (worker.cpu_busy_core_s - last_busy) / (ws.cores * interval) if interval > 0
-                    else 100.0 * min(worker.demand(), ws.cores) / ws.cores)
-        self._sampled[worker_id] = (self.now, worker.cpu_busy_core_s)
-        self._record_isolation(worker, true_cpu)
-        self._push(self.now + config.sample_interval_s, _SAMPLE, worker_id)
-        if ws.monitor_stops_s is not None and self.now >= ws.monitor_stops_s:
-            return  # the monitor has stopped; the worker itself keeps running tasks
-        cpu = min(100.0, true_cpu) if last_s > 0 else None  # like psutil, the first reading has no reference
-        used = int(worker.memory_used())
-        gpus = ()
-        if ws.gpu is not None:
-            gpus = (GpuUtilization(0, f"GPU-{ws.worker_id}", ws.gpu.name,
-                                   utilization_percent=min(100.0, worker.gpu_percent()),
-                                   memory_used_bytes=worker.gpu_memory_used(), memory_total_bytes=ws.gpu.memory_bytes),)
-        sample = ResourceUtilization(
-            worker_id=ws.worker_id, timestamp=EPOCH + timedelta(seconds=self.now), cpu_percent=cpu,
-            cpu_count_effective=float(ws.cores), memory_used_bytes=used, memory_total_bytes=ws.memory_bytes,
-            memory_available_bytes=max(0, ws.memory_bytes - used),
-            memory_percent=min(100.0, 100.0 * used / ws.memory_bytes),
-            gpus=gpus, task_ids=tuple(worker.tasks))
-        rng = self._delay_rng[worker_id]
-        delay = rng.expovariate(1.0 / config.sample_delay_s)
-        if rng.random() < config.late_sample_chance:
-            delay += rng.uniform(*config.late_sample_s)
-        if ws.monitor_extra_delay_s:
-            delay += ws.monitor_extra_delay_s * rng.uniform(0.5, 1.5)
-        self._last_delivery[worker_id] = max(self._last_delivery[worker_id], self.now + delay)
-        self._push(self._last_delivery[worker_id], _DELIVER, worker_id, sample)
-
-    def _record_isolation(self, worker: SimWorker, cpu_percent: float) -> None:
-        """For each running task that asked for quiet or exclusive hardware: one more sample, and
-        whether the worker's CPU over the interval (and its GPU now, for a GPU task) stayed under
-        the utilisation threshold, with nothing else of ours beside an exclusive task."""
+        cpu_percent, delivery = self._monitors[worker_id].take(worker, self.now)
         for task in worker.tasks.values():
-            isolation = task.spec.isolation
-            if isolation == "shared":
-                continue
-            quiet = cpu_percent < ISOLATION_THRESHOLD_PERCENT and not (
-                task.spec.needs_gpu and worker.gpu_percent() >= ISOLATION_THRESHOLD_PERCENT)
-            if isolation == "exclusive" and len(worker.tasks) > 1:
-                quiet = False
-            counts = self._isolation.setdefault(task.spec.task_id, [0, 0])
-            counts[0] += 1
-            counts[1] += quiet
+            if task.spec.isolation != "shared":
+                counts = self._isolation.setdefault(task.spec.task_id, [0, 0])
+                counts[0] += 1
+                counts[1] += runs_quiet(worker, task, cpu_percent)
+        self._push(self.now + self.config.sample_interval_s, _SAMPLE, worker_id)
+        if delivery is not None:
+            self._push(delivery[0], _DELIVER, worker_id, delivery[1])
 
     def _worker_totals(self) -> dict[str, dict[str, Any]]:
         end_s = self.now
