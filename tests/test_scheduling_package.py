@@ -235,3 +235,21 @@ def test_a_held_task_is_decided_again_only_when_something_could_make_room():
     scheduler.observe(sample("w", 10.0, 20.0))  # memory freed
     assert scheduler.decide_task(task("t", "big"), ["w"], {}).chosen_worker_id == "w"
     assert scheduler.statistics()["decisions"] == 2
+
+
+def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    scheduler.observe(sample("a", 40.0, 10.0))
+    scheduler.observe(sample("b", 60.0, 10.0))
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a", "b"], {})
+    assert bench.chosen_worker_id == "a"  # 40 % + 1 core of 8 = 52.5 %, under 80 %
+    # On "a": 52.5 % + 3 more cores of 8 in flight... a build of 4 cores would reach 102.5 %.
+    scheduler.history.record("b", "build", success=True, duration_s=10.0, cpu_seconds=40.0)
+    build = scheduler.decide_task(task("build", "build"), ["a"], {})
+    assert build.chosen_worker_id is None
+    (refused,) = build.exclusions
+    assert (refused.kind, refused.resource, refused.value, refused.limit) == (ExclusionKind.ISOLATION, "cpu",
+                                                                           102.5, 80.0)
+    assert scheduler.decide_task(task("unit", "unit"), ["a"], {}).chosen_worker_id == "a"  # 65 %: quiet still
+    scheduler.task_finished("bench", "a", success=True)
+    assert scheduler.decide_task(task("build", "build"), ["a"], {}).chosen_worker_id == "a"

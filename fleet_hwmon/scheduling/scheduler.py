@@ -376,6 +376,8 @@ class HardwareAwareScheduler:
             self._inflight_at[decision.task_id] = chosen
             if requirements.isolation == "exclusive":
                 view.exclusive_task = decision.task_id
+            elif requirements.isolation == "quiet":
+                view.add_quiet(decision.task_id)
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent))
             self.state.sync(view)

@@ -477,7 +477,9 @@ class _Terms:
             else:
                 gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, own)
         reason = self.misfit(view, demand, reserve)
-        if reason is None and self.quiet:  # CPU and GPU time are compressible: only quiet tasks refuse load
+        # CPU and GPU time are compressible: only quiet tasks refuse load, and a worker running a
+        # quiet task takes nothing that would push it over the quiet threshold.
+        if reason is None and (self.quiet or view.quiet_tasks):
             if cpu is not None and cpu > self.quiet_limit:
                 reason = Exclusion.not_quiet(view.worker_id, "cpu", cpu, self.quiet_limit)
             elif self.needs_gpu and gpu is not None and gpu > self.quiet_limit:

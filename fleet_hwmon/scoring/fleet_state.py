@@ -19,7 +19,8 @@ NAN = float("nan")
 # Columns of the table, in the order sync() writes them.
 COLUMNS = ("cpu", "memory", "gpu_least", "cpu_count", "memory_total", "memory_free", "inflight_cores",
            "inflight_memory", "inflight_gpu_tasks", "inflight_gpu_percent", "gpu_levels", "last_sample_s",
-           "last_alive_s", "critical", "has_gpus", "gpus_lost", "gpu_room", "exclusive", "inflight_count")
+           "last_alive_s", "critical", "has_gpus", "gpus_lost", "gpu_room", "exclusive", "inflight_count",
+           "quiet")
 CRITICAL_MEMORY, CRITICAL_GPU_MEMORY = 1.0, 2.0  # "critical" column: which incompressible resource
 
 
@@ -54,7 +55,7 @@ class FleetState:
             _f(view.memory_total_bytes), _f(view.memory_free_bytes), view.inflight_cores,
             view.inflight_memory_bytes, view.inflight_gpu_tasks, view.inflight_gpu_percent, len(view.gpu_levels),
             _f(view.last_sample_s), _f(view.last_alive_s), critical, view.has_gpus, view.gpus_lost, _f(room),
-            view.exclusive_task is not None, len(view.inflight))
+            view.exclusive_task is not None, len(view.inflight), len(view.quiet_tasks))
 
     def remove(self, worker_id: str) -> None:
         row = self.index.pop(worker_id, None)

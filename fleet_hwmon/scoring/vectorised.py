@@ -134,7 +134,12 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         room = state.gpu_room[rows]
         gpu_misfit = (known & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * terms.headroom > room - 0.0)
                       if needs_gpu else np.zeros(count, dtype=bool))
-    candidates = rest & ~memory_misfit & ~gpu_misfit
+        # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
+        limit = factors.quiet_threshold_percent
+        guarded = known & ~memory_misfit & ~gpu_misfit & (state.quiet[rows] > 0)
+        quiet_cpu = guarded & (cpu > limit)
+        quiet_gpu = (guarded & ~quiet_cpu & (gpu > limit)) if needs_gpu else np.zeros(count, dtype=bool)
+    candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
     memory = np.where(known, memory, np.nan)
     gpu = np.where(known, gpu, np.nan)
@@ -189,7 +194,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         original_id, original_score = slow._original_choice(tied, scores, seed, task_id)
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware, task_limit, scored,
                              stale, critical, held, lost, memory_misfit, gpu_misfit, d_memory, free, d_gpu_memory,
-                             room, factors, now_s, stale_after_s)
+                             room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, cpu, gpu)
     available = len(exclusions) + int(candidates.sum())
     explanation = slow._explain(chosen, original_id, exclusions, available)
     if chosen is not None and ranked[0][-1][-1].source is not None:
@@ -231,7 +236,8 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
                 task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
                 lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, d_memory: np.ndarray,
                 free: np.ndarray, d_gpu_memory: np.ndarray, room: np.ndarray, factors: ScoringFactors, now_s: float,
-                stale_after_s: float) -> list[Exclusion]:
+                stale_after_s: float, quiet_cpu: np.ndarray, quiet_gpu: np.ndarray, cpu: np.ndarray,
+                gpu: np.ndarray) -> list[Exclusion]:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
     hardware exclusion (``None``: the hardware fits)."""
@@ -240,7 +246,7 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         worker_id = ids[i]
         out.append(Exclusion.task_limit(worker_id, task_limit) if at_limit[i]
                    else mismatches[rows[i]] or Exclusion.rejected(worker_id))
-    later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit
+    later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
     if not later.any():  # the common case: hardware alone, taken in one piece
         out.extend(mismatches[rows[scored & hardware_misfit]].tolist())
         return out
@@ -259,6 +265,10 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         elif memory_misfit[i]:
             out.append(Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
                                             factors.memory_headroom_percent))
+        elif quiet_cpu[i]:
+            out.append(Exclusion.not_quiet(worker_id, "cpu", float(cpu[i]), factors.quiet_threshold_percent))
+        elif quiet_gpu[i]:
+            out.append(Exclusion.not_quiet(worker_id, "gpu", float(gpu[i]), factors.quiet_threshold_percent))
         else:
             out.append(Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
                                                 required=False, headroom_percent=factors.memory_headroom_percent))

@@ -49,6 +49,7 @@ class WorkerView:
     gpu_totals: tuple[float, ...] = ()  # memory of each usable GPU with known memory, latest sample
     last_alive_s: float | None = None  # a task started or ended there (the coordinator sees it alive)
     exclusive_task: str | None = None  # an exclusive task of ours runs there
+    quiet_tasks: set[str] = field(default_factory=set)  # quiet tasks of ours running there
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
     memory_total_bytes: float | None = None
@@ -187,9 +188,17 @@ class WorkerView:
             if item.gpu_memory_bytes:
                 self.inflight_gpu_memory += (item.gpu_memory_bytes,)
 
+    def add_quiet(self, task_id: str) -> None:
+        """A quiet task of ours runs there: what is placed beside it must keep the load quiet."""
+        self.quiet_tasks.add(task_id)
+        self.scoring_memo.clear()
+
     def task_finished(self, task_id: str) -> None:
         if self.exclusive_task == task_id:
             self.exclusive_task = None
+        if task_id in self.quiet_tasks:
+            self.quiet_tasks.discard(task_id)
+            self.scoring_memo.clear()
         if self.inflight.pop(task_id, None) is not None:
             self._resum()
 
