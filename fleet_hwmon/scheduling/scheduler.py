@@ -195,6 +195,8 @@ class HardwareAwareScheduler:
             if success:
                 self._retry_floor.pop(task_id, None)
             else:  # its retry needs more than this attempt reached; its type's estimate stays
+                if len(self._retry_floor) >= _HELD_LIMIT:  # tasks never retried: start over
+                    self._retry_floor.clear()
                 growth = self.factors().retry_growth
                 old = self._retry_floor.get(task_id, NO_DEMAND)
                 self._retry_floor[task_id] = old._replace(
@@ -305,6 +307,8 @@ class HardwareAwareScheduler:
                     self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
                     self._room_version += 1
             if decision.chosen_worker_id is None:
+                if len(self._held) >= _HELD_LIMIT:  # tasks cancelled while held: start over
+                    self._held.clear()
                 self._held[task_id] = (key, now_s, decision)
             else:
                 self._held.pop(task_id, None)
@@ -411,6 +415,7 @@ class HardwareAwareScheduler:
                     "stale": view.stale_reason(self._clock(), stale_after_s) if view else None}
 
 
+_HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
 _ALL = (float("inf"), float("inf"))  # a reserved task's need when it is not known: nothing fits beside
 
 
