@@ -136,11 +136,12 @@ class Block:
     servers: list[subprocess.Popen] = field(default_factory=list)
 
     def substitute(self, argv: list[str]) -> list[str]:
-        """``HOST`` -> 127.0.0.1 and each port of the README -> a free port of this block."""
+        """``HOST`` -> 127.0.0.1 and each port of the README (``--*-port N``, ``127.0.0.1:N``) -> a
+        free port of this block, so that runs beside each other never share one."""
         out = []
         for i, token in enumerate(argv):
             token = re.sub(r"\bHOST\b", "127.0.0.1", token)
-            if i > 0 and argv[i - 1] == "--port" and token.isdigit():
+            if i > 0 and argv[i - 1].endswith("-port") and token.isdigit():  # --port, --metrics-port, ...
                 token = self.port(token)
             token = re.sub(r"(?<=127\.0\.0\.1:)(\d+)", lambda m: self.port(m.group(1)), token)
             out.append(token)
