@@ -37,7 +37,10 @@ from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
 from fleet_hwmon.metrics.tally import TaskTally
+from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
+from fleet_hwmon.scheduling.heartbeats import HEARTBEAT_METRICS_KEY, UTILIZATION_KEY, HeartbeatReader
+from fleet_hwmon.scheduling.periodic import PeriodicThread
 from fleet_hwmon.scheduling import CoordinatorContractError, HardwareAwareScheduler, check_contract
 from fleet_hwmon.scoring.decide import SchedulingDecision
 from fleet_hwmon.scoring.factors import ScoringFactors
@@ -69,6 +72,13 @@ class CoordinatorHardwareMonitoringIntegration:
         hardware_scoring_factors: overrides of :class:`ScoringFactors` (also editable later via
             the ``hardware_scoring_factors`` dict).
         seed: makes tie-breaking reproducible.
+        heartbeat_metrics_key: the key of a worker dict under which the worker's own heartbeat
+            metrics arrive (``cpu_percent``, ``memory_percent``, ``gpu_percent``,
+            ``disk_percent``, ``updated``); each update interval a newer one becomes a sample of
+            that worker, as if pushed through :meth:`update_worker_utilization`. ``None``: not read.
+        write_back_utilization: after each such pass, write the scheduler's smoothed view of each
+            worker into its dict under ``"hardware_utilization"`` (the worker's own figures are
+            never touched).
         clock: monotonic seconds for intervals (staleness, hysteresis, in-flight tasks).
         wall_clock: the current UTC time (timezone-aware ``datetime``) used to date decisions,
             task starts and ends (handed to every worker's monitor) and assignments; samples
@@ -92,6 +102,7 @@ class CoordinatorHardwareMonitoringIntegration:
                  hardware_scoring_factors: Mapping[str, float] | None = None,
                  alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
                  detect_capabilities: bool = True, max_recorded_candidates: int = 20,
+                 heartbeat_metrics_key: str | None = HEARTBEAT_METRICS_KEY, write_back_utilization: bool = False,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False,
                  worker_history_s: float = 600.0) -> None:
@@ -131,6 +142,11 @@ class CoordinatorHardwareMonitoringIntegration:
         self._store = None
         self._active = False
         self._initialized = False
+        self._heartbeats = HeartbeatReader(heartbeat_metrics_key) if heartbeat_metrics_key else None
+        self.write_back_utilization = write_back_utilization
+        self._heartbeat_thread: PeriodicThread | None = None
+        self._heartbeat_lock = threading.Lock()
+        self._log = RateLimitedLogger(log)
 
     # -- life cycle -----------------------------------------------------------------------------
     def initialize(self) -> CoordinatorHardwareMonitoringIntegration:
@@ -148,6 +164,10 @@ class CoordinatorHardwareMonitoringIntegration:
         if self.enable_resource_aware_scheduling:
             self.scheduler.install()
         self._initialized = True
+        if self._heartbeats is not None or self.write_back_utilization:
+            self.ingest_heartbeats()  # the first decision already sees what the workers reported
+            self._heartbeat_thread = PeriodicThread(max(self.update_interval_seconds, 0.05), self.ingest_heartbeats,
+                                                    name="hwmon-heartbeats")
         return self
 
     def shutdown(self) -> None:
@@ -158,6 +178,9 @@ class CoordinatorHardwareMonitoringIntegration:
         if not self._initialized:
             return
         self._active = False
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.stop()
+            self._heartbeat_thread = None
         self.scheduler.uninstall()
         for monitor in list(self.worker_monitors.values()):
             monitor.stop_monitoring()
@@ -297,6 +320,38 @@ class CoordinatorHardwareMonitoringIntegration:
             monitor = self.worker_monitors.get(worker_id)
             return monitor.get_current_metrics() if monitor else None
         return {w: m.get_current_metrics() for w, m in self.worker_monitors.items()}
+
+    def ingest_heartbeats(self) -> int:
+        """Turn each worker's newer heartbeat metrics (see ``heartbeat_metrics_key``) into a
+        sample through :meth:`update_worker_utilization`; called each update interval by a
+        thread started at :meth:`initialize`. Workers the coordinator gained without telling
+        us (it has no ``register_worker_callback``) are registered first. A malformed heartbeat
+        is logged (once per worker and fault, rate-limited) and skipped. Returns the number of
+        samples taken."""
+        taken = 0
+        with self._heartbeat_lock:
+            if not self._initialized:
+                return 0
+            workers = self.coordinator.workers
+            if not callable(getattr(self.coordinator, "register_worker_callback", None)):
+                for worker_id in [w for w in list(workers) if w not in self.worker_monitors]:
+                    info = workers.get(worker_id)
+                    if info is not None:
+                        self._on_worker_registered(worker_id, info)
+            if self._heartbeats is not None:
+                for worker_id, data in self._heartbeats.new_samples(workers, self._wall_clock()):
+                    try:
+                        self.update_worker_utilization(worker_id, data)
+                        taken += 1
+                    except ValueError as err:
+                        self._log.log(f"heartbeat:{worker_id}:{err}", logging.WARNING,
+                                      "heartbeat metrics of worker %s skipped: %s", worker_id, err)
+            if self.write_back_utilization:
+                for worker_id, view in self.scheduler.smoothed_views().items():
+                    info = workers.get(worker_id)
+                    if isinstance(info, dict):  # a new dict each time: readers see the old or the new one
+                        info[UTILIZATION_KEY] = view
+        return taken
 
     # -- tasks ----------------------------------------------------------------------------------
     def start_task_monitoring(self, task_id: str, worker_id: str, task_type: str | None = None) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from fleet_hwmon.sample import ResourceUtilization, utc_now
 from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, SchedulerPatch, check_contract,
                                              original_scores_async, original_scores_sync)
+from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
 from fleet_hwmon.scoring.exclusions import Exclusion
@@ -276,18 +277,29 @@ class HardwareAwareScheduler:
                 reserved = {w: (*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
             cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
             floor = self._retry_floor.get(task_id)
-            unknown: list[str] = []
-            common = dict(factors=factors, history=self.history, now_s=now_s, stale_after_s=stale_after_s,
-                          timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
-                          task_counts=counts, task_limit=limit, original_choice=original_view.choice, floor=floor,
-                          cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
-            decision = None
-            if self.vectorised:
-                decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, cache,
-                                             check_hardware, **common)
-            if decision is None:
-                decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
-                                        check_hardware, **common)
+            busy_workers: list[Exclusion] = []
+            while True:
+                unknown: list[str] = []
+                common = dict(factors=factors, history=self.history, now_s=now_s, stale_after_s=stale_after_s,
+                              timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
+                              task_counts=counts, task_limit=limit, original_choice=original_view.choice,
+                              floor=floor, cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
+                decision = None
+                if self.vectorised:
+                    decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, cache,
+                                                 check_hardware, **common)
+                if decision is None:
+                    decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
+                                            check_hardware, **common)
+                # A worker whose status says "busy" is at its task limit. Checked on the winner
+                # only, so a decision does not read every worker's status (callers rarely pass one).
+                busy = busy_exclusion(decision.chosen_worker_id, workers)
+                if busy is None:
+                    break
+                busy_workers.append(busy)
+                ids = [w for w in ids if w != busy.worker_id]
+            if busy_workers:
+                decision = dataclasses.replace(decision, exclusions=(*busy_workers, *decision.exclusions))
             if compatible == 0 and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
@@ -402,6 +414,17 @@ class HardwareAwareScheduler:
     def recent_decisions(self) -> list[SchedulingDecision]:
         with self._lock:
             return list(self._decisions)
+
+    def smoothed_views(self) -> dict[str, dict[str, Any]]:
+        """Each worker's smoothed load as plain data: ``cpu_percent``, ``memory_percent``,
+        ``gpu_percent`` (busiest GPU), ``excluded_reason``, ``updated`` (ISO time of the latest
+        sample, ``None`` before the first); percents 0-100, ``None`` unknown."""
+        with self._lock:
+            return {w: {"cpu_percent": v.cpu_percent, "memory_percent": v.memory_percent,
+                        "gpu_percent": v.gpu_percent,
+                        "excluded_reason": v.excluded.reason if v.excluded else None,
+                        "updated": v.latest.timestamp.isoformat() if v.latest is not None else None}
+                    for w, v in self._views.items()}
 
     def worker_state(self, worker_id: str) -> dict[str, Any]:
         """``excluded_reason`` and ``excluded_resource`` (critical load), ``stale`` (why it

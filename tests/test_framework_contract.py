@@ -1,0 +1,232 @@
+"""The integration against a coordinator written to the framework's own contract
+(``tests/framework_coordinator.py``): heartbeat metrics as the only source of samples,
+``"idle"`` / ``"busy"`` statuses, a dict of available workers, and no worker callbacks.
+
+The first tests move an injected clock and call ``ingest_heartbeats()`` (what the integration's
+thread does each update interval) so every step is exact; the last one runs it all for real."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+from fleet_hwmon.scheduling.heartbeats import HeartbeatReader, sample_from_heartbeat
+from fleet_hwmon.store import close_store, open_store
+from tests.framework_coordinator import FrameworkCoordinator
+from tests.test_coordinator_integration import FakeClock, cpu_caps, gpu_caps
+
+GIB = 1024**3
+
+
+def cpu_task(task_id: str) -> dict:
+    return {"task_id": task_id, "type": "unit", "priority": 1, "requirements": {"hardware": ["cpu"]}}
+
+
+def gpu_task(task_id: str) -> dict:
+    return {"task_id": task_id, "type": "training", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+
+
+@pytest.fixture
+def fleet(db_path):
+    """A framework coordinator with two CPU workers and one GPU worker, each with one heartbeat,
+    and the integration on top (injected clock, samples only from heartbeats)."""
+    coordinator = FrameworkCoordinator(max_tasks_per_worker=2)
+    coordinator.register_worker("cpu-a", cpu_caps(memory_gb=16))
+    coordinator.register_worker("cpu-b", cpu_caps(memory_gb=16))
+    coordinator.register_worker("gpu-a", gpu_caps())
+    coordinator.handle_heartbeat("cpu-a", cpu_percent=35.0, memory_percent=50.0, disk_percent=42.0)
+    coordinator.handle_heartbeat("cpu-b", cpu_percent=20.0, memory_percent=30.0)
+    coordinator.handle_heartbeat("gpu-a", cpu_percent=60.0, memory_percent=20.0, gpu_percent=80.0)
+    clock = FakeClock()
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=clock,
+                                                           detect_capabilities=False)
+    integration.initialize()  # reads the heartbeats already there
+    yield coordinator, integration, clock
+    integration.shutdown()
+
+
+def test_sample_from_heartbeat_exact():
+    metrics = {"cpu_percent": 35.0, "memory_percent": 25.0, "gpu_percent": "80", "disk_percent": None,
+               "updated": "2026-03-01T10:15:02"}
+    assert sample_from_heartbeat("w", metrics, gpu_caps(memory_gb=80) | {"memory": {"total_gb": 64}}) == {
+        "worker_id": "w", "timestamp": "2026-03-01T10:15:02", "cpu_percent": 35.0, "memory_percent": 25.0,
+        "gpus": [{"index": 0, "uuid": "w/gpu0", "name": "NVIDIA A100-SXM4-80GB", "utilization_percent": "80"}],
+        "memory_total_bytes": 64 * GIB, "memory_available_bytes": 48 * GIB}
+    # Unknown stays unknown: no capabilities, no memory total; nothing made up.
+    assert sample_from_heartbeat("w", {"cpu_percent": 5, "updated": 1}) == {
+        "worker_id": "w", "timestamp": 1, "cpu_percent": 5}
+
+
+def test_reader_yields_only_newer_heartbeats():
+    reader = HeartbeatReader()
+    read_at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    workers = {"a": {"hardware_metrics": {"cpu_percent": 1.0, "updated": 100.0}},
+               "b": {"hardware_metrics": {}}, "c": {"status": "idle"},
+               "d": {"hardware_metrics": {"cpu_percent": 7.0}}}
+    assert [(w, s["timestamp"]) for w, s in reader.new_samples(workers, read_at)] == [("a", 100.0), ("d", read_at)]
+    assert list(reader.new_samples(workers, read_at)) == []
+    workers["a"]["hardware_metrics"] = {"cpu_percent": 1.0, "updated": 105.0}  # same figure, newer
+    workers["d"]["hardware_metrics"] = {"cpu_percent": 8.0}  # undated: new because it changed
+    assert [w for w, _ in reader.new_samples(workers, read_at)] == ["a", "d"]
+
+
+def test_heartbeat_metrics_are_samples_of_their_worker(fleet, db_path):
+    coordinator, integration, _ = fleet
+    sent = datetime.fromisoformat(coordinator.workers["cpu-a"]["hardware_metrics"]["updated"])
+    latest = integration.get_worker_utilization("cpu-a")
+    assert (latest.timestamp, latest.cpu_percent, latest.memory_percent, latest.disk_usage_percent) == \
+        (sent, 35.0, 50.0, 42.0)
+    assert (latest.memory_total_bytes, latest.memory_available_bytes) == (16 * GIB, 8 * GIB)
+    assert latest.gpus == ()  # no gpu_percent sent: no GPU figure at all
+    gpu = integration.get_worker_utilization("gpu-a")
+    assert gpu.gpu_utilization_percent == 80.0 and gpu.gpus[0].name == "NVIDIA A100-SXM4-80GB"
+    assert integration.ingest_heartbeats() == 0  # nothing newer
+    coordinator.handle_heartbeat("cpu-a", cpu_percent=60.0, memory_percent=50.0)
+    assert integration.ingest_heartbeats() == 1
+    assert integration.get_worker_utilization("cpu-a").cpu_percent == 60.0
+    integration.shutdown()
+    store = open_store(db_path)
+    try:
+        rows = store.query_dicts("SELECT cpu_percent FROM resource_utilization WHERE worker_id = 'cpu-a' "
+                                 "ORDER BY timestamp")
+    finally:
+        close_store(store)
+    assert [r["cpu_percent"] for r in rows] == [35.0, 60.0]
+
+
+def test_placement_from_heartbeats_alone(fleet):
+    coordinator, integration, _ = fleet
+    # The scheduler's own favourite: cpu-a (its record is better). Its heartbeat says 97 % CPU.
+    coordinator.task_scheduler.update_worker_performance("cpu-a", {"success": True})
+    coordinator.handle_heartbeat("cpu-a", cpu_percent=97.0, memory_percent=50.0)
+    integration.ingest_heartbeats()
+    assert coordinator.assign([cpu_task("t1")]) == {"t1": "cpu-b"}
+    decision = integration.recent_decisions()[-1]
+    assert decision.original_worker_id == "cpu-a"
+    assert "original choice cpu-a scored lower after penalties" in decision.explanation
+    # cpu-a's load is its two heartbeats smoothed (35 then 97 %) plus the task's default 1 of 8 cores.
+    alpha = integration.hardware_scoring_factors["ewma_alpha"]
+    hot = {c.worker_id: c for c in decision.candidates}["cpu-a"]
+    assert hot.cpu_percent == pytest.approx(35.0 + alpha * (97.0 - 35.0) + 12.5) and hot.cpu_penalty > 0
+
+
+def test_stopped_heartbeats_turn_stale_and_a_new_one_readmits(fleet):
+    coordinator, integration, clock = fleet
+    clock.advance(16.0)  # three 5 s update intervals and more without a newer heartbeat
+    coordinator.handle_heartbeat("cpu-a", cpu_percent=35.0, memory_percent=50.0)
+    assert integration.ingest_heartbeats() == 1
+    assert coordinator.assign([cpu_task("t1")]) == {"t1": "cpu-a"}
+    reasons = {e.worker_id: e.reason for e in integration.recent_decisions()[-1].exclusions}
+    assert reasons == {"cpu-b": "stale: last sample 16 s ago (limit 15 s)",
+                       "gpu-a": "stale: last sample 16 s ago (limit 15 s)"}
+    coordinator.handle_heartbeat("cpu-b", cpu_percent=20.0, memory_percent=30.0)
+    assert integration.ingest_heartbeats() == 1
+    assert coordinator.assign([cpu_task("t2")]) == {"t2": "cpu-b"}
+    assert [e.worker_id for e in integration.recent_decisions()[-1].exclusions] == ["gpu-a"]
+
+
+def test_idle_is_available_and_busy_is_at_its_task_limit(fleet):
+    coordinator, integration, _ = fleet
+    workers = coordinator.workers
+    workers["cpu-b"]["status"] = "busy"
+    scheduler = coordinator.task_scheduler
+    choice = asyncio.run(scheduler.find_best_worker_for_task(cpu_task("t1"), dict(workers), {}))
+    assert choice[0] == "cpu-a"
+    decision = integration.recent_decisions()[-1]
+    assert [(e.worker_id, e.reason) for e in decision.exclusions] == [("cpu-b", "at task limit (status busy)")]
+    assert integration.scheduler_statistics()["exclusions_by_kind"]["task_limit"] == 1
+
+
+def test_a_malformed_heartbeat_is_skipped_with_a_warning(fleet, caplog):
+    coordinator, integration, _ = fleet
+    coordinator.workers["cpu-a"]["hardware_metrics"] = {"cpu_percent": 99.0, "updated": "yesterday"}
+    coordinator.handle_heartbeat("cpu-b", cpu_percent=21.0, memory_percent=30.0)
+    with caplog.at_level(logging.WARNING):
+        assert integration.ingest_heartbeats() == 1
+    assert integration.get_worker_utilization("cpu-a").cpu_percent == 35.0
+    assert integration.get_worker_utilization("cpu-b").cpu_percent == 21.0
+    assert "heartbeat metrics of worker cpu-a skipped" in caplog.text and "yesterday" in caplog.text
+
+
+def test_workers_joining_later_are_monitored_and_views_written_back(db_path):
+    coordinator = FrameworkCoordinator()
+    coordinator.register_worker("w1", cpu_caps())
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=FakeClock(),
+                                                           detect_capabilities=False, write_back_utilization=True)
+    with integration:
+        assert coordinator.workers["w1"]["hardware_utilization"]["cpu_percent"] is None  # nothing reported yet
+        coordinator.register_worker("w2", cpu_caps())
+        coordinator.handle_heartbeat("w2", cpu_percent=40.0, memory_percent=30.0)
+        sent = dict(coordinator.workers["w2"]["hardware_metrics"])
+        assert integration.ingest_heartbeats() == 1
+        assert sorted(integration.worker_monitors) == ["w1", "w2"]
+        assert coordinator.workers["w2"]["hardware_utilization"] == {
+            "cpu_percent": 40.0, "memory_percent": 30.0, "gpu_percent": None, "excluded_reason": None,
+            "updated": sent["updated"]}
+        assert coordinator.workers["w2"]["hardware_metrics"] == sent  # the worker's own figures untouched
+
+
+class Heartbeats:
+    """Each worker of the coordinator sends its fixed figures every ``every_s``, on a thread."""
+
+    def __init__(self, coordinator: FrameworkCoordinator, figures: dict[str, dict], every_s: float = 0.1) -> None:
+        self._stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for worker_id, metrics in figures.items():
+                    coordinator.handle_heartbeat(worker_id, **metrics)
+                if self._stop.wait(every_s):
+                    return
+        self._thread = threading.Thread(target=beat, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_framework_coordinator_end_to_end(db_path):
+    """Real threads and clocks: the workers' heartbeats are the only source of load; hot-cpu
+    (the scheduler's favourite by record) is overloaded and gpu-hot's GPU is busy, so the tasks
+    go elsewhere; after shutdown the scheduler is its own again."""
+    coordinator = FrameworkCoordinator(max_tasks_per_worker=2)
+    for worker_id in ("hot-cpu", "cool-1", "cool-2"):
+        coordinator.register_worker(worker_id, cpu_caps())
+    for worker_id in ("gpu-hot", "gpu-cool"):
+        coordinator.register_worker(worker_id, gpu_caps())
+    scheduler = coordinator.task_scheduler
+    for worker_id in ("hot-cpu", "gpu-hot"):
+        scheduler.update_worker_performance(worker_id, {"success": True})
+    heartbeats = Heartbeats(coordinator, {
+        "hot-cpu": {"cpu_percent": 98.0, "memory_percent": 60.0},
+        "cool-1": {"cpu_percent": 15.0, "memory_percent": 30.0},
+        "cool-2": {"cpu_percent": 25.0, "memory_percent": 30.0},
+        "gpu-hot": {"cpu_percent": 20.0, "memory_percent": 30.0, "gpu_percent": 90.0},
+        "gpu-cool": {"cpu_percent": 20.0, "memory_percent": 30.0, "gpu_percent": 5.0}})
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, update_interval_seconds=1.0,
+                                                           detect_capabilities=False)
+    try:
+        original = scheduler.find_best_worker_for_task
+        integration.initialize()
+        assert scheduler.find_best_worker_for_task is not original
+        deadline = time.monotonic() + 30
+        while None in integration.get_worker_utilization().values():  # the thread reads them each second
+            assert time.monotonic() < deadline, "the heartbeats did not become samples"
+            time.sleep(0.05)
+        placed = coordinator.assign([cpu_task("c1"), cpu_task("c2"), gpu_task("g1"), cpu_task("c3")])
+        assert placed["g1"] == "gpu-cool"
+        assert "hot-cpu" not in placed.values() and None not in placed.values()
+        for task_id in placed:
+            coordinator.complete_task(task_id)
+    finally:
+        integration.shutdown()
+        heartbeats.stop()
+    assert "find_best_worker_for_task" not in vars(scheduler)
+    assert coordinator.assign([cpu_task("after")]) == {"after": "hot-cpu"}  # the original, blind to load
