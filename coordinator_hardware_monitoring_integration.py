@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from fleet_hwmon.alerts import parse_thresholds
 from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
@@ -115,7 +116,8 @@ class CoordinatorHardwareMonitoringIntegration:
         self.update_interval_seconds = float(update_interval_seconds)
         self.hardware_scoring_factors: dict[str, float] = ScoringFactors.from_mapping(
             hardware_scoring_factors).as_dict()
-        self.alert_thresholds = alert_thresholds
+        self._alert_thresholds = alert_thresholds
+        parse_thresholds(alert_thresholds)  # a bad one is a clear ValueError now, not at the first worker
         self.seed = seed
         self.detect_capabilities = detect_capabilities
         self.max_recorded_candidates = max_recorded_candidates
@@ -147,6 +149,24 @@ class CoordinatorHardwareMonitoringIntegration:
         self._heartbeat_thread: PeriodicThread | None = None
         self._heartbeat_lock = threading.Lock()
         self._log = RateLimitedLogger(log)
+
+    @property
+    def alert_thresholds(self) -> dict[str, dict[str, float]]:
+        """Alert thresholds of every worker's monitor, ``{resource: {"warning": percent,
+        "critical": percent}}``. Assigning any form ``parse_thresholds`` takes (a number, a pair,
+        a dict, ``<resource>_percent`` keys, numeric strings) applies to every monitor from its
+        next sample on; ``ValueError`` naming the key for a bad one (nothing changes then)."""
+        return {r: {"warning": t.warning_percent, "critical": t.critical_percent}
+                for r, t in parse_thresholds(self._alert_thresholds).items()}
+
+    @alert_thresholds.setter
+    def alert_thresholds(self, overrides: Mapping[str, Any] | None) -> None:
+        parse_thresholds(overrides)
+        with self._lock:
+            self._alert_thresholds = overrides
+            monitors = list(self.worker_monitors.values())
+        for monitor in monitors:
+            monitor.alert_thresholds = overrides
 
     # -- life cycle -----------------------------------------------------------------------------
     def initialize(self) -> CoordinatorHardwareMonitoringIntegration:
@@ -245,7 +265,7 @@ class CoordinatorHardwareMonitoringIntegration:
             if monitor is None:
                 monitor = HardwareUtilizationMonitor(
                     worker_id, self.db_path, self.monitoring_level,
-                    self.update_interval_seconds if local else None, self.alert_thresholds,
+                    self.update_interval_seconds if local else None, self._alert_thresholds,
                     push_only=not local, wall_clock=self._wall_clock, clock=self._clock,
                     clock_steps=self._clock_steps, history_s=self.worker_history_s)
                 monitor.add_sample_listener(self._observe)

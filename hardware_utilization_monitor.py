@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from fleet_hwmon import lifecycle
 from fleet_hwmon.alerts import (
+    AlertResource,
     AlertSeverity,
     AlertState,
     AlertTracker,
@@ -60,7 +61,7 @@ from fleet_hwmon.store import MetricsStore, StoreError, close_store, open_store,
 from fleet_hwmon.tasks import TaskAccumulator, TaskResourceUsage
 
 __all__ = ["HardwareAlert", "HardwareUtilizationMonitor", "MonitoringLevel", "ResourceUtilization",
-           "TaskResourceUsage", "AlertSeverity", "AlertState"]
+           "TaskResourceUsage", "AlertResource", "AlertSeverity", "AlertState"]
 
 log = logging.getLogger("fleet_hwmon.monitor")
 
@@ -348,18 +349,36 @@ class HardwareUtilizationMonitor:
 
     def get_alerts(self, severity: AlertSeverity | str | None = None, resource: str | None = None,
                    active_only: bool = False, start_time: datetime | None = None,
-                   limit: int | None = None) -> list[HardwareAlert]:
-        """Alert events of this monitor (newest last), or only the ones still firing."""
+                   limit: int | None = None, *, resource_type: str | None = None) -> list[HardwareAlert]:
+        """Alert events of this monitor (newest last), or only the ones still firing.
+        ``severity`` and ``resource`` (or its other name ``resource_type``) match case-insensitively;
+        ``ValueError`` for an unknown severity."""
         with self._state_lock:
             alerts = self._tracker.active() if active_only else list(self._alerts)
+        resource = resource if resource is not None else resource_type
         if severity is not None:
-            severity = AlertSeverity(severity) if isinstance(severity, str) else severity
+            severity = AlertSeverity(str(severity).lower())
             alerts = [a for a in alerts if a.severity is severity]
         if resource is not None:
+            resource = str(resource).lower()
             alerts = [a for a in alerts if a.resource == resource]
         if start_time is not None:
             alerts = [a for a in alerts if a.timestamp >= start_time]
         return alerts[-limit:] if limit else alerts
+
+    @property
+    def alert_thresholds(self) -> dict[str, dict[str, float]]:
+        """The thresholds in force, ``{resource: {"warning": percent, "critical": percent}}``.
+        Assigning any form the constructor takes replaces them from the next sample on
+        (``ValueError`` naming the key for a bad one; the old ones then stay)."""
+        return {r: {"warning": t.warning_percent, "critical": t.critical_percent}
+                for r, t in self._tracker.thresholds.items()}
+
+    @alert_thresholds.setter
+    def alert_thresholds(self, overrides: Mapping[str, Any] | None) -> None:
+        thresholds = parse_thresholds(overrides)
+        with self._state_lock:  # not in the middle of evaluating a sample
+            self._tracker.thresholds = thresholds
 
     def wait_for_alert_delivery(self, timeout_s: float = 10.0) -> None:
         """Block until every alert so far has gone through the callbacks."""

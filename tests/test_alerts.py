@@ -10,6 +10,7 @@ import pytest
 
 from fleet_hwmon.alerts import (
     DEFAULT_THRESHOLDS,
+    AlertResource,
     AlertSeverity,
     AlertState,
     AlertTracker,
@@ -100,6 +101,12 @@ def test_event_fields_and_message():
     ({"cpu_warning": 70}, Threshold(70.0, 95.0)),
     ({"cpu_critical": 99, "cpu_warning": 10}, Threshold(10.0, 99.0)),
     ({"cpu": {"critical": 97}}, Threshold(90.0, 97.0)),
+    ({"cpu": 85.0}, Threshold(85.0, 95.0)),  # one number: the warning; critical from the table
+    ({"cpu": "85"}, Threshold(85.0, 95.0)),
+    ({"cpu_percent": 90}, Threshold(90.0, 95.0)),
+    ({"cpu_percent": ("70", 80.5)}, Threshold(70.0, 80.5)),
+    ({"cpu_percent_critical": "99"}, Threshold(90.0, 99.0)),
+    ({"cpu": {"warning": "60"}}, Threshold(60.0, 95.0)),
 ])
 def test_parse_thresholds_forms(overrides, expected):
     result = parse_thresholds(overrides)
@@ -113,6 +120,30 @@ def test_parse_thresholds_forms(overrides, expected):
 def test_parse_thresholds_refuses_nonsense(overrides):
     with pytest.raises(ValueError):
         parse_thresholds(overrides)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"cpu": "high"}, "alert threshold 'cpu': 'high' is not a percent"),
+    ({"cpu": "nan"}, "alert threshold 'cpu': 'nan' is not a percent"),
+    ({"cpu": None}, "alert threshold 'cpu': None is not a percent"),
+    ({"cpu": True}, "alert threshold 'cpu': True is not a percent"),
+    ({"memory_percent": (1, 2, 3)}, r"alert threshold 'memory_percent': a pair is \(warning, critical\)"),
+    ({"gpu": {"warn": 50}}, r"alert threshold 'gpu': unknown level\(s\) \['warn'\]"),
+    ({"cpu": 97}, r"alert threshold 'cpu': thresholds need 0 <= warning <= critical <= 100, got 97.0 / 95.0"),
+    ({"network_percent": 50}, "alert threshold 'network_percent': unknown resource; expected one of cpu, memory"),
+])
+def test_parse_thresholds_errors_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        parse_thresholds(overrides)
+
+
+def test_alert_enums_compare_as_strings():
+    tracker = AlertTracker(parse_thresholds({"cpu": (80, 90)}))
+    (event,) = tracker.evaluate(at(0, cpu_percent=95.0))
+    assert event.severity == "critical" and event.severity.upper() == "CRITICAL" and f"{event.severity}" == "critical"
+    assert event.state == "firing" and event.resource == "cpu" and event.resource_type == "cpu"
+    assert event.resource is AlertResource.CPU and str(event.resource_type) == "cpu"
+    assert {"cpu": 1}[event.resource] == 1  # usable as a key of plain-name dicts
 
 
 # -- the dispatcher --------------------------------------------------------------------------

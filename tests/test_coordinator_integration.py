@@ -811,6 +811,20 @@ class TestCoordinatorHardwareMonitoringIntegration:
         recorded = integration.recent_decisions()[-1]
         assert (recorded.original_worker_id, recorded.original_score) == ("w1", 1.0)
 
+    def test_alert_thresholds_assigned_on_the_integration_reach_every_monitor(self, db_path):
+        with pytest.raises(ValueError, match="alert threshold 'cpu': 'x' is not a percent"):
+            CoordinatorHardwareMonitoringIntegration(MinimalCoordinator(SyncScheduler), db_path=db_path,
+                                                     alert_thresholds={"cpu": "x"})
+        with CoordinatorHardwareMonitoringIntegration(MinimalCoordinator(SyncScheduler), db_path=db_path,
+                                                      clock=FakeClock()) as integration:
+            integration.update_worker_utilization("w1", sample("w1", 60.0, 30.0))
+            integration.alert_thresholds = {"cpu_percent": 50}
+            assert integration.alert_thresholds["cpu"] == {"warning": 50.0, "critical": 95.0}
+            integration.update_worker_utilization("w1", sample("w1", 60.0, 30.0))
+            alerts = integration.worker_monitors["w1"].get_alerts()
+            assert [(a.resource, a.severity, a.threshold) for a in alerts] == [("cpu", "warning", 50.0)]
+            assert integration.worker_monitors["w2"].alert_thresholds["cpu"]["warning"] == 50.0
+
     def test_scheduler_method_set_on_instance_is_restored(self, db_path):
         coordinator = MinimalCoordinator(SyncScheduler)
 

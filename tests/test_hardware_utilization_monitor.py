@@ -317,6 +317,21 @@ class TestHardwareUtilizationMonitor:
         assert monitor.unregister_alert_callback(delivered.append) is True
         assert monitor.unregister_alert_callback(delivered.append) is False
 
+    def test_alert_thresholds_assigned_later_apply_from_the_next_sample(self, db_path):
+        monitor = HardwareUtilizationMonitor("late", interval_seconds=3600, sources=[], alert_thresholds={"cpu": 85})
+        with monitor:
+            assert monitor.alert_thresholds["cpu"] == {"warning": 85.0, "critical": 95.0}
+            assert monitor.record_sample(sample("late", 1_700_000_000, cpu_percent=80.0)) == []
+            monitor.alert_thresholds = {"cpu_percent": "70", "memory": (50, 60)}
+            assert monitor.alert_thresholds["cpu"] == {"warning": 70.0, "critical": 95.0}
+            with pytest.raises(ValueError, match="alert threshold 'gpu': 'hot' is not a percent"):
+                monitor.alert_thresholds = {"gpu": "hot"}
+            assert monitor.alert_thresholds["memory"] == {"warning": 50.0, "critical": 60.0}  # unchanged
+            (event,) = monitor.record_sample(sample("late", 1_700_000_001, cpu_percent=80.0))
+        assert (event.resource_type, event.severity, event.threshold) == ("cpu", "warning", 70.0)
+        assert monitor.get_alerts(resource_type="cpu", severity="WARNING") == [event]
+        assert monitor.get_alerts(resource_type="memory") == []
+
     def test_database_integration(self, db_path):
         monitor = HardwareUtilizationMonitor("worker-db", db_path=db_path, interval_seconds=INTERVAL_S,
                                              enable_gpu=False, alert_thresholds={"memory": (0.5, 100.0)})

@@ -5,6 +5,7 @@ from fleet_hwmon.alerts.dispatch import CallbackDispatcher
 from fleet_hwmon.alerts.health import StateAlerts
 from fleet_hwmon.alerts.rules import (
     DEFAULT_THRESHOLDS,
+    AlertResource,
     AlertSeverity,
     AlertState,
     AlertTracker,
@@ -13,5 +14,5 @@ from fleet_hwmon.alerts.rules import (
     parse_thresholds,
 )
 
-__all__ = ["DEFAULT_THRESHOLDS", "AlertSeverity", "AlertState", "AlertTracker", "CallbackDispatcher",
-           "HardwareAlert", "StateAlerts", "Threshold", "parse_thresholds"]
+__all__ = ["DEFAULT_THRESHOLDS", "AlertResource", "AlertSeverity", "AlertState", "AlertTracker",
+           "CallbackDispatcher", "HardwareAlert", "StateAlerts", "Threshold", "parse_thresholds"]

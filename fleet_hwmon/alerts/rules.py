@@ -8,34 +8,51 @@ hovering on the line does not flood. An unknown value (``None``) changes nothing
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from typing import Mapping
+from enum import StrEnum
+from typing import Any, Mapping
 
 from fleet_hwmon.sample import RESOURCES, ResourceUtilization
 
 
-class AlertSeverity(Enum):
+class AlertSeverity(StrEnum):
+    """String enum: ``alert.severity == "critical"`` holds and ``alert.severity.upper()`` works."""
+
     WARNING = "warning"
     CRITICAL = "critical"
 
 
-class AlertState(Enum):
+class AlertState(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+class AlertResource(StrEnum):
+    """What an alert is about; compares equal to its plain name (``"cpu"``)."""
+
+    CPU = "cpu"
+    MEMORY = "memory"
+    GPU = "gpu"
+    GPU_MEMORY = "gpu_memory"
+    DISK = "disk"
+    GPU_HEALTH = "gpu_health"  # state alerts (fleet_hwmon.alerts.health): no percent
+    CLOCK_OFFSET = "clock_offset"
 
 
 @dataclass(frozen=True, slots=True)
 class HardwareAlert:
     """One alert event. ``value`` and ``threshold`` are percent (0-100) of ``resource``
     (``cpu``, ``memory``, ``gpu``, ``gpu_memory``, ``disk``); ``task_id`` is a task running on
-    the worker at the time (the first, if several); a RESOLVED event repeats the severity it ends."""
+    the worker at the time (the first, if several); a RESOLVED event repeats the severity it ends.
+    ``severity``, ``state`` and ``resource`` are string enums (equal to ``"critical"``, ``"cpu"``...);
+    ``resource_type`` is another name of ``resource``."""
 
     alert_id: str
     worker_id: str
-    resource: str
+    resource: AlertResource
     severity: AlertSeverity
     state: AlertState
     value: float | None
@@ -43,6 +60,16 @@ class HardwareAlert:
     timestamp: datetime
     task_id: str | None
     message: str
+
+    def __post_init__(self) -> None:  # plain names given ("cpu", "critical") become the enums
+        for name, enum_cls in (("resource", AlertResource), ("severity", AlertSeverity), ("state", AlertState)):
+            value = getattr(self, name)
+            if type(value) is not enum_cls:
+                object.__setattr__(self, name, enum_cls(value))
+
+    @property
+    def resource_type(self) -> AlertResource:
+        return self.resource
 
     def to_dict(self) -> dict:
         return {
@@ -74,27 +101,61 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
 
 
 def parse_thresholds(overrides: Mapping[str, object] | None) -> dict[str, Threshold]:
-    """Defaults merged with ``overrides``: ``{"cpu": {"warning": 80, "critical": 90}}``,
-    ``{"cpu": (80, 90)}``, a :class:`Threshold`, or flat ``{"cpu_warning": 80}`` keys.
-    Raises ``ValueError`` for an unknown resource or an inconsistent pair."""
+    """Defaults merged with ``overrides``, percent 0-100. Keys: a resource (``cpu``, ``memory``,
+    ``gpu``, ``gpu_memory``, ``disk``), the same with ``_percent`` (``cpu_percent``), or either
+    with ``_warning`` / ``_critical`` for one level. Values: one number (the warning level; the
+    critical level stays the default table's), a ``(warning, critical)`` pair, a dict
+    ``{"warning": .., "critical": ..}`` (either may be left out), or a :class:`Threshold`;
+    numeric strings count as numbers. Example: ``{"cpu": 85, "memory_percent": (80, 90)}``.
+
+    Raises ``ValueError`` naming the key for an unknown resource, a value of another form, or
+    a warning level above the critical one."""
     result = dict(DEFAULT_THRESHOLDS)
     for key, value in (overrides or {}).items():
-        resource, _, which = key.rpartition("_") if key.endswith(("_warning", "_critical")) else (key, "", "")
+        name = str(key)
+        which = ""
+        if name.endswith(("_warning", "_critical")):
+            name, _, which = name.rpartition("_")
+        resource = name.removesuffix("_percent")
         if resource not in RESOURCES:
-            raise ValueError(f"unknown alert resource {resource!r}; expected one of {', '.join(RESOURCES)}")
+            raise ValueError(f"alert threshold {key!r}: unknown resource; expected one of "
+                             f"{', '.join(RESOURCES)} (optionally with _percent, _warning or _critical)")
         current = result[resource]
+        levels = {"warning": current.warning_percent, "critical": current.critical_percent}
         if which:
-            pair = {"warning": current.warning_percent, "critical": current.critical_percent, which: float(value)}
-            result[resource] = Threshold(pair["warning"], pair["critical"])
+            levels[which] = _percent(key, value)
         elif isinstance(value, Threshold):
-            result[resource] = value
+            levels = {"warning": value.warning_percent, "critical": value.critical_percent}
         elif isinstance(value, Mapping):
-            result[resource] = Threshold(float(value.get("warning", current.warning_percent)),
-                                         float(value.get("critical", current.critical_percent)))
+            unknown = set(value) - {"warning", "critical"}
+            if unknown:
+                raise ValueError(f"alert threshold {key!r}: unknown level(s) {sorted(map(str, unknown))}; "
+                                 "expected 'warning' and/or 'critical'")
+            levels.update({level: _percent(key, v) for level, v in value.items()})
+        elif isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise ValueError(f"alert threshold {key!r}: a pair is (warning, critical), got {value!r}")
+            levels = {"warning": _percent(key, value[0]), "critical": _percent(key, value[1])}
         else:
-            warning, critical = value  # type: ignore[misc]
-            result[resource] = Threshold(float(warning), float(critical))
+            levels["warning"] = _percent(key, value)
+        try:
+            result[resource] = Threshold(levels["warning"], levels["critical"])
+        except ValueError as err:
+            raise ValueError(f"alert threshold {key!r}: {err}") from None
     return result
+
+
+def _percent(key: Any, value: Any) -> float:
+    """A threshold level from a number or numeric string; ``ValueError`` naming ``key`` otherwise."""
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number):
+            return number
+    raise ValueError(f"alert threshold {key!r}: {value!r} is not a percent; give a number, a (warning, critical) "
+                     "pair or {'warning': .., 'critical': ..}")
 
 
 class AlertTracker:
@@ -144,5 +205,5 @@ def _event(sample: ResourceUtilization, resource: str, severity: AlertSeverity, 
                    f"threshold of {threshold:.0f}%")
     else:
         message = f"{resource} back to {value:.1f}% on {sample.worker_id}; {severity.value} alert resolved"
-    return HardwareAlert(uuid.uuid4().hex, sample.worker_id, resource, severity, state, value, threshold,
+    return HardwareAlert(uuid.uuid4().hex, sample.worker_id, AlertResource(resource), severity, state, value, threshold,
                          sample.timestamp, task_id, message)
