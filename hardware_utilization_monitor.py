@@ -54,7 +54,7 @@ from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
 from fleet_hwmon.reports.render import fmt_percent, render_to_file
-from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
 from fleet_hwmon.sampling.host import MetricSource
 from fleet_hwmon.sampling.sampler import Sampler, build_host_sources
 from fleet_hwmon.store import MetricsStore, StoreError, close_store, open_store, queries
@@ -166,11 +166,7 @@ class HardwareUtilizationMonitor:
         """Open the database, start the sampling thread. Idempotent; returns ``self``."""
         if self in _RUNNING:
             return self
-        if self.db_path is not None and self._store is None:
-            self._store = open_store(self.db_path, flush_interval_s=self._flush_interval_s)
-            self._store.ensure_table(SAMPLES_TABLE, ResourceUtilization)
-            self._store.ensure_table(TASKS_TABLE, TaskResourceUsage)
-            self._store.ensure_table(ALERTS_TABLE, HardwareAlert)
+        self._open_store()
         if self._callbacks:
             self._start_dispatcher()
         if self._nvml is not None and not self._nvml.available:
@@ -181,6 +177,13 @@ class HardwareUtilizationMonitor:
             self._thread.start()
         _RUNNING.add(self)
         return self
+
+    def _open_store(self) -> None:
+        if self.db_path is not None and self._store is None:
+            self._store = open_store(self.db_path, flush_interval_s=self._flush_interval_s)
+            self._store.ensure_table(SAMPLES_TABLE, ResourceUtilization)
+            self._store.ensure_table(TASKS_TABLE, TaskResourceUsage)
+            self._store.ensure_table(ALERTS_TABLE, HardwareAlert)
 
     def stop_monitoring(self) -> None:
         """Stop sampling, deliver pending alerts, flush and close the database. Idempotent."""
@@ -290,7 +293,9 @@ class HardwareUtilizationMonitor:
     def get_historical_metrics(self, start_time: datetime | None = None, end_time: datetime | None = None,
                                task_id: str | None = None) -> list[ResourceUtilization]:
         """Samples still in memory (the last ``history_size``), oldest first, filtered by time
-        (inclusive, timezone-aware) and by a task that was running when they were taken."""
+        (inclusive; a naive ``datetime`` is read as UTC) and by a task that was running when they
+        were taken."""
+        start_time, end_time = as_utc(start_time), as_utc(end_time)
         with self._state_lock:
             history = list(self._history)
         return [s for s in history
@@ -312,6 +317,7 @@ class HardwareUtilizationMonitor:
         Raises ``StoreError`` when the monitor has no open database.
         """
         store = self._require_store()
+        start, end = as_utc(start), as_utc(end)  # naive: UTC
         if bucket_seconds is None:
             return queries.samples(store, start, end, self.worker_id)
         return queries.bucketed(store, bucket_seconds, start, end, self.worker_id)
@@ -363,6 +369,7 @@ class HardwareUtilizationMonitor:
             resource = str(resource).lower()
             alerts = [a for a in alerts if a.resource == resource]
         if start_time is not None:
+            start_time = as_utc(start_time)  # naive: UTC
             alerts = [a for a in alerts if a.timestamp >= start_time]
         return alerts[-limit:] if limit else alerts
 
@@ -388,9 +395,17 @@ class HardwareUtilizationMonitor:
     # -- tasks --------------------------------------------------------------------------------
     def start_task_monitoring(self, task_id: str, task_type: str | None = None) -> None:
         """Start attributing samples to ``task_id``; takes a sample now, so a task shorter than
-        the interval still gets real values. Raises ``ValueError`` if it is already tracked."""
+        the interval still gets real values. Raises ``ValueError`` if it is already tracked.
+
+        On a monitor never started, this opens its database first (so the task's samples and
+        usage are stored; :meth:`stop_monitoring` closes it) and logs that only the samples taken
+        at the task's start and end will count until :meth:`start_monitoring` is called."""
         if not task_id:
             raise ValueError("task_id must be a non-empty string")
+        if self not in _RUNNING and self._store is None and self.db_path is not None:
+            self._open_store()
+            log.info("monitor of %s not started: its database is open for task %s, but only the samples at the "
+                     "task's start and end count until start_monitoring()", self.worker_id, task_id)
         with self._state_lock:
             if task_id in self._active_tasks:
                 raise ValueError(f"task {task_id!r} is already being monitored on {self.worker_id}")

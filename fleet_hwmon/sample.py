@@ -342,5 +342,14 @@ for _cls in (GpuUtilization, DiskIO, NicIO, MountUsage, ResourceUtilization):
 RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory", "disk")
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC; a naive ``datetime`` is read as UTC (the product's times all are)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)

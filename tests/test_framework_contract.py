@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+from fleet_hwmon.scheduling import CoordinatorContractError
 from fleet_hwmon.scheduling.heartbeats import HeartbeatReader, sample_from_heartbeat
 from fleet_hwmon.store import close_store, open_store
 from tests.framework_coordinator import FrameworkCoordinator
@@ -230,3 +231,28 @@ def test_framework_coordinator_end_to_end(db_path):
         heartbeats.stop()
     assert "find_best_worker_for_task" not in vars(scheduler)
     assert coordinator.assign([cpu_task("after")]) == {"after": "hot-cpu"}  # the original, blind to load
+
+
+def test_max_tasks_per_worker_read_from_a_config_file(db_path):
+    coordinator = FrameworkCoordinator()
+    coordinator.register_worker("w1", cpu_caps())
+    coordinator.register_worker("w2", cpu_caps())
+    coordinator.max_tasks_per_worker = "2"  # as a config file gives it
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=FakeClock(),
+                                                  detect_capabilities=False) as integration:
+        decision = integration.decide_task(cpu_task("t1"), dict(coordinator.workers), {"w1": 2, "w2": 1})
+        assert decision.chosen_worker_id == "w2"
+        assert [(e.worker_id, e.reason) for e in decision.exclusions] == [("w1", "at task limit (2)")]
+    coordinator.max_tasks_per_worker = "two"
+    with pytest.raises(CoordinatorContractError,
+                       match="FrameworkCoordinator.max_tasks_per_worker must be a whole number of tasks, got 'two'"):
+        CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path).initialize()
+
+
+def test_unknown_task_requirement_keys_are_a_clear_error(fleet):
+    coordinator, integration, _ = fleet
+    task = {"task_id": "t1", "type": "unit", "requirements": {"hardware_type": "gpu"}}
+    with pytest.raises(ValueError, match="task 't1': unknown requirement\\(s\\) hardware_type; known: hardware, "
+                                         "min_memory_gb, min_cuda_compute, min_gpu_memory_gb, device, isolation"):
+        coordinator.assign([task])
+    assert coordinator.assign([cpu_task("t2")])["t2"] is not None  # the next task is placed as usual

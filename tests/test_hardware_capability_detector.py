@@ -478,6 +478,11 @@ def test_find_compatible_workers(tmp_path, db_path):
         assert find({}, preferred_hardware_types=["tpu", "cpu"]) == ["w-3060", "w-a100", "w-cpu"]
         assert find({"hardware": ["tpu"]}) == []
         assert find({"precision": "fp8"}) == []  # neither an A100 nor a 3060 does fp8
+        # A key the matcher does not read is an error, not a match of every worker.
+        with pytest.raises(ValueError, match="unknown requirement\\(s\\) hardware_type; known: hardware, "
+                                             "min_memory_gb, vendor, device, precision, min_cuda_compute, "
+                                             "min_gpu_memory_gb, allow_software"):
+            find({"hardware_type": "gpu"})
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -332,6 +332,39 @@ class TestHardwareUtilizationMonitor:
         assert monitor.get_alerts(resource_type="cpu", severity="WARNING") == [event]
         assert monitor.get_alerts(resource_type="memory") == []
 
+    def test_task_monitoring_on_a_monitor_never_started_is_stored(self, db_path, caplog):
+        monitor = HardwareUtilizationMonitor("cold", db_path=db_path, interval_seconds=3600, sources=[])
+        with caplog.at_level(logging.INFO, logger="fleet_hwmon.monitor"):
+            monitor.start_task_monitoring("t-cold", "unit")
+        assert "monitor of cold not started: its database is open for task t-cold" in caplog.text
+        usage = monitor.stop_task_monitoring("t-cold")
+        monitor.stop_monitoring()
+        con = duckdb.connect(db_path, read_only=True)
+        try:
+            assert con.execute("SELECT task_id, sample_count FROM task_resource_usage").fetchall() == [
+                ("t-cold", usage.sample_count)]
+            assert con.execute("SELECT count(*) FROM resource_utilization WHERE worker_id = 'cold'").fetchone() == (2,)
+        finally:
+            con.close()
+
+    def test_naive_datetimes_are_read_as_utc(self, db_path):
+        monitor = HardwareUtilizationMonitor("naive", db_path=db_path, interval_seconds=3600, sources=[],
+                                             alert_thresholds={"cpu": (50, 90)})
+        with monitor:
+            for i, cpu in enumerate((10.0, 60.0, 20.0)):
+                monitor.record_sample(sample("naive", 1_700_000_000 + 60 * i, cpu_percent=cpu))
+            naive = datetime(2023, 11, 14, 22, 14, 20)  # 1_700_000_060 in UTC, no tzinfo
+            later = datetime(2023, 11, 14, 22, 16)  # after the three, before the sampler's own samples
+            assert [s.cpu_percent for s in monitor.get_historical_metrics(start_time=naive, end_time=later)] == [
+                60.0, 20.0]
+            assert [s.cpu_percent for s in monitor.get_historical_metrics(end_time=naive)] == [10.0, 60.0]
+            assert [(a.state, a.value) for a in monitor.get_alerts(start_time=naive)] == [
+                ("firing", 60.0), ("resolved", 20.0)]
+            third = datetime(2023, 11, 14, 22, 15, 20)  # the third sample's time
+            assert [(a.state, a.value) for a in monitor.get_alerts(start_time=third)] == [("resolved", 20.0)]
+            monitor._store.flush()
+            assert [r["cpu_percent"] for r in monitor.get_metrics_from_db(start=naive, end=later)] == [60.0, 20.0]
+
     def test_database_integration(self, db_path):
         monitor = HardwareUtilizationMonitor("worker-db", db_path=db_path, interval_seconds=INTERVAL_S,
                                              enable_gpu=False, alert_thresholds={"memory": (0.5, 100.0)})

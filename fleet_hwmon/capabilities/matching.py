@@ -71,6 +71,15 @@ def _device_ok(cap: HardwareCapability, req: Mapping[str, Any]) -> bool:
 
 
 _DEVICE_KEYS = ("vendor", "device", "precision", "min_cuda_compute", "min_gpu_memory_gb")
+REQUIREMENT_KEYS = ("hardware", "min_memory_gb", *_DEVICE_KEYS, "allow_software")
+
+
+def check_requirement_keys(requirements: Mapping[str, Any]) -> None:
+    """``ValueError`` listing the known keys when ``requirements`` has a key this module does not
+    read (``{"hardware_type": "gpu"}`` would otherwise match every worker)."""
+    unknown = sorted(str(k) for k in requirements if k not in REQUIREMENT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown requirement(s) {', '.join(unknown)}; known: {', '.join(REQUIREMENT_KEYS)}")
 
 
 def explain_mismatch(caps: WorkerHardwareCapabilities, requirements: Mapping[str, Any],
@@ -104,7 +113,9 @@ def find_compatible(workers: Iterable[WorkerHardwareCapabilities], requirements:
                     min_memory_gb: float | None = None,
                     preferred_hardware_types: Sequence[str | HardwareType] | None = None) -> list[str]:
     """Worker ids that can take the task: workers with a preferred type first (in the order of
-    ``preferred_hardware_types``), then by worker id, so the order is stable."""
+    ``preferred_hardware_types``), then by worker id, so the order is stable. Raises
+    ``ValueError`` for an unknown requirement key (see :func:`check_requirement_keys`)."""
+    check_requirement_keys(requirements)
     preferred = [HardwareType(t) if not isinstance(t, HardwareType) else t for t in preferred_hardware_types or ()]
     matches = [w for w in workers if explain_mismatch(w, requirements, min_memory_gb) is None]
 

@@ -29,7 +29,27 @@ def check_contract(coordinator: Any) -> tuple[Any, str]:
     if problems:
         raise CoordinatorContractError(
             f"{type(coordinator).__name__} cannot be monitored: it needs " + " and ".join(problems))
+    task_limit_of(coordinator)  # a limit that is not a whole number fails here, not at every decision
     return scheduler, method
+
+
+def task_limit_of(coordinator: Any) -> int | None:
+    """The coordinator's ``max_tasks_per_worker`` as an int (``None``: it has none). An integer
+    string (``"2"``, read from a config file) or an integral float counts; anything else raises
+    :class:`CoordinatorContractError` naming the value."""
+    limit = getattr(coordinator, "max_tasks_per_worker", None)
+    if limit is None or type(limit) is int:
+        return limit
+    try:
+        number = int(limit.strip()) if isinstance(limit, str) else None
+        if isinstance(limit, float) and limit.is_integer():
+            number = int(limit)
+    except ValueError:
+        number = None
+    if number is None:
+        raise CoordinatorContractError(f"{type(coordinator).__name__}.max_tasks_per_worker must be a whole number "
+                                       f"of tasks, got {limit!r}")
+    return number
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from fleet_hwmon.sample import ResourceUtilization, utc_now
 from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, SchedulerPatch, check_contract,
-                                             original_scores_async, original_scores_sync)
+                                             original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
@@ -245,7 +245,7 @@ class HardwareAwareScheduler:
         started = time.perf_counter()
         requirements = TaskRequirements.from_task(task)
         factors = self.factors()
-        limit = getattr(self.coordinator, "max_tasks_per_worker", None)
+        limit = task_limit_of(self.coordinator)
         workers = self.coordinator.workers
         now_s = self._clock()
         if limit is not None and 0 < limit and counts and _below(counts.values(), limit):

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 
 ISOLATION_LEVELS = ("shared", "quiet", "exclusive")
+REQUIREMENT_KEYS = ("hardware", "min_memory_gb", "min_cuda_compute", "min_gpu_memory_gb", "device", "isolation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +31,18 @@ class TaskRequirements:
 
     @classmethod
     def from_task(cls, task: Mapping[str, Any]) -> TaskRequirements:
-        """Parse ``task["requirements"]``; raises ``ValueError`` with the task id on bad input."""
+        """Parse ``task["requirements"]`` (keys :data:`REQUIREMENT_KEYS`); raises ``ValueError``
+        with the task id on bad input, an unknown key included (it would otherwise be ignored)."""
         if not isinstance(task, Mapping):
             raise ValueError(f"a task must be a dict, not {type(task).__name__}")
         raw = task.get("requirements") or {}
         task_id = task.get("task_id", "?")
         if not isinstance(raw, Mapping):
             raise ValueError(f"task {task_id!r}: 'requirements' must be a dict, not {type(raw).__name__}")
+        if not raw.keys() <= _KNOWN:
+            unknown = sorted(map(str, raw.keys() - _KNOWN))
+            raise ValueError(f"task {task_id!r}: unknown requirement(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(REQUIREMENT_KEYS)}")
         hardware = raw.get("hardware") or []
         if isinstance(hardware, str):
             hardware = [hardware]
@@ -63,6 +69,9 @@ class TaskRequirements:
         return cls(frozenset(str(h).lower() for h in hardware), number("min_memory_gb"),
                    number("min_cuda_compute"), str(device) if device else None, number("min_gpu_memory_gb"),
                    isolation)
+
+
+_KNOWN = frozenset(REQUIREMENT_KEYS)
 
 
 def hardware_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any]) -> str | None:
