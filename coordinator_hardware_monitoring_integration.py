@@ -38,6 +38,7 @@ from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
 from fleet_hwmon.metrics.tally import TaskTally
+from fleet_hwmon.compat import earlier_export_keys, earlier_view, narrowed
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling.heartbeats import HEARTBEAT_METRICS_KEY, UTILIZATION_KEY, HeartbeatReader
@@ -77,6 +78,11 @@ class CoordinatorHardwareMonitoringIntegration:
             metrics arrive (``cpu_percent``, ``memory_percent``, ``gpu_percent``,
             ``disk_percent``, ``updated``); each update interval a newer one becomes a sample of
             that worker, as if pushed through :meth:`update_worker_utilization`. ``None``: not read.
+        worker_monitors: monitors already made for some workers (worker id -> monitor), used
+            instead of new ones; they are started at :meth:`initialize` and stopped at
+            :meth:`shutdown` like the others.
+        hardware_detector: the ``HardwareCapabilityDetector`` that detects a local worker's
+            capabilities (default: one per worker).
         write_back_utilization: after each such pass, write the scheduler's smoothed view of each
             worker into its dict under ``"hardware_utilization"`` (the worker's own figures are
             never touched).
@@ -104,6 +110,8 @@ class CoordinatorHardwareMonitoringIntegration:
                  alert_thresholds: Mapping[str, Any] | None = None, seed: int = 0,
                  detect_capabilities: bool = True, max_recorded_candidates: int = 20,
                  heartbeat_metrics_key: str | None = HEARTBEAT_METRICS_KEY, write_back_utilization: bool = False,
+                 worker_monitors: Mapping[str, HardwareUtilizationMonitor] | None = None,
+                 hardware_detector: Any = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False,
                  worker_history_s: float = 600.0) -> None:
@@ -130,7 +138,8 @@ class CoordinatorHardwareMonitoringIntegration:
             self._temp_dir = tempfile.mkdtemp(prefix="hwmon-")
             db_path = str(Path(self._temp_dir) / "hardware_metrics.duckdb")
         self.db_path = db_path
-        self.worker_monitors: dict[str, HardwareUtilizationMonitor] = {}
+        self.worker_monitors: dict[str, HardwareUtilizationMonitor] = dict(worker_monitors or {})
+        self.hardware_detector = hardware_detector
         self.scheduler = HardwareAwareScheduler(
             coordinator, self.hardware_scoring_factors, update_interval_s=self.update_interval_seconds, seed=seed,
             clock=clock, wall_clock=wall_clock, record=self._store_decision,
@@ -178,6 +187,9 @@ class CoordinatorHardwareMonitoringIntegration:
         self._store = open_store(self.db_path)
         self._store.ensure_table(DECISIONS_TABLE, SchedulingDecision)
         self._active = True
+        for monitor in self.worker_monitors.values():  # monitors given to the constructor
+            monitor.add_sample_listener(self._observe)
+            monitor.start_monitoring()
         for worker_id, info in list(self.coordinator.workers.items()):
             self._on_worker_registered(worker_id, info)
         self._hook_events()
@@ -248,7 +260,7 @@ class CoordinatorHardwareMonitoringIntegration:
         if detected is None and not info.get("capabilities") and info.get("local") and self.detect_capabilities:
             from hardware_capability_detector import HardwareCapabilityDetector
 
-            detector = HardwareCapabilityDetector(worker_id=worker_id)
+            detector = self.hardware_detector or HardwareCapabilityDetector(worker_id=worker_id)
             detected = detector.detect_all_capabilities()
             if isinstance(info, dict):
                 info["capabilities"] = detector.to_coordinator_capabilities(detected)
@@ -335,11 +347,14 @@ class CoordinatorHardwareMonitoringIntegration:
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 
     def get_worker_utilization(self, worker_id: str | None = None) -> Any:
-        """The latest sample of ``worker_id`` (``None`` if it has none), or of every worker as a dict."""
+        """The latest sample of ``worker_id`` (``None`` if it has none), or of every worker as a
+        dict. Each sample reads as the :class:`ResourceUtilization` it is (``.cpu_percent``,
+        ``.sample``) and as the earlier modules' dict (``["cpu_percent"]``, ``["gpu_utilization"]``;
+        see :class:`fleet_hwmon.compat.EarlierSample`)."""
         if worker_id is not None:
             monitor = self.worker_monitors.get(worker_id)
-            return monitor.get_current_metrics() if monitor else None
-        return {w: m.get_current_metrics() for w, m in self.worker_monitors.items()}
+            return earlier_view(monitor.get_current_metrics()) if monitor else None
+        return {w: earlier_view(m.get_current_metrics()) for w, m in self.worker_monitors.items()}
 
     def ingest_heartbeats(self) -> int:
         """Turn each worker's newer heartbeat metrics (see ``heartbeat_metrics_key``) into a
@@ -509,8 +524,12 @@ class CoordinatorHardwareMonitoringIntegration:
                 }
         return out
 
-    def generate_resource_report(self) -> dict[str, Any]:
-        """Everything the HTML report shows, as JSON-ready data."""
+    def generate_resource_report(self, worker_id: str | None = None, task_id: str | None = None) -> dict[str, Any]:
+        """Everything the HTML report shows, as JSON-ready data; with ``worker_id`` / ``task_id``
+        only that worker's and task's rows (see :func:`fleet_hwmon.compat.narrowed`)."""
+        return narrowed(self._report_data(), worker_id, task_id)
+
+    def _report_data(self) -> dict[str, Any]:
         from fleet_hwmon.reports.fleet_report import build_report_data
 
         if self._store is None:
@@ -520,17 +539,21 @@ class CoordinatorHardwareMonitoringIntegration:
                                  scoring_factors=dict(self.hardware_scoring_factors),
                                  history=self.history.snapshot())
 
-    def generate_html_report(self, path: str) -> Path:
-        """Write the self-contained HTML report to ``path``; returns the path."""
+    def generate_html_report(self, path: str, worker_id: str | None = None, task_id: str | None = None) -> Path:
+        """Write the self-contained HTML report to ``path`` (narrowed as
+        :meth:`generate_resource_report`); returns the path."""
         from fleet_hwmon.reports.fleet_report import render_fleet_report
 
-        return render_fleet_report(self.generate_resource_report(), path)
+        return render_fleet_report(self.generate_resource_report(worker_id, task_id), path)
 
     def export_json(self, path: str) -> Path:
-        """Write the report's content as strict JSON to ``path``; returns the path."""
+        """Write the report's content as strict JSON to ``path``, with the earlier modules' keys
+        ``timestamp``, ``worker_tasks`` and ``task_details`` beside it (see
+        :func:`fleet_hwmon.compat.earlier_export_keys`); returns the path."""
         from fleet_hwmon.reports.fleet_report import export_report_json
 
-        return export_report_json(self.generate_resource_report(), path)
+        data = self.generate_resource_report()
+        return export_report_json({**data, **earlier_export_keys(data)}, path)
 
 
 _PROCESS_FIELDS = {"cpu_seconds": "process_cpu_seconds", "peak_rss_bytes": "process_peak_rss_bytes",

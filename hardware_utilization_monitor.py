@@ -50,6 +50,7 @@ from fleet_hwmon.alerts import (
     parse_thresholds,
 )
 from fleet_hwmon.clocks import WallClockStepDetector
+from fleet_hwmon.compat import EarlierMonitorNames
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
@@ -70,7 +71,7 @@ TASKS_TABLE = "task_resource_usage"
 ALERTS_TABLE = "hardware_alerts"
 
 
-class HardwareUtilizationMonitor:
+class HardwareUtilizationMonitor(EarlierMonitorNames):
     """Samples one worker at a fixed interval and keeps, stores and alerts on the samples.
 
     Args:
