@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 from hardware_utilization_monitor import HardwareUtilizationMonitor
-from tests.test_coordinator_integration import FakeClock, MinimalCoordinator, SyncScheduler, cpu_caps
+from tests.test_coordinator_integration import FakeClock, MinimalCoordinator, SyncScheduler
 from tests.test_hardware_capability_detector import FakePsutil, detector, rtx_3060
 
 GIB = 1024**3

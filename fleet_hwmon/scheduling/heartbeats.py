@@ -16,11 +16,11 @@ remembering what it has read; the integration owns the thread that calls it.
 from __future__ import annotations
 
 import logging
-import math
 from datetime import datetime
 from typing import Any, Iterator, Mapping
 
 from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.sample import finite
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,13 @@ def sample_from_heartbeat(worker_id: str, metrics: Mapping[str, Any],
         sample["gpus"] = [{"index": 0, "uuid": f"{worker_id}/gpu0", "name": str(gpu.get("name") or "GPU"),
                            "utilization_percent": gpu_percent}]
     memory = capabilities.get("memory") if isinstance(capabilities.get("memory"), Mapping) else {}
-    total_bytes = _number(memory.get("total_gb"))
-    memory_percent = _number(metrics.get("memory_percent"))
+    total_bytes = finite(memory.get("total_gb"))
+    memory_percent = finite(metrics.get("memory_percent"))
     if total_bytes and memory_percent is not None and 0 <= memory_percent <= 100:
         total_bytes *= GIB
         sample["memory_total_bytes"] = int(total_bytes)
         sample["memory_available_bytes"] = int(total_bytes * (1 - memory_percent / 100))
     return sample
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 class HeartbeatReader:
