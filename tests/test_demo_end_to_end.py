@@ -109,6 +109,11 @@ def check_outputs(paths: dict[str, Path], workers: dict[str, bool], tasks: dict[
     text = json.dumps(data)
     for name in [*workers, *runnable]:
         assert name in text, name
+    # The earlier export keys beside ours: every task that ran, under the worker it ran on.
+    assert data["timestamp"] == data["generated_at"]
+    assert sorted(data["task_details"]) == runnable
+    assert sorted(t for ids in data["worker_tasks"].values() for t in ids) == runnable
+    assert all(data["task_details"][t]["worker_id"] == w for w, ids in data["worker_tasks"].items() for t in ids)
 
 
 class TestHardwareMonitoringEndToEnd:
