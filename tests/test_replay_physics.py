@@ -104,3 +104,17 @@ def test_idle_while_waiting_counts_idle_cores_only_while_flagged():
     w.room_for_waiting = True
     w.advance(20.0)  # 8 - 3 idle cores for 10 s
     assert w.idle_while_waiting_core_s == pytest.approx(50.0)
+
+
+def test_room_for_a_waiting_task_is_memory_gpu_memory_and_the_quiet_it_asked_for():
+    w = worker(cores=8, memory_gib=16, gpu=GpuSpec("g", 8.0, 16 * GIB))
+    w.bg_cores, w.bg_memory = 2.0, 2 * GIB
+    w.tasks["a"] = attempt("a", cores=2.0, memory_gib=8)  # holds 1.6 GiB now, 8 at its peak
+    w.set_rates()
+    assert w.has_room_for(attempt("s", memory_gib=6).spec)  # 16 - 2 - 8 = 6 GiB left at the peaks
+    assert not w.has_room_for(attempt("s", memory_gib=6.5).spec)
+    assert w.has_room_for(TaskSpec("q", "t", 0.0, {"isolation": "quiet"}, 1.0, 2 * GIB, 10, 0, 0, 30))  # 5/8 < 80 %
+    assert not w.has_room_for(TaskSpec("q", "t", 0.0, {"isolation": "quiet"}, 2.5, 2 * GIB, 10, 0, 0, 30))
+    assert not w.has_room_for(TaskSpec("x", "t", 0.0, {"isolation": "exclusive"}, 1.0, 2 * GIB, 10, 0, 0, 30))
+    gpu_task = TaskSpec("g", "t", 0.0, {"hardware": ["gpu"]}, 1.0, GIB, 10, 30.0, 17 * GIB, 30)
+    assert not w.has_room_for(gpu_task)  # 17 GiB of GPU memory on a 16 GiB GPU

@@ -13,12 +13,11 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from fleet_hwmon.replay.worker import Attempt, SimWorker
+from fleet_hwmon.replay.worker import ISOLATION_THRESHOLD_PERCENT, Attempt, SimWorker
 from fleet_hwmon.replay.workload import ReplayConfig
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 
 EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
-ISOLATION_THRESHOLD_PERCENT = 80.0
 
 
 class SimMonitor:

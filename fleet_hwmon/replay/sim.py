@@ -309,9 +309,9 @@ class Simulation:
             heapq.heappush(self._queue, entry)
 
     def _settle(self) -> None:
-        """After an event: which workers now have a free slot and room (free memory after every
-        running task's peak, free GPU memory) for the smallest waiting task of some type they
-        have the hardware for. Their idle cores count as idle-while-waiting until that changes."""
+        """After an event: which workers now have a free slot and room
+        (:meth:`SimWorker.has_room_for`) for the smallest waiting task of some type they have the
+        hardware for. Their idle cores count as idle-while-waiting until that changes."""
         workers = self._workers.values() if self._waiting_changed else [self._workers[w] for w in self._changed]
         for worker in workers:
             worker.advance(self.now)
@@ -320,13 +320,9 @@ class Simulation:
         self._changed.clear()
 
     def _room_for_waiting(self, worker: SimWorker) -> bool:
-        ws = worker.spec
-        free = ws.memory_bytes - worker.memory_committed()
-        gpu_free = (ws.gpu.memory_bytes - worker.gpu_memory_used()) if ws.gpu else 0
         for waiting in self._waiting.values():
-            memory, gpu_memory, task_id = waiting[0]
-            spec = self._specs[task_id]
-            if memory <= free and (not spec.needs_gpu or gpu_memory <= gpu_free) and self._fits_worker(spec, ws):
+            spec = self._specs[waiting[0][2]]
+            if self._fits_worker(spec, worker.spec) and worker.has_room_for(spec):
                 return True
         return False
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from fleet_hwmon.replay.workload import TaskSpec, WorkerSpec
 
 OVERLOAD_PERCENT = 95.0
+ISOLATION_THRESHOLD_PERCENT = 80.0  # what "quiet" hardware stays under
 
 
 @dataclass
@@ -95,6 +96,23 @@ class SimWorker:
 
     def has_free_slot(self) -> bool:
         return len(self.tasks) < self.spec.slots
+
+    def has_room_for(self, spec: TaskSpec) -> bool:
+        """Whether ``spec`` could start here now without harm: its peak memory fits beside the
+        background and every running task's peak, its GPU memory in what is free, and a task
+        that asked for quiet hardware keeps the CPU (and GPU) under the utilisation threshold,
+        alone when it asked for exclusive hardware."""
+        if spec.memory_bytes > self.spec.memory_bytes - self.memory_committed():
+            return False
+        gpu = self.spec.gpu
+        if spec.needs_gpu and (gpu is None or spec.gpu_memory_bytes > gpu.memory_bytes - self.gpu_memory_used()):
+            return False
+        if spec.isolation == "shared":
+            return True
+        if spec.isolation == "exclusive" and self.tasks:
+            return False
+        return (100.0 * (self.demand() + spec.cores) / self.spec.cores < ISOLATION_THRESHOLD_PERCENT
+                and not (spec.needs_gpu and self.gpu_percent() + spec.gpu_percent >= ISOLATION_THRESHOLD_PERCENT))
 
     def advance(self, t: float) -> None:
         """Integrate progress and ground truth up to ``t`` at the current rates."""
