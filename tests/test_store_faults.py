@@ -202,3 +202,25 @@ def test_monitor_status_export_and_reports_show_rejected_rows(tmp_path):
     assert fleet_json["storage"]["rejected_in_file"][0]["rows"] == 1
     assert fleet_json["storage"]["status"]["rejected_rows_total"] == 1
     assert 'id="storage"' in fleet_html and reason in fleet_html
+
+
+def test_bisection_finds_each_bad_row_and_stops_on_a_failure_of_the_file():
+    from fleet_hwmon.store.rejects import isolate
+
+    done: list[int] = []
+
+    def attempt(rows):
+        if 13 in rows or 77 in rows:
+            raise ValueError("row")
+        done.extend(rows)
+
+    bad, remaining, err = isolate(list(range(100)), attempt)
+    assert [r for r, _ in bad] == [13, 77] and remaining == [] and err is None
+    assert sorted(done) == [r for r in range(100) if r not in (13, 77)]
+
+    def disk_full_after_50(rows):
+        if max(rows) >= 50:
+            raise OSError(28, "No space left on device")
+
+    bad, remaining, err = isolate(list(range(100)), disk_full_after_50)
+    assert bad == [] and remaining == list(range(100)) and isinstance(err, OSError)

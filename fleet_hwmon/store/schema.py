@@ -190,6 +190,31 @@ def _arrays(records: list[Any], columns: tuple[Column, ...], prefix: str = "") -
     return arrays
 
 
+def to_arrow_isolating(records: list[Any], record_cls: type) -> tuple[pa.Table, list[Any], list[tuple[Any, Exception]]]:
+    """``(table, converted records, [(record, ColumnConversionError)] of the rest)``. When a
+    column fails, only that column is converted record by record to find the values it cannot
+    hold, so a few bad rows in a large batch cost one pass over one column. Raises the batch's
+    error when no single value of the failing column is at fault."""
+    columns = {c.name: c for c in record_columns(record_cls)}
+    bad: list[tuple[Any, Exception]] = []
+    while True:
+        try:
+            return to_arrow(records, record_cls), records, bad
+        except ColumnConversionError as err:
+            column = columns[err.column.split(".")[0]]
+            keep = []
+            for record in records:
+                try:
+                    _arrays([record], (column,))
+                except ColumnConversionError as row_err:
+                    bad.append((record, row_err))
+                else:
+                    keep.append(record)
+            if len(keep) == len(records):
+                raise
+            records = keep
+
+
 def to_arrow(records: list[Any], record_cls: type) -> pa.Table:
     """Column-wise conversion of records to an Arrow table with the table's exact types."""
     columns = record_columns(record_cls)

@@ -311,14 +311,17 @@ class MetricsStore:
         """Store ``records``, isolating the rows that cannot be stored. Returns the rows still to
         write and the error that stopped the work (a failure of the file, not of a row)."""
         record_cls = self._tables[table]
-        converted: list[Any] = []
-        bad, _, _ = rejects.isolate(records, lambda rows: converted.append((rows, schema.to_arrow(rows, record_cls))),
-                                    fatal=lambda err: isinstance(err, MemoryError))
-        good = records if not bad else [r for rows, _ in converted for r in rows]
+        try:
+            arrow, good, bad = schema.to_arrow_isolating(records, record_cls)
+        except Exception:  # not one value's fault: bisect the batch by whole records
+            converted: list[Any] = []
+            bad, _, _ = rejects.isolate(records, lambda rows: converted.append((rows, schema.to_arrow(rows, record_cls))),
+                                        fatal=lambda err: isinstance(err, MemoryError))
+            good = [r for rows, _ in converted for r in rows]
+            arrow = pa_concat([t for _, t in converted]) if converted else None
         remaining, err = [], None
         if good:
             try:
-                arrow = converted[0][1] if len(converted) == 1 else pa_concat([t for _, t in converted])
                 self._insert(table, arrow)
                 self._count_written(table, len(good))
             except Exception as insert_err:
