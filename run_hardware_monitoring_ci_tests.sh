@@ -114,6 +114,9 @@ fi
 RUN_ID="$("$PY" -c 'from fleet_hwmon.ci.runner import new_run_id; print(new_run_id())')"
 RUN_DIR="$ARTIFACTS_ROOT/$RUN_ID"
 mkdir -p "$RUN_DIR"
+if [[ -n "${GITHUB_OUTPUT:-}" ]]; then  # later workflow steps (notifications, uploads) find the run here
+    printf 'run_dir=%s\n' "$RUN_DIR" >> "$GITHUB_OUTPUT"
+fi
 
 RUNNER_ARGS=(--mode "$MODE" --run-id "$RUN_ID" --results-db "$RESULTS_DB" --summary-json "$RUN_DIR/summary.json")
 case "$MODE" in
@@ -128,10 +131,14 @@ if [[ "$CI_INTEGRATION" -eq 1 ]]; then
 json.dump(m(), open(sys.argv[1], "w"), indent=2, allow_nan=False)' "$RUN_DIR/ci_metadata.json"
 fi
 
+# The tests never see a notification secret: they run without any notification variable.
+read -r -a SCRUB <<< "$("$PY" -c 'from fleet_hwmon.ci.notify.redact import NOTIFICATION_ENV_VARS as v
+print(" ".join("-u " + name for name in v))')"
+
 echo "Run $RUN_ID: mode $MODE, artifacts in $RUN_DIR"
 set +e
-"$PY" "$ROOT/run_hardware_monitoring_tests.py" "${RUNNER_ARGS[@]}" -- ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} 2>&1 \
-    | tee "$RUN_DIR/test_output.log"
+env "${SCRUB[@]}" "$PY" "$ROOT/run_hardware_monitoring_tests.py" "${RUNNER_ARGS[@]}" \
+    -- ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} 2>&1 | tee "$RUN_DIR/test_output.log"
 TEST_STATUS="${PIPESTATUS[0]}"
 set -e
 

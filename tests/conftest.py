@@ -55,3 +55,13 @@ def _fail_on_reader_bugs(request: pytest.FixtureRequest):
     if "reader_bug" not in request.keywords and reader_bug_count() != before:
         pytest.fail("a metric reader raised a programming error (TypeError, AttributeError or KeyError); "
                     "see the ERROR log with its traceback")
+
+
+@pytest.fixture(autouse=True)
+def _no_notification_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the notification secrets of the shell that runs them (a CI job's token, a
+    webhook): every notification variable is unset; a test sets the ones it needs itself."""
+    from fleet_hwmon.ci.notify.redact import NOTIFICATION_ENV_VARS
+
+    for name in NOTIFICATION_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)

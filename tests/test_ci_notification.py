@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -17,9 +18,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from werkzeug import Response
 
-from fleet_hwmon.ci.notify.config import Masker, load_config, resolve
+from fleet_hwmon.ci.notify.config import load_config, resolve
 from fleet_hwmon.ci.notify.dispatch import send_notifications
 from fleet_hwmon.ci.notify.http_channels import GITHUB_MARKER_PREFIX
+from fleet_hwmon.ci.notify.redact import Redactor
 from fleet_hwmon.ci.report import FailedTest, RunReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -380,14 +382,14 @@ def test_example_config_is_complete_disabled_and_secret_free():
 
 
 def test_env_references_resolve_and_mask():
-    masker = Masker()
+    redactor = Redactor()
     missing: list[str] = []
     value = resolve({"url": "https://hooks.example.com/${HOOK}", "port": "${PORT:-587}", "x": "${UNSET}"},
-                    {"HOOK": "s3cr3t/path"}, masker, missing)
+                    {"HOOK": "s3cr3t/path"}, redactor, missing)
     assert value == {"url": "https://hooks.example.com/s3cr3t/path", "port": "587", "x": ""}
     assert missing == ["UNSET"]
-    assert masker.mask(f"error at {value['url']}") == "error at https://hooks.example.com/***"
-    assert masker.mask("quoted s3cr3t%2Fpath") == "quoted ***"
+    assert redactor.redact(f"error at {value['url']}") == "error at ***"
+    assert redactor.redact("quoted s3cr3t%2Fpath and the path /s3cr3t/path") == "quoted *** and the path ***"
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -402,7 +404,6 @@ def test_cli_dry_run_prints_the_message_and_masks_secrets(tmp_path, httpserver):
     summary.write_text(json.dumps({"run_id": "r1", "status": "failed", "counts": {"passed": 1, "failed": 1},
                                    "failed_tests": [{"nodeid": "t::a", "outcome": "failed", "message": "boom"}]}))
     secret_url = httpserver.url_for("/hook/abcdef-secret-token")
-    import os
     env = {**os.environ, "HWMON_TEST_HOOK": secret_url}
     done = run_cli("--test-report", str(summary), "--notification-config", str(config), "--dry-run",
                    "--verbose", env=env)
@@ -419,26 +420,26 @@ def test_cli_dry_run_shows_the_email_decoded_with_the_crash_line(tmp_path):
     config = tmp_path / "notify.json"
     config.write_text(json.dumps({"email": {
         "enabled": True, "smtp_host": "smtp.example.com", "security": "ssl", "from": "ci@example.com",
-        "to": ["${HWMON_TEST_MAILTO}"]}}))
+        "to": ["${HWMON_TEST_MAILTO}"], "smtp_port": "${HWMON_TEST_SMTP_PORT}", "password": "literal-pass-1234"}}))
     crash = "AssertionError: assert 1 == 2\n +  where 1 = compute()"
     long_line = "ValueError: setting=value — " + "x" * 90
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"run_id": "r1", "status": "failed", "counts": {"passed": 1, "failed": 2},
                                    "failed_tests": [{"nodeid": "t::a", "outcome": "failed", "message": crash},
                                                     {"nodeid": "t::b", "outcome": "failed", "message": long_line}]}))
-    import os
-    env = {**os.environ, "HWMON_TEST_MAILTO": "oncall-secret@example.com"}
+    env = {**os.environ, "HWMON_TEST_MAILTO": "oncall@example.com", "HWMON_TEST_SMTP_PORT": "2465"}
     done = run_cli("--test-report", str(summary), "--notification-config", str(config), "--dry-run",
-                   "--branch", "main", env=env)
+                   "--branch", "main", "--verbose", env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "oncall-secret" not in out + done.stderr
+    assert "literal-pass-1234" not in out + done.stderr and '"password": "***"' in out
     assert "=3D" not in out and "=\n" not in out and "quoted-printable" not in out and "=?utf-8?" not in out
-    lines = out.splitlines()
-    assert lines[0] == "--- email: SMTP smtp.example.com:465 (ssl) to ***"
+    lines = out[out.index("--- email:"):].splitlines()
+    # recipients and the port are not secrets: shown as they are
+    assert lines[0] == "--- email: SMTP smtp.example.com:2465 (ssl) to oncall@example.com"
     assert lines[1] == ("Subject: [FAILED] Hardware monitoring tests on main: 2 failing of 3 - t::a: "
                         "AssertionError: assert 1 == 2 + where 1 = compute()")
-    assert lines[2:4] == ["From: ci@example.com", "To: ***"]
+    assert lines[2:4] == ["From: ci@example.com", "To: oncall@example.com"]
     assert 'Content-Type: text/plain; charset="utf-8"' in lines
     body = out.split("Failed tests:\n", 1)[1]
     assert body.startswith(f"\n* t::a (failed)\n{crash}\n\n* t::b (failed)\n{long_line}\n")
@@ -491,3 +492,41 @@ def test_apprise_channel_posts_through_apprise(httpserver):
     body = json.loads(httpserver.log[0][0].get_data())
     assert body["title"] == "Hardware monitoring tests FAILED on main"
     assert "10 passed, 2 failed" in body["message"]
+
+
+# --- secrets: one redaction, every output ----------------------------------------------------------
+def test_slack_path_secret_never_leaves_in_a_connection_error(tmp_path):
+    hook = f"http://127.0.0.1:{free_port()}/services/T0ACME/B0ACME/hookSecretXYZ123"  # nothing listens there
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"slack": {"enabled": True, "webhook_url": "${SLACK_WEBHOOK_URL}", "retries": 0,
+                                            "connect_timeout_s": 1.0}}))
+    env = {**os.environ, "SLACK_WEBHOOK_URL": hook}
+    done = run_cli("--test-status", "failure", "--notification-config", str(config), "--verbose",
+                   "--result-json", str(tmp_path / "result.json"), env=env)
+    assert done.returncode == 1
+    assert "Max retries exceeded with url: ***" in done.stderr  # the path alone is masked too
+    written = done.stdout + done.stderr + (tmp_path / "result.json").read_text()
+    for part in ("hookSecretXYZ123", "/services/T0ACME", "T0ACME/B0ACME"):
+        assert part not in written
+
+
+def test_literal_config_secrets_are_masked_and_nothing_else(tmp_path, httpserver):
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({
+        "email": {"enabled": True, "smtp_host": "smtp.example.com", "smtp_port": "${SMTP_PORT}",
+                  "username": "ci-bot", "password": "hunter2-literal", "from": "ci@example.com",
+                  "to": ["a@example.com"]},
+        "github": {"enabled": True, "api_url": httpserver.url_for("/").rstrip("/"), "repository": "acme/fleet",
+                   "token": "ghp_literalToken42", "commit_status": True, "pr_comment": False},
+        "webhook": {"enabled": True, "url": "https://hooks.example.com/in/abc",
+                    "headers": {"Authorization": "Bearer whk_literal_777"}}}))
+    env = {**os.environ, "SMTP_PORT": "2525"}
+    done = run_cli("--test-status", "failure", "--commit", "a" * 40, "--notification-config", str(config),
+                   "--dry-run", "--verbose", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    for secret in ("hunter2-literal", "ghp_literalToken42", "whk_literal_777", "hooks.example.com/in/abc"):
+        assert secret not in out
+    assert "Authorization: Bearer ***" in out and "Authorization: ***" in out  # github's, the webhook's
+    assert '"smtp_port": "2525"' in out and "smtp.example.com:2525" in out  # a port is no secret
+    assert '"repository": "acme/fleet"' in out and '"username": "***"' in out

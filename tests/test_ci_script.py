@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "run_hardware_monitoring_ci_tests.sh"
@@ -138,8 +139,100 @@ def test_workflows_pass_actionlint(tmp_path):
 
 def test_workflows_cover_the_matrix_and_the_schedule():
     tests_yml = (ROOT / ".github/workflows/hardware_monitoring_tests.yml").read_text()
-    integration_yml = (ROOT / ".github/workflows/hardware_monitoring_integration.yml").read_text()
     assert 'python-version: ["3.11", "3.12", "3.13"]' in tests_yml
     assert "chromium chromium-driver" in tests_yml and "actions/upload-artifact" in tests_yml
-    assert "schedule:" in integration_yml and "mode: [full, long]" in integration_yml
-    assert "secrets.SLACK_WEBHOOK_URL" in integration_yml and "--send-notifications" in integration_yml
+    assert "secrets." not in tests_yml
+    integration = yaml.safe_load((ROOT / ".github/workflows/hardware_monitoring_integration.yml").read_text())
+    assert "schedule" in integration[True] and integration["jobs"]["integration"]["strategy"]["matrix"] == {
+        "mode": ["full", "long"]}
+
+
+def _steps_using(job: dict, text: str) -> list[str]:
+    return [step.get("name") or step.get("uses") for step in job["steps"] if text in yaml.safe_dump(step)]
+
+
+def test_only_the_notification_step_sees_secrets():
+    integration = yaml.safe_load((ROOT / ".github/workflows/hardware_monitoring_integration.yml").read_text())
+    job = integration["jobs"]["integration"]
+    assert "secrets." not in yaml.safe_dump({k: v for k, v in job.items() if k != "steps"})
+    assert "secrets." not in yaml.safe_dump({k: v for k, v in integration.items() if k != "jobs"})
+    assert _steps_using(job, "secrets.") == ["Send notifications"]
+    notify = next(step for step in job["steps"] if step.get("name") == "Send notifications")
+    assert set(notify["env"]) >= {"GITHUB_TOKEN", "SLACK_WEBHOOK_URL", "SMTP_HOST", "SMTP_PASSWORD"}
+    tests_step = next(step for step in job["steps"] if step.get("id") == "tests")
+    assert "--send-notifications" not in tests_step["run"] and "env" not in tests_step
+
+
+def test_history_is_carried_and_badges_published_to_pages():
+    integration = yaml.safe_load((ROOT / ".github/workflows/hardware_monitoring_integration.yml").read_text())
+    job = integration["jobs"]["integration"]
+    restore = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/cache/restore"))
+    save = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/cache/save"))
+    assert restore["with"]["path"] == save["with"]["path"] == job["env"]["BENCHMARK_DB_PATH"]
+    assert restore["with"]["restore-keys"] == "results-db-${{ matrix.mode }}-"
+    assert _steps_using(job, "cache-matched-key") == ["Say where the history starts"]
+    publish = integration["jobs"]["publish-badges"]
+    assert publish["needs"] == "integration" and "refs/heads/main" in publish["if"]
+    assert publish["permissions"] == {"pages": "write", "id-token": "write"}
+    uses = [step.get("uses", "") for step in publish["steps"]]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+
+
+LEAKY_SUITE = '''
+import os
+from fleet_hwmon.ci.notify.redact import NOTIFICATION_ENV_VARS
+
+def test_sees_no_notification_variable():
+    assert not [name for name in NOTIFICATION_ENV_VARS if name in os.environ]
+
+def test_dumps_its_environment():
+    # a failure message lands in the log, the JUnit XML, the summary and the results database
+    assert False, repr(dict(os.environ))
+'''
+
+
+def test_no_artifact_of_a_run_holds_a_secret(tmp_path, httpserver):
+    """A run with every notification secret set and the notifications delivered to local fakes: no
+    file the run leaves (log, reports, database, notification result, manifest) contains a secret."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "conftest.py").write_text(  # the runner's options only: no fixture that unsets variables
+        "def pytest_addoption(parser):\n    parser.addoption('--run-long-tests', action='store_true')\n"
+        "    parser.addoption('--db-path')\n")
+    (folder / "test_env.py").write_text(LEAKY_SUITE)
+    sha = "e" * 40
+    hook_path = "/services/T0LEAK/B0LEAK/slackHookSecret9"
+    httpserver.expect_request(hook_path, method="POST").respond_with_data("ok")
+    httpserver.expect_request(f"/repos/acme/fleet/statuses/{sha}", method="POST").respond_with_json({}, status=201)
+    httpserver.expect_request("/repos/acme/fleet/issues/9/comments", method="GET").respond_with_json([])
+    httpserver.expect_request("/repos/acme/fleet/issues/9/comments", method="POST").respond_with_json(
+        {"id": 1}, status=201)
+    secrets = {"GITHUB_TOKEN": "ghs_tokenSecretValue77", "SLACK_WEBHOOK_URL": httpserver.url_for(hook_path),
+               "SMTP_HOST": "smtp-secret-host.example.com", "SMTP_USERNAME": "smtp-user-secret",
+               "SMTP_PASSWORD": "smtpPassSecret55", "HWMON_WEBHOOK_TOKEN": "webhookTokenSecret3"}
+    done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--ci-integration", "--generate-badge",
+                      "--send-notifications", "--notify-channels", "slack,github", "--", str(folder),
+                      extra_env={**secrets, "GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "77",
+                                 "GITHUB_REPOSITORY": "acme/fleet", "GITHUB_SHA": sha,
+                                 "GITHUB_REF": "refs/pull/9/merge",
+                                 "GITHUB_API_URL": httpserver.url_for("/").rstrip("/")})
+    assert done.returncode == 1, done.stdout + done.stderr
+    [run_dir] = run_dirs(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [t["nodeid"] for t in summary["failed_tests"]] == ["test_env.py::test_dumps_its_environment"]
+    assert "GITHUB_RUN_ID" in summary["failed_tests"][0]["message"]  # the environment was dumped
+    result = json.loads((run_dir / "notification.json").read_text())
+    assert [(r["channel"], r["ok"]) for r in result] == [("slack", True), ("github", True)], result
+    assert [r.headers["Authorization"] for r, _ in httpserver.log if "/repos/" in r.path] == [
+        "Bearer ghs_tokenSecretValue77"] * 3  # the secrets were there, and used
+    files = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    assert {"test_output.log", "junit.xml", "summary.json", "notification.json", "results.duckdb"} <= {
+        p.name for p in files}
+    for path in files:
+        data = path.read_bytes()
+        for name, value in secrets.items():
+            for form in {value, value.split("//", 1)[-1], "slackHookSecret9"}:
+                assert form.encode() not in data, f"{name} found in {path}"
+    for name, value in secrets.items():
+        assert value not in done.stdout + done.stderr, name

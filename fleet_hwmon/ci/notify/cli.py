@@ -16,8 +16,9 @@ from pathlib import Path
 from .. import ci_env
 from ..report import STATUSES, RunReport, load_report
 from ..results_db import ResultsDatabaseError
-from .config import ConfigError, Masker, channel_sections, load_config, resolve
+from .config import ConfigError, channel_sections, load_config, resolve
 from .dispatch import plan_channels, send_notifications
+from .redact import Redactor
 
 DEFAULT_CONFIG = "notification_config.json"
 
@@ -72,7 +73,7 @@ def build_report(ns: argparse.Namespace) -> RunReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    masker = Masker()
+    redactor = Redactor.from_environ(os.environ)
     try:
         config = load_config(ns.notification_config)
         report = build_report(ns)
@@ -83,12 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{' (requested)' if plan.explicit else ''}; run status {report.status}, "
                   f"{len(report.failed_tests)} failed test(s)")
             for name in plan.names:
-                shown = resolve(channel_sections(config)[name], os.environ, masker, [], keep_unresolved=True)
-                print(f"  {name}: " + masker.mask(json.dumps(shown, sort_keys=True)))
+                shown = resolve(channel_sections(config)[name], os.environ, redactor, [], keep_unresolved=True)
+                print(f"  {name}: " + redactor.redact(json.dumps(shown, sort_keys=True)))
         deliveries = send_notifications(report, config, channels=requested, dry_run=ns.dry_run,
-                                        config_dir=Path(ns.notification_config).parent, masker=masker)
+                                        config_dir=Path(ns.notification_config).parent, redactor=redactor)
     except (ConfigError, ValueError, ResultsDatabaseError) as err:
-        print(f"ci_notification: {masker.mask(err)}", file=sys.stderr)
+        print(f"ci_notification: {redactor.redact(err)}", file=sys.stderr)
         return 2
     for delivery in deliveries:
         state = "ok" if delivery.ok else "FAILED"
@@ -98,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stdout if delivery.ok else sys.stderr)
     if ns.result_json:
         Path(ns.result_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.result_json).write_text(json.dumps(
-            [{"channel": d.channel, "ok": d.ok, "skipped": d.skipped, "detail": d.detail, "attempts": d.attempts,
-              "elapsed_s": round(d.elapsed_s, 3)} for d in deliveries], indent=2, allow_nan=False) + "\n",
-            encoding="utf-8")
+        results = [{"channel": d.channel, "ok": d.ok, "skipped": d.skipped, "detail": d.detail,
+                    "attempts": d.attempts, "elapsed_s": round(d.elapsed_s, 3)} for d in deliveries]
+        Path(ns.result_json).write_text(json.dumps(redactor.redact_data(results), indent=2, allow_nan=False) + "\n",
+                                        encoding="utf-8")
     return 0 if all(d.ok for d in deliveries) else 1

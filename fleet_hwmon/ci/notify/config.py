@@ -2,22 +2,22 @@
 
 A section looks like ``{"enabled": false, "webhook_url": "${SLACK_WEBHOOK_URL}", ...}``.
 ``${NAME}`` is replaced by the environment variable ``NAME`` and ``${NAME:-default}`` falls back
-to ``default``; every value taken from the environment is registered with a :class:`Masker`, so
-it is shown as ``***`` in dry-run and verbose output and in error messages.
+to ``default``. The values of secret settings (:func:`redact.is_secret_key`), from the
+environment or written literally, are registered with a :class:`redact.Redactor`, so they are
+shown as ``***`` in dry-run and verbose output, error messages and result files.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .redact import Redactor
+
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-MASK = "***"
-MIN_SECRET_CHARS = 4  # shorter values (a port, a flag) are not masked: masking "1" would garble output
 
 
 class ConfigError(ValueError):
@@ -31,36 +31,6 @@ class MissingSecretError(ConfigError):
         super().__init__(f"{channel}: environment variable(s) not set: {', '.join(names)}")
         self.channel = channel
         self.names = names
-
-
-class Masker:
-    """Replaces every registered secret (and its URL-quoted form) with ``***`` in a text."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-
-    def add(self, value: str) -> None:
-        if value and len(value) >= MIN_SECRET_CHARS:
-            self._secrets.add(value)
-            self._secrets.add(urllib.parse.quote(value, safe=""))
-            self._secrets.add(urllib.parse.quote(value, safe="/:"))
-
-    def mask(self, text: Any) -> str:
-        """``str(text)`` with every registered secret replaced, longest first."""
-        out = str(text)
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            out = out.replace(secret, MASK)
-        return out
-
-    def mask_data(self, data: Any) -> Any:
-        """A deep copy of JSON-like ``data`` with secrets masked in every string."""
-        if isinstance(data, str):
-            return self.mask(data)
-        if isinstance(data, Mapping):
-            return {self.mask(k): self.mask_data(v) for k, v in data.items()}
-        if isinstance(data, (list, tuple)):
-            return [self.mask_data(v) for v in data]
-        return data
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -93,27 +63,32 @@ def is_enabled(section: Mapping[str, Any]) -> bool:
     return bool(value)
 
 
-def resolve(value: Any, environ: Mapping[str, str], masker: Masker, missing: list[str],
-            keep_unresolved: bool = False) -> Any:
+def substitute(value: Any, environ: Mapping[str, str], missing: list[str], keep_unresolved: bool = False) -> Any:
     """Replace ``${NAME}`` / ``${NAME:-default}`` in every string of ``value`` (deeply).
 
-    Values taken from ``environ`` are added to ``masker``. Names that are unset (and have no
-    default) are appended to ``missing``; their reference is left as written when
-    ``keep_unresolved`` (dry run), else replaced by an empty string.
+    Names that are unset or empty (and have no default) are appended to ``missing``; their
+    reference is left as written when ``keep_unresolved`` (dry run), else replaced by ``""``.
     """
     if isinstance(value, str):
-        def substitute(match: re.Match[str]) -> str:
+        def one(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in environ and environ[name] != "":
-                masker.add(environ[name])
+            if environ.get(name):
                 return environ[name]
             if default is not None:
                 return default
             missing.append(name)
             return match.group(0) if keep_unresolved else ""
-        return _REFERENCE.sub(substitute, value)
+        return _REFERENCE.sub(one, value)
     if isinstance(value, Mapping):
-        return {k: resolve(v, environ, masker, missing, keep_unresolved) for k, v in value.items()}
+        return {k: substitute(v, environ, missing, keep_unresolved) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, environ, masker, missing, keep_unresolved) for v in value]
+        return [substitute(v, environ, missing, keep_unresolved) for v in value]
     return value
+
+
+def resolve(section: Any, environ: Mapping[str, str], redactor: Redactor, missing: list[str],
+            keep_unresolved: bool = False) -> Any:
+    """:func:`substitute` the references of a config section, then register the values of its secret
+    settings (literal or from the environment) with ``redactor``."""
+    redactor.add_section(substitute(section, environ, []))  # unset references are no secrets: "" here
+    return substitute(section, environ, missing, keep_unresolved)

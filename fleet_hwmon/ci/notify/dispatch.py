@@ -20,9 +20,10 @@ from typing import Any
 from ..report import RunReport
 from .apprise_channel import AppriseChannel
 from .base import Channel, Delivery, Outgoing
-from .config import ConfigError, Masker, MissingSecretError, channel_sections, is_enabled, resolve
+from .config import ConfigError, MissingSecretError, channel_sections, is_enabled, resolve
 from .email_channel import EmailChannel
 from .http_channels import GitHubChannel, SlackChannel, WebhookChannel
+from .redact import Redactor
 from .render import DEFAULT_MAX_FAILURES_LISTED, make_environment
 
 CHANNEL_KINDS: dict[str, Callable[..., Channel]] = {
@@ -63,12 +64,12 @@ def _kind(name: str, section: Mapping[str, Any]) -> str:
 
 
 def build_channel(name: str, raw_section: Mapping[str, Any], config: Mapping[str, Any],
-                  environ: Mapping[str, str], masker: Masker, config_dir: Path,
+                  environ: Mapping[str, str], redactor: Redactor, config_dir: Path,
                   dry_run: bool) -> Channel:
     """Resolve a section's ``${ENV}`` references and build its channel. Outside a dry run a missing
     variable raises :class:`MissingSecretError` (naming the variable, never a value)."""
     missing: list[str] = []
-    section = resolve(dict(raw_section), environ, masker, missing, keep_unresolved=dry_run)
+    section = resolve(dict(raw_section), environ, redactor, missing, keep_unresolved=dry_run)
     if missing and not dry_run:
         raise MissingSecretError(name, sorted(set(missing)))
     defaults = config.get("defaults") or {}
@@ -87,23 +88,23 @@ def notify_on(name: str, section: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple([value] if isinstance(value, str) else value)
 
 
-def describe(outgoing: Outgoing, masker: Masker) -> str:
+def describe(outgoing: Outgoing, redactor: Redactor) -> str:
     """The text a dry run prints for one message, secrets masked."""
     body = outgoing.body if isinstance(outgoing.body, str) else json.dumps(
         outgoing.body, indent=2, ensure_ascii=False, allow_nan=False)
     headers = "".join(f"{k}: {v}\n" for k, v in outgoing.headers.items())
-    return masker.mask(f"--- {outgoing.channel}: {outgoing.target}\n{headers}{body}\n")
+    return redactor.redact(f"--- {outgoing.channel}: {outgoing.target}\n{headers}{body}\n")
 
 
 def send_notifications(report: RunReport, config: Mapping[str, Any], *, channels: Sequence[str] | None = None,
                        dry_run: bool = False, environ: Mapping[str, str] | None = None,
                        config_dir: str | Path = ".", out: Callable[[str], None] = print,
-                       masker: Masker | None = None) -> list[Delivery]:
+                       redactor: Redactor | None = None) -> list[Delivery]:
     """Send (or, with ``dry_run``, print) one digest per chosen channel; never raises for a
     channel's failure: each comes back as a :class:`Delivery`. With no channel enabled (and none
     requested) it prints that, then shows what every configured channel would send."""
     environ = os.environ if environ is None else environ
-    masker = masker or Masker()
+    redactor = redactor or Redactor.from_environ(environ)
     plan = plan_channels(config, channels)
     if plan.reason:
         out(f"{plan.reason}; dry run: showing what each configured channel would send")
@@ -117,11 +118,11 @@ def send_notifications(report: RunReport, config: Mapping[str, Any], *, channels
                                        skipped=True))
             continue
         try:
-            channel = build_channel(name, section, config, environ, masker, Path(config_dir), dry_run)
+            channel = build_channel(name, section, config, environ, redactor, Path(config_dir), dry_run)
             if dry_run:
                 messages = channel.prepare(report)
                 for outgoing in messages:
-                    out(describe(outgoing, masker))
+                    out(describe(outgoing, redactor))
                 if not messages:
                     out(f"--- {name}: nothing to send (no commit and no pull request)")
                 deliveries.append(Delivery(name, True, f"dry run: {len(messages)} message(s) shown", skipped=True))
@@ -131,6 +132,6 @@ def send_notifications(report: RunReport, config: Mapping[str, Any], *, channels
             delivery = Delivery(name, False, f"configuration: {err}")
         except Exception as err:  # a channel must never break the run: record and go on
             delivery = Delivery(name, False, f"unexpected {type(err).__name__}: {err}")
-        deliveries.append(Delivery(delivery.channel, delivery.ok, masker.mask(delivery.detail),
+        deliveries.append(Delivery(delivery.channel, delivery.ok, redactor.redact(delivery.detail),
                                    delivery.attempts, delivery.elapsed_s, delivery.skipped))
     return deliveries
