@@ -2,7 +2,10 @@
 # Run the hardware-monitoring test suite the way CI does, locally or in CI.
 #
 # Every artifact of a run lands in ci_artifacts/<run id>/ with a manifest.json
-# (file, kind, size, sha256); the newest N runs are kept. Exit status: the tests'.
+# (file, kind, size, sha256); the newest N runs are kept.
+# Exit status: 0 passed, 1 a test failed or a check (shellcheck, actionlint, ruff) found something,
+# 2 usage error (nothing run, nothing recorded), 3 setup failure (Python, venv, install, a missing
+# check tool, the results database), 5 no test collected, 130 interrupted (no badge, no notification).
 set -euo pipefail
 
 usage() {
@@ -10,13 +13,16 @@ usage() {
 Usage: run_hardware_monitoring_ci_tests.sh [options] [-- pytest args]
 
 Options:
-  --mode standard|full|long  standard: the default suite (long tests skipped), with JUnit
-                             XML and summary.json; full: standard plus verbose output and
-                             the HTML test report; long: full plus the long end-to-end tests
-                             (--run-long-tests). Default: standard.
-  --python CMD               Python used to create the virtual environment (or to run the
-                             tests with --no-venv). Default: python3.
+  --mode MODE                quick: the default suite without the long, browser and cluster
+                             tests; standard: the default suite (long tests skipped), with
+                             JUnit XML and summary.json; full: standard plus verbose output and
+                             the HTML test report; long: full plus the long end-to-end tests;
+                             comprehensive: the same tests as long. Default: standard.
+  --quick, --comprehensive   Same as --mode quick / --mode comprehensive.
+  --python CMD               Python (3.11 or newer) used to create the virtual environment (or
+                             to run the tests with --no-venv). Default: python3.
   --no-venv                  Use CMD as it is: no virtual environment, no install.
+  --no-checks                Skip shellcheck, actionlint and ruff.
   --ci-integration           Record CI metadata (GitHub Actions variables) with the run.
   --generate-badge           Write SVG badges and status.json from the results database.
   --send-notifications       Run ci_notification.py for the run's outcome (a dry run when no
@@ -27,11 +33,13 @@ Options:
   -h, --help                 Show this help.
   -- ARGS                    Passed to pytest (e.g. -k EXPR or a test path).
 
+Relative paths (options, variables, test paths after --) are relative to the current folder.
+
 Environment:
   BENCHMARK_DB_PATH          Results database (default: <artifacts dir>/test_results.duckdb;
                              run_hardware_monitoring_tests.py alone defaults to
                              hardware_monitoring_test_results.duckdb).
-  HWMON_CI_VENV_DIR          Virtual environment folder (default: .venv-ci).
+  HWMON_CI_VENV_DIR          Virtual environment folder (default: .venv-ci in the repository).
   HWMON_CI_ARTIFACTS_DIR     Same as --artifacts-dir.
   HWMON_CI_KEEP_RUNS         Same as --keep-runs.
   HWMON_NOTIFICATION_CONFIG  Notification config (default: notification_config.json).
@@ -39,15 +47,29 @@ Environment:
 EOF
 }
 
-die() {
+die() {  # usage error
     printf 'run_hardware_monitoring_ci_tests.sh: %s\n' "$1" >&2
     exit 2
 }
 
+setup_failed() {  # the machine or the environment, not the tests
+    printf 'run_hardware_monitoring_ci_tests.sh: setup failed: %s\n' "$1" >&2
+    exit 3
+}
+
+absolute() {  # a path against the folder the script was started from
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$START_DIR/$1" ;;
+    esac
+}
+
+START_DIR="$(pwd)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODE="standard"
 PYTHON_CMD="python3"
 USE_VENV=1
+RUN_CHECKS=1
 CI_INTEGRATION=0
 GENERATE_BADGE=0
 SEND_NOTIFICATIONS=0
@@ -60,9 +82,12 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --mode) [[ $# -ge 2 ]] || die "--mode needs a value"; MODE="$2"; shift 2 ;;
         --mode=*) MODE="${1#*=}"; shift ;;
+        --quick) MODE="quick"; shift ;;
+        --comprehensive) MODE="comprehensive"; shift ;;
         --python) [[ $# -ge 2 ]] || die "--python needs a value"; PYTHON_CMD="$2"; shift 2 ;;
         --python=*) PYTHON_CMD="${1#*=}"; shift ;;
         --no-venv) USE_VENV=0; shift ;;
+        --no-checks) RUN_CHECKS=0; shift ;;
         --ci-integration) CI_INTEGRATION=1; shift ;;
         --generate-badge) GENERATE_BADGE=1; shift ;;
         --send-notifications) SEND_NOTIFICATIONS=1; shift ;;
@@ -76,32 +101,49 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$MODE" in
-    standard|full|long) ;;
-    *) die "--mode must be standard, full or long, not '$MODE'" ;;
+    quick|standard|full|long|comprehensive) ;;
+    *) die "--mode must be quick, standard, full, long or comprehensive, not '$MODE'" ;;
 esac
 [[ "$KEEP_RUNS" =~ ^[1-9][0-9]*$ ]] || die "--keep-runs must be a positive whole number, not '$KEEP_RUNS'"
-command -v "$PYTHON_CMD" >/dev/null 2>&1 || die "Python command not found: $PYTHON_CMD"
+
+# Test paths after -- are relative to where the script was started; pytest runs from the repository.
+for i in "${!PYTEST_ARGS[@]}"; do
+    arg="${PYTEST_ARGS[$i]}"
+    if [[ "$arg" != -* && "$arg" != /* && -e "$START_DIR/${arg%%::*}" ]]; then
+        PYTEST_ARGS[i]="$START_DIR/$arg"
+    fi
+done
+ARTIFACTS_ROOT="$(absolute "$ARTIFACTS_ROOT")"
+NOTIFICATION_CONFIG="$(absolute "${HWMON_NOTIFICATION_CONFIG:-$ROOT/notification_config.json}")"
+if [[ -n "${BENCHMARK_DB_PATH:-}" ]]; then
+    RESULTS_DB="$(absolute "$BENCHMARK_DB_PATH")"
+else
+    RESULTS_DB="$ARTIFACTS_ROOT/test_results.duckdb"
+fi
+
+# --- the Python that runs the tests ---------------------------------------------------------
+command -v "$PYTHON_CMD" >/dev/null 2>&1 || setup_failed "Python command not found: $PYTHON_CMD"
+PY_VERSION="$("$PYTHON_CMD" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || true)"
+if ! [[ "$PY_VERSION" =~ ^3\.(1[1-9]|[2-9][0-9])\.[0-9]+$ ]]; then
+    setup_failed "'$PYTHON_CMD' is not a working Python 3.11 or newer (it answered: '${PY_VERSION:-nothing}')"
+fi
 
 cd "$ROOT"
 mkdir -p "$ARTIFACTS_ROOT"
-ARTIFACTS_ROOT="$(cd "$ARTIFACTS_ROOT" && pwd)"
-RESULTS_DB="${BENCHMARK_DB_PATH:-$ARTIFACTS_ROOT/test_results.duckdb}"
-
-# --- the Python that runs the tests ---------------------------------------------------------
 if [[ "$USE_VENV" -eq 1 ]]; then
-    VENV_DIR="${HWMON_CI_VENV_DIR:-$ROOT/.venv-ci}"
-    PY_VERSION="$("$PYTHON_CMD" -c 'import sys; print(sys.version)')"
-    VENV_KEY="$({ cat "$ROOT/pyproject.toml"; printf '%s\n' "$PY_VERSION"; } | "$PYTHON_CMD" -c \
-        'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+    VENV_DIR="$(absolute "${HWMON_CI_VENV_DIR:-$ROOT/.venv-ci}")"
+    VENV_KEY="$({ cat "$ROOT/pyproject.toml"; printf '%s\n' "$PY_VERSION"; } | sha256sum | cut -d' ' -f1)"
     if [[ -x "$VENV_DIR/bin/python" && -f "$VENV_DIR/.hwmon-ci-key" \
           && "$(cat "$VENV_DIR/.hwmon-ci-key")" == "$VENV_KEY" ]]; then
         echo "Reusing virtual environment $VENV_DIR"
     else
         echo "Creating virtual environment $VENV_DIR with $PYTHON_CMD ($PY_VERSION)"
         rm -rf "$VENV_DIR"
-        "$PYTHON_CMD" -m venv "$VENV_DIR"
-        "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV_DIR/bin/python" -m pip install --quiet -e '.[test]'
+        "$PYTHON_CMD" -m venv "$VENV_DIR" || setup_failed "could not create the virtual environment $VENV_DIR"
+        if ! { "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip \
+               && "$VENV_DIR/bin/python" -m pip install --quiet -e '.[test]'; }; then
+            setup_failed "installing the project into $VENV_DIR failed (pip's error is above)"
+        fi
         printf '%s\n' "$VENV_KEY" > "$VENV_DIR/.hwmon-ci-key"
     fi
     PY="$VENV_DIR/bin/python"
@@ -109,21 +151,42 @@ else
     PY="$(command -v "$PYTHON_CMD")"
     echo "Using $PY as it is (--no-venv)"
 fi
+# The check tools (shellcheck, actionlint, ruff) are installed beside that Python.
+PATH="$(dirname "$PY"):$PATH"
+export PATH
 
 # --- one run ---------------------------------------------------------------------------------
-RUN_ID="$("$PY" -c 'from fleet_hwmon.ci.runner import new_run_id; print(new_run_id())')"
+RUN_ID="$("$PY" -c 'from fleet_hwmon.ci.runner import new_run_id; print(new_run_id())')" \
+    || setup_failed "$PY cannot import fleet_hwmon (install the project, or drop --no-venv)"
 RUN_DIR="$ARTIFACTS_ROOT/$RUN_ID"
 mkdir -p "$RUN_DIR"
 if [[ -n "${GITHUB_OUTPUT:-}" ]]; then  # later workflow steps (notifications, uploads) find the run here
     printf 'run_dir=%s\n' "$RUN_DIR" >> "$GITHUB_OUTPUT"
 fi
 
-RUNNER_ARGS=(--mode "$MODE" --run-id "$RUN_ID" --results-db "$RESULTS_DB" --summary-json "$RUN_DIR/summary.json")
+CHECK_STATUS=0
+if [[ "$RUN_CHECKS" -eq 1 ]]; then
+    for tool in shellcheck actionlint ruff; do
+        command -v "$tool" >/dev/null 2>&1 \
+            || setup_failed "$tool not found beside $PY (pip install '.[test]', or pass --no-checks)"
+    done
+    echo "Checks: shellcheck, actionlint, ruff"
+    check() {
+        "$@" 2>&1 | tee -a "$RUN_DIR/checks.log"
+        return "${PIPESTATUS[0]}"
+    }
+    check shellcheck --severity=style run_hardware_monitoring_ci_tests.sh .ci/run || CHECK_STATUS=1
+    check actionlint -no-color .github/workflows/*.yml || CHECK_STATUS=1
+    check ruff check --no-cache --output-format concise . || CHECK_STATUS=1
+    if [[ "$CHECK_STATUS" -ne 0 ]]; then
+        echo "Checks found problems (see $RUN_DIR/checks.log); the tests run anyway" >&2
+    fi
+fi
+
+RUNNER_ARGS=(--mode "$MODE" --run-id "$RUN_ID" --results-db "$RESULTS_DB" --summary-json "$RUN_DIR/summary.json"
+             --junit-xml "$RUN_DIR/junit.xml")
 case "$MODE" in
-    full) RUNNER_ARGS+=(--verbose --junit-xml "$RUN_DIR/junit.xml" --html-report "$RUN_DIR/test_report.html") ;;
-    long) RUNNER_ARGS+=(--verbose --junit-xml "$RUN_DIR/junit.xml" --html-report "$RUN_DIR/test_report.html"
-                        --run-long-tests) ;;
-    *) RUNNER_ARGS+=(--junit-xml "$RUN_DIR/junit.xml") ;;
+    full|long|comprehensive) RUNNER_ARGS+=(--verbose --html-report "$RUN_DIR/test_report.html") ;;
 esac
 if [[ "$CI_INTEGRATION" -eq 1 ]]; then
     RUNNER_ARGS+=(--ci-integration)
@@ -137,10 +200,21 @@ print(" ".join("-u " + name for name in v))')"
 
 echo "Run $RUN_ID: mode $MODE, artifacts in $RUN_DIR"
 set +e
+# tee -i: a Ctrl-C stops the tests, and the runner still gets to say so and record the run.
 env "${SCRUB[@]}" "$PY" "$ROOT/run_hardware_monitoring_tests.py" "${RUNNER_ARGS[@]}" \
-    -- ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} 2>&1 | tee "$RUN_DIR/test_output.log"
+    -- ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} 2>&1 | tee -i "$RUN_DIR/test_output.log"
 TEST_STATUS="${PIPESTATUS[0]}"
 set -e
+
+if [[ "$TEST_STATUS" -eq 2 ]]; then  # a usage error: nothing ran, nothing is kept
+    rm -rf "$RUN_DIR"
+    exit 2
+fi
+if [[ "$TEST_STATUS" -eq 130 ]]; then
+    echo "Interrupted: no badge and no notification for this run" >&2
+    GENERATE_BADGE=0
+    SEND_NOTIFICATIONS=0
+fi
 
 if [[ "$GENERATE_BADGE" -eq 1 ]]; then
     "$PY" "$ROOT/generate_status_badge.py" --db "$RESULTS_DB" --output-dir "$RUN_DIR/badges" \
@@ -149,14 +223,11 @@ if [[ "$GENERATE_BADGE" -eq 1 ]]; then
 fi
 
 if [[ "$SEND_NOTIFICATIONS" -eq 1 ]]; then
-    OUTCOME="failure"
-    if [[ "$TEST_STATUS" -eq 0 ]]; then
-        OUTCOME="success"
-    fi
-    NOTIFY_ARGS=(--test-status "$OUTCOME" --result-json "$RUN_DIR/notification.json"
-                 --notification-config "${HWMON_NOTIFICATION_CONFIG:-$ROOT/notification_config.json}")
+    NOTIFY_ARGS=(--result-json "$RUN_DIR/notification.json" --notification-config "$NOTIFICATION_CONFIG")
     if [[ -f "$RUN_DIR/summary.json" ]]; then
         NOTIFY_ARGS+=(--test-report "$RUN_DIR/summary.json")
+    else
+        NOTIFY_ARGS+=(--test-status failure)
     fi
     if [[ -n "$NOTIFY_CHANNELS" ]]; then
         NOTIFY_ARGS+=(--channels "$NOTIFY_CHANNELS")
@@ -174,11 +245,16 @@ fi
 echo
 echo "Results database: $RESULTS_DB"
 echo "Artifacts:        $RUN_DIR"
-for artifact in summary.json junit.xml test_report.html test_output.log status.json badges notification.json; do
+for artifact in summary.json junit.xml test_report.html test_output.log checks.log status.json badges \
+                notification.json; do
     if [[ -e "$RUN_DIR/$artifact" ]]; then
         echo "  $RUN_DIR/$artifact"
     fi
 done
 echo "Manifest:         $RUN_DIR/manifest.json"
 echo "Tests exit status: $TEST_STATUS"
+if [[ "$TEST_STATUS" -eq 0 && "$CHECK_STATUS" -ne 0 ]]; then
+    echo "Checks failed: exit status 1"
+    exit 1
+fi
 exit "$TEST_STATUS"

@@ -23,21 +23,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def db_path(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A DuckDB path for one test: under ``--db-path``'s folder when given (one file per test,
-    named after it, replaced if a previous run left it), else in tmp_path."""
+    """A DuckDB path for one test: exactly the ``--db-path`` file when given (each test starts it
+    afresh, so after the run it holds the last test's data), else a file in tmp_path."""
     base = request.config.getoption("--db-path")
     if not base:
         return str(tmp_path / "metrics.duckdb")
-    import hashlib
-    import re
     from pathlib import Path
 
-    folder = Path(base).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    nodeid = request.node.nodeid
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:60]
-    digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]  # parametrized names differ only at the end
-    path = folder / f"{Path(base).stem}-{name}-{digest}.duckdb"
+    path = Path(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path, path.with_name(path.name + ".wal")):
         stale.unlink(missing_ok=True)
     return str(path)

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from fleet_hwmon.ci.report import load_report
 
@@ -162,12 +163,18 @@ def test_locked_results_database_is_named_in_the_error(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        done = run_runner("--results-db", str(db), str(suite), "-k", "pass_one")
+        done = run_runner("--results-db", str(db), "--summary-json", str(tmp_path / "summary.json"), str(suite),
+                          "-k", "pass_one")
     finally:
         holder.kill()
         holder.wait()
-    assert done.returncode == 1  # the tests passed, but the run could not be recorded
-    assert f"results database '{db}'" in done.stderr and "another process may hold it" in done.stderr
+    assert done.returncode == 3  # the tests passed, but the run could not be recorded: a setup failure
+    assert f"the run was NOT recorded: results database '{db}'" in done.stderr
+    assert "another process may hold it" in done.stderr
+    assert "NOT recorded (see above)" in done.stdout and "recorded in" not in done.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"], summary["recorded"]) == ("passed", 3, False)
+    assert "another process may hold it" in summary["results_db_error"]
 
 
 MESSAGE_SUITE = '''
@@ -200,3 +207,73 @@ def test_failure_message_is_the_crash_line_not_the_source(tmp_path):
         "test_broken_import.py": "ModuleNotFoundError: No module named 'no_such_module_hwmon'"}
     junit = {t.nodeid: t.message for t in load_report(tmp_path / "junit.xml").failed_tests}
     assert junit["test_messages::test_plain_assert"] == "AssertionError: assert 1 == 2\n +  where 1 = compute()"
+
+
+@pytest.mark.parametrize("args", [["--no-such-option"], ["tests/no_such_file.py"]])
+def test_usage_errors_exit_2_and_record_nothing(tmp_path, args):
+    suite = make_suite(tmp_path / "suite")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), "--summary-json", str(tmp_path / "summary.json"), str(suite), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "nothing was run or recorded" in done.stderr
+    assert not db.exists() and not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(("mode_args", "mode", "long_ran"), [
+    (["--mode", "long"], "long", True), (["--comprehensive"], "comprehensive", True),
+    (["--quick"], "quick", False), ([], "standard", False)])
+def test_modes_choose_the_tests(tmp_path, mode_args, mode, long_ran):
+    suite = make_suite(tmp_path / "suite")
+    (suite.parent / "test_marked.py").write_text(
+        "import pytest\n\n@pytest.mark.browser\ndef test_in_chromium(): pass\n\n"
+        "@pytest.mark.cluster\ndef test_on_dask(): pass\n")
+    (suite.parent / "pytest.ini").write_text("[pytest]\nmarkers =\n    long: l\n    browser: b\n    cluster: c\n")
+    db = tmp_path / "results.duckdb"
+    done = run_runner("--results-db", str(db), *mode_args, str(suite.parent), "-k", "long or pass_one or in_ or on_")
+    assert done.returncode == 0, done.stdout + done.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    outcomes = dict(con.execute("SELECT nodeid, outcome FROM test_results").fetchall())
+    assert con.execute("SELECT mode FROM test_runs").fetchone() == (mode,)
+    con.close()
+    if mode == "quick":  # long, browser and cluster tests deselected, not even listed as skipped
+        assert outcomes == {"test_tiny.py::test_pass_one": "passed"}
+        return
+    assert outcomes["test_tiny.py::test_long_end_to_end"] == ("passed" if long_ran else "skipped")
+    assert outcomes["test_marked.py::test_in_chromium"] == outcomes["test_marked.py::test_on_dask"] == "passed"
+
+
+def test_quick_and_long_tests_together_is_a_usage_error(tmp_path):
+    done = run_runner("--quick", "--run-long-tests", "--results-db", str(tmp_path / "r.duckdb"))
+    assert done.returncode == 2 and "--quick leaves the long tests out" in done.stderr
+    assert not (tmp_path / "r.duckdb").exists()
+
+
+DB_SUITE = """
+import duckdb
+
+def test_first(db_path):
+    with duckdb.connect(db_path) as con:
+        con.execute("CREATE TABLE samples AS SELECT 1 AS x")
+
+def test_second(db_path):
+    with duckdb.connect(db_path) as con:
+        assert con.execute("SELECT count(*) FROM information_schema.tables").fetchone() == (0,)  # afresh
+        con.execute("CREATE TABLE samples AS SELECT 2 AS x")
+"""
+
+
+def test_db_path_is_exactly_one_file_and_relative_paths_follow_the_current_folder(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(DB_SUITE)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_runner("--db-path", "data/tests.duckdb", "--results-db", "history.duckdb", "--summary-json",
+                      "out/summary.json", str(suite), cwd=work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (work / "data").iterdir()) == ["tests.duckdb"]
+    con = duckdb.connect(str(work / "data" / "tests.duckdb"), read_only=True)
+    assert con.execute("SELECT x FROM samples").fetchall() == [(2,)]  # the last test's data
+    con.close()
+    assert (work / "history.duckdb").is_file()
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    assert summary["artifacts"]["results_db"] == str(work / "history.duckdb")

@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -89,24 +91,120 @@ def test_standard_mode_end_to_end(tmp_path):
 def test_keeps_only_the_newest_runs_and_passes_exit_status(tmp_path):
     suite = make_suite(tmp_path / "suite")
     for _ in range(3):
-        done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--keep-runs", "2",
+        done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--no-checks", "--keep-runs", "2",
                           "--", str(suite), "-k", "test_ok")
         assert done.returncode == 0, done.stdout + done.stderr
     assert len(run_dirs(tmp_path)) == 2
     assert "removed old run" in done.stdout
-    nothing = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--", str(suite), "-k", "nomatch")
+    nothing = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--no-checks", "--", str(suite),
+                         "-k", "nomatch")
     assert nothing.returncode == 5
 
 
 def test_usage_errors_and_help(tmp_path):
     help_text = run_script(tmp_path, "--help")
-    assert help_text.returncode == 0 and "--mode standard|full|long" in help_text.stdout
+    assert help_text.returncode == 0 and "--mode MODE" in help_text.stdout
     assert " ".join(help_text.stdout.split()).count(
         "full: standard plus verbose output and the HTML test report; long: full plus the long end-to-end "
-        "tests (--run-long-tests)") == 1
+        "tests; comprehensive: the same tests as long") == 1
     bad = run_script(tmp_path, "--mode", "nightly")
-    assert bad.returncode == 2 and "--mode must be standard, full or long" in bad.stderr
+    assert bad.returncode == 2 and "--mode must be quick, standard, full, long or comprehensive" in bad.stderr
     assert run_script(tmp_path, "--bogus").returncode == 2
+
+
+def test_a_missing_test_path_is_a_usage_error_that_records_nothing(tmp_path):
+    done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--no-checks", "--generate-badge",
+                      "--", str(tmp_path / "no_such_test.py"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "nothing was run or recorded" in done.stdout + done.stderr
+    assert run_dirs(tmp_path) == [] and not (tmp_path / "artifacts" / "results.duckdb").exists()
+
+
+@pytest.mark.parametrize("python", ["/usr/bin/false", "no-such-python3", "/bin/echo"])
+def test_setup_failures_exit_3_with_one_line(tmp_path, python):
+    done = run_script(tmp_path, "--python", python)
+    assert done.returncode == 3, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("run_hardware_monitoring_ci_tests.sh: setup failed: ") and python in line
+
+
+INTERRUPTED_SUITE = """
+import pathlib, time
+
+def test_ok(): pass
+
+def test_waits_for_ctrl_c():
+    pathlib.Path(__file__).with_name("started").write_text("")
+    time.sleep(60)
+"""
+
+
+def test_ctrl_c_exits_130_and_writes_no_badge(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(INTERRUPTED_SUITE)
+    env = {**os.environ, "HWMON_CI_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+           "BENCHMARK_DB_PATH": str(tmp_path / "artifacts" / "results.duckdb")}
+    script = subprocess.Popen(["bash", str(SCRIPT), "--no-venv", "--python", sys.executable, "--no-checks",
+                               "--generate-badge", "--send-notifications", "--", str(suite)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        deadline = time.monotonic() + 120
+        while not (suite.parent / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(script.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
+        out, _ = script.communicate(timeout=120)
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 130, out
+    [run_dir] = run_dirs(tmp_path)
+    assert not (run_dir / "status.json").exists() and not (run_dir / "badges").exists()
+    assert not (run_dir / "notification.json").exists()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    assert "Interrupted: no badge and no notification for this run" in out
+
+
+def test_relative_paths_are_relative_to_the_current_folder(tmp_path):
+    make_suite(tmp_path / "suite")
+    env = {k: v for k, v in os.environ.items() if k not in ("HWMON_CI_ARTIFACTS_DIR", "BENCHMARK_DB_PATH")}
+    env["BENCHMARK_DB_PATH"] = "history/results.duckdb"
+    done = subprocess.run(["bash", str(SCRIPT), "--no-venv", "--python", sys.executable, "--no-checks",
+                           "--artifacts-dir", "out", "--", "suite/test_small.py", "-k", "test_ok"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "history" / "results.duckdb").is_file()
+    [run_dir] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "summary.json").read_text())["counts"]["passed"] == 1
+    assert not (ROOT / "out").exists() and not (ROOT / "history").exists()
+
+
+def _checked_copy(tmp_path: Path, extra_python: str) -> Path:
+    """The files the checks look at, copied beside a copy of the script, plus one Python file."""
+    copy = tmp_path / "repo"
+    names = ("run_hardware_monitoring_ci_tests.sh", "run_hardware_monitoring_tests.py", "generate_status_badge.py",
+             "ci_notification.py", "pyproject.toml", ".ci/run", *(f".github/workflows/{p.name}" for p in WORKFLOWS))
+    for name in names:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, copy / name)
+    (copy / "extra.py").write_text(extra_python)
+    return copy
+
+
+@pytest.mark.parametrize(("extra_python", "expected"), [("import os\n", 1), ("VALUE = 1\n", 0)])
+def test_checks_run_from_beside_the_python_and_fail_on_findings(tmp_path, extra_python, expected):
+    copy = _checked_copy(tmp_path, extra_python)
+    suite = make_suite(tmp_path / "suite")
+    env = {**os.environ, "HWMON_CI_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+           "BENCHMARK_DB_PATH": str(tmp_path / "artifacts" / "results.duckdb"),
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}  # the tools are found beside the Python only
+    done = subprocess.run(["bash", str(copy / SCRIPT.name), "--no-venv", "--python", sys.executable,
+                           "--", str(suite), "-k", "test_ok"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == expected, done.stdout + done.stderr
+    [run_dir] = run_dirs(tmp_path)
+    checks = (run_dir / "checks.log").read_text()
+    assert ("extra.py:1:8: F401" in checks) == bool(expected), checks
+    assert "Tests exit status: 0" in done.stdout
 
 
 def test_script_passes_shellcheck():
@@ -200,6 +298,7 @@ def test_no_artifact_of_a_run_holds_a_secret(tmp_path, httpserver):
     (folder / "conftest.py").write_text(  # the runner's options only: no fixture that unsets variables
         "def pytest_addoption(parser):\n    parser.addoption('--run-long-tests', action='store_true')\n"
         "    parser.addoption('--db-path')\n")
+    (folder / "pytest.ini").write_text("[pytest]\n")
     (folder / "test_env.py").write_text(LEAKY_SUITE)
     sha = "e" * 40
     hook_path = "/services/T0LEAK/B0LEAK/slackHookSecret9"

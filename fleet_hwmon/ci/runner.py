@@ -1,8 +1,10 @@
 """Run the test suite through pytest and record the run in DuckDB.
 
-:func:`main` is what ``run_hardware_monitoring_tests.py`` runs. The exit status is pytest's
-(0 passed, 1 failed, 2 interrupted, 3 internal error, 4 usage error, 5 no test collected); a run
-that collects nothing says so on stderr and exits 5.
+:func:`main` is what ``run_hardware_monitoring_tests.py`` runs. Exit status, one meaning each
+(:data:`EXIT_CODES`): 0 the tests passed, 1 a test failed, 2 usage error (a bad option, a test path
+that does not exist: nothing is run or recorded), 3 setup failure (pytest's internal error, or
+the results database could not be written while the tests passed), 5 no test was collected,
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -27,14 +29,26 @@ from .recorder import ResultRecorder
 from .results_db import ResultsDatabaseError, TestRun, record_run
 
 DEFAULT_RESULTS_DB = "hardware_monitoring_test_results.duckdb"
-MODES = ("standard", "full", "long")
-STATUS_BY_EXIT_CODE = {0: "passed", 1: "failed", 2: "interrupted", 3: "error", 4: "error", 5: "no_tests"}
+#: quick: no long, browser or cluster test; standard / full: the default suite (full is the CI
+#: script's label for "with the HTML report"); long / comprehensive: the default suite plus the long tests.
+MODES = ("quick", "standard", "full", "long", "comprehensive")
+LONG_MODES = ("long", "comprehensive")
+QUICK_SELECTION = "not long and not browser and not cluster"
+STATUS_BY_EXIT_CODE = {0: "passed", 1: "failed", 2: "interrupted", 3: "error", 5: "no_tests"}
+#: pytest's exit status -> ours (pytest's 2 "interrupted" becomes the shell's 130, its 4 "usage" our 2).
+EXIT_CODES = {0: 0, 1: 1, 2: 130, 3: 3, 4: 2, 5: 5}
+EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 2, 3, 130
 
 
 def new_run_id(now: datetime | None = None) -> str:
     """A sortable, unique run id: ``20250101T120000Z-1a2b3c4d`` (UTC time, then 8 random hex)."""
     now = now or datetime.now(timezone.utc)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def _absolute(path: str) -> str:
+    """A path option made absolute against the current directory (where the command was typed)."""
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,17 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="verbose pytest output")
     parser.add_argument("--run-long-tests", action="store_true",
                         help="also run tests marked 'long' (skipped by default)")
-    parser.add_argument("--db-path", help="DuckDB file the tests write to (default: a temporary file)")
-    parser.add_argument("--html-report", metavar="PATH", help="write a self-contained pytest-html report")
-    parser.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report")
-    parser.add_argument("--results-db", metavar="PATH",
+    parser.add_argument("--db-path", type=_absolute,
+                        help="the one DuckDB file the tests write to (each test starts it afresh; after the run "
+                             "it holds the last test's data; default: a temporary file)")
+    parser.add_argument("--html-report", metavar="PATH", type=_absolute,
+                        help="write a self-contained pytest-html report")
+    parser.add_argument("--junit-xml", metavar="PATH", type=_absolute, help="write a JUnit XML report")
+    parser.add_argument("--results-db", metavar="PATH", type=_absolute,
                         default=os.environ.get("BENCHMARK_DB_PATH") or DEFAULT_RESULTS_DB,
                         help="DuckDB file that records the run (default: $BENCHMARK_DB_PATH when set, "
                              f"else {DEFAULT_RESULTS_DB})")
-    parser.add_argument("--summary-json", metavar="PATH",
+    parser.add_argument("--summary-json", metavar="PATH", type=_absolute,
                         help="write the run's outcome (counts, failed tests, artifacts) as JSON")
-    parser.add_argument("--mode", choices=MODES, help="label stored with the run (default: long when "
-                        "--run-long-tests, else standard)")
+    parser.add_argument("--mode", choices=MODES,
+                        help="quick (no long, browser or cluster test), standard, full, long or comprehensive "
+                             "(both with the long tests); stored with the run (default: long when "
+                             "--run-long-tests, else standard)")
+    parser.add_argument("--quick", dest="mode", action="store_const", const="quick", help="same as --mode quick")
+    parser.add_argument("--comprehensive", dest="mode", action="store_const", const="comprehensive",
+                        help="same as --mode comprehensive")
     parser.add_argument("--run-id", help="id stored with the run (default: UTC time + random suffix)")
     parser.add_argument("--ci-integration", action="store_true",
                         help="store the CI metadata (GitHub Actions variables) with the run")
@@ -88,6 +110,8 @@ def pytest_arguments(ns: argparse.Namespace, db_path: str, passthrough: Sequence
         args.append("-v")
     if ns.run_long_tests:
         args.append("--run-long-tests")
+    if ns.mode == "quick":
+        args += ["-m", QUICK_SELECTION]  # a later -m of the caller's wins
     if ns.junit_xml:
         args += ["--junitxml", str(ns.junit_xml), "-o", "junit_family=xunit2"]
     if ns.html_report:
@@ -95,26 +119,36 @@ def pytest_arguments(ns: argparse.Namespace, db_path: str, passthrough: Sequence
     return args + list(passthrough)
 
 
-def summary_dict(run: TestRun, ns: argparse.Namespace) -> dict[str, Any]:
-    """The run's outcome as a JSON-ready dict (see ``--summary-json``)."""
+def summary_dict(run: TestRun, ns: argparse.Namespace, exit_code: int,
+                 recorded_error: str | None = None) -> dict[str, Any]:
+    """The run's outcome as a JSON-ready dict (see ``--summary-json``): ``exit_code`` is the runner's,
+    ``pytest_exit_code`` pytest's; ``recorded`` says whether the run reached the results database,
+    ``results_db_error`` why not."""
     counts = run.counts
     return {
-        "run_id": run.run_id, "status": run.status, "exit_code": run.exit_code, "mode": run.mode,
+        "run_id": run.run_id, "status": run.status, "exit_code": exit_code, "pytest_exit_code": run.exit_code,
+        "mode": run.mode,
         "started_at": run.started_at.isoformat(), "finished_at": run.finished_at.isoformat(),
         "duration_s": round(run.duration_s, 3), "python_version": run.python_version,
         "commit": run.commit_sha, "branch": run.branch, "collected": len(run.results), "counts": counts,
         "failed_tests": [{"nodeid": r.nodeid, "outcome": r.outcome, "message": r.message}
                          for r in run.results if r.outcome in ("failed", "error")],
         "artifacts": {"junit_xml": ns.junit_xml, "html_report": ns.html_report, "results_db": ns.results_db},
+        "recorded": recorded_error is None, "results_db_error": recorded_error,
         "ci": run.ci_metadata,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run pytest with the parsed options, record the run, return pytest's exit status."""
+    """Run pytest with the parsed options, record the run, return the exit status (see the module docstring)."""
     options = parse_args(sys.argv[1:] if argv is None else argv)
     ns = options.namespace
-    mode = ns.mode or ("long" if ns.run_long_tests else "standard")
+    if ns.mode == "quick" and ns.run_long_tests:
+        print("run_hardware_monitoring_tests: --quick leaves the long tests out; drop --run-long-tests",
+              file=sys.stderr)
+        return EXIT_USAGE
+    ns.mode = ns.mode or ("long" if ns.run_long_tests else "standard")
+    ns.run_long_tests = ns.run_long_tests or ns.mode in LONG_MODES
     run_id = ns.run_id or new_run_id()
     for target in (ns.junit_xml, ns.html_report, ns.summary_json):
         if target:
@@ -124,31 +158,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         db_path = ns.db_path or str(Path(scratch) / "tests.duckdb")
         recorder = ResultRecorder()
         started_at = datetime.now(timezone.utc)
-        exit_code = int(pytest.main(pytest_arguments(ns, db_path, options.pytest_args), plugins=[recorder]))
+        pytest_exit = int(pytest.main(pytest_arguments(ns, db_path, options.pytest_args), plugins=[recorder]))
         finished_at = datetime.now(timezone.utc)
+    exit_code = EXIT_CODES.get(pytest_exit, EXIT_SETUP)
+    if exit_code == EXIT_USAGE:  # pytest has said what was wrong; a run that never ran is not recorded
+        print("run_hardware_monitoring_tests: usage error (see above); nothing was run or recorded", file=sys.stderr)
+        return exit_code
 
     run = TestRun(
-        run_id=run_id, started_at=started_at, finished_at=finished_at, mode=mode,
-        python_version=platform.python_version(), exit_code=exit_code,
-        status=STATUS_BY_EXIT_CODE.get(exit_code, "error"), results=recorder.results,
+        run_id=run_id, started_at=started_at, finished_at=finished_at, mode=ns.mode,
+        python_version=platform.python_version(), exit_code=pytest_exit,
+        status=STATUS_BY_EXIT_CODE.get(pytest_exit, "error"), results=recorder.results,
         platform=platform.platform(), commit_sha=ci_env.current_commit(), branch=ci_env.current_branch(),
         pytest_args=options.pytest_args,
         ci_metadata=ci_env.github_actions_metadata() if ns.ci_integration else {})
 
-    if exit_code == pytest.ExitCode.NO_TESTS_COLLECTED:
+    if pytest_exit == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("run_hardware_monitoring_tests: no test was collected (pytest exit code 5); "
               "check the test path and the -k / -m selection", file=sys.stderr)
+    recorded_error = None
     try:
         record_run(ns.results_db, run)
     except ResultsDatabaseError as err:
-        print(f"run_hardware_monitoring_tests: {err}", file=sys.stderr)
+        recorded_error = str(err)
+        print(f"run_hardware_monitoring_tests: the run was NOT recorded: {err}", file=sys.stderr)
         if exit_code == 0:
-            exit_code = 1
+            exit_code = EXIT_SETUP
     if ns.summary_json:
-        Path(ns.summary_json).write_text(
-            json.dumps(summary_dict(run, ns), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        summary = summary_dict(run, ns, exit_code, recorded_error)
+        Path(ns.summary_json).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     counts = run.counts
-    print(f"run {run_id} ({mode}): {counts['passed']} passed, {counts['failed']} failed, "
-          f"{counts['error']} errors, {counts['skipped']} skipped in {run.duration_s:.1f} s; "
-          f"recorded in {ns.results_db}")
+    where = f"recorded in {ns.results_db}" if recorded_error is None else "NOT recorded (see above)"
+    print(f"run {run_id} ({ns.mode}): {counts['passed']} passed, {counts['failed']} failed, "
+          f"{counts['error']} errors, {counts['skipped']} skipped in {run.duration_s:.1f} s; {where}")
     return exit_code
