@@ -20,7 +20,7 @@ from werkzeug import Response
 
 from fleet_hwmon.ci.notify.config import load_config, resolve
 from fleet_hwmon.ci.notify.dispatch import send_notifications
-from fleet_hwmon.ci.notify.http_channels import GITHUB_MARKER_PREFIX
+from fleet_hwmon.ci.notify.github_channel import GITHUB_MARKER_PREFIX
 from fleet_hwmon.ci.notify.redact import Redactor
 from fleet_hwmon.ci.report import FailedTest, RunReport
 
@@ -339,7 +339,7 @@ def test_github_status_and_comment_updated_not_duplicated(httpserver):
     [first] = send_notifications(failing_report(), config, environ=environ)
     assert first.ok, first
     assert "comment added" in first.detail
-    passing = RunReport(status="success", counts={"passed": 12}, commit=sha, pull_request=7)
+    passing = RunReport(status="success", counts={"passed": 12}, commit=sha, pull_request=7, mode="standard")
     [second] = send_notifications(passing, config, environ=environ)
     assert second.ok, second
     assert "comment 99 updated" in second.detail
@@ -351,7 +351,7 @@ def test_github_status_and_comment_updated_not_duplicated(httpserver):
     assert GITHUB_MARKER_PREFIX in comments[-1]["body"] and "tests passed" in comments[-1]["body"]
     statuses = [json.loads(req.get_data()) for req, _ in httpserver.log if "/statuses/" in req.path]
     assert [s["state"] for s in statuses] == ["failure", "success"]
-    assert statuses[0]["context"] == "hardware-monitoring/tests"
+    assert [s["context"] for s in statuses] == ["hardware-monitoring/tests/standard"] * 2
     assert statuses[0]["target_url"] == "https://ci.example.com/run/1"
     for request, _ in httpserver.log:
         assert request.headers["Authorization"] == "Bearer ghs_secretvalue123"
@@ -530,3 +530,144 @@ def test_literal_config_secrets_are_masked_and_nothing_else(tmp_path, httpserver
     assert "Authorization: Bearer ***" in out and "Authorization: ***" in out  # github's, the webhook's
     assert '"smtp_port": "2525"' in out and "smtp.example.com:2525" in out  # a port is no secret
     assert '"repository": "acme/fleet"' in out and '"username": "***"' in out
+
+
+# --- GitHub as it is: head SHA, one context per job and mode, size limit, rate limits -------------
+def test_pull_request_status_goes_to_the_head_commit_one_context_per_job_and_mode(tmp_path, httpserver):
+    head, merge = "b" * 40, "c" * 40
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"number": 5, "pull_request": {"number": 5, "head": {"sha": head}}}))
+    comments: list[dict] = []
+
+    def create_comment(request):
+        comments.append({"id": len(comments) + 1, "body": json.loads(request.get_data())["body"]})
+        return Response(json.dumps(comments[-1]), status=201, content_type="application/json")
+
+    httpserver.expect_request(f"/repos/acme/fleet/statuses/{head}", method="POST").respond_with_json({}, status=201)
+    httpserver.expect_request("/repos/acme/fleet/issues/5/comments", method="GET").respond_with_handler(
+        lambda request: Response(json.dumps(comments), status=200, content_type="application/json"))
+    httpserver.expect_request("/repos/acme/fleet/issues/5/comments", method="POST").respond_with_handler(
+        create_comment)
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"github": {
+        "enabled": True, "api_url": httpserver.url_for("/").rstrip("/"), "repository": "${GITHUB_REPOSITORY}",
+        "token": "${GITHUB_TOKEN}", "job": "${GITHUB_JOB:-}"}}))
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/fleet", "GITHUB_TOKEN": "ghs_tok3n",
+           "GITHUB_SHA": merge, "GITHUB_REF": "refs/pull/5/merge", "GITHUB_EVENT_PATH": str(event),
+           "GITHUB_JOB": "integration", "GITHUB_RUN_ID": "1"}
+    for mode in ("full", "long"):
+        summary = tmp_path / f"{mode}.json"
+        summary.write_text(json.dumps({"status": "failed", "mode": mode, "counts": {"passed": 1, "failed": 1},
+                                       "failed_tests": [{"nodeid": "t::a", "outcome": "failed", "message": "x"}]}))
+        done = run_cli("--test-report", str(summary), "--notification-config", str(config), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    statuses = [json.loads(r.get_data()) for r, _ in httpserver.log if "/statuses/" in r.path]
+    assert [s["context"] for s in statuses] == ["hardware-monitoring/tests/integration/full",
+                                                "hardware-monitoring/tests/integration/long"]
+    assert not any(merge in r.path for r, _ in httpserver.log)
+    assert len(comments) == 2  # the long job did not overwrite the full job's comment
+    assert f"{GITHUB_MARKER_PREFIX} hardware-monitoring/tests/integration/full -->" in comments[0]["body"]
+    assert f"{GITHUB_MARKER_PREFIX} hardware-monitoring/tests/integration/long -->" in comments[1]["body"]
+
+
+def test_a_huge_comment_is_cut_to_githubs_limit_with_a_count(httpserver):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    httpserver.expect_request(f"/repos/acme/fleet/statuses/{sha}", method="POST").respond_with_json({}, status=201)
+    httpserver.expect_request("/repos/acme/fleet/issues/7/comments", method="GET").respond_with_json([])
+    bodies: list[str] = []
+
+    def create_comment(request):
+        body = json.loads(request.get_data())["body"]
+        bodies.append(body)
+        status = 422 if len(body) > 65536 else 201  # what GitHub answers
+        return Response(json.dumps({"id": 3}), status=status, content_type="application/json")
+
+    httpserver.expect_request("/repos/acme/fleet/issues/7/comments", method="POST").respond_with_handler(
+        create_comment)
+    config = github_config(httpserver.url_for("/").rstrip("/"))
+    config["github"]["max_failures_listed"] = 1000
+    report = failing_report(800, message="AssertionError: " + "x" * 1400)
+    [delivery] = send_notifications(report, config, environ={"GITHUB_TOKEN": "t0ken-x", "GITHUB_REPOSITORY":
+                                                              "acme/fleet"})
+    assert delivery.ok, delivery
+    [body] = bodies
+    assert 60000 < len(body) <= 65536
+    listed = body.count("tests/test_x.py::test_")
+    assert 20 < listed < 800 and f"…and {800 - listed} more." in body
+
+
+def _rate_limited(httpserver, status: int, headers: dict, then: int = 201) -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    path = f"/repos/acme/fleet/statuses/{sha}"
+    httpserver.expect_ordered_request(path, method="POST").respond_with_response(
+        Response('{"message": "You have exceeded a secondary rate limit"}', status=status, headers=headers))
+    httpserver.expect_ordered_request(path, method="POST").respond_with_json({}, status=then)
+
+
+def _github_status_only(httpserver, **extra) -> dict:
+    config = github_config(httpserver.url_for("/").rstrip("/"))
+    config["github"].update(pr_comment=False, **extra)
+    return config
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "1"}, {"x-ratelimit-remaining": "0"}])
+def test_github_secondary_rate_limit_is_waited_as_told(httpserver, headers):
+    if "x-ratelimit-remaining" in headers:
+        headers = {**headers, "x-ratelimit-reset": str(int(time.time()) + 2)}  # the epoch second it resets
+    _rate_limited(httpserver, 403, headers)
+    started = time.monotonic()
+    [delivery] = send_notifications(failing_report(), _github_status_only(httpserver),
+                                    environ={"GITHUB_TOKEN": "t0ken-x", "GITHUB_REPOSITORY": "acme/fleet"})
+    assert delivery.ok and delivery.attempts == 2, delivery
+    assert time.monotonic() - started >= 0.9
+    assert len(httpserver.log) == 2
+
+
+def test_a_plain_403_is_an_answer_not_retried(httpserver):
+    _rate_limited(httpserver, 403, {})
+    [delivery] = send_notifications(failing_report(), _github_status_only(httpserver),
+                                    environ={"GITHUB_TOKEN": "t0ken-x", "GITHUB_REPOSITORY": "acme/fleet"})
+    assert not delivery.ok and "HTTP 403" in delivery.detail and "rate limited" not in delivery.detail
+    assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_wait_over_the_cap_is_not_waited_and_reported_undelivered(httpserver, status):
+    _rate_limited(httpserver, status, {"Retry-After": "90"})
+    started = time.monotonic()
+    [delivery] = send_notifications(failing_report(), _github_status_only(httpserver, max_retry_after_s=5),
+                                    environ={"GITHUB_TOKEN": "t0ken-x", "GITHUB_REPOSITORY": "acme/fleet"})
+    assert time.monotonic() - started < 3 and len(httpserver.log) == 1
+    assert not delivery.ok
+    assert f"HTTP {status}" in delivery.detail
+    assert "rate limited: the server asked to wait 90 s; this channel waits at most 5 s per answer" in delivery.detail
+
+
+def test_slack_link_parts_are_escaped(httpserver):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_data("ok")
+    report = RunReport(status="failure", counts={"failed": 1}, failed_tests=(FailedTest("t::x", "failed", "boom"),),
+                       run_url="https://ci.example.com/run?a=1&b=2|<!channel>",
+                       report_url="https://ci.example.com/r>x|<!here>")
+    [delivery] = send_notifications(report, slack_config(httpserver.url_for(SLACK_PATH)), environ={})
+    assert delivery.ok, delivery
+    text = json.loads(httpserver.log[0][0].get_data())["text"]
+    assert "<https://ci.example.com/run?a=1&amp;b=2%7C&lt;!channel&gt;|CI run>" in text
+    assert "<https://ci.example.com/r&gt;x%7C&lt;!here&gt;|test report>" in text
+    assert "<!channel>" not in text and "<!here>" not in text
+
+
+def test_flaky_tests_are_named_in_every_digest(httpserver, smtp_server):
+    httpserver.expect_request(SLACK_PATH, method="POST").respond_with_data("ok")
+    handler = SmtpHandler()
+    port = smtp_server(handler)
+    report = RunReport(status="success", counts={"passed": 4, "flaky": 1}, mode="standard",
+                       flaky_tests=(FailedTest("tests/test_t.py::test_timing", "flaky", "passed on rerun"),))
+    config = {**slack_config(httpserver.url_for(SLACK_PATH), notify_on=["success"]),
+              **email_config(port, notify_on=["success"])}
+    deliveries = send_notifications(report, config, environ={})
+    assert all(d.ok for d in deliveries), deliveries
+    text = json.loads(httpserver.log[0][0].get_data())["text"]
+    assert "*Flaky (failed, then passed on rerun):* `tests/test_t.py::test_timing`" in text
+    body = parse(handler.envelopes[0]).get_content()
+    assert "Flaky tests (failed, then passed on rerun; they do not fail the run):\n* tests/test_t.py::test_timing" \
+        in body.replace("\r\n", "\n")

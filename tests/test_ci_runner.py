@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -83,7 +84,8 @@ def test_run_is_recorded_with_exact_counts(tmp_path):
     con.close()
 
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["counts"] == {"passed": 3, "failed": 2, "error": 1, "skipped": 2, "xfailed": 1, "xpassed": 0}
+    assert summary["counts"] == {"passed": 3, "failed": 2, "error": 1, "skipped": 2, "xfailed": 1, "xpassed": 0,
+                                 "flaky": 0}
     assert [t["nodeid"] for t in summary["failed_tests"]] == [
         "test_tiny.py::test_fail_one", "test_tiny.py::test_fail_two", "test_tiny.py::test_setup_error"]
     assert [t["message"] for t in summary["failed_tests"]] == [
@@ -94,7 +96,8 @@ def test_run_is_recorded_with_exact_counts(tmp_path):
         ("test_tiny::test_fail_one", "AssertionError: arithmetic\nassert (1 + 1) == 3"),
         ("test_tiny::test_fail_two", "ValueError: bad <value> & more"),
         ("test_tiny::test_setup_error", 'failed on setup with "RuntimeError: fixture exploded"')]
-    assert junit.counts == {"passed": 3, "failed": 2, "error": 1, "skipped": 3}  # JUnit counts xfail as skipped
+    # JUnit counts xfail as skipped; each failed test's two attempts count once
+    assert junit.counts == {"passed": 3, "failed": 2, "error": 1, "skipped": 3, "flaky": 0}
     assert junit.status == "failure"
     assert "run run-1 (standard): 3 passed, 2 failed, 1 errors, 2 skipped" in done.stdout
 
@@ -112,8 +115,6 @@ def test_long_tests_run_with_the_option_and_a_selection_passes_through(tmp_path)
 
 
 def test_results_db_defaults_to_benchmark_db_path(tmp_path):
-    import os
-
     suite = make_suite(tmp_path / "suite")
     db = tmp_path / "from_env.duckdb"
     done = run_runner(str(suite), "-k", "pass_one", env={**os.environ, "BENCHMARK_DB_PATH": str(db)})
@@ -277,3 +278,62 @@ def test_db_path_is_exactly_one_file_and_relative_paths_follow_the_current_folde
     assert (work / "history.duckdb").is_file()
     summary = json.loads((work / "out" / "summary.json").read_text())
     assert summary["artifacts"]["results_db"] == str(work / "history.duckdb")
+
+
+FLAKY_SUITE = """
+import pathlib
+
+def test_steady(): pass
+
+def test_timing_sensitive():
+    marker = pathlib.Path(__file__).with_name("attempted")
+    first = not marker.exists()
+    marker.write_text("")
+    assert not first, "deadline missed by 3 ms"
+
+def test_really_broken():
+    assert 1 == 2
+"""
+
+
+def test_a_test_passing_on_rerun_is_flaky_and_does_not_fail_the_run(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(FLAKY_SUITE)
+    db, summary_md = tmp_path / "results.duckdb", tmp_path / "step_summary.md"
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary_md)}
+    for run_id in ("r1", "r2"):
+        (suite.parent / "attempted").unlink(missing_ok=True)
+        done = run_runner("--results-db", str(db), "--run-id", run_id, "--summary-json", str(tmp_path / "s.json"),
+                          "--html-report", str(tmp_path / "report.html"), str(suite), "-k", "steady or timing",
+                          env=env)
+        assert done.returncode == 0, done.stdout + done.stderr  # flaky passes do not turn the run red
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT run_id, passed, failed, flaky, status FROM test_runs ORDER BY run_id").fetchall() == [
+        ("r1", 1, 0, 1, "passed"), ("r2", 1, 0, 1, "passed")]
+    outcome, message = con.execute("SELECT outcome, message FROM test_results WHERE run_id = 'r2' AND nodeid = "
+                                   "'test_tiny.py::test_timing_sensitive'").fetchone()
+    con.close()
+    assert outcome == "flaky" and "deadline missed by 3 ms" in message
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [t["nodeid"] for t in summary["flaky_tests"]] == ["test_tiny.py::test_timing_sensitive"]
+    assert summary["counts"]["flaky"] == 1 and summary["failed_tests"] == []
+    assert "::warning file=" in done.stdout and "flaky%3A test_tiny.py%3A%3Atest_timing_sensitive" in done.stdout
+    markdown = summary_md.read_text()
+    assert "#### Flaky in this run (1)" in markdown
+    assert "| `test_tiny.py::test_timing_sensitive` | 2 of the last 2 runs |" in markdown
+    assert "rerun" in (tmp_path / "report.html").read_text().lower()  # pytest-html shows the rerun
+
+
+def test_a_real_failure_still_fails_and_is_annotated_at_its_line(tmp_path):
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(FLAKY_SUITE)
+    summary_md = tmp_path / "step_summary.md"
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary_md)}
+    done = run_runner("--results-db", str(tmp_path / "r.duckdb"), str(suite), "-k", "really", env=env, cwd=suite.parent)
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("::error "))
+    assert line.startswith("::error file=test_tiny.py,line=13,title=failed%3A test_tiny.py%3A%3Atest_really_broken::")
+    assert line.endswith("::AssertionError: assert 1 == 2")
+    markdown = summary_md.read_text()
+    assert markdown.startswith("### Hardware monitoring tests FAILED (standard mode)")
+    assert "- `test_tiny.py::test_really_broken` (failed): AssertionError: assert 1 == 2" in markdown

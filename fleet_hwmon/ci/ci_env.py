@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 GITHUB_VARIABLES = ("GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_RUN_NUMBER", "GITHUB_RUN_ATTEMPT",
@@ -48,10 +50,29 @@ def _git(*args: str, cwd: str | None = None) -> str | None:
     return value if done.returncode == 0 and value else None
 
 
-def current_commit(cwd: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
-    """``GITHUB_SHA`` when set, else ``git rev-parse HEAD`` in ``cwd``, else ``None``."""
+def pull_request_head_sha(environ: Mapping[str, str] | None = None) -> str | None:
+    """The head commit of the pull request a GitHub Actions run is for: ``pull_request.head.sha`` in
+    the event payload (the file ``GITHUB_EVENT_PATH`` names); ``None`` outside a pull-request event
+    or when the payload cannot be read. On a pull request ``GITHUB_SHA`` is GitHub's test-merge
+    commit, which the pull request never shows; statuses belong on this one."""
     env = os.environ if environ is None else environ
-    return env.get("GITHUB_SHA") or _git("rev-parse", "HEAD", cwd=cwd)
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return None
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    head = ((payload.get("pull_request") or {}).get("head") or {}) if isinstance(payload, dict) else {}
+    sha = head.get("sha") if isinstance(head, dict) else None
+    return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def current_commit(cwd: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The commit a run tests: a pull request's head commit (:func:`pull_request_head_sha`), else
+    ``GITHUB_SHA`` when set, else ``git rev-parse HEAD`` in ``cwd``, else ``None``."""
+    env = os.environ if environ is None else environ
+    return pull_request_head_sha(env) or env.get("GITHUB_SHA") or _git("rev-parse", "HEAD", cwd=cwd)
 
 
 def current_branch(cwd: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:

@@ -3,13 +3,16 @@
 Pass an instance to ``pytest.main(args, plugins=[recorder])``. Rules, one outcome per test:
 a setup or teardown failure makes the test ``error``; a failing call is ``failed``; a skip in
 setup or call is ``skipped``; ``xfail`` / ``xpass`` are kept apart; a module that fails to be
-collected is one ``error`` row named after the module. Durations add setup, call and teardown.
+collected is one ``error`` row named after the module; a test that failed and passed when rerun
+(pytest-rerunfailures logs the failed attempt with outcome ``rerun``) is ``flaky``, its message
+the first attempt's failure. Durations add setup, call and teardown of every attempt.
 A failure's ``message`` is pytest's crash line (``report.longrepr.reprcrash.message``, e.g.
 ``AssertionError: assert 1 == 2``); without one, the traceback's ``E`` lines, else its last line.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -57,12 +60,14 @@ class ResultRecorder:
     """Collects per-test outcomes while pytest runs; read :attr:`results` afterwards.
 
     ``results`` is a list of :class:`TestResult` in the order tests finished; ``collected`` is the
-    number of items pytest collected (after deselection).
+    number of items pytest collected (after deselection); ``locations`` maps a failed test's node
+    id to ``(file, line)`` (1-based) where it failed, for annotations.
     """
 
     def __init__(self) -> None:
         self._by_nodeid: dict[str, dict[str, Any]] = {}
         self.collected = 0
+        self.locations: dict[str, tuple[str, int]] = {}
 
     # -- pytest hooks -------------------------------------------------------------------
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -74,8 +79,14 @@ class ResultRecorder:
                 "outcome": "error", "duration_s": 0.0, "message": _message(report)}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        entry = self._by_nodeid.setdefault(report.nodeid, {"outcome": None, "duration_s": 0.0, "message": None})
+        entry = self._by_nodeid.setdefault(report.nodeid, {"outcome": None, "duration_s": 0.0, "message": None,
+                                                           "rerun_message": None})
         entry["duration_s"] += float(report.duration or 0.0)
+        if report.failed or report.outcome == "rerun":
+            self.locations[report.nodeid] = _failure_location(report)
+        if report.outcome == "rerun":  # a failed attempt that pytest-rerunfailures runs again
+            entry["rerun_message"] = entry["rerun_message"] or _message(report)
+            return
         wasxfail = getattr(report, "wasxfail", None)
         if report.when == "call":
             if report.passed:
@@ -103,5 +114,24 @@ class ResultRecorder:
     # -- results ------------------------------------------------------------------------
     @property
     def results(self) -> list[TestResult]:
-        return [TestResult(nodeid, entry["outcome"], entry["duration_s"], entry["message"])
-                for nodeid, entry in self._by_nodeid.items() if entry["outcome"] is not None]
+        return [_final(nodeid, entry) for nodeid, entry in self._by_nodeid.items() if entry["outcome"] is not None]
+
+
+def _final(nodeid: str, entry: dict[str, Any]) -> TestResult:
+    if entry.get("rerun_message") is not None and entry["outcome"] == "passed":
+        return TestResult(nodeid, "flaky", entry["duration_s"], f"passed on rerun; first attempt: "
+                          f"{entry['rerun_message']}")
+    return TestResult(nodeid, entry["outcome"], entry["duration_s"], entry["message"])
+
+
+def _failure_location(report: pytest.TestReport) -> tuple[str, int]:
+    """``(file, 1-based line)`` of a failure: the crash point when it lies in the current folder's
+    tree (the test's own code), else the test's definition."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    path, line = getattr(crash, "path", None), getattr(crash, "lineno", None)
+    if path and line:
+        relative = os.path.relpath(path)
+        if not relative.startswith(".."):
+            return relative, int(line)
+    file, line0, _ = report.location
+    return file, (line0 or 0) + 1

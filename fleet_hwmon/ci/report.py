@@ -42,6 +42,7 @@ class RunReport:
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     failed_tests: tuple[FailedTest, ...] = ()
+    flaky_tests: tuple[FailedTest, ...] = ()
     run_id: str | None = None
     commit: str | None = None
     branch: str | None = None
@@ -65,7 +66,7 @@ class RunReport:
 def _status_from_counts(counts: dict[str, int]) -> str:
     """``failure`` when a test failed or errored, or when no test ran at all; else ``success``."""
     broken = counts.get("failed", 0) + counts.get("error", 0)
-    ran = counts.get("passed", 0) + counts.get("skipped", 0)
+    ran = counts.get("passed", 0) + counts.get("skipped", 0) + counts.get("flaky", 0)
     return "failure" if broken or not ran else "success"
 
 
@@ -85,7 +86,8 @@ def _junit_message(element: ET.Element) -> str | None:
 
 def from_junit_xml(path: str | Path) -> RunReport:
     """Read a JUnit XML file (pytest's, or any ``<testsuites>`` / ``<testsuite>``): one outcome per
-    ``<testcase>`` (``failure`` -> failed, ``error`` -> error, ``skipped`` -> skipped, else passed);
+    test (``failure`` -> failed, ``error`` -> error, ``skipped`` -> skipped, else passed; a test
+    with several ``<testcase>`` attempts counts by its last, ``flaky`` when that passed);
     a failure's message is its crash line (see :func:`_junit_message`), not the whole traceback.
     Raises ``ValueError`` for a file that is not JUnit XML."""
     try:
@@ -95,24 +97,33 @@ def from_junit_xml(path: str | Path) -> RunReport:
     if root.tag not in ("testsuites", "testsuite"):
         raise ValueError(f"{path} is not JUnit XML (root element <{root.tag}>)")
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
-    failed: list[FailedTest] = []
+    final: dict[str, tuple[str, str | None]] = {}  # nodeid -> (outcome, message) of its last attempt
+    attempts: dict[str, int] = {}
     duration_s = 0.0
     for suite in suites:
         duration_s += float(suite.get("time") or 0.0)
         for case in suite.iter("testcase"):
             nodeid = "::".join(part for part in (case.get("classname"), case.get("name")) if part)
-            outcome = "passed"
+            outcome, message = "passed", None
             for child, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
                 element = case.find(child)
                 if element is not None:
-                    outcome = name
-                    if name != "skipped":
-                        failed.append(FailedTest(nodeid, name, _junit_message(element)))
+                    outcome, message = name, (None if name == "skipped" else _junit_message(element))
                     break
-            counts[outcome] += 1
+            final[nodeid] = (outcome, message)
+            attempts[nodeid] = attempts.get(nodeid, 0) + 1
+    counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "flaky": 0}
+    failed: list[FailedTest] = []
+    flaky: list[FailedTest] = []
+    for nodeid, (outcome, message) in final.items():
+        if outcome == "passed" and attempts[nodeid] > 1:  # pytest-rerunfailures writes one testcase per attempt
+            outcome = "flaky"
+            flaky.append(FailedTest(nodeid, outcome))
+        elif outcome in ("failed", "error"):
+            failed.append(FailedTest(nodeid, outcome, message))
+        counts[outcome] += 1
     return RunReport(status=_status_from_counts(counts), counts=counts, failed_tests=tuple(failed),
-                     duration_s=round(duration_s, 3), source=str(path))
+                     flaky_tests=tuple(flaky), duration_s=round(duration_s, 3), source=str(path))
 
 
 def from_summary_json(path: str | Path) -> RunReport:
@@ -123,6 +134,7 @@ def from_summary_json(path: str | Path) -> RunReport:
     return RunReport(
         status="success" if data.get("status") == "passed" else "failure", counts=counts,
         failed_tests=tuple(FailedTest(t["nodeid"], t["outcome"], t.get("message")) for t in data["failed_tests"]),
+        flaky_tests=tuple(FailedTest(t["nodeid"], "flaky", t.get("message")) for t in data.get("flaky_tests", [])),
         run_id=data.get("run_id"), commit=data.get("commit"), branch=data.get("branch"),
         run_url=ci.get("run_url"), pull_request=ci.get("pull_request"), duration_s=data.get("duration_s"),
         mode=data.get("mode"), source=str(path))
@@ -137,11 +149,12 @@ def from_results_db(path: str | Path, run_id: str | None = None) -> RunReport:
             raise ValueError(f"no run {run_id or ''} recorded in {path}".replace("  ", " "))
         results = results_db.results_of(con, run["run_id"])
     counts = {"passed": run["passed"], "failed": run["failed"], "error": run["errors"], "skipped": run["skipped"],
-              "xfailed": run["xfailed"], "xpassed": run["xpassed"]}
+              "xfailed": run["xfailed"], "xpassed": run["xpassed"], "flaky": run["flaky"]}
     return RunReport(
         status="success" if run["status"] == "passed" else "failure", counts=counts,
         failed_tests=tuple(FailedTest(r.nodeid, r.outcome, r.message) for r in results
                            if r.outcome in ("failed", "error")),
+        flaky_tests=tuple(FailedTest(r.nodeid, r.outcome, r.message) for r in results if r.outcome == "flaky"),
         run_id=run["run_id"], commit=run["commit_sha"], branch=run["branch"], run_url=run["ci_run_url"],
         duration_s=run["duration_s"], mode=run["mode"], source=str(path))
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import duckdb
 
-OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+#: ``flaky``: failed, then passed when rerun (pytest-rerunfailures); it does not fail the run.
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS test_runs (
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS test_runs (
     ci_provider       VARCHAR,
     ci_run_id         VARCHAR,
     ci_run_url        VARCHAR,
-    ci_metadata_json  VARCHAR
+    ci_metadata_json  VARCHAR,
+    flaky             INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS test_results (
     run_id      VARCHAR NOT NULL,
@@ -59,6 +61,7 @@ CREATE TABLE IF NOT EXISTS test_results (
     message     VARCHAR,
     PRIMARY KEY (run_id, nodeid)
 );
+ALTER TABLE test_runs ADD COLUMN IF NOT EXISTS flaky INTEGER DEFAULT 0;
 """
 
 
@@ -142,7 +145,8 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``test_runs`` and ``test_results`` when missing (idempotent)."""
+    """Create ``test_runs`` and ``test_results`` when missing, and add the columns a database
+    carried over from an older version lacks (idempotent)."""
     con.execute(SCHEMA)
 
 
@@ -164,14 +168,17 @@ def record_run(path: str | Path, run: TestRun) -> None:
         try:
             ensure_schema(con)
             con.execute("BEGIN TRANSACTION")
-            con.execute(
-                "INSERT INTO test_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run.run_id, run.started_at, run.finished_at, run.mode, run.python_version, run.platform,
-                 run.commit_sha, run.branch, len(run.results), counts["passed"], counts["failed"],
-                 counts["error"], counts["skipped"], counts["xfailed"], counts["xpassed"],
-                 _finite(run.duration_s), run.exit_code, run.status, json.dumps(list(run.pytest_args)),
-                 ci.get("provider"), ci.get("run_id"), ci.get("run_url"),
-                 json.dumps(ci, allow_nan=False, sort_keys=True) if ci else None])
+            row = {"run_id": run.run_id, "started_at": run.started_at, "finished_at": run.finished_at,
+                   "mode": run.mode, "python_version": run.python_version, "platform": run.platform,
+                   "commit_sha": run.commit_sha, "branch": run.branch, "collected": len(run.results),
+                   "passed": counts["passed"], "failed": counts["failed"], "errors": counts["error"],
+                   "skipped": counts["skipped"], "xfailed": counts["xfailed"], "xpassed": counts["xpassed"],
+                   "flaky": counts["flaky"], "duration_s": _finite(run.duration_s), "exit_code": run.exit_code,
+                   "status": run.status, "pytest_args": json.dumps(list(run.pytest_args)),
+                   "ci_provider": ci.get("provider"), "ci_run_id": ci.get("run_id"), "ci_run_url": ci.get("run_url"),
+                   "ci_metadata_json": json.dumps(ci, allow_nan=False, sort_keys=True) if ci else None}
+            con.execute(f"INSERT INTO test_runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                        list(row.values()))
             if run.results:
                 con.executemany(
                     "INSERT INTO test_results VALUES (?, ?, ?, ?, ?)",
@@ -182,7 +189,7 @@ def record_run(path: str | Path, run: TestRun) -> None:
 
 
 RUN_COLUMNS = ("run_id", "started_at", "finished_at", "mode", "python_version", "platform", "commit_sha",
-               "branch", "collected", "passed", "failed", "errors", "skipped", "xfailed", "xpassed",
+               "branch", "collected", "passed", "failed", "errors", "skipped", "xfailed", "xpassed", "flaky",
                "duration_s", "exit_code", "status", "ci_provider", "ci_run_id", "ci_run_url")
 
 
@@ -217,3 +224,31 @@ def results_of(con: duckdb.DuckDBPyConnection, run_id: str) -> list[TestResult]:
     rows = con.execute("SELECT nodeid, outcome, duration_s, message FROM test_results WHERE run_id = ? "
                        "ORDER BY nodeid", [run_id]).fetchall()
     return [TestResult(*row) for row in rows]
+
+
+def recent_runs(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs that ran (not ``interrupted``), oldest first: the trend's points."""
+    rows = con.execute(
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM test_runs WHERE status != 'interrupted' "
+        "ORDER BY started_at DESC, run_id DESC LIMIT ?", [limit]).fetchall()
+    return [_row_to_dict(r) for r in reversed(rows)]
+
+
+def flaky_history(con: duckdb.DuckDBPyConnection, last_runs: int = 20) -> list[dict[str, Any]]:
+    """Tests recorded ``flaky`` in any of the newest ``last_runs`` runs, most often flaky first.
+
+    Each: ``{"nodeid", "flaky_runs" (N), "runs" (M: the runs in the window that ran the test),
+    "window_runs" (the runs in the window), "last_flaky_at" (UTC)}``, i.e. "flaky in N of the
+    last M runs"."""
+    rows = con.execute("""
+        WITH window_runs AS (
+            SELECT run_id, started_at FROM test_runs ORDER BY started_at DESC, run_id DESC LIMIT ?)
+        SELECT r.nodeid, count(*) FILTER (WHERE r.outcome = 'flaky') AS flaky_runs, count(*) AS runs,
+               (SELECT count(*) FROM window_runs) AS window_runs,
+               max(w.started_at) FILTER (WHERE r.outcome = 'flaky') AS last_flaky_at
+        FROM test_results r JOIN window_runs w USING (run_id)
+        GROUP BY r.nodeid HAVING count(*) FILTER (WHERE r.outcome = 'flaky') > 0
+        ORDER BY flaky_runs DESC, last_flaky_at DESC, r.nodeid""", [last_runs]).fetchall()
+    return [{"nodeid": nodeid, "flaky_runs": flaky, "runs": runs, "window_runs": window,
+             "last_flaky_at": last.astimezone(timezone.utc) if isinstance(last, datetime) else last}
+            for nodeid, flaky, runs, window, last in rows]

@@ -22,9 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
-from . import ci_env
+from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
 from .results_db import ResultsDatabaseError, TestRun, record_run
 
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", dest="mode", action="store_const", const="quick", help="same as --mode quick")
     parser.add_argument("--comprehensive", dest="mode", action="store_const", const="comprehensive",
                         help="same as --mode comprehensive")
+    parser.add_argument("--reruns", type=int, default=1, metavar="N",
+                        help="rerun a failed test up to N times (pytest-rerunfailures); one that then passes "
+                             "is recorded 'flaky' and does not fail the run; 0 turns reruns off (default: 1)")
+    parser.add_argument("--flaky-window", type=int, default=20, metavar="M",
+                        help="the job summary lists tests flaky in any of the last M runs (default: 20)")
     parser.add_argument("--run-id", help="id stored with the run (default: UTC time + random suffix)")
     parser.add_argument("--ci-integration", action="store_true",
                         help="store the CI metadata (GitHub Actions variables) with the run")
@@ -112,6 +118,8 @@ def pytest_arguments(ns: argparse.Namespace, db_path: str, passthrough: Sequence
         args.append("--run-long-tests")
     if ns.mode == "quick":
         args += ["-m", QUICK_SELECTION]  # a later -m of the caller's wins
+    if ns.reruns > 0:
+        args += ["--reruns", str(ns.reruns)]
     if ns.junit_xml:
         args += ["--junitxml", str(ns.junit_xml), "-o", "junit_family=xunit2"]
     if ns.html_report:
@@ -133,16 +141,31 @@ def summary_dict(run: TestRun, ns: argparse.Namespace, exit_code: int,
         "commit": run.commit_sha, "branch": run.branch, "collected": len(run.results), "counts": counts,
         "failed_tests": [{"nodeid": r.nodeid, "outcome": r.outcome, "message": r.message}
                          for r in run.results if r.outcome in ("failed", "error")],
+        "flaky_tests": [{"nodeid": r.nodeid, "message": r.message} for r in run.results if r.outcome == "flaky"],
         "artifacts": {"junit_xml": ns.junit_xml, "html_report": ns.html_report, "results_db": ns.results_db},
         "recorded": recorded_error is None, "results_db_error": recorded_error,
         "ci": run.ci_metadata,
     }
 
 
+def _flaky_history(ns: argparse.Namespace) -> list[dict[str, Any]]:
+    """Tests flaky in the last ``--flaky-window`` runs; ``[]`` (with a warning) when unreadable."""
+    try:
+        with results_db.connect(ns.results_db, read_only=True) as con:
+            return results_db.flaky_history(con, ns.flaky_window)
+    except (results_db.ResultsDatabaseError, duckdb.Error) as err:
+        print(f"run_hardware_monitoring_tests: no flaky-test history: {err}", file=sys.stderr)
+        return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run pytest with the parsed options, record the run, return the exit status (see the module docstring)."""
     options = parse_args(sys.argv[1:] if argv is None else argv)
     ns = options.namespace
+    if ns.reruns < 0 or ns.flaky_window < 1:
+        print("run_hardware_monitoring_tests: --reruns must be 0 or more and --flaky-window 1 or more",
+              file=sys.stderr)
+        return EXIT_USAGE
     if ns.mode == "quick" and ns.run_long_tests:
         print("run_hardware_monitoring_tests: --quick leaves the long tests out; drop --run-long-tests",
               file=sys.stderr)
@@ -184,11 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run_hardware_monitoring_tests: the run was NOT recorded: {err}", file=sys.stderr)
         if exit_code == 0:
             exit_code = EXIT_SETUP
+    github_output.publish(run, recorder.locations, [] if recorded_error else _flaky_history(ns),
+                          os.environ, ns.flaky_window)
     if ns.summary_json:
         summary = summary_dict(run, ns, exit_code, recorded_error)
         Path(ns.summary_json).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     counts = run.counts
     where = f"recorded in {ns.results_db}" if recorded_error is None else "NOT recorded (see above)"
     print(f"run {run_id} ({ns.mode}): {counts['passed']} passed, {counts['failed']} failed, "
-          f"{counts['error']} errors, {counts['skipped']} skipped in {run.duration_s:.1f} s; {where}")
+          f"{counts['error']} errors, {counts['skipped']} skipped, {counts['flaky']} flaky in {run.duration_s:.1f} s; "
+          f"{where}")
     return exit_code

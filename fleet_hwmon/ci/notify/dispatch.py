@@ -22,7 +22,8 @@ from .apprise_channel import AppriseChannel
 from .base import Channel, Delivery, Outgoing
 from .config import ConfigError, MissingSecretError, channel_sections, is_enabled, resolve
 from .email_channel import EmailChannel
-from .http_channels import GitHubChannel, SlackChannel, WebhookChannel
+from .github_channel import GitHubChannel
+from .http_channels import SlackChannel, WebhookChannel
 from .redact import Redactor
 from .render import DEFAULT_MAX_FAILURES_LISTED, make_environment
 

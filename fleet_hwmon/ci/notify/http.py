@@ -1,10 +1,15 @@
 """The one HTTP gateway of the notification channels: requests + a bounded urllib3 ``Retry``.
 
-Every request has a ``(connect, read)`` timeout. 429 and 5xx answers are retried at most
-``retries`` times with exponential backoff, honouring ``Retry-After`` (capped at
-``max_retry_after_s``); no wait may run past ``max_total_s`` from the first attempt. A read
-timeout is not retried (the server may have acted on the POST), so an endpoint that accepts the
-connection and never answers costs one read timeout.
+Every request has a ``(connect, read)`` timeout. 5xx answers are retried at most ``retries``
+times with exponential backoff. Rate limits are waited for exactly as the server says: a 429, or
+a 403 that is GitHub's rate limit (a ``Retry-After`` header, or ``X-RateLimit-Remaining: 0`` with
+``X-RateLimit-Reset``, the epoch second the limit resets), is retried after that wait. A wait
+longer than ``max_retry_after_s`` (default 20 s), or one that would run past ``max_total_s``
+(default 30 s) from the first attempt, is not waited at all: the answer is returned and the
+channel reports the message as not delivered, with the wait the server asked for
+(:func:`rate_limit_note`). Any other 403 is an answer, not retried. A read timeout is not retried
+(the server may have acted on the POST), so an endpoint that accepts the connection and never
+answers costs one read timeout.
 """
 
 from __future__ import annotations
@@ -19,7 +24,23 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({403, 429, 500, 502, 503, 504})
+RATE_LIMIT_STATUSES = frozenset({403, 429})
+
+
+def rate_limit_wait_s(headers: Mapping[str, str], now_epoch_s: float | None = None) -> float | None:
+    """Seconds a rate-limited answer asks to wait: ``Retry-After`` (seconds or an HTTP date), else
+    ``X-RateLimit-Reset`` minus now when ``X-RateLimit-Remaining`` is 0; ``None`` when neither says."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    if lowered.get("retry-after"):
+        try:
+            return Retry.parse_retry_after(Retry(), lowered["retry-after"])
+        except Exception:  # an unreadable header says nothing
+            return None
+    if lowered.get("x-ratelimit-remaining") == "0" and lowered.get("x-ratelimit-reset", "").isdigit():
+        now = time.time() if now_epoch_s is None else now_epoch_s
+        return max(0.0, int(lowered["x-ratelimit-reset"]) - now)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +64,8 @@ class HttpPolicy:
 
 
 class BoundedRetry(Retry):
-    """``Retry`` that caps ``Retry-After`` and refuses any wait past a deadline (monotonic)."""
+    """``Retry`` that waits for rate limits as told (see the module docstring) and refuses any wait
+    longer than ``max_retry_after_s`` or past ``deadline`` (monotonic)."""
 
     def __init__(self, *args: Any, deadline: float | None = None, max_retry_after_s: float = 20.0,
                  **kwargs: Any) -> None:
@@ -58,19 +80,51 @@ class BoundedRetry(Retry):
         return fresh
 
     def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.max_retry_after_s)
+        return rate_limit_wait_s(response.headers)
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, *args: Any, **kwargs: Any) -> BoundedRetry:
+        if response is not None and error is None:
+            told_s = self.get_retry_after(response) if response.status in RATE_LIMIT_STATUSES else None
+            if response.status == 403 and told_s is None:
+                raise MaxRetryError(None, url or "", ResponseError("403 without a rate limit: not retried"))
+            wait_s = told_s if told_s is not None else self.get_backoff_time()
+            if (told_s is not None and told_s > self.max_retry_after_s) or (
+                    self.deadline is not None and time.monotonic() + wait_s > self.deadline):
+                raise MaxRetryError(None, url or "", ResponseError(f"asked to wait {wait_s:.0f} s: not waited"))
+        return super().increment(method, url, response, error, *args, **kwargs)
 
     def sleep(self, response: Any = None) -> None:
-        wait_s = self.get_retry_after(response) if (response is not None and self.respect_retry_after_header) \
-            else None
-        if wait_s is None:
-            wait_s = self.get_backoff_time()
+        told_s = self.get_retry_after(response) if response is not None else None
+        wait_s = told_s if told_s is not None else self.get_backoff_time()
         if self.deadline is not None and time.monotonic() + wait_s > self.deadline:
             raise MaxRetryError(None, "", ResponseError(  # type: ignore[arg-type]
                 f"gave up: waiting {wait_s:.1f} s more would pass the channel's time limit"))
         if wait_s > 0:
             time.sleep(wait_s)
+
+
+def attempts(response: requests.Response) -> int:
+    """How many requests produced ``response``: 1 plus the retries urllib3 made."""
+    retries = getattr(response.raw, "retries", None)
+    return 1 + len(getattr(retries, "history", ()) or ())
+
+
+def answer(policy: HttpPolicy, response: requests.Response, limit_chars: int = 200) -> str:
+    """``HTTP 429 <the reply's start> (rate limited: ...)``: one line for a Delivery's detail."""
+    return (f"HTTP {response.status_code} {' '.join(response.text[:limit_chars].split())}"
+            f"{rate_limit_note(policy, response)}")
+
+
+def rate_limit_note(policy: HttpPolicy, response: requests.Response) -> str:
+    """For a final rate-limited answer, why it was not waited for; ``""`` for any other answer."""
+    if response.status_code not in RATE_LIMIT_STATUSES:
+        return ""
+    told_s = rate_limit_wait_s(response.headers)
+    if told_s is None:
+        return "" if response.status_code == 403 else " (rate limited)"
+    return (f" (rate limited: the server asked to wait {told_s:.0f} s; this channel waits at most "
+            f"{policy.max_retry_after_s:g} s per answer and {policy.max_total_s:g} s in all)")
 
 
 def make_session(policy: HttpPolicy) -> requests.Session:

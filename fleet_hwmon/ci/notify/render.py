@@ -5,6 +5,7 @@ files of the same names to override them (they run in the sandbox, so a template
 context but not reach Python internals). Context keys: ``status`` (``success`` / ``failure``),
 ``passed`` (bool), ``counts``, ``total``, ``failed_tests`` (at most ``max_failures_listed``, each
 with ``nodeid``, ``outcome``, ``message``), ``more_failures`` (how many were left out),
+``flaky_tests`` (tests that failed, then passed on their rerun: ``nodeid``, ``message``),
 ``commit``, ``commit_short``, ``branch``, ``repository``, ``run_id``, ``run_url``, ``report_url``,
 ``duration_s``, ``mode``, ``marker`` (the hidden GitHub comment marker).
 """
@@ -45,6 +46,12 @@ def slack_escape(text: Any) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def slack_link(url: Any) -> str:
+    """A URL made safe inside Slack's ``<url|text>``: ``&``, ``<``, ``>`` escaped and ``|`` (the
+    separator, after which text could ping ``<!channel>``) percent-encoded."""
+    return slack_escape(str(url).replace("|", "%7C"))
+
+
 def md_fence(text: Any) -> str:
     """``text`` in a Markdown code fence longer than any backtick run inside it."""
     text = "" if text is None else str(text)
@@ -62,7 +69,8 @@ def make_environment(templates_dir: str | Path | None = None) -> SandboxedEnviro
     env = SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), autoescape=False,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                keep_trailing_newline=False)
-    env.filters.update(single_line=single_line, shorten=shorten, slack_escape=slack_escape, md_fence=md_fence)
+    env.filters.update(single_line=single_line, shorten=shorten, slack_escape=slack_escape, slack_link=slack_link,
+                       md_fence=md_fence)
     return env
 
 
@@ -75,6 +83,7 @@ def template_context(report: RunReport, max_failures_listed: int = DEFAULT_MAX_F
         "total": report.total,
         "failed_tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "message": t.message or ""} for t in listed],
         "more_failures": max(0, len(report.failed_tests) - len(listed)),
+        "flaky_tests": [{"nodeid": t.nodeid, "message": t.message or ""} for t in report.flaky_tests],
         "commit": report.commit or "", "commit_short": (report.commit or "")[:8], "branch": report.branch or "",
         "repository": report.repository or "", "run_id": report.run_id or "", "run_url": report.run_url or "",
         "report_url": report.report_url or "",
