@@ -162,10 +162,11 @@ def _plain(value: Any, column: Column) -> Any:
 
 
 def _arrays(records: list[Any], columns: tuple[Column, ...], prefix: str = "") -> list[pa.Array]:
-    """One Arrow array per column (raises :class:`ColumnConversionError` naming the column). Each column is read with one C-level ``map(attrgetter)``
-    over the records (no per-record tuple and transpose: measured 2-4x faster and far fewer
-    objects for the collector), and nested records are flattened into a struct array with list
-    offsets computed by ``itertools``, because per-value Python calls would dominate ingest time."""
+    """One Arrow array per column (raises :class:`ColumnConversionError` naming the column). Each
+    column is read with one C-level ``map(attrgetter)`` over the records (no per-record tuple and
+    transpose: measured 2-4x faster and far fewer objects for the collector), and nested records are
+    flattened into a struct array with list offsets computed by ``itertools``, because per-value
+    Python calls would dominate ingest time."""
     if not records:
         return [pa.array([], type=c.arrow_type) for c in columns]
     arrays = []
