@@ -5,7 +5,7 @@ From the results database (``--db``, default ``$BENCHMARK_DB_PATH``; a missing f
 exit status 2, unless ``--allow-missing`` asks for grey "unknown" badges)::
 
     python generate_status_badge.py --output-dir badges --metric status --metric pass_rate \\
-        --days 7 --style flat --json status.json
+        --days 7 --style flat --json status.json --detail-json status_detail.json --trend-dir badges
 
 One badge of your own::
 
@@ -27,7 +27,8 @@ from pathlib import Path
 from fleet_hwmon.ci.badges import STYLES, auto_color, generate_badge_svg, threshold_color
 from fleet_hwmon.ci.results_db import ResultsDatabaseError
 from fleet_hwmon.ci.runner import DEFAULT_RESULTS_DB
-from fleet_hwmon.ci.status import METRICS, endpoint_json, get_test_status, metric_badge
+from fleet_hwmon.ci.status import METRICS, endpoint_json, flaky_tests, get_test_status, metric_badge
+from fleet_hwmon.ci.trend import trend_charts
 
 __all__ = ["generate_badge_svg", "get_test_status", "main"]
 
@@ -45,7 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="badge to write (repeatable; default: status and pass_rate)")
     parser.add_argument("--style", choices=STYLES, default="flat")
     parser.add_argument("--output-dir", default="badges", help="folder for <metric>.svg (default: %(default)s)")
-    parser.add_argument("--json", metavar="PATH", help="write a shields endpoint JSON with the details")
+    parser.add_argument("--json", metavar="PATH", help="write a shields endpoint JSON (exactly its schema)")
+    parser.add_argument("--detail-json", metavar="PATH",
+                        help="write the details (latest run, window counts, flaky tests) as JSON")
+    parser.add_argument("--trend-dir", metavar="DIR",
+                        help="write pass_rate_trend.svg and duration_trend.svg (pygal charts) there")
+    parser.add_argument("--trend-runs", type=int, default=30, help="runs in the trend charts (default: 30)")
+    parser.add_argument("--flaky-window", type=int, default=20,
+                        help="--detail-json lists tests flaky in any of the last M runs (default: 20)")
     parser.add_argument("--json-metric", choices=METRICS, default="status", help="metric of the --json document")
     custom = parser.add_argument_group("a single badge of your own (instead of the database)")
     custom.add_argument("--label", help="left text")
@@ -84,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.json:
             document = endpoint_json(status, ns.json_metric)
             _write(Path(ns.json), json.dumps(document, indent=2, allow_nan=False) + "\n")
+        if ns.detail_json:
+            detail = {**status, "flaky_tests": flaky_tests(ns.db, ns.flaky_window)}
+            _write(Path(ns.detail_json), json.dumps(detail, indent=2, allow_nan=False, default=str) + "\n")
+        if ns.trend_dir and Path(ns.db).exists():
+            for name, svg in trend_charts(ns.db, ns.trend_runs).items():
+                _write(Path(ns.trend_dir) / name, svg)
         print(f"status: {status['status']} ({status.get('reason') or 'latest run ' + status['latest_run']['run_id']})")
     except (ValueError, ResultsDatabaseError) as err:
         print(f"generate_status_badge: {err}", file=sys.stderr)

@@ -219,6 +219,7 @@ fi
 if [[ "$GENERATE_BADGE" -eq 1 ]]; then
     "$PY" "$ROOT/generate_status_badge.py" --db "$RESULTS_DB" --output-dir "$RUN_DIR/badges" \
         --metric status --metric pass_rate --metric tests --json "$RUN_DIR/status.json" \
+        --detail-json "$RUN_DIR/status_detail.json" --trend-dir "$RUN_DIR/badges" \
         || echo "warning: badge generation failed" >&2
 fi
 
@@ -245,8 +246,8 @@ fi
 echo
 echo "Results database: $RESULTS_DB"
 echo "Artifacts:        $RUN_DIR"
-for artifact in summary.json junit.xml test_report.html test_output.log checks.log status.json badges \
-                notification.json; do
+for artifact in summary.json junit.xml test_report.html test_output.log checks.log status.json \
+                status_detail.json badges notification.json; do
     if [[ -e "$RUN_DIR/$artifact" ]]; then
         echo "  $RUN_DIR/$artifact"
     fi

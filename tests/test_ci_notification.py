@@ -671,3 +671,36 @@ def test_flaky_tests_are_named_in_every_digest(httpserver, smtp_server):
     body = parse(handler.envelopes[0]).get_content()
     assert "Flaky tests (failed, then passed on rerun; they do not fail the run):\n* tests/test_t.py::test_timing" \
         in body.replace("\r\n", "\n")
+
+
+class RefusingSmtpHandler(SmtpHandler):
+    """Refuses one mailbox at RCPT TO, as a server does for an unknown user."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd hook)
+        if address == "gone@example.com":
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_each_recipient_is_handled_alone(smtp_server):
+    handler = RefusingSmtpHandler()
+    port = smtp_server(handler, enable_SMTPUTF8=False)  # a server without SMTPUTF8
+    to = ["dev1@example.com", "jürgen@example.com", "gone@example.com", "dev2@example.com"]
+    [delivery] = send_notifications(failing_report(), email_config(port, to=to), environ={})
+    [envelope] = handler.envelopes
+    assert envelope.rcpt_tos == ["dev1@example.com", "dev2@example.com"]  # the others still got it
+    assert parse(envelope)["To"] == "dev1@example.com, gone@example.com, dev2@example.com"  # not the non-ASCII one
+    assert not delivery.ok
+    assert delivery.detail == (
+        "sent to 2 of 4 recipient(s); not delivered to jürgen@example.com: a non-ASCII address, and the server "
+        "does not offer SMTPUTF8; not delivered to gone@example.com: refused: 550 5.1.1 no such mailbox")
+
+
+def test_a_non_ascii_recipient_is_delivered_where_the_server_offers_smtputf8(smtp_server):
+    handler = SmtpHandler()
+    port = smtp_server(handler, enable_SMTPUTF8=True)
+    to = ["dev1@example.com", "jürgen@example.com"]
+    [delivery] = send_notifications(failing_report(), email_config(port, to=to), environ={})
+    assert delivery.ok and delivery.detail == "sent to 2 recipient(s)", delivery
+    assert handler.envelopes[0].rcpt_tos == to

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from fleet_hwmon.ci.badges import STYLES, badge_upper, generate_badge_svg, text_width_px, threshold_color
@@ -144,7 +145,7 @@ def test_cli_writes_badges_and_endpoint_json(results_db, tmp_path):
     root = ET.fromstring((out / "pass_rate.svg").read_text())
     assert root.get("aria-label") == "pass rate: 90%"
     document = json.loads((tmp_path / "status.json").read_text())
-    assert document["message"] == "passing" and document["detail"]["window"]["runs"] == 2
+    assert document == {"schemaVersion": 1, "label": "tests", "message": "passing", "color": "brightgreen"}
     single = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--label", LABEL,
                              "--value", "87.5"], capture_output=True, text=True, timeout=60)
     assert single.returncode == 0
@@ -191,3 +192,64 @@ def test_badges_render_in_headless_chromium(tmp_path):
     red = sum(1 for r, g, b in pixels if r > 180 and g < 120 and b < 110)
     assert non_white > 5 * 150 * 18 * 0.5  # five badges of at least ~150 x 18 px, mostly coloured
     assert red > 1000  # the red message halves were drawn
+
+
+# The endpoint badge's schema as shields documents it (https://shields.io/badges/endpoint-badge):
+# shields rejects any other key ("invalid response data").
+SHIELDS_ENDPOINT_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["schemaVersion", "label", "message"],
+    "properties": {
+        "schemaVersion": {"const": 1}, "label": {"type": "string"}, "message": {"type": "string"},
+        "color": {"type": "string"}, "labelColor": {"type": "string"}, "isError": {"type": "boolean"},
+        "namedLogo": {"type": "string"}, "logoSvg": {"type": "string"}, "logoColor": {"type": "string"},
+        "logoWidth": {"type": "number"}, "style": {"type": "string"}, "cacheSeconds": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _flaky_run(run_id: str, started: datetime, flaky: bool) -> TestRun:
+    results = [TestResult("t.py::steady", "passed", 0.1),
+               TestResult("t.py::timing", "flaky" if flaky else "passed", 0.3, "passed on rerun" if flaky else None)]
+    return TestRun(run_id=run_id, started_at=started, finished_at=started + timedelta(seconds=10 + len(run_id)),
+                   mode="standard", python_version="3.11.7", exit_code=0, status="passed", results=results)
+
+
+def test_status_json_is_exactly_the_shields_endpoint_schema_and_details_go_elsewhere(results_db, tmp_path):
+    now = datetime.now(timezone.utc)
+    for i, flaky in enumerate([True, False, True]):
+        record_run(results_db, _flaky_run(f"f{i}", now - timedelta(minutes=30 - i), flaky))
+    done = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--db", str(results_db),
+                           "--output-dir", str(tmp_path / "badges"), "--json", str(tmp_path / "status.json"),
+                           "--json-metric", "pass_rate", "--detail-json", str(tmp_path / "status_detail.json"),
+                           "--trend-dir", str(tmp_path / "badges"), "--flaky-window", "4"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for metric in ("status", "pass_rate", "tests", "duration", "runs"):
+        jsonschema.validate(endpoint_json(get_test_status(results_db), metric), SHIELDS_ENDPOINT_SCHEMA)
+    document = json.loads((tmp_path / "status.json").read_text())
+    jsonschema.validate(document, SHIELDS_ENDPOINT_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):  # the schema really is strict: a "detail" key fails it
+        jsonschema.validate({**document, "detail": {}}, SHIELDS_ENDPOINT_SCHEMA)
+    # window of 1 day: runs a, b and f0-f2; 18 + 6 passed and flaky of 26 judged
+    assert document["message"] == f"{round(100 * 24 / 26, 2):g}%"
+    detail = json.loads((tmp_path / "status_detail.json").read_text())
+    assert detail["latest_run"]["run_id"] == "f2" and detail["window"]["flaky"] == 2
+    assert [(t["nodeid"], t["flaky_runs"], t["runs"]) for t in detail["flaky_tests"]] == [("t.py::timing", 2, 3)]
+
+
+def test_trend_charts_draw_every_run_from_the_history(results_db, tmp_path):
+    now = datetime.now(timezone.utc)
+    for i in range(4):
+        record_run(results_db, _flaky_run(f"t{i}", now - timedelta(minutes=10 - i), flaky=False))
+    from fleet_hwmon.ci.trend import pass_rate_percent, trend_charts
+
+    charts = trend_charts(results_db, runs=5)
+    assert sorted(charts) == ["duration_trend.svg", "pass_rate_trend.svg"]
+    for name, svg in charts.items():
+        root = ET.fromstring(svg)
+        assert "<script" not in svg
+        texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("}text") or t.tag == "text")
+        assert "last 5 runs" in texts, name
+    # run "b" (10 passed, 1 skipped) then four runs of 2 passed: a flat 100 % line of 5 points
+    assert pass_rate_percent({"passed": 8, "flaky": 0, "failed": 1, "errors": 1}) == 80.0
+    assert pass_rate_percent({"passed": 0, "flaky": 0, "failed": 0, "errors": 0}) is None

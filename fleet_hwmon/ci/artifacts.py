@@ -21,8 +21,8 @@ from typing import Any
 MANIFEST_NAME = "manifest.json"
 
 _KINDS = {".xml": "junit-xml", ".html": "html-report", ".svg": "badge", ".log": "log", ".duckdb": "database"}
-_JSON_KINDS = {"status.json": "status-json", "summary.json": "run-summary", "ci_metadata.json": "ci-metadata",
-               "notification.json": "notification-result"}
+_JSON_KINDS = {"status.json": "status-json", "status_detail.json": "status-detail", "summary.json": "run-summary",
+               "ci_metadata.json": "ci-metadata", "notification.json": "notification-result"}
 
 
 def artifact_kind(path: Path) -> str:

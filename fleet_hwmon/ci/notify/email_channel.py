@@ -5,8 +5,11 @@ Settings: ``smtp_host``, ``smtp_port`` (default 465 for ``ssl``, 587 for ``start
 ``from``, ``to`` (list or comma-separated), ``timeout_s`` (smtplib's socket timeout: bounds a
 server that never greets), ``ca_file`` (extra CA bundle for a private server).
 
-A connection the server drops (``SMTPServerDisconnected``, reset, broken pipe) is retried once on
-a fresh connection; a timeout is not retried. The subject is one line (CR / LF collapsed), so a
+Recipients are handled one by one: an address the server cannot take (a non-ASCII address when
+it does not offer SMTPUTF8, or one it refuses at ``RCPT TO``) is reported alone, with why, and
+every other recipient still gets the message; the delivery then counts as failed. A connection
+the server drops (``SMTPServerDisconnected``, reset, broken pipe) is retried once on a fresh
+connection; a timeout is not retried. The subject is one line (CR / LF collapsed), so a
 multi-line error can never add a header; the full text goes in the body.
 """
 
@@ -63,13 +66,14 @@ class EmailChannel:
         self.env = env
         self.max_failures_listed = max_failures_listed
 
-    def message(self, report: RunReport) -> EmailMessage:
-        """The message: single-line ``Subject``, ``From``, ``To``, ``Date``, ``Message-ID``, text body."""
+    def message(self, report: RunReport, to: list[str] | None = None) -> EmailMessage:
+        """The message: single-line ``Subject``, ``From``, ``To`` (``to``, default every recipient),
+        ``Date``, ``Message-ID``, text body."""
         context = template_context(report, self.max_failures_listed)
         msg = EmailMessage()
         msg["Subject"] = single_line(render(self.env, "notify_email_subject.txt", context), SUBJECT_LIMIT_CHARS)
         msg["From"] = self.sender
-        msg["To"] = ", ".join(self.to)
+        msg["To"] = ", ".join(self.to if to is None else to)
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain="fleet-hwmon.ci")
         msg.set_content(render(self.env, "notify_email_body.txt", context) + "\n")
@@ -82,7 +86,8 @@ class EmailChannel:
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def _deliver_once(self, msg: EmailMessage) -> None:
+    def _deliver_once(self, report: RunReport) -> dict[str, str]:
+        """One SMTP session; returns ``{recipient: why it was not delivered}`` (empty: all delivered)."""
         if self.security == "ssl":
             client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s,
                                                    context=self._ssl_context())
@@ -95,7 +100,18 @@ class EmailChannel:
                 client.ehlo()
             if self.username:
                 client.login(self.username, self.password)
-            client.send_message(msg, from_addr=self.sender, to_addrs=self.to)
+            utf8 = client.has_extn("smtputf8")
+            refused = {rcpt: "a non-ASCII address, and the server does not offer SMTPUTF8"
+                       for rcpt in self.to if not rcpt.isascii() and not utf8}
+            accepted = [rcpt for rcpt in self.to if rcpt not in refused]
+            if accepted:
+                try:
+                    answers = client.send_message(self.message(report, accepted), from_addr=self.sender,
+                                                  to_addrs=accepted)
+                except smtplib.SMTPRecipientsRefused as err:  # every remaining recipient refused
+                    answers = err.recipients
+                refused |= {rcpt: f"refused: {code} {_text(text)}" for rcpt, (code, text) in answers.items()}
+            return refused
         finally:
             try:
                 client.quit()
@@ -106,14 +122,16 @@ class EmailChannel:
         started = time.monotonic()
         if not self.host or not self.to:
             return Delivery(self.name, False, "smtp_host and at least one recipient in 'to' are required")
-        msg = self.message(report)
         attempts = 0
         for attempt in (1, 2):
             attempts = attempt
             try:
-                self._deliver_once(msg)
-                return Delivery(self.name, True, f"sent to {len(self.to)} recipient(s)", attempts,
-                                time.monotonic() - started)
+                refused = self._deliver_once(report)
+                delivered = len(self.to) - len(refused)
+                detail = f"sent to {delivered} of {len(self.to)} recipient(s)" if refused else \
+                    f"sent to {len(self.to)} recipient(s)"
+                detail += "".join(f"; not delivered to {rcpt}: {why}" for rcpt, why in refused.items())
+                return Delivery(self.name, not refused, detail, attempts, time.monotonic() - started)
             except DROPPED as err:
                 if isinstance(err.__context__, TimeoutError):  # smtplib wraps a read timeout as a disconnect
                     return Delivery(self.name, False, f"timed out after {self.timeout_s:g} s: {err}", attempts,
@@ -128,3 +146,7 @@ class EmailChannel:
                 return Delivery(self.name, False, f"{type(err).__name__}: {err}", attempts,
                                 time.monotonic() - started)
         raise AssertionError("unreachable")
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
