@@ -62,8 +62,10 @@ def test_standard_mode_end_to_end(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr  # the tests' status: one test fails
     [run_dir] = run_dirs(tmp_path)
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-    assert {"junit.xml", "summary.json", "test_output.log", "ci_metadata.json", "status.json", "badges/status.svg",
-            "badges/pass_rate.svg", "badges/tests.svg", "notification.json", "manifest.json"} <= names
+    assert {"junit.xml", "summary.json", "test_output.log", "ci_metadata.json", "status.json", "status_detail.json",
+            "badges/status.svg", "badges/pass_rate.svg", "badges/tests.svg", "badges/pass_rate_trend.svg",
+            "badges/duration_trend.svg", "notification.json", "checks.log", "manifest.json"} <= names
+    assert "All checks passed!" in (run_dir / "checks.log").read_text()  # ruff ran, and the repository is clean
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["run_id"] == run_dir.name
     listed = {entry["file"]: entry for entry in manifest["files"]}
