@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,9 +108,11 @@ def parse_args(argv: Sequence[str]) -> RunnerOptions:
     return RunnerOptions(namespace, extra + tail)
 
 
-def pytest_arguments(ns: argparse.Namespace, db_path: str, passthrough: Sequence[str]) -> list[str]:
+def pytest_arguments(ns: argparse.Namespace, passthrough: Sequence[str]) -> list[str]:
     """The argument list given to ``pytest.main`` for these options."""
-    args = ["-rfEsxX", "--db-path", db_path]
+    args = ["-rfEsxX"]
+    if ns.db_path:  # without it each test writes a file of its own in its tmp_path
+        args += ["--db-path", ns.db_path]
     if ns.verbose:
         args.append("-v")
     if ns.run_long_tests:
@@ -177,12 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory(prefix="hwmon-tests-") as scratch:
-        db_path = ns.db_path or str(Path(scratch) / "tests.duckdb")
-        recorder = ResultRecorder()
-        started_at = datetime.now(timezone.utc)
-        pytest_exit = int(pytest.main(pytest_arguments(ns, db_path, options.pytest_args), plugins=[recorder]))
-        finished_at = datetime.now(timezone.utc)
+    recorder = ResultRecorder()
+    started_at = datetime.now(timezone.utc)
+    pytest_exit = int(pytest.main(pytest_arguments(ns, options.pytest_args), plugins=[recorder]))
+    finished_at = datetime.now(timezone.utc)
     exit_code = EXIT_CODES.get(pytest_exit, EXIT_SETUP)
     if exit_code == EXIT_USAGE:  # pytest has said what was wrong; a run that never ran is not recorded
         print("run_hardware_monitoring_tests: usage error (see above); nothing was run or recorded", file=sys.stderr)
