@@ -53,7 +53,8 @@ def good_sample(worker_id: str, at: datetime) -> dict:
             "memory_used_bytes": 6 * GIB, "memory_total_bytes": 16 * GIB, "net_recv_bytes_per_s": 1.0e5,
             "gpus": [{"index": 0, "uuid": f"GPU-{worker_id}", "name": "NVIDIA L4", "utilization_percent": 60.0,
                       "memory_used_bytes": 4 * GIB, "memory_total_bytes": 24 * GIB, "power_watts": 40.0}],
-            "mounts": [{"mountpoint": "/data", "usage_percent": 30.0, "free_bytes": 70 * GIB, "total_bytes": 100 * GIB}]}
+            "mounts": [{"mountpoint": "/data", "usage_percent": 30.0, "free_bytes": 70 * GIB,
+                        "total_bytes": 100 * GIB}]}
 
 
 def poisoned(kind: str, worker_id: str, at: datetime) -> tuple[str, object]:
