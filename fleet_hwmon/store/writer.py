@@ -315,8 +315,9 @@ class MetricsStore:
             arrow, good, bad = schema.to_arrow_isolating(records, record_cls)
         except Exception:  # not one value's fault: bisect the batch by whole records
             converted: list[Any] = []
-            bad, _, _ = rejects.isolate(records, lambda rows: converted.append((rows, schema.to_arrow(rows, record_cls))),
-                                        fatal=lambda err: isinstance(err, MemoryError))
+            bad, _, _ = rejects.isolate(
+                records, lambda rows: converted.append((rows, schema.to_arrow(rows, record_cls))),
+                fatal=lambda err: isinstance(err, MemoryError))
             good = [r for rows, _ in converted for r in rows]
             arrow = pa_concat([t for _, t in converted]) if converted else None
         remaining, err = [], None
