@@ -35,6 +35,7 @@ class FleetState:
         self.table = np.full((len(COLUMNS), capacity), NAN)
         self.version = 0  # bumped when a worker joins or leaves (rows change meaning)
         self._hardware: dict[object, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._last_rows: tuple[int, list[str], np.ndarray, bool] | None = None  # version, ids, answer
         for number, name in enumerate(COLUMNS):
             setattr(self, name, self.table[number])
 
@@ -65,9 +66,20 @@ class FleetState:
             self._free.append(row)
             self._changed()
 
-    def rows(self, worker_ids: Iterable[str], count: int) -> np.ndarray:
-        """Row number of each worker id (``-1`` for one not in the fleet)."""
-        return np.fromiter(map(self.index.get, worker_ids, itertools.repeat(-1)), dtype=np.intp, count=count)
+    def rows(self, worker_ids: Iterable[str], count: int) -> tuple[np.ndarray, bool]:
+        """Row number of each worker id (``-1`` for one not in the fleet), and whether every
+        worker is in the fleet and listed once. The dispatch loop asks
+        about the same workers decision after decision: the last answer is kept until they or
+        the fleet's rows change (a list compare, no lookup per worker). Read-only."""
+        ids = worker_ids if type(worker_ids) is list else list(worker_ids)
+        last = self._last_rows
+        if last is not None and last[0] == self.version and last[1] == ids:
+            return last[2], last[3]
+        rows = np.fromiter(map(self.index.get, ids, itertools.repeat(-1)), dtype=np.intp, count=count)
+        rows.flags.writeable = False
+        distinct = bool(count) and rows.min() >= 0 and np.unique(rows).size == count
+        self._last_rows = (self.version, ids.copy(), rows, distinct)
+        return rows, distinct
 
     def hardware_mismatches(self, key: object, mismatch: Callable[[str], object | None]
                             ) -> tuple[np.ndarray, np.ndarray]:

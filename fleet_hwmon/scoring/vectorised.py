@@ -46,10 +46,10 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     if (requirements.isolation != "shared" or floor is not None or reserved or count < VECTORISE_FROM
             or count > len(state.views)):
         return None
-    rows = state.rows(worker_ids, count)
-    if rows.min() < 0 or len(set(worker_ids)) < count:
+    ids = worker_ids if type(worker_ids) is list else list(worker_ids)
+    rows, distinct = state.rows(ids, count)
+    if not distinct:
         return None
-    ids = worker_ids if isinstance(worker_ids, list) else list(worker_ids)
     task_id = str(task.get("task_id", ""))
     task_type = task.get("type")
     needs_gpu = requirements.needs_gpu
@@ -58,11 +58,10 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     terms = slow._Terms(factors, requirements, fleet_stats.duration_s if learnt else None, floor, cap)
     fleet_demand = terms.shape(demand_of(None, fleet_stats))
 
-    base = np.array(list(map(scores.get, ids)), dtype=float)  # None -> NaN: not scored
+    base = _column(scores, ids, None)  # None -> NaN: not scored
     at_limit = np.zeros(count, dtype=bool)
     if task_limit is not None:
-        counts = np.array(list(map((task_counts or {}).get, ids, itertools.repeat(0))), dtype=float)
-        at_limit = counts >= task_limit
+        at_limit = _column(task_counts or {}, ids, 0) >= task_limit
     no_score = np.isnan(base) & ~at_limit
     scored = ~(at_limit | no_score)
 
@@ -246,33 +245,48 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         worker_id = ids[i]
         out.append(Exclusion.task_limit(worker_id, task_limit) if at_limit[i]
                    else mismatches[rows[i]] or Exclusion.rejected(worker_id))
+    hardware = scored & hardware_misfit
     later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
+    later &= ~hardware
     if not later.any():  # the common case: hardware alone, taken in one piece
-        out.extend(mismatches[rows[scored & hardware_misfit]].tolist())
+        out.extend(mismatches[rows[hardware]].tolist())
         return out
-    for i in np.flatnonzero(later | (scored & hardware_misfit)):
+    # The hardware records are taken in one piece; only the others are made one by one.
+    records = np.empty(len(ids), dtype=object)
+    records[hardware] = mismatches[rows[hardware]]
+    for i in np.flatnonzero(later):
         worker_id, view = ids[i], state.views[rows[i]]
-        if hardware_misfit[i]:
-            out.append(mismatches[rows[i]])
-        elif stale[i]:
-            out.append(view.stale_exclusion(now_s, stale_after_s))
+        if stale[i]:
+            records[i] = view.stale_exclusion(now_s, stale_after_s)
         elif critical[i]:
-            out.append(view.excluded)
+            records[i] = view.excluded
         elif held[i]:
-            out.append(Exclusion.held_exclusive(worker_id, view.exclusive_task))
+            records[i] = Exclusion.held_exclusive(worker_id, view.exclusive_task)
         elif lost[i]:
-            out.append(Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost))
+            records[i] = Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost)
         elif memory_misfit[i]:
-            out.append(Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
-                                            factors.memory_headroom_percent))
+            records[i] = Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
+                                              factors.memory_headroom_percent)
         elif quiet_cpu[i]:
-            out.append(Exclusion.not_quiet(worker_id, "cpu", float(cpu[i]), factors.quiet_threshold_percent))
+            records[i] = Exclusion.not_quiet(worker_id, "cpu", float(cpu[i]), factors.quiet_threshold_percent)
         elif quiet_gpu[i]:
-            out.append(Exclusion.not_quiet(worker_id, "gpu", float(gpu[i]), factors.quiet_threshold_percent))
+            records[i] = Exclusion.not_quiet(worker_id, "gpu", float(gpu[i]), factors.quiet_threshold_percent)
         else:
-            out.append(Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
-                                                required=False, headroom_percent=factors.memory_headroom_percent))
+            records[i] = Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
+                                                  required=False, headroom_percent=factors.memory_headroom_percent)
+    out.extend(records[hardware | later].tolist())
     return out
+
+
+def _column(mapping: Mapping[str, Any], ids: list[str], missing: Any) -> np.ndarray:
+    """``mapping``'s value of each of ``ids`` as floats (``None`` -> NaN, absent -> ``missing``).
+    A mapping built over the same ids in the same order (the original scheduler's scores, the
+    coordinator's counts) is read in one piece, without a lookup per worker."""
+    if type(mapping) is dict and len(mapping) == len(ids) and list(mapping) == ids:
+        values = list(mapping.values())
+    else:
+        values = list(map(mapping.get, ids, itertools.repeat(missing)))
+    return np.array(values, dtype=float)
 
 
 def _median(values: np.ndarray) -> float:
