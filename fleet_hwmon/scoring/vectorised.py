@@ -173,13 +173,14 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     if picked.size > wanted:
         cut = np.partition(adjusted[picked], picked.size - wanted)[picked.size - wanted]
         picked = picked[adjusted[picked] >= cut]
-    best = []
+    # Ranked on (score, worker id, position); the records are made for the few recorded only.
+    ranked = []
     views = state.views
-    for i in picked:
+    for _, _, i in slow._best(list(zip(adjusted[picked].tolist(), map(ids.__getitem__, picked), picked)), wanted,
+                              seed, task_id):
         demand = own[i][0] if i in own else fleet_demand
         details = (_none(cpu[i]), _none(memory[i]), _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]), demand)
-        best.append((float(adjusted[i]), ids[i], float(base[i]), views[rows[i]], details))
-    ranked = slow._best(best, wanted, seed, task_id)
+        ranked.append((float(adjusted[i]), ids[i], float(base[i]), views[rows[i]], details))
     candidate_records = tuple(
         CandidateScore(worker_id, original, score, *details[:-1], len(view.inflight))
         for score, worker_id, original, view, details in ranked)
