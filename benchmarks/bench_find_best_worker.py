@@ -20,8 +20,11 @@ The last line printed is JSON: ``{"sizes": [{"workers", "decisions", "patched_me
 "patched_p99_us", "patched_cpu_median_us", "original_median_us", "original_p99_us",
 "original_cpu_median_us", "overhead_median_us", "overhead_cpu_median_us", "overhead_p99_us",
 "per_worker_median_us", "with_samples_median_us", "with_samples_ratio", "gc_collections",
-"alternatives_chosen"}, ...], "goals": {...}, "within_target": bool}``. Times are wall-clock per
-decision (``*_cpu_*``: CPU time of the deciding thread, which a busy machine disturbs less).
+"alternatives_chosen", "patched_cpu_p99_us", "overhead_cpu_p99_us", "with_samples_cpu_ratio"}, ...],
+"goals": {...}, "within_target": bool, "within_target_cpu": bool}``. Times are wall-clock per
+decision (``*_cpu_*``: CPU time of the deciding thread, which a busy machine disturbs less; the
+CPU p99 overhead is the patched CPU p99 less the original CPU median). ``within_target`` judges
+the goals on wall-clock figures, ``within_target_cpu`` on CPU time.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def bench_size(size: int, decisions: int, folder: Path) -> dict[str, Any]:
                                             in enumerate(list(coordinator.workers.items())[:PUSHING_WORKERS])])
         pusher.start()
         try:
-            with_samples, _, _ = timed(scheduler.find_best_worker_for_task, "w-", refresh=False)
+            with_samples, with_samples_cpu, _ = timed(scheduler.find_best_worker_for_task, "w-", refresh=False)
         finally:
             pusher.halt.set()
             pusher.join()
@@ -169,24 +172,28 @@ def bench_size(size: int, decisions: int, folder: Path) -> dict[str, Any]:
         "overhead_median_us": round(patched_median - original_median, 1),
         "overhead_cpu_median_us": round(median(patched_cpu) - median(original_cpu), 1),
         "overhead_p99_us": round(percentile(patched, 0.99) - original_median, 1),
+        "patched_cpu_p99_us": round(percentile(patched_cpu, 0.99), 1),
+        "overhead_cpu_p99_us": round(percentile(patched_cpu, 0.99) - median(original_cpu), 1),
         "per_worker_median_us": round(median(per_worker), 1),
         "with_samples_median_us": round(median(with_samples), 1),
         "with_samples_ratio": round(median(with_samples) / patched_median, 2),
+        "with_samples_cpu_ratio": round(median(with_samples_cpu) / median(patched_cpu), 2),
         "samples_pushed_meanwhile": pusher.pushed,
         "gc_collections": collections,
         "alternatives_chosen": stats["alternatives_chosen"],
     }
 
 
-def within_goals(results: list[dict[str, Any]]) -> bool:
+def within_goals(results: list[dict[str, Any]], clock: str = "") -> bool:
+    """The goals on wall-clock figures, or (``clock="cpu_"``) on the deciding thread's CPU time."""
     ok = True
     for result in results:
         size = result["workers"]
         for key in ("overhead_median_us", "overhead_p99_us"):
             goal = GOALS[key].get(size)
-            if goal is not None and result[key] > goal:
+            if goal is not None and result[key.replace("overhead_", "overhead_" + clock)] > goal:
                 ok = False
-        if size >= 1000 and result["with_samples_ratio"] > GOALS["with_samples_ratio"]:
+        if size >= 1000 and result[f"with_samples_{clock}ratio"] > GOALS["with_samples_ratio"]:
             ok = False
     return ok
 
@@ -210,11 +217,12 @@ def main() -> int:
                   f"original {result['original_median_us']:.1f} us (CPU {result['original_cpu_median_us']:.1f}); "
                   f"overhead {result['overhead_median_us']:.1f} us (CPU {result['overhead_cpu_median_us']:.1f}); "
                   f"worker by worker {result['per_worker_median_us']:.1f} us; with samples arriving "
-                  f"{result['with_samples_median_us']:.1f} us ({result['with_samples_ratio']}x); "
+                  f"{result['with_samples_median_us']:.1f} us ({result['with_samples_ratio']}x, CPU "
+                  f"{result['with_samples_cpu_ratio']}x); CPU p99 overhead {result['overhead_cpu_p99_us']:.1f} us; "
                   f"{result['gc_collections']} GC runs over {decisions}", flush=True)
     summary = {"sizes": results, "goals": {k: ({str(s): v for s, v in g.items()} if isinstance(g, dict) else g)
                                            for k, g in GOALS.items()},
-               "within_target": within_goals(results)}
+               "within_target": within_goals(results), "within_target_cpu": within_goals(results, "cpu_")}
     print(json.dumps(summary))
     return 0 if summary["within_target"] else 1
 
