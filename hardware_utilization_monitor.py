@@ -231,7 +231,10 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
                 self._late_ticks += 1
                 next_tick = time.monotonic() + self.interval_seconds
                 delay = self.interval_seconds
-            self._stop_event.wait(delay)
+            # A tick that ran late leaves little time to the next one; two reads a few ms apart
+            # would give a window too short for CPU deltas (read as unknown), so keep half an
+            # interval between them. The schedule is kept: the next delays catch up.
+            self._stop_event.wait(max(delay, self.interval_seconds / 2))
 
     def _task_ids(self) -> tuple[str, ...]:
         with self._state_lock:
