@@ -30,12 +30,14 @@ first). That needs the ``metrics`` extra: ``pip install 'fleet-hwmon[metrics]'``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
 from fleet_hwmon.coordinator.coordinator import Coordinator
@@ -174,14 +176,18 @@ def run(args: argparse.Namespace) -> int:
             coordinator.submit_task(task)
         if not use_cluster:
             sampling.start()
+        ctrl_c = threading.Event()
         try:
-            coordinator.start()
-            if not args.quiet:
-                print(f"running {len(tasks)} tasks on {len(coordinator.workers)} workers for at most "
-                      f"{args.duration:g} s (Ctrl-C stops them and still writes the report)", flush=True)
-            timed_out = not _wait(coordinator, integration, args, len(tasks), sampling.push_all)
+            with _ctrl_c_sets(ctrl_c):
+                coordinator.start()
+                if not args.quiet:
+                    print(f"running {len(tasks)} tasks on {len(coordinator.workers)} workers for at most "
+                          f"{args.duration:g} s (Ctrl-C stops them and still writes the report)", flush=True)
+                done = _wait(coordinator, integration, args, len(tasks), sampling.push_all, ctrl_c)
+            interrupted, timed_out = ctrl_c.is_set(), not done and not ctrl_c.is_set()
         except KeyboardInterrupt:  # a second Ctrl-C while ending skips the report (main: 130)
             interrupted = True
+        if interrupted:
             print("interrupted: stopping the tasks, then writing the report", file=sys.stderr)
         coordinator.stop(cancel_running=True)
         sampling.stop()
@@ -208,12 +214,41 @@ def run(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
+@contextlib.contextmanager
+def _ctrl_c_sets(event: threading.Event) -> Iterator[None]:
+    """While the block runs, the first Ctrl-C sets ``event`` instead of raising. A
+    KeyboardInterrupt raised in the main thread while it runs a library's callback (Dask's
+    garbage-collection hook, a ``__del__``) is swallowed there and the Ctrl-C lost. A second
+    Ctrl-C raises as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+
+    def first(signum: int, frame: object) -> None:
+        event.set()
+        signal.signal(signal.SIGINT, restore)
+
+    previous = signal.signal(signal.SIGINT, first)
+    restore = signal.default_int_handler if previous is None else previous  # None: set outside Python
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, restore)
+
+
 def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIntegration,
-          args: argparse.Namespace, total: int, refresh: Callable[[], None] = lambda: None) -> bool:
-    """Wait for every task or the duration, showing the live view unless ``--quiet``."""
+          args: argparse.Namespace, total: int, refresh: Callable[[], None] = lambda: None,
+          interrupted: threading.Event | None = None) -> bool:
+    """Wait for every task, the duration or ``interrupted``, showing the live view unless
+    ``--quiet``. Returns whether every task is done."""
     deadline = time.monotonic() + args.duration
+    interrupted = interrupted or threading.Event()
+
+    def waiting() -> bool:
+        return not coordinator.all_done() and time.monotonic() < deadline and not interrupted.is_set()
+
     if args.quiet:
-        while not coordinator.all_done() and time.monotonic() < deadline:
+        while waiting():
             time.sleep(0.2)
         return coordinator.all_done()
     from rich.live import Live
@@ -231,7 +266,7 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
         return view.frame(integration._worker_snapshot(), coordinator.counts(), alerts, running)
 
     with Live(frame(), refresh_per_second=4, transient=False) as live:
-        while not coordinator.all_done() and time.monotonic() < deadline:
+        while waiting():
             time.sleep(0.25)
             live.update(frame())
         refresh()  # the last frame shows the workers as they are now, not as of the last interval
