@@ -537,6 +537,14 @@ def _after_fork_in_child() -> None:
         monitor._sample_lock = threading.Lock()
         monitor._dispatcher_lock = threading.Lock()
         monitor._sampler._lock = threading.Lock()
+        # The sampling thread also holds these on every tick (clock-step check, cgroup files,
+        # rate-limited logs); a child's first sample_now would otherwise wait on them forever.
+        monitor._clock_steps._lock = threading.Lock()
+        for log_owner in (monitor, monitor._sampler):
+            log_owner._log._lock = threading.Lock()
+        for source in monitor._sampler.sources:
+            if getattr(source, "_cgroup", None) is not None:
+                source._cgroup._lock = threading.Lock()
         monitor._thread = None
         monitor._dispatcher = None
     _RUNNING.clear()

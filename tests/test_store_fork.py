@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import time
 
 import duckdb
@@ -80,6 +81,50 @@ def test_os_fork_child_gets_clear_errors_and_its_own_store(tmp_path):
         assert result["own_rows"] >= 2
     with duckdb.connect(parent_path) as con:  # the parent lost nothing to its children
         assert con.execute("SELECT count(*) FROM resource_utilization").fetchone()[0] == parent_samples
+
+
+def test_locks_the_sampling_thread_held_at_the_fork_do_not_hang_the_child(tmp_path):
+    # Fork while another thread holds every lock a tick takes (what a loaded host makes likely,
+    # the sampling thread being descheduled inside them): the child's own sample must not wait.
+    with HardwareUtilizationMonitor("parent", str(tmp_path / "parent.duckdb"), interval_seconds=3600,
+                                    enable_gpu=False) as monitor:
+        cgroups = {id(s._cgroup): s._cgroup for s in monitor._sampler.sources if getattr(s, "_cgroup", None)}
+        locks = [monitor._clock_steps._lock, monitor._log._lock, monitor._sampler._log._lock,
+                 *(c._lock for c in cgroups.values())]
+        assert cgroups  # the cgroup reader's lock is among them
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            for lock in locks:
+                lock.acquire()
+            held.set()
+            release.wait()
+            for lock in locks:
+                lock.release()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert held.wait(30)
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(read_end)
+                    os.write(write_end, json.dumps(child_tries(monitor, str(tmp_path / "child.duckdb"))).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            assert wait_or_kill(pid, 60) == 0
+            with os.fdopen(read_end) as pipe:
+                result = json.loads(pipe.read())
+        finally:
+            release.set()
+            holder.join()
+    assert "cannot write through its parent's writer" in result["inherited_write"]
+    assert result["own_rows"] >= 2
 
 
 def _multiprocessing_child(monitor: HardwareUtilizationMonitor, own_path: str, queue) -> None:
