@@ -61,7 +61,8 @@ def _bounds(name: str) -> tuple[float, float]:
     return 0.0, math.inf
 
 
-def _strip_optional(hint: Any) -> Any:
+def strip_optional(hint: Any) -> Any:
+    """``X`` for ``X | None`` (and ``Optional[X]``); any other hint unchanged."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
@@ -91,7 +92,7 @@ def checks_for(cls: type) -> _Checks:
     for f in dataclasses.fields(cls):
         if f.name == "invalid_fields":
             continue
-        hint = _strip_optional(hints[f.name])
+        hint = strip_optional(hints[f.name])
         if hint in (int, float):
             numbers.append((f.name, *_bounds(f.name), _whole_of(f.name, names)))
         elif hint is str:
@@ -99,7 +100,7 @@ def checks_for(cls: type) -> _Checks:
         elif hint is datetime:
             times.append(f.name)
         elif typing.get_origin(hint) is tuple:
-            item = _strip_optional(typing.get_args(hint)[0])
+            item = strip_optional(typing.get_args(hint)[0])
             if item in (int, float):
                 number_lists.append((f.name, *_bounds(f.name)))
             elif item is str:
@@ -193,7 +194,7 @@ def _closest(key: str, known: list[str], where: str) -> str:
 
 def _type_problem(name: str, hint: Any, value: Any) -> str | None:
     """Why ``value`` cannot be the pushed value of a field typed ``hint`` (None when it can)."""
-    hint = _strip_optional(hint)
+    hint = strip_optional(hint)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint in (int, float):
         ok = number
@@ -205,7 +206,7 @@ def _type_problem(name: str, hint: Any, value: Any) -> str | None:
     elif hint is datetime:
         ok, expected = isinstance(value, (datetime, str)) or number, "a datetime, ISO 8601 text or epoch seconds"
     elif typing.get_origin(hint) is tuple:
-        item = _strip_optional(typing.get_args(hint)[0])
+        item = strip_optional(typing.get_args(hint)[0])
         if not isinstance(value, (list, tuple)):
             return f"{name} must be a list, not {type(value).__name__} {value!r:.60}"
         if item in (int, float):
@@ -231,8 +232,8 @@ def _push_specs(cls: type) -> tuple[tuple[str, Any, bool, type | None], ...]:
         hints = typing.get_type_hints(cls)
         rows = []
         for f in dataclasses.fields(cls):
-            hint = _strip_optional(hints[f.name])
-            item = _strip_optional(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else None
+            hint = strip_optional(hints[f.name])
+            item = strip_optional(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else None
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             rows.append((f.name, hint, required, item if dataclasses.is_dataclass(item) else None))
         specs = _PUSH_SPECS[cls] = tuple(rows)

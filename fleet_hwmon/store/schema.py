@@ -13,13 +13,14 @@ import dataclasses
 import itertools
 import json
 import operator
-import types
 import typing
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import pyarrow as pa
+
+from fleet_hwmon.domains import strip_optional as _strip_optional
 
 SCHEMA_VERSION = 1
 
@@ -54,14 +55,6 @@ class Column:
     arrow_type: pa.DataType
     kind: str  # "scalar", "time", "enum", "json", "list", "records"
     record_cls: type | None = None
-
-
-def _strip_optional(hint: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return hint
 
 
 _SCALARS: dict[type, tuple[str, pa.DataType]] = {
