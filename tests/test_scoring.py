@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import (FLOOR, Exclusion, decide, fits_when_idle, gpu_after_placement,
+from fleet_hwmon.scoring.decide import (FLOOR, Exclusion, decide, decide_among, fits_when_idle, gpu_after_placement,
                                         tie_break)
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
@@ -349,7 +349,7 @@ class TestDecide:
         assert d.chosen_worker_id == "ok"
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
             ("old", "stale: last sample 50 s ago (limit 15 s)"),
-            ("small", "predicted memory 8.0 GiB (+25% headroom) > free 4.0 GiB"),
+            ("small", "predicted memory 8.0 GiB > free 4.0 GiB"),  # nothing runs there: no headroom
             ("no-gpu", "lacks gpu"),
         ]
         # CPU at 99 % is compressible: "hot" is a candidate, steeply penalised, not excluded.
@@ -480,6 +480,22 @@ class TestTaskSize:
         assert run({"busy": 1.0}, {"busy": views["busy"]}, task_type="build", history=build_history(),
                    factors=FACTORS).chosen_worker_id == "busy"
 
+    def test_a_drained_worker_waives_the_memory_headroom(self):
+        # Predicted 8 GiB, 9 GiB free: with 25 % headroom (10 GiB) it would not fit. Nothing of
+        # ours runs there, so no neighbour can grow: the task is placed (else it could wait forever
+        # beside an idle worker that holds it). With a task running there, the headroom holds.
+        views = {"w": view("w", 10.0, 40.0, memory_gb=32, available_gb=9.0)}
+        task = {"task_id": "t", "type": "build", "requirements": {"hardware": ["cpu"]}}
+
+        def among(counts):
+            return decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, {},
+                                lambda worker_id: None, factors=FACTORS, history=build_history(), now_s=100.0,
+                                stale_after_s=15.0, timestamp=utc_now(), task_counts=counts)
+        assert among({"w": 0}).chosen_worker_id == "w"
+        busy = among({"w": 1})
+        assert busy.chosen_worker_id is None
+        assert [e.reason for e in busy.exclusions] == ["predicted memory 8.0 GiB (+25% headroom) > free 9.0 GiB"]
+
     def test_gpu_memory_misfit_excluded_with_its_reason(self):
         history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")
         views = {"full": gpu_view("full", 16.0, 12.0), "roomy": gpu_view("roomy", 16.0, 2.0)}
@@ -487,7 +503,7 @@ class TestTaskSize:
                 requirements={"hardware": ["gpu"]}, factors=FACTORS)
         assert d.chosen_worker_id == "roomy"
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
-            ("full", "predicted GPU memory 5.0 GiB (+25% headroom) > free 4.0 GiB on any GPU")]
+            ("full", "predicted GPU memory 5.0 GiB > free 4.0 GiB on any GPU")]  # drained: no headroom
         # A stated minimum filters GPUs by size; it is not what the task consumes once history
         # knows better (5 GiB here) ...
         roomy = {"roomy": gpu_view("roomy", 40.0, 20.0)}
@@ -497,7 +513,7 @@ class TestTaskSize:
         # ... but it stands in for the estimate while nothing is known.
         d = run({"roomy": 1.0}, roomy, task_type="inference", requirements=gpu24, factors=FACTORS)
         assert [(e.worker_id, e.reason) for e in d.exclusions] == [
-            ("roomy", "predicted GPU memory 24.0 GiB (+25% headroom) > free 20.0 GiB on any GPU")]
+            ("roomy", "predicted GPU memory 24.0 GiB > free 20.0 GiB on any GPU")]
         # GPU tasks in flight take their share: 14 GiB free, two 5 GiB tasks in flight -> 4 GiB.
         busy = gpu_view("busy", 16.0, 2.0)
         for n in range(2):

@@ -282,6 +282,8 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
             add((None, worker_id, base, view, (None, None, None, stats, demand)))
             continue
         known_any = True
+        drained = (not counts_get(worker_id, 0) and not view.inflight_memory_bytes
+                   and not view.inflight_gpu_tasks)
         hold = reserved.get(worker_id)
         if hold is not None:  # backfill: only what fits beside the reserved task's need
             found = of(view, fleet_demand if stats is None else shape(demand_of(stats, fleet_stats)), stats,
@@ -291,13 +293,14 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
                 continue
         elif stats is None:
             memo = view.scoring_memo
-            found = memo.get(memo_key)
+            key = (memo_key, drained)
+            found = memo.get(key)
             if found is None:
                 if len(memo) >= _MEMO_SIZE:
                     memo.clear()
-                found = memo[memo_key] = of(view, fleet_demand, None)
+                found = memo[key] = of(view, fleet_demand, None, drained=drained)
         else:
-            found = of(view, shape(demand_of(stats, fleet_stats)), stats)
+            found = of(view, shape(demand_of(stats, fleet_stats)), stats, drained=drained)
         total, factor, details = found
         if factor is not None:  # max(FLOOR, 1 - total), worked out once
             add((base * factor if base > 0 else base - total, worker_id, base, view, details))
@@ -410,21 +413,24 @@ class _Terms:
         self.over_w = factors.overcommit_penalty_weight / 100.0
         self.default_gpu = factors.default_task_gpu_percent
 
-    def misfit(self, view: WorkerView, demand: TaskDemand, reserve: tuple[float, float] = (0.0, 0.0)
-               ) -> Exclusion | None:
+    def misfit(self, view: WorkerView, demand: TaskDemand, reserve: tuple[float, float] = (0.0, 0.0),
+               drained: bool = False) -> Exclusion | None:
         """The incompressible check: the task's predicted memory (and GPU memory on one GPU), with
         headroom, against what the worker has free after its tasks in flight and ``reserve``
-        (memory, GPU memory kept for a reserved task). ``None``: it fits, or nothing is known."""
+        (memory, GPU memory kept for a reserved task). ``None``: it fits, or nothing is known.
+        On a ``drained`` worker (nothing of ours running or in flight) the headroom is waived:
+        it guards against neighbours of ours growing, and without it a prediction raised by the
+        type's largest runs could hold a task forever beside an idle worker that holds it."""
+        headroom, percent = (1.0, 0.0) if drained else (self.headroom, self.factors.memory_headroom_percent)
         if demand.memory_bytes is not None and view.memory_free_bytes is not None:
             free = view.memory_free_bytes - view.inflight_memory_bytes - reserve[0]
-            if demand.memory_bytes * self.headroom > free:  # it would fail there (out of memory)
-                return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free,
-                                            self.factors.memory_headroom_percent)
+            if demand.memory_bytes * headroom > free:  # it would fail there (out of memory)
+                return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free, percent)
         if self.needs_gpu and demand.gpu_memory_bytes is not None:
             room = view.gpu_memory_room()
-            if room is not None and demand.gpu_memory_bytes * self.headroom > room - reserve[1]:
+            if room is not None and demand.gpu_memory_bytes * headroom > room - reserve[1]:
                 return Exclusion.gpu_memory_fit(view.worker_id, demand.gpu_memory_bytes, room - reserve[1],
-                                                required=False, headroom_percent=self.factors.memory_headroom_percent)
+                                                required=False, headroom_percent=percent)
         return None
 
     def shape(self, demand: TaskDemand) -> TaskDemand:
@@ -453,7 +459,7 @@ class _Terms:
                                source=demand.source or "requirements")
 
     def of(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None,
-           reserve: tuple[float, float] = (0.0, 0.0)) -> tuple:
+           reserve: tuple[float, float] = (0.0, 0.0), drained: bool = False) -> tuple:
         """``(total penalty, max(FLOOR, 1 - total), details)`` of a worker that is neither stale
         nor overloaded: the load after placing the task (smoothed view + in flight + the task's
         predicted ``demand``) and its penalties, details as in :func:`decide`'s ``scored``.
@@ -476,7 +482,7 @@ class _Terms:
                 gpu += view.inflight_gpu_percent + own
             else:
                 gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, own)
-        reason = self.misfit(view, demand, reserve)
+        reason = self.misfit(view, demand, reserve, drained)
         # CPU and GPU time are compressible: only quiet tasks refuse load, and a worker running a
         # quiet task takes nothing that would push it over the quiet threshold.
         if reason is None and (self.quiet or view.quiet_tasks):

@@ -129,9 +129,13 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
             gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
         # Incompressible room: memory, then GPU memory on one GPU (with headroom).
         free = state.memory_free[rows] - inflight_memory - 0.0
-        memory_misfit = known & ~np.isnan(d_memory) & (d_memory * terms.headroom > free)
+        # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
+        drained = ((_column(task_counts or {}, ids, 0) == 0) & (inflight_memory == 0)
+                   & (inflight_gpu_tasks == 0))
+        headroom = np.where(drained, 1.0, terms.headroom)
+        memory_misfit = known & ~np.isnan(d_memory) & (d_memory * headroom > free)
         room = state.gpu_room[rows]
-        gpu_misfit = (known & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * terms.headroom > room - 0.0)
+        gpu_misfit = (known & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * headroom > room - 0.0)
                       if needs_gpu else np.zeros(count, dtype=bool))
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent
@@ -193,8 +197,8 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         tied = [ids[i] for i in np.flatnonzero(scored & (scored_base == top))] if top is not None else []
         original_id, original_score = slow._original_choice(tied, scores, seed, task_id)
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware, task_limit, scored,
-                             stale, critical, held, lost, memory_misfit, gpu_misfit, d_memory, free, d_gpu_memory,
-                             room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, cpu, gpu)
+                             stale, critical, held, lost, memory_misfit, gpu_misfit, drained, d_memory, free,
+                             d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, cpu, gpu)
     available = len(exclusions) + int(candidates.sum())
     explanation = slow._explain(chosen, original_id, exclusions, available)
     if chosen is not None and ranked[0][-1][-1].source is not None:
@@ -234,7 +238,8 @@ def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray,
 def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches: np.ndarray,
                 at_limit: np.ndarray, no_score: np.ndarray, hardware_misfit: np.ndarray,
                 task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
-                lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, d_memory: np.ndarray,
+                lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, drained: np.ndarray,
+                d_memory: np.ndarray,
                 free: np.ndarray, d_gpu_memory: np.ndarray, room: np.ndarray, factors: ScoringFactors, now_s: float,
                 stale_after_s: float, quiet_cpu: np.ndarray, quiet_gpu: np.ndarray, cpu: np.ndarray,
                 gpu: np.ndarray) -> list[Exclusion]:
@@ -254,6 +259,7 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         return out
     # The hardware records are taken in one piece; only the others are made one by one.
     records = np.empty(len(ids), dtype=object)
+    headroom_percent = factors.memory_headroom_percent
     records[hardware] = mismatches[rows[hardware]]
     for i in np.flatnonzero(later):
         worker_id, view = ids[i], state.views[rows[i]]
@@ -267,14 +273,15 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
             records[i] = Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost)
         elif memory_misfit[i]:
             records[i] = Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
-                                              factors.memory_headroom_percent)
+                                              0.0 if drained[i] else headroom_percent)
         elif quiet_cpu[i]:
             records[i] = Exclusion.not_quiet(worker_id, "cpu", float(cpu[i]), factors.quiet_threshold_percent)
         elif quiet_gpu[i]:
             records[i] = Exclusion.not_quiet(worker_id, "gpu", float(gpu[i]), factors.quiet_threshold_percent)
         else:
             records[i] = Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
-                                                  required=False, headroom_percent=factors.memory_headroom_percent)
+                                                  required=False,
+                                                  headroom_percent=0.0 if drained[i] else headroom_percent)
     out.extend(records[hardware | later].tolist())
     return out
 
