@@ -367,10 +367,12 @@ class ClusterCoordinator(Coordinator):
         spec = record.spec.to_dict()
         with self._lock:  # atomic with deregister_worker: a lost worker never gets a future
             if worker_id not in self.workers:
-                record.status, record.worker_id = "queued", None
+                self._set_status(record, "queued")
+                record.worker_id = None
                 self._queue_again(record)
                 return
-            record.status, record.worker_id = "running", worker_id
+            self._set_status(record, "running")
+            record.worker_id = worker_id
             record.attempts += 1
             record.started_at = _utc_now()
             record.stop_event = threading.Event()

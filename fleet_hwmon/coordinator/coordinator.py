@@ -83,6 +83,7 @@ class Coordinator:
         self._running: dict[str, set[str]] = {}
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in WORKER_EVENTS + TASK_EVENTS}
         self._lock = threading.RLock()
+        self._tally = dict.fromkeys(("queued", "running", "completed", "failed", "cancelled"), 0)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -169,16 +170,22 @@ class Coordinator:
             plain = {k: v for k, v in task.items() if k != "spec"}
             plain.setdefault("priority", priority)
             self.tasks[task_id] = TaskRecord(plain, spec)
+            self._tally["queued"] += 1
             heapq.heappush(self._queue, (-priority, next(self._sequence), task_id))
         self._wake.set()
         return task_id
 
     def counts(self) -> dict[str, int]:
+        """Tasks by status: ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``."""
         with self._lock:
-            out = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}
-            for record in self.tasks.values():
-                out[record.status] += 1
-            return out
+            return dict(self._tally)
+
+    def _set_status(self, record: TaskRecord, status: str) -> None:
+        """Change a task's status and the tally :meth:`counts` reads (kept as it changes, as
+        waiting loops poll it). Call with ``self._lock`` held."""
+        self._tally[record.status] -= 1
+        self._tally[status] += 1
+        record.status = status
 
     def task_outcomes(self) -> list[TaskOutcome]:
         """Every submitted task's state now, as :class:`TaskOutcome` records; call after
@@ -292,7 +299,8 @@ class Coordinator:
     def _start(self, record: TaskRecord, worker_id: str) -> None:
         task_id = record.task["task_id"]
         with self._lock:
-            record.status, record.worker_id = "running", worker_id
+            self._set_status(record, "running")
+            record.worker_id = worker_id
             record.attempts += 1
             record.started_at = utc_now()
             record.stop_event = threading.Event()
@@ -323,11 +331,12 @@ class Coordinator:
             worker_gone = worker_id not in self.workers
             if result.cancelled and worker_gone and record.attempts <= self.max_retries and not self._stop.is_set():
                 requeue = True
-                record.status, record.worker_id = "queued", None
+                self._set_status(record, "queued")
+                record.worker_id = None
                 heapq.heappush(self._queue, (-int(record.task.get("priority", 0)), next(self._sequence), task_id))
             else:
                 stopped = result.cancelled and self._stop.is_set() and not worker_gone
-                record.status = "completed" if result.success else "cancelled" if stopped else "failed"
+                self._set_status(record, "completed" if result.success else "cancelled" if stopped else "failed")
                 record.error = None if result.success else (record.error if result.cancelled and record.error
                                                             else result.error)
                 record.finished_at = utc_now()
@@ -340,5 +349,6 @@ class Coordinator:
 
     def _fail(self, record: TaskRecord, error: str) -> None:
         with self._lock:
-            record.status, record.error, record.finished_at = "failed", error, utc_now()
+            self._set_status(record, "failed")
+            record.error, record.finished_at = error, utc_now()
         log.warning("task %s failed: %s", record.task["task_id"], error)
