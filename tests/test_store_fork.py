@@ -52,26 +52,32 @@ def wait_or_kill(pid: int, timeout_s: float) -> int:
     raise AssertionError(f"forked child {pid} hung for {timeout_s} s")
 
 
+def forked_child_tries(monitor: HardwareUtilizationMonitor, own_path: str) -> dict:
+    """:func:`child_tries` in an ``os.fork()`` child; its results come back through a pipe. The
+    child must exit 0 within 60 s (a hang is killed and fails the test)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps(child_tries(monitor, own_path)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    assert wait_or_kill(pid, 60) == 0
+    with os.fdopen(read_end) as pipe:
+        return json.loads(pipe.read())
+
+
 def test_os_fork_child_gets_clear_errors_and_its_own_store(tmp_path):
     parent_path = str(tmp_path / "parent.duckdb")
     with HardwareUtilizationMonitor("parent", parent_path, interval_seconds=0.005) as monitor:
         results = []
         for n in range(5):  # forks land while the sampler and the writer are busy
             time.sleep(0.05)
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(read_end)
-                    os.write(write_end, json.dumps(child_tries(monitor, str(tmp_path / f"child-{n}.duckdb"))).encode())
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(write_end)
-            assert wait_or_kill(pid, 60) == 0
-            with os.fdopen(read_end) as pipe:
-                results.append(json.loads(pipe.read()))
+            results.append(forked_child_tries(monitor, str(tmp_path / f"child-{n}.duckdb")))
         assert monitor.is_running
     parent_samples = monitor.status()["samples"]
     for result in results:
@@ -106,20 +112,7 @@ def test_locks_the_sampling_thread_held_at_the_fork_do_not_hang_the_child(tmp_pa
         holder.start()
         try:
             assert held.wait(30)
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(read_end)
-                    os.write(write_end, json.dumps(child_tries(monitor, str(tmp_path / "child.duckdb"))).encode())
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(write_end)
-            assert wait_or_kill(pid, 60) == 0
-            with os.fdopen(read_end) as pipe:
-                result = json.loads(pipe.read())
+            result = forked_child_tries(monitor, str(tmp_path / "child.duckdb"))
         finally:
             release.set()
             holder.join()
