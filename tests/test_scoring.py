@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import (FLOOR, Exclusion, decide, decide_among, fits_when_idle, gpu_after_placement,
-                                        tie_break)
+from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, decide, decide_among
+from fleet_hwmon.scoring.ranking import tie_break
+from fleet_hwmon.scoring.terms import FLOOR, fits_when_idle, gpu_after_placement
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
@@ -53,9 +54,9 @@ def view(worker_id: str, cpu=None, memory=None, gpu=None, *, cores=8, memory_gb=
 def run(base: dict[str, float], views: dict[str, WorkerView], *, task_type=None, requirements=None,
         history=None, seed=0, now_s=100.0, mismatches=None, factors=ZERO_TASK, task_id="t", max_recorded=20):
     task = {"task_id": task_id, "type": task_type, "requirements": requirements or {"hardware": ["cpu"]}}
-    return decide(task, TaskRequirements.from_task(task), base, views, mismatches or {}, factors=factors,
-                  history=history, now_s=now_s, stale_after_s=15.0, timestamp=utc_now(), seed=seed,
-                  max_recorded=max_recorded)
+    return decide(task, TaskRequirements.from_task(task), base, views, mismatches or {}, DecisionContext(
+        factors=factors, history=history, now_s=now_s, stale_after_s=15.0, timestamp=utc_now(), seed=seed,
+        max_recorded=max_recorded))
 
 
 def by_worker(decision) -> dict:
@@ -361,8 +362,9 @@ class TestDecide:
                                       "memory 8.0 GiB")
 
     def test_nothing_fits(self):
-        d = decide({"task_id": "t"}, TaskRequirements(), {}, {}, {}, factors=FACTORS, history=None, now_s=0.0,
-                   stale_after_s=15.0, timestamp=utc_now(), extra_exclusions=[Exclusion.hardware("w", "lacks gpu")])
+        d = decide({"task_id": "t"}, TaskRequirements(), {}, {}, {}, DecisionContext(
+            factors=FACTORS, history=None, now_s=0.0, stale_after_s=15.0, timestamp=utc_now(),
+            extra_exclusions=[Exclusion.hardware("w", "lacks gpu")]))
         assert (d.chosen_worker_id, d.chosen_score, d.candidates) == (None, None, ())
         assert d.explanation == "no worker can take the task (1 excluded: hardware 1)"
         empty = run({}, {})
@@ -488,9 +490,9 @@ class TestTaskSize:
         task = {"task_id": "t", "type": "build", "requirements": {"hardware": ["cpu"]}}
 
         def among(counts):
-            return decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, {},
-                                lambda worker_id: None, factors=FACTORS, history=build_history(), now_s=100.0,
-                                stale_after_s=15.0, timestamp=utc_now(), task_counts=counts)
+            return decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, ALL_FIT,
+                                DecisionContext(factors=FACTORS, history=build_history(), now_s=100.0,
+                                                stale_after_s=15.0, timestamp=utc_now(), task_counts=counts))
         assert among({"w": 0}).chosen_worker_id == "w"
         busy = among({"w": 1})
         assert busy.chosen_worker_id is None

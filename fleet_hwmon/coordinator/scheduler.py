@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from fleet_hwmon.scoring.decide import tie_break
+from fleet_hwmon.scoring.ranking import tie_break
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
 

@@ -27,7 +27,7 @@ from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import SimCoordinator
 from fleet_hwmon.replay.workload import TaskSpec
 from fleet_hwmon.sample import ResourceUtilization
-from fleet_hwmon.scoring.decide import tie_break
+from fleet_hwmon.scoring.ranking import tie_break
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 
 NO_HISTORY_FACTORS = {"failure_penalty_weight": 0.0, "duration_weight": 0.0}

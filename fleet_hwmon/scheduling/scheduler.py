@@ -23,13 +23,15 @@ from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, Schedu
                                              original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
-from fleet_hwmon.scoring.decide import SchedulingDecision, decide_among, fits_when_idle, task_demand_for
+from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
+                                        SchedulingDecision, decide_among)
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
+from fleet_hwmon.scoring.terms import NO_CAP, DemandCap, fits_when_idle, task_demand_for
 from fleet_hwmon.scoring.vectorised import decide_vectorised
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
@@ -271,26 +273,30 @@ class HardwareAwareScheduler:
                 return mismatch
 
             stale_after_s = factors.stale_after_intervals * self.update_interval_s
-            reserved: dict[str, tuple[float, float, Exclusion]] = {}
+            reserved: dict[str, Reservation] = {}
             if factors.reserve_for_waiting_tasks:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
-                reserved = {w: (*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
+                reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
             cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
+            cap = DemandCap(cap_memory, cap_gpu)
             floor = self._retry_floor.get(task_id)
+            hardware = HardwareChecks(cache, check_hardware)
+            choice = original_view.choice
+            context = DecisionContext(
+                factors, self.history, now_s, stale_after_s, self._wall_clock(), seed=self.seed,
+                max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
+                original_choice=None if choice is None else OriginalChoice(*choice), floor=floor, cap=cap,
+                reserved=reserved)
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []
-                common = dict(factors=factors, history=self.history, now_s=now_s, stale_after_s=stale_after_s,
-                              timestamp=self._wall_clock(), seed=self.seed, max_recorded=self.max_recorded_candidates,
-                              task_counts=counts, task_limit=limit, original_choice=original_view.choice,
-                              floor=floor, cap=(cap_memory, cap_gpu), reserved=reserved, unknown=unknown)
                 decision = None
                 if self.vectorised:
-                    decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, cache,
-                                                 check_hardware, **common)
+                    decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, hardware,
+                                                 context, unknown)
                 if decision is None:
-                    decision = decide_among(task, requirements, ids, original_view.scores, self._views, cache,
-                                            check_hardware, **common)
+                    decision = decide_among(task, requirements, ids, original_view.scores, self._views, hardware,
+                                            context, unknown)
                 # A worker whose status says "busy" is at its task limit. Checked on the winner
                 # only, so a decision does not read every worker's status (callers rarely pass one).
                 busy = busy_exclusion(decision.chosen_worker_id, workers)
@@ -314,7 +320,7 @@ class HardwareAwareScheduler:
                     fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors))
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
-                                                               requirements, factors, floor, (cap_memory, cap_gpu))
+                                                               requirements, factors, floor, cap)
                     headroom = 1.0 + factors.memory_headroom_percent / 100.0
                     self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
                     self._room_version += 1
@@ -324,8 +330,7 @@ class HardwareAwareScheduler:
                 self._held[task_id] = (key, now_s, decision)
             else:
                 self._held.pop(task_id, None)
-            self._account(decision, task, requirements, now_s, time.perf_counter() - started, floor,
-                          (cap_memory, cap_gpu))
+            self._account(decision, task, requirements, now_s, time.perf_counter() - started, floor, cap)
         if self._record is not None:
             self._record(decision)
         return decision
@@ -376,8 +381,7 @@ class HardwareAwareScheduler:
                             worker_id)
 
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
-                 now_s: float, latency_s: float, floor: TaskDemand | None = None,
-                 cap: tuple[float | None, float | None] = (None, None)) -> None:
+                 now_s: float, latency_s: float, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
         self._decisions.append(decision)
         self._stats.decided(decision, latency_s)
         chosen = decision.chosen_worker_id

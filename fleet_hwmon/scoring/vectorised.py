@@ -12,38 +12,36 @@ listed twice or unknown to the state); the caller then takes the per-worker path
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fleet_hwmon.scoring import decide as slow
-from fleet_hwmon.scoring.decide import FLOOR, CandidateScore, SchedulingDecision, gpu_after_placement
+from fleet_hwmon.scoring import ranking
+from fleet_hwmon.scoring.decide import (CandidateScore, DecisionContext, HardwareChecks, SchedulingDecision,
+                                        make_decision)
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
-from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand, demand_of
+from fleet_hwmon.scoring.history import TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
+from fleet_hwmon.scoring.terms import FLOOR, DecisionTerms, gpu_after_placement, history_penalty
 
-_UNSEEN: Any = object()
 # Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
 VECTORISE_FROM = 512
 
 
 def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
-                      scores: Mapping[str, float | None], state: FleetState,
-                      misfits: Mapping[str, Exclusion | None], check_hardware: Callable[[str], Exclusion | None], *,
-                      factors: ScoringFactors, history: PerformanceHistory | None, now_s: float, stale_after_s: float,
-                      timestamp: datetime, seed: int = 0, max_recorded: int = 20,
-                      task_counts: Mapping[str, int] | None = None, task_limit: Any = None,
-                      original_choice: tuple[str | None, float | None] | None = None,
-                      floor: TaskDemand | None = None, cap: tuple[float | None, float | None] = (None, None),
-                      reserved: Mapping[str, Any] | None = None,
-                      unknown: list[str] | None = None) -> SchedulingDecision | None:
+                      scores: Mapping[str, float | None], state: FleetState, hardware: HardwareChecks,
+                      context: DecisionContext, unknown: list[str] | None = None) -> SchedulingDecision | None:
     """:func:`~fleet_hwmon.scoring.decide.decide_among` over ``state`` (same arguments, the
     views replaced by the state's rows); ``None`` when the case is not covered."""
+    factors, history, now_s, stale_after_s = context.factors, context.history, context.now_s, context.stale_after_s
+    seed, max_recorded, task_counts, task_limit = (context.seed, context.max_recorded, context.task_counts,
+                                                   context.task_limit)
     count = len(worker_ids)
-    if (requirements.isolation != "shared" or floor is not None or reserved or count < VECTORISE_FROM
+    if (requirements.isolation != "shared" or context.floor is not None or context.reserved or context.extra_exclusions
+            or count < VECTORISE_FROM
             or count > len(state.views)):
         return None
     ids = worker_ids if type(worker_ids) is list else list(worker_ids)
@@ -55,7 +53,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     needs_gpu = requirements.needs_gpu
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
     learnt = fleet_stats is not None
-    terms = slow._Terms(factors, requirements, fleet_stats.duration_s if learnt else None, floor, cap)
+    terms = DecisionTerms(factors, requirements, fleet_stats.duration_s if learnt else None, context.floor, context.cap)
     fleet_demand = terms.shape(demand_of(None, fleet_stats))
 
     base = _column(scores, ids, None)  # None -> NaN: not scored
@@ -65,11 +63,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     no_score = np.isnan(base) & ~at_limit
     scored = ~(at_limit | no_score)
 
-    def mismatch(worker_id: str) -> Exclusion | None:
-        found = misfits.get(worker_id, _UNSEEN)
-        return check_hardware(worker_id) if found is _UNSEEN else found
-
-    hardware_ok, mismatches = state.hardware_mismatches(requirements, mismatch)
+    hardware_ok, mismatches = state.hardware_mismatches(requirements, hardware.of)
     hardware_ok = hardware_ok[rows]
     last = state.last_sample_s[rows]
     alive = state.last_alive_s[rows]
@@ -84,7 +78,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
         views = state.views
         held &= np.array([views[r].exclusive_task != task_id for r in rows], dtype=bool)
-    hardware = scored & ~hardware_ok
+    hardware_misfit = scored & ~hardware_ok
     rest = scored & hardware_ok & ~stale & ~critical & ~held & ~lost  # reach the load checks
     unknown_rows = rest & (never | samples_stale)
     known = rest & ~unknown_rows
@@ -103,7 +97,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
             demand = terms.shape(demand_of(stats, fleet_stats))
             own[i] = (demand, stats)
             d_cores[i], d_memory[i], d_gpu_memory[i], d_gpu_percent[i] = map(_nan, demand[:4])
-            hist_penalty[i] = slow._history_penalty(stats, terms.fleet_duration, factors)
+            hist_penalty[i] = history_penalty(stats, terms.fleet_duration, factors)
 
     # The load after placing the task (NaN: unknown), as _Terms.of computes it.
     cores = np.where(np.isnan(d_cores), factors.default_task_cores, d_cores)
@@ -178,39 +172,26 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         cut = np.partition(adjusted[picked], picked.size - wanted)[picked.size - wanted]
         picked = picked[adjusted[picked] >= cut]
     # Ranked on (score, worker id, position); the records are made for the few recorded only.
-    ranked = []
-    views = state.views
-    for _, _, i in slow._best(list(zip(adjusted[picked].tolist(), map(ids.__getitem__, picked), picked)), wanted,
-                              seed, task_id):
-        demand = own[i][0] if i in own else fleet_demand
-        details = (_none(cpu[i]), _none(memory[i]), _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]), demand)
-        ranked.append((float(adjusted[i]), ids[i], float(base[i]), views[rows[i]], details))
-    candidate_records = tuple(
-        CandidateScore(worker_id, original, score, *details[:-1], len(view.inflight))
-        for score, worker_id, original, view, details in ranked)
-    chosen = candidate_records[0] if candidate_records else None
-    if original_choice is not None:
-        original_id, original_score = original_choice
-    else:
+    records, views = [], state.views
+    chosen_demand = None
+    for _, worker_id, i in ranking.best(list(zip(adjusted[picked].tolist(), map(ids.__getitem__, picked), picked)),
+                                        wanted, seed, task_id, itemgetter(0), itemgetter(1)):
+        if chosen_demand is None:
+            chosen_demand = own[i][0] if i in own else fleet_demand
+        records.append(CandidateScore(worker_id, float(base[i]), float(adjusted[i]), _none(cpu[i]), _none(memory[i]),
+                                      _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]),
+                                      len(views[rows[i]].inflight)))
+    original = context.original_choice
+    if original is None:
         scored_base = np.where(scored, base, -np.inf)
         top = scored_base.max() if scored.any() else None
         tied = [ids[i] for i in np.flatnonzero(scored & (scored_base == top))] if top is not None else []
-        original_id, original_score = slow._original_choice(tied, scores, seed, task_id)
-    exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware, task_limit, scored,
+        original = ranking.original_choice(tied, scores, seed, task_id)
+    exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_misfit, task_limit, scored,
                              stale, critical, held, lost, memory_misfit, gpu_misfit, drained, d_memory, free,
                              d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, cpu, gpu)
-    available = len(exclusions) + int(candidates.sum())
-    explanation = slow._explain(chosen, original_id, exclusions, available)
-    if chosen is not None and ranked[0][-1][-1].source is not None:
-        explanation += "; " + slow._describe_demand(ranked[0][-1][-1], factors)
-    return SchedulingDecision(
-        decision_id=slow.new_decision_id(), timestamp=timestamp, task_id=task_id,
-        task_type=None if task_type is None else str(task_type),
-        chosen_worker_id=chosen.worker_id if chosen else None,
-        chosen_score=chosen.adjusted_score if chosen else None,
-        original_worker_id=original_id, original_score=original_score, candidate_count=int(candidates.sum()),
-        candidates=candidate_records[:max_recorded], exclusions=tuple(exclusions), explanation=explanation,
-        isolation=requirements.isolation)
+    return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
+                         int(candidates.sum()))
 
 
 def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray, history: np.ndarray,

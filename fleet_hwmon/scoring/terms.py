@@ -1,0 +1,301 @@
+"""The per-worker arithmetic of a decision (pure): the task's predicted demand, the load after
+placing it, whether it fits what is free, and the penalties of that load.
+
+Every figure is on the scale :mod:`fleet_hwmon.scoring.decide` documents: percent 0-100 of the
+worker's capacity (GPU: of one GPU), bytes for memory, ``None`` when unknown.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Callable, NamedTuple, Sequence
+
+from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, TypeStats
+from fleet_hwmon.scoring.requirements import TaskRequirements
+from fleet_hwmon.scoring.views import WorkerView
+
+GIB = 1024**3
+FLOOR = 0.05  # a penalised worker keeps a sliver of its score, so it still ranks by the original
+
+
+class DemandCap(NamedTuple):
+    """Memory and GPU memory (bytes) of the largest compatible worker (GPU); ``None``: unknown."""
+
+    memory_bytes: float | None = None
+    gpu_memory_bytes: float | None = None
+
+
+NO_CAP = DemandCap()
+
+
+class Load(NamedTuple):
+    """A worker's load once the task is placed there, percent (GPU: of the GPU it lands on)."""
+
+    cpu_percent: float | None
+    memory_percent: float | None
+    gpu_percent: float | None
+
+
+UNKNOWN_LOAD = Load(None, None, None)
+
+
+class Penalties(NamedTuple):
+    """The terms taken off a worker's original score, and their total."""
+
+    cpu: float
+    memory: float
+    gpu: float
+    balance: float
+    history: float
+    total: float
+
+
+NO_PENALTIES = Penalties(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+class Assessment(NamedTuple):
+    """What :meth:`DecisionTerms.assess` finds for one worker: the exclusion when the task
+    cannot go there, else its load and (when every figure of it is known) its penalties."""
+
+    exclusion: Exclusion | None
+    load: Load
+    penalties: Penalties | None
+
+
+def adjusted_score(original: float, penalties: Penalties) -> float:
+    """``original * max(FLOOR, 1 - total)`` for a positive original score, else ``original - total``."""
+    return original * max(FLOOR, 1.0 - penalties.total) if original > 0 else original - penalties.total
+
+
+class DecisionTerms:
+    """The arithmetic of one decision, its constants worked out once.
+
+    ``fleet_duration``: the task type's mean duration over the fleet (seconds; history's speed
+    term), ``floor``: a retried task's own raised figures, ``cap``: the largest compatible
+    worker (see :meth:`shape`)."""
+
+    def __init__(self, factors: ScoringFactors, requirements: TaskRequirements, fleet_duration: float | None,
+                 floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
+        self.factors = factors
+        self.needs_gpu = needs_gpu = requirements.needs_gpu
+        self.required_gpu_memory = (requirements.min_gpu_memory_gb * GIB
+                                    if needs_gpu and requirements.min_gpu_memory_gb is not None else None)
+        self.fleet_duration = fleet_duration
+        self.floor = floor
+        self.cap = cap
+        self.quiet = requirements.isolation == "quiet"
+        self.quiet_limit = factors.quiet_threshold_percent
+        self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
+        self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
+                                              factors.gpu_threshold_percent)
+        self.cpu_d, self.mem_d, self.gpu_d = (max(1e-9, 100.0 - t) for t in (self.cpu_t, self.mem_t, self.gpu_t))
+        self.over_w = factors.overcommit_penalty_weight / 100.0
+        self.default_gpu = factors.default_task_gpu_percent
+
+    def misfit(self, view: WorkerView, demand: TaskDemand, reserve: tuple[float, float] = (0.0, 0.0),
+               drained: bool = False) -> Exclusion | None:
+        """The incompressible check: the task's predicted memory (and GPU memory on one GPU), with
+        headroom, against what the worker has free after its tasks in flight and ``reserve``
+        (memory, GPU memory kept for a reserved task). ``None``: it fits, or nothing is known.
+        On a ``drained`` worker (nothing of ours running or in flight) the headroom is waived:
+        it guards against neighbours of ours growing, and without it a prediction raised by the
+        type's largest runs could hold a task forever beside an idle worker that holds it."""
+        headroom, percent = (1.0, 0.0) if drained else (self.headroom, self.factors.memory_headroom_percent)
+        if demand.memory_bytes is not None and view.memory_free_bytes is not None:
+            free = view.memory_free_bytes - view.inflight_memory_bytes - reserve[0]
+            if demand.memory_bytes * headroom > free:  # it would fail there (out of memory)
+                return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, free, percent)
+        if self.needs_gpu and demand.gpu_memory_bytes is not None:
+            room = view.gpu_memory_room()
+            if room is not None and demand.gpu_memory_bytes * headroom > room - reserve[1]:
+                return Exclusion.gpu_memory_fit(view.worker_id, demand.gpu_memory_bytes, room - reserve[1],
+                                                required=False, headroom_percent=percent)
+        return None
+
+    def shape(self, demand: TaskDemand) -> TaskDemand:
+        """The demand the decision uses: a GPU task's stated minimum GPU memory stands in for its
+        GPU memory until history knows it; a retried task's own raised figures (``floor``) win
+        when larger; memory and GPU memory are capped so that, with headroom, they fit within the
+        recovery mark (85 %) of the largest compatible worker (GPU), so a task that fits a
+        drained worker is placed eventually."""
+        floor, (cap_memory, cap_gpu) = self.floor, self.cap
+        memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
+        if not self.needs_gpu:
+            gpu_memory = None
+        elif gpu_memory is None:
+            gpu_memory = self.required_gpu_memory
+        if floor is not None:
+            memory = _larger(memory, floor.memory_bytes)
+            gpu_memory = _larger(gpu_memory, floor.gpu_memory_bytes) if self.needs_gpu else None
+        drained = self.factors.recovery_percent / 100.0 / self.headroom
+        if memory is not None and cap_memory is not None:
+            memory = min(memory, cap_memory * drained)
+        if gpu_memory is not None and cap_gpu is not None:
+            gpu_memory = min(gpu_memory, cap_gpu * drained)
+        if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
+            return demand
+        return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory,
+                               source=demand.source or "requirements")
+
+    def assess(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None,
+               reserve: tuple[float, float] = (0.0, 0.0), drained: bool = False) -> Assessment:
+        """A worker that is neither stale nor overloaded, with the task's predicted ``demand``
+        placed on it: the load after placing the task (smoothed view + in flight + demand), the
+        exclusion when the task would not fit there (or, quiet, would make it busy), and the
+        penalties when every figure of the load is known (else they need the other
+        candidates' loads: see :mod:`fleet_hwmon.scoring.neutral`)."""
+        factors = self.factors
+        cores = factors.default_task_cores if demand.cores is None else demand.cores
+        memory_bytes = factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes
+        cpu, memory = view.cpu_percent, view.memory_percent
+        gpu = view.gpu_least_percent  # None: no GPU reports utilization
+        count, total = view.cpu_count, view.memory_total_bytes
+        if cpu is not None and count:
+            cpu += 100.0 * (view.inflight_cores + cores) / count
+        if memory is not None and total:
+            memory += 100.0 * (view.inflight_memory_bytes + memory_bytes) / total
+        if gpu is not None and (self.needs_gpu or view.inflight_gpu_tasks):
+            own = self.own_gpu(demand)
+            if len(view.gpu_levels) == 1:  # everything lands on the one GPU
+                gpu += view.inflight_gpu_percent + own
+            else:
+                gpu = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, own)
+        load = Load(cpu, memory, gpu)
+        reason = self.misfit(view, demand, reserve, drained)
+        # CPU and GPU time are compressible: only quiet tasks refuse load, and a worker running a
+        # quiet task takes nothing that would push it over the quiet threshold.
+        if reason is None and (self.quiet or view.quiet_tasks):
+            if cpu is not None and cpu > self.quiet_limit:
+                reason = Exclusion.not_quiet(view.worker_id, "cpu", cpu, self.quiet_limit)
+            elif self.needs_gpu and gpu is not None and gpu > self.quiet_limit:
+                reason = Exclusion.not_quiet(view.worker_id, "gpu", gpu, self.quiet_limit)
+        if reason is not None:
+            return Assessment(reason, load, None)
+        if cpu is None or memory is None or (gpu is None and (view.inflight_gpu_tasks or
+                                                              (self.needs_gpu and view.has_gpus))):
+            return Assessment(None, load, None)
+        return Assessment(None, load, self.penalties(load, stats, None))
+
+    def own_gpu(self, demand: TaskDemand) -> float:
+        """The GPU utilization (percent of one GPU) the task itself is predicted to add."""
+        if not self.needs_gpu:
+            return 0.0
+        return self.default_gpu if demand.gpu_percent is None else demand.gpu_percent
+
+    def penalties(self, load: Load, stats: TypeStats | None, neutral_load: Callable[[], float] | None) -> Penalties:
+        """The penalties of ``load`` (an unknown figure costs nothing; the balance term takes
+        ``neutral_load()`` when no figure is known) and of the worker's history ``stats``."""
+        factors = self.factors
+        cpu, memory, gpu = load
+        if cpu is None or cpu <= self.cpu_t:
+            cpu_pen = 0.0
+        else:
+            cpu_pen = factors.cpu_penalty_weight * (cpu - self.cpu_t) / self.cpu_d
+            if cpu > 100.0:
+                cpu_pen += self.over_w * (cpu - 100.0)
+        if memory is None or memory <= self.mem_t:
+            mem_pen = 0.0
+        else:
+            mem_pen = factors.memory_penalty_weight * (memory - self.mem_t) / self.mem_d
+            if memory > 100.0:
+                mem_pen += self.over_w * (memory - 100.0)
+        busiest = cpu
+        if memory is not None and (busiest is None or memory > busiest):
+            busiest = memory
+        if self.needs_gpu and gpu is not None:
+            gpu_pen = 0.0 if gpu <= self.gpu_t else factors.gpu_penalty_weight * (gpu - self.gpu_t) / self.gpu_d
+            if busiest is None or gpu > busiest:
+                busiest = gpu
+        else:
+            gpu_pen = 0.0
+        if busiest is None:
+            busiest = neutral_load()
+        balance = factors.load_balance_weight * busiest / 100.0
+        hist_pen = 0.0 if stats is None else history_penalty(stats, self.fleet_duration, factors)
+        return Penalties(cpu_pen, mem_pen, gpu_pen, balance, hist_pen, cpu_pen + mem_pen + gpu_pen + balance + hist_pen)
+
+
+def history_penalty(stats: TypeStats, fleet_duration: float | None, factors: ScoringFactors) -> float:
+    """The failure rate of the task type on the worker, less a bonus (or plus a malus) for
+    having run it faster (slower) than the fleet."""
+    penalty = factors.failure_penalty_weight * stats.failures / (stats.runs + 2)
+    if fleet_duration and stats.duration_s:
+        penalty -= factors.duration_weight * max(-1.0, min(1.0, fleet_duration / stats.duration_s - 1.0))
+    return penalty
+
+
+def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None, worker_id: str,
+                    task_type: str | None, requirements: TaskRequirements, factors: ScoringFactors,
+                    floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> tuple[float, float, float, float]:
+    """(cores, memory bytes, GPU memory bytes, GPU percent of one GPU) a task is expected to take
+    on ``worker_id``, as a decision predicts it: history (the worker's, else the fleet's), else
+    the defaults; GPU memory the stated minimum while history does not know it (GPU figures 0
+    for a task without a GPU); ``floor`` and ``cap`` as for :class:`DecisionTerms`."""
+    demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
+    demand = DecisionTerms(factors, requirements, None, floor, cap).shape(demand)
+    gpu_memory = gpu_percent = 0.0
+    if requirements.needs_gpu:
+        gpu_memory = demand.gpu_memory_bytes or 0.0
+        gpu_percent = factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
+    return (factors.default_task_cores if demand.cores is None else demand.cores,
+            factors.default_task_memory_bytes if demand.memory_bytes is None else demand.memory_bytes,
+            gpu_memory, gpu_percent)
+
+
+def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: TaskRequirements,
+                   factors: ScoringFactors) -> bool:
+    """Could the task run on the worker once the worker has drained? Its memory (plus headroom)
+    within the worker's memory, its GPU memory (plus headroom, else its stated minimum) within
+    its largest usable GPU. CPU and GPU time are compressible: they rule nothing out; nor does
+    a figure that is unknown."""
+    if view is None:
+        return True
+    demand = DecisionTerms(factors, requirements, None).shape(demand)
+    headroom = 1.0 + factors.memory_headroom_percent / 100.0
+    if (demand.memory_bytes is not None and view.memory_total_bytes
+            and demand.memory_bytes * headroom > view.memory_total_bytes):
+        return False
+    if not requirements.needs_gpu:
+        return True
+    if view.gpus_lost and not view.has_gpus:
+        return False
+    need = (demand.gpu_memory_bytes or 0.0) * headroom
+    return not view.gpu_totals or need <= max(view.gpu_totals)
+
+
+def gpu_after_placement(levels: Sequence[float], inflight_percents: Sequence[float], own_percent: float) -> float:
+    """The utilization (percent of one GPU) of the GPU a new task runs on, once placed.
+    ``levels``: each GPU's utilization now; ``inflight_percents``: the share of each GPU task in
+    flight. As launchers pick the least loaded GPU, each task in flight (largest first) goes to
+    the least busy GPU, then this one adds its ``own_percent`` there. A task of more than one
+    GPU spreads over the least busy ones instead (water filling), and the busiest GPU after it
+    is returned."""
+    gpus = list(levels)
+    heapq.heapify(gpus)
+    for share in sorted(inflight_percents, reverse=True):
+        if share <= 100.0:
+            heapq.heapreplace(gpus, gpus[0] + share)
+        else:
+            gpus = _spread(sorted(gpus), share)  # ascending: a heap already
+    if own_percent <= 100.0:
+        return gpus[0] + own_percent
+    return max(_spread(sorted(gpus), own_percent))
+
+
+def _spread(levels: list[float], share: float) -> list[float]:
+    """``levels`` (ascending) after pouring a task of ``share`` percent into the lowest GPUs
+    first (water filling); ascending again."""
+    for count in range(1, len(levels) + 1):
+        # raise the lowest ``count`` GPUs to a common level, if that stays under the next one
+        level = (sum(levels[:count]) + share) / count
+        if count == len(levels) or level <= levels[count]:
+            return [level] * count + levels[count:]
+    return levels
+
+
+def _larger(value: float | None, other: float | None) -> float | None:
+    if other is None:
+        return value
+    return other if value is None or other > value else value
