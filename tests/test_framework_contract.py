@@ -252,7 +252,8 @@ def test_max_tasks_per_worker_read_from_a_config_file(db_path):
 def test_unknown_task_requirement_keys_are_a_clear_error(fleet):
     coordinator, integration, _ = fleet
     task = {"task_id": "t1", "type": "unit", "requirements": {"hardware_type": "gpu"}}
-    with pytest.raises(ValueError, match="task 't1': unknown requirement\\(s\\) hardware_type; known: hardware, "
-                                         "min_memory_gb, min_cuda_compute, min_gpu_memory_gb, device, isolation"):
+    with pytest.raises(ValueError, match="task 't1': unknown requirement\\(s\\) hardware_type \\(did you mean "
+                                         "'hardware'\\?\\); known: hardware, min_memory_gb, min_cuda_compute, "
+                                         "min_gpu_memory_gb, device, vendor, precision, allow_software, isolation"):
         coordinator.assign([task])
     assert coordinator.assign([cpu_task("t2")])["t2"] is not None  # the next task is placed as usual

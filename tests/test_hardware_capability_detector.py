@@ -240,7 +240,8 @@ def test_c12_driver_mismatch_marks_gpus_unhealthy(tmp_path):
     assert "driver mismatch" in coordinator["gpu_health_reason"]
     det.store_capabilities(caps)
     assert det.find_compatible_workers({"hardware": ["gpu"]}) == []
-    assert explain_mismatch(caps, {"hardware": ["gpu"]}) == "missing hardware: gpu (present but unhealthy)"
+    # The scheduler's own words: the detector and the scheduler share one matcher.
+    assert explain_mismatch(caps, {"hardware": ["gpu"]}) == "lacks gpu (GPU unhealthy)"
 
 
 def test_c12_previous_record_names_the_unhealthy_gpus(tmp_path, db_path):
@@ -479,9 +480,9 @@ def test_find_compatible_workers(tmp_path, db_path):
         assert find({"hardware": ["tpu"]}) == []
         assert find({"precision": "fp8"}) == []  # neither an A100 nor a 3060 does fp8
         # A key the matcher does not read is an error, not a match of every worker.
-        with pytest.raises(ValueError, match="unknown requirement\\(s\\) hardware_type; known: hardware, "
-                                             "min_memory_gb, vendor, device, precision, min_cuda_compute, "
-                                             "min_gpu_memory_gb, allow_software"):
+        with pytest.raises(ValueError, match="unknown requirement\\(s\\) hardware_type \\(did you mean 'hardware'"
+                                             "\\?\\); known: hardware, min_memory_gb, min_cuda_compute, "
+                                             "min_gpu_memory_gb, device, vendor, precision, allow_software, isolation"):
             find({"hardware_type": "gpu"})
 
 
