@@ -87,6 +87,9 @@ def test_the_detector_and_the_scheduler_agree(requirements, expected):
     finally:
         scheduler.uninstall()
     (decision,) = decisions
+    gpu_asked = requirements.get("hardware") in (["gpu"], "GPU") or "min_cuda_compute" in requirements \
+        or "min_gpu_memory_gb" in requirements
+    assert decision.needs_gpu is gpu_asked  # recorded: the report judges a GPU task's GPU load
     hardware = {e.worker_id for e in decision.exclusions if e.kind is ExclusionKind.HARDWARE}
     assert hardware == {w.worker_id for w in WORKERS} - set(expected)
     assert (chosen in expected) if expected else chosen is None

@@ -86,6 +86,7 @@ class SchedulingDecision:
     explanation: str
     isolation: str = "shared"
     unplaceable_reason: str | None = None  # no worker of the fleet could ever hold the task
+    needs_gpu: bool = False  # decided as a GPU task (a GPU, a CUDA or GPU-memory minimum asked for)
 
 
 class OriginalChoice(NamedTuple):
@@ -475,7 +476,7 @@ def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, 
         chosen_score=chosen.adjusted_score if chosen else None,
         original_worker_id=original_id, original_score=original_score, candidate_count=candidate_count,
         candidates=tuple(ranked[:context.max_recorded]), exclusions=tuple(exclusions), explanation=explanation,
-        isolation=requirements.isolation)
+        isolation=requirements.isolation, needs_gpu=requirements.needs_gpu)
 
 
 def _not_exclusive(view: WorkerView, count: int, needs_gpu: bool, limit_percent: float) -> Exclusion | None:
