@@ -17,6 +17,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from fleet_hwmon.reports.benchmark_load import benchmark_load
 from fleet_hwmon.reports.fleet_metrics import (
     METRICS,
     METRICS_BY_NAME,
@@ -26,6 +27,7 @@ from fleet_hwmon.reports.fleet_metrics import (
     simulated_task_columns,
 )
 from fleet_hwmon.sample import finite
+from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.tasks import hardware_verdict
 from fleet_hwmon.store.writer import MetricsStore
 
@@ -715,6 +717,9 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
     "excluded_resource", "stale"}``;
     without it, workers come from ``hardware_capabilities`` and the latest samples.
     ``scheduler_stats``, ``scoring_factors``, ``history``: shown as given (plain data).
+    ``benchmarks``: the load each quiet / exclusive task ran under
+    (:func:`fleet_hwmon.reports.benchmark_load.benchmark_load`), judged against
+    ``scoring_factors["quiet_threshold_percent"]`` (the scheduler's default, 80, without it).
     ``bucket_seconds``: width of the time-series buckets; widened (and by default chosen) so that
     each series has at most ``max_points`` points. Raises ``ValueError`` when ``max_points < 2``.
 
@@ -749,6 +754,8 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
             worker_row["last_exclusion"]["simulated"] = _exclusion_simulated(worker_row, worker_row["last_exclusion"])
     first, last = span.get("first_sample"), span.get("last_sample")
     factors = _plain(scoring_factors) if scoring_factors is not None else {}
+    quiet = factors.get("quiet_threshold_percent") if isinstance(factors, dict) else None
+    threshold = float(quiet) if isinstance(quiet, (int, float)) else ScoringFactors().quiet_threshold_percent
     return {
         "format": REPORT_FORMAT,
         "title": str(title),
@@ -770,6 +777,7 @@ def build_report_data(store: MetricsStore, *, title: str = "Hardware utilization
         "metrics": _fleet_metrics(fleet, worker_rows),
         "series": series,
         "tasks": tasks,
+        "benchmarks": benchmark_load(reader, threshold),
         "alerts": alerts,
         "scheduler": {"stats": _scheduler_stats(scheduler_stats), "decisions": decisions},
         "scoring_factors": factors if isinstance(factors, dict) else {"value": factors},
