@@ -270,7 +270,7 @@ class HardwareCapabilityDetector:
 
     def find_compatible_workers(self, requirements: Mapping[str, Any], min_memory_gb: float | None = None,
                                 preferred_hardware_types: Sequence[str | HardwareType] | None = None) -> list[str]:
-        """Stored workers that satisfy ``requirements`` (see :mod:`fleet_hwmon.capabilities.matching`),
+        """Stored workers that satisfy ``requirements`` (the scheduler's keys and matcher: docs/requirements.md),
         preferred hardware types first, then by worker id."""
         return find_compatible(self._all_workers(), requirements, min_memory_gb, preferred_hardware_types)
 
