@@ -58,9 +58,11 @@ def benchmark_load(reader: Reader, threshold_percent: float) -> dict[str, Any]:
             GROUP BY task_id),
         attributed AS (
             SELECT r.task_id, r.worker_id, r.start_time, r.end_time, {optional}, b.isolation, b.needs_gpu,
-                   {cpu} AS cpu, {gpu} AS gpu, len(s.task_ids) AS tasks_beside
+                   s.cpu, s.gpu, s.tasks_beside
             FROM {TASKS} r JOIN benchmarks b USING (task_id)
-            LEFT JOIN {SAMPLES} s ON s.worker_id = r.worker_id AND list_contains(s.task_ids, r.task_id)
+            LEFT JOIN (SELECT worker_id, timestamp, unnest(task_ids) AS task_id, {cpu} AS cpu, {gpu} AS gpu,
+                              len(task_ids) AS tasks_beside FROM {SAMPLES} WHERE len(task_ids) > 0) s
+                ON s.worker_id = r.worker_id AND s.task_id = r.task_id
                 AND s.timestamp >= r.start_time AND (r.end_time IS NULL OR s.timestamp <= r.end_time)),
         judged AS (
             SELECT *, CASE WHEN cpu > $1 OR (needs_gpu AND gpu > $1) OR (isolation = 'exclusive' AND tasks_beside > 1)
