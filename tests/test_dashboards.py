@@ -70,7 +70,7 @@ def check_query(expr: str) -> None:
         for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers):
             assert label in label_names(name), f"{name} has no label {label!r}: {expr!r}"
     known = set().union(*(label_names(name) for name in used))
-    for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+    for grouping in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right) ?\(([^)]*)\)", expr):
         for label in filter(None, (g.strip() for g in grouping.split(","))):
             assert label in known, f"no metric of {expr!r} has the label {label!r}"
 
@@ -169,6 +169,8 @@ def test_the_readme_command_prints_the_list() -> None:
     "fleet_hwmon_worker_cpu_utilisation_ratio",  # misspelt
     'fleet_hwmon_gpu_power_watts{gpu="GPU-a"}',  # no such label
     "sum by (kind) (fleet_hwmon_tasks_finished_total)",  # grouped by a label it lacks
+    # joined on a label neither side has
+    "fleet_hwmon_gpu_power_watts * on (worker_id, gpu) group_left (gpu_name) fleet_hwmon_gpu_info",
     "up",  # not ours
 ])
 def test_the_query_check_rejects_what_the_collector_does_not_expose(expr: str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import types
 import urllib.error
 import urllib.request
@@ -77,14 +78,19 @@ def test_worker_and_gpu_figures_in_base_units_and_unknown_ones_absent() -> None:
     assert series[key("fleet_hwmon_worker_disk_write_bytes_per_second", **w1)] == 0.0  # a measured 0 stays
     assert series[key("fleet_hwmon_worker_network_receive_bytes_per_second", **w1)] == 10.0
     assert series[key("fleet_hwmon_worker_network_transmit_bytes_per_second", **w1)] == 20.0
-    assert series[key("fleet_hwmon_worker_sample_age_seconds", **w1)] == pytest.approx(2.5)
+    assert not {n for n, _ in series if n.endswith("_age_seconds")}  # an age is time() - the timestamp, in PromQL
     assert series[key("fleet_hwmon_worker_last_sample_timestamp_seconds", **w1)] == pytest.approx(
         full.timestamp.timestamp())
     assert series[key("fleet_hwmon_worker_stale", **w1)] == 0.0
     assert series[key("fleet_hwmon_worker_stale", **w2)] == 1.0
     assert series[key("fleet_hwmon_worker_excluded", **w2)] == 1.0
-    gpu_a = {"worker_id": "w-1", "gpu_uuid": "GPU-a", "gpu_name": "NVIDIA A100"}
-    gpu_b = {"worker_id": "w-1", "gpu_uuid": "MIG-b", "gpu_name": "NVIDIA A100 MIG 1g.10gb"}
+    gpu_a = {"worker_id": "w-1", "gpu_uuid": "GPU-a"}
+    gpu_b = {"worker_id": "w-1", "gpu_uuid": "MIG-b"}
+    # the model name only on the info series, one per GPU (MIG instance included)
+    assert {labels: v for (n, labels), v in series.items() if n == "fleet_hwmon_gpu_info"} == {
+        frozenset(dict(gpu_a, gpu_name="NVIDIA A100").items()): 1.0,
+        frozenset(dict(gpu_b, gpu_name="NVIDIA A100 MIG 1g.10gb").items()): 1.0}
+    assert not [n for (n, labels) in series if n != "fleet_hwmon_gpu_info" and "gpu_name" in dict(labels)]
     assert series[key("fleet_hwmon_gpu_utilization_ratio", **gpu_a)] == 0.375
     assert series[key("fleet_hwmon_gpu_memory_used_bytes", **gpu_a)] == 3 * GIB
     assert series[key("fleet_hwmon_gpu_memory_total_bytes", **gpu_a)] == 80 * GIB
@@ -199,10 +205,11 @@ def test_store_counters_from_a_real_store_and_from_older_stats(tmp_path) -> None
 
 def test_every_catalogued_metric_is_described_and_named_by_convention() -> None:
     described = {m.name for m in FleetCollector(lambda: FleetSnapshot(utc_now())).describe()}
-    assert described == {s.name[:-len("_total")] if s.kind == "counter" else s.name for s in METRICS}
+    assert described == {s.name.removesuffix({"counter": "_total", "info": "_info"}.get(s.kind, "")) for s in METRICS}
     for spec in METRICS:
         assert spec.name.startswith("fleet_hwmon_")
         assert spec.name.endswith("_total") == (spec.kind == "counter"), spec.name
+        assert spec.name.endswith("_info") == (spec.kind == "info"), spec.name
         assert not spec.name.endswith(("_percent", "_ms", "_s", "_mb")), spec.name
 
 
@@ -309,3 +316,33 @@ def test_a_stopped_server_releases_its_port_and_registry() -> None:
         assert parse(fetch(again.url))[key("fleet_hwmon_store_pending_rows")] == 7
     finally:
         again.stop()
+
+
+def test_the_endpoint_answers_prometheus_in_the_text_format_gzipped() -> None:
+    from fleet_hwmon.metrics import start_metrics_server
+
+    now = utc_now()
+    gpus = (GpuUtilization(0, "GPU-a", "T4", utilization_percent=50.0, health="ok"),)
+    snapshot = FleetSnapshot(now, (WorkerState("w", ResourceUtilization("w", now, cpu_percent=10.0, gpus=gpus)),),
+                             store={"pending_rows": 3})
+    server = start_metrics_server(lambda: snapshot, 0, registry=CollectorRegistry())
+    try:
+        plain = urllib.request.urlopen(server.url, timeout=10)
+        text = plain.read()
+        # what Prometheus sends: OpenMetrics preferred, gzip accepted
+        asked = urllib.request.Request(server.url, headers={
+            "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            "Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert answer.headers["Content-Encoding"] == "gzip"
+            assert answer.headers["Content-Type"] == plain.headers["Content-Type"]
+            assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            body = gzip.decompress(answer.read())
+        with urllib.request.urlopen(server.url + "?name[]=fleet_hwmon_store_pending_rows", timeout=10) as answer:
+            only = parse(answer.read().decode())  # the library's own filter still answers
+    finally:
+        server.stop()
+    assert "Content-Encoding" not in plain.headers and b"# EOF" not in body
+    assert parse(body.decode()) == parse(text.decode())
+    assert parse(text.decode())[key("fleet_hwmon_gpu_utilization_ratio", worker_id="w", gpu_uuid="GPU-a")] == 0.5
+    assert only == {key("fleet_hwmon_store_pending_rows"): 3}

@@ -86,10 +86,13 @@ def check_samples_match_rows(scrapes: list[Series], db: Path) -> int:
             assert cpu.get(worker) == (None if row["cpu_percent"] is None else pytest.approx(row["cpu_percent"] / 100))
             assert used.get(worker) == row["memory_used_bytes"]
             assert total.get(worker) == row["memory_total_bytes"]
-            gpus = {(dict(labels)["gpu_uuid"], dict(labels)["gpu_name"]): v for (n, labels), v in series.items()
+            gpus = {dict(labels)["gpu_uuid"]: v for (n, labels), v in series.items()
                     if n == "fleet_hwmon_gpu_memory_total_bytes" and dict(labels)["worker_id"] == worker}
-            assert gpus == {(g["uuid"], g["name"]): g["memory_total_bytes"] for g in row["gpus"]
+            assert gpus == {g["uuid"]: g["memory_total_bytes"] for g in row["gpus"]
                             if g["memory_total_bytes"] is not None}
+            names = {dict(labels)["gpu_uuid"]: dict(labels)["gpu_name"] for (n, labels), v in series.items()
+                     if n == "fleet_hwmon_gpu_info" and dict(labels)["worker_id"] == worker and v == 1.0}
+            assert names == {g["uuid"]: g["name"] for g in row["gpus"]}
             matched += 1
     return matched
 
@@ -178,8 +181,8 @@ def test_cluster_coordinator_serves_its_dask_workers_and_their_staleness(db_path
         series = wait_for_scrape(url, lambda s: by_worker(s, "fleet_hwmon_worker_stale").get(quiet) == 1.0, 30,
                                  "the paused worker to turn stale")
         assert by_worker(series, "fleet_hwmon_worker_stale")[busy] == 0.0
-        assert by_worker(series, "fleet_hwmon_worker_sample_age_seconds")[quiet] > by_worker(
-            series, "fleet_hwmon_worker_sample_age_seconds")[busy]
+        stamps = by_worker(series, "fleet_hwmon_worker_last_sample_timestamp_seconds")
+        assert stamps[quiet] < stamps[busy]  # the paused worker's latest sample is the older one
         fleet.client.run(resume_sampling, workers=[quiet])
     finally:
         fleet.close()

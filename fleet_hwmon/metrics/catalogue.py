@@ -4,6 +4,13 @@ The collector builds its families from this table and the README's metric list i
 from it (:func:`markdown_list`), so the two cannot drift. Names follow Prometheus conventions:
 the ``fleet_hwmon_`` prefix, base units at the end (``_bytes``, ``_seconds``, ``_celsius``,
 ``_watts``, ``_ratio`` for 0-1 fractions), ``_total`` on counters.
+
+Labels are kept few, because every label costs the scrape (prometheus_client encodes each
+one of each series) and the server's index: a GPU's series carry ``worker_id`` and
+``gpu_uuid`` only and its model name is in ``fleet_hwmon_gpu_info``, joined where a panel
+shows it (``* on (worker_id, gpu_uuid) group_left (gpu_name) fleet_hwmon_gpu_info``). A
+sample's age is not exposed: it is ``time() - fleet_hwmon_worker_last_sample_timestamp_seconds``
+(Prometheus exports the timestamp of an event, not the time since it).
 """
 
 from __future__ import annotations
@@ -13,13 +20,13 @@ from typing import NamedTuple
 
 class MetricSpec(NamedTuple):
     name: str  # counters end in _total; prometheus_client names the family without it
-    kind: str  # "gauge", "counter" or "histogram"
+    kind: str  # "gauge", "counter", "histogram" or "info" (a gauge of 1 whose labels are the facts)
     labels: tuple[str, ...]
     help: str
 
 
 W = ("worker_id",)
-GPU = ("worker_id", "gpu_uuid", "gpu_name")
+GPU = ("worker_id", "gpu_uuid")
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("fleet_hwmon_worker_cpu_utilization_ratio", "gauge", W,
@@ -43,12 +50,12 @@ METRICS: tuple[MetricSpec, ...] = (
                "Network send rate over the last sampling interval, all interfaces."),
     MetricSpec("fleet_hwmon_worker_last_sample_timestamp_seconds", "gauge", W,
                "When the latest sample was taken, Unix time."),
-    MetricSpec("fleet_hwmon_worker_sample_age_seconds", "gauge", W,
-               "Age of the latest sample at scrape time (by the sample's own timestamp)."),
     MetricSpec("fleet_hwmon_worker_stale", "gauge", W,
                "1 when the scheduler counts the worker as stale (its samples stopped), else 0."),
     MetricSpec("fleet_hwmon_worker_excluded", "gauge", W,
                "1 while the scheduler excludes the worker for load above the critical level, else 0."),
+    MetricSpec("fleet_hwmon_gpu_info", "info", GPU + ("gpu_name",),
+               "1 for each GPU (or MIG instance) in the worker's latest sample; its model name as a label."),
     MetricSpec("fleet_hwmon_gpu_utilization_ratio", "gauge", GPU,
                "GPU utilization, 0-1 (NVML; absent under MIG and where NVML cannot tell)."),
     MetricSpec("fleet_hwmon_gpu_memory_used_bytes", "gauge", GPU, "GPU memory in use, bytes."),
@@ -82,6 +89,13 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
+
+
+def family_name(spec: MetricSpec) -> str:
+    """The name prometheus_client gives the family: without a counter's ``_total`` or an info
+    metric's ``_info`` (its encoders add them back)."""
+    suffix = {"counter": "_total", "info": "_info"}.get(spec.kind, "")
+    return spec.name[:-len(suffix)] if suffix else spec.name
 
 
 def sample_names(spec: MetricSpec) -> tuple[str, ...]:

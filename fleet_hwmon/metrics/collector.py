@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                     InfoMetricFamily, Metric)
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from fleet_hwmon.metrics.catalogue import METRICS, MetricSpec
-from fleet_hwmon.metrics.snapshot import FleetSnapshot, WorkerState
+from fleet_hwmon.metrics.catalogue import METRICS, MetricSpec, family_name
+from fleet_hwmon.metrics.snapshot import FleetSnapshot
 
-_FAMILY = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily}
+_FAMILY = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily,
+           "info": InfoMetricFamily}
 
 # (metric, sample field, scale): a worker's figures straight from its latest sample
 _WORKER_FIELDS = (
@@ -47,13 +49,28 @@ _GPU_FIELDS = (
     ("fleet_hwmon_gpu_temperature_celsius", "temperature_celsius", 1),
     ("fleet_hwmon_gpu_power_watts", "power_watts", 1),
 )
+# the scheduler's verdicts on a worker (None where no scheduler watches it)
+_VERDICTS = (("fleet_hwmon_worker_stale", "stale", 1), ("fleet_hwmon_worker_excluded", "excluded", 1))
 # what the scheduler's statistics call an outcome, by the names older statistics used
 _DERIVED_OUTCOMES = ("decisions", "alternatives_chosen", "no_worker")
 
 
 def _family(spec: MetricSpec) -> Metric:
-    name = spec.name[:-len("_total")] if spec.kind == "counter" else spec.name
-    return _FAMILY[spec.kind](name, spec.help, labels=list(spec.labels))
+    return _FAMILY[spec.kind](family_name(spec), spec.help, labels=list(spec.labels))
+
+
+def _fields(families: dict[str, Metric], fields: tuple, rows: list[tuple[dict, Any]]) -> Iterator[Metric]:
+    """For each (metric, field, scale) of ``fields``, takes the metric's family out of
+    ``families``, fills it with the field of each ``(labels, record)`` row times the scale
+    (a ``None`` field is left out) and yields it."""
+    for name, field, scale in fields:
+        family = families.pop(name)
+        append = family.samples.append
+        for labels, record in rows:
+            value = getattr(record, field)
+            if value is not None:
+                append(Sample(name, labels, value * scale))
+        yield family
 
 
 def _label(text: Any) -> str:
@@ -76,59 +93,50 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshot = self._source()
         families = {spec.name: _family(spec) for spec in METRICS}
-        self._workers(families, snapshot)
+        # The fleet's families are built one at a time, as the encoder asks for the next: on a
+        # large fleet one family's samples are alive at a time (4,000 for 1,000 x 4 GPUs), not
+        # all of them (42,000).
+        for family in self._workers(families, snapshot):
+            if family.samples:  # a metric nobody knows is absent, not an empty 0
+                yield family
         self._scheduling(families, snapshot)
         self._store(families, snapshot.store)
         for family in families.values():
-            if family.samples:  # a metric nobody knows is absent, not an empty 0
+            if family.samples:
                 yield family
 
     # -- workers, GPUs, alerts ------------------------------------------------------------
     @staticmethod
-    def _workers(families: dict[str, Metric], snapshot: FleetSnapshot) -> None:
-        # The hot loop of a large fleet (about 40 series per worker with 4 GPUs): gauge samples
-        # are appended directly, and one label dict is shared by all series of a worker / GPU
-        # (the encoder only reads them).
-        worker_fields = [(families[name].samples.append, name, field, scale) for name, field, scale in _WORKER_FIELDS]
-        gpu_fields = [(families[name].samples.append, name, field, scale) for name, field, scale in _GPU_FIELDS]
-        stamp = families["fleet_hwmon_worker_last_sample_timestamp_seconds"]
-        age = families["fleet_hwmon_worker_sample_age_seconds"]
-        stale = families["fleet_hwmon_worker_stale"]
-        excluded = families["fleet_hwmon_worker_excluded"]
-        health = families["fleet_hwmon_gpu_health"]
-        simulated = families["fleet_hwmon_gpu_simulated"]
-        alerts = families["fleet_hwmon_alerts_firing"]
-        now = snapshot.taken_at
-        worker: WorkerState
-        for worker in snapshot.workers:
-            labels = {"worker_id": worker.worker_id}
-            if worker.stale is not None:
-                stale.samples.append(Sample(stale.name, labels, float(worker.stale)))
-            if worker.excluded is not None:
-                excluded.samples.append(Sample(excluded.name, labels, float(worker.excluded)))
+    def _workers(families: dict[str, Metric], snapshot: FleetSnapshot) -> Iterator[Metric]:
+        """Yields the fleet's families, each filled over every worker (or GPU), and takes them
+        out of ``families``. One label dict is shared by all series of a worker or GPU (the
+        encoder only reads them)."""
+        workers = [({"worker_id": worker.worker_id}, worker) for worker in snapshot.workers]
+        sampled = [(labels, worker.latest) for labels, worker in workers if worker.latest is not None]
+        yield from _fields(families, _WORKER_FIELDS, sampled)
+        yield from _fields(families, _VERDICTS, workers)
+        family = families.pop("fleet_hwmon_worker_last_sample_timestamp_seconds")
+        family.samples.extend(Sample(family.name, labels, sample.timestamp.timestamp()) for labels, sample in sampled)
+        yield family
+        family = families.pop("fleet_hwmon_alerts_firing")
+        for _, worker in workers:
             for alert in worker.alerts:
-                alerts.add_metric([worker.worker_id, alert.resource, alert.severity.value], 1.0)
-            sample = worker.latest
-            if sample is None:
-                continue
-            for append, name, field, scale in worker_fields:
-                value = getattr(sample, field)
-                if value is not None:
-                    append(Sample(name, labels, value * scale))
-            stamp.samples.append(Sample(stamp.name, labels, sample.timestamp.timestamp()))
-            age.samples.append(Sample(age.name, labels, (now - sample.timestamp).total_seconds()))
-            for gpu in sample.gpus:
-                gpu_labels = {"worker_id": worker.worker_id, "gpu_uuid": gpu.uuid, "gpu_name": gpu.name}
-                for append, name, field, scale in gpu_fields:
-                    value = getattr(gpu, field)
-                    if value is not None:
-                        append(Sample(name, gpu_labels, value * scale))
-                if gpu.simulated:  # a demo's generated GPU; measured ones carry no flag (a series fewer per GPU)
-                    simulated.samples.append(Sample(simulated.name, gpu_labels, 1.0))
-                state = getattr(gpu, "health", None)  # absent where the sampler does not report it
-                if state is not None:
-                    state = _label(getattr(state, "value", state))
-                    health.samples.append(Sample(health.name, dict(gpu_labels, state=state), 1.0))
+                family.add_metric([worker.worker_id, alert.resource, alert.severity.value], 1.0)
+        yield family
+        gpus = [({"worker_id": labels["worker_id"], "gpu_uuid": gpu.uuid}, gpu)
+                for labels, sample in sampled for gpu in sample.gpus]
+        yield from _fields(families, _GPU_FIELDS, gpus)
+        family = families.pop("fleet_hwmon_gpu_info")
+        family.samples.extend(Sample(family.name + "_info", dict(labels, gpu_name=gpu.name), 1.0)
+                              for labels, gpu in gpus)
+        yield family
+        family = families.pop("fleet_hwmon_gpu_health")  # health None: the sampler did not read it
+        family.samples.extend(Sample(family.name, dict(labels, state=_label(gpu.health)), 1.0)
+                              for labels, gpu in gpus if gpu.health is not None)
+        yield family
+        family = families.pop("fleet_hwmon_gpu_simulated")  # measured GPUs carry no flag: a series fewer each
+        family.samples.extend(Sample(family.name, labels, 1.0) for labels, gpu in gpus if gpu.simulated)
+        yield family
 
     # -- scheduling and tasks ---------------------------------------------------------------
     @staticmethod

@@ -1,4 +1,12 @@
-"""The ``/metrics`` endpoint: prometheus_client's own HTTP server over a :class:`FleetCollector`.
+"""The ``/metrics`` endpoint: prometheus_client's WSGI app over a :class:`FleetCollector`.
+
+It always answers in the Prometheus text format (as client_golang's handler does unless
+OpenMetrics is enabled), whatever the ``Accept`` header asks: Prometheus prefers OpenMetrics,
+which prometheus_client encodes at more than twice the text format's cost per series, and our
+metrics use nothing OpenMetrics adds (exemplars, created timestamps). A response is gzipped at
+level 1 when the client accepts gzip (Prometheus does): the library's own compression uses
+level 9, which takes over ten times as long for a fifth fewer bytes (a 3.7 MB exposition:
+111 ms and 156 kB against 8 ms and 194 kB).
 
 Example::
 
@@ -9,10 +17,14 @@ Example::
 
 from __future__ import annotations
 
+import gzip
+import socket
 import threading
-from typing import Callable
+from typing import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 
 from fleet_hwmon.metrics.collector import FleetCollector
 from fleet_hwmon.metrics.snapshot import FleetSnapshot
@@ -48,23 +60,61 @@ class MetricsServer:
         self.registry.unregister(self.collector)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - one line per scrape is noise
+        pass
+
+
+def text_format_app(registry: CollectorRegistry) -> Callable:
+    """A WSGI app serving ``registry`` in the Prometheus text format (version 0.0.4), gzipped at
+    level 1 when the request accepts gzip. prometheus_client encodes and answers (its
+    ``make_wsgi_app``, ``name[]`` filters included); this only hides the ``Accept`` header from
+    it and compresses its answer."""
+    app = make_wsgi_app(registry, disable_compression=True)
+
+    def serve(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        environ = {key: value for key, value in environ.items() if key != "HTTP_ACCEPT"}
+        if not gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            return app(environ, start_response)
+        answer: list = []
+        body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.extend((status, headers))))
+        status, headers = answer
+        if status.startswith("200"):
+            body = gzip.compress(body, compresslevel=1)
+            headers = [*headers, ("Content-Encoding", "gzip")]
+        start_response(status, headers)
+        return [body]
+
+    return serve
+
+
+def _serve(app: Callable, addr: str, port: int) -> tuple[ThreadingWSGIServer, threading.Thread]:
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
+
+    server = make_server(addr, port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="fleet-hwmon-metrics", daemon=True)
+    thread.start()
+    return server, thread
+
+
 def start_metrics_server(source: Callable[[], FleetSnapshot], port: int, addr: str = "127.0.0.1", *,
                          registry: CollectorRegistry | None = None) -> MetricsServer:
     """Serve ``source``'s snapshots in the Prometheus text format at ``http://addr:port/metrics``
-    on a daemon thread. ``registry``: where the collector is registered (default: a new one
-    serving only the fleet's metrics; pass ``prometheus_client.REGISTRY`` to serve the
-    process's default metrics too). ``addr`` is 127.0.0.1 by default: bind another address
+    (any path answers the same; see :func:`text_format_app`) on a daemon thread.
+    ``registry``: where the collector is registered (default: a new one serving only the
+    fleet's metrics; pass ``prometheus_client.REGISTRY`` to serve the process's default
+    metrics too). ``addr`` is 127.0.0.1 by default: bind another address
     only where the scraper needs it.
 
     Raises ``OSError`` when the port cannot be bound, ``ValueError`` when the registry already
     holds these metrics (another server of the same registry still runs).
     """
     registry = CollectorRegistry(auto_describe=True) if registry is None else registry
-    # start_http_server returns (server, thread) since prometheus_client 0.20, hence the extra's floor
     collector = FleetCollector(source)
     registry.register(collector)
     try:
-        server, thread = start_http_server(port, addr=addr, registry=registry)
+        server, thread = _serve(text_format_app(registry), addr, port)
     except BaseException:
         registry.unregister(collector)
         raise
