@@ -162,9 +162,14 @@ class TestFactorsAndViews:
         assert fresh.stale_reason(1000.0, 15.0) is None  # never heard from: unknown, not stale
         stopped = view("w", 1.0, 1.0, now_s=100.0)
         assert stopped.stale_reason(116.0, 15.0) == "stale: last sample 16 s ago (limit 15 s)"
-        stopped.alive(110.0)  # a task of it started or ended: the coordinator sees it alive
-        assert stopped.stale_reason(116.0, 15.0) is None and stopped.samples_stale(116.0, 15.0)
-        assert stopped.stale_exclusion(126.0, 15.0).value == 26.0
+        stopped.alive(99.0)  # a task of it started or ended: the coordinator sees it alive
+        assert stopped.stale_reason(113.0, 15.0) is None and stopped.samples_stale(116.0, 15.0)
+        assert stopped.stale_exclusion(116.0, 15.0).value == 16.0  # alive before its last sample only
+        stopped.alive(110.0)  # alive after its last sample: the worker outlived its monitor
+        assert stopped.stale_reason(116.0, 15.0) is None
+        assert stopped.stale_reason(1000.0, 15.0) is None  # drained since: still not stale
+        stopped.observe(ResourceUtilization(worker_id="w", timestamp=utc_now(), cpu_percent=5.0), 1000.0, FACTORS)
+        assert stopped.stale_exclusion(1016.0, 15.0).value == 16.0  # samples back, then stopped again
 
     def test_capacity_from_capabilities(self):
         assert capacity_from_capabilities({"cpu": {"cores_effective": 4}, "memory": {"total_gb": 2}}) == \
@@ -498,6 +503,23 @@ class TestTaskSize:
         assert busy.chosen_worker_id is None
         assert [e.reason for e in busy.exclusions] == ["predicted memory 8.0 GiB (+25% headroom) > free 9.0 GiB"]
 
+    def test_a_worker_whose_monitor_stopped_keeps_its_last_room(self):
+        # Samples stopped 30 s ago; a task ended there since (the worker is alive), another of
+        # ours still runs. Its load is unknown, but its last free memory (9 GiB) still binds:
+        # 8 GiB with 25 % headroom does not fit. Drained, nothing of ours can hold that memory.
+        views = {"w": view("w", 10.0, 40.0, memory_gb=32, available_gb=9.0, now_s=70.0)}
+        views["w"].alive(95.0)
+        task = {"task_id": "t", "type": "build", "requirements": {"hardware": ["cpu"]}}
+
+        def among(counts):
+            return decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, ALL_FIT,
+                                DecisionContext(factors=FACTORS, history=build_history(), now_s=100.0,
+                                                stale_after_s=15.0, timestamp=utc_now(), task_counts=counts))
+        busy = among({"w": 1})
+        assert busy.chosen_worker_id is None
+        assert [e.reason for e in busy.exclusions] == ["predicted memory 8.0 GiB (+25% headroom) > free 9.0 GiB"]
+        assert among({"w": 0}).chosen_worker_id == "w"
+
     def test_gpu_memory_misfit_excluded_with_its_reason(self):
         history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")
         views = {"full": gpu_view("full", 16.0, 12.0), "roomy": gpu_view("roomy", 16.0, 2.0)}
@@ -570,6 +592,45 @@ class TestInFlightBySampleTime:
             v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=taken_after_s),
                                           cpu_percent=10.0), 101.0 + taken_after_s, FACTORS)
             assert ("t1" in v.inflight) is kept, taken_after_s
+
+
+    def test_a_monitor_that_lists_its_tasks_shows_a_task_only_when_it_lists_it(self):
+        # Samples always 40 s late look like a clock 40 s behind: taken out, an old sample looks
+        # new. A sample that lists the running tasks shows a task only when it lists it.
+        from datetime import timedelta
+
+        assigned_at = utc_now()
+        v = WorkerView("w", registered_s=0.0)
+        v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at - timedelta(seconds=60),
+                                      cpu_percent=10.0, task_ids=("old",)), 90.0, FACTORS)
+        v.add_inflight(InFlight("t1", 100.0, 2.0, GIB, False, assigned_at=assigned_at))
+        for listed, kept in ((("old",), True), (("old", "t1"), False)):
+            v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=10),
+                                          cpu_percent=10.0, task_ids=listed), 111.0, FACTORS)
+            assert ("t1" in v.inflight) is kept, listed
+
+    def test_an_ended_task_frees_its_memory_until_a_sample_without_it(self):
+        from datetime import timedelta
+
+        now = utc_now()
+        v = WorkerView("w", registered_s=0.0)
+
+        def observe(at_s: float, available_gb: float, task_ids: tuple) -> None:
+            v.observe(ResourceUtilization(worker_id="w", timestamp=now + timedelta(seconds=at_s), cpu_percent=10.0,
+                                          memory_total_bytes=32 * GIB, memory_available_bytes=int(available_gb * GIB),
+                                          task_ids=task_ids), 100.0 + at_s, FACTORS)
+        observe(0.0, 20.0, ("other",))
+        v.add_inflight(InFlight("t1", 100.0, 1.0, 6 * GIB, False, assigned_at=now))
+        observe(10.0, 14.0, ("other", "t1"))  # shows t1: no longer in flight
+        assert v.inflight == {} and v.memory_free_bytes == 14 * GIB
+        v.task_finished("t1", now + timedelta(seconds=12))
+        assert v.memory_free_bytes == 20 * GIB  # its predicted 6 GiB are free again
+        observe(11.0, 14.0, ("other", "t1"))  # taken before it ended: still shows it
+        assert v.memory_free_bytes == 20 * GIB
+        observe(15.0, 19.0, ("other",))  # a sample without it: the sample's figure alone
+        assert v.memory_free_bytes == 19 * GIB
+        v.task_finished("other", now + timedelta(seconds=16))  # never placed by us: nothing to free
+        assert v.memory_free_bytes == 19 * GIB
 
 
 class TestRecovery:

@@ -354,6 +354,11 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
         if last_s is None or samples_stale:  # nothing sampled, or its samples stopped: load unknown
             if last_s is None and unknown is not None:
                 unknown.append(worker_id)
+            if samples_stale:  # the room it last showed, less what went there since, still binds
+                excluded = _stale_misfit(s, candidate)
+                if excluded is not None:
+                    exclude(excluded)
+                    continue
             add(candidate)
             defer(candidate)
             continue
@@ -491,6 +496,18 @@ def _not_exclusive(view: WorkerView, count: int, needs_gpu: bool, limit_percent:
     if needs_gpu and view.gpu_least_percent is not None and view.gpu_least_percent > limit_percent:
         return Exclusion.not_exclusive(view.worker_id, 0, "gpu", view.gpu_least_percent, limit_percent)
     return None
+
+
+def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
+    """The incompressible check on a worker whose samples stopped while the coordinator sees it
+    alive: its last sample's free memory, less the tasks placed there since, must hold the task
+    (with headroom). Not on a drained worker (nothing of ours running or in flight): what its
+    last sample showed used may have been ours, and holding tasks from it could hold them forever."""
+    view = candidate.view
+    if (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
+            and not view.inflight_gpu_tasks):
+        return None
+    return s.terms.misfit(view, candidate.demand)
 
 
 def _describe_demand(demand: TaskDemand) -> str:

@@ -70,7 +70,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     never = np.isnan(last)
     with np.errstate(invalid="ignore"):
         samples_stale = ~never & (now_s - last > stale_after_s)
-        stale = samples_stale & ~(now_s - alive <= stale_after_s)
+        stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
         critical = state.critical[rows]
         critical = ~samples_stale & ((critical == CRITICAL_MEMORY) | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
         lost = (state.gpus_lost[rows] > 0) & (state.has_gpus[rows] == 0) if needs_gpu else np.zeros(count, bool)
@@ -127,9 +127,11 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         drained = ((_column(task_counts or {}, ids, 0) == 0) & (inflight_memory == 0)
                    & (inflight_gpu_tasks == 0))
         headroom = np.where(drained, 1.0, terms.headroom)
-        memory_misfit = known & ~np.isnan(d_memory) & (d_memory * headroom > free)
+        # A worker whose samples stopped (alive by the coordinator) is checked too, unless drained.
+        checked = known | (rest & samples_stale & ~drained)
+        memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
         room = state.gpu_room[rows]
-        gpu_misfit = (known & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * headroom > room - 0.0)
+        gpu_misfit = (checked & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * headroom > room - 0.0)
                       if needs_gpu else np.zeros(count, dtype=bool))
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent

@@ -57,6 +57,7 @@ class WorkerView:
     below_since_s: float | None = None
     inflight: dict[str, InFlight] = field(default_factory=dict)
     simulated: bool = False
+    reports_tasks: bool = False  # its samples list the tasks running when they were taken
     below_samples: int = 0  # consecutive samples under the recovery mark while excluded
     # Kept up to date by observe() / add_inflight() / task_finished(), so a decision reads
     # them instead of recomputing them for every task (the scorer's hot path):
@@ -66,8 +67,14 @@ class WorkerView:
     inflight_gpu_percent: float = 0.0
     inflight_gpu_shares: tuple[float, ...] = ()  # GPU share of each in-flight GPU task
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
-    memory_free_bytes: float | None = None  # latest sample's available memory
+    memory_free_bytes: float | None = None  # latest sample's available memory (+ departed tasks')
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
+    # Our tasks there (predicted memory, GPU memory), and those that ended while the latest
+    # sample still shows them (with their end time): what they held is free again.
+    placed: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
+    sample_memory_free_bytes: float | None = None
+    sample_gpu_free_bytes: tuple[float, ...] = ()
     # What decide() worked out from the fields above (the load after placing a task and its
     # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
     # task_finished() change the view, so the fields it rests on are changed through them.
@@ -102,15 +109,24 @@ class WorkerView:
             self.memory_total_bytes = float(sample.memory_total_bytes)
         self.latest = sample
         self.last_sample_s = now_s
+        if sample.task_ids:
+            self.reports_tasks = True
         self.simulated = bool(sample.simulated_fields)
-        self.memory_free_bytes = (None if sample.memory_available_bytes is None
-                                  else float(sample.memory_available_bytes))
+        self.sample_memory_free_bytes = (None if sample.memory_available_bytes is None
+                                         else float(sample.memory_available_bytes))
         with_memory = [g for g in gpus if g.memory_total_bytes is not None and g.memory_used_bytes is not None]
-        self.gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in with_memory)
+        self.sample_gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in with_memory)
+        if self.departed:  # kept while this sample still shows them
+            self.departed = {k: v for k, v in self.departed.items()
+                             if (k in sample.task_ids if self.reports_tasks
+                                 else v[2] is not None and sample.timestamp <= v[2])}
+        self._refree()
         self.gpu_totals = tuple(float(g.memory_total_bytes) for g in gpus if g.memory_total_bytes)
         if self.inflight:
             hold = timedelta(seconds=factors.inflight_hold_s)
-            self.inflight = {k: v for k, v in self.inflight.items() if not _in_sample(v, sample, now_s, hold)}
+            listed = frozenset(sample.task_ids) if self.reports_tasks else None
+            self.inflight = {k: v for k, v in self.inflight.items()
+                             if not _in_sample(v, sample, now_s, hold, listed)}
             self._resum()
         least_full_gpu = min((g.memory_percent for g in with_memory if g.memory_percent is not None), default=None)
         self._update_exclusion((("memory", sample.memory_percent), ("gpu_memory", least_full_gpu)), now_s, factors)
@@ -159,10 +175,14 @@ class WorkerView:
     def stale_exclusion(self, now_s: float, stale_after_s: float) -> Exclusion | None:
         """The worker's exclusion as stale at ``now_s``, or ``None``: its samples stopped and
         the coordinator has not shown it alive since (a worker whose monitor lags while its
-        tasks start and end is not excluded; its load counts as unknown)."""
+        tasks start and end is not excluded; its load counts as unknown). A task that started or
+        ended there after its last sample arrived shows that the worker outlived its monitor: it
+        is not excluded as stale until its samples come back, even once it has drained (else no
+        task would go there again to show it alive)."""
         if not self.samples_stale(now_s, stale_after_s):
             return None
-        if self.last_alive_s is not None and now_s - self.last_alive_s <= stale_after_s:
+        if self.last_alive_s is not None and (now_s - self.last_alive_s <= stale_after_s
+                                              or self.last_alive_s > self.last_sample_s):
             return None
         return Exclusion.stale(self.worker_id, now_s - self.last_sample_s, stale_after_s, False)
 
@@ -178,6 +198,7 @@ class WorkerView:
             return
         # A burst adds many: update the totals instead of adding them all up again.
         self.inflight[item.task_id] = item
+        self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0)
         self.scoring_memo.clear()
         self.inflight_cores += item.cores
         self.inflight_memory_bytes += item.memory_bytes
@@ -193,14 +214,37 @@ class WorkerView:
         self.quiet_tasks.add(task_id)
         self.scoring_memo.clear()
 
-    def task_finished(self, task_id: str) -> None:
+    def task_finished(self, task_id: str, ended_at: datetime | None = None) -> None:
+        """``task_id`` is no longer ours there: it ended at ``ended_at`` (wall time), or, without
+        it, it is being decided again. An ended task that the latest sample shows frees what it
+        was predicted to hold until a sample without it arrives."""
         if self.exclusive_task == task_id:
             self.exclusive_task = None
         if task_id in self.quiet_tasks:
             self.quiet_tasks.discard(task_id)
             self.scoring_memo.clear()
+        placed = self.placed.pop(task_id, None)
         if self.inflight.pop(task_id, None) is not None:
             self._resum()
+        elif placed is not None and ended_at is not None and self.latest is not None and (
+                not self.reports_tasks or task_id in self.latest.task_ids):
+            # The latest sample shows it: what it held is free until a sample shows that.
+            self.departed[task_id] = (*placed, ended_at)
+            self._refree()
+
+    def _refree(self) -> None:
+        """Free memory and GPU memory: the latest sample's, plus what departed tasks held (GPU
+        memory only on a worker with one GPU, where it is known which GPU it was)."""
+        self.scoring_memo.clear()
+        memory, gpus = self.sample_memory_free_bytes, self.sample_gpu_free_bytes
+        if self.departed:
+            if memory is not None:
+                memory += sum(v[0] for v in self.departed.values())
+                if self.memory_total_bytes:
+                    memory = min(memory, self.memory_total_bytes)
+            if len(gpus) == 1:
+                gpus = (gpus[0] + sum(v[1] for v in self.departed.values()),)
+        self.memory_free_bytes, self.gpu_free_bytes = memory, gpus
 
     def _resum(self) -> None:
         self.scoring_memo.clear()
@@ -255,10 +299,16 @@ class WorkerView:
         return max(free)
 
 
-def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: timedelta) -> bool:
+def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: timedelta,
+               listed: frozenset[str] | None = None) -> bool:
     """Does ``sample`` show the in-flight task? Yes when it was TAKEN more than ``hold`` after
     the assignment (by the sample's own timestamp, however late it arrived); without the
-    assignment's wall time, when it arrived after the assignment."""
+    assignment's wall time, when it arrived after the assignment. When the worker's samples
+    list their running tasks (``listed``), only a sample that lists the task shows it: a
+    monitor whose samples are always late looks like a clock behind the coordinator's, and
+    the offset taken out would make its old samples look new."""
+    if listed is not None and item.task_id not in listed:
+        return False
     if item.assigned_at is not None:
         return sample.timestamp > item.assigned_at + hold
     return item.assigned_s < now_s
