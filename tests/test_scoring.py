@@ -631,6 +631,10 @@ class TestInFlightBySampleTime:
         assert v.memory_free_bytes == 19 * GIB
         v.task_finished("other", now + timedelta(seconds=16))  # never placed by us: nothing to free
         assert v.memory_free_bytes == 19 * GIB
+        v.add_inflight(InFlight("t2", 120.0, 1.0, 6 * GIB, False, assigned_at=now + timedelta(seconds=20)))
+        observe(30.0, 15.0, ("t2",))
+        v.task_finished("t2", now + timedelta(seconds=31), (4 * GIB, None))  # it peaked at 4 GiB, not 6
+        assert v.memory_free_bytes == 19 * GIB
 
 
 class TestRecovery:

@@ -190,7 +190,7 @@ class HardwareAwareScheduler:
         with self._lock:
             view = self._views.get(worker_id)
             if view is not None:
-                view.task_finished(task_id, self._wall_clock())
+                view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
                 view.alive(self._clock())
                 self.state.sync(view)
             self._inflight_at.pop(task_id, None)

@@ -20,7 +20,7 @@ NAN = float("nan")
 COLUMNS = ("cpu", "memory", "gpu_least", "cpu_count", "memory_total", "memory_free", "inflight_cores",
            "inflight_memory", "inflight_gpu_tasks", "inflight_gpu_percent", "gpu_levels", "last_sample_s",
            "last_alive_s", "critical", "has_gpus", "gpus_lost", "gpu_room", "exclusive", "inflight_count",
-           "quiet")
+           "quiet", "quiet_cpu", "quiet_gpu_least")
 CRITICAL_MEMORY, CRITICAL_GPU_MEMORY = 1.0, 2.0  # "critical" column: which incompressible resource
 
 
@@ -56,7 +56,8 @@ class FleetState:
             _f(view.memory_total_bytes), _f(view.memory_free_bytes), view.inflight_cores,
             view.inflight_memory_bytes, view.inflight_gpu_tasks, view.inflight_gpu_percent, len(view.gpu_levels),
             _f(view.last_sample_s), _f(view.last_alive_s), critical, view.has_gpus, view.gpus_lost, _f(room),
-            view.exclusive_task is not None, len(view.inflight), len(view.quiet_tasks))
+            view.exclusive_task is not None, len(view.inflight), len(view.quiet_tasks),
+            _f(view.quiet_cpu_percent), _f(view.quiet_gpu_least_percent))
 
     def remove(self, worker_id: str) -> None:
         row = self.index.pop(worker_id, None)

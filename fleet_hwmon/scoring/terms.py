@@ -167,16 +167,32 @@ class DecisionTerms:
         # CPU and GPU time are compressible: only quiet tasks refuse load, and a worker running a
         # quiet task takes nothing that would push it over the quiet threshold.
         if reason is None and (self.quiet or view.quiet_tasks):
-            if cpu is not None and cpu > self.quiet_limit:
-                reason = Exclusion.not_quiet(view.worker_id, "cpu", cpu, self.quiet_limit)
-            elif self.needs_gpu and gpu is not None and gpu > self.quiet_limit:
-                reason = Exclusion.not_quiet(view.worker_id, "gpu", gpu, self.quiet_limit)
+            reason = self.not_quiet(view, cores, demand)
         if reason is not None:
             return Assessment(reason, load, None)
         if cpu is None or memory is None or (gpu is None and (view.inflight_gpu_tasks or
                                                               (self.needs_gpu and view.has_gpus))):
             return Assessment(None, load, None)
         return Assessment(None, load, self.penalties(load, stats, None))
+
+    def not_quiet(self, view: WorkerView, cores: float, demand: TaskDemand) -> Exclusion | None:
+        """Quiet hardware is a hard limit: the CPU (and, for a GPU task, GPU) after placing the
+        task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
+        stay at or under the quiet threshold."""
+        cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
+        if cpu is not None and count:
+            cpu += 100.0 * (view.inflight_cores + cores) / count
+        if cpu is not None and cpu > limit:
+            return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
+        gpu = view.quiet_gpu_least_percent
+        if self.needs_gpu and gpu is not None:
+            if len(view.quiet_gpu_levels) == 1:
+                gpu += view.inflight_gpu_percent + self.own_gpu(demand)
+            else:
+                gpu = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, self.own_gpu(demand))
+            if gpu > limit:
+                return Exclusion.not_quiet(view.worker_id, "gpu", gpu, limit)
+        return None
 
     def own_gpu(self, demand: TaskDemand) -> float:
         """The GPU utilization (percent of one GPU) the task itself is predicted to add."""

@@ -136,8 +136,19 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent
         guarded = known & ~memory_misfit & ~gpu_misfit & (state.quiet[rows] > 0)
-        quiet_cpu = guarded & (cpu > limit)
-        quiet_gpu = (guarded & ~quiet_cpu & (gpu > limit)) if needs_gpu else np.zeros(count, dtype=bool)
+        # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
+        q_cpu = state.quiet_cpu[rows]
+        q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0), q_cpu + 100.0 * (inflight_cores + cores) / cpu_count,
+                         q_cpu)
+        quiet_cpu = guarded & (q_cpu > limit)
+        quiet_gpu = np.zeros(count, dtype=bool)
+        q_gpu = state.quiet_gpu_least[rows]
+        if needs_gpu and guarded.any():
+            q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
+            for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
+                view = state.views[rows[i]]
+                q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
+            quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
     candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
     memory = np.where(known, memory, np.nan)
@@ -191,7 +202,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         original = ranking.original_choice(tied, scores, seed, task_id)
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_misfit, task_limit, scored,
                              stale, critical, held, lost, memory_misfit, gpu_misfit, drained, d_memory, free,
-                             d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, cpu, gpu)
+                             d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, q_cpu, q_gpu)
     return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
                          int(candidates.sum()))
 

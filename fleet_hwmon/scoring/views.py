@@ -44,6 +44,11 @@ class WorkerView:
     memory_percent: float | None = None
     gpu_levels: tuple[float, ...] = ()  # smoothed, per GPU that reports utilization (not MIG)
     gpu_least_percent: float | None = None  # min(gpu_levels), read per worker by decide()
+    # For quiet hardware, a hard limit: each figure the larger of smoothed and latest, so a rise
+    # counts at once (the smoothed figure lags it by a sample or two).
+    quiet_cpu_percent: float | None = None
+    quiet_gpu_levels: tuple[float, ...] = ()
+    quiet_gpu_least_percent: float | None = None
     has_gpus: bool = False  # the latest sample lists usable GPUs (utilization known or not)
     gpus_lost: int = 0  # GPUs of the latest sample whose health is "lost"
     gpu_totals: tuple[float, ...] = ()  # memory of each usable GPU with known memory, latest sample
@@ -102,6 +107,10 @@ class WorkerView:
         elif known:  # other GPUs (none reporting: like any unknown figure, the last ones stay)
             self.gpu_levels = tuple(known)
         self.gpu_least_percent = min(self.gpu_levels) if self.gpu_levels else None
+        self.quiet_cpu_percent = _larger(self.cpu_percent, sample.cpu_percent)
+        self.quiet_gpu_levels = (tuple(map(max, self.gpu_levels, known)) if len(known) == len(self.gpu_levels)
+                                 else self.gpu_levels)
+        self.quiet_gpu_least_percent = min(self.quiet_gpu_levels) if self.quiet_gpu_levels else None
         self.has_gpus = bool(gpus)
         if sample.cpu_count_effective is not None:
             self.cpu_count = sample.cpu_count_effective
@@ -214,10 +223,12 @@ class WorkerView:
         self.quiet_tasks.add(task_id)
         self.scoring_memo.clear()
 
-    def task_finished(self, task_id: str, ended_at: datetime | None = None) -> None:
+    def task_finished(self, task_id: str, ended_at: datetime | None = None,
+                      peaks: tuple[float | None, float | None] = (None, None)) -> None:
         """``task_id`` is no longer ours there: it ended at ``ended_at`` (wall time), or, without
         it, it is being decided again. An ended task that the latest sample shows frees what it
-        was predicted to hold until a sample without it arrives."""
+        held (its predicted memory and GPU memory, or its measured ``peaks`` in bytes where
+        smaller) until a sample without it arrives."""
         if self.exclusive_task == task_id:
             self.exclusive_task = None
         if task_id in self.quiet_tasks:
@@ -229,7 +240,8 @@ class WorkerView:
         elif placed is not None and ended_at is not None and self.latest is not None and (
                 not self.reports_tasks or task_id in self.latest.task_ids):
             # The latest sample shows it: what it held is free until a sample shows that.
-            self.departed[task_id] = (*placed, ended_at)
+            freed = tuple(p if m is None or not m >= 0 else min(p, m) for p, m in zip(placed, peaks))
+            self.departed[task_id] = (*freed, ended_at)
             self._refree()
 
     def _refree(self) -> None:
@@ -327,6 +339,12 @@ def capacity_from_capabilities(capabilities: Mapping[str, Any]) -> tuple[float |
     except (TypeError, ValueError):
         return None, None
     return cores, memory_bytes
+
+
+def _larger(value: float | None, other: float | None) -> float | None:
+    if other is None:
+        return value
+    return other if value is None or other > value else value
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
