@@ -36,7 +36,7 @@ import time
 import weakref
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from fleet_hwmon import lifecycle
 from fleet_hwmon.alerts import (
@@ -54,12 +54,16 @@ from fleet_hwmon.compat import EarlierMonitorNames
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
-from fleet_hwmon.reports.render import fmt_percent, render_to_file
 from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
 from fleet_hwmon.sampling.host import MetricSource
 from fleet_hwmon.sampling.sampler import Sampler, build_host_sources
-from fleet_hwmon.store import MetricsStore, StoreError, close_store, open_store, queries
+# The writer, DuckDB and pyarrow are imported when a database is opened, not before: a monitor
+# without one never loads them.
+from fleet_hwmon.store import StoreError
 from fleet_hwmon.tasks import TaskAccumulator, TaskResourceUsage
+
+if TYPE_CHECKING:
+    from fleet_hwmon.store import MetricsStore
 
 __all__ = ["HardwareAlert", "HardwareUtilizationMonitor", "MonitoringLevel", "ResourceUtilization",
            "TaskResourceUsage", "AlertResource", "AlertSeverity", "AlertState"]
@@ -181,6 +185,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
 
     def _open_store(self) -> None:
         if self.db_path is not None and self._store is None:
+            from fleet_hwmon.store import open_store
             self._store = open_store(self.db_path, flush_interval_s=self._flush_interval_s)
             self._store.ensure_table(SAMPLES_TABLE, ResourceUtilization)
             self._store.ensure_table(TASKS_TABLE, TaskResourceUsage)
@@ -194,6 +199,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         if dispatcher is not None:
             dispatcher.stop()
         if self._store is not None:
+            from fleet_hwmon.store import close_store
             store, self._store = self._store, None
             close_store(store)
         _RUNNING.discard(self)
@@ -321,6 +327,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         Raises ``StoreError`` when the monitor has no open database.
         """
         store = self._require_store()
+        from fleet_hwmon.store import queries
         start, end = as_utc(start), as_utc(end)  # naive: UTC
         if bucket_seconds is None:
             return queries.samples(store, start, end, self.worker_id)
@@ -493,6 +500,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         """min / mean / max / current per resource: from DuckDB when there is one (all samples),
         else from the in-memory history."""
         if self._store is not None:
+            from fleet_hwmon.store import queries
             rows = queries.summary(self._store, self.worker_id)
             return rows[0] if rows else {"worker_id": self.worker_id, "samples": 0}
         history = self.get_historical_metrics()
@@ -519,6 +527,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
 
     def generate_html_report(self, path: str) -> Path:
         """A self-contained HTML summary of this worker: resources, tasks, alerts."""
+        from fleet_hwmon.reports.render import render_to_file  # Jinja2: loaded for reports only
         return render_to_file("monitor_summary.html.j2", path, generated_at=utc_now(), status=self.status(),
                               summary=self._summary(), tasks=self.get_task_history(),
                               alerts=self.get_alerts(), current=self.get_current_metrics())
@@ -619,6 +628,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not args.quiet:
         print(f"worker {monitor.worker_id}: {summary.get('samples', 0)} samples in {args.db_path}")
         if current is not None:
+            from fleet_hwmon.reports.render import fmt_percent
             print("  latest: " + "  ".join(
                 f"{name} {fmt_percent(current.resource_percent(name))}" for name in ("cpu", "memory", "disk", "gpu")))
         for path in (args.export_json, args.html_report):

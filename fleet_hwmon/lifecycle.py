@@ -22,24 +22,21 @@ _hooks: dict[str, list[Callable[[], None]]] = {phase: [] for phase in PHASES}
 _lock = threading.Lock()
 
 
-_registered = False
-
 
 def at_exit(phase: str, hook: Callable[[], None]) -> None:
     """Run ``hook()`` at interpreter exit in ``phase`` (one of :data:`PHASES`); within a phase,
     the latest registered runs first. Raises ``ValueError`` for an unknown phase.
 
-    The one ``atexit`` hook is registered on first use, after the libraries the callers use are
-    imported, so it runs before theirs (DuckDB refuses to scan Python data once its own exit
-    hook has run, which would keep the final flush from landing)."""
-    global _registered
+    The one ``atexit`` hook is registered again at every call, after the libraries the caller
+    uses are imported, so it runs before theirs (DuckDB refuses to scan Python data once its own
+    exit hook has run, which would keep the final flush from landing; DuckDB is only imported
+    when a store is first opened, after the monitors registered their phase)."""
     if phase not in _hooks:
         raise ValueError(f"unknown exit phase {phase!r}; one of {PHASES}")
     with _lock:
         _hooks[phase].append(hook)
-        if not _registered:
-            atexit.register(run_exit_hooks)
-            _registered = True
+        atexit.unregister(run_exit_hooks)  # atexit runs last-registered first
+        atexit.register(run_exit_hooks)
 
 
 def forget(phase: str, hook: Callable[[], None]) -> None:
