@@ -37,6 +37,7 @@ from pyarrow import concat_tables as pa_concat
 
 from fleet_hwmon import lifecycle
 from fleet_hwmon.store import rejects, schema
+from fleet_hwmon.store.appender import ArrowAppender
 from fleet_hwmon.store.opening import StoreError, StoreLockedError, connect as _connect, translate_error
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class MetricsStore:
         self._owner_pid = os.getpid()
         self._inherited = False  # set in a forked child, whose writes go nowhere
         self._tables: dict[str, type] = {}
+        self._appenders: dict[str, ArrowAppender] = {}
         self._buffer: collections.deque[tuple[str, Any]] = collections.deque()
         self._commands: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
         self._wake = threading.Event()
@@ -127,6 +129,9 @@ class MetricsStore:
         current = (getattr(empty, "to_arrow_table", None) or empty.arrow)().schema  # renamed in DuckDB 2
         for statement in schema.nested_migration_sql(table, record_cls, current):
             self._con.execute(statement)
+        appender = self._appenders.pop(table, None)
+        if appender is not None:  # bound to the columns the table had
+            appender.close()
         self._tables[table] = record_cls
 
     # -- writing ----------------------------------------------------------------------------
@@ -336,11 +341,10 @@ class MetricsStore:
         return remaining, err
 
     def _insert(self, table: str, arrow_batch: Any) -> None:
-        self._con.register("_append_batch", arrow_batch)
-        try:
-            self._con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _append_batch')
-        finally:
-            self._con.unregister("_append_batch")
+        appender = self._appenders.get(table)
+        if appender is None:
+            appender = self._appenders[table] = ArrowAppender(self._con, table)
+        appender.append(arrow_batch)
 
     def _insert_counted(self, table: str, rows: list[Any]) -> None:
         self._insert(table, schema.to_arrow(rows, self._tables[table]))
