@@ -5,12 +5,16 @@ lists, and running task sums, so its memory must stop growing once the ring is f
 feeds STANDARD-like samples (with one running task and an alert that fires and resolves every
 1,000 samples) and reads ``psutil.Process().memory_info().rss`` after ``gc.collect()``:
 before feeding (monitor built, ring empty), after the first ``history_size`` samples (ring full,
-the baseline the target is measured from: same run, same process) and at the end.
+the baseline the target is measured from: same run, same process), every 50,000 samples, and at
+the end. ``--db`` also writes every sample to a DuckDB file in a temporary folder (the target
+is then 30 MB: DuckDB keeps the rows written since its last checkpoint, its block cache and its
+allocator's pages); the JSON then also gives DuckDB's own account (``duckdb_memory()``), the file
+size, the highest RSS seen and the growth over the second half of the run (flat after warm-up).
 
-Run: ``python benchmarks/bench_monitor_memory.py [--quick] [--samples N] [--db]``. ``--db``
-also writes every sample to a DuckDB file in a temporary folder. The last line printed is
-JSON: ``{"rss_before_mb", "rss_ring_full_mb", "rss_after_mb", "growth_after_ring_full_mb",
-"target_growth_mb": 10, "within_target", "samples", "samples_per_s", ...}``.
+Run: ``python benchmarks/bench_monitor_memory.py [--quick] [--samples N] [--db]``. The last line
+printed is JSON: ``{"rss_before_mb", "rss_ring_full_mb", "rss_after_mb", "growth_after_ring_full_mb",
+"growth_second_half_mb", "rss_max_mb", "target_growth_mb", "within_target", "samples",
+"samples_per_s", ...}``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import psutil  # noqa: E402
 from hardware_utilization_monitor import HardwareUtilizationMonitor, ResourceUtilization  # noqa: E402
 
 TARGET_GROWTH_MB = 10.0
+TARGET_GROWTH_DB_MB = 30.0
+TRACE_EVERY = 50_000
 MB = 1024 * 1024
 
 
@@ -65,6 +71,7 @@ def main() -> int:
         t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
         before = rss_mb()
         ring_full = None
+        trace: list[float] = []
         task = None
         start = time.perf_counter()
         for i in range(total):
@@ -76,16 +83,24 @@ def main() -> int:
             monitor.record_sample(make_sample(i, t0, (task,)))
             if i + 1 == args.history_size:
                 ring_full = rss_mb()
+            if (i + 1) % TRACE_EVERY == 0:
+                trace.append(rss_mb())
         elapsed = time.perf_counter() - start
         monitor.stop_task_monitoring(task)
         after = rss_mb()
         status = monitor.status()
+        duckdb_mb = file_mb = None
+        if db_path is not None:
+            duckdb_mb = monitor._store.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")[0][0] / MB
+            file_mb = Path(db_path).stat().st_size / MB
         alerts = len(monitor.get_alerts())
         monitor.stop_monitoring()
         after_stop = rss_mb()
 
     ring_full = ring_full if ring_full is not None else before
     growth = after - ring_full
+    target = TARGET_GROWTH_DB_MB if args.db else TARGET_GROWTH_MB
+    half = trace[len(trace) // 2 - 1] if len(trace) >= 2 else ring_full
     result = {
         "rss_before_mb": round(before, 1),
         "rss_ring_full_mb": round(ring_full, 1),
@@ -93,8 +108,10 @@ def main() -> int:
         "rss_after_stop_mb": round(after_stop, 1),
         "growth_after_ring_full_mb": round(growth, 2),
         "growth_total_mb": round(after - before, 2),
-        "target_growth_mb": TARGET_GROWTH_MB,
-        "within_target": growth <= TARGET_GROWTH_MB,
+        "growth_second_half_mb": round(after - half, 2),
+        "rss_max_mb": round(max([after, ring_full, *trace]), 1),
+        "target_growth_mb": target,
+        "within_target": growth <= target,
         "samples": total,
         "samples_per_s": round(total / elapsed),
         "history_size": args.history_size,
@@ -104,9 +121,12 @@ def main() -> int:
         "db": bool(args.db),
         "db_written_rows": status["db_written_rows"],
         "db_dropped_rows": status["db_dropped_rows"],
+        "duckdb_memory_mb": None if duckdb_mb is None else round(duckdb_mb, 1),
+        "db_file_mb": None if file_mb is None else round(file_mb, 1),
     }
     print(f"RSS {before:.1f} MB before, {ring_full:.1f} MB with the ring full, {after:.1f} MB after "
-          f"{total:,} samples: growth {growth:+.2f} MB after the ring filled (target <= {TARGET_GROWTH_MB:.0f} MB; "
+          f"{total:,} samples: growth {growth:+.2f} MB after the ring filled, {after - half:+.2f} MB over the second half, "
+          f"highest {result['rss_max_mb']:.1f} MB (target <= {target:.0f} MB; "
           f"{result['samples_per_s']:,} samples/s through record_sample)")
     print(json.dumps(result))
     return 0 if result["within_target"] else 1
