@@ -67,6 +67,9 @@ class MetricsStore:
         self.retry_budget = retry_budget
         self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
+        # DuckDB's allocator otherwise keeps freed pages until its next allocations on the same
+        # thread (a checkpoint's column buffers: tens of MB); its background threads return them
+        self._con.execute("SET allocator_background_threads=true")
         self._owner_pid = os.getpid()
         self._inherited = False  # set in a forked child, whose writes go nowhere
         self._tables: dict[str, type] = {}
