@@ -67,9 +67,13 @@ class MetricsStore:
         self.retry_budget = retry_budget
         self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
-        # DuckDB's allocator otherwise keeps freed pages until its next allocations on the same
-        # thread (a checkpoint's column buffers: tens of MB); its background threads return them
+        # Resident memory: DuckDB's allocator otherwise keeps freed pages until its next
+        # allocations on the same thread (a checkpoint's column buffers: tens of MB), its
+        # background threads return them; and the rows appended since the last checkpoint stay
+        # in memory, so checkpoint every 4 MB of log instead of 16 (measured: 24 MB -> 8 MB
+        # allocated, about 10 MB less resident over a million samples)
         self._con.execute("SET allocator_background_threads=true")
+        self._con.execute("SET checkpoint_threshold='4MB'")
         self._owner_pid = os.getpid()
         self._inherited = False  # set in a forked child, whose writes go nowhere
         self._tables: dict[str, type] = {}
