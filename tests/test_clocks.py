@@ -215,9 +215,9 @@ def cpu_task_of(task_id: str) -> dict[str, Any]:
 
 def test_workers_ten_minutes_ahead_or_behind_get_their_fair_share():
     assert place_burst() == {"ahead": 2, "behind": 2, "on-1": 2, "on-2": 2}
-    # Judged by their own clocks the worker ahead looks drained at once and draws far more.
+    # Judged by their own clocks the worker ahead looks drained at once and draws more than any other.
     skewed = place_burst(correct_offsets=False)
-    assert skewed["ahead"] > 2 and skewed["behind"] < 2
+    assert skewed["ahead"] > max(count for worker, count in skewed.items() if worker != "ahead")
 
 
 def test_a_coordinator_clock_step_is_logged_once_however_many_workers_and_tasks_see_it(caplog):

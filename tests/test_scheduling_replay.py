@@ -170,7 +170,7 @@ def test_a_task_no_worker_could_hold_fails_each_attempt_then_for_good():
 def test_over_subscription_has_a_price():
     # With a tight timeout, least-loaded's over-subscribed workers slow tasks past it; each
     # timed-out attempt is retried, and the other tenants lose CPU to our tasks.
-    busy = replace(TINY, load=1.3, timeout_factor=1.3)
+    busy = replace(TINY, load=1.3, timeout_factor=1.2)  # timeouts on every seed 0-5 we tried
     result = simulate(busy, make_policy("least_loaded", busy.seed))
     o = result.outcomes
     assert o["failures_by_error"].get(TIMED_OUT, 0) > 0 and result.finished

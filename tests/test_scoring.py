@@ -5,11 +5,12 @@ Every expected number is worked out from the default factors in the comment next
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, decide, decide_among
-from fleet_hwmon.scoring.ranking import tie_break
+from fleet_hwmon.scoring.ranking import task_key, tie_break, tie_breaks, worker_key
 from fleet_hwmon.scoring.terms import FLOOR, fits_when_idle, gpu_after_placement
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
@@ -320,6 +321,14 @@ class TestDecide:
             assert first.original_worker_id == expected  # the original choice breaks ties the same way
         assert len({run(base, views, seed=s).chosen_worker_id for s in range(12)}) > 1  # the seed matters
         assert tie_break(0, "t", "a") == tie_break(0, "t", "a") != tie_break(1, "t", "a")
+
+    def test_tie_break_over_a_column_equals_the_one_by_one(self):
+        workers = [f"w-{n}" for n in range(300)]
+        keys = np.array([worker_key(w) for w in workers], dtype=np.uint64)
+        for seed, task_id in ((0, "t"), (7, "task-000123")):
+            column = tie_breaks(task_key(seed, task_id), keys).tolist()
+            assert column == [tie_break(seed, task_id, w) for w in workers]
+            assert len(set(column)) == len(workers) and max(column) < 2**64
 
     def test_history_failure_penalty_and_speed_bonus(self):
         history = PerformanceHistory()

@@ -37,9 +37,16 @@ class Coordinator:
         self.task_scheduler = self
 
     def score_workers(self, task, ids, counts):
-        # the original scheduler's preference: fewer tasks, then a fixed per-worker bias; ties happen
-        return {w: (None if w.endswith("7") and task["type"] == "flaky" else
-                    1.0 - 0.2 * counts.get(w, 0) - 0.05 * (int(w.split("-")[1]) % 3)) for w in ids}
+        # the original scheduler's preference: fewer tasks, then a fixed per-worker bias; ties happen.
+        # It rejects some workers itself: some for a flaky task, some lacking the GPU a task needs.
+        return {w: (None if self.rejects(task, w) else 1.0 - 0.2 * counts.get(w, 0) - 0.05 * (int(w.split("-")[1]) % 3))
+                for w in ids}
+
+    def rejects(self, task, worker_id):
+        if worker_id.endswith("7") and task["type"] == "flaky":
+            return True
+        lacks_gpu = "gpu" not in self.workers[worker_id]["capabilities"]["hardware"]
+        return worker_id.endswith("3") and lacks_gpu and "gpu" in task["requirements"]["hardware"]
 
     def find_best_worker_for_task(self, task, available_workers, worker_task_count):
         raise AssertionError("score_workers is used")
@@ -143,6 +150,8 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
             task_type, requirements = rng.choice(TASKS)
             task = {"task_id": f"t-{step}", "type": task_type, "priority": 1, "requirements": requirements}
             available = [w for w in sorted(coordinator.workers) if rng.random() < 0.9]
+            if step % 4 == 0:  # every worker in the order they joined: the state's rows in order, read in place
+                available = list(coordinator.workers)
             fast_decision = fast.decide_task(task, available, counts)
             slow_decision = slow.decide_task(task, available, counts)
             assert comparable(fast_decision) == comparable(slow_decision), (

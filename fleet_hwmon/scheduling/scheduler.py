@@ -23,6 +23,7 @@ from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, Schedu
                                              original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
+from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
                                         SchedulingDecision, decide_among)
 from fleet_hwmon.scoring.exclusions import Exclusion
@@ -69,7 +70,8 @@ class HardwareAwareScheduler:
         self._wall_clock = wall_clock
         self._record = record
         self._views: dict[str, WorkerView] = {}
-        self.state = FleetState()  # the views' figures as arrays, synced whenever a view changes
+        self.state = FleetState()  # the views' figures as arrays, synced whenever a view changes (large fleets)
+        self._columns_on = False  # whether self.state is kept (see _sync)
         self.vectorised = vectorised
         # requirements -> worker id -> why its hardware cannot run them (None: it can)
         self._mismatch_cache: dict[TaskRequirements, dict[str, Exclusion | None]] = {}
@@ -136,13 +138,14 @@ class HardwareAwareScheduler:
                 per_worker.pop(worker_id, None)
             view = self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
                                                        memory_total_bytes=memory_bytes)
-            self.state.sync(view)
+            self._sync(view)
             self._fleet_changed()
 
     def worker_left(self, worker_id: str) -> None:
         with self._lock:
             self._views.pop(worker_id, None)
             self.state.remove(worker_id)
+            self._sync(None)
             self._reservations.worker_left(worker_id)
             self._fleet_changed()
 
@@ -156,11 +159,27 @@ class HardwareAwareScheduler:
             before = _room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
             totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost)
             view.observe(sample, now_s, factors)
-            self.state.sync(view)
+            self._sync(view)
             if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost):
                 self._fleet_changed()
             elif _more_room(before, _room_of(view, now_s, float("inf")), view.memory_total_bytes):
                 self._room_version += 1
+
+    def _sync(self, view: WorkerView | None) -> None:
+        """Copy ``view``'s figures into the fleet's columns. The columns serve the column path
+        only, so they are kept only while the fleet has ``VECTORISE_FROM`` workers or more (every
+        view copied when it gets there, the columns dropped below): a small fleet's samples and
+        decisions skip the copy."""
+        if len(self._views) >= vectorised.VECTORISE_FROM:
+            if not self._columns_on:
+                self._columns_on = True
+                for each in self._views.values():
+                    self.state.sync(each)
+            elif view is not None:
+                self.state.sync(view)
+        elif self._columns_on:
+            self._columns_on = False
+            self.state = FleetState()
 
     def _fleet_changed(self) -> None:
         self._fleet_version += 1
@@ -174,10 +193,11 @@ class HardwareAwareScheduler:
     def task_started(self, task_id: str, task_type: str | None, worker_id: str | None = None) -> None:
         """``task_id`` started on ``worker_id``, which the coordinator thereby shows alive."""
         self._task_types[task_id] = task_type
-        view = self._views.get(worker_id) if worker_id is not None else None
-        if view is not None:
-            view.alive(self._clock())
-            self.state.sync(view)
+        with self._lock:  # a decision may be reading the columns
+            view = self._views.get(worker_id) if worker_id is not None else None
+            if view is not None:
+                view.alive(self._clock())
+                self._sync(view)
 
     def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
                       duration_s: float | None = None, cpu_seconds: float | None = None,
@@ -192,7 +212,7 @@ class HardwareAwareScheduler:
             if view is not None:
                 view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
                 view.alive(self._clock())
-                self.state.sync(view)
+                self._sync(view)
             self._inflight_at.pop(task_id, None)
             self._room_version += 1
             if success:
@@ -291,7 +311,7 @@ class HardwareAwareScheduler:
             while True:
                 unknown: list[str] = []
                 decision = None
-                if self.vectorised:
+                if self.vectorised and self._columns_on:
                     decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, hardware,
                                                  context, unknown)
                 if decision is None:
@@ -400,14 +420,14 @@ class HardwareAwareScheduler:
                 view.add_quiet(decision.task_id)
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent))
-            self.state.sync(view)
+            self._sync(view)
 
     def _forget_inflight(self, task_id: str) -> None:
         worker_id = self._inflight_at.pop(task_id, None)
         view = self._views.get(worker_id) if worker_id is not None else None
         if view is not None:
             view.task_finished(task_id)
-            self.state.sync(view)
+            self._sync(view)
 
     # -- what it knows --------------------------------------------------------------------------
     def statistics(self, resource_aware: bool = True) -> dict[str, Any]:

@@ -46,7 +46,10 @@ from fleet_hwmon.scoring.terms import (FLOOR, GIB, NO_CAP, NO_PENALTIES, UNKNOWN
 from fleet_hwmon.scoring.views import WorkerView
 
 
-@dataclass(frozen=True, slots=True)
+# The two records below are made on every decision, so they are plain slotted dataclasses: a
+# frozen one costs about 7x more to make (one object.__setattr__ per field). Treat them as
+# read-only: ``dataclasses.replace`` makes a changed copy.
+@dataclass(slots=True)
 class CandidateScore:
     """A worker that could take the task, with every term of its score. Percent 0-100; the
     load figures include in-flight tasks; ``None`` = unknown."""
@@ -65,7 +68,7 @@ class CandidateScore:
     inflight_tasks: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SchedulingDecision:
     """A decision and why. ``candidates`` are the best ``max_recorded`` by adjusted score (all
     when fewer), ``exclusions`` every worker that could not take the task and the reason.
@@ -465,13 +468,16 @@ _contexts = Numbering(256)  # a number per scoring context, a cheap key for the 
 def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, context: DecisionContext,
                   ranked: list[CandidateScore], chosen_demand: TaskDemand | None,
                   original: tuple[str | None, float | None], exclusions: list[Exclusion],
-                  candidate_count: int) -> SchedulingDecision:
+                  candidate_count: int, original_is_candidate: bool = False) -> SchedulingDecision:
     """The decision record: ``ranked`` best first (the first is chosen; ``chosen_demand`` is
     the task's predicted demand there), ``original`` the original scheduler's (worker id,
-    score), ``exclusions`` in order, ``candidate_count`` the workers that could take the task."""
+    score), ``exclusions`` in order, ``candidate_count`` the workers that could take the task;
+    ``original_is_candidate``: the original choice is known not to be among the exclusions
+    (so they are not searched for its reason)."""
     chosen = ranked[0] if ranked else None
     original_id, original_score = original
-    explanation = _explain(chosen, original_id, exclusions, len(exclusions) + candidate_count)
+    explanation = _explain(chosen, original_id, () if original_is_candidate else exclusions,
+                           len(exclusions) + candidate_count, len(exclusions))
     if chosen is not None and chosen_demand.source is not None:
         explanation += "; " + _describe_demand(chosen_demand)
     return SchedulingDecision(
@@ -521,8 +527,8 @@ def _describe_demand(demand: TaskDemand) -> str:
     return text
 
 
-def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions: list[Exclusion],
-             available: int) -> str:
+def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions: Sequence[Exclusion],
+             available: int, excluded_count: int) -> str:
     if chosen is None:
         if not available:
             return "no worker available"
@@ -534,8 +540,8 @@ def _explain(chosen: CandidateScore | None, original_id: str | None, exclusions:
         why = exclusions[excluded.index(original_id)].reason if original_id in excluded else None
         outcome = f"excluded: {why}" if why else "scored lower after penalties"
         parts.append(f"original choice {original_id} {outcome}")
-    if exclusions:
-        parts.append(f"{len(exclusions)} worker(s) excluded")
+    if excluded_count:
+        parts.append(f"{excluded_count} worker(s) excluded")
     return "; ".join(parts)
 
 

@@ -9,10 +9,11 @@ Unknown figures are NaN.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from fleet_hwmon.scoring.ranking import worker_key
 from fleet_hwmon.scoring.views import WorkerView
 
 NAN = float("nan")
@@ -22,6 +23,9 @@ COLUMNS = ("cpu", "memory", "gpu_least", "cpu_count", "memory_total", "memory_fr
            "last_alive_s", "critical", "has_gpus", "gpus_lost", "gpu_room", "exclusive", "inflight_count",
            "quiet", "quiet_cpu", "quiet_gpu_least")
 CRITICAL_MEMORY, CRITICAL_GPU_MEMORY = 1.0, 2.0  # "critical" column: which incompressible resource
+
+Columns = NamedTuple("Columns", [(name, np.ndarray) for name in COLUMNS])
+Columns.__doc__ = "Each column of the table over some rows (see FleetState.columns); read-only."
 
 
 class FleetState:
@@ -33,9 +37,10 @@ class FleetState:
         self.views: list[WorkerView | None] = []
         self._free: list[int] = []
         self.table = np.full((len(COLUMNS), capacity), NAN)
+        self.tie_keys = np.zeros(capacity, dtype=np.uint64)  # each row's ranking.worker_key
         self.version = 0  # bumped when a worker joins or leaves (rows change meaning)
         self._hardware: dict[object, tuple[int, np.ndarray, np.ndarray]] = {}
-        self._last_rows: tuple[int, list[str], np.ndarray, bool] | None = None  # version, ids, answer
+        self._last_rows: tuple[int, list[str], np.ndarray, bool, bool] | None = None  # version, ids, answer
         for number, name in enumerate(COLUMNS):
             setattr(self, name, self.table[number])
 
@@ -79,8 +84,18 @@ class FleetState:
         rows = np.fromiter(map(self.index.get, ids, itertools.repeat(-1)), dtype=np.intp, count=count)
         rows.flags.writeable = False
         distinct = bool(count) and rows.min() >= 0 and np.unique(rows).size == count
-        self._last_rows = (self.version, ids.copy(), rows, distinct)
+        in_order = distinct and bool((rows == np.arange(count)).all())  # the first rows, in order
+        self._last_rows = (self.version, ids.copy(), rows, distinct, in_order)
         return rows, distinct
+
+    def columns(self, rows: np.ndarray) -> Columns:
+        """Every column at ``rows`` (an answer of :meth:`rows`): views of the table when they are
+        its first rows in order (the common case: the fleet asked about in the order it joined),
+        else one copy of them all. Read-only: the next sync may change the views."""
+        last = self._last_rows
+        if last is not None and last[2] is rows and last[4] and last[0] == self.version:
+            return Columns._make(self.table[:, :rows.size])
+        return Columns._make(self.table[:, rows])
 
     def hardware_mismatches(self, key: object, mismatch: Callable[[str], object | None]
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +125,9 @@ class FleetState:
                 self.table = grown
                 for number, name in enumerate(COLUMNS):
                     setattr(self, name, self.table[number])
+                self.tie_keys = np.concatenate([self.tie_keys, np.zeros(self.tie_keys.size, dtype=np.uint64)])
         self.index[view.worker_id] = row
+        self.tie_keys[row] = worker_key(view.worker_id)
         self._changed()
         return row
 

@@ -1,51 +1,82 @@
-"""Ranking a decision's candidates (pure): best score first, exact ties broken by a seeded hash
-of (seed, task, worker), so a decision is reproducible and ties do not always favour the same
-worker."""
+"""Ranking a decision's candidates (pure): best score first, exact ties broken by a seeded
+tie-break of (seed, task, worker), so a decision is reproducible and ties do not always favour
+the same worker.
+
+The tie-break mixes a 64-bit hash of the task (with the seed) and one of the worker, each
+computed once and kept, with splitmix64's finaliser: ties among thousands of workers cost a few
+integer operations each (a few vector operations over a fleet's column of worker hashes, see
+:func:`tie_breaks`), and the order still changes from task to task and from seed to seed.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 from typing import Callable, Mapping, Sequence, TypeVar
 
+import numpy as np
+
 Item = TypeVar("Item")
+_MASK = (1 << 64) - 1
+_MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
+_WORKER_KEYS_LIMIT = 1 << 17  # worker hashes kept at most (the table starts over beyond)
+_worker_keys: dict[str, int] = {}
 
 
 def tie_break(seed: int, task_id: str, worker_id: str) -> int:
     """The seeded tie-break of ``worker_id`` for ``task_id`` (64 bits; the lowest wins)."""
-    digest = hashlib.blake2b(f"{seed}\x00{task_id}\x00{worker_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return _mix(task_key(seed, task_id) ^ worker_key(worker_id))
 
 
 def tie_breaker(seed: int, task_id: str) -> Callable[[str], int]:
     """``tie_break(seed, task_id, worker_id)`` as a function of the worker id, for many workers
-    of one task: the hash of the common prefix is computed once."""
-    prefix = hashlib.blake2b(f"{seed}\x00{task_id}\x00".encode(), digest_size=8)
+    of one task (the task's hash computed once)."""
+    key = task_key(seed, task_id)
+    return lambda worker_id: _mix(key ^ worker_key(worker_id))
 
-    def key(worker_id: str) -> int:
-        digest = prefix.copy()
-        digest.update(worker_id.encode())
-        return int.from_bytes(digest.digest(), "big")
+
+@functools.lru_cache(maxsize=256)
+def task_key(seed: int, task_id: str) -> int:
+    """The task's half of :func:`tie_break`: a 64-bit hash of the seed and the task id."""
+    return _hash64(f"{seed}\x00{task_id}")
+
+
+def worker_key(worker_id: str) -> int:
+    """The worker's half of :func:`tie_break`: a 64-bit hash of its id, hashed once and kept."""
+    key = _worker_keys.get(worker_id)
+    if key is None:
+        if len(_worker_keys) >= _WORKER_KEYS_LIMIT:
+            _worker_keys.clear()
+        key = _worker_keys[worker_id] = _hash64(worker_id)
     return key
 
 
-def tie_digests(seed: int, task_id: str, worker_ids: Sequence[str]) -> list[bytes]:
-    """The :func:`tie_break` hash of each worker as 8 bytes (compared as bytes, they order as
-    the integers do), the common prefix hashed once."""
-    prefix = hashlib.blake2b(f"{seed}\x00{task_id}\x00".encode(), digest_size=8)
-    digests = []
-    for worker_id in worker_ids:
-        digest = prefix.copy()
-        digest.update(worker_id.encode())
-        digests.append(digest.digest())
-    return digests
+def tie_breaks(task: int, worker_keys: np.ndarray) -> np.ndarray:
+    """:func:`tie_break` of each worker whose :func:`worker_key` is in ``worker_keys`` (uint64)
+    for the task whose :func:`task_key` is ``task``, over the whole column at once."""
+    value = worker_keys ^ np.uint64(task)
+    value = (value ^ (value >> np.uint64(30))) * np.uint64(_MIX_1)  # uint64 products wrap, as & _MASK does
+    value = (value ^ (value >> np.uint64(27))) * np.uint64(_MIX_2)
+    return value ^ (value >> np.uint64(31))
+
+
+def _mix(value: int) -> int:
+    """splitmix64's finaliser: a bijection of 64-bit integers that scatters nearby inputs."""
+    value = ((value ^ (value >> 30)) * _MIX_1) & _MASK
+    value = ((value ^ (value >> 27)) * _MIX_2) & _MASK
+    return value ^ (value >> 31)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Callable[[Item], float],
          worker_of: Callable[[Item], str]) -> list[Item]:
     """The ``count`` best of ``items`` by ``score_of``, ordered by score, then by the seeded
     tie-break of ``worker_of``. Only the items that can make the cut (every one tied with the
-    last place included) are sorted, and only those in an exact tie among them are hashed."""
+    last place included) are sorted, and only those in an exact tie among them get a tie-break."""
     if len(items) > count:
         cut = heapq.nlargest(count, map(score_of, items))[-1]
         items = [item for item in items if score_of(item) >= cut]
@@ -56,9 +87,8 @@ def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Calla
         while end < size and score_of(ranked[end]) == score:
             end += 1
         if end - start > 1:
-            tied = ranked[start:end]
-            digests = tie_digests(seed, task_id, [worker_of(item) for item in tied])
-            ranked[start:end] = [tied[i] for i in sorted(range(len(tied)), key=digests.__getitem__)]
+            key = tie_breaker(seed, task_id)
+            ranked[start:end] = sorted(ranked[start:end], key=lambda item: key(worker_of(item)))
         start = end
     return ranked[:count]
 
@@ -69,8 +99,5 @@ def original_choice(tied: Sequence[str], scores: Mapping[str, float | None], see
     score (none: no worker was scored), ties broken like the adjusted ones."""
     if not tied:
         return None, None
-    worker_id = tied[0]
-    if len(tied) > 1:
-        digests = tie_digests(seed, task_id, tied)
-        worker_id = tied[digests.index(min(digests))]  # the first of the lowest, as min() picks
+    worker_id = tied[0] if len(tied) == 1 else min(tied, key=tie_breaker(seed, task_id))
     return worker_id, scores[worker_id]

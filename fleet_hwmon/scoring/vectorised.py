@@ -12,7 +12,6 @@ listed twice or unknown to the state); the caller then takes the per-worker path
 from __future__ import annotations
 
 import itertools
-from operator import itemgetter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -36,18 +35,18 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
                       context: DecisionContext, unknown: list[str] | None = None) -> SchedulingDecision | None:
     """:func:`~fleet_hwmon.scoring.decide.decide_among` over ``state`` (same arguments, the
     views replaced by the state's rows); ``None`` when the case is not covered."""
+    count = len(worker_ids)
+    if (count < VECTORISE_FROM or count > len(state.views) or requirements.isolation != "shared"
+            or context.floor is not None or context.reserved or context.extra_exclusions):
+        return None
     factors, history, now_s, stale_after_s = context.factors, context.history, context.now_s, context.stale_after_s
     seed, max_recorded, task_counts, task_limit = (context.seed, context.max_recorded, context.task_counts,
                                                    context.task_limit)
-    count = len(worker_ids)
-    if (requirements.isolation != "shared" or context.floor is not None or context.reserved or context.extra_exclusions
-            or count < VECTORISE_FROM
-            or count > len(state.views)):
-        return None
     ids = worker_ids if type(worker_ids) is list else list(worker_ids)
     rows, distinct = state.rows(ids, count)
     if not distinct:
         return None
+    col = state.columns(rows)
     task_id = str(task.get("task_id", ""))
     task_type = task.get("type")
     needs_gpu = requirements.needs_gpu
@@ -57,28 +56,26 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     fleet_demand = terms.shape(demand_of(None, fleet_stats))
 
     base = _column(scores, ids, None)  # None -> NaN: not scored
-    at_limit = np.zeros(count, dtype=bool)
-    if task_limit is not None:
-        at_limit = _column(task_counts or {}, ids, 0) >= task_limit
+    counts = _column(task_counts or {}, ids, 0)
+    at_limit = counts >= task_limit if task_limit is not None else np.zeros(count, dtype=bool)
     no_score = np.isnan(base) & ~at_limit
     scored = ~(at_limit | no_score)
 
     hardware_ok, mismatches = state.hardware_mismatches(requirements, hardware.of)
     hardware_ok = hardware_ok[rows]
-    last = state.last_sample_s[rows]
-    alive = state.last_alive_s[rows]
+    last = col.last_sample_s
+    alive = col.last_alive_s
     never = np.isnan(last)
     with np.errstate(invalid="ignore"):
         samples_stale = ~never & (now_s - last > stale_after_s)
         stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
-        critical = state.critical[rows]
+        critical = col.critical
         critical = ~samples_stale & ((critical == CRITICAL_MEMORY) | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
-        lost = (state.gpus_lost[rows] > 0) & (state.has_gpus[rows] == 0) if needs_gpu else np.zeros(count, bool)
-    held = state.exclusive[rows] == 1
+        lost = (col.gpus_lost > 0) & (col.has_gpus == 0) if needs_gpu else np.zeros(count, bool)
+    held = col.exclusive == 1
     if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
         views = state.views
         held &= np.array([views[r].exclusive_task != task_id for r in rows], dtype=bool)
-    hardware_misfit = scored & ~hardware_ok
     rest = scored & hardware_ok & ~stale & ~critical & ~held & ~lost  # reach the load checks
     unknown_rows = rest & (never | samples_stale)
     known = rest & ~unknown_rows
@@ -104,45 +101,45 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     memory_bytes = np.where(np.isnan(d_memory), factors.default_task_memory_bytes, d_memory)
     own_gpu = (np.where(np.isnan(d_gpu_percent), factors.default_task_gpu_percent, d_gpu_percent) if needs_gpu
                else np.zeros(count))
-    cpu_count, memory_total = state.cpu_count[rows], state.memory_total[rows]
-    inflight_cores, inflight_memory = state.inflight_cores[rows], state.inflight_memory[rows]
-    inflight_gpu_tasks, inflight_gpu = state.inflight_gpu_tasks[rows], state.inflight_gpu_percent[rows]
-    has_gpus = state.has_gpus[rows] == 1
+    cpu_count, memory_total = col.cpu_count, col.memory_total
+    inflight_cores, inflight_memory = col.inflight_cores, col.inflight_memory
+    inflight_gpu_tasks, inflight_gpu = col.inflight_gpu_tasks, col.inflight_gpu_percent
+    has_gpus = col.has_gpus == 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        cpu = state.cpu[rows]
+        cpu = col.cpu
         cpu = np.where(~np.isnan(cpu) & (cpu_count > 0), cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
-        memory = state.memory[rows]
+        memory = col.memory
         memory = np.where(~np.isnan(memory) & (memory_total > 0),
                           memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
-        gpu = state.gpu_least[rows]
+        gpu = col.gpu_least
         placed = ~np.isnan(gpu) & (needs_gpu | (inflight_gpu_tasks > 0)) & known
-        one = state.gpu_levels[rows] == 1
+        one = col.gpu_levels == 1
         gpu = np.where(placed & one, gpu + (inflight_gpu + own_gpu), gpu)
         for i in np.flatnonzero(placed & ~one):  # several GPUs: in-flight tasks spread over them
             view = state.views[rows[i]]
             gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
         # Incompressible room: memory, then GPU memory on one GPU (with headroom).
-        free = state.memory_free[rows] - inflight_memory - 0.0
+        free = col.memory_free - inflight_memory - 0.0
         # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
-        drained = ((_column(task_counts or {}, ids, 0) == 0) & (inflight_memory == 0)
+        drained = ((counts == 0) & (inflight_memory == 0)
                    & (inflight_gpu_tasks == 0))
         headroom = np.where(drained, 1.0, terms.headroom)
         # A worker whose samples stopped (alive by the coordinator) is checked too, unless drained.
         checked = known | (rest & samples_stale & ~drained)
         memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
-        room = state.gpu_room[rows]
+        room = col.gpu_room
         gpu_misfit = (checked & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * headroom > room - 0.0)
                       if needs_gpu else np.zeros(count, dtype=bool))
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent
-        guarded = known & ~memory_misfit & ~gpu_misfit & (state.quiet[rows] > 0)
+        guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0)
         # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
-        q_cpu = state.quiet_cpu[rows]
+        q_cpu = col.quiet_cpu
         q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0), q_cpu + 100.0 * (inflight_cores + cores) / cpu_count,
                          q_cpu)
         quiet_cpu = guarded & (q_cpu > limit)
         quiet_gpu = np.zeros(count, dtype=bool)
-        q_gpu = state.quiet_gpu_least[rows]
+        q_gpu = col.quiet_gpu_least
         if needs_gpu and guarded.any():
             q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
             for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
@@ -158,15 +155,15 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
 
     cpu_eff, memory_eff, gpu_eff = cpu, memory, gpu
     if deferred.any() and known_any:  # unknown figures count as the candidates' sampled median
-        crow = rows[candidates]
         with np.errstate(invalid="ignore", divide="ignore"):
             fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
-            cpu_eff = np.where(fill_cpu, _median(state.cpu[crow]) + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+            cpu_eff = np.where(fill_cpu, _median(col.cpu[candidates]) + 100.0 * (inflight_cores + cores) / cpu_count,
+                               cpu)
             fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
-            memory_eff = np.where(fill_memory, _median(state.memory[crow])
+            memory_eff = np.where(fill_memory, _median(col.memory[candidates])
                                   + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
             fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
-            gpu_eff = np.where(fill_gpu, _median(state.gpu_least[crow]) + inflight_gpu + own_gpu, gpu)
+            gpu_eff = np.where(fill_gpu, _median(col.gpu_least[candidates]) + inflight_gpu + own_gpu, gpu)
         if (deferred & np.isnan(cpu_eff) & np.isnan(memory_eff)).any():
             return None  # no load known at all: the per-worker path's median of the busiest loads
     penalties = _penalties(terms, cpu_eff, memory_eff, gpu_eff, hist_penalty, needs_gpu)
@@ -178,33 +175,37 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     if unknown is not None and (candidates & never).any():
         unknown.extend(ids[i] for i in np.flatnonzero(candidates & never))
 
-    # The best, then the explanation of the few recorded.
+    # The best (by score, then by the seeded tie-break, as ranking.best orders them), then the
+    # records of the few recorded.
     picked = np.flatnonzero(candidates)
     wanted = max(1, max_recorded)
     if picked.size > wanted:
         cut = np.partition(adjusted[picked], picked.size - wanted)[picked.size - wanted]
         picked = picked[adjusted[picked] >= cut]
-    # Ranked on (score, worker id, position); the records are made for the few recorded only.
+    task_key = ranking.task_key(seed, task_id)
+    picked = picked[np.lexsort((ranking.tie_breaks(task_key, state.tie_keys[rows[picked]]), -adjusted[picked]))]
     records, views = [], state.views
-    chosen_demand = None
-    for _, worker_id, i in ranking.best(list(zip(adjusted[picked].tolist(), map(ids.__getitem__, picked), picked)),
-                                        wanted, seed, task_id, itemgetter(0), itemgetter(1)):
-        if chosen_demand is None:
-            chosen_demand = own[i][0] if i in own else fleet_demand
-        records.append(CandidateScore(worker_id, float(base[i]), float(adjusted[i]), _none(cpu[i]), _none(memory[i]),
+    for i in picked[:wanted].tolist():
+        records.append(CandidateScore(ids[i], float(base[i]), float(adjusted[i]), _none(cpu[i]), _none(memory[i]),
                                       _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]),
                                       len(views[rows[i]].inflight)))
-    original = context.original_choice
+    chosen_demand = None
+    if records:
+        first = int(picked[0])
+        chosen_demand = own[first][0] if first in own else fleet_demand
+    original, original_is_candidate = context.original_choice, False
     if original is None:
-        scored_base = np.where(scored, base, -np.inf)
-        top = scored_base.max() if scored.any() else None
-        tied = [ids[i] for i in np.flatnonzero(scored & (scored_base == top))] if top is not None else []
-        original = ranking.original_choice(tied, scores, seed, task_id)
-    exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_misfit, task_limit, scored,
+        original = None, None
+        if scored.any():  # the best original score, ties broken as the adjusted ones
+            tied = np.flatnonzero(scored & (base == base[scored].max()))
+            first = int(tied[np.argmin(ranking.tie_breaks(task_key, state.tie_keys[rows[tied]]))]) if tied.size > 1 \
+                else int(tied[0])
+            original, original_is_candidate = (ids[first], scores[ids[first]]), bool(candidates[first])
+    exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_ok, task_limit, scored,
                              stale, critical, held, lost, memory_misfit, gpu_misfit, drained, d_memory, free,
                              d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, q_cpu, q_gpu)
     return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
-                         int(candidates.sum()))
+                         int(candidates.sum()), original_is_candidate)
 
 
 def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray, history: np.ndarray,
@@ -230,7 +231,7 @@ def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray,
 
 
 def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches: np.ndarray,
-                at_limit: np.ndarray, no_score: np.ndarray, hardware_misfit: np.ndarray,
+                at_limit: np.ndarray, no_score: np.ndarray, hardware_ok: np.ndarray,
                 task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
                 lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, drained: np.ndarray,
                 d_memory: np.ndarray,
@@ -239,13 +240,14 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
                 gpu: np.ndarray) -> list[Exclusion]:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
-    hardware exclusion (``None``: the hardware fits)."""
-    out = []
-    for i in np.flatnonzero(at_limit | no_score):
-        worker_id = ids[i]
-        out.append(Exclusion.task_limit(worker_id, task_limit) if at_limit[i]
-                   else mismatches[rows[i]] or Exclusion.rejected(worker_id))
-    hardware = scored & hardware_misfit
+    hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position)."""
+    early = np.flatnonzero(at_limit | no_score)
+    records = mismatches[rows[early]]  # a worker without an original score: its hardware, said in one piece
+    for j in np.flatnonzero(at_limit[early] | hardware_ok[early]):  # else at the limit, or rejected
+        i = early[j]
+        records[j] = Exclusion.task_limit(ids[i], task_limit) if at_limit[i] else Exclusion.rejected(ids[i])
+    out = records.tolist()
+    hardware = scored & ~hardware_ok
     later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
     later &= ~hardware
     if not later.any():  # the common case: hardware alone, taken in one piece
