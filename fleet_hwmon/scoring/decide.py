@@ -40,8 +40,8 @@ from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand, TypeStat
 from fleet_hwmon.scoring.neutral import Neutral, Numbering
 from fleet_hwmon.scoring.ranking import tie_break, tie_breaker  # noqa: F401  (part of this module's API)
 from fleet_hwmon.scoring.requirements import TaskRequirements
-from fleet_hwmon.scoring.terms import (FLOOR, GIB, NO_CAP, NO_PENALTIES, UNKNOWN_LOAD, DecisionTerms,  # noqa: F401
-                                       DemandCap, Load, Penalties, adjusted_score, fits_when_idle,
+from fleet_hwmon.scoring.terms import (FLOOR, GIB, NO_CAP, NO_PENALTIES, UNKNOWN_LOAD, Assessment,  # noqa: F401
+                                       DecisionTerms, DemandCap, Load, Penalties, adjusted_score, fits_when_idle,
                                        gpu_after_placement, task_demand_for)
 from fleet_hwmon.scoring.views import WorkerView
 
@@ -111,8 +111,7 @@ class Reservation(NamedTuple):
 _UNSEEN: Any = object()  # a worker whose hardware has not been checked yet
 
 
-@dataclass(frozen=True, slots=True)
-class HardwareChecks:
+class HardwareChecks(NamedTuple):
     """Each worker's hardware mismatch for the task's requirements (``None``: it fits):
     ``known`` holds those checked already, ``check(worker_id)`` checks another (a caller that
     remembers the checks stores the answer in ``known``)."""
@@ -214,7 +213,8 @@ class _Setting:
     fleet and the constants of its arithmetic."""
 
     __slots__ = ("task_id", "task_type", "requirements", "context", "needs_gpu", "exclusive", "fleet_stats",
-                 "per_worker", "terms", "fleet_demand", "memo_key", "count_of", "reserved")
+                 "per_worker", "terms", "fleet_demand", "memo_key", "memo_keys", "count_of", "reserved",
+                 "state_matters")
 
     def __init__(self, task: Mapping[str, Any], requirements: TaskRequirements, context: DecisionContext) -> None:
         self.task_id = str(task.get("task_id", ""))
@@ -227,14 +227,15 @@ class _Setting:
         self.fleet_stats = stats = (history.fleet_stats(task_type)
                                     if history is not None and task_type is not None else None)
         self.per_worker = history.workers_of_type(task_type) if stats is not None else {}
-        self.terms = DecisionTerms(context.factors, requirements, stats.duration_s if stats is not None else None,
-                                   context.floor, context.cap)
+        factors = _factors_number(context.factors)
+        self.terms = terms_for(context, requirements, stats.duration_s if stats is not None else None)
         self.fleet_demand = self.terms.shape(demand_of(None, stats))
         # What the load and penalties of a worker without history of its own depend on, besides its view.
-        self.memo_key = _contexts.of((self.fleet_demand, self.needs_gpu, requirements.isolation,
-                                      context.factors))[0]
+        self.memo_key = _contexts.of((self.fleet_demand, self.needs_gpu, requirements.isolation, factors))[0]
+        self.memo_keys = ((self.memo_key, False), (self.memo_key, True))  # a view's memo key: busy, drained
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
+        self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker
 
     def demand(self, stats: TypeStats | None) -> TaskDemand:
         """The task's predicted demand on a worker with ``stats`` of the type (else the fleet's)."""
@@ -312,7 +313,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
     limit = context.task_limit
     count_of, known, check = s.count_of, hardware.known.get, hardware.check
     score_of, views_get, per_worker = scores.get, views.get, s.per_worker
-    now_s, stale_after_s = context.now_s, context.stale_after_s
+    now_s, stale_after_s, fleet_demand = context.now_s, context.stale_after_s, s.fleet_demand
     repeats = len(set(worker_ids)) < len(worker_ids)
     taken: set[str] = set()  # the workers scored so far, when one may be listed twice
     best_original: Any = float("-inf")  # the best original score so far and the workers that have it
@@ -342,21 +343,24 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             continue
         view = views_get(worker_id)
         if view is None:
-            candidate = Candidate(worker_id, base, None, None, s.fleet_demand)
+            candidate = Candidate(worker_id, base, None, None, fleet_demand)
             add(candidate)
             defer(candidate)
             continue
         last_s = view.last_sample_s
         samples_stale = last_s is not None and now_s - last_s > stale_after_s  # view.samples_stale(), inline
-        excluded = _state_exclusion(s, worker_id, view, samples_stale)
-        if excluded is not None:
-            exclude(excluded)
-            continue
+        # (the worker's state can rule it out only when one of these holds: see _state_exclusion)
+        if samples_stale or view.excluded is not None or view.exclusive_task is not None or s.state_matters:
+            excluded = _state_exclusion(s, worker_id, view, samples_stale)
+            if excluded is not None:
+                exclude(excluded)
+                continue
         stats = per_worker.get(worker_id) if per_worker else None
-        candidate = Candidate(worker_id, base, view, stats, s.demand(stats))
+        demand = fleet_demand if stats is None else s.demand(stats)
         if last_s is None or samples_stale:  # nothing sampled, or its samples stopped: load unknown
             if last_s is None and unknown is not None:
                 unknown.append(worker_id)
+            candidate = Candidate(worker_id, base, view, stats, demand)
             if samples_stale:  # the room it last showed, less what went there since, still binds
                 excluded = _stale_misfit(s, candidate)
                 if excluded is not None:
@@ -366,13 +370,18 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             defer(candidate)
             continue
         pool.known_any = True
-        excluded = _place(s, candidate)
-        if excluded is not None:
-            exclude(excluded)
+        found = _place(s, worker_id, view, stats, demand)
+        if found.exclusion is not None:
+            exclude(found.exclusion)
             continue
-        add(candidate)
-        if candidate.penalties is None:
+        penalties = found.penalties
+        if penalties is None:
+            candidate = Candidate(worker_id, base, view, stats, demand, found.load)
             defer(candidate)
+        else:
+            candidate = Candidate(worker_id, base, view, stats, demand, found.load, penalties,
+                                  adjusted_score(base, penalties))
+        add(candidate)
     return pool
 
 
@@ -394,35 +403,27 @@ def _state_exclusion(s: _Setting, worker_id: str, view: WorkerView, samples_stal
     return None
 
 
-def _place(s: _Setting, candidate: Candidate) -> Exclusion | None:
-    """Place the task on a sampled worker: its load after placement and, when every figure is
-    known, its score; or why the task does not fit there (a reserved worker: when it does not
-    fit beside the reserved task's need). A worker without history of its own is assessed once
-    per state of its view (its memo)."""
-    view, stats = candidate.view, candidate.stats
-    drained = (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
-               and not view.inflight_gpu_tasks)
-    hold = s.reserved.get(candidate.worker_id) if s.reserved else None
+def _place(s: _Setting, worker_id: str, view: WorkerView, stats: TypeStats | None, demand: TaskDemand
+           ) -> Assessment:
+    """Place the task (its predicted ``demand``) on a sampled worker: its load after placement
+    and, when every figure is known, its penalties; or why the task does not fit there (a
+    reserved worker: when it does not fit beside the reserved task's need). A worker without
+    history of its own is assessed once per state of its view (its memo)."""
+    drained = not s.count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
+    hold = s.reserved.get(worker_id) if s.reserved else None
     if hold is not None:  # backfill: only what fits beside the reserved task's need
-        found = s.terms.assess(view, candidate.demand, stats, (hold.memory_bytes, hold.gpu_memory_bytes))
-        if found.exclusion is not None:
-            return hold.exclusion
-    elif stats is None:
-        memo = view.scoring_memo
-        key = (s.memo_key, drained)
-        found = memo.get(key)
-        if found is None:
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            found = memo[key] = s.terms.assess(view, candidate.demand, None, drained=drained)
-    else:
-        found = s.terms.assess(view, candidate.demand, stats, drained=drained)
-    if found.exclusion is not None:
-        return found.exclusion
-    candidate.load = found.load
-    if found.penalties is not None:
-        candidate.scored(found.penalties)
-    return None
+        found = s.terms.assess(view, demand, stats, (hold.memory_bytes, hold.gpu_memory_bytes))
+        return found if found.exclusion is None else found._replace(exclusion=hold.exclusion)
+    if stats is not None:
+        return s.terms.assess(view, demand, stats, drained=drained)
+    memo = view.scoring_memo
+    key = s.memo_keys[drained]
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        found = memo[key] = s.terms.assess(view, demand, None, drained=drained)
+    return found
 
 
 def _score_deferred(s: _Setting, pool: _Pool) -> None:
@@ -463,6 +464,34 @@ def _score_deferred(s: _Setting, pool: _Pool) -> None:
 
 _MEMO_SIZE = 16  # scoring contexts a view remembers at most (its memo starts over beyond)
 _contexts = Numbering(256)  # a number per scoring context, a cheap key for the views' memos
+_factors_numbers: dict[int, tuple[ScoringFactors, int]] = {}  # id -> (the factors, their number)
+_terms_made: dict[tuple, DecisionTerms] = {}  # (factors number, requirements, duration, floor, cap) -> terms
+
+
+def _factors_number(factors: ScoringFactors) -> int:
+    """A number for ``factors`` (equal factors, equal numbers), found by the object's identity:
+    the scheduler hands the same object until its factors change, and hashing every field on
+    each decision would cost more than the lookups it serves."""
+    found = _factors_numbers.get(id(factors))
+    if found is None or found[0] is not factors:
+        if len(_factors_numbers) >= 64:
+            _factors_numbers.clear()
+        found = _factors_numbers[id(factors)] = (factors, _contexts.of(factors)[0])
+    return found[1]
+
+
+def terms_for(context: DecisionContext, requirements: TaskRequirements, fleet_duration: float | None
+              ) -> DecisionTerms:
+    """The :class:`DecisionTerms` of a decision, made once per distinct inputs (they repeat from
+    one decision to the next); ``fleet_duration``: the task type's over the fleet (seconds)."""
+    key = (_factors_number(context.factors), requirements, fleet_duration, context.floor, context.cap)
+    terms = _terms_made.get(key)
+    if terms is None:
+        if len(_terms_made) >= 256:
+            _terms_made.clear()
+        terms = _terms_made[key] = DecisionTerms(context.factors, requirements, fleet_duration, context.floor,
+                                                 context.cap)
+    return terms
 
 
 def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, context: DecisionContext,

@@ -79,9 +79,8 @@ class DecisionTerms:
     def __init__(self, factors: ScoringFactors, requirements: TaskRequirements, fleet_duration: float | None,
                  floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
         self.factors = factors
-        self.needs_gpu = needs_gpu = requirements.needs_gpu
-        self.required_gpu_memory = (requirements.min_gpu_memory_gb * GIB
-                                    if needs_gpu and requirements.min_gpu_memory_gb is not None else None)
+        self.needs_gpu = requirements.needs_gpu
+        self.required_gpu_memory = required_gpu_memory_bytes(requirements)
         self.fleet_duration = fleet_duration
         self.floor = floor
         self.cap = cap
@@ -120,24 +119,8 @@ class DecisionTerms:
         when larger; memory and GPU memory are capped so that, with headroom, they fit within the
         recovery mark (85 %) of the largest compatible worker (GPU), so a task that fits a
         drained worker is placed eventually."""
-        floor, (cap_memory, cap_gpu) = self.floor, self.cap
-        memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
-        if not self.needs_gpu:
-            gpu_memory = None
-        elif gpu_memory is None:
-            gpu_memory = self.required_gpu_memory
-        if floor is not None:
-            memory = _larger(memory, floor.memory_bytes)
-            gpu_memory = _larger(gpu_memory, floor.gpu_memory_bytes) if self.needs_gpu else None
-        drained = self.factors.recovery_percent / 100.0 / self.headroom
-        if memory is not None and cap_memory is not None:
-            memory = min(memory, cap_memory * drained)
-        if gpu_memory is not None and cap_gpu is not None:
-            gpu_memory = min(gpu_memory, cap_gpu * drained)
-        if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
-            return demand
-        return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory,
-                               source=demand.source or "requirements")
+        return shape_demand(demand, self.needs_gpu, self.required_gpu_memory, self.floor, self.cap,
+                            self.factors.recovery_percent / 100.0 / self.headroom)
 
     def assess(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None,
                reserve: tuple[float, float] = (0.0, 0.0), drained: bool = False) -> Assessment:
@@ -233,6 +216,36 @@ class DecisionTerms:
         return Penalties(cpu_pen, mem_pen, gpu_pen, balance, hist_pen, cpu_pen + mem_pen + gpu_pen + balance + hist_pen)
 
 
+def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float | None, floor: TaskDemand | None,
+                 cap: DemandCap, cap_fraction: float) -> TaskDemand:
+    """:meth:`DecisionTerms.shape`: ``required_gpu_memory`` (bytes) stands in for an unknown GPU
+    memory, ``floor`` raises, ``cap`` times ``cap_fraction`` (the recovery mark over the
+    headroom) caps; a task without a GPU has no GPU memory."""
+    cap_memory, cap_gpu = cap
+    memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
+    if not needs_gpu:
+        gpu_memory = None
+    elif gpu_memory is None:
+        gpu_memory = required_gpu_memory
+    if floor is not None:
+        memory = _larger(memory, floor.memory_bytes)
+        gpu_memory = _larger(gpu_memory, floor.gpu_memory_bytes) if needs_gpu else None
+    if memory is not None and cap_memory is not None:
+        memory = min(memory, cap_memory * cap_fraction)
+    if gpu_memory is not None and cap_gpu is not None:
+        gpu_memory = min(gpu_memory, cap_gpu * cap_fraction)
+    if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
+        return demand
+    return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory, source=demand.source or "requirements")
+
+
+def required_gpu_memory_bytes(requirements: TaskRequirements) -> float | None:
+    """A GPU task's stated minimum GPU memory in bytes (``None``: none stated, or no GPU)."""
+    if requirements.min_gpu_memory_gb is None or not requirements.needs_gpu:
+        return None
+    return requirements.min_gpu_memory_gb * GIB
+
+
 def history_penalty(stats: TypeStats, fleet_duration: float | None, factors: ScoringFactors) -> float:
     """The failure rate of the task type on the worker, less a bonus (or plus a malus) for
     having run it faster (slower) than the fleet."""
@@ -250,9 +263,11 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
     the defaults; GPU memory the stated minimum while history does not know it (GPU figures 0
     for a task without a GPU); ``floor`` and ``cap`` as for :class:`DecisionTerms`."""
     demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
-    demand = DecisionTerms(factors, requirements, None, floor, cap).shape(demand)
+    needs_gpu = requirements.needs_gpu
+    cap_fraction = factors.recovery_percent / 100.0 / (1.0 + factors.memory_headroom_percent / 100.0)
+    demand = shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap, cap_fraction)
     gpu_memory = gpu_percent = 0.0
-    if requirements.needs_gpu:
+    if needs_gpu:
         gpu_memory = demand.gpu_memory_bytes or 0.0
         gpu_percent = factors.default_task_gpu_percent if demand.gpu_percent is None else demand.gpu_percent
     return (factors.default_task_cores if demand.cores is None else demand.cores,

@@ -18,13 +18,13 @@ import numpy as np
 
 from fleet_hwmon.scoring import ranking
 from fleet_hwmon.scoring.decide import (CandidateScore, DecisionContext, HardwareChecks, SchedulingDecision,
-                                        make_decision)
+                                        make_decision, terms_for)
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
 from fleet_hwmon.scoring.history import TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
-from fleet_hwmon.scoring.terms import FLOOR, DecisionTerms, gpu_after_placement, history_penalty
+from fleet_hwmon.scoring.terms import FLOOR, gpu_after_placement, history_penalty
 
 # Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
 VECTORISE_FROM = 512
@@ -52,7 +52,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     needs_gpu = requirements.needs_gpu
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
     learnt = fleet_stats is not None
-    terms = DecisionTerms(factors, requirements, fleet_stats.duration_s if learnt else None, context.floor, context.cap)
+    terms = terms_for(context, requirements, fleet_stats.duration_s if learnt else None)
     fleet_demand = terms.shape(demand_of(None, fleet_stats))
 
     base = _column(scores, ids, None)  # None -> NaN: not scored
