@@ -184,11 +184,12 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         picked = picked[adjusted[picked] >= cut]
     task_key = ranking.task_key(seed, task_id)
     picked = picked[np.lexsort((ranking.tie_breaks(task_key, state.tie_keys[rows[picked]]), -adjusted[picked]))]
-    records, views = [], state.views
-    for i in picked[:wanted].tolist():
-        records.append(CandidateScore(ids[i], float(base[i]), float(adjusted[i]), _none(cpu[i]), _none(memory[i]),
-                                      _none(gpu[i]), *(float(p[i]) for p in penalties[:-1]),
-                                      len(views[rows[i]].inflight)))
+    recorded = picked[:wanted]
+    views = state.views
+    inflight = [len(views[row].inflight) for row in rows[recorded].tolist()]
+    records = [CandidateScore(ids[i], *figures) for i, *figures in zip(
+        recorded.tolist(), base[recorded].tolist(), adjusted[recorded].tolist(), _nones(cpu[recorded]),
+        _nones(memory[recorded]), _nones(gpu[recorded]), *(p[recorded].tolist() for p in penalties[:-1]), inflight)]
     chosen_demand = None
     if records:
         first = int(picked[0])
@@ -308,5 +309,6 @@ def _nan(value: float | None) -> float:
     return np.nan if value is None else value
 
 
-def _none(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+def _nones(values: np.ndarray) -> list[float | None]:
+    """``values`` as Python floats, NaN as ``None`` (unknown)."""
+    return [None if value != value else value for value in values.tolist()]  # NaN is the one unequal to itself
