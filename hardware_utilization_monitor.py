@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -55,6 +55,7 @@ from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.reports.jsonio import write_json
 from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
+from fleet_hwmon.sample_history import SampleHistory
 from fleet_hwmon.sampling.host import MetricSource
 from fleet_hwmon.sampling.sampler import Sampler, build_host_sources
 # The writer, DuckDB and pyarrow are imported when a database is opened, not before: a monitor
@@ -143,10 +144,9 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         self._clock_steps = clock_steps or WallClockStepDetector(f"worker {self.worker_id}")
         self._sampler = Sampler(self.worker_id, sources, clock=clock, wall_clock=wall_clock,
                                 clock_steps=self._clock_steps)
-        self._history: collections.deque[ResourceUtilization] = collections.deque(maxlen=history_size)
         if history_s is not None and history_s <= 0:
             raise ValueError(f"history_s must be positive, got {history_s!r}")
-        self._history_window = None if history_s is None else timedelta(seconds=history_s)
+        self._history = SampleHistory(history_size, history_s)  # columns: a fleet's minutes fit in memory
         self._latest: ResourceUtilization | None = None
         self._sample_count = 0
         self._invalid_values: collections.Counter[str] = collections.Counter()
@@ -263,10 +263,6 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         with self._state_lock:
             self._latest = sample
             self._history.append(sample)
-            if self._history_window is not None:
-                horizon = sample.timestamp - self._history_window
-                while self._history[0].timestamp < horizon:
-                    self._history.popleft()
             self._sample_count += 1
             if sample.invalid_fields:  # values replaced on construction (fleet_hwmon.domains)
                 self._invalid_values.update(sample.invalid_fields)
@@ -305,13 +301,9 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         """Samples still in memory (the last ``history_size``), oldest first, filtered by time
         (inclusive; a naive ``datetime`` is read as UTC) and by a task that was running when they
         were taken."""
-        start_time, end_time = as_utc(start_time), as_utc(end_time)
         with self._state_lock:
-            history = list(self._history)
-        return [s for s in history
-                if (start_time is None or s.timestamp >= start_time)
-                and (end_time is None or s.timestamp <= end_time)
-                and (task_id is None or task_id in s.task_ids)]
+            window = self._history.window()
+        return SampleHistory.records(window, as_utc(start_time), as_utc(end_time), task_id)
 
     def _require_store(self) -> MetricsStore:
         if self._store is None:
@@ -471,8 +463,9 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
 
     # -- status, export, report ----------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Counters a user can check: samples taken, source errors, GPU state, and the store's
-        rows written / rejected / dropped (``store``: ``MetricsStore.status()``, per table and reason)."""
+        """Counters a user can check: samples taken (and held in memory), source errors, GPU
+        state, and the store's rows written / rejected / dropped (``store``:
+        ``MetricsStore.status()``, per table and reason)."""
         store_stats = self._store.stats() if self._store is not None else None
         return {
             "worker_id": self.worker_id,
@@ -480,6 +473,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
             "interval_s": self.interval_seconds,
             "running": self.is_running,
             "samples": self._sample_count,
+            "samples_in_memory": len(self._history),
             "late_ticks": self._late_ticks,
             "wall_clock_steps": self._clock_steps.steps,
             "source_errors": dict(self._sampler.errors),
