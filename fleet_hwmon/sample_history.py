@@ -21,7 +21,8 @@ import collections
 import math
 from array import array
 from datetime import datetime, timedelta, timezone
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, is_not
 from typing import NamedTuple
 
 from fleet_hwmon.sample import ResourceUtilization
@@ -35,24 +36,27 @@ _NAN = math.nan
 
 _FLOATS: tuple[str, ...] = ResourceUtilization._FLOATS
 _INTS: tuple[str, ...] = ResourceUtilization._INTS
-_SHAPE: tuple[str, ...] = tuple(n for n in ResourceUtilization._NAMES
-                                if n not in _FLOATS and n not in _INTS and n != "timestamp")
+_NUMBERS = (*_FLOATS, *_INTS)  # column i holds float64 for i < len(_FLOATS), else int64
+_SHAPE: tuple[str, ...] = tuple(n for n in ResourceUtilization._NAMES if n not in _NUMBERS and n != "timestamp")
 _TASK_IDS = _SHAPE.index("task_ids")
-_floats_of = attrgetter(*_FLOATS)
-_ints_of = attrgetter(*_INTS)
+_numbers_of = attrgetter(*_NUMBERS)
+_INDEXES = range(len(_NUMBERS))
+_NONES = (None,) * len(_NUMBERS)
 _shape_of = attrgetter(*_SHAPE)
+_EMPTY_COLUMNS = tuple(array("d", [_NAN]) * BLOCK_ROWS if i < len(_FLOATS) else array("q", [_NO_INT]) * BLOCK_ROWS
+                       for i in range(len(_NUMBERS)))
+_setters = [getattr(ResourceUtilization, name).__set__ for name in (*_SHAPE, *_NUMBERS)]
 
 
 class _Block:
     """``BLOCK_ROWS`` rows: timestamps (microseconds since the epoch), one column per number
     field that has a value in the block, and per row its shape tuple or the whole record."""
 
-    __slots__ = ("times_us", "floats", "ints", "shapes", "used")
+    __slots__ = ("times_us", "columns", "shapes", "used")
 
     def __init__(self) -> None:
         self.times_us = array("q", bytes(8 * BLOCK_ROWS))
-        self.floats: dict[str, array] = {}
-        self.ints: dict[str, array] = {}
+        self.columns: list[array | None] = [None] * len(_NUMBERS)  # by index in _NUMBERS
         self.shapes: list = [None] * BLOCK_ROWS
         self.used = 0
 
@@ -63,20 +67,6 @@ class Window(NamedTuple):
     blocks: tuple[_Block, ...]
     start: int
     length: int
-
-
-def _exact(sample: ResourceUtilization) -> bool:
-    """Can the columns give ``sample`` back exactly (equal values of the same types)?"""
-    moment = sample.timestamp
-    if moment.tzinfo is not timezone.utc or moment.fold:
-        return False
-    for value in _floats_of(sample):
-        if value is not None and (type(value) is not float or value != value):
-            return False
-    for value in _ints_of(sample):
-        if value is not None and (type(value) is not int or not _NO_INT < value <= _INT_MAX):
-            return False
-    return True
 
 
 def _micros(moment: datetime) -> int:
@@ -112,28 +102,38 @@ class SampleHistory:
         row = block.used
         moment_us = _micros(sample.timestamp)
         block.times_us[row] = moment_us
-        if _exact(sample):
-            for columns, names, values, missing in ((block.floats, _FLOATS, _floats_of(sample), _NAN),
-                                                    (block.ints, _INTS, _ints_of(sample), _NO_INT)):
-                for name, value in zip(names, values):
-                    if value is not None:
-                        column = columns.get(name)
-                        if column is None:  # first value of the field in this block
-                            column = columns[name] = array("d" if missing is _NAN else "q", [missing]) * BLOCK_ROWS
-                        column[row] = value  # a row left alone holds the missing mark already
-            shape = _shape_of(sample)
-            if shape == self._last_shape:
-                shape = self._last_shape  # one tuple for a run of equal shapes
-            self._last_shape = shape
-            block.shapes[row] = shape
-        else:
-            block.shapes[row] = sample
+        block.shapes[row] = self._pack(block, row, sample)
         block.used = row + 1
         self._length += 1
         horizon_us = None if self._window_us is None else moment_us - self._window_us
         while self._length > self.max_samples or (
                 horizon_us is not None and self._blocks[0].times_us[self._start] < horizon_us):
             self._drop_oldest()
+
+    def _pack(self, block: _Block, row: int, sample: ResourceUtilization) -> ResourceUtilization | tuple:
+        """Write ``sample``'s numbers into ``block``'s columns; returns its shape tuple, or the
+        sample itself when the columns cannot give it back exactly."""
+        moment = sample.timestamp
+        if moment.tzinfo is not timezone.utc or moment.fold:
+            return sample
+        columns, floats = block.columns, len(_FLOATS)
+        numbers = _numbers_of(sample)
+        for i in compress(_INDEXES, map(is_not, numbers, _NONES)):  # a new row holds the missing mark already
+            value = numbers[i]
+            if i < floats:
+                if type(value) is not float or value != value:  # an int, a NaN (None's mark)
+                    return sample
+            elif type(value) is not int or not _NO_INT < value <= _INT_MAX:  # a bool, beyond int64
+                return sample
+            column = columns[i]
+            if column is None:  # the field's first value in this block
+                column = columns[i] = _EMPTY_COLUMNS[i][:]
+            column[row] = value
+        shape = _shape_of(sample)
+        if shape == self._last_shape:
+            return self._last_shape  # one tuple for a run of equal shapes
+        self._last_shape = shape
+        return shape
 
     def _drop_oldest(self) -> None:
         self._length -= 1
@@ -175,17 +175,13 @@ class SampleHistory:
 
 def _record(block: _Block, row: int, moment_us: int, shape: tuple) -> ResourceUtilization:
     record = object.__new__(ResourceUtilization)
-    put = object.__setattr__
-    put(record, "timestamp", _EPOCH + timedelta(microseconds=moment_us))
-    for name, value in zip(_SHAPE, shape):
-        put(record, name, value)
-    floats, ints = block.floats, block.ints
-    for name in _FLOATS:
-        column = floats.get(name)
-        value = None if column is None else column[row]
-        put(record, name, None if value is None or value != value else value)
-    for name in _INTS:
-        column = ints.get(name)
-        value = None if column is None else column[row]
-        put(record, name, None if value is None or value == _NO_INT else value)
+    ResourceUtilization.timestamp.__set__(record, _EPOCH + timedelta(microseconds=moment_us))
+    floats = len(_FLOATS)
+    numbers = [None if column is None else column[row] for column in block.columns]
+    for i in range(len(numbers)):
+        value = numbers[i]
+        if value is not None and (value != value if i < floats else value == _NO_INT):
+            numbers[i] = None
+    for put, value in zip(_setters, (*shape, *numbers)):
+        put(record, value)
     return record
