@@ -320,7 +320,8 @@ class CoordinatorHardwareMonitoringIntegration:
         one that names another worker, or one of a worker the coordinator has not registered
         (unless ``accept_unknown_workers``).
         """
-        if isinstance(utilization, Mapping):
+        built = isinstance(utilization, Mapping)
+        if built:
             data = dict(utilization)
             data.setdefault("worker_id", worker_id)
             data.setdefault("timestamp", self._wall_clock())
@@ -343,7 +344,11 @@ class CoordinatorHardwareMonitoringIntegration:
         # Coordinator time for everything that compares times (the views, task windows, in-flight
         # accounting); the stored sample keeps the worker's own timestamp beside the offset.
         mapped = self._offsets.observe(worker_id, sample.timestamp, self._wall_clock(), self._clock())
-        sample = sample.evolve(monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
+        if built:  # built here and seen by no one yet: set in place rather than copied
+            object.__setattr__(sample, "monotonic_s", mapped.monotonic_s)
+            object.__setattr__(sample, "clock_offset_s", mapped.offset_s)
+        else:  # the caller's record stays as it was
+            sample = sample.evolve(monotonic_s=mapped.monotonic_s, clock_offset_s=mapped.offset_s)
         self._monitor_for(worker_id).record_sample(sample)  # -> database, alerts, tasks, view
 
     def get_worker_utilization(self, worker_id: str | None = None) -> Any:

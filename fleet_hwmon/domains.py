@@ -222,11 +222,27 @@ def _type_problem(name: str, hint: Any, value: Any) -> str | None:
     return None if ok else f"{name} must be {expected}, not {type(value).__name__} {value!r:.60}"
 
 
-_PUSH_SPECS: dict[type, tuple[tuple[str, Any, bool, type | None], ...]] = {}
+class _PushSpec(typing.NamedTuple):
+    """How one field of a record is pushed: its hint (``X`` of ``X | None``), whether it is
+    required, its nested record class, and the exact value types (and item types of a list)
+    that need no further check; any other value goes through :func:`_type_problem`."""
+
+    name: str
+    hint: Any
+    required: bool
+    record_cls: type | None
+    plain_types: frozenset
+    plain_items: frozenset | None
 
 
-def _push_specs(cls: type) -> tuple[tuple[str, Any, bool, type | None], ...]:
-    """Per field of ``cls``: name, type hint, required, nested record class; computed once."""
+_NUMBER_TYPES = frozenset({int, float})  # exact types: a bool is not a number here
+_PLAIN_TYPES = {int: _NUMBER_TYPES, float: _NUMBER_TYPES, bool: frozenset({bool}), str: frozenset({str}),
+                datetime: frozenset({datetime, str, int, float})}
+_PUSH_SPECS: dict[type, tuple[frozenset, tuple[_PushSpec, ...]]] = {}
+
+
+def _push_specs(cls: type) -> tuple[frozenset, tuple[_PushSpec, ...]]:
+    """The field names of ``cls`` and a spec per field; computed once per class."""
     specs = _PUSH_SPECS.get(cls)
     if specs is None:
         hints = typing.get_type_hints(cls)
@@ -235,8 +251,15 @@ def _push_specs(cls: type) -> tuple[tuple[str, Any, bool, type | None], ...]:
             hint = strip_optional(hints[f.name])
             item = strip_optional(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else None
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            rows.append((f.name, hint, required, item if dataclasses.is_dataclass(item) else None))
-        specs = _PUSH_SPECS[cls] = tuple(rows)
+            record_cls = item if dataclasses.is_dataclass(item) else None
+            if item is None:
+                plain, items = _PLAIN_TYPES.get(hint, frozenset()), None
+            else:
+                plain = frozenset({list, tuple})
+                items = frozenset({dict}) if record_cls else (
+                    _NUMBER_TYPES | {type(None)} if item in (int, float) else _PLAIN_TYPES.get(item, frozenset()))
+            rows.append(_PushSpec(f.name, hint, required, record_cls, plain, items))
+        specs = _PUSH_SPECS[cls] = (frozenset(r.name for r in rows), tuple(rows))
     return specs
 
 
@@ -244,20 +267,23 @@ def pushed_problems(cls: type, data: Mapping[str, Any], where: str = "") -> list
     """Everything wrong with ``data`` as the dict form of a ``cls`` record: unknown keys (each
     with the closest known field), missing required fields, values of the wrong type; nested
     records are checked too (``gpus[1].name``). Empty when ``data`` can be taken."""
-    specs = _push_specs(cls)
-    known = {spec[0] for spec in specs}
+    known, specs = _push_specs(cls)
     problems = [f"unknown field {where + str(key)!r} ({_closest(str(key), sorted(known), where)})"
                 for key in data if key not in known]
-    for name, hint, required, record_cls in specs:
-        value = data.get(name)
+    for spec in specs:
+        value = data.get(spec.name)
         if value is None:
-            if required:
-                problems.append(f"{where}{name} is required")
+            if spec.required:
+                problems.append(f"{where}{spec.name} is required")
             continue
-        problem = _type_problem(where + name, hint, value)
+        if type(value) in spec.plain_types and (
+                spec.plain_items is None or all(type(v) in spec.plain_items for v in value)):
+            problem = None  # the common case, without the full check
+        else:
+            problem = _type_problem(where + spec.name, spec.hint, value)
         if problem is not None:
             problems.append(problem)
-        elif record_cls is not None:
+        elif spec.record_cls is not None:
             for index, entry in enumerate(value):
-                problems.extend(pushed_problems(record_cls, entry, f"{where}{name}[{index}]."))
+                problems.extend(pushed_problems(spec.record_cls, entry, f"{where}{spec.name}[{index}]."))
     return problems

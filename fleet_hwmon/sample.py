@@ -74,7 +74,7 @@ class _Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = cls._NAMES
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def __post_init__(self) -> None:
@@ -318,21 +318,21 @@ class ResourceUtilization(_Record):
         if problems:
             raise ValueError(f"sample of worker {data['worker_id']!r} refused: " + "; ".join(problems))
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data or data[f.name] is None:
+        for name in cls._NAMES:
+            value = data.get(name)
+            if value is None:
                 continue
-            value = data[f.name]
-            if f.name in _NESTED:
-                value = tuple(_NESTED[f.name].from_dict(item) for item in value)
-            elif f.name == "timestamp":
+            if name in _NESTED:
+                value = tuple(_NESTED[name].from_dict(item) for item in value)
+            elif name == "timestamp":
                 value = _parse_time(value)
-            elif f.name == "per_cpu_percent":
+            elif name == "per_cpu_percent":
                 value = tuple(finite(v) for v in value)
-            elif f.name in ("task_ids", "simulated_fields", "invalid_fields"):
+            elif name in ("task_ids", "simulated_fields", "invalid_fields"):
                 value = tuple(str(v) for v in value)
-            elif f.name == "worker_id":
+            elif name == "worker_id":
                 value = str(value)
-            kwargs[f.name] = value
+            kwargs[name] = value
         return cls(**kwargs)
 
 

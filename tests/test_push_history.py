@@ -43,3 +43,18 @@ def test_integration_bounds_every_workers_history_by_its_setting(tmp_path):
     assert len(held) == 31 and held[-1].timestamp == T0 + timedelta(seconds=99)
     default = inspect.signature(CoordinatorHardwareMonitoringIntegration).parameters["worker_history_s"].default
     assert default == 600.0  # ten minutes unless told otherwise
+
+
+def test_a_pushed_record_is_left_as_the_caller_made_it(tmp_path):
+    coordinator = Coordinator()
+    coordinator.register_worker("w1", {"hardware": ["cpu"], "memory": {"total_gb": 16}})
+    sent = ResourceUtilization(worker_id="w1", timestamp=T0, cpu_percent=5.0)
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "a.duckdb"),
+                                                  detect_capabilities=False) as integration:
+        integration.update_worker_utilization("w1", sent)
+        integration.update_worker_utilization("w1", {"timestamp": (T0 + timedelta(seconds=1)).isoformat(),
+                                                     "cpu_percent": 6.0})
+        first, second = integration.worker_monitors["w1"].get_historical_metrics()
+    assert (sent.monotonic_s, sent.clock_offset_s) == (None, None)  # the caller's record is not changed
+    assert first is not sent and first.clock_offset_s is not None and first.monotonic_s is not None
+    assert second.cpu_percent == 6.0 and second.clock_offset_s is not None and second.monotonic_s is not None

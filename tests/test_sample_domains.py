@@ -161,6 +161,20 @@ def test_pushed_values_of_the_wrong_type_are_refused_clearly(fields, expected):
     assert expected in str(caught.value)
 
 
+def test_values_of_subclasses_take_the_full_check():
+    class Share(float):  # a float subclass (as numpy's float64 is) is a number
+        pass
+
+    class Flag(int):
+        pass
+
+    s = ResourceUtilization.from_dict({"worker_id": "w", "timestamp": T0.isoformat(), "cpu_percent": Share(12.5),
+                                       "memory_used_bytes": Flag(7), "task_ids": ("t",)})
+    assert (s.cpu_percent, type(s.cpu_percent), s.memory_used_bytes, s.task_ids) == (12.5, float, 7, ("t",))
+    with pytest.raises(ValueError, match="per_cpu_percent must hold numbers or null, not True"):
+        ResourceUtilization.from_dict({"worker_id": "w", "timestamp": T0.isoformat(), "per_cpu_percent": [1.0, True]})
+
+
 def test_pushed_sample_round_trips_with_its_flags():
     s = sample(cpu_percent=250.0, memory_percent=40.0)
     again = ResourceUtilization.from_dict(json.loads(json.dumps(s.to_dict())))
