@@ -62,6 +62,7 @@ from fleet_hwmon.capabilities.web import (
     webgpu_capabilities,
     webnn_capabilities,
 )
+from fleet_hwmon.printable import printable
 from fleet_hwmon.sampling.cgroup import CgroupReader
 from fleet_hwmon.sampling.nvml import DRIVER_MISMATCH_REASON, NvmlGateway, NvmlStatus, get_gateway
 
@@ -332,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({**caps.to_dict(), "coordinator": detector.to_coordinator_capabilities(caps)},
                              indent=2, allow_nan=False))
         else:
-            print(summary(caps))
+            print(printable(summary(caps), multiline=True))  # GPU and CPU names as the hardware gives them
     return 0
 
 

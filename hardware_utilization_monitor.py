@@ -53,6 +53,7 @@ from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.compat import EarlierMonitorNames
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.printable import printable
 from fleet_hwmon.reports.jsonio import write_json
 from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
 from fleet_hwmon.sample_history import SampleHistory
@@ -620,7 +621,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     summary, current = monitor._summary(), monitor.get_current_metrics()
     monitor.stop_monitoring()
     if not args.quiet:
-        print(f"worker {monitor.worker_id}: {summary.get('samples', 0)} samples in {args.db_path}")
+        print(f"worker {printable(monitor.worker_id)}: {summary.get('samples', 0)} samples in {args.db_path}")
         if current is not None:
             from fleet_hwmon.reports.render import fmt_percent
             print("  latest: " + "  ".join(

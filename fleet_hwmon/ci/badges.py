@@ -28,6 +28,8 @@ from functools import lru_cache
 
 import jinja2
 
+from fleet_hwmon.printable import template_value
+
 with warnings.catch_warnings():  # pybadges imports the deprecated imghdr module (gone in 3.13: standard-imghdr)
     warnings.simplefilter("ignore", DeprecationWarning)
     import pybadges
@@ -73,7 +75,7 @@ def badge_upper(text: str) -> str:
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("fleet_hwmon.ci", "templates"),
                           autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                          undefined=jinja2.StrictUndefined)
+                          undefined=jinja2.StrictUndefined, finalize=template_value)
 
 
 def resolve_color(color: str) -> str:

@@ -9,6 +9,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from fleet_hwmon.printable import printable
+
+
+def _plain(text: str) -> Text:
+    return Text(printable(text))
+
 
 def _load(value: float | None, simulated: bool = False) -> Text:
     if value is None:
@@ -39,11 +45,12 @@ class LiveView:
             current = info.get("current") or {}
             simulated = "gpus" in (info.get("simulated_fields") or [])
             state = info.get("excluded_reason") or info.get("stale") or "ok"
-            table.add_row(worker_id, str((info.get("capabilities") or {}).get("profile", "")),
+            # names come from the workers: shown as plain text (no rich markup), printable
+            table.add_row(_plain(worker_id), _plain(str((info.get("capabilities") or {}).get("profile", ""))),
                           _load(current.get("cpu_percent")), _load(current.get("memory_percent")),
                           _load(current.get("gpu_percent"), simulated),
-                          ", ".join(running.get(worker_id, [])) or "-",
-                          Text(state, style="green" if state == "ok" else "red"))
+                          _plain(", ".join(running.get(worker_id, [])) or "-"),
+                          Text(printable(state), style="green" if state == "ok" else "red"))
         done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
         detail = (f"running {counts.get('running', 0)} · queued {counts.get('queued', 0)} · "
                   f"failed {counts.get('failed', 0)} · alerts {alerts}")

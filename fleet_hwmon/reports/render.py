@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from fleet_hwmon.printable import template_value
 from fleet_hwmon.reports.jsonio import atomic_write_text, to_jsonable
 
 
@@ -53,6 +54,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("fleet_hwmon", "reports/templates"),
         autoescape=True,  # every worker name, task id and error message is untrusted text
+        finalize=template_value,  # ... and may hold control characters
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

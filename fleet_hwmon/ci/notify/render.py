@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ...printable import template_value
 from ..report import RunReport
 
 TEMPLATE_NAMES = ("notify_slack.txt", "notify_email_subject.txt", "notify_email_body.txt",
@@ -68,7 +69,7 @@ def make_environment(templates_dir: str | Path | None = None) -> SandboxedEnviro
     loaders.append(jinja2.PackageLoader("fleet_hwmon.ci", "templates"))
     env = SandboxedEnvironment(loader=jinja2.ChoiceLoader(loaders), autoescape=False,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                               keep_trailing_newline=False)
+                               keep_trailing_newline=False, finalize=template_value)
     env.filters.update(single_line=single_line, shorten=shorten, slack_escape=slack_escape, slack_link=slack_link,
                        md_fence=md_fence)
     return env
