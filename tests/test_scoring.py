@@ -528,6 +528,12 @@ class TestTaskSize:
         assert busy.chosen_worker_id is None
         assert [e.reason for e in busy.exclusions] == ["predicted memory 8.0 GiB (+25% headroom) > free 9.0 GiB"]
         assert among({"w": 0}).chosen_worker_id == "w"
+        # ... but never a task its whole memory (32 GiB) cannot hold
+        huge = decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, ALL_FIT,
+                            DecisionContext(factors=FACTORS, history=build_history(memory_gb=40.0), now_s=100.0,
+                                            stale_after_s=15.0, timestamp=utc_now(), task_counts={"w": 0}))
+        assert huge.chosen_worker_id is None
+        assert [e.reason for e in huge.exclusions] == ["predicted memory 40.0 GiB > free 32.0 GiB"]
 
     def test_gpu_memory_misfit_excluded_with_its_reason(self):
         history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")

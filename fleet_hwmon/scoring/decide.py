@@ -536,13 +536,17 @@ def _not_exclusive(view: WorkerView, count: int, needs_gpu: bool, limit_percent:
 def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
     """The incompressible check on a worker whose samples stopped while the coordinator sees it
     alive: its last sample's free memory, less the tasks placed there since, must hold the task
-    (with headroom). Not on a drained worker (nothing of ours running or in flight): what its
-    last sample showed used may have been ours, and holding tasks from it could hold them forever."""
-    view = candidate.view
+    (with headroom). On a drained worker (nothing of ours running or in flight) what its last
+    sample showed used may have been ours, so only its whole memory must hold the task: judged
+    on the old figures, tasks could wait forever beside it, but none goes where it never fits."""
+    view, demand = candidate.view, candidate.demand
     if (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
             and not view.inflight_gpu_tasks):
+        total = view.memory_total_bytes
+        if demand.memory_bytes is not None and total and demand.memory_bytes > total:
+            return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, total, 0.0)
         return None
-    return s.terms.misfit(view, candidate.demand)
+    return s.terms.misfit(view, demand)
 
 
 def _describe_demand(demand: TaskDemand) -> str:

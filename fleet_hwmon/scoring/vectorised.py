@@ -124,11 +124,15 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         drained = ((counts == 0) & (inflight_memory == 0)
                    & (inflight_gpu_tasks == 0))
         headroom = np.where(drained, 1.0, terms.headroom)
-        # A worker whose samples stopped (alive by the coordinator) is checked too, unless drained.
-        checked = known | (rest & samples_stale & ~drained)
+        # A worker whose samples stopped (alive by the coordinator) is checked too; drained, on
+        # its whole memory only (decide._stale_misfit).
+        stale_drained = rest & samples_stale & drained
+        free = np.where(stale_drained, memory_total, free)
+        checked = known | (rest & samples_stale)
         memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
         room = col.gpu_room
-        gpu_misfit = (checked & ~memory_misfit & ~np.isnan(d_gpu_memory) & (d_gpu_memory * headroom > room - 0.0)
+        gpu_misfit = (checked & ~stale_drained & ~memory_misfit & ~np.isnan(d_gpu_memory)
+                      & (d_gpu_memory * headroom > room - 0.0)
                       if needs_gpu else np.zeros(count, dtype=bool))
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent
