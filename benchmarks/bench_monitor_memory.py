@@ -125,7 +125,8 @@ def main() -> int:
         "db_file_mb": None if file_mb is None else round(file_mb, 1),
     }
     print(f"RSS {before:.1f} MB before, {ring_full:.1f} MB with the ring full, {after:.1f} MB after "
-          f"{total:,} samples: growth {growth:+.2f} MB after the ring filled, {after - half:+.2f} MB over the second half, "
+          f"{total:,} samples: growth {growth:+.2f} MB after the ring filled, "
+          f"{after - half:+.2f} MB over the second half, "
           f"highest {result['rss_max_mb']:.1f} MB (target <= {target:.0f} MB; "
           f"{result['samples_per_s']:,} samples/s through record_sample)")
     print(json.dumps(result))

@@ -84,8 +84,11 @@ def test_bounded_by_count_and_by_time():
         sample = ResourceUtilization(worker_id="w", timestamp=T0 + timedelta(seconds=i), cpu_percent=float(i % 100))
         by_count.append(sample)
         by_time.append(sample)
-    assert [s.timestamp for s in held(by_count)] == [T0 + timedelta(seconds=i) for i in range(1000 - BLOCK_ROWS - 3, 1000)]
-    assert [s.timestamp for s in held(by_time)] == [T0 + timedelta(seconds=i) for i in range(939, 1000)]  # the edge is kept
+    def seconds(first: int) -> list[datetime]:
+        return [T0 + timedelta(seconds=i) for i in range(first, 1000)]
+
+    assert [s.timestamp for s in held(by_count)] == seconds(1000 - BLOCK_ROWS - 3)
+    assert [s.timestamp for s in held(by_time)] == seconds(939)  # the edge is kept
     assert len(by_time) == 61 and len(by_time.window().blocks) <= 2  # dropped blocks are let go
     with pytest.raises(ValueError, match="max_samples must be positive"):
         SampleHistory(0)
