@@ -56,8 +56,13 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     fleet_demand = terms.shape(demand_of(None, fleet_stats))
 
     base = _column(scores, ids, None)  # None -> NaN: not scored
-    counts = _column(task_counts or {}, ids, 0)
-    at_limit = counts >= task_limit if task_limit is not None else np.zeros(count, dtype=bool)
+    # The coordinator's task counts as a column only for the task limit; else read below for
+    # the few workers whose being drained can change the answer.
+    nothing = np.zeros(count, dtype=bool)  # a mask of a check that cannot fire: shared, never written to
+    counts, at_limit = None, nothing
+    if task_limit is not None:
+        counts = _column(task_counts or {}, ids, 0)
+        at_limit = counts >= task_limit
     no_score = np.isnan(base) & ~at_limit
     scored = ~(at_limit | no_score)
 
@@ -66,12 +71,18 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     last = col.last_sample_s
     alive = col.last_alive_s
     never = np.isnan(last)
+    # The rare checks (stopped samples, critical memory, quiet tasks) are skipped when one test
+    # shows none can fire; ``nothing`` stands for their masks then.
+    samples_stale = stale = critical = nothing
     with np.errstate(invalid="ignore"):
-        samples_stale = ~never & (now_s - last > stale_after_s)
-        stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
-        critical = col.critical
-        critical = ~samples_stale & ((critical == CRITICAL_MEMORY) | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
-        lost = (col.gpus_lost > 0) & (col.has_gpus == 0) if needs_gpu else np.zeros(count, bool)
+        if now_s - np.fmin.reduce(last) > stale_after_s:  # the oldest sample (NaN: never sampled) is stale
+            samples_stale = ~never & (now_s - last > stale_after_s)
+            stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
+        if col.critical.any():
+            critical = col.critical
+            critical = ~samples_stale & ((critical == CRITICAL_MEMORY)
+                                         | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
+        lost = (col.gpus_lost > 0) & (col.has_gpus == 0) if needs_gpu else nothing
     held = col.exclusive == 1
     if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
         views = state.views
@@ -120,9 +131,19 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
             gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
         # Incompressible room: memory, then GPU memory on one GPU (with headroom).
         free = col.memory_free - inflight_memory - 0.0
+        room = col.gpu_room
         # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
-        drained = ((counts == 0) & (inflight_memory == 0)
-                   & (inflight_gpu_tasks == 0))
+        idle = (inflight_memory == 0) & (inflight_gpu_tasks == 0)
+        if counts is not None:
+            drained = (counts == 0) & idle
+        else:  # drained matters where a misfit depends on the headroom, and for stopped samples
+            maybe = samples_stale | (d_memory > free) | (d_memory * terms.headroom > free)
+            if needs_gpu:
+                maybe |= (d_gpu_memory > room - 0.0) | (d_gpu_memory * terms.headroom > room - 0.0)
+            drained = np.zeros(count, dtype=bool)
+            count_of = (task_counts or {}).get
+            for i in np.flatnonzero(idle & maybe).tolist():
+                drained[i] = count_of(ids[i], 0) == 0
         headroom = np.where(drained, 1.0, terms.headroom)
         # A worker whose samples stopped (alive by the coordinator) is checked too; drained, on
         # its whole memory only (decide._stale_misfit).
@@ -130,20 +151,17 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
         free = np.where(stale_drained, memory_total, free)
         checked = known | (rest & samples_stale)
         memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
-        room = col.gpu_room
         gpu_misfit = (checked & ~stale_drained & ~memory_misfit & ~np.isnan(d_gpu_memory)
                       & (d_gpu_memory * headroom > room - 0.0)
-                      if needs_gpu else np.zeros(count, dtype=bool))
+                      if needs_gpu else nothing)
         # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
         limit = factors.quiet_threshold_percent
-        guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0)
-        # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
-        q_cpu = col.quiet_cpu
-        q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0), q_cpu + 100.0 * (inflight_cores + cores) / cpu_count,
-                         q_cpu)
-        quiet_cpu = guarded & (q_cpu > limit)
-        quiet_gpu = np.zeros(count, dtype=bool)
-        q_gpu = col.quiet_gpu_least
+        q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
+        guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
+        if guarded is not nothing:  # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
+            q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0),
+                             q_cpu + 100.0 * (inflight_cores + cores) / cpu_count, q_cpu)
+            quiet_cpu = guarded & (q_cpu > limit)
         if needs_gpu and guarded.any():
             q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
             for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
@@ -160,14 +178,18 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     cpu_eff, memory_eff, gpu_eff = cpu, memory, gpu
     if deferred.any() and known_any:  # unknown figures count as the candidates' sampled median
         with np.errstate(invalid="ignore", divide="ignore"):
+            # Each median only where a figure of its resource is filled in (often GPU alone).
             fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
-            cpu_eff = np.where(fill_cpu, _median(col.cpu[candidates]) + 100.0 * (inflight_cores + cores) / cpu_count,
-                               cpu)
+            if fill_cpu.any():
+                cpu_eff = np.where(fill_cpu, _median(col.cpu[candidates])
+                                   + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
             fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
-            memory_eff = np.where(fill_memory, _median(col.memory[candidates])
-                                  + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+            if fill_memory.any():
+                memory_eff = np.where(fill_memory, _median(col.memory[candidates])
+                                      + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
             fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
-            gpu_eff = np.where(fill_gpu, _median(col.gpu_least[candidates]) + inflight_gpu + own_gpu, gpu)
+            if fill_gpu.any():
+                gpu_eff = np.where(fill_gpu, _median(col.gpu_least[candidates]) + inflight_gpu + own_gpu, gpu)
         if (deferred & np.isnan(cpu_eff) & np.isnan(memory_eff)).any():
             return None  # no load known at all: the per-worker path's median of the busiest loads
     penalties = _penalties(terms, cpu_eff, memory_eff, gpu_eff, hist_penalty, needs_gpu)
