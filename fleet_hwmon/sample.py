@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -275,13 +276,7 @@ class ResourceUtilization(_Record):
     def resource_percent(self, resource: str) -> float | None:
         """The 0-100 utilization the alerts and the scheduler use for ``cpu``, ``memory``,
         ``gpu`` (busiest GPU's utilization), ``gpu_memory`` and ``disk``; ``None`` when unknown."""
-        return {
-            "cpu": self.cpu_percent,
-            "memory": self.memory_percent,
-            "gpu": self.gpu_utilization_percent,
-            "gpu_memory": self.gpu_memory_percent,
-            "disk": self.disk_usage_percent,
-        }[resource]
+        return _RESOURCE_PERCENT[resource](self)  # only the one asked for: alerts ask every sample
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -340,6 +335,8 @@ for _cls in (GpuUtilization, DiskIO, NicIO, MountUsage, ResourceUtilization):
     _classify(_cls)
 
 RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory", "disk")
+_RESOURCE_PERCENT = dict(zip(RESOURCES, map(operator.attrgetter, (
+    "cpu_percent", "memory_percent", "gpu_utilization_percent", "gpu_memory_percent", "disk_usage_percent"))))
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
