@@ -4,13 +4,14 @@ worker processes), then its DuckDB file read back."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.interrupt import interrupt_after_dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "run_coordinator_with_hardware_monitoring.py"
@@ -67,16 +68,11 @@ def test_ctrl_c_on_a_local_cluster_cancels_on_the_workers_and_still_reports(tmp_
     db = tmp_path / "demo.duckdb"
     env = {**os.environ, EXTRA_SOURCE_ENV: fixed_load.ENV_VALUE,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, str(DEMO), "--cluster", "local", "--num-workers", "2", "--num-tasks", "6",
-                             "--duration", "120", "--db-path", str(db), "--report", str(tmp_path / "demo.html")],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("running 6 tasks on 2 workers")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, out + err
+    returncode, out, err = interrupt_after_dispatch(
+        [sys.executable, str(DEMO), "--cluster", "local", "--num-workers", "2", "--num-tasks", "6",
+         "--duration", "120", "--db-path", str(db), "--report", str(tmp_path / "demo.html")],
+        "running 6 tasks on 2 workers", cwd=tmp_path, env=env)
+    assert returncode == 130, out + err
     assert "Traceback" not in err, err
     with duckdb.connect(str(db), read_only=True) as con:
         states = dict(con.execute("SELECT task_id, state FROM task_outcomes").fetchall())

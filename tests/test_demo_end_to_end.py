@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from fleet_hwmon.demo.fleet import build_tasks, build_workers
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
+from tests.interrupt import interrupt_after_dispatch
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "run_coordinator_with_hardware_monitoring.py"
@@ -146,15 +146,9 @@ def test_stopped_demo_cancels_its_tasks_and_still_reports_them(tmp_path, how):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "stopped after 0.5 s" in done.stdout
     else:  # Ctrl-C as soon as the tasks are dispatched
-        proc = subprocess.Popen([*command, "--duration", "120"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout.readline().startswith("running 10 tasks on 2 workers")
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=180)
-        finally:
-            proc.kill()
-        assert proc.returncode == 130, out + err
+        returncode, out, err = interrupt_after_dispatch([*command, "--duration", "120"],
+                                                        "running 10 tasks on 2 workers", cwd=tmp_path)
+        assert returncode == 130, out + err
         assert "interrupted" in err and "interrupted with" in out
     states = outcome_states(paths["db"])
     assert len(states) == 10 and set(states.values()) <= {"completed", "failed", "cancelled", "queued"}
