@@ -65,12 +65,32 @@ def rows_in(path: str) -> int:
         return con.execute("SELECT count(*) FROM resource_utilization").fetchone()[0]
 
 
-def test_unreplayable_log_is_moved_aside_with_a_warning_and_the_store_opens(db_path, caplog):
+def garble_beyond_replay(db_path: str, log: bytes, scratch: Path) -> bytes:
+    """The log with a run of 64 zeroed bytes that DuckDB itself refuses to replay.
+
+    A run that lands on an entry's header reads as the end of the log (a truncated log, which
+    DuckDB replays up to there), one inside an entry's payload fails its checksum; which of the
+    two the middle of the log hits depends on the entries' sizes, so each candidate offset is
+    tried on a copy first.
+    """
+    scratch.mkdir()
+    for offset in range(len(log) // 2, len(log) - 64, 997):
+        garbled = log[:offset] + bytes(64) + log[offset + 64:]
+        copy = scratch / f"{offset}.duckdb"
+        copy.write_bytes(Path(db_path).read_bytes())
+        Path(str(copy) + ".wal").write_bytes(garbled)
+        try:
+            duckdb.connect(str(copy)).close()
+        except duckdb.Error:
+            return garbled
+    raise AssertionError("no zeroed run made the log unreplayable")
+
+
+def test_unreplayable_log_is_moved_aside_with_a_warning_and_the_store_opens(db_path, caplog, tmp_path):
     crash_after_writing(db_path, checkpointed=300, logged=1000)
     wal = Path(db_path + ".wal")
-    garbled = wal.read_bytes()
-    middle = len(garbled) // 2
-    wal.write_bytes(garbled[:middle] + bytes(64) + garbled[middle + 64:])  # a zeroed run: checksums fail
+    garbled = garble_beyond_replay(db_path, wal.read_bytes(), tmp_path / "probe")
+    wal.write_bytes(garbled)
     with caplog.at_level(logging.WARNING, logger="fleet_hwmon.store"):
         store = open_store(db_path)
     try:
@@ -79,7 +99,7 @@ def test_unreplayable_log_is_moved_aside_with_a_warning_and_the_store_opens(db_p
     finally:
         close_store(store)
     (aside,) = Path(db_path).parent.glob(Path(db_path).name + ".wal.corrupt-*")
-    assert aside.read_bytes() == garbled[:middle] + bytes(64) + garbled[middle + 64:]
+    assert aside.read_bytes() == garbled
     assert not wal.exists()
     (warning,) = [r.getMessage() for r in caplog.records if "could not be replayed" in r.getMessage()]
     assert "rows written after the last checkpoint are lost" in warning and str(aside) in warning
