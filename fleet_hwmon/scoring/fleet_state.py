@@ -41,6 +41,12 @@ class FleetState:
         self.version = 0  # bumped when a worker joins or leaves (rows change meaning)
         self._hardware: dict[object, tuple[int, np.ndarray, np.ndarray]] = {}
         self._last_rows: tuple[int, list[str], np.ndarray, bool, bool] | None = None  # version, ids, answer
+        # Each row's smoothed (cpu, memory, least busy GPU) percents as its view has them, and
+        # what decisions work out from those figures alone (see figures_memo), kept until one
+        # of them changes.
+        self._figures: list[tuple | None] = []
+        self._figures_memo: dict = {}
+        self._memo_rows: np.ndarray | None = None
         for number, name in enumerate(COLUMNS):
             setattr(self, name, self.table[number])
 
@@ -52,6 +58,10 @@ class FleetState:
         elif self.views[row] is not view:  # the worker registered again: a new view
             self.views[row] = view
             self._changed()
+        figures = (view.cpu_percent, view.memory_percent, view.gpu_least_percent)
+        if self._figures[row] != figures:  # (None for unknown: equal to None, unlike NaN)
+            self._figures[row] = figures
+            self._figures_memo = {}
         excluded = view.excluded
         critical = (0.0 if excluded is None else
                     CRITICAL_GPU_MEMORY if excluded.resource == "gpu_memory" else CRITICAL_MEMORY)
@@ -69,6 +79,7 @@ class FleetState:
         if row is not None:
             self.views[row] = None
             self.table[:, row] = NAN
+            self._figures[row] = None
             self._free.append(row)
             self._changed()
 
@@ -97,6 +108,18 @@ class FleetState:
             return Columns._make(self.table[:, :rows.size])
         return Columns._make(self.table[:, rows])
 
+    def figures_memo(self, rows: np.ndarray) -> dict | None:
+        """A dict for what a decision works out from the smoothed percents (``cpu``,
+        ``memory``, ``gpu_least``) of ``rows`` alone (medians, say), kept while those figures
+        and the rows asked about stay the same; ``None`` when ``rows`` is not the latest answer
+        of :meth:`rows` (nothing is kept then)."""
+        last = self._last_rows
+        if last is None or last[2] is not rows or last[0] != self.version:
+            return None
+        if self._memo_rows is not rows or len(self._figures_memo) >= 64:
+            self._memo_rows, self._figures_memo = rows, {}
+        return self._figures_memo
+
     def hardware_mismatches(self, key: object, mismatch: Callable[[str], object | None]
                             ) -> tuple[np.ndarray, np.ndarray]:
         """Per row: whether the worker's hardware fits the requirements ``key``, and the
@@ -119,6 +142,7 @@ class FleetState:
         else:
             row = len(self.views)
             self.views.append(view)
+            self._figures.append(None)
             if row >= self.table.shape[1]:
                 grown = np.full((len(COLUMNS), 2 * self.table.shape[1]), NAN)
                 grown[:, :row] = self.table
@@ -127,6 +151,7 @@ class FleetState:
                     setattr(self, name, self.table[number])
                 self.tie_keys = np.concatenate([self.tie_keys, np.zeros(self.tie_keys.size, dtype=np.uint64)])
         self.index[view.worker_id] = row
+        self._figures[row] = None
         self.tie_keys[row] = worker_key(view.worker_id)
         self._changed()
         return row

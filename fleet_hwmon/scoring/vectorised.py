@@ -39,6 +39,13 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     if (count < VECTORISE_FROM or count > len(state.views) or requirements.isolation != "shared"
             or context.floor is not None or context.reserved or context.extra_exclusions):
         return None
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN is unknown: it compares False, and stays NaN
+        return _decide(task, requirements, worker_ids, scores, state, hardware, context, unknown, count)
+
+
+def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
+            scores: Mapping[str, float | None], state: FleetState, hardware: HardwareChecks,
+            context: DecisionContext, unknown: list[str] | None, count: int) -> SchedulingDecision | None:
     factors, history, now_s, stale_after_s = context.factors, context.history, context.now_s, context.stale_after_s
     seed, max_recorded, task_counts, task_limit = (context.seed, context.max_recorded, context.task_counts,
                                                    context.task_limit)
@@ -59,11 +66,11 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     # The coordinator's task counts as a column only for the task limit; else read below for
     # the few workers whose being drained can change the answer.
     nothing = np.zeros(count, dtype=bool)  # a mask of a check that cannot fire: shared, never written to
-    counts, at_limit = None, nothing
+    counts, at_limit, no_score = None, nothing, np.isnan(base)
     if task_limit is not None:
         counts = _column(task_counts or {}, ids, 0)
         at_limit = counts >= task_limit
-    no_score = np.isnan(base) & ~at_limit
+        no_score &= ~at_limit
     scored = ~(at_limit | no_score)
 
     hardware_ok, mismatches = state.hardware_mismatches(requirements, hardware.of)
@@ -74,15 +81,14 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     # The rare checks (stopped samples, critical memory, quiet tasks) are skipped when one test
     # shows none can fire; ``nothing`` stands for their masks then.
     samples_stale = stale = critical = nothing
-    with np.errstate(invalid="ignore"):
-        if now_s - np.fmin.reduce(last) > stale_after_s:  # the oldest sample (NaN: never sampled) is stale
-            samples_stale = ~never & (now_s - last > stale_after_s)
-            stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
-        if col.critical.any():
-            critical = col.critical
-            critical = ~samples_stale & ((critical == CRITICAL_MEMORY)
-                                         | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
-        lost = (col.gpus_lost > 0) & (col.has_gpus == 0) if needs_gpu else nothing
+    if now_s - np.fmin.reduce(last) > stale_after_s:  # the oldest sample (NaN: never sampled) is stale
+        samples_stale = ~never & (now_s - last > stale_after_s)
+        stale = samples_stale & ~((now_s - alive <= stale_after_s) | (alive > last))
+    if col.critical.any():
+        critical = col.critical
+        critical = ~samples_stale & ((critical == CRITICAL_MEMORY)
+                                     | ((critical == CRITICAL_GPU_MEMORY) & needs_gpu))
+    lost = (col.gpus_lost > 0) & (col.has_gpus == 0) if needs_gpu else nothing
     held = col.exclusive == 1
     if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
         views = state.views
@@ -92,9 +98,10 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     known = rest & ~unknown_rows
     known_any = bool(known.any())
 
-    # The task's predicted demand per row: the fleet's, or the worker's own history of the type.
-    d_cores, d_memory, d_gpu_memory, d_gpu_percent = (np.full(count, _nan(v)) for v in fleet_demand[:4])
-    hist_penalty = np.zeros(count)
+    # The task's predicted demand: the fleet's (one number each, NaN unknown), or per row where
+    # some worker has a history of the type of its own.
+    d_cores, d_memory, d_gpu_memory, d_gpu_percent = map(_nan, fleet_demand[:4])
+    hist_penalty: Any = 0.0
     own: dict[int, tuple[TaskDemand, Any]] = {}  # position -> (demand, stats) of workers with history
     if learnt:
         position_of = {worker_id: i for i, worker_id in enumerate(ids)}
@@ -102,72 +109,74 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
             i = position_of.get(worker_id)
             if i is None or not rest[i]:
                 continue
+            if not own:
+                d_cores, d_memory, d_gpu_memory, d_gpu_percent = (np.full(count, v) for v in
+                                                                  (d_cores, d_memory, d_gpu_memory, d_gpu_percent))
+                hist_penalty = np.zeros(count)
             demand = terms.shape(demand_of(stats, fleet_stats))
             own[i] = (demand, stats)
             d_cores[i], d_memory[i], d_gpu_memory[i], d_gpu_percent[i] = map(_nan, demand[:4])
             hist_penalty[i] = history_penalty(stats, terms.fleet_duration, factors)
 
     # The load after placing the task (NaN: unknown), as _Terms.of computes it.
-    cores = np.where(np.isnan(d_cores), factors.default_task_cores, d_cores)
-    memory_bytes = np.where(np.isnan(d_memory), factors.default_task_memory_bytes, d_memory)
-    own_gpu = (np.where(np.isnan(d_gpu_percent), factors.default_task_gpu_percent, d_gpu_percent) if needs_gpu
-               else np.zeros(count))
+    cores = _known_or(d_cores, factors.default_task_cores)
+    memory_bytes = _known_or(d_memory, factors.default_task_memory_bytes)
+    own_gpu = _known_or(d_gpu_percent, factors.default_task_gpu_percent) if needs_gpu else 0.0
     cpu_count, memory_total = col.cpu_count, col.memory_total
     inflight_cores, inflight_memory = col.inflight_cores, col.inflight_memory
     inflight_gpu_tasks, inflight_gpu = col.inflight_gpu_tasks, col.inflight_gpu_percent
     has_gpus = col.has_gpus == 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cpu = col.cpu
-        cpu = np.where(~np.isnan(cpu) & (cpu_count > 0), cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
-        memory = col.memory
-        memory = np.where(~np.isnan(memory) & (memory_total > 0),
-                          memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
-        gpu = col.gpu_least
-        placed = ~np.isnan(gpu) & (needs_gpu | (inflight_gpu_tasks > 0)) & known
-        one = col.gpu_levels == 1
-        gpu = np.where(placed & one, gpu + (inflight_gpu + own_gpu), gpu)
-        for i in np.flatnonzero(placed & ~one):  # several GPUs: in-flight tasks spread over them
+    cpu = col.cpu
+    cpu = np.where(~np.isnan(cpu) & (cpu_count > 0), cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+    memory = col.memory
+    memory = np.where(~np.isnan(memory) & (memory_total > 0),
+                      memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+    gpu = col.gpu_least
+    placed = ~np.isnan(gpu) & (needs_gpu | (inflight_gpu_tasks > 0)) & known
+    one = col.gpu_levels == 1
+    gpu = np.where(placed & one, gpu + (inflight_gpu + own_gpu), gpu)
+    for i in np.flatnonzero(placed & ~one):  # several GPUs: in-flight tasks spread over them
+        view = state.views[rows[i]]
+        gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, _at(own_gpu, i))
+    # Incompressible room: memory, then GPU memory on one GPU (with headroom).
+    free = col.memory_free - inflight_memory - 0.0
+    room = col.gpu_room
+    # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
+    idle = (inflight_memory == 0) & (inflight_gpu_tasks == 0)
+    if counts is not None:
+        drained = (counts == 0) & idle
+    else:  # drained matters where a misfit depends on the headroom, and for stopped samples
+        maybe = samples_stale | (d_memory > free) | (d_memory * terms.headroom > free)
+        if needs_gpu:
+            maybe |= (d_gpu_memory > room - 0.0) | (d_gpu_memory * terms.headroom > room - 0.0)
+        drained = np.zeros(count, dtype=bool)
+        count_of = (task_counts or {}).get
+        for i in np.flatnonzero(idle & maybe).tolist():
+            drained[i] = count_of(ids[i], 0) == 0
+    headroom = np.where(drained, 1.0, terms.headroom)
+    # A worker whose samples stopped (alive by the coordinator) is checked too; drained, on
+    # its whole memory only (decide._stale_misfit).
+    stale_drained = rest & samples_stale & drained
+    free = np.where(stale_drained, memory_total, free)
+    checked = known | (rest & samples_stale)
+    memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
+    gpu_misfit = (checked & ~stale_drained & ~memory_misfit & ~np.isnan(d_gpu_memory)
+                  & (d_gpu_memory * headroom > room - 0.0)
+                  if needs_gpu else nothing)
+    # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
+    limit = factors.quiet_threshold_percent
+    q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
+    guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
+    if guarded is not nothing:  # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
+        q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0),
+                         q_cpu + 100.0 * (inflight_cores + cores) / cpu_count, q_cpu)
+        quiet_cpu = guarded & (q_cpu > limit)
+    if needs_gpu and guarded.any():
+        q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
+        for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
             view = state.views[rows[i]]
-            gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
-        # Incompressible room: memory, then GPU memory on one GPU (with headroom).
-        free = col.memory_free - inflight_memory - 0.0
-        room = col.gpu_room
-        # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
-        idle = (inflight_memory == 0) & (inflight_gpu_tasks == 0)
-        if counts is not None:
-            drained = (counts == 0) & idle
-        else:  # drained matters where a misfit depends on the headroom, and for stopped samples
-            maybe = samples_stale | (d_memory > free) | (d_memory * terms.headroom > free)
-            if needs_gpu:
-                maybe |= (d_gpu_memory > room - 0.0) | (d_gpu_memory * terms.headroom > room - 0.0)
-            drained = np.zeros(count, dtype=bool)
-            count_of = (task_counts or {}).get
-            for i in np.flatnonzero(idle & maybe).tolist():
-                drained[i] = count_of(ids[i], 0) == 0
-        headroom = np.where(drained, 1.0, terms.headroom)
-        # A worker whose samples stopped (alive by the coordinator) is checked too; drained, on
-        # its whole memory only (decide._stale_misfit).
-        stale_drained = rest & samples_stale & drained
-        free = np.where(stale_drained, memory_total, free)
-        checked = known | (rest & samples_stale)
-        memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
-        gpu_misfit = (checked & ~stale_drained & ~memory_misfit & ~np.isnan(d_gpu_memory)
-                      & (d_gpu_memory * headroom > room - 0.0)
-                      if needs_gpu else nothing)
-        # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
-        limit = factors.quiet_threshold_percent
-        q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
-        guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
-        if guarded is not nothing:  # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
-            q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0),
-                             q_cpu + 100.0 * (inflight_cores + cores) / cpu_count, q_cpu)
-            quiet_cpu = guarded & (q_cpu > limit)
-        if needs_gpu and guarded.any():
-            q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
-            for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
-                view = state.views[rows[i]]
-                q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, float(own_gpu[i]))
-            quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
+            q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, _at(own_gpu, i))
+        quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
     candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
     memory = np.where(known, memory, np.nan)
@@ -177,19 +186,21 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
 
     cpu_eff, memory_eff, gpu_eff = cpu, memory, gpu
     if deferred.any() and known_any:  # unknown figures count as the candidates' sampled median
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # Each median only where a figure of its resource is filled in (often GPU alone).
-            fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
-            if fill_cpu.any():
-                cpu_eff = np.where(fill_cpu, _median(col.cpu[candidates])
-                                   + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
-            fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
-            if fill_memory.any():
-                memory_eff = np.where(fill_memory, _median(col.memory[candidates])
-                                      + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
-            fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
-            if fill_gpu.any():
-                gpu_eff = np.where(fill_gpu, _median(col.gpu_least[candidates]) + inflight_gpu + own_gpu, gpu)
+        # Each median only where a figure of its resource is filled in (often GPU alone); the
+        # medians rest on the smoothed figures alone, so the state keeps them until one changes.
+        memo, among = state.figures_memo(rows), candidates.tobytes()
+        fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
+        if fill_cpu.any():
+            cpu_eff = np.where(fill_cpu, _median(memo, "cpu", among, col.cpu, candidates)
+                               + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+        fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
+        if fill_memory.any():
+            memory_eff = np.where(fill_memory, _median(memo, "memory", among, col.memory, candidates)
+                                  + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+        fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
+        if fill_gpu.any():
+            gpu_eff = np.where(fill_gpu, _median(memo, "gpu", among, col.gpu_least, candidates)
+                               + inflight_gpu + own_gpu, gpu)
         if (deferred & np.isnan(cpu_eff) & np.isnan(memory_eff)).any():
             return None  # no load known at all: the per-worker path's median of the busiest loads
     penalties = _penalties(terms, cpu_eff, memory_eff, gpu_eff, hist_penalty, needs_gpu)
@@ -197,7 +208,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     adjusted = np.where(base > 0, base * np.maximum(FLOOR, 1.0 - total), base - total)
     if not known_any:  # nothing known of any candidate: the original scheduler's choice stands
         adjusted = base
-        penalties = tuple(np.zeros(count) for _ in penalties)
+        penalties = tuple(0.0 for _ in penalties)
     if unknown is not None and (candidates & never).any():
         unknown.extend(ids[i] for i in np.flatnonzero(candidates & never))
 
@@ -211,11 +222,11 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     task_key = ranking.task_key(seed, task_id)
     picked = picked[np.lexsort((ranking.tie_breaks(task_key, state.tie_keys[rows[picked]]), -adjusted[picked]))]
     recorded = picked[:wanted]
-    views = state.views
-    inflight = [len(views[row].inflight) for row in rows[recorded].tolist()]
+    size = recorded.size
     records = [CandidateScore(ids[i], *figures) for i, *figures in zip(
         recorded.tolist(), base[recorded].tolist(), adjusted[recorded].tolist(), _nones(cpu[recorded]),
-        _nones(memory[recorded]), _nones(gpu[recorded]), *(p[recorded].tolist() for p in penalties[:-1]), inflight)]
+        _nones(memory[recorded]), _nones(gpu[recorded]), *(_values(p, recorded, size) for p in penalties[:-1]),
+        col.inflight_count[recorded].astype(int).tolist())]
     chosen_demand = None
     if records:
         first = int(picked[0])
@@ -235,24 +246,24 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
                          int(candidates.sum()), original_is_candidate)
 
 
-def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray, history: np.ndarray,
-               needs_gpu: bool) -> tuple[np.ndarray, ...]:
-    """(cpu, memory, gpu, balance, history penalty, total) per row, as ``_Terms.penalties``."""
+def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray, history: Any,
+               needs_gpu: bool) -> tuple[Any, ...]:
+    """(cpu, memory, gpu, balance, history penalty, total) per row, as ``_Terms.penalties``
+    (a term that is 0 on every row, and ``history`` when given so, as one number). Call
+    under ``np.errstate(invalid="ignore")``."""
     factors = terms.factors
-    with np.errstate(invalid="ignore"):
-        cpu_pen = np.where(np.isnan(cpu) | (cpu <= terms.cpu_t), 0.0,
-                           factors.cpu_penalty_weight * (cpu - terms.cpu_t) / terms.cpu_d
-                           + np.where(cpu > 100.0, terms.over_w * (cpu - 100.0), 0.0))
-        memory_pen = np.where(np.isnan(memory) | (memory <= terms.mem_t), 0.0,
-                              factors.memory_penalty_weight * (memory - terms.mem_t) / terms.mem_d
-                              + np.where(memory > 100.0, terms.over_w * (memory - 100.0), 0.0))
-        busiest = np.fmax(cpu, memory)
-        if needs_gpu:
-            gpu_pen = np.where(np.isnan(gpu) | (gpu <= terms.gpu_t), 0.0,
-                               factors.gpu_penalty_weight * (gpu - terms.gpu_t) / terms.gpu_d)
-            busiest = np.fmax(busiest, gpu)
-        else:
-            gpu_pen = np.zeros_like(cpu_pen)
+    cpu_pen = np.where(np.isnan(cpu) | (cpu <= terms.cpu_t), 0.0,
+                       factors.cpu_penalty_weight * (cpu - terms.cpu_t) / terms.cpu_d
+                       + np.where(cpu > 100.0, terms.over_w * (cpu - 100.0), 0.0))
+    memory_pen = np.where(np.isnan(memory) | (memory <= terms.mem_t), 0.0,
+                          factors.memory_penalty_weight * (memory - terms.mem_t) / terms.mem_d
+                          + np.where(memory > 100.0, terms.over_w * (memory - 100.0), 0.0))
+    busiest = np.fmax(cpu, memory)
+    gpu_pen: Any = 0.0  # adding it changes no sum: x + 0.0 is x
+    if needs_gpu:
+        gpu_pen = np.where(np.isnan(gpu) | (gpu <= terms.gpu_t), 0.0,
+                           factors.gpu_penalty_weight * (gpu - terms.gpu_t) / terms.gpu_d)
+        busiest = np.fmax(busiest, gpu)
     balance = factors.load_balance_weight * busiest / 100.0
     return cpu_pen, memory_pen, gpu_pen, balance, history, cpu_pen + memory_pen + gpu_pen + balance + history
 
@@ -261,13 +272,14 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
                 at_limit: np.ndarray, no_score: np.ndarray, hardware_ok: np.ndarray,
                 task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
                 lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, drained: np.ndarray,
-                d_memory: np.ndarray,
-                free: np.ndarray, d_gpu_memory: np.ndarray, room: np.ndarray, factors: ScoringFactors, now_s: float,
+                d_memory: Any,
+                free: np.ndarray, d_gpu_memory: Any, room: np.ndarray, factors: ScoringFactors, now_s: float,
                 stale_after_s: float, quiet_cpu: np.ndarray, quiet_gpu: np.ndarray, cpu: np.ndarray,
                 gpu: np.ndarray) -> list[Exclusion]:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
-    hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position)."""
+    hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position);
+    ``d_memory`` and ``d_gpu_memory`` per position, or one number for all."""
     early = np.flatnonzero(at_limit | no_score)
     records = mismatches[rows[early]]  # a worker without an original score: its hardware, said in one piece
     for j in np.flatnonzero(at_limit[early] | hardware_ok[early]):  # else at the limit, or rejected
@@ -295,14 +307,14 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         elif lost[i]:
             records[i] = Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost)
         elif memory_misfit[i]:
-            records[i] = Exclusion.memory_fit(worker_id, float(d_memory[i]), float(free[i]),
+            records[i] = Exclusion.memory_fit(worker_id, _at(d_memory, i), float(free[i]),
                                               0.0 if drained[i] else headroom_percent)
         elif quiet_cpu[i]:
             records[i] = Exclusion.not_quiet(worker_id, "cpu", float(cpu[i]), factors.quiet_threshold_percent)
         elif quiet_gpu[i]:
             records[i] = Exclusion.not_quiet(worker_id, "gpu", float(gpu[i]), factors.quiet_threshold_percent)
         else:
-            records[i] = Exclusion.gpu_memory_fit(worker_id, float(d_gpu_memory[i]), float(room[i]) - 0.0,
+            records[i] = Exclusion.gpu_memory_fit(worker_id, _at(d_gpu_memory, i), float(room[i]) - 0.0,
                                                   required=False,
                                                   headroom_percent=0.0 if drained[i] else headroom_percent)
     out.extend(records[hardware | later].tolist())
@@ -320,7 +332,19 @@ def _column(mapping: Mapping[str, Any], ids: list[str], missing: Any) -> np.ndar
     return np.fromiter(values, dtype=float, count=len(values))  # None -> NaN, as np.array, at half its cost
 
 
-def _median(values: np.ndarray) -> float:
+def _median(memo: dict | None, name: str, among: bytes, column: np.ndarray, mask: np.ndarray) -> float:
+    """:func:`_median_of` the ``column`` of the rows in ``mask`` (``among``: its bytes),
+    remembered in ``memo`` (see ``FleetState.figures_memo``; ``None``: not remembered)."""
+    key = (name, among)
+    found = memo.get(key) if memo is not None else None
+    if found is None:
+        found = _median_of(column[mask])
+        if memo is not None:
+            memo[key] = found
+    return found
+
+
+def _median_of(values: np.ndarray) -> float:
     """The median of the known values (0 when none is), computed as ``statistics.median`` does."""
     known = values[~np.isnan(values)]
     size = known.size
@@ -333,6 +357,23 @@ def _median(values: np.ndarray) -> float:
 
 def _nan(value: float | None) -> float:
     return np.nan if value is None else value
+
+
+def _known_or(values: Any, default: float) -> Any:
+    """``values`` (a column, or one number for every row) with ``default`` where NaN."""
+    if isinstance(values, np.ndarray):
+        return np.where(np.isnan(values), default, values)
+    return default if values != values else values
+
+
+def _at(values: Any, i: int) -> float:
+    """Row ``i`` of ``values`` (a column, or one number for every row)."""
+    return float(values[i] if isinstance(values, np.ndarray) else values)
+
+
+def _values(values: Any, rows: np.ndarray, size: int) -> list[float]:
+    """``values`` (a column, or one number for every row) at ``rows`` (``size`` of them), as Python floats."""
+    return values[rows].tolist() if isinstance(values, np.ndarray) else [float(values)] * size
 
 
 def _nones(values: np.ndarray) -> list[float | None]:
