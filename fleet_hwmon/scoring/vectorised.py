@@ -126,11 +126,12 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     inflight_cores, inflight_memory = col.inflight_cores, col.inflight_memory
     inflight_gpu_tasks, inflight_gpu = col.inflight_gpu_tasks, col.inflight_gpu_percent
     has_gpus = col.has_gpus == 1
+    # (An unknown figure stays NaN through + and /: only an unknown capacity needs guarding.)
+    has_cores, has_memory = cpu_count > 0, memory_total > 0
     cpu = col.cpu
-    cpu = np.where(~np.isnan(cpu) & (cpu_count > 0), cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
+    cpu = np.where(has_cores, cpu + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
     memory = col.memory
-    memory = np.where(~np.isnan(memory) & (memory_total > 0),
-                      memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
+    memory = np.where(has_memory, memory + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
     gpu = col.gpu_least
     placed = ~np.isnan(gpu) & (needs_gpu | (inflight_gpu_tasks > 0)) & known
     one = col.gpu_levels == 1
@@ -168,8 +169,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
     guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
     if guarded is not nothing:  # ... on the larger of smoothed and latest figures (_Terms.not_quiet)
-        q_cpu = np.where(~np.isnan(q_cpu) & (cpu_count > 0),
-                         q_cpu + 100.0 * (inflight_cores + cores) / cpu_count, q_cpu)
+        q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + cores) / cpu_count, q_cpu)
         quiet_cpu = guarded & (q_cpu > limit)
     if needs_gpu and guarded.any():
         q_gpu = np.where(one, q_gpu + (inflight_gpu + own_gpu), q_gpu)
@@ -181,23 +181,24 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
     memory = np.where(known, memory, np.nan)
     gpu = np.where(known, gpu, np.nan)
-    deferred = candidates & (np.isnan(cpu) | np.isnan(memory)
-                             | (np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))))
+    cpu_unknown, memory_unknown, gpu_unknown = np.isnan(cpu), np.isnan(memory), np.isnan(gpu)
+    gpu_matters = (inflight_gpu_tasks > 0) | (needs_gpu & has_gpus)  # the GPU figure is part of the load
+    deferred = candidates & (cpu_unknown | memory_unknown | (gpu_unknown & gpu_matters))
 
     cpu_eff, memory_eff, gpu_eff = cpu, memory, gpu
     if deferred.any() and known_any:  # unknown figures count as the candidates' sampled median
         # Each median only where a figure of its resource is filled in (often GPU alone); the
         # medians rest on the smoothed figures alone, so the state keeps them until one changes.
         memo, among = state.figures_memo(rows), candidates.tobytes()
-        fill_cpu = deferred & np.isnan(cpu) & (cpu_count > 0)
+        fill_cpu = deferred & cpu_unknown & has_cores
         if fill_cpu.any():
             cpu_eff = np.where(fill_cpu, _median(memo, "cpu", among, col.cpu, candidates)
                                + 100.0 * (inflight_cores + cores) / cpu_count, cpu)
-        fill_memory = deferred & np.isnan(memory) & (memory_total > 0)
+        fill_memory = deferred & memory_unknown & has_memory
         if fill_memory.any():
             memory_eff = np.where(fill_memory, _median(memo, "memory", among, col.memory, candidates)
                                   + 100.0 * (inflight_memory + memory_bytes) / memory_total, memory)
-        fill_gpu = deferred & np.isnan(gpu) & ((inflight_gpu_tasks > 0) | (needs_gpu & has_gpus))
+        fill_gpu = deferred & gpu_unknown & gpu_matters
         if fill_gpu.any():
             gpu_eff = np.where(fill_gpu, _median(memo, "gpu", among, col.gpu_least, candidates)
                                + inflight_gpu + own_gpu, gpu)
@@ -223,10 +224,10 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     picked = picked[np.lexsort((ranking.tie_breaks(task_key, state.tie_keys[rows[picked]]), -adjusted[picked]))]
     recorded = picked[:wanted]
     size = recorded.size
-    records = [CandidateScore(ids[i], *figures) for i, *figures in zip(
-        recorded.tolist(), base[recorded].tolist(), adjusted[recorded].tolist(), _nones(cpu[recorded]),
-        _nones(memory[recorded]), _nones(gpu[recorded]), *(_values(p, recorded, size) for p in penalties[:-1]),
-        col.inflight_count[recorded].astype(int).tolist())]
+    records = list(itertools.starmap(CandidateScore, zip(
+        [ids[i] for i in recorded.tolist()], base[recorded].tolist(), adjusted[recorded].tolist(),
+        _nones(cpu[recorded]), _nones(memory[recorded]), _nones(gpu[recorded]),
+        *(_values(p, recorded, size) for p in penalties[:-1]), col.inflight_count[recorded].astype(int).tolist())))
     chosen_demand = None
     if records:
         first = int(picked[0])
@@ -234,8 +235,10 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     original, original_is_candidate = context.original_choice, False
     if original is None:
         original = None, None
-        if scored.any():  # the best original score, ties broken as the adjusted ones
-            tied = np.flatnonzero(scored & (base == base[scored].max()))
+        best = base if at_limit is nothing else np.where(scored, base, np.nan)  # NaN: not scored
+        top = np.fmax.reduce(best)
+        if top == top:  # the best original score (NaN: none), ties broken as the adjusted ones
+            tied = np.flatnonzero(best == top)
             first = int(tied[np.argmin(ranking.tie_breaks(task_key, state.tie_keys[rows[tied]]))]) if tied.size > 1 \
                 else int(tied[0])
             original, original_is_candidate = (ids[first], scores[ids[first]]), bool(candidates[first])
@@ -252,17 +255,15 @@ def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray,
     (a term that is 0 on every row, and ``history`` when given so, as one number). Call
     under ``np.errstate(invalid="ignore")``."""
     factors = terms.factors
-    cpu_pen = np.where(np.isnan(cpu) | (cpu <= terms.cpu_t), 0.0,
-                       factors.cpu_penalty_weight * (cpu - terms.cpu_t) / terms.cpu_d
-                       + np.where(cpu > 100.0, terms.over_w * (cpu - 100.0), 0.0))
-    memory_pen = np.where(np.isnan(memory) | (memory <= terms.mem_t), 0.0,
-                          factors.memory_penalty_weight * (memory - terms.mem_t) / terms.mem_d
-                          + np.where(memory > 100.0, terms.over_w * (memory - 100.0), 0.0))
+    # (x > threshold is False for an unknown x, NaN, as for one at or under the threshold.)
+    cpu_pen = np.where(cpu > terms.cpu_t, factors.cpu_penalty_weight * (cpu - terms.cpu_t) / terms.cpu_d
+                       + np.where(cpu > 100.0, terms.over_w * (cpu - 100.0), 0.0), 0.0)
+    memory_pen = np.where(memory > terms.mem_t, factors.memory_penalty_weight * (memory - terms.mem_t) / terms.mem_d
+                          + np.where(memory > 100.0, terms.over_w * (memory - 100.0), 0.0), 0.0)
     busiest = np.fmax(cpu, memory)
     gpu_pen: Any = 0.0  # adding it changes no sum: x + 0.0 is x
     if needs_gpu:
-        gpu_pen = np.where(np.isnan(gpu) | (gpu <= terms.gpu_t), 0.0,
-                           factors.gpu_penalty_weight * (gpu - terms.gpu_t) / terms.gpu_d)
+        gpu_pen = np.where(gpu > terms.gpu_t, factors.gpu_penalty_weight * (gpu - terms.gpu_t) / terms.gpu_d, 0.0)
         busiest = np.fmax(busiest, gpu)
     balance = factors.load_balance_weight * busiest / 100.0
     return cpu_pen, memory_pen, gpu_pen, balance, history, cpu_pen + memory_pen + gpu_pen + balance + history
