@@ -253,3 +253,26 @@ def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     assert scheduler.decide_task(task("unit", "unit"), ["a"], {}).chosen_worker_id == "a"  # 65 %: quiet still
     scheduler.task_finished("bench", "a", success=True)
     assert scheduler.decide_task(task("build", "build"), ["a"], {}).chosen_worker_id == "a"
+
+
+def test_a_quiet_promise_holds_on_a_worker_whose_samples_stopped():
+    # "late" last showed 70 % CPU, then its samples stopped (20 s > 3 intervals of 5 s) while a
+    # task ended there (the coordinator sees it alive): its load is unknown for scoring, but
+    # 70 % + 1 core of 8 = 82.5 % is the best estimate and breaks the quiet threshold (80 %).
+    # "cool" stopped the same way at 40 %: 52.5 % keeps the promise, so the bench goes there.
+    scheduler, clock = fleet(("late", caps()), ("cool", caps()), ("calm", caps()))
+    scheduler.observe(sample("late", 70.0, 10.0))
+    scheduler.observe(sample("cool", 40.0, 10.0))
+    clock.now_s += 20.0
+    scheduler.observe(sample("calm", 30.0, 10.0))
+    for worker_id in ("late", "cool"):
+        scheduler.task_started(f"gone-{worker_id}", "unit", worker_id)
+        scheduler.task_finished(f"gone-{worker_id}", worker_id, success=True)
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["late"], {})
+    assert bench.chosen_worker_id is None
+    (refused,) = bench.exclusions
+    assert (refused.kind, refused.resource, refused.value, refused.limit) == (ExclusionKind.ISOLATION, "cpu",
+                                                                           82.5, 80.0)
+    assert scheduler.decide_task(task("unit", "unit"), ["late"], {}).chosen_worker_id == "late"  # shared: unknown
+    assert scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["late", "cool"],
+                                 {"late": 1}).chosen_worker_id == "cool"

@@ -240,7 +240,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             if last_s is None and unknown is not None:
                 unknown.append(worker_id)
             candidate = Candidate(worker_id, base, view, stats, demand)
-            if samples_stale:  # the room it last showed, less what went there since, still binds
+            if samples_stale:  # the room and load it last showed, with what went there since, still bind
                 excluded = _stale_misfit(s, candidate)
                 if excluded is not None:
                     exclude(excluded)
@@ -388,16 +388,24 @@ def _not_exclusive(view: WorkerView, count: int, needs_gpu: bool, limit_percent:
 
 
 def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
-    """The incompressible check on a worker whose samples stopped while the coordinator sees it
-    alive: its last sample's free memory, less the tasks placed there since, must hold the task
-    (with headroom). On a drained worker (nothing of ours running or in flight) what its last
-    sample showed used may have been ours, so only its whole memory must hold the task: judged
-    on the old figures, tasks could wait forever beside it, but none goes where it never fits."""
+    """The hard checks on a worker whose samples stopped while the coordinator sees it alive.
+    Incompressible: its last sample's free memory, less the tasks placed there since, must hold
+    the task (with headroom). On a drained worker (nothing of ours running or in flight) what
+    its last sample showed used may have been ours, so only its whole memory must hold the
+    task: judged on the old figures, tasks could wait forever beside it, but none goes where it
+    never fits. Quiet: the last CPU (GPU) it showed plus what went there since is the best
+    estimate of its load, so a quiet task is held to the quiet threshold on it as on a sampled
+    worker (a quiet promise is not made on a load no one knows to be low)."""
     view, demand = candidate.view, candidate.demand
     if (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
             and not view.inflight_gpu_tasks):
         total = view.memory_total_bytes
         if demand.memory_bytes is not None and total and demand.memory_bytes > total:
             return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, total, 0.0)
-        return None
-    return s.terms.misfit(view, demand)
+        excluded = None
+    else:
+        excluded = s.terms.misfit(view, demand)
+    if excluded is None and s.terms.quiet:
+        cores = s.context.factors.default_task_cores if demand.cores is None else demand.cores
+        excluded = s.terms.not_quiet(view, cores, demand)
+    return excluded
