@@ -661,6 +661,30 @@ class TestCoordinatorHardwareMonitoringIntegration:
         fleet.coordinator.deregister_worker("gpu")
         assert fleet.integration.scheduler._reservations.reserved() == {}
 
+    def test_a_task_whose_runs_outgrew_the_only_gpu_still_gets_it_reserved(self, make_fleet):
+        fleet = make_fleet({"gpu": gpu_caps(), "cpu": cpu_caps()})
+        llm = {**gpu_task("t-llm", min_gpu_memory_gb=80), "type": "gpu-llm"}
+        # Its type once took 70 GiB of GPU memory: +25 % headroom is more than the 80 GiB GPU.
+        # Decisions cap the prediction at 80 x 0.85 / 1.25 = 54.4 GiB, and so must the check
+        # that the reserved worker could hold it once drained.
+        fleet.integration.scheduler.history.record("gpu", "gpu-llm", success=True, duration_s=300.0,
+                                                   gpu_memory_bytes=70 * GIB)
+        for _ in range(13):  # the GPU's memory stays full for a minute
+            fleet.push(sample("gpu", 20.0, 20.0, gpu=90.0, gpu_memory=97.0), sample("cpu", 10.0, 10.0))
+            assert fleet.choose(llm)[0] is None
+            fleet.clock.advance(5.0)
+        assert fleet.integration.scheduler._reservations.reserved() == {"gpu": "t-llm"}
+        # Its monitor falls silent while the coordinator still sees the worker alive: its last
+        # room still binds, and it is still kept: a 30 GiB task does not fit beside 68 GiB.
+        fleet.push(sample("gpu", 20.0, 20.0, gpu=10.0, gpu_memory=10.0))
+        fleet.integration.scheduler.task_started("t-other", "unit", "gpu")
+        fleet.clock.advance(20.0)
+        fleet.integration.scheduler.task_started("t-other-2", "unit", "gpu")
+        assert fleet.choose(gpu_task("t-train", min_gpu_memory_gb=30))[0] is None
+        assert ("gpu", "reserved for t-llm (gpu-llm), waiting 85 s") in [
+            (e.worker_id, e.reason) for e in fleet.last_decision().exclusions]
+        assert fleet.choose(llm)[0] == "gpu"
+
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
         fleet = make_fleet({"cpu-only": cpu_caps(), "t4": gpu_caps("Tesla T4", 7.5, 16),
                             "a100": gpu_caps(), "unhealthy": {**cpu_caps(), "gpu_health": "unhealthy"}})

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
-from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, decide, decide_among
+from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, Reservation, decide, decide_among
 from fleet_hwmon.scoring.ranking import task_key, tie_break, tie_breaks, worker_key
-from fleet_hwmon.scoring.terms import FLOOR, fits_when_idle, gpu_after_placement
+from fleet_hwmon.scoring.terms import FLOOR, DemandCap, fits_when_idle, gpu_after_placement
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
@@ -302,6 +302,23 @@ class TestDecide:
         assert fits_when_idle(two, TaskDemand(None, None, None, 250.0, "fleet"), gpu, FACTORS)  # GPU time: slower
         assert not fits_when_idle(two, TaskDemand(None, None, 35 * GIB, None, "fleet"), gpu, FACTORS)  # +25 % > 40
 
+    def test_fits_when_idle_shapes_the_demand_as_a_decision_does(self):
+        # Runs on the only 80 GiB GPU measured 70 GiB: +25 % is 87.5 GiB, more than the GPU. A
+        # decision caps the prediction at the recovery mark of the largest compatible GPU over the
+        # headroom (80 x 0.85 / 1.25 = 54.4 GiB) and places it there once drained, so a waiting
+        # task may reserve that worker: 54.4 x 1.25 = 68 GiB <= 80.
+        h100 = gpu_view("h100", 80.0, 70.0, memory_gb=256)
+        llm = req(hardware=["gpu"], min_gpu_memory_gb=80)
+        measured = TaskDemand(8.0, 64 * GIB, 70 * GIB, 85.0, "history")
+        assert not fits_when_idle(h100, measured, llm, FACTORS)
+        assert fits_when_idle(h100, measured, llm, FACTORS, cap=DemandCap(256 * GIB, 80 * GIB))
+        # A retried task's own raised figure (floor) counts, capped the same way.
+        retried = TaskDemand(None, None, 90 * GIB, None, "retry")
+        assert not fits_when_idle(gpu_view("a100", 40.0, 0.0), TaskDemand(None, None, 20 * GIB, None, "history"),
+                                  llm, FACTORS, floor=retried, cap=DemandCap(None, 40 * GIB * 2))
+        assert fits_when_idle(h100, TaskDemand(None, None, 20 * GIB, None, "history"), llm, FACTORS, floor=retried,
+                              cap=DemandCap(None, 80 * GIB))
+
     def test_floor_and_negative_original_scores(self):
         saturated = {"w": view("w", 95.0, 95.0)}  # at critical, not above: penalised, not excluded
         # 0.5 + 0.5 + 0.2375 > 1: the worker keeps FLOOR of its original score
@@ -534,6 +551,27 @@ class TestTaskSize:
                                             stale_after_s=15.0, timestamp=utc_now(), task_counts={"w": 0}))
         assert huge.chosen_worker_id is None
         assert [e.reason for e in huge.exclusions] == ["predicted memory 40.0 GiB > free 32.0 GiB"]
+
+    def test_a_reserved_worker_whose_monitor_stopped_takes_only_what_fits_beside_the_reserved_need(self):
+        # Samples stopped 30 s ago (the coordinator saw the worker alive since); its last one
+        # showed 30 GiB free, and 20 GiB are kept for a waiting task. A 7 GiB build (+25 %: 8.75
+        # GiB) fits in the 10 GiB beside it; a 12 GiB one (15 GiB) does not, drained or not (a
+        # drained worker's whole memory would hold it, but not beside the reserved need).
+        views = {"w": view("w", 10.0, 40.0, cores=16, memory_gb=64, available_gb=30.0, now_s=70.0)}
+        views["w"].alive(95.0)
+        kept = Exclusion.reserved("w", "t-data", "data", 60.0)
+        task = {"task_id": "t", "type": "build", "requirements": {"hardware": ["cpu"]}}
+
+        def among(memory_gb, running):
+            return decide_among(task, TaskRequirements.from_task(task), ["w"], {"w": 1.0}, views, ALL_FIT,
+                                DecisionContext(factors=FACTORS, history=build_history(memory_gb=memory_gb),
+                                                now_s=100.0, stale_after_s=15.0, timestamp=utc_now(),
+                                                task_counts={"w": running},
+                                                reserved={"w": Reservation(20 * GIB, 0.0, kept)}))
+        for running in (0, 1):
+            assert among(7.0, running).chosen_worker_id == "w"
+            held = among(12.0, running)
+            assert held.chosen_worker_id is None and list(held.exclusions) == [kept]
 
     def test_gpu_memory_misfit_excluded_with_its_reason(self):
         history = build_history(2.0, 4.0, gpu_memory_gb=5.0, task_type="inference")

@@ -337,7 +337,7 @@ class HardwareAwareScheduler:
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
                     preference=lambda w: counts.get(w, 0) if counts else 0,
-                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors))
+                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors, floor, cap))
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
                                                                requirements, factors, floor, cap)
@@ -356,11 +356,13 @@ class HardwareAwareScheduler:
         return decision
 
     def _fits_when_drained(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
-                           factors: ScoringFactors) -> bool:
-        """Could the task run on ``worker_id`` once it has drained? A starving task never
-        reserves a worker too small for it."""
+                           factors: ScoringFactors, floor: TaskDemand | None, cap: DemandCap) -> bool:
+        """Could the task run on ``worker_id`` once it has drained (its demand shaped with its
+        retry ``floor`` and the ``cap`` of the largest compatible worker, as its decisions shape
+        it)? A starving task never reserves a worker too small for it, and always one of those
+        its decisions would place it on."""
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
-        return fits_when_idle(self._views.get(worker_id), demand, requirements, factors)
+        return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
     def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
                  ) -> tuple[float | None, float | None, int]:

@@ -393,11 +393,16 @@ def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
     the task (with headroom). On a drained worker (nothing of ours running or in flight) what
     its last sample showed used may have been ours, so only its whole memory must hold the
     task: judged on the old figures, tasks could wait forever beside it, but none goes where it
-    never fits. Quiet: the last CPU (GPU) it showed plus what went there since is the best
+    never fits. A reserved worker takes only what fits beside the reserved task's need, as when
+    sampled. Quiet: the last CPU (GPU) it showed plus what went there since is the best
     estimate of its load, so a quiet task is held to the quiet threshold on it as on a sampled
     worker (a quiet promise is not made on a load no one knows to be low)."""
     view, demand = candidate.view, candidate.demand
-    if (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
+    hold = s.reserved.get(candidate.worker_id) if s.reserved else None
+    if hold is not None:  # backfill, as on a sampled worker: only beside the reserved task's need
+        misfit = s.terms.misfit(view, demand, (hold.memory_bytes, hold.gpu_memory_bytes))
+        excluded = None if misfit is None else hold.exclusion
+    elif (not s.count_of(candidate.worker_id, 0) and not view.inflight_memory_bytes
             and not view.inflight_gpu_tasks):
         total = view.memory_total_bytes
         if demand.memory_bytes is not None and total and demand.memory_bytes > total:

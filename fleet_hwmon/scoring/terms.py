@@ -276,14 +276,16 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
 
 
 def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: TaskRequirements,
-                   factors: ScoringFactors) -> bool:
+                   factors: ScoringFactors, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> bool:
     """Could the task run on the worker once the worker has drained? Its memory (plus headroom)
     within the worker's memory, its GPU memory (plus headroom, else its stated minimum) within
     its largest usable GPU. CPU and GPU time are compressible: they rule nothing out; nor does
-    a figure that is unknown."""
+    a figure that is unknown. ``demand`` is shaped as a decision shapes it (``floor`` and
+    ``cap``: see :meth:`DecisionTerms.shape`), so a worker the decision would place the task on
+    once drained is never ruled out here."""
     if view is None:
         return True
-    demand = DecisionTerms(factors, requirements, None).shape(demand)
+    demand = DecisionTerms(factors, requirements, None, floor, cap).shape(demand)
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
     if (demand.memory_bytes is not None and view.memory_total_bytes
             and demand.memory_bytes * headroom > view.memory_total_bytes):
