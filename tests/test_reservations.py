@@ -123,3 +123,15 @@ def test_a_worker_that_leaves_frees_its_task_to_reserve_another():
     res.worker_left("a")
     assert res.reserved() == {}
     assert declined(res, "big", 70.0, gpu_room("b")) == "b"
+
+
+def test_a_stale_reserved_worker_is_kept_while_no_other_worker_lacks_only_room():
+    res = Reservations()
+    assert waited(res, "llm", 60.0, gpu_room("h100"), Exclusion.hardware("a100", "no GPU with >= 80 GB")) == "h100"
+    # A late heartbeat: the only worker that could ever hold it looks stale for a decision.
+    assert declined(res, "llm", 65.0, stale("h100"), Exclusion.hardware("a100", "no GPU with >= 80 GB")) is None
+    assert res.reserved() == {"h100": "llm"}
+    assert set(res.blocked("train", True, 66.0)) == {"h100"}
+    # Another worker that lacks only room: the reservation moves there.
+    assert declined(res, "llm", 70.0, stale("h100"), gpu_room("h100b")) == "h100b"
+    assert res.reserved() == {"h100b": "llm"}

@@ -13,7 +13,8 @@ are kept off it and its CPUs stay in use.
 A reservation ends when its task is placed anywhere, when the coordinator has not asked about
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
 leaves; when a decision shows the worker excluded for anything but room (stale, say), another
-is reserved.
+is reserved (a stale one is kept while there is no other: a late heartbeat must not hand a
+drained worker to the next task in the queue).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 
 
 @dataclass
@@ -63,7 +64,9 @@ class Reservations:
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
         the first). A reservation follows what each decision says of its worker: for what the
         task lacks there now (GPU room: only GPU tasks kept off), and given up when the worker
-        is excluded for anything but room (stale, say) so that another can be reserved."""
+        is excluded for anything but room so that another can be reserved; a worker excluded as
+        stale (a late heartbeat, say) stays reserved while no other worker lacks only room: its
+        samples may come back, and meanwhile it is excluded for every task anyway."""
         if now_s >= self._next_expiry_s:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
@@ -83,11 +86,13 @@ class Reservations:
             if seen.is_room:
                 waiting.gpu_only = seen.is_gpu_room
                 return None
+            room = self._room(exclusions, fits)
+            if seen.kind is ExclusionKind.STALE and not room:
+                return None  # kept: no other worker to move to, and a stale worker is excluded for all
             self._unreserve(task_id)
         if now_s - waiting.first_s < after_s or self._holder.get(task_type, task_id) != task_id:
             return None  # not waiting long enough, or its type holds a reservation already
-        room = [e for e in exclusions if e.is_room and e.worker_id not in self._by_worker
-                and (fits is None or fits(e.worker_id))]
+        room = self._room(exclusions, fits)
         if not room:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
@@ -96,6 +101,12 @@ class Reservations:
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id
+
+    def _room(self, exclusions: list[Exclusion], fits: Callable[[str], bool] | None) -> list[Exclusion]:
+        """The exclusions of workers that lack only room for the task, are not reserved, and
+        would hold it once drained."""
+        return [e for e in exclusions if e.is_room and e.worker_id not in self._by_worker
+                and (fits is None or fits(e.worker_id))]
 
     def worker_left(self, worker_id: str) -> None:
         """The worker is gone: a task it was reserved for may reserve another."""
