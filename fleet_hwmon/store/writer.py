@@ -38,7 +38,8 @@ from pyarrow import concat_tables as pa_concat
 from fleet_hwmon import lifecycle
 from fleet_hwmon.store import rejects, schema
 from fleet_hwmon.store.appender import ArrowAppender
-from fleet_hwmon.store.opening import StoreError, StoreLockedError, connect as _connect, translate_error
+from fleet_hwmon.store.opening import DATABASE, StoreError, StoreLockedError, connect as _connect, translate_error
+from fleet_hwmon.store.upkeep import DEFAULT_CHECKPOINT_WAL_BYTES, ReaderGate, Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class MetricsStore:
     """Batched, single-writer access to one DuckDB file. Obtain one with :func:`open_store`."""
 
     def __init__(self, path: str, *, flush_interval_s: float = 1.0, batch_rows: int = 5000,
-                 max_pending_rows: int = 1_000_000, retry_budget: int = 30) -> None:
+                 max_pending_rows: int = 1_000_000, retry_budget: int = 30,
+                 checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES) -> None:
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.batch_rows = batch_rows
@@ -68,10 +70,10 @@ class MetricsStore:
         self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
         # DuckDB's allocator otherwise keeps freed pages until its next allocations on the same
-        # thread (a checkpoint's column buffers: tens of MB); its background threads return them.
-        # (A smaller checkpoint_threshold keeps fewer rows in memory but checkpoints more often,
-        # and each checkpoint's buffers outweigh that: +137 MB against +44 MB over a million.)
+        # thread; its background threads return them (Upkeep also does after each checkpoint).
         self._con.execute("SET allocator_background_threads=true")
+        self._readers = ReaderGate()
+        self._upkeep = Upkeep(self._con, path, self._readers, checkpoint_wal_bytes)
         self._owner_pid = os.getpid()
         self._inherited = False  # set in a forked child, whose writes go nowhere
         self._tables: dict[str, type] = {}
@@ -206,6 +208,7 @@ class MetricsStore:
             with self._cursor_lock:
                 cursor = self._con.cursor()
             cursor.execute("SET TimeZone='UTC'")
+            cursor.execute(f"USE {DATABASE}")  # a new cursor starts in the in-memory home
             self._local.cursor = cursor
         return cursor
 
@@ -213,14 +216,18 @@ class MetricsStore:
         """Rows of a read query, on this thread's own cursor (pending appends flushed first)."""
         if flush:
             self.flush()
-        return self._cursor().execute(sql, list(params)).fetchall()
+        cursor = self._cursor()
+        with self._readers.reading():
+            return cursor.execute(sql, list(params)).fetchall()
 
     def query_dicts(self, sql: str, params: list | tuple = (), *, flush: bool = True) -> list[dict]:
         if flush:
             self.flush()
-        cursor = self._cursor().execute(sql, list(params))
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        cursor = self._cursor()
+        with self._readers.reading():
+            cursor.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     @property
     def dropped_rows(self) -> int:
@@ -316,6 +323,7 @@ class MetricsStore:
         if retry:  # kept ahead of newer rows for the next flush, which waits one interval
             self._buffer.extendleft(reversed(retry))
             self._retry_at = time.monotonic() + self.flush_interval_s
+        self._upkeep.after_flush()
 
     def _write(self, table: str, records: list[Any]) -> tuple[list[Any], BaseException | None]:
         """Store ``records``, isolating the rows that cannot be stored. Returns the rows still to

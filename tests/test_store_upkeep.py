@@ -1,0 +1,117 @@
+"""What keeps a writing store's memory bounded: its own checkpoints, small row groups, cached
+blocks dropped after a checkpoint unless a reader's query runs, the memory limit left as it was.
+
+Every test writes a real DuckDB file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pytest
+
+from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.store import close_store, open_store
+from fleet_hwmon.store.opening import ROW_GROUP_ROWS
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+TABLE = "resource_utilization"
+KIB = 1024
+
+
+def samples(start: int, count: int) -> list[ResourceUtilization]:
+    """Rows whose figures vary like measured ones (so they compress like them); seeded."""
+    rows, rng = [], random.Random(start)
+    for i in range(start, start + count):
+        rows.append(ResourceUtilization(
+            worker_id="w1", timestamp=T0 + timedelta(milliseconds=i), cpu_percent=float(i % 97),
+            memory_used_bytes=rng.randrange(1 << 33), net_recv_bytes_per_s=rng.random() * 1e6,
+            net_sent_bytes_per_s=rng.random() * 1e6, disk_read_bytes_per_s=rng.random() * 1e7,
+            task_ids=(f"task-{i // 1000}",)))
+    return rows
+
+
+def wal_bytes(path: str) -> int:
+    return os.path.getsize(path + ".wal") if os.path.exists(path + ".wal") else 0
+
+
+def memory_by_tag(store) -> dict[str, int]:
+    return dict(store.query("SELECT tag, memory_usage_bytes FROM duckdb_memory()", flush=False))
+
+
+@pytest.fixture
+def store(db_path):
+    s = open_store(db_path, flush_interval_s=0.2, checkpoint_wal_bytes=256 * KIB)
+    s.ensure_table(TABLE, ResourceUtilization)
+    yield s
+    close_store(s)
+
+
+def test_the_store_checkpoints_once_its_log_passes_the_threshold_and_keeps_every_row(store, db_path):
+    limit_before = store.query("SELECT current_setting('memory_limit')", flush=False)[0][0]
+    for start in range(0, 12_000, 2_000):  # one flush per 2,000 rows: the log passes 256 KiB
+        store.append_many(TABLE, samples(start, 2_000))
+        store.flush()
+    assert store._upkeep.checkpoints >= 2
+    assert wal_bytes(db_path) < 256 * KIB  # restarted by the last checkpoint, below the threshold since
+    # the rows since the last checkpoint are all DuckDB holds in memory, and the limit is unchanged
+    assert memory_by_tag(store)["IN_MEMORY_TABLE"] < 2 * 1024 * KIB
+    assert store.query("SELECT current_setting('memory_limit')", flush=False)[0][0] == limit_before
+    assert store.query(f"SELECT count(*), count(DISTINCT timestamp) FROM {TABLE}") == [(12_000, 12_000)]
+    close_store(store)
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute(f"SELECT count(*), sum(cpu_percent) FROM {TABLE}").fetchone() == (
+            12_000, float(sum(i % 97 for i in range(12_000))))
+
+
+def test_new_files_get_small_row_groups(store, db_path):
+    rows = 2 * ROW_GROUP_ROWS + 100
+    store.append_many(TABLE, samples(0, rows))
+    store.write("CHECKPOINT")
+    groups = store.query(f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{TABLE}')")[0][0]
+    assert groups == 3
+
+
+def test_a_checkpoint_drops_the_cached_blocks_and_a_reader_query_holds_that_back(store):
+    store.append_many(TABLE, samples(0, 80_000))
+    store.write("CHECKPOINT")  # DuckDB keeps the blocks it wrote in its buffer pool
+    store.query(f"SELECT max(COLUMNS(*)) FROM {TABLE}")  # and the blocks a query read
+    cached = memory_by_tag(store)["BASE_TABLE"]
+    assert cached >= 2048 * KIB
+
+    started, finish = threading.Event(), threading.Event()
+
+    def long_reader() -> None:  # a reader's query in progress, as the gate sees it
+        with store._readers.reading():
+            started.set()
+            finish.wait(10)
+
+    reader = threading.Thread(target=long_reader)
+    reader.start()
+    started.wait(10)
+    store._submit(store._upkeep.evict_cached_blocks)
+    assert memory_by_tag(store)["BASE_TABLE"] == cached  # not evicted under a running query
+    finish.set()
+    reader.join()
+
+    limit_before = store.query("SELECT current_setting('memory_limit')", flush=False)[0][0]
+    store._submit(store._upkeep.evict_cached_blocks)
+    assert memory_by_tag(store)["BASE_TABLE"] <= 1024 * KIB
+    assert store.query("SELECT current_setting('memory_limit')", flush=False)[0][0] == limit_before
+    # the evicted blocks are read back from the file when a query needs them
+    assert store.query(f"SELECT count(*), max(cpu_percent) FROM {TABLE}") == [(80_000, 96.0)]
+
+
+def test_readers_on_other_threads_query_the_file_and_spill_beside_it(store, db_path):
+    store.append_many(TABLE, samples(0, 100))
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(
+        (store.query(f"SELECT count(*) FROM {TABLE}"), store.query("SELECT current_database()", flush=False))))
+    thread.start()
+    thread.join(30)
+    assert results == [([(100,)], [("metrics_store",)])]
+    assert store.query("SELECT current_setting('temp_directory')", flush=False) == [(db_path + ".tmp",)]
