@@ -6,6 +6,7 @@ Every test writes a real DuckDB file in a temporary folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -17,6 +18,7 @@ import pytest
 from fleet_hwmon.sample import ResourceUtilization
 from fleet_hwmon.store import close_store, open_store
 from fleet_hwmon.store.opening import ROW_GROUP_ROWS
+from fleet_hwmon.store.upkeep import ReaderGate, Upkeep
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TABLE = "resource_utilization"
@@ -68,16 +70,23 @@ def test_the_store_checkpoints_once_its_log_passes_the_threshold_and_keeps_every
             12_000, float(sum(i % 97 for i in range(12_000))))
 
 
+def insert_rows(store, rows: int) -> None:
+    """``rows`` sample rows with varying figures, inserted by DuckDB itself (quicker than records)."""
+    store.write(f"INSERT INTO {TABLE} (worker_id, timestamp, cpu_percent, memory_used_bytes, net_recv_bytes_per_s, "
+                f"disk_read_bytes_per_s) SELECT 'w1', TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_milliseconds(range), "
+                f"range % 97, (hash(range) % 8589934592)::BIGINT, (hash(range + 1) % 1000000) / 7.0, "
+                f"(hash(range + 2) % 10000000) / 3.0 FROM range({rows})")
+
+
 def test_new_files_get_small_row_groups(store, db_path):
-    rows = 2 * ROW_GROUP_ROWS + 100
-    store.append_many(TABLE, samples(0, rows))
+    insert_rows(store, 2 * ROW_GROUP_ROWS + 100)
     store.write("CHECKPOINT")
     groups = store.query(f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{TABLE}')")[0][0]
     assert groups == 3
 
 
 def test_a_checkpoint_drops_the_cached_blocks_and_a_reader_query_holds_that_back(store):
-    store.append_many(TABLE, samples(0, 80_000))
+    insert_rows(store, 80_000)
     store.write("CHECKPOINT")  # DuckDB keeps the blocks it wrote in its buffer pool
     store.query(f"SELECT max(COLUMNS(*)) FROM {TABLE}")  # and the blocks a query read
     cached = memory_by_tag(store)["BASE_TABLE"]
@@ -115,3 +124,25 @@ def test_readers_on_other_threads_query_the_file_and_spill_beside_it(store, db_p
     thread.join(30)
     assert results == [([(100,)], [("metrics_store",)])]
     assert store.query("SELECT current_setting('temp_directory')", flush=False) == [(db_path + ".tmp",)]
+
+
+def test_a_checkpoint_that_fails_is_logged_once_never_raises_and_runs_after_a_later_flush(tmp_path, caplog):
+    path = str(tmp_path / "upkeep.duckdb")
+    con = duckdb.connect(path)
+    con.execute("CREATE TABLE t (i INTEGER)")
+    con.execute("INSERT INTO t SELECT range FROM range(1000)")
+    upkeep = Upkeep(con, path, ReaderGate(), checkpoint_wal_bytes=1)  # any log is past the threshold
+    con.execute("BEGIN")  # DuckDB refuses to checkpoint inside a transaction with changes of its own
+    con.execute("INSERT INTO t VALUES (-1)")
+    with caplog.at_level(logging.WARNING, logger="fleet_hwmon.store"):
+        upkeep.after_flush()
+        upkeep.after_flush()
+    failures = [r.getMessage() for r in caplog.records if "checkpoint of" in r.getMessage()]
+    assert len(failures) == 1 and "Cannot CHECKPOINT" in failures[0] and "retried after the next flush" in failures[0]
+    assert upkeep.checkpoints == 0 and wal_bytes(path) > 0
+    con.execute("ROLLBACK")  # (the failed statement has invalidated that transaction anyway)
+    upkeep.after_flush()
+    assert upkeep.checkpoints == 1 and wal_bytes(path) == 0
+    con.close()
+    with duckdb.connect(path, read_only=True) as check:
+        assert check.execute("SELECT count(*), min(i) FROM t").fetchone() == (1000, 0)
