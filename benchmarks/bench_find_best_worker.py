@@ -9,7 +9,9 @@ decision is recorded and appended to a temporary DuckDB file, as in production. 
 decisions each worker sends a fresh sample (untimed), as it would every update interval; each
 timed loop starts after one untimed decision per task kind (the first decision of a requirement
 set checks, and remembers, every worker's hardware: a cost paid once, not per decision). In
-the same run: the original, unpatched method on the same fleet (the baseline), the patched
+the same run: the original, unpatched method on the same fleet (the baseline), asked about each
+task in lockstep with the patched method (one after the other, which first alternating), so a
+change in a shared machine's load falls on both and not on one loop; the patched
 method deciding worker by worker (``vectorised=False``: the slow path the fast one must equal),
 and the patched method again while a thread pushes samples of 1,000 workers at 1 Hz.
 
@@ -87,6 +89,11 @@ def worker_sample(n: int, worker_id: str, capabilities: dict[str, Any]) -> Resou
                                memory_available_bytes=int(total * (1 - memory / 100)), gpus=gpus)
 
 
+def gc_runs() -> int:
+    """Garbage collections run so far in this process (all generations)."""
+    return sum(g["collections"] for g in gc.get_stats())
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
@@ -128,34 +135,42 @@ def bench_size(size: int, decisions: int, folder: Path) -> dict[str, Any]:
             for n, (worker_id, info) in enumerate(coordinator.workers.items()):
                 integration.update_worker_utilization(worker_id, worker_sample(n, worker_id, info["capabilities"]))
 
-        def timed(method, prefix: str, refresh: bool = True) -> tuple[list[float], list[float], int]:
-            wall, cpu = [], []
-            for kind in TASKS:  # untimed: the first decision of a requirement set checks every worker's hardware
-                method({"task_id": f"{prefix}warm-{kind['type']}", "priority": 1, **kind}, available, counts)
+        def timed(*methods: tuple[Any, str], refresh: bool = True) -> list[tuple[list[float], list[float], int]]:
+            """(wall, CPU times per decision in us, GC runs during its decisions) of each (method,
+            task id prefix), asked about the tasks in lockstep (task by task, the order swapped
+            every task), so a change in the machine's load falls on all of them alike."""
+            for method, prefix in methods:  # untimed: the first decision of a requirement set checks every
+                for kind in TASKS:          # worker's hardware
+                    method({"task_id": f"{prefix}warm-{kind['type']}", "priority": 1, **kind}, available, counts)
             gc.collect()
-            collections_before = sum(g["collections"] for g in gc.get_stats())
+            out = [([], [], [0]) for _ in methods]
             for i, task in enumerate(tasks):
                 if refresh and i and i % SAMPLES_EVERY == 0:
                     push_samples()
-                task = {**task, "task_id": prefix + task["task_id"]}
-                start, start_cpu = time.perf_counter(), time.thread_time()
-                worker_id, _ = method(task, available, counts)
-                cpu.append((time.thread_time() - start_cpu) * 1e6)
-                wall.append((time.perf_counter() - start) * 1e6)
-                assert worker_id is not None
-            return wall, cpu, sum(g["collections"] for g in gc.get_stats()) - collections_before
+                for (method, prefix), (wall, cpu, collections) in (zip(methods, out) if i % 2 == 0 else
+                                                                    reversed(list(zip(methods, out)))):
+                    named = {**task, "task_id": prefix + task["task_id"]}
+                    before = gc_runs()
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    worker_id, _ = method(named, available, counts)
+                    cpu.append((time.thread_time() - start_cpu) * 1e6)
+                    wall.append((time.perf_counter() - start) * 1e6)
+                    collections[0] += gc_runs() - before
+                    assert worker_id is not None
+            return [(wall, cpu, collections[0]) for wall, cpu, collections in out]
 
         push_samples()
-        original, original_cpu, _ = timed(lambda *a: TaskScheduler.find_best_worker_for_task(scheduler, *a), "o-")
-        patched, patched_cpu, collections = timed(scheduler.find_best_worker_for_task, "p-")
+        (original, original_cpu, _), (patched, patched_cpu, collections) = timed(
+            (lambda *a: TaskScheduler.find_best_worker_for_task(scheduler, *a), "o-"),
+            (scheduler.find_best_worker_for_task, "p-"))
         integration.scheduler.vectorised = False
-        per_worker, _, _ = timed(scheduler.find_best_worker_for_task, "s-")
+        [(per_worker, _, _)] = timed((scheduler.find_best_worker_for_task, "s-"))
         integration.scheduler.vectorised = True
         pusher = SamplePusher(integration, [(n, w, info["capabilities"]) for n, (w, info)
                                             in enumerate(list(coordinator.workers.items())[:PUSHING_WORKERS])])
         pusher.start()
         try:
-            with_samples, with_samples_cpu, _ = timed(scheduler.find_best_worker_for_task, "w-", refresh=False)
+            [(with_samples, with_samples_cpu, _)] = timed((scheduler.find_best_worker_for_task, "w-"), refresh=False)
         finally:
             pusher.halt.set()
             pusher.join()
