@@ -276,3 +276,42 @@ def test_a_quiet_promise_holds_on_a_worker_whose_samples_stopped():
     assert scheduler.decide_task(task("unit", "unit"), ["late"], {}).chosen_worker_id == "late"  # shared: unknown
     assert scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["late", "cool"],
                                  {"late": 1}).chosen_worker_id == "cool"
+
+
+def test_a_quiet_promise_allows_for_how_far_tasks_of_a_type_stray():
+    # Benchmarks ran at 2 and 4 cores: predicted 2.6, spread 2 cores (alpha 0.3). On "a" at
+    # 40 %: 40 % + (2.6 + 2) of 8 cores = 97.5 % > 80 %; on "b" at 10 %: 67.5 %.
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    for cpu_seconds in (20.0, 40.0):
+        scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    scheduler.observe(sample("a", 40.0, 10.0))
+    scheduler.observe(sample("b", 10.0, 10.0))
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a", "b"], {})
+    assert bench.chosen_worker_id == "b"
+    assert [(e.worker_id, e.kind, e.value) for e in bench.exclusions] == [("a", ExclusionKind.ISOLATION, 97.5)]
+    # Beside the running benchmark, a unit (1 core each run, no spread) fits while 10 % + the
+    # bench in flight (2.6 cores) + 1 core stay under 80 %; then a build that strays (4 and 8
+    # cores: 5.2 + spread 4) does not: 10 % + (2.6 + 1 + 5.2 + 4) of 8 cores = 170 %.
+    for cpu_seconds in (10.0, 10.0):
+        scheduler.history.record("elsewhere", "unit", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    for cpu_seconds in (40.0, 80.0):
+        scheduler.history.record("elsewhere", "build", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    assert scheduler.decide_task(task("unit", "unit"), ["b"], {}).chosen_worker_id == "b"
+    build = scheduler.decide_task(task("build", "build"), ["b"], {})
+    assert build.chosen_worker_id is None
+    assert [(e.kind, e.value) for e in build.exclusions] == [(ExclusionKind.ISOLATION, 170.0)]
+
+
+def test_an_exclusive_task_is_quiet_too():
+    # Both workers are empty with background under 25 %; "perf" runs at 5 cores of 8. On "a"
+    # (24 %) it would make 24 % + 62.5 % = 86.5 % > 80 %: exclusive hardware is quiet hardware
+    # with nothing else of ours on it, so "b" (10 %: 72.5 %) takes it.
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    for _ in range(2):
+        scheduler.history.record("elsewhere", "perf", success=True, duration_s=10.0, cpu_seconds=50.0)
+    scheduler.observe(sample("a", 24.0, 10.0))
+    scheduler.observe(sample("b", 10.0, 10.0))
+    perf = scheduler.decide_task(task("perf", "perf", isolation="exclusive"), ["a", "b"], {})
+    assert perf.chosen_worker_id == "b"
+    assert [(e.worker_id, e.kind, e.resource, e.value) for e in perf.exclusions] == [
+        ("a", ExclusionKind.ISOLATION, "cpu", 86.5)]

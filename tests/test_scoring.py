@@ -451,6 +451,23 @@ class TestHistory:
         assert (stats.runs, stats.duration_s, stats.gpu_percent) == (3, 2.0, 40.0)
 
 
+    def test_how_far_tasks_of_a_type_stray_is_learnt_over_the_fleet(self):
+        # Cores 2, 4, 2 (alpha 0.3): the spread is the EWMA of each run's distance from the mean
+        # so far: |4 - 2| = 2, then |2 - 2.6| = 0.6 -> 2 + 0.3 * (0.6 - 2) = 1.58; GPU share
+        # 40 then 50: 10. A worker's own figures come with the fleet's spread.
+        history = PerformanceHistory()
+        for worker_id, cpu_seconds, gpu_percent in (("a", 20.0, 40.0), ("b", 40.0, 50.0), ("a", 20.0, None)):
+            history.record(worker_id, "bench", success=True, duration_s=10.0, cpu_seconds=cpu_seconds,
+                           gpu_percent=gpu_percent)
+        fleet = history.fleet_stats("bench")
+        assert (fleet.cores, fleet.cores_spread) == (pytest.approx(2.42), pytest.approx(1.58))
+        assert fleet.gpu_percent_spread == pytest.approx(10.0)
+        mine = history.task_demand("a", "bench")
+        assert (mine.cores, mine.source) == (2.0, "worker")
+        assert (mine.cores_spread, mine.gpu_percent_spread) == (pytest.approx(1.58), pytest.approx(10.0))
+        assert history.task_demand("new", "bench").cores_spread == pytest.approx(1.58)
+
+
 def gpu_view(worker_id: str, total_gb: float, used_gb: float, *, cpu=10.0, memory=10.0, cores=16,
              memory_gb=64, now_s=100.0, timestamp=None) -> WorkerView:
     """A view that has seen one sample with one GPU of ``total_gb`` of which ``used_gb`` is used."""
@@ -612,9 +629,9 @@ class TestTaskSize:
         fleet = history.fleet_stats("build")
         assert (fleet.memory_bytes, fleet.gpu_memory_bytes, fleet.failures) == (8 * GIB, 5 * GIB, 2)
         # The worker has no successful run: its memory figures come from the fleet's.
-        assert history.task_demand("w", "build") == (1.0, 8 * GIB, 5 * GIB, None, "worker")
+        assert history.task_demand("w", "build") == (1.0, 8 * GIB, 5 * GIB, None, "worker", 0.0, None)
         assert history.task_demand("new", "build").source == "fleet"
-        assert history.task_demand("w", "other") == (None, None, None, None, None)
+        assert history.task_demand("w", "other") == (None, None, None, None, None, None, None)
 
 
 class TestInFlightBySampleTime:

@@ -18,6 +18,10 @@ class TypeStats:
     memory_bytes: float | None = None  # peak RSS of the task's process tree
     gpu_memory_bytes: float | None = None
     gpu_percent: float | None = None  # mean GPU utilization of the task's processes, percent of one GPU
+    # How far one run's figure strays from the mean (EWMA of the absolute deviation, same units):
+    # tasks of a type vary, and a quiet promise must hold for the one placed, not the mean.
+    cores_spread: float | None = None
+    gpu_percent_spread: float | None = None
 
     @property
     def failure_rate(self) -> float:
@@ -27,13 +31,16 @@ class TypeStats:
 
 class TaskDemand(NamedTuple):
     """A task's predicted demand and where it comes from (``source``: ``"worker"`` history of the
-    type on that worker, ``"fleet"`` history of the type anywhere, ``None``: nothing known)."""
+    type on that worker, ``"fleet"`` history of the type anywhere, ``None``: nothing known), and
+    how far one task's cores and GPU share stray from those means (``*_spread``, same units)."""
 
     cores: float | None
     memory_bytes: float | None
     gpu_memory_bytes: float | None
     gpu_percent: float | None
     source: str | None
+    cores_spread: float | None = None
+    gpu_percent_spread: float | None = None
 
 
 NO_DEMAND = TaskDemand(None, None, None, None, None)
@@ -42,14 +49,15 @@ _EMPTY: Mapping[str, TypeStats] = {}
 
 def demand_of(mine: TypeStats | None, fleet: TypeStats | None) -> TaskDemand:
     """Each figure from ``mine`` when it has it, else from ``fleet``; ``source`` names where the
-    CPU figure came from (else the memory figure)."""
+    CPU figure came from (else the memory figure); the spreads are always the fleet's."""
     if fleet is None:
         return NO_DEMAND
     if mine is None:
         if (fleet.cores is None and fleet.memory_bytes is None and fleet.gpu_memory_bytes is None
                 and fleet.gpu_percent is None):
             return NO_DEMAND
-        return TaskDemand(fleet.cores, fleet.memory_bytes, fleet.gpu_memory_bytes, fleet.gpu_percent, "fleet")
+        return TaskDemand(fleet.cores, fleet.memory_bytes, fleet.gpu_memory_bytes, fleet.gpu_percent, "fleet",
+                          fleet.cores_spread, fleet.gpu_percent_spread)
     cores = mine.cores if mine.cores is not None else fleet.cores
     memory = mine.memory_bytes if mine.memory_bytes is not None else fleet.memory_bytes
     gpu_memory = mine.gpu_memory_bytes if mine.gpu_memory_bytes is not None else fleet.gpu_memory_bytes
@@ -60,7 +68,15 @@ def demand_of(mine: TypeStats | None, fleet: TypeStats | None) -> TaskDemand:
         source = "fleet"
     else:
         source = None
-    return TaskDemand(cores, memory, gpu_memory, gpu_percent, source)
+    # How much tasks of the type vary is the type's: the fleet's runs tell it best.
+    return TaskDemand(cores, memory, gpu_memory, gpu_percent, source, fleet.cores_spread, fleet.gpu_percent_spread)
+
+
+def _deviation(mean: float | None, value: float | None) -> float | None:
+    """How far ``value`` is from the ``mean`` so far (``None`` when either is unknown)."""
+    if mean is None or value is None or not math.isfinite(value):
+        return None
+    return abs(value - mean)
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
@@ -97,7 +113,10 @@ class PerformanceHistory:
             stats.failures += 0 if success else 1
             if success:  # a failed run's duration says little about the worker's speed
                 stats.duration_s = _ewma(stats.duration_s, duration_s, self.alpha)
+            stats.cores_spread = _ewma(stats.cores_spread, _deviation(stats.cores, cores), self.alpha)
             stats.cores = _ewma(stats.cores, cores, self.alpha)
+            stats.gpu_percent_spread = _ewma(stats.gpu_percent_spread, _deviation(stats.gpu_percent, gpu_percent),
+                                             self.alpha)
             stats.gpu_percent = _ewma(stats.gpu_percent, gpu_percent, self.alpha)
             if success:
                 stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)

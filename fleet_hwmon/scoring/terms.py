@@ -84,7 +84,7 @@ class DecisionTerms:
         self.fleet_duration = fleet_duration
         self.floor = floor
         self.cap = cap
-        self.quiet = requirements.isolation == "quiet"
+        self.quiet = requirements.isolation in ("quiet", "exclusive")  # exclusive: quiet, and alone
         self.quiet_limit = factors.quiet_threshold_percent
         self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
         self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
@@ -161,18 +161,21 @@ class DecisionTerms:
     def not_quiet(self, view: WorkerView, cores: float, demand: TaskDemand) -> Exclusion | None:
         """Quiet hardware is a hard limit: the CPU (and, for a GPU task, GPU) after placing the
         task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
-        stay at or under the quiet threshold."""
+        stay at or under the quiet threshold. The task counts at its predicted cores and GPU
+        share plus how far tasks of its type stray from them (``demand.*_spread``): the promise
+        must hold for the task placed, not for the type's mean."""
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
         if cpu is not None and count:
-            cpu += 100.0 * (view.inflight_cores + cores) / count
+            cpu += 100.0 * (view.inflight_cores + cores + (demand.cores_spread or 0.0)) / count
         if cpu is not None and cpu > limit:
             return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
         gpu = view.quiet_gpu_least_percent
         if self.needs_gpu and gpu is not None:
+            own = self.own_gpu(demand) + (demand.gpu_percent_spread or 0.0)
             if len(view.quiet_gpu_levels) == 1:
-                gpu += view.inflight_gpu_percent + self.own_gpu(demand)
+                gpu += view.inflight_gpu_percent + own
             else:
-                gpu = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, self.own_gpu(demand))
+                gpu = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, own)
             if gpu > limit:
                 return Exclusion.not_quiet(view.worker_id, "gpu", gpu, limit)
         return None
