@@ -237,6 +237,54 @@ def test_a_held_task_is_decided_again_only_when_something_could_make_room():
     assert scheduler.statistics()["decisions"] == 2
 
 
+def test_a_held_task_is_decided_again_only_when_memory_frees_up_to_its_need():
+    scheduler, clock = fleet(("w", caps(memory_gb=16)))
+    scheduler.history.record("w", "big", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=8 * GIB)
+    scheduler.observe(sample("w", 10.0, 75.0))  # 4 GiB free; the task needs 8 GiB, 10 GiB with headroom
+    running = {"w": 1}  # a task of ours runs there: the headroom applies
+    assert scheduler.decide_task(task("t", "big"), ["w"], running).chosen_worker_id is None
+    clock.now_s += 1.0
+    scheduler.observe(sample("w", 10.0, 62.5))  # 6 GiB free: more room, not enough for this task
+    assert scheduler.decide_task(task("t", "big"), ["w"], running).chosen_worker_id is None
+    assert (scheduler.statistics()["decisions"], scheduler.statistics()["asked_again_unchanged"]) == (1, 1)
+    clock.now_s += 1.0
+    scheduler.observe(sample("w", 10.0, 50.0))  # 8 GiB free: its need without headroom, worth a look
+    assert scheduler.decide_task(task("t", "big"), ["w"], running).chosen_worker_id is None  # 8 * 1.25 > 8
+    assert scheduler.statistics()["decisions"] == 2
+    clock.now_s += 1.0
+    scheduler.observe(sample("w", 40.0, 50.0))  # the CPU changed, not the room
+    assert scheduler.decide_task(task("t", "big"), ["w"], running).chosen_worker_id is None
+    assert scheduler.statistics()["decisions"] == 2
+    clock.now_s += 1.0
+    scheduler.observe(sample("w", 10.0, 30.0))  # 11.2 GiB free
+    assert scheduler.decide_task(task("t", "big"), ["w"], running).chosen_worker_id == "w"
+    assert scheduler.statistics()["decisions"] == 3
+
+
+def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
+    scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)))
+    for task_type, peak_gb in (("big", 8), ("mid", 6)):
+        scheduler.history.record("a", task_type, success=True, duration_s=10.0, cpu_seconds=10.0,
+                                 peak_rss_bytes=peak_gb * GIB)
+    scheduler.observe(sample("a", 10.0, 75.0))  # 4 GiB free on each
+    scheduler.observe(sample("b", 10.0, 75.0))
+    for _ in range(4):  # "big" waits past reserve_after_s (30 s) and reserves a worker
+        assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id is None
+        clock.now_s += 12.0  # past recheck_s: decided again
+        scheduler.observe(sample("a", 10.0, 75.0))
+        scheduler.observe(sample("b", 10.0, 75.0))
+    assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id is None
+    (kept,) = scheduler._reservations.reserved()
+    assert scheduler.decide_task(task("mid", "mid"), ["a", "b"], {}).chosen_worker_id is None
+    decisions = scheduler.statistics()["decisions"]
+    scheduler.observe(sample(kept, 10.0, 50.0))  # 8 GiB free there, all of it kept for "big"
+    assert scheduler.decide_task(task("mid", "mid"), ["a", "b"], {}).chosen_worker_id is None
+    assert scheduler.statistics()["decisions"] == decisions  # no room for "mid": not decided again
+    # Its own worker, drained (no headroom needed): decided again and placed there.
+    assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id == kept
+    assert scheduler.statistics()["decisions"] == decisions + 1
+
+
 def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     scheduler, _ = fleet(("a", caps()), ("b", caps()))
     scheduler.observe(sample("a", 40.0, 10.0))

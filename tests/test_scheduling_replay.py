@@ -16,7 +16,7 @@ from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, ReplayConfi
                                 simulate, workload)
 from fleet_hwmon.replay.policies import LeastLoaded
 from fleet_hwmon.replay.monitor import EPOCH
-from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT
+from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
 
 GIB = 1024**3
 TINY = ReplayConfig(workers=6, tasks=60, seed=3)
@@ -143,6 +143,39 @@ def test_a_run_that_cannot_finish_is_cut_and_reported():
     bounded = simulate(replace(TINY, horizon_factor=0.5), make_policy("least_loaded", TINY.seed))
     assert not bounded.finished and "horizon" in bounded.stop_reason
     assert bounded.end_s == pytest.approx(0.5 * makespan_lower_bound_s(TINY))
+
+
+class DeclinesRetried(LeastLoaded):
+    """Least-loaded that holds every task with a failed attempt behind it (as a policy that
+    raised that task's own estimate may), recording what it is asked."""
+
+    name = "declines_retried"
+
+    def __init__(self, seed, retried):
+        super().__init__(seed)
+        self.retried, self.asked = set(retried), []
+
+    def choose(self, task, available, counts):
+        self.asked.append(task["task_id"])
+        return None if task["task_id"] in self.retried else super().choose(task, available, counts)
+
+
+def test_a_declined_retried_task_stands_only_for_retried_tasks_of_its_type():
+    config = replace(TINY, tasks=40)
+    sim = Simulation(config, LeastLoaded(config.seed))
+    same_type = collections.defaultdict(list)
+    for spec in sim.tasks:
+        same_type[spec.type].append(spec)
+    first, second, third, fourth = max(same_type.values(), key=len)[:4]
+    policy = sim.policy = DeclinesRetried(config.seed, {first.task_id, second.task_id})
+    policy.attach(sim.coordinator, lambda: sim.now)
+    sim._attempts.update({first.task_id: 1, second.task_id: 1})  # each failed once
+    for spec in (first, second, third, fourth):
+        sim._enqueue(spec)
+    sim._dispatch()
+    # The second retried task is not asked in this pass; the tasks on their first attempt are.
+    assert policy.asked == [first.task_id, third.task_id, fourth.task_id]
+    assert sorted(e[2] for e in sim._queue) == sorted([first.task_id, second.task_id])
 
 
 def test_a_task_no_worker_could_hold_fails_each_attempt_then_for_good():

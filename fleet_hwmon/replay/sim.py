@@ -281,7 +281,10 @@ class Simulation:
     def _dispatch(self) -> None:
         """The reference coordinator's dispatch_once: place queued tasks in order while workers
         are available; a task nobody takes now waits. Within one pass a task type the policy just
-        declined is not asked again (nothing it could use has changed since)."""
+        declined is not asked again for tasks on their first attempt (the policy knows nothing
+        else of them, and nothing it could use has changed since). A task with a failed attempt
+        behind it is asked on its own and stands for no other: what a policy learnt from its
+        failure (a raised estimate of its own need) is not its type's."""
         deferred = []
         declined: set[str] = set()
         counts = {w: len(s.tasks) for w, s in self._workers.items()}
@@ -291,13 +294,15 @@ class Simulation:
                 break
             entry = heapq.heappop(self._queue)
             spec = self._specs[entry[2]]
-            if spec.type in declined:
+            retried = spec.task_id in self._attempts
+            if not retried and spec.type in declined:
                 deferred.append(entry)
                 continue
             self._asks += 1
             worker_id = self.policy.choose(spec.as_task(), available, counts)
             if worker_id is None:
-                declined.add(spec.type)
+                if not retried:
+                    declined.add(spec.type)
                 deferred.append(entry)
                 continue
             if worker_id not in available:

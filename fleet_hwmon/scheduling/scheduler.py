@@ -22,6 +22,7 @@ from fleet_hwmon.sample import ResourceUtilization, utc_now
 from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, SchedulerPatch, check_contract,
                                              original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
+from fleet_hwmon.scheduling.held import ANY_ROOM, Held, Room, room_made, room_of
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
@@ -89,9 +90,12 @@ class HardwareAwareScheduler:
         self._caps: dict[TaskRequirements, tuple[float | None, float | None, int]] = {}
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
-        # Asked again only after a change that could make room: a held task's last answer.
+        # Asked again only after a change that could make room for it: a held task's last answer
+        # and what it lacked (Held); each change that made room, and what kind (_room_made_since).
         self._room_version = 0
-        self._held: dict[str, tuple[tuple, float, SchedulingDecision]] = {}
+        self._held: dict[str, Held] = {}
+        self._room_made: collections.deque[tuple[int, Room]] = collections.deque(maxlen=_ROOM_LOG)
+        self._running: collections.Counter[str] = collections.Counter()  # worker -> tasks started, not ended
         self._warned_unknown: set[str] = set()
 
     # -- the patch ------------------------------------------------------------------------------
@@ -156,14 +160,16 @@ class HardwareAwareScheduler:
             if view is None:
                 view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
             now_s, factors = self._clock(), self.factors()
-            before = _room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
+            before = room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
             totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost)
             view.observe(sample, now_s, factors)
             self._sync(view)
             if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost):
                 self._fleet_changed()
-            elif _more_room(before, _room_of(view, now_s, float("inf")), view.memory_total_bytes):
-                self._room_version += 1
+            else:
+                made = room_made(before, room_of(view, now_s, float("inf")), view.memory_total_bytes)
+                if made is not None:
+                    self._made_room(self._kept(view, made))
 
     def _sync(self, view: WorkerView | None) -> None:
         """Copy ``view``'s figures into the fleet's columns. The columns serve the column path
@@ -183,7 +189,38 @@ class HardwareAwareScheduler:
 
     def _fleet_changed(self) -> None:
         self._fleet_version += 1
+        self._made_room()
+
+    def _made_room(self, room: Room | None = None) -> None:
+        """Something may have made room for a held task: ``room`` says what (``None``: anything)."""
         self._room_version += 1
+        self._room_made.append((self._room_version, ANY_ROOM if room is None else room))
+
+    def _kept(self, view: WorkerView, room: Room) -> Room:
+        """``room`` made on ``view``'s worker: whether it has drained (no task of ours started and
+        not ended, none in flight: a task needs no headroom there), less what a reservation keeps
+        there for its task."""
+        worker_id = view.worker_id
+        drained = not self._running.get(worker_id) and not view.inflight
+        holder = self._reservations.holder(worker_id)
+        if holder is None:
+            return dataclasses.replace(room, drained=drained) if drained else room
+        return dataclasses.replace(room, drained=drained, kept_for=holder,
+                                   kept_bytes=self._reserved_need.get(worker_id, _ALL)[0])
+
+    def _room_made_since(self, held: Held) -> bool:
+        """Did a change since ``held`` was decided make room it could use (:meth:`Room.serves`)?"""
+        if held.room_version == self._room_version:
+            return False
+        made = self._room_made
+        if not made or made[0][0] > held.room_version + 1:  # older than what is remembered
+            return True
+        for version, room in reversed(made):
+            if version <= held.room_version:
+                return False
+            if room.serves(held):
+                return True
+        return False
 
     # -- tasks ----------------------------------------------------------------------------------
     def task_type_of(self, task_id: str) -> str | None:
@@ -194,9 +231,14 @@ class HardwareAwareScheduler:
         """``task_id`` started on ``worker_id``, which the coordinator thereby shows alive."""
         self._task_types[task_id] = task_type
         with self._lock:  # a decision may be reading the columns
+            if worker_id is not None:
+                self._running[worker_id] += 1
             view = self._views.get(worker_id) if worker_id is not None else None
             if view is not None:
-                view.alive(self._clock())
+                now_s = self._clock()
+                if view.samples_stale(now_s, self.factors().stale_after_intervals * self.update_interval_s):
+                    self._made_room()  # shown alive: no longer excluded as stale
+                view.alive(now_s)
                 self._sync(view)
 
     def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
@@ -209,12 +251,19 @@ class HardwareAwareScheduler:
         task_type = self._task_types.pop(task_id, None) or task_type
         with self._lock:
             view = self._views.get(worker_id)
+            room = float("inf")  # what the end freed: the worker's room, when its samples say it
+            if self._running.get(worker_id):
+                self._running[worker_id] -= 1
             if view is not None:
+                now_s = self._clock()
                 view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
-                view.alive(self._clock())
+                stale = view.samples_stale(now_s, self.factors().stale_after_intervals * self.update_interval_s)
+                if view.memory_free_bytes is not None and not stale:
+                    room = view.memory_free_bytes - view.inflight_memory_bytes
+                view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
-            self._room_version += 1
+            self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             if success:
                 self._retry_floor.pop(task_id, None)
             else:  # its retry needs more than this attempt reached; its type's estimate stays
@@ -275,10 +324,10 @@ class HardwareAwareScheduler:
         task_id = str(task.get("task_id", ""))
         with self._lock:
             held = self._held.get(task_id)
-            key = (self._room_version, len(ids), sum(counts.values()) if counts else 0, requirements)
-            if held is not None and held[0] == key and now_s - held[1] < factors.recheck_s:
+            if (held is not None and held.requirements == requirements and now_s - held.decided_s < factors.recheck_s
+                    and not self._room_made_since(held)):
                 self._stats.asked_again()
-                return held[2]  # nothing that could make room happened: the same answer
+                return held.decision  # nothing that could make room for it happened: the same answer
             self._forget_inflight(task_id)  # a task asked about again is not load yet
             cache = self._mismatch_cache.get(requirements)
             if cache is None:
@@ -333,6 +382,7 @@ class HardwareAwareScheduler:
             self._warn_unknown(unknown, now_s - stale_after_s)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
+                held_one = task_id in self._reservations.reserved().values()
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
@@ -343,11 +393,15 @@ class HardwareAwareScheduler:
                                                                requirements, factors, floor, cap)
                     headroom = 1.0 + factors.memory_headroom_percent / 100.0
                     self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
-                    self._room_version += 1
+                elif held_one and task_id not in self._reservations.reserved().values():
+                    self._made_room(Room(reserved=True))  # its worker is free for the others again
             if decision.chosen_worker_id is None:
                 if len(self._held) >= _HELD_LIMIT:  # tasks cancelled while held: start over
                     self._held.clear()
-                self._held[task_id] = (key, now_s, decision)
+                predicted = task_demand_for(None, self.history, "", task.get("type"), requirements, factors,
+                                            floor, cap)[1]
+                self._held[task_id] = Held.of(decision, requirements, now_s, self._room_version,
+                                               1.0 + factors.memory_headroom_percent / 100.0, predicted)
             else:
                 self._held.pop(task_id, None)
             self._account(decision, task, requirements, now_s, time.perf_counter() - started, floor, cap)
@@ -465,6 +519,7 @@ class HardwareAwareScheduler:
 
 
 _HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
+_ROOM_LOG = 4096  # changes that made room remembered (a held task older than them is decided again)
 _ALL = (float("inf"), float("inf"))  # a reserved task's need when it is not known: nothing fits beside
 
 
@@ -481,26 +536,6 @@ def _gpu_memory_of(info: Mapping[str, Any] | None) -> float | None:
     gpus = caps.get("gpus") or ([caps["gpu"]] if caps.get("gpu") else [])
     sizes = [float(g["memory_gb"]) * GIB for g in gpus if isinstance(g, Mapping) and g.get("memory_gb")]
     return max(sizes) if sizes else None
-
-
-def _room_of(view: WorkerView, now_s: float, stale_after_s: float) -> tuple:
-    """What could make room for a held task, as one comparable record."""
-    free = None if view.memory_free_bytes is None else view.memory_free_bytes - view.inflight_memory_bytes
-    return (view.last_sample_s is None or view.samples_stale(now_s, stale_after_s), view.excluded is None, free,
-            view.gpu_memory_room(), view.cpu_percent)
-
-
-def _more_room(before: tuple, after: tuple, memory_total: float | None) -> bool:
-    """Did a sample make room: the first fresh sample, a critical exclusion cleared, more free
-    memory (1 % of the worker's), more GPU memory, or CPU 10 points lower (quiet tasks)?"""
-    (was_unknown, was_clear, free, gpu_room, cpu), (_, clear, free_now, gpu_room_now, cpu_now) = before, after
-    if was_unknown or (clear and not was_clear):
-        return True
-    if free_now is not None and (free is None or free_now - free > 0.01 * (memory_total or 0.0)):
-        return True
-    if gpu_room_now is not None and (gpu_room is None or gpu_room_now > gpu_room):
-        return True
-    return cpu_now is not None and cpu is not None and cpu - cpu_now >= 10.0
 
 
 def _below(counts: Any, limit: Any) -> bool:

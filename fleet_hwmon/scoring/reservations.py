@@ -114,6 +114,10 @@ class Reservations:
         if task_id is not None:
             self._unreserve(task_id)
 
+    def holder(self, worker_id: str) -> str | None:
+        """The task ``worker_id`` is reserved for, if any."""
+        return self._by_worker.get(worker_id)
+
     def reserved(self) -> dict[str, str]:
         """Reserved worker id -> the task id it is kept for."""
         return dict(self._by_worker)

@@ -1,0 +1,111 @@
+"""Held tasks and what makes room for them (pure): a task no worker took is decided again only
+after a change that could place it, not after every sample or every task start.
+
+:class:`Held` is a held task's answer and what it lacked; :class:`Room` what one change made
+room of (memory freed on a worker, less CPU load, GPU room, a slot, a reservation ended);
+:func:`room_made` reads it off a worker's state before and after a sample (:func:`room_of`).
+The scheduler keeps a log of recent changes and answers a held task again without a new
+decision while none of them :meth:`Room.serves` it (and ``recheck_s`` has not passed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fleet_hwmon.scoring.decision import SchedulingDecision
+from fleet_hwmon.scoring.exclusions import ExclusionKind
+from fleet_hwmon.scoring.requirements import TaskRequirements
+from fleet_hwmon.scoring.views import WorkerView
+
+
+@dataclasses.dataclass(slots=True)
+class Held:
+    """A task no worker took: the answer, its requirements, when, at which room version, and
+    what could change it: memory freed to ``memory_bytes`` (the least predicted memory, before
+    headroom, where it lacked memory; infinite where it lacked none) or to ``memory_busy_bytes``
+    (with headroom) on a worker that runs tasks of ours; less CPU (``busy``: a worker too busy
+    for its isolation); GPU room (``needs_gpu``); a task's end on a worker at its task limit or
+    kept by isolation (``slots``); a reservation ended (``reserved``). A worker above a
+    critical mark is judged by the least need seen on the others and the fleet's prediction
+    ``predicted_bytes`` (a worker's own history of the type may predict less: the recheck after
+    ``recheck_s`` covers that)."""
+
+    decision: SchedulingDecision
+    requirements: TaskRequirements
+    decided_s: float
+    room_version: int
+    memory_bytes: float
+    memory_busy_bytes: float
+    busy: bool
+    needs_gpu: bool
+    slots: bool
+    reserved: bool
+
+    @classmethod
+    def of(cls, decision: SchedulingDecision, requirements: TaskRequirements, now_s: float, room_version: int,
+           headroom: float, predicted_bytes: float) -> Held:
+        kinds = {e.kind for e in decision.exclusions}
+        memory = min((e.value for e in decision.exclusions if e.kind is ExclusionKind.MEMORY_FIT
+                      and e.value is not None), default=float("inf"))
+        if ExclusionKind.CRITICAL in kinds:
+            memory = min(memory, predicted_bytes)
+        busy = ExclusionKind.ISOLATION in kinds
+        return cls(decision, requirements, now_s, room_version, memory, memory * headroom, busy,
+                   requirements.needs_gpu, busy or ExclusionKind.TASK_LIMIT in kinds,
+                   ExclusionKind.RESERVED in kinds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Room:
+    """What a change made room of: ``memory_bytes`` free on one worker less its tasks in flight
+    (``-inf``: no memory freed; for tasks other than the one the worker is reserved for, less
+    what is kept for that one; a task needs its headroom too unless the worker has ``drained``),
+    less CPU load, GPU room, a slot (a task ended), a reserved worker freed. It serves a held
+    task that lacked that."""
+
+    memory_bytes: float = float("-inf")
+    cpu: bool = False
+    gpu: bool = False
+    slot: bool = False
+    reserved: bool = False
+    drained: bool = True  # nothing of ours runs there: no headroom needed
+    kept_for: str | None = None  # the task the worker is reserved for, and the memory kept for it
+    kept_bytes: float = 0.0
+
+    def serves(self, held: Held) -> bool:
+        memory = self.memory_bytes
+        if self.kept_for is not None and self.kept_for != held.decision.task_id:
+            memory -= self.kept_bytes
+        need = held.memory_bytes if self.drained else held.memory_busy_bytes
+        return (memory >= need or (self.cpu and held.busy) or (self.gpu and held.needs_gpu)
+                or (self.slot and held.slots) or (self.reserved and held.reserved))
+
+
+ANY_ROOM = Room(float("inf"), True, True, True, True)
+
+
+def room_of(view: WorkerView, now_s: float, stale_after_s: float) -> tuple:
+    """What could make room for a held task, as one comparable record (samples stale: ``None``
+    before the first sample)."""
+    free = None if view.memory_free_bytes is None else view.memory_free_bytes - view.inflight_memory_bytes
+    stale = None if view.last_sample_s is None else view.samples_stale(now_s, stale_after_s)
+    return stale, view.excluded is None, free, view.gpu_memory_room(), view.cpu_percent
+
+
+def room_made(before: tuple, after: tuple, memory_total: float | None) -> Room | None:
+    """What room a sample made (``None``: none): the first sample (anything), the first fresh
+    one after its samples stopped, more free memory (1 % of the worker's) or a critical mark
+    cleared (what is free now less the tasks in flight; a fresh sample or a GPU memory mark: GPU
+    room too; a fresh sample: CPU too), more GPU memory, CPU 10 points lower (quiet tasks)."""
+    (was_unknown, was_clear, free, gpu_room, cpu), (_, clear, free_now, gpu_room_now, cpu_now) = before, after
+    if was_unknown is None:
+        return ANY_ROOM
+    cleared = (clear and not was_clear) or was_unknown
+    memory = free_now is not None and (cleared or free is None or free_now - free > 0.01 * (memory_total or 0.0))
+    gpu = cleared or (gpu_room_now is not None and (gpu_room is None or gpu_room_now > gpu_room))
+    cpu_lower = was_unknown or (cpu_now is not None and cpu is not None and cpu - cpu_now >= 10.0)
+    if cleared and free_now is None:
+        return ANY_ROOM
+    if not (memory or gpu or cpu_lower):
+        return None
+    return Room(free_now if memory else float("-inf"), cpu=cpu_lower, gpu=gpu)
