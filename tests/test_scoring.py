@@ -242,6 +242,26 @@ class TestDecide:
         (refused,) = quiet.exclusions
         assert (refused.kind.value, refused.resource, refused.limit) == ("isolation", "gpu", 80.0)
 
+    def test_quiet_task_that_fills_the_hardware_by_itself_still_goes_where_nothing_else_runs(self):
+        gpu = {"hardware": ["gpu"], "isolation": "quiet"}
+        history = PerformanceHistory()
+        for share in (70.0, 90.0):  # 80 % of a GPU on average, 10 points of spread
+            history.record("elsewhere", "bench", success=True, duration_s=10.0, gpu_percent=share)
+        # Nothing of ours runs there and the GPU shows 5 %: the task's own 80 + spread counts at
+        # most 80 - 25 (the exclusive background allowance), so 5 + 55 = 60 % passes.
+        idle = run({"w": 1.0}, {"w": view("w", 10.0, 10.0, gpu=5.0)}, requirements=gpu, task_type="bench",
+                   history=history, factors=FACTORS)
+        assert idle.chosen_worker_id == "w" and idle.exclusions == ()
+        # 30 % of background on the GPU: 30 + 55 = 85 % > 80: still refused, the promise holds.
+        busy = run({"w": 1.0}, {"w": view("w", 10.0, 10.0, gpu=30.0)}, requirements=gpu, task_type="bench",
+                   history=history, factors=FACTORS)
+        (refused,) = busy.exclusions
+        assert (refused.kind.value, refused.resource, refused.value) == ("isolation", "gpu", pytest.approx(85.0))
+        # A shared task beside a running quiet one is not capped: it counts in full.
+        shared = run({"w": 1.0}, {"w": view("w", 10.0, 10.0, gpu=5.0)}, requirements={"hardware": ["gpu"]},
+                     task_type="bench", history=history, factors=FACTORS)
+        assert by_worker(shared)["w"].gpu_percent > 80.0
+
     def test_gpu_after_placement_fills_the_least_busy_gpus_first(self):
         assert gpu_after_placement([40.0], [35.0, 35.0], 35.0) == pytest.approx(145.0)  # one GPU: all on it
         assert gpu_after_placement([90.0, 5.0], [], 50.0) == pytest.approx(55.0)  # the idle one

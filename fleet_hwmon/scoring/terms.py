@@ -86,6 +86,7 @@ class DecisionTerms:
         self.cap = cap
         self.quiet = requirements.isolation in ("quiet", "exclusive")  # exclusive: quiet, and alone
         self.quiet_limit = factors.quiet_threshold_percent
+        self.own_limit = factors.quiet_threshold_percent - factors.exclusive_background_percent
         self.headroom = 1.0 + factors.memory_headroom_percent / 100.0
         self.cpu_t, self.mem_t, self.gpu_t = (factors.cpu_threshold_percent, factors.memory_threshold_percent,
                                               factors.gpu_threshold_percent)
@@ -163,15 +164,25 @@ class DecisionTerms:
         task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
         stay at or under the quiet threshold. The task counts at its predicted cores and GPU
         share plus how far tasks of its type stray from them (``demand.*_spread``): the promise
-        must hold for the task placed, not for the type's mean."""
+        must hold for the task placed, not for the type's mean.
+
+        A quiet task's own share counts at most up to the threshold less the exclusive
+        background allowance (``own_limit``): a task predicted to fill the hardware by itself
+        still goes where nothing of ours runs and the background is that low, instead of
+        waiting forever for a worker no fleet has."""
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
         if cpu is not None and count:
-            cpu += 100.0 * (view.inflight_cores + cores + (demand.cores_spread or 0.0)) / count
+            spread = demand.cores_spread or 0.0
+            if self.quiet:
+                spread = min(cores + spread, self.own_limit * count / 100.0) - cores
+            cpu += 100.0 * (view.inflight_cores + cores + spread) / count  # the column path's order
         if cpu is not None and cpu > limit:
             return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
         gpu = view.quiet_gpu_least_percent
         if self.needs_gpu and gpu is not None:
             own = self.own_gpu(demand) + (demand.gpu_percent_spread or 0.0)
+            if self.quiet:
+                own = min(own, self.own_limit)
             if len(view.quiet_gpu_levels) == 1:
                 gpu += view.inflight_gpu_percent + own
             else:
