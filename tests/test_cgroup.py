@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet_hwmon.sampling import cgroup
 from fleet_hwmon.sampling.cgroup import (
     CgroupLimits,
     CgroupReader,
@@ -80,6 +81,29 @@ def test_v1_limit_and_usage(tmp_path):
     assert limits == CgroupLimits(version=1, cpu_quota_cores=1.5, memory_limit_bytes=4 * GIB,
                                   memory_usage_bytes=GIB)
 
+
+
+def test_memory_read_leaves_the_quota_files_alone(tmp_path, monkeypatch):
+    # the memory source reads every sample; the quota is the CPU source's, re-read every few seconds
+    v1 = v1_reader(tmp_path / "v1", {"memory/memory.limit_in_bytes": str(4 * GIB),
+                                     "memory/memory.usage_in_bytes": str(GIB),
+                                     "memory/memory.stat": "total_inactive_file 1024",
+                                     "cpu,cpuacct/cpu.cfs_quota_us": "150000",
+                                     "cpu,cpuacct/cpu.cfs_period_us": "100000"})
+    v2 = v2_reader(tmp_path / "v2", {"memory.max": str(2 * GIB), "memory.current": str(GIB),
+                                     "memory.stat": "inactive_file 2048", "cpu.max": "200000 100000"})
+    for reader, version, quota, inactive in ((v1, 1, 1.5, 1024), (v2, 2, 2.0, 2048)):
+        full = reader.read()
+        assert (full.cpu_quota_cores, full.memory_inactive_file_bytes) == (quota, inactive)
+        assert reader.read_memory() == CgroupLimits(
+            version=version, cpu_quota_cores=None, memory_limit_bytes=full.memory_limit_bytes,
+            memory_usage_bytes=GIB, memory_inactive_file_bytes=inactive)
+    opened: list[str] = []
+    read_text = cgroup._read_text
+    monkeypatch.setattr(cgroup, "_read_text", lambda path: opened.append(os.path.basename(path)) or read_text(path))
+    v1.read_memory()
+    v2.read_memory()
+    assert opened and not [name for name in opened if name.startswith("cpu")]
 
 # -- C06: CPUs --------------------------------------------------------------------------------
 def test_c06a_quota_below_affinity(tmp_path):

@@ -225,16 +225,24 @@ class CgroupReader:
         the cgroup that sets the memory limit (it is what the limit is compared against), or
         from the process's own cgroup when there is no limit.
         """
+        return self._read(cpu=True)
+
+    def read_memory(self) -> CgroupLimits:
+        """:meth:`read` without the CPU quota (``cpu_quota_cores`` is ``None``): the memory
+        figures are read every sample, the quota's files only when the CPU source refreshes it."""
+        return self._read(cpu=False)
+
+    def _read(self, cpu: bool) -> CgroupLimits:
         self._resolve()
         if self._version == 2:
-            return self._read_v2()
+            return self._read_v2(cpu)
         if self._version == 1:
-            return self._read_v1()
+            return self._read_v1(cpu)
         return CgroupLimits()
 
-    def _read_v2(self) -> CgroupLimits:
+    def _read_v2(self, cpu: bool) -> CgroupLimits:
         quotas = [q for q in (parse_cpu_max(_read_text(_file(d, "cpu.max"))) for d in self._cpu_dirs)
-                  if q is not None]
+                  if q is not None] if cpu else []
         limit, usage_dir = self._tightest_memory("memory.max")
         usage, inactive = self._usage(usage_dir, "memory.current", "inactive_file")
         return CgroupLimits(
@@ -245,9 +253,9 @@ class CgroupReader:
             memory_inactive_file_bytes=inactive,
         )
 
-    def _read_v1(self) -> CgroupLimits:
+    def _read_v1(self, cpu: bool) -> CgroupLimits:
         quotas: list[float] = []
-        for directory in self._cpu_dirs:
+        for directory in self._cpu_dirs if cpu else ():
             quota_us = _read_int(_file(directory, "cpu.cfs_quota_us"))
             period_us = _read_int(_file(directory, "cpu.cfs_period_us"))
             if quota_us is not None and quota_us > 0 and period_us:

@@ -180,7 +180,7 @@ class MemorySource:
         vm = self._ps.virtual_memory()
         out: dict[str, Any] = {}
         if self._cgroup is not None:
-            limits = self._cgroup.read()
+            limits = self._cgroup.read_memory()  # the CPU source reads the quota
             total, used, percent, source = effective_memory(vm.total, vm.available, limits)
             out["cgroup_memory_limit_bytes"] = limits.memory_limit_bytes
             out["cgroup_memory_usage_bytes"] = limits.memory_usage_bytes
