@@ -311,7 +311,7 @@ def test_c19b_two_monitors_initialise_the_schema_at_once(db_path):
         by_worker = dict(con.execute(
             "SELECT worker_id, count(*) FROM resource_utilization GROUP BY worker_id").fetchall())
     assert tables == ["hardware_alerts", "hardware_capabilities", "rejected_rows", "resource_utilization",
-                      "schema_meta", "task_resource_usage"]
+                      "schema_meta", "staged_batches", "task_resource_usage"]
     assert by_worker == {"worker-0": 1, "worker-1": 1}
 
 
@@ -376,8 +376,16 @@ def test_sigkill_loses_at_most_the_last_flush_interval(db_path):
     assert len(stamps) >= 20
     must_survive = [t for t in stamps if t <= killed_at - flush_interval_s - interval_s]
     with duckdb.connect(db_path) as con:  # opens cleanly: DuckDB replays its WAL
-        stored = con.execute("SELECT count(*), max(timestamp) FROM resource_utilization").fetchone()
-        integrity = con.execute("SELECT count(*) FROM resource_utilization WHERE worker_id = 'killed-worker'")
-        assert integrity.fetchone()[0] == stored[0]
+        # the last seconds' flushes were staged (fleet_hwmon.store.staging), not yet merged
+        staged = con.execute("SELECT count(*) FROM staged_batches").fetchone()[0]
+    assert staged >= 1
+    store = open_store(db_path)  # merges what the killed writer had staged
+    try:
+        stored = store.query("SELECT count(*), max(timestamp) FROM resource_utilization")[0]
+        integrity = store.query("SELECT count(*) FROM resource_utilization WHERE worker_id = 'killed-worker'")
+        assert integrity[0][0] == stored[0]
+        assert store.query("SELECT count(*) FROM staged_batches") == [(0,)]
+    finally:
+        close_store(store)
     assert stored[0] >= len(must_survive) >= 10
     assert stored[0] <= len(stamps)

@@ -3,8 +3,10 @@
 Callers never touch the writer's connection. ``append`` only puts a record in a bounded
 buffer (a full buffer drops the new record and counts it, so a slow disk shows up as drops,
 never as a late sample); the writer thread flushes every ``flush_interval_s`` or every
-``batch_rows`` records, and on ``flush()`` / ``close()`` / interpreter exit. Readers get a
-cursor of their own per thread. One store is shared per file within a process (reference
+``batch_rows`` records, and on ``flush()`` / ``close()`` / interpreter exit. A flush of few
+rows is staged (committed to one narrow table, merged into its table with later ones: see
+``staging``), because a statement into a wide table costs milliseconds whatever its rows.
+Readers get a cursor of their own per thread. One store is shared per file within a process (reference
 counted), so two monitors on the same path never race on the schema.
 
 Nothing is lost silently. A row that cannot be stored (a value its column cannot hold) is
@@ -20,6 +22,7 @@ each such row is counted in ``dropped_rows`` by table and reason.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -36,7 +39,7 @@ import duckdb
 from pyarrow import concat_tables as pa_concat
 
 from fleet_hwmon import lifecycle
-from fleet_hwmon.store import rejects, schema
+from fleet_hwmon.store import rejects, schema, staging
 from fleet_hwmon.store.appender import ArrowAppender
 from fleet_hwmon.store.opening import DATABASE, StoreError, StoreLockedError, connect as _connect, translate_error
 from fleet_hwmon.store.upkeep import DEFAULT_CHECKPOINT_WAL_BYTES, ReaderGate, Upkeep
@@ -61,12 +64,16 @@ class MetricsStore:
 
     def __init__(self, path: str, *, flush_interval_s: float = 1.0, batch_rows: int = 5000,
                  max_pending_rows: int = 1_000_000, retry_budget: int = 30,
-                 checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES) -> None:
+                 checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES,
+                 stage_rows: int = staging.DEFAULT_STAGE_ROWS,
+                 merge_interval_s: float = staging.DEFAULT_MERGE_INTERVAL_S) -> None:
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
         self.retry_budget = retry_budget
+        self.stage_rows = stage_rows
+        self.merge_interval_s = merge_interval_s
         self.rejected_path = path + ".rejected.jsonl"
         self._con = _connect(path)
         # DuckDB's allocator otherwise keeps freed pages until its next allocations on the same
@@ -98,19 +105,60 @@ class MetricsStore:
         self._last_error_log = 0.0
         try:
             self._init_schema()
+            self._merge_leftovers()
         except duckdb.Error as err:  # the catalog is read here: a damaged file shows first
             self._con.close()
             raise translate_error(path, err) from err
+        self._staged = staging.Staged(self._con.execute(
+            f"SELECT coalesce(max(staged_id) + 1, 0) FROM {staging.STAGED_TABLE}").fetchone()[0])
+        self._merged_below = self._staged.next_id  # staged rows below this id are in their tables
         self._thread = threading.Thread(target=self._run, name=f"duckdb-writer:{Path(path).name}",
                                          daemon=True)
         self._thread.start()
 
     # -- schema -----------------------------------------------------------------------------
     def _init_schema(self) -> None:
-        for ddl in schema.FIXED_TABLES.values():
+        for ddl in (*schema.FIXED_TABLES.values(), staging.STAGED_DDL):
             self._con.execute(ddl)
         if not self._con.execute("SELECT count(*) FROM schema_meta").fetchone()[0]:
             self._con.execute("INSERT INTO schema_meta (version) VALUES (?)", [schema.SCHEMA_VERSION])
+
+    def _merge_leftovers(self) -> None:
+        """Merge the batches a process that died left staged (module ``staging``), each with the
+        deletion of its staged row in one transaction. A batch its table no longer accepts goes
+        to ``rejected_rows`` row by row, with the reason."""
+        leftovers = self._con.execute(f"SELECT staged_id, table_name, arrow_ipc FROM {staging.STAGED_TABLE} "
+                                      "ORDER BY staged_id").fetchall()
+        merged = 0
+        for staged_id, table, blob in leftovers:
+            delete = (f"DELETE FROM {staging.STAGED_TABLE} WHERE staged_id = ?", [staged_id])
+            try:
+                batch = staging.decode(blob)
+                self._con.execute("BEGIN TRANSACTION")
+                self._con.register("_staged_leftover", batch)
+                self._con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _staged_leftover')
+                self._con.execute(*delete)
+                self._con.execute("COMMIT")
+                self._count_written(table, batch.num_rows)
+                merged += batch.num_rows
+            except Exception as err:  # noqa: BLE001 - kept as rejected rows, with the reason
+                self._rollback()
+                try:
+                    rows = staging.decode(blob).to_pylist()
+                except Exception:  # noqa: BLE001 - undecodable: the bytes themselves are kept
+                    rows = [{"staged_id": staged_id, "arrow_ipc_hex": bytes(blob).hex()}]
+                self._reject(table, [(row, err) for row in rows],
+                             reason=f"staged batch not merged: {type(err).__name__}")
+                try:
+                    self._con.execute(*delete)
+                except duckdb.Error as delete_err:  # tried again at the next open
+                    log.error("cannot delete staged batch %d in %s: %s", staged_id, self.path, delete_err)
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.unregister("_staged_leftover")
+        if leftovers:
+            log.warning("%s: %d row(s) that the last writer had staged were merged into their tables",
+                        self.path, merged)
 
     def ensure_table(self, table: str, record_cls: type) -> None:
         """Create ``table`` for ``record_cls`` or add the columns an older file lacks. Blocks."""
@@ -252,7 +300,8 @@ class MetricsStore:
         reason -> rows (rejected rows are kept in the ``rejected_rows`` table or, failing that,
         in ``rejected_rows_file``; dropped rows are gone: buffer full, store closed, or
         unrecordable); ``*_total``: the sums; ``pending_rows``: the queue depth;
-        ``failed_flushes``: over the store's life; ``failing``: the last flush failed.
+        ``staged_rows``: rows on disk, staged to be merged into their tables (module
+        ``staging``); ``failed_flushes``: over the store's life; ``failing``: the last flush failed.
         """
         with self._counts_lock:
             written = dict(self.written_rows)
@@ -267,6 +316,7 @@ class MetricsStore:
             "rejected_rows_total": sum(sum(c.values()) for c in rejected.values()),
             "dropped_rows_total": sum(sum(c.values()) for c in dropped.values()),
             "pending_rows": len(self._buffer),
+            "staged_rows": self._staged.rows,
             "failed_flushes": self.failed_flushes,
             "failing": self._episode_failures > 0,
             "rejected_rows_file": self.rejected_path if self._rejected_file_rows else None,
@@ -282,7 +332,7 @@ class MetricsStore:
             # stopping flushes now, not at the next interval; a failing file waits for its retry time
             if self._commands or self._stopping or (
                     now >= self._retry_at and (len(self._buffer) >= self.batch_rows or now >= next_flush)):
-                self._flush_buffer()
+                self._flush_buffer(merge=bool(self._commands or self._stopping))
                 next_flush = time.monotonic() + self.flush_interval_s
             while self._commands:
                 fn, future = self._commands.popleft()
@@ -295,21 +345,97 @@ class MetricsStore:
                     future.set_result(fn())
                 except BaseException as err:  # handed to the waiting caller
                     future.set_exception(err)
-            if self._stopping and not self._buffer and not self._commands:
+            if self._stopping and not self._buffer and not self._commands and not self._staged.rows:
                 break
         self._con.close()
 
-    def _flush_buffer(self) -> None:
+    def _flush_buffer(self, merge: bool = True) -> None:
+        """Write what is queued: staged when the batch is small and no merge is due (``merge``
+        False: the interval's flush), else into the tables together with the staged batches."""
         count = len(self._buffer)
-        if not count:
+        if not count and not self._staged.rows:
             return
         batches: dict[str, list[Any]] = {}
         for _ in range(count):
             table, record = self._buffer.popleft()
             batches.setdefault(table, []).append(record)
+        converted = {table: self._convert(table, records) for table, records in batches.items()}
+        if not (merge or self._episode_failures) and self._stage(converted, time.monotonic()):
+            self._upkeep.after_flush()
+            return
+        work = {table: self._with_staged(table, *converted.get(table, (None, [])))
+                for table in (*self._staged.by_table, *(t for t in converted if t not in self._staged.by_table))}
+        self._staged.clear()
+        if self._staged.next_id == self._merged_below or not self._merge_at_once(work):
+            self._write_each(work)
+        self._upkeep.after_flush()
+
+    def _stage(self, converted: dict[str, tuple[Any, list[Any]]], now: float) -> bool:
+        """Commit the converted batches to the staging table (one statement for every table);
+        False when they should go to their tables instead (a merge is due, too many rows, or
+        staging failed: the tables' own path then writes or retries them)."""
+        rows = sum(len(good) for _, good in converted.values())
+        due = self._staged.rows and now - self._staged.since >= self.merge_interval_s
+        if due or self._staged.rows + rows >= self.stage_rows:
+            return False
+        filled = [(table, arrow, good) for table, (arrow, good) in converted.items() if good]
+        if filled:
+            params = [value for i, (table, arrow, _) in enumerate(filled)
+                      for value in (self._staged.next_id + i, table, staging.encode(arrow))]
+            try:
+                self._con.execute(f"INSERT INTO {staging.STAGED_TABLE} (staged_id, table_name, arrow_ipc) VALUES "
+                                  + ", ".join(["(?, ?, ?)"] * len(filled)), params)
+            except Exception as err:  # noqa: BLE001 - the tables' path reports and retries
+                self._log_once(staging.STAGED_TABLE, "failed", type(err).__name__,
+                               "staging rows in %s failed (%s); they go to their tables directly", self.path, err)
+                return False
+            for table, arrow, good in filled:
+                self._staged.add(table, good, arrow, now)
+        return True
+
+    def _with_staged(self, table: str, arrow: Any, records: list[Any]) -> tuple[Any, list[Any]]:
+        """The staged batches of ``table`` followed by the new one, as one Arrow table and its records."""
+        tables = [*self._staged.tables(table), *([arrow] if records else [])]
+        return (pa_concat(tables) if len(tables) > 1 else (tables[0] if tables else None),
+                [*self._staged.records(table), *records])
+
+    def _merge_at_once(self, work: dict[str, tuple[Any, list[Any]]]) -> bool:
+        """Insert every table's rows and delete the staged batches in one transaction, so a crash
+        leaves either the staged batches or the merged rows, never both. False after a failure
+        (rolled back: the tables' own path then isolates rows and retries)."""
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            for table, (arrow, records) in work.items():
+                if records:
+                    self._insert(table, arrow)
+            self._con.execute(f"DELETE FROM {staging.STAGED_TABLE} WHERE staged_id < ?", [self._staged.next_id])
+            self._con.execute("COMMIT")
+        except Exception:  # noqa: BLE001 - rolled back; the rows are written one table at a time
+            self._rollback()
+            return False
+        for table, (_, records) in work.items():
+            self._count_written(table, len(records))
+        self._merged_below = self._staged.next_id
+        self._episode_failures = 0
+        return True
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(duckdb.Error):  # none is open when the failure came before BEGIN
+            self._con.execute("ROLLBACK")
+        for appender in self._appenders.values():  # a view registered in the transaction is gone
+            with contextlib.suppress(Exception):
+                appender.close()
+        self._appenders.clear()
+
+    def _write_each(self, work: dict[str, tuple[Any, list[Any]]]) -> None:
+        """One table at a time, isolating the rows that cannot be stored; a failure of the file
+        keeps the rows for a retry. Staged batches are deleted once all their rows are handled
+        (a crash before that merges them again when the file is opened: only after a failure)."""
         retry: list[tuple[str, Any]] = []
-        for table, records in batches.items():
-            remaining, err = self._write(table, records)
+        for table, (arrow, records) in work.items():
+            if not records:
+                continue
+            remaining, err = self._store(table, arrow, records)
             if err is None:
                 self._episode_failures = 0
                 continue
@@ -323,11 +449,16 @@ class MetricsStore:
         if retry:  # kept ahead of newer rows for the next flush, which waits one interval
             self._buffer.extendleft(reversed(retry))
             self._retry_at = time.monotonic() + self.flush_interval_s
-        self._upkeep.after_flush()
+        elif self._merged_below < self._staged.next_id:
+            try:
+                self._con.execute(f"DELETE FROM {staging.STAGED_TABLE} WHERE staged_id < ?", [self._staged.next_id])
+                self._merged_below = self._staged.next_id
+            except Exception as err:  # noqa: BLE001 - tried again after the next flush
+                self._log_once(staging.STAGED_TABLE, "failed", "delete", "cannot delete merged staged batches in "
+                               "%s (%s); tried again after the next flush", self.path, err)
 
-    def _write(self, table: str, records: list[Any]) -> tuple[list[Any], BaseException | None]:
-        """Store ``records``, isolating the rows that cannot be stored. Returns the rows still to
-        write and the error that stopped the work (a failure of the file, not of a row)."""
+    def _convert(self, table: str, records: list[Any]) -> tuple[Any, list[Any]]:
+        """``(arrow table, the records it holds)``; records no column can hold are rejected."""
         record_cls = self._tables[table]
         try:
             arrow, good, bad = schema.to_arrow_isolating(records, record_cls)
@@ -338,20 +469,25 @@ class MetricsStore:
                 fatal=lambda err: isinstance(err, MemoryError))
             good = [r for rows, _ in converted for r in rows]
             arrow = pa_concat([t for _, t in converted]) if converted else None
-        remaining, err = [], None
-        if good:
-            try:
-                self._insert(table, arrow)
-                self._count_written(table, len(good))
-            except Exception as insert_err:
-                if rejects.is_environmental(insert_err):
-                    remaining, err = good, insert_err
-                else:  # a value DuckDB refuses although Arrow held it: find the rows
-                    more_bad, remaining, err = rejects.isolate(good, lambda rows: self._insert_counted(table, rows))
-                    bad.extend(more_bad)
         if bad:
             self._reject(table, bad)
-        return remaining, err
+        return arrow, good
+
+    def _store(self, table: str, arrow: Any, good: list[Any]) -> tuple[list[Any], BaseException | None]:
+        """Insert ``arrow`` (the records ``good``), isolating the rows DuckDB refuses. Returns the
+        rows still to write and the error that stopped the work (a failure of the file, not of a row)."""
+        try:
+            self._insert(table, arrow)
+            self._count_written(table, len(good))
+            return [], None
+        except Exception as insert_err:
+            if rejects.is_environmental(insert_err):
+                return good, insert_err
+            # a value DuckDB refuses although Arrow held it: find the rows
+            bad, remaining, err = rejects.isolate(good, lambda rows: self._insert_counted(table, rows))
+            if bad:
+                self._reject(table, bad)
+            return remaining, err
 
     def _insert(self, table: str, arrow_batch: Any) -> None:
         appender = self._appenders.get(table)
