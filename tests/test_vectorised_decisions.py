@@ -146,6 +146,9 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
                 s.task_finished(task_id, worker_id, success=success, task_type=task_type, **figures)
         elif event < 0.6:
             clock[0] += rng.choice([0.5, 5.0, 30.0])
+        elif event < 0.64 and kinds:  # the coordinator's count moves without a word to the schedulers (a task
+            worker_id = rng.choice(sorted(kinds))  # placed or ended by other means): the original scores move alone
+            counts[worker_id] = max(0, counts.get(worker_id, 0) + rng.choice([-1, 1]))
         elif kinds:  # a decision
             task_type, requirements = rng.choice(TASKS)
             task = {"task_id": f"t-{step}", "type": task_type, "priority": 1, "requirements": requirements}

@@ -27,7 +27,7 @@ placement, what fits: :func:`_place`), score the rest against the candidates' me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
@@ -53,7 +53,9 @@ _UNSEEN: Any = object()  # a worker whose hardware has not been checked yet
 class Candidate:
     """A worker the task could go to, filled in by the steps of a decision: its history of the
     task type (``stats``), the task's predicted ``demand`` there, the ``load`` after placing it,
-    its ``penalties`` and ``adjusted_score`` (``None`` until scored)."""
+    its ``penalties`` and ``adjusted_score`` (``None`` until scored). Once scored it is not
+    changed again, so a worker's scored candidate (and its record) serves the next decisions
+    too while its view and original score stay the same (see :func:`_place`)."""
 
     worker_id: str
     original_score: float
@@ -63,16 +65,21 @@ class Candidate:
     load: Load = UNKNOWN_LOAD
     penalties: Penalties | None = None
     adjusted_score: float | None = None
+    recorded: CandidateScore | None = field(default=None, init=False)
 
     def scored(self, penalties: Penalties) -> None:
         self.penalties = penalties
         self.adjusted_score = adjusted_score(self.original_score, penalties)
 
     def record(self) -> CandidateScore:
-        p = self.penalties
-        return CandidateScore(self.worker_id, float(self.original_score), self.adjusted_score, *self.load,
-                              p.cpu, p.memory, p.gpu, p.balance, p.history,
-                              len(self.view.inflight) if self.view is not None else 0)
+        """Its record (made once: a scored candidate is not changed again)."""
+        found = self.recorded
+        if found is None:
+            p = self.penalties
+            found = self.recorded = CandidateScore(
+                self.worker_id, float(self.original_score), self.adjusted_score, *self.load, p.cpu, p.memory, p.gpu,
+                p.balance, p.history, len(self.view.inflight) if self.view is not None else 0)
+        return found
 
 
 def decide(task: Mapping[str, Any], requirements: TaskRequirements, base_scores: Mapping[str, float],
@@ -92,7 +99,7 @@ class _Setting:
     fleet and the constants of its arithmetic."""
 
     __slots__ = ("task_id", "task_type", "requirements", "context", "needs_gpu", "exclusive", "fleet_stats",
-                 "per_worker", "terms", "fleet_demand", "memo_key", "memo_keys", "count_of", "reserved",
+                 "per_worker", "terms", "fleet_demand", "memo_key", "count_of", "reserved",
                  "state_matters")
 
     def __init__(self, task: Mapping[str, Any], requirements: TaskRequirements, context: DecisionContext) -> None:
@@ -111,7 +118,6 @@ class _Setting:
         self.fleet_demand = self.terms.shape(demand_of(None, stats))
         # What the load and penalties of a worker without history of its own depend on, besides its view.
         self.memo_key = _contexts.of((self.fleet_demand, self.needs_gpu, requirements.isolation, factors))[0]
-        self.memo_keys = ((self.memo_key, False), (self.memo_key, True))  # a view's memo key: busy, drained
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
         self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker
@@ -249,18 +255,13 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             defer(candidate)
             continue
         pool.known_any = True
-        found = _place(s, worker_id, view, stats, demand)
-        if found.exclusion is not None:
-            exclude(found.exclusion)
+        found = _place(s, worker_id, base, view, stats, demand)
+        if type(found) is not Candidate:
+            exclude(found)
             continue
-        penalties = found.penalties
-        if penalties is None:
-            candidate = Candidate(worker_id, base, view, stats, demand, found.load)
-            defer(candidate)
-        else:
-            candidate = Candidate(worker_id, base, view, stats, demand, found.load, penalties,
-                                  adjusted_score(base, penalties))
-        add(candidate)
+        if found.penalties is None:
+            defer(found)
+        add(found)
     return pool
 
 
@@ -282,27 +283,44 @@ def _state_exclusion(s: _Setting, worker_id: str, view: WorkerView, samples_stal
     return None
 
 
-def _place(s: _Setting, worker_id: str, view: WorkerView, stats: TypeStats | None, demand: TaskDemand
-           ) -> Assessment:
-    """Place the task (its predicted ``demand``) on a sampled worker: its load after placement
-    and, when every figure is known, its penalties; or why the task does not fit there (a
-    reserved worker: when it does not fit beside the reserved task's need). A worker without
-    history of its own is assessed once per state of its view (its memo)."""
+def _place(s: _Setting, worker_id: str, base: float, view: WorkerView, stats: TypeStats | None,
+           demand: TaskDemand) -> Candidate | Exclusion:
+    """Place the task (its predicted ``demand``) on a sampled worker whose original score is
+    ``base``: a candidate with its load after placement and, when every figure is known, its
+    penalties and score; or why the task does not fit there (a reserved worker: when it does
+    not fit beside the reserved task's need). A worker without history of its own is placed
+    once per state of its view and original score (its memo), and a scored candidate of it
+    serves every decision until then."""
     drained = not s.count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
     hold = s.reserved.get(worker_id) if s.reserved else None
     if hold is not None:  # backfill: only what fits beside the reserved task's need
         found = s.terms.assess(view, demand, stats, (hold.memory_bytes, hold.gpu_memory_bytes))
-        return found if found.exclusion is None else found._replace(exclusion=hold.exclusion)
+        return hold.exclusion if found.exclusion is not None else _candidate(worker_id, base, view, stats, demand,
+                                                                             found)
     if stats is not None:
-        return s.terms.assess(view, demand, stats, drained=drained)
+        return _candidate(worker_id, base, view, stats, demand, s.terms.assess(view, demand, stats, drained=drained))
     memo = view.scoring_memo
-    key = s.memo_keys[drained]
+    key = (s.memo_key, drained, base)
     found = memo.get(key)
     if found is None:
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
-        found = memo[key] = s.terms.assess(view, demand, None, drained=drained)
+        found = memo[key] = _candidate(worker_id, base, view, None, demand,
+                                       s.terms.assess(view, demand, None, drained=drained))
+    if type(found) is Candidate and found.penalties is None:  # scored in each decision: a fresh one
+        return Candidate(worker_id, base, view, None, demand, found.load)
     return found
+
+
+def _candidate(worker_id: str, base: float, view: WorkerView, stats: TypeStats | None, demand: TaskDemand,
+               found: Assessment) -> Candidate | Exclusion:
+    """The candidate (scored when its penalties are known) or the exclusion ``found`` says."""
+    if found.exclusion is not None:
+        return found.exclusion
+    penalties = found.penalties
+    if penalties is None:
+        return Candidate(worker_id, base, view, stats, demand, found.load)
+    return Candidate(worker_id, base, view, stats, demand, found.load, penalties, adjusted_score(base, penalties))
 
 
 def _score_deferred(s: _Setting, pool: _Pool) -> None:
@@ -341,7 +359,7 @@ def _score_deferred(s: _Setting, pool: _Pool) -> None:
         candidate.scored(found)
 
 
-_MEMO_SIZE = 16  # scoring contexts a view remembers at most (its memo starts over beyond)
+_MEMO_SIZE = 32  # placements and scoring contexts a view remembers at most (its memo starts over beyond)
 _contexts = Numbering(256)  # a number per scoring context, a cheap key for the views' memos
 _factors_numbers: dict[int, tuple[ScoringFactors, int]] = {}  # id -> (the factors, their number)
 _terms_made: dict[tuple, DecisionTerms] = {}  # (factors number, requirements, duration, floor, cap) -> terms

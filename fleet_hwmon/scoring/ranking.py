@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import operator
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -81,10 +82,13 @@ def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Calla
         cut = heapq.nlargest(count, map(score_of, items))[-1]
         items = [item for item in items if score_of(item) >= cut]
     ranked = sorted(items, key=score_of, reverse=True)  # stable: a tie keeps its order
+    scores = list(map(score_of, ranked))
+    if not any(map(operator.eq, scores, scores[1:count + 1])):  # no tie that reaches the cut (the common case)
+        return ranked[:count]
     start, size = 0, len(ranked)
     while start < count and start < size:
-        score, end = score_of(ranked[start]), start + 1
-        while end < size and score_of(ranked[end]) == score:
+        score, end = scores[start], start + 1
+        while end < size and scores[end] == score:
             end += 1
         if end - start > 1:
             key = tie_breaker(seed, task_id)

@@ -68,7 +68,22 @@ class TaskRequirements:
         with the task id when given) for a value of the wrong kind, a negative figure, an
         unknown isolation level, and an unknown key, which would otherwise be ignored and match
         every worker: the message names the key meant when it is recognisable
-        (``hardware_type`` -> ``hardware``) and lists the known ones."""
+        (``hardware_type`` -> ``hardware``) and lists the known ones.
+
+        Every task is parsed again at each decision, yet tasks share a handful of requirement
+        sets: a set seen before is answered from a table (by its keys, values and their types)."""
+        key = _key_of(raw)
+        found = _parsed.get(key) if key is not None else None
+        if found is None:
+            found = cls._parse(raw, task_id)
+            if key is not None:
+                if len(_parsed) >= 256:  # many distinct sets: start over rather than grow
+                    _parsed.clear()
+                _parsed[key] = found
+        return found
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any] | None, task_id: Any) -> TaskRequirements:
         raw = raw or {}
         if not isinstance(raw, Mapping):
             raise ValueError(f"{_where(task_id)}'requirements' must be a dict, not {type(raw).__name__}")
@@ -89,6 +104,23 @@ class TaskRequirements:
                    _number(raw, "min_cuda_compute", task_id), _text(raw.get("device")),
                    _number(raw, "min_gpu_memory_gb", task_id), isolation, vendor.lower() if vendor else None,
                    _names(raw, "precision", task_id), bool(allow_software))
+
+
+_parsed: dict[tuple, TaskRequirements] = {}  # requirement set (see _key_of) -> parsed
+
+
+def _key_of(raw: Any) -> tuple | None:
+    """A hashable key that tells requirement dicts apart as the parser does (each value with its
+    type, a list's items with theirs, since ``1`` and ``True`` parse differently); ``None``
+    when ``raw`` is not a dict of hashable values (then it is parsed every time)."""
+    if type(raw) is not dict:
+        return () if raw is None else None
+    key = tuple([(k, type(v), (tuple(v), tuple(map(type, v))) if type(v) is list else v) for k, v in raw.items()])
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _where(task_id: Any) -> str:

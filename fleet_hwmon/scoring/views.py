@@ -80,10 +80,10 @@ class WorkerView:
     departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
     sample_memory_free_bytes: float | None = None
     sample_gpu_free_bytes: tuple[float, ...] = ()
-    # What decide() worked out from the fields above (the load after placing a task and its
-    # penalties), by scoring context; forgotten whenever observe() / add_inflight() /
-    # task_finished() change the view, so the fields it rests on are changed through them.
-    scoring_memo: dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
+    # What decide() worked out from the fields above (the load after placing a task, its
+    # penalties, the candidate and its record), by scoring context; forgotten whenever observe() /
+    # add_inflight() / task_finished() change the view, so the fields it rests on are changed through them.
+    scoring_memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     # A number no other view or state shares, renewed by observe(): it stands for the smoothed
     # percents above, so decide() can remember medians over many views by their serials.
     sample_serial: int = field(default=-1, repr=False, compare=False)
