@@ -421,7 +421,7 @@ class CoordinatorHardwareMonitoringIntegration:
                                      duration_s=usage.duration_s, cpu_seconds=usage.process_cpu_seconds,
                                      peak_rss_bytes=usage.process_peak_rss_bytes,
                                      gpu_memory_bytes=usage.process_gpu_memory_peak_bytes,
-                                     gpu_percent=usage.process_gpu_utilization_percent)
+                                     gpu_percent=usage.process_gpu_utilization_percent, error=error)
         with self._lock:
             self._task_tally.observe(usage.task_type, success, usage.duration_s)
         return usage

@@ -18,6 +18,7 @@ import fleet_hwmon.scheduling.scheduler as scheduler_module
 import fleet_hwmon.scoring.vectorised as vectorised_module
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scheduling import HardwareAwareScheduler
+from fleet_hwmon.scoring.exclusions import ExclusionKind
 
 GIB = 1024**3
 
@@ -69,6 +70,9 @@ TASKS = [
     ("flaky", {"hardware": ["cpu"]}),
     ("bench", {"hardware": ["cpu"], "isolation": "quiet"}),
 ]
+# A failed attempt's message: out of GPU memory or memory (its retry avoids the worker), or another failure.
+FAILURES = ["CUDA out of memory. Tried to allocate 2.00 GiB", "out of memory (killed by the OOM killer)",
+            "AssertionError", None]
 
 
 def random_sample(rng: random.Random, worker_id: str, kind: int) -> ResourceUtilization:
@@ -117,6 +121,9 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
     both = (fast, slow)
     kinds: dict[str, int] = {}
     running: dict[str, tuple[str, str]] = {}
+    retries: list[tuple[str, str]] = []  # failed tasks, asked about again under their own ids
+    retried: set[str] = set()
+    avoided = 0
     counts: dict[str, int] = {}
     decided = 0
     for step in range(1200):
@@ -142,6 +149,12 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
             figures = dict(duration_s=rng.uniform(1, 100), cpu_seconds=rng.uniform(1, 400),
                            peak_rss_bytes=rng.uniform(0.1, 40) * GIB, gpu_memory_bytes=rng.uniform(1, 70) * GIB,
                            gpu_percent=rng.uniform(5, 100))
+            if not success:
+                figures["error"] = rng.choice(FAILURES)
+                if figures["error"] is not None and rng.random() < 0.5:  # an allocation that failed holds nothing
+                    figures.update(peak_rss_bytes=None, gpu_memory_bytes=None)
+                retries.append((task_id, task_type))
+                retried.add(task_id)
             for s in both:
                 s.task_finished(task_id, worker_id, success=success, task_type=task_type, **figures)
         elif event < 0.6:
@@ -150,11 +163,16 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
             worker_id = rng.choice(sorted(kinds))  # placed or ended by other means): the original scores move alone
             counts[worker_id] = max(0, counts.get(worker_id, 0) + rng.choice([-1, 1]))
         elif kinds:  # a decision
-            task_type, requirements = rng.choice(TASKS)
-            task = {"task_id": f"t-{step}", "type": task_type, "priority": 1, "requirements": requirements}
+            task_id, task_type = retries.pop(0) if retries and rng.random() < 0.5 else (f"t-{step}", None)
+            if task_type is None:
+                task_type, requirements = rng.choice(TASKS)
+            else:
+                requirements = dict(TASKS)[task_type]
+            task = {"task_id": task_id, "type": task_type, "priority": 1, "requirements": requirements}
             available = [w for w in sorted(coordinator.workers) if rng.random() < 0.9]
             if step % 4 == 0:  # every worker in the order they joined: the state's rows in order, read in place
                 available = list(coordinator.workers)
+            asked = len(covered)
             fast_decision = fast.decide_task(task, available, counts)
             slow_decision = slow.decide_task(task, available, counts)
             assert comparable(fast_decision) == comparable(slow_decision), (
@@ -162,13 +180,19 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
                 [(e.worker_id, e.kind.value) for e in slow_decision.exclusions],
                 fast_decision.explanation, slow_decision.explanation)
             decided += 1
+            kept_off = any(e.kind is ExclusionKind.FAILED_HERE for e in fast_decision.exclusions)
+            if kept_off and len(covered) > asked and covered[-1]:
+                avoided += 1  # a retry kept off where it ran out of a resource, by the vectorised path
             chosen = fast_decision.chosen_worker_id
+            if chosen is None and task_id in retried:
+                retries.append((task_id, task_type))
             if chosen is not None:
                 counts[chosen] = counts.get(chosen, 0) + 1
                 running[task["task_id"]] = (chosen, task_type)
                 for s in both:
                     s.task_started(task["task_id"], task_type, chosen)
         clock[0] += 0.1
-    assert decided > 250
-    print(f"seed {seed}: {decided} decisions, {sum(covered)} of {len(covered)} asked of the vectorised path covered")
+    assert decided > 250 and avoided >= 3, (decided, avoided)
+    print(f"seed {seed}: {decided} decisions ({avoided} kept a retry off a worker), {sum(covered)} of "
+          f"{len(covered)} asked of the vectorised path covered")
     assert sum(covered) > 0.6 * len(covered), (sum(covered), len(covered))  # mostly the vectorised path

@@ -23,6 +23,7 @@ from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, Schedu
                                              original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.held import ANY_ROOM, Held, Room, room_made, room_of
+from fleet_hwmon.scheduling.retry import AvoidedWorkers
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
@@ -87,6 +88,7 @@ class HardwareAwareScheduler:
         # Liveness: a retried task's own raised estimate; the largest compatible worker per
         # requirements (memory, GPU memory), remembered until the fleet changes.
         self._retry_floor: dict[str, TaskDemand] = {}
+        self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         self._caps: dict[TaskRequirements, tuple[float | None, float | None, int]] = {}
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
@@ -244,16 +246,21 @@ class HardwareAwareScheduler:
     def task_finished(self, task_id: str, worker_id: str, *, success: bool, task_type: str | None = None,
                       duration_s: float | None = None, cpu_seconds: float | None = None,
                       peak_rss_bytes: float | None = None, gpu_memory_bytes: float | None = None,
-                      gpu_percent: float | None = None) -> None:
+                      gpu_percent: float | None = None, error: str | None = None) -> None:
         """``task_id`` ended on ``worker_id``: no longer in flight; its figures (CPU seconds of
         its process tree, peak RSS and GPU memory in bytes, GPU percent of one GPU) are learnt
-        per worker and task type."""
+        per worker and task type. A failure raises the task's own estimate for its retry; one
+        whose ``error`` says it ran out of GPU memory (or memory, with no peak figure) keeps the
+        retry off that worker (:mod:`fleet_hwmon.scheduling.retry`)."""
         task_type = self._task_types.pop(task_id, None) or task_type
         with self._lock:
             view = self._views.get(worker_id)
             room = float("inf")  # what the end freed: the worker's room, when its samples say it
             if self._running.get(worker_id):
                 self._running[worker_id] -= 1
+            # Whether it freed GPU memory: what it reports holding, else what it was predicted to hold.
+            held_gpu = gpu_memory_bytes if gpu_memory_bytes is not None else (
+                view.placed.get(task_id, (0.0, 0.0))[1] if view is not None else 0.0)
             if view is not None:
                 now_s = self._clock()
                 view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
@@ -264,9 +271,12 @@ class HardwareAwareScheduler:
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
+            self._avoided.ended(worker_id, held_gpu > 0)
             if success:
                 self._retry_floor.pop(task_id, None)
+                self._avoided.succeeded(task_id)
             else:  # its retry needs more than this attempt reached; its type's estimate stays
+                self._avoided.failed(task_id, worker_id, error, peak_rss_bytes)
                 if len(self._retry_floor) >= _HELD_LIMIT:  # tasks never retried: start over
                     self._retry_floor.clear()
                 growth = self.factors().retry_growth
@@ -349,13 +359,21 @@ class HardwareAwareScheduler:
             cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
             cap = DemandCap(cap_memory, cap_gpu)
             floor = self._retry_floor.get(task_id)
+            avoid = None
+            if floor is not None:  # a retried task: not back where it ran out of a resource
+
+                def holds(worker_id: str) -> bool:  # the worker could run the task once drained
+                    return worker_id in self._views and (cache[worker_id] if worker_id in cache else check_hardware(
+                        worker_id)) is None and self._fits_when_drained(worker_id, task.get("type"), requirements,
+                                                                        factors, floor, cap)
+                avoid = self._avoided.of(task_id, self._views, holds) or None
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
             context = DecisionContext(
                 factors, self.history, now_s, stale_after_s, self._wall_clock(), seed=self.seed,
                 max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
                 original_choice=None if choice is None else OriginalChoice(*choice), floor=floor, cap=cap,
-                reserved=reserved)
+                reserved=reserved, avoid=avoid)
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []

@@ -158,7 +158,8 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     at least the limit, or when it has no original score: the reason is then its hardware
     mismatch, else ``rejected by the original scheduler``. These exclusions come first, after
     ``context.extra_exclusions``, in worker order; the others (hardware mismatch of a scored
-    worker, stale, critical, isolation, reserved, the task does not fit) follow in worker order.
+    worker, a retried task's ``context.avoid``, stale, critical, isolation, reserved, the task
+    does not fit) follow in worker order.
     A worker listed twice is scored once.
 
     This runs once per task over every available worker, so the per-worker work is kept to a
@@ -195,7 +196,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
     pool = _Pool(list(context.extra_exclusions))
     early_exclude, exclude = pool.early.append, pool.exclusions.append
     add, defer = pool.candidates.append, pool.deferred.append
-    limit = context.task_limit
+    limit, avoid = context.task_limit, context.avoid
     count_of, known, check = s.count_of, hardware.known.get, hardware.check
     score_of, views_get, per_worker = scores.get, views.get, s.per_worker
     now_s, stale_after_s, fleet_demand = context.now_s, context.stale_after_s, s.fleet_demand
@@ -225,6 +226,9 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
                 best_ids.append(worker_id)
         if mismatch is not None:
             exclude(mismatch)
+            continue
+        if avoid and worker_id in avoid:  # its earlier attempt ran out of a resource there
+            exclude(Exclusion.failed_here(worker_id, avoid[worker_id]))
             continue
         view = views_get(worker_id)
         if view is None:

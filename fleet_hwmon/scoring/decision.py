@@ -121,7 +121,9 @@ class DecisionContext:
     best original score stands for it). ``floor``: a retried task's own raised figures;
     ``cap``: the largest compatible worker (see :meth:`DecisionTerms.shape`). ``reserved``:
     workers kept for a waiting task, which this task may backfill when it fits beside that
-    task's need. ``extra_exclusions``: workers excluded before the decision, listed first."""
+    task's need. ``extra_exclusions``: workers excluded before the decision, listed first.
+    ``avoid``: workers a retried task's earlier attempts ran out of a resource on (worker id ->
+    ``memory`` or ``gpu_memory``), excluded (``failed_here``) when their hardware fits."""
 
     factors: ScoringFactors
     history: PerformanceHistory | None
@@ -137,6 +139,7 @@ class DecisionContext:
     cap: DemandCap = NO_CAP
     reserved: Mapping[str, Reservation] = field(default_factory=dict)
     extra_exclusions: Sequence[Exclusion] = ()
+    avoid: Mapping[str, str] | None = None
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]  # this process's; ids then count up (no system call per decision)

@@ -25,6 +25,7 @@ class ExclusionKind(str, enum.Enum):
     RESERVED = "reserved"  # kept for a task that has waited long
     TASK_LIMIT = "task_limit"  # at the coordinator's limit of tasks per worker
     GPU_UNHEALTHY = "gpu_unhealthy"  # every GPU that could run the task is lost
+    FAILED_HERE = "failed_here"  # the task's earlier attempt ran out of memory / GPU memory there
 
     def __str__(self) -> str:
         return self.value
@@ -134,6 +135,13 @@ class Exclusion:
         """Kept for a waiting task, and this one does not fit beside it."""
         return cls(worker_id, ExclusionKind.RESERVED,
                    f"reserved for {owner_task_id} ({owner_type}), waiting {waited_s:.0f} s", None, waited_s)
+
+    @classmethod
+    def failed_here(cls, worker_id: str, resource: str) -> Exclusion:
+        """An earlier attempt of the task ran out of ``resource`` (``memory``, ``gpu_memory``)
+        on the worker: its retry goes to another compatible worker."""
+        what = "GPU memory" if resource == "gpu_memory" else resource
+        return cls(worker_id, ExclusionKind.FAILED_HERE, f"an earlier attempt ran out of {what} here", resource)
 
     @classmethod
     def gpu_unhealthy(cls, worker_id: str, lost: int, total: int) -> Exclusion:

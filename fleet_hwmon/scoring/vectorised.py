@@ -5,8 +5,8 @@ The same rules and the same arithmetic, in the same order, so both give the same
 (``tests/test_vectorised_decisions.py`` checks it on a recorded corpus); Python objects are
 made only for the excluded workers and the best ``max_recorded`` candidates, whose explanation
 is recorded. :func:`decide_vectorised` returns ``None`` for what it does not cover (fewer than
-``VECTORISE_FROM`` workers, tasks with isolation, retried tasks, reserved workers, a worker
-listed twice or unknown to the state); the caller then takes the per-worker path.
+``VECTORISE_FROM`` workers, tasks with isolation, reserved workers, a worker listed twice or
+unknown to the state); the caller then takes the per-worker path.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     views replaced by the state's rows); ``None`` when the case is not covered."""
     count = len(worker_ids)
     if (count < VECTORISE_FROM or count > len(state.views) or requirements.isolation != "shared"
-            or context.floor is not None or context.reserved or context.extra_exclusions):
+            or context.reserved or context.extra_exclusions):
         return None
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN is unknown: it compares False, and stays NaN
         return _decide(task, requirements, worker_ids, scores, state, hardware, context, unknown, count)
@@ -93,7 +93,11 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     if held.any():  # an exclusive task of ours runs there: excluded unless it is this task
         views = state.views
         held &= np.array([views[r].exclusive_task != task_id for r in rows], dtype=bool)
-    rest = scored & hardware_ok & ~stale & ~critical & ~held & ~lost  # reach the load checks
+    avoid = context.avoid
+    avoided = nothing
+    if avoid:  # a retried task: the workers its earlier attempts ran out of a resource on
+        avoided = np.fromiter((w in avoid for w in ids), dtype=bool, count=count) & hardware_ok
+    rest = scored & hardware_ok & ~avoided & ~stale & ~critical & ~held & ~lost  # reach the load checks
     unknown_rows = rest & (never | samples_stale)
     known = rest & ~unknown_rows
     known_any = bool(known.any())
@@ -247,8 +251,9 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
                 else int(tied[0])
             original, original_is_candidate = (ids[first], scores[ids[first]]), bool(candidates[first])
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_ok, task_limit, scored,
-                             stale, critical, held, lost, memory_misfit, gpu_misfit, drained, d_memory, free,
-                             d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu, q_cpu, q_gpu)
+                             avoided, avoid, stale, critical, held, lost, memory_misfit, gpu_misfit, drained,
+                             d_memory, free, d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu,
+                             q_cpu, q_gpu)
     return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
                          int(candidates.sum()), original_is_candidate)
 
@@ -275,7 +280,8 @@ def _penalties(terms: Any, cpu: np.ndarray, memory: np.ndarray, gpu: np.ndarray,
 
 def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches: np.ndarray,
                 at_limit: np.ndarray, no_score: np.ndarray, hardware_ok: np.ndarray,
-                task_limit: Any, scored: np.ndarray, stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
+                task_limit: Any, scored: np.ndarray, avoided: np.ndarray, avoid: Mapping[str, str] | None,
+                stale: np.ndarray, critical: np.ndarray, held: np.ndarray,
                 lost: np.ndarray, memory_misfit: np.ndarray, gpu_misfit: np.ndarray, drained: np.ndarray,
                 d_memory: Any,
                 free: np.ndarray, d_gpu_memory: Any, room: np.ndarray, factors: ScoringFactors, now_s: float,
@@ -284,6 +290,7 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
     hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position);
+    ``avoided`` per position, a retried task's workers from ``avoid`` (worker id -> resource);
     ``d_memory`` and ``d_gpu_memory`` per position, or one number for all."""
     early = np.flatnonzero(at_limit | no_score)
     records = mismatches[rows[early]]  # a worker without an original score: its hardware, said in one piece
@@ -292,7 +299,7 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
         records[j] = Exclusion.task_limit(ids[i], task_limit) if at_limit[i] else Exclusion.rejected(ids[i])
     out = records.tolist()
     hardware = scored & ~hardware_ok
-    later = (scored & (stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
+    later = (scored & (avoided | stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
     later &= ~hardware
     if not later.any():  # the common case: hardware alone, taken in one piece
         out.extend(mismatches[rows[hardware]].tolist())
@@ -303,7 +310,9 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
     records[hardware] = mismatches[rows[hardware]]
     for i in np.flatnonzero(later):
         worker_id, view = ids[i], state.views[rows[i]]
-        if stale[i]:
+        if avoided[i]:
+            records[i] = Exclusion.failed_here(worker_id, avoid[worker_id])
+        elif stale[i]:
             records[i] = view.stale_exclusion(now_s, stale_after_s)
         elif critical[i]:
             records[i] = view.excluded

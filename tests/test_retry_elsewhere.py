@@ -1,0 +1,146 @@
+"""A retry does not go back where its attempt ran out of memory or GPU memory, with exact inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet_hwmon.coordinator.coordinator import Coordinator
+from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
+from fleet_hwmon.scheduling import HardwareAwareScheduler
+from fleet_hwmon.scheduling.retry import AvoidedWorkers, resource_failure
+from fleet_hwmon.scoring.exclusions import ExclusionKind
+
+GIB = 1024**3
+CUDA_OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+OOM_KILLED = "out of memory (killed by the OOM killer)"
+
+
+@pytest.mark.parametrize(("error", "resource"), [
+    (CUDA_OOM, "gpu_memory"),
+    ("RuntimeError: CUDA error: out of memory", "gpu_memory"),
+    ("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)", "gpu_memory"),
+    ("ResourceExhaustedError: OOM when allocating tensor on /job:localhost/device:GPU:0", "gpu_memory"),
+    (OOM_KILLED, "memory"),
+    ("MemoryError", "memory"),
+    ("AssertionError: no room for the bloom filter", None),
+    ("timed out", None),
+    ("", None),
+    (None, None),
+])
+def test_failures_for_lack_of_memory_or_gpu_memory_are_told_apart(error, resource):
+    assert resource_failure(error) == resource
+
+
+def test_avoided_until_a_task_frees_that_resource_there_and_never_for_good():
+    avoided = AvoidedWorkers()
+    fleet = ["a", "b", "c"]
+    everywhere = fleet.__contains__
+    avoided.ended("a", gpu_memory=False)  # the failed attempt's own end, then its failure
+    avoided.failed("t", "a", CUDA_OOM)
+    avoided.failed("t", "b", "AssertionError")  # not for lack of a resource: b stays open
+    assert avoided.of("t", fleet, everywhere) == {"a": "gpu_memory"}
+    avoided.ended("a", gpu_memory=False)  # a CPU task's end frees no GPU memory
+    assert avoided.of("t", fleet, everywhere) == {"a": "gpu_memory"}
+    avoided.ended("c", gpu_memory=False)
+    avoided.failed("t", "c", OOM_KILLED, peak_memory_bytes=6 * GIB)  # its retry's estimate rises by the peak
+    avoided.ended("b", gpu_memory=False)
+    avoided.failed("t", "b", OOM_KILLED)  # no peak came back
+    assert avoided.of("t", fleet, everywhere) == {"a": "gpu_memory", "b": "memory"}
+    # Only "a" and "b" could hold the task once drained: the latest failure alone is avoided.
+    assert avoided.of("t", fleet, {"a", "b"}.__contains__) == {"b": "memory"}
+    assert avoided.of("t", fleet, {"b"}.__contains__) == {}  # it alone could: never held by it
+    avoided.ended("a", gpu_memory=True)  # a GPU task ended on "a": its GPU memory is free again
+    assert avoided.of("t", fleet, everywhere) == {"b": "memory"}
+    avoided.succeeded("t")
+    assert avoided.of("t", fleet, everywhere) == {} and len(avoided) == 0
+
+
+def gpu_caps(memory_gb: float) -> dict:
+    return {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 64}, "cpu": {"cores": 8},
+            "gpu": {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": memory_gb}}
+
+
+def gpu_sample(worker_id: str, cpu: float, gpu_used_gb: float, gpu_total_gb: float) -> ResourceUtilization:
+    gpu = GpuUtilization(0, f"GPU-{worker_id}", "Tesla T4", 10.0, int(gpu_used_gb * GIB), int(gpu_total_gb * GIB))
+    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=10.0,
+                               cpu_count_effective=8, memory_total_bytes=64 * GIB,
+                               memory_available_bytes=int(57.6 * GIB), gpus=(gpu,))
+
+
+def two_gpus() -> HardwareAwareScheduler:
+    coordinator = Coordinator(max_tasks_per_worker=4)
+    for worker_id in ("t4a", "t4b"):
+        coordinator.register_worker(worker_id, gpu_caps(16))
+    scheduler = HardwareAwareScheduler(coordinator, clock=lambda: 1000.0)
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+    scheduler.history.record("t4a", "infer", success=True, duration_s=10.0, cpu_seconds=10.0,
+                             peak_rss_bytes=GIB, gpu_memory_bytes=5 * GIB)
+    scheduler.observe(gpu_sample("t4a", 10.0, 6.0, 16.0))  # 10 GiB free: the quieter CPU, preferred
+    scheduler.observe(gpu_sample("t4b", 90.0, 6.0, 16.0))  # busy CPU: compressible, penalised
+    return scheduler
+
+
+def infer(task_id: str) -> dict:
+    return {"task_id": task_id, "type": "infer", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+
+
+def test_a_cuda_oom_without_figures_sends_the_retry_to_another_gpu_worker():
+    scheduler = two_gpus()
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    # The allocation failed: nothing was held on the GPU, no GPU memory figure comes back, so
+    # the task's estimate (5 GiB) did not rise and "t4a" still looks the better worker.
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", duration_s=1.0, peak_rss_bytes=GIB,
+                            gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id == "t4b"
+    assert [(e.worker_id, e.kind, e.resource, e.reason) for e in retry.exclusions] == [
+        ("t4a", ExclusionKind.FAILED_HERE, "gpu_memory", "an earlier attempt ran out of GPU memory here")]
+    assert scheduler.statistics()["exclusions_by_kind"]["failed_here"] == 1
+    # Another task of the type still goes to "t4a": the avoidance is the failed task's own.
+    assert scheduler.decide_task(infer("i2"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+
+
+def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
+    scheduler = two_gpus()
+    scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    assert scheduler.decide_task(infer("i1"), ["t4a"], {}).chosen_worker_id is None  # "t4b" busy: it waits
+    scheduler.task_finished("i9", "t4a", success=True, gpu_memory_bytes=4 * GIB)  # GPU memory freed on "t4a"
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    # Failed on both: the latest is avoided, then none when "t4b" alone is left in the fleet.
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    scheduler.task_finished("i1", "t4b", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id == "t4a"
+    assert [(e.worker_id, e.kind) for e in retry.exclusions] == [("t4b", ExclusionKind.FAILED_HERE)]
+    scheduler.worker_left("t4a")
+    assert scheduler.decide_task(infer("i1"), ["t4b"], {}).chosen_worker_id == "t4b"
+
+
+def test_a_failure_of_another_kind_avoids_nothing():
+    scheduler = two_gpus()
+    scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0,
+                            error="AssertionError: 3 != 4")
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id == "t4a" and retry.exclusions == ()
+
+
+def test_the_integration_hands_the_failure_message_to_the_scheduler(tmp_path):
+    from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
+
+    coordinator = Coordinator(max_tasks_per_worker=4)
+    for worker_id in ("t4a", "t4b"):
+        coordinator.register_worker(worker_id, gpu_caps(16))
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "retry.duckdb"),
+                                                  detect_capabilities=False) as integration:
+        integration.update_worker_utilization("t4a", gpu_sample("t4a", 10.0, 6.0, 16.0))
+        integration.update_worker_utilization("t4b", gpu_sample("t4b", 90.0, 6.0, 16.0))
+        assert integration.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+        integration.start_task_monitoring("i1", "t4a", "infer")
+        integration.stop_task_monitoring("i1", "t4a", success=False, error=CUDA_OOM)
+        retry = integration.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id == "t4b"
+    assert [(e.worker_id, e.kind) for e in retry.exclusions] == [("t4a", ExclusionKind.FAILED_HERE)]
