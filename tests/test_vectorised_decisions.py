@@ -75,7 +75,7 @@ FAILURES = ["CUDA out of memory. Tried to allocate 2.00 GiB", "out of memory (ki
             "AssertionError", None]
 
 
-def random_sample(rng: random.Random, worker_id: str, kind: int) -> ResourceUtilization:
+def random_sample(rng: random.Random, worker_id: str, kind: int, taken_at=None) -> ResourceUtilization:
     caps = KINDS[kind]
     total = caps["memory"]["total_gb"] * GIB
     memory = rng.choice([None, rng.uniform(5, 99)]) if rng.random() < 0.1 else rng.uniform(5, 99)
@@ -88,7 +88,8 @@ def random_sample(rng: random.Random, worker_id: str, kind: int) -> ResourceUtil
                             int(size * rng.uniform(0.0, 1.0)), size,
                             health=rng.choices([None, "ok", "degraded", "lost"], [4, 4, 1, 1])[0])
                      for i in range(count))
-    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
+    return ResourceUtilization(worker_id=worker_id, timestamp=taken_at or utc_now(), cpu_percent=cpu,
+                               memory_percent=memory,
                                cpu_count_effective=caps["cpu"]["cores_effective"], memory_total_bytes=total,
                                memory_available_bytes=None if memory is None else int(total * (1 - memory / 100)),
                                gpus=gpus)
@@ -138,7 +139,9 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
             worker_id = rng.choice(sorted(kinds))
             if int(worker_id.split("-")[1]) % 5 == 0 or (int(worker_id.split("-")[1]) % 7 == 0 and step > 700):
                 continue
-            sample = random_sample(rng, worker_id, kinds[worker_id])
+            # taken now by the schedulers' clock: later samples show the tasks placed before them
+            # (no longer in flight) and no longer show tasks that ended before them (departed)
+            sample = random_sample(rng, worker_id, kinds[worker_id], epoch + timedelta(seconds=clock[0]))
             for s in both:
                 s.observe(sample)
         elif event < 0.55 and running:  # a task ends, some failing
