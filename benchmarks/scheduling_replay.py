@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=None, help="tasks (default 2000)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--load", type=float, default=None, help="offered CPU load over the arrival window")
-    parser.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated policy names")
+    parser.add_argument("--policies", default=",".join(POLICY_NAMES),
+                        help="comma-separated policy names (also 'clairvoyant': a reference that reads the "
+                             "simulation's ground truth)")
     parser.add_argument("--factors", default=None, help="JSON overrides of hardware_scoring_factors")
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8), help="processes")
     parser.add_argument("--plot", default="scheduling_replay_report.html", help="HTML page with the charts")

@@ -315,3 +315,53 @@ def test_benchmark_script_quick_run(tmp_path, capsys):
         assert entry["goal"]["failures_ratio"]["met"] == (
             entry["policies"]["hardware_aware"]["failures"] <= 0.2 * ll["failures"])
     assert "<svg" in plot.read_text(encoding="utf-8")
+
+
+def test_the_clairvoyant_reference_places_by_true_load_among_workers_with_room():
+    from fleet_hwmon.replay.sim import Attempt, SimCoordinator, SimWorker
+    from fleet_hwmon.replay.workload import GpuSpec, TaskSpec, WorkerSpec
+
+    def worker(worker_id, gpu=None):
+        return WorkerSpec(worker_id, "w", 16, 16 * GIB, gpu, 1.0, 4, 0.0, 0.0)
+
+    def task(task_id, cores, memory_gb, hardware=("cpu",), gpu_percent=0.0):
+        return TaskSpec(task_id, "t", 0.0, {"hardware": list(hardware)}, cores, int(memory_gb * GIB), 60.0,
+                        gpu_percent, GIB if gpu_percent else 0, 180.0)
+
+    t4 = GpuSpec("Tesla T4", 7.5, 16 * GIB)
+    fleet = [worker("busy"), worker("calm"), worker("full"), worker("gpu", t4)]
+    sims = {w.worker_id: SimWorker(w) for w in fleet}
+    for w, bg in zip(fleet, (12.0, 4.0, 0.0, 2.0)):
+        sims[w.worker_id].bg_cores = bg
+    # "full" runs a task of ours whose peak takes 14 of its 16 GiB; "gpu" one using 80 % of its GPU.
+    hog = task("hog", 1.0, 14)
+    sims["full"].tasks["hog"] = Attempt(hog, 1, 0.0, 60.0, None, 0, (1.0, 0.0))
+    inference = task("inference", 1.0, 1, ("gpu",), 80.0)
+    sims["gpu"].tasks["inference"] = Attempt(inference, 1, 0.0, 60.0, None, GIB, (1.0, 0.0))
+    new = [task("cpu-2", 2.0, 4), task("gpu-30", 2.0, 1, ("gpu",), 30.0), task("big", 2.0, 15),
+           task("huge", 2.0, 17)]
+    policy = make_policy("clairvoyant", 0)
+    policy.attach(SimCoordinator(fleet, 0), lambda: 0.0)
+    policy.see_ground_truth(sims, {t.task_id: t for t in new})
+    everyone = ["busy", "calm", "full", "gpu"]
+    # CPU after placement: busy (12 + 2) / 16 = 87.5 %, calm 37.5 %, gpu 31.25 %; full 18.75 % but
+    # 14 + 4 GiB do not fit its 16: gpu wins.
+    assert policy.choose(new[0].as_task(), everyone, {}) == "gpu"
+    assert policy.choose(new[0].as_task(), ["busy", "calm", "full"], {}) == "calm"
+    # A GPU task's load is the larger of CPU and GPU: the GPU would run at 80 + 30 = 110 %, and
+    # only "gpu" has one: it goes there all the same (compressible, never a reason to hold it).
+    assert policy.choose(new[1].as_task(), everyone, {}) == "gpu"
+    # 15 GiB fits only a worker with nothing of ours: on "full" alone it waits.
+    assert policy.choose(new[2].as_task(), ["busy", "calm", "full"], {}) == "calm"
+    assert policy.choose(new[2].as_task(), ["full"], {}) is None
+    # 17 GiB fits no worker: it goes where nothing of ours runs, the lowest true load first
+    # (calm 37.5 % against busy 87.5 %), never beside a task of ours.
+    assert policy.choose(new[3].as_task(), ["busy", "calm", "full"], {}) == "calm"
+    assert policy.choose(new[3].as_task(), ["busy", "full", "gpu"], {}) == "busy"
+
+
+def test_the_clairvoyant_reference_finishes_and_matches_hardware():
+    result = simulate(TINY, make_policy("clairvoyant", TINY.seed))
+    assert result.finished and result.outcomes["incompatible_placements"] == 0
+    with pytest.raises(ValueError, match="clairvoyant"):
+        make_policy("psychic")

@@ -12,6 +12,13 @@
   ``duration_weight=0``, and no process usage handed to ``stop_task_monitoring``, so the history
   has no CPU or memory figures to predict a task's demand from.
 
+A reference point beside them, not a scheduler (not in ``POLICY_NAMES``; ask for it by name):
+
+* ``clairvoyant``: reads the simulation's ground truth (every worker's true load now, each
+  task's true demand) and places the task where its true load after placement is lowest,
+  among the workers with room for it. What it reaches is what placing tasks alone, knowing
+  everything, can reach under the same coordinator (see :class:`Clairvoyant`).
+
 Round robin and least-loaded match hardware with the product's ``hardware_mismatch`` on the
 capabilities the coordinator holds, as a coordinator would.
 """
@@ -111,6 +118,42 @@ class LeastLoaded(_Base):
         return best[1] if best else None
 
 
+class Clairvoyant(_Base):
+    """Knows what no scheduler can: the simulation hands it its workers and the tasks' true
+    demand (``see_ground_truth``). Among the compatible available workers with room for the
+    task (:meth:`SimWorker.has_room_for`: its true peak memory and GPU memory, quiet or
+    exclusive hardware) it picks the lowest true load after placement: CPU demand (background
+    and our tasks) plus the task's cores over the cores, and for a GPU task the larger of that
+    and the GPU's demand plus the task's share. A task no such worker has room for waits, unless
+    an available worker has nothing of ours running (it goes there, ranked after any with
+    room). Like every policy it is asked about the task at the head of the queue among the
+    workers with a free slot, and it never holds a task for CPU or GPU time: its time above
+    95 % is what placement alone can reach (a reference, not a bound: it is greedy)."""
+
+    name = "clairvoyant"
+
+    def see_ground_truth(self, workers: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> None:
+        self._workers, self._specs = workers, specs
+
+    def choose(self, task: dict, available: list[str], counts: dict[str, int]) -> str | None:
+        spec = self._specs[str(task.get("task_id"))]
+        best = None
+        for worker_id in available:
+            if not self.compatible(task, worker_id):
+                continue
+            worker = self._workers[worker_id]
+            room = worker.has_room_for(spec)
+            if not room and worker.tasks:
+                continue
+            load = 100.0 * (worker.demand() + spec.cores) / worker.spec.cores
+            if spec.needs_gpu:
+                load = max(load, worker.gpu_percent() + spec.gpu_percent)
+            key = (not room, load, tie_break(self.seed, spec.task_id, worker_id))
+            if best is None or key < best[0]:
+                best = (key, worker_id)
+        return best[1] if best else None
+
+
 class Original(_Base):
     name = "original"
 
@@ -181,6 +224,7 @@ class HardwareAware(Original):
 
 
 POLICY_NAMES = ("round_robin", "least_loaded", "original", "hardware_aware", "hardware_aware_no_history")
+REFERENCE_POLICY_NAMES = ("clairvoyant",)
 
 
 def make_policy(name: str, seed: int = 0, factors: Mapping[str, float] | None = None,
@@ -190,6 +234,8 @@ def make_policy(name: str, seed: int = 0, factors: Mapping[str, float] | None = 
         return RoundRobin(seed)
     if name == "least_loaded":
         return LeastLoaded(seed)
+    if name == "clairvoyant":
+        return Clairvoyant(seed)
     if name == "original":
         return Original(seed)
     if name == "hardware_aware":
@@ -197,4 +243,4 @@ def make_policy(name: str, seed: int = 0, factors: Mapping[str, float] | None = 
     if name == "hardware_aware_no_history":
         return HardwareAware(seed, {**(factors or {}), **NO_HISTORY_FACTORS}, process_usage=False, name=name,
                              update_interval_s=update_interval_s)
-    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES + REFERENCE_POLICY_NAMES)}")

@@ -57,7 +57,8 @@ class Policy(Protocol):
     (the task waits). ``matches_hardware``: the policy claims never to pick a worker lacking
     the hardware. The hooks see what a coordinator would: starts, ends, delivered samples.
     ``decisions()`` (optional) is how many decisions the policy itself made, when that differs
-    from how often it was asked."""
+    from how often it was asked. ``see_ground_truth(workers, specs)`` (optional, reference
+    policies only) is handed the simulated workers and the tasks' true demand."""
 
     name: str
     matches_hardware: bool
@@ -162,6 +163,9 @@ class Simulation:
     def run(self) -> ReplayResult:
         started = time.perf_counter()
         self.policy.attach(self.coordinator, lambda: self.now)
+        see = getattr(self.policy, "see_ground_truth", None)
+        if see is not None:  # a reference policy, not a scheduler: it reads the simulation's truth
+            see(self._workers, self._specs)
         horizon_s = self.config.horizon_factor * self.bound_s
         stop_reason = None
         try:
