@@ -199,3 +199,34 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
     print(f"seed {seed}: {decided} decisions ({avoided} kept a retry off a worker), {sum(covered)} of "
           f"{len(covered)} asked of the vectorised path covered")
     assert sum(covered) > 0.6 * len(covered), (sum(covered), len(covered))  # mostly the vectorised path
+
+
+def test_a_score_that_moves_alone_is_read_again(monkeypatch):
+    """The per-worker path keeps a worker's scored candidate while its view stays the same; a
+    coordinator's count that moves without a word to the scheduler (so only the original score
+    moves) is read again, as the column path reads it."""
+    monkeypatch.setattr(vectorised_module, "VECTORISE_FROM", 1)
+    coordinator = Coordinator()
+    epoch = utc_now()
+    seams = dict(clock=lambda: 1000.0, wall_clock=lambda: epoch)
+    fast, slow = HardwareAwareScheduler(coordinator, **seams), HardwareAwareScheduler(coordinator, **seams,
+                                                                                      vectorised=False)
+    ids = ["w-001", "w-002"]
+    for worker_id in ids:
+        coordinator.workers[worker_id] = {"capabilities": KINDS[1], "status": "active"}
+        sample = ResourceUtilization(worker_id=worker_id, timestamp=epoch, cpu_percent=10.0, memory_percent=10.0,
+                                     cpu_count_effective=32, memory_total_bytes=64 * GIB,
+                                     memory_available_bytes=58 * GIB)
+        for s in (fast, slow):
+            s.worker_registered(worker_id, KINDS[1])
+            s.observe(sample)
+    counts = {"w-001": 1, "w-002": 1}  # neither drained, before and after
+    task = {"type": "unit", "priority": 1, "requirements": {"hardware": ["cpu"]}}
+    first = [s.decide_task({**task, "task_id": "t-1"}, ids, counts) for s in (slow, fast)]
+    other = next(w for w in ids if w != first[0].chosen_worker_id)  # its view untouched by the first decision
+    counts[other] = 2
+    decisions = [s.decide_task({**task, "task_id": "t-2"}, ids, counts) for s in (slow, fast)]
+    expected = 1.0 - 0.2 * 2 - 0.05 * (int(other.split("-")[1]) % 3)
+    for decision in decisions:
+        assert {c.worker_id: c.original_score for c in decision.candidates}[other] == pytest.approx(expected)
+    assert comparable(decisions[0]) == comparable(decisions[1])
