@@ -17,6 +17,9 @@ from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, ReplayConfi
 from fleet_hwmon.replay.policies import LeastLoaded
 from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
+from fleet_hwmon.replay.worker import Attempt
+from fleet_hwmon.replay.workload import TaskSpec
+from fleet_hwmon.replay.workloads import T4
 
 GIB = 1024**3
 TINY = ReplayConfig(workers=6, tasks=60, seed=3)
@@ -177,6 +180,29 @@ def test_a_declined_retried_task_stands_for_no_other_task_of_its_type():
     # a task held on its first attempt stands for the others on their first attempt in this pass.
     assert policy.asked == [first.task_id, second.task_id, third.task_id]
     assert sorted(e[2] for e in sim._queue) == sorted([first.task_id, third.task_id, fourth.task_id])
+
+
+def test_a_worker_has_room_for_a_waiting_task_that_is_not_its_types_smallest_by_memory():
+    # A GPU worker with 16 GiB of GPU memory, 12 of them held by a running task: of two waiting
+    # tasks of one type, the one with less host memory needs 8 GiB of GPU memory (no room), the
+    # other 2 GiB (room). Judging by the smallest by memory alone missed the room.
+    gpu = replace(TINY, workers=1, tasks=1, fleet_classes=(FleetClass("gpu", 1.0, 8, 32, T4, 1.0),))
+    sim = Simulation(gpu, LeastLoaded(gpu.seed))
+    (worker,) = sim._workers.values()
+    worker.bg_memory = 0
+    running = TaskSpec("run", "infer", 0.0, {"hardware": ["gpu"]}, 1.0, GIB, 100.0, 30.0, 12 * GIB, 300.0)
+    worker.tasks["run"] = Attempt(running, 1, 0.0, 100.0, None, 12 * GIB, (0.2, 0.5))
+    small = TaskSpec("small", "infer", 0.0, {"hardware": ["gpu"]}, 1.0, 2 * GIB, 50.0, 30.0, 8 * GIB, 150.0)
+    other = replace(small, task_id="other", memory_bytes=3 * GIB, gpu_memory_bytes=2 * GIB)
+    sim._specs = {spec.task_id: spec for spec in (running, small, other)}
+    sim._enqueue(small)
+    assert not sim._room_for_waiting(worker)  # 8 GiB of GPU memory > 4 free
+    sim._enqueue(other)
+    assert sim._room_for_waiting(worker)
+    worker.bg_memory = 27 * GIB  # 32 - 27 - 1 = 4 GiB of memory left: "other" (3 GiB) fits it too
+    assert sim._room_for_waiting(worker)
+    worker.bg_memory = 29 * GIB  # 2 GiB left: neither
+    assert not sim._room_for_waiting(worker)
 
 
 def test_a_task_no_worker_could_hold_fails_each_attempt_then_for_good():

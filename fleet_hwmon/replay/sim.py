@@ -319,8 +319,8 @@ class Simulation:
 
     def _settle(self) -> None:
         """After an event: which workers now have a free slot and room
-        (:meth:`SimWorker.has_room_for`) for the smallest waiting task of some type they have the
-        hardware for. Their idle cores count as idle-while-waiting until that changes."""
+        (:meth:`SimWorker.has_room_for`) for some waiting task they have the hardware for. Their
+        idle cores count as idle-while-waiting until that changes."""
         workers = self._workers.values() if self._waiting_changed else [self._workers[w] for w in self._changed]
         for worker in workers:
             worker.advance(self.now)
@@ -329,10 +329,19 @@ class Simulation:
         self._changed.clear()
 
     def _room_for_waiting(self, worker: SimWorker) -> bool:
+        """Whether some waiting task has room on ``worker`` (:meth:`SimWorker.has_room_for`).
+        Each type's waiting tasks are in order of memory: every one whose memory fits is tried,
+        since a GPU task's GPU memory and a quiet task's cores and GPU share vary apart from it
+        (the smallest by memory alone is not always the one that fits)."""
+        free = worker.spec.memory_bytes - worker.memory_committed()
         for waiting in self._waiting.values():
-            spec = self._specs[waiting[0][2]]
-            if self._fits_worker(spec, worker.spec) and worker.has_room_for(spec):
-                return True
+            if not self._fits_worker(self._specs[waiting[0][2]], worker.spec):
+                continue
+            for memory, _, task_id in waiting:
+                if memory > free:
+                    break
+                if worker.has_room_for(self._specs[task_id]):
+                    return True
         return False
 
     # -- attempts ---------------------------------------------------------------------------------
