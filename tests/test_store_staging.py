@@ -171,3 +171,52 @@ def test_a_row_duckdb_refuses_at_the_merge_costs_only_itself(db_path):
     assert kept == [(0,), (1,), (3,)] and staged == [(0,)]
     assert [json.loads(r)["memory_used_bytes"] for (r,) in rejected] == [2**40]
     assert status["written_rows"] == {TABLE: 3} and status["rejected_rows_total"] == 1
+
+
+# Files may not grow past a limit while staged batches wait: staging, the merge and the per-table
+# path all fail for the file's sake ("File too large"), and the rows must land exactly once after.
+FILE_LIMIT_CHILD = """
+import json, os, resource, signal, sys, time
+from datetime import datetime, timedelta, timezone
+from fleet_hwmon.sample import ResourceUtilization
+from fleet_hwmon.store import close_store, open_store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+path = sys.argv[1]
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+store = open_store(path, flush_interval_s=0.05, merge_interval_s=3600)
+store.ensure_table("resource_utilization", ResourceUtilization)
+for i in range(5):
+    store.append("resource_utilization", ResourceUtilization(
+        worker_id="staged-before", timestamp=T0 + timedelta(seconds=i), cpu_percent=1.0))
+while store.status()["staged_rows"] < 5:
+    time.sleep(0.01)
+staged_before = store.status()["staged_rows"]
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path + ".wal"), hard))  # the log cannot grow
+for i in range(3):
+    store.append("resource_utilization", ResourceUtilization(
+        worker_id="during", timestamp=T0 + timedelta(seconds=i), cpu_percent=1.0))
+while store.status()["failed_flushes"] < 2:
+    time.sleep(0.01)
+during = store.status()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+store.flush()
+counts = store.query("SELECT worker_id, count(*) FROM resource_utilization GROUP BY 1 ORDER BY 1")
+left = store.query("SELECT count(*) FROM staged_batches")[0][0]
+print(json.dumps({"staged_before": staged_before, "during": during, "after": store.status(),
+                  "counts": counts, "left": left}))
+close_store(store)
+"""
+
+
+def test_rows_staged_before_a_full_disk_land_exactly_once(db_path):
+    result = subprocess.run([sys.executable, "-c", FILE_LIMIT_CHILD, db_path], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["staged_before"] == 5
+    assert out["during"]["failing"] is True and out["during"]["pending_rows"] == 8  # staged rows kept for a retry
+    assert out["counts"] == [["during", 3], ["staged-before", 5]] and out["left"] == 0
+    after = out["after"]
+    assert (after["written_rows_total"], after["staged_rows"], after["failing"]) == (8, 0, False)
+    assert after["rejected_rows_total"] == after["dropped_rows_total"] == 0
