@@ -6,6 +6,9 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -322,6 +325,17 @@ def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limit
     assert makespan_lower_bound_s(config) == pytest.approx(expected)
     result = simulate(config, make_policy("least_loaded", 0), require_finish=True)
     assert result.outcomes["makespan_s"] >= expected
+
+
+def test_makespan_lower_bound_is_the_same_under_every_hash_seed():
+    # Sets of worker ids iterate in a hash-seed order; summed floats must not follow it, so two
+    # runs of the replay print the same bound to the last digit.
+    code = ("from fleet_hwmon.replay import WORKLOADS, makespan_lower_bound_s\n"
+            "print([repr(makespan_lower_bound_s(c)) for c in WORKLOADS.values()])")
+    printed = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(ROOT)}).stdout
+               for seed in (1, 2, 3, 4)}
+    assert len(printed) == 1
 
 
 def test_benchmark_script_quick_run(tmp_path, capsys):

@@ -31,9 +31,10 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
     for workers in by_set:
         limited = [s for subset, specs in by_set.items() if subset <= workers for s in specs]
         first = min(s.arrival_s for s in limited)
-        cpu_capacity = sum(by_id[w].cores * by_id[w].speed for w in workers)
+        # In a fixed order, so the float sums do not depend on the hash seed.
+        cpu_capacity = sum(by_id[w].cores * by_id[w].speed for w in sorted(workers))
         bound = max(bound, first + sum(s.cores * s.work_s for s in limited) / cpu_capacity)
-        gpu_capacity = sum(by_id[w].speed for w in workers if by_id[w].gpu is not None)
+        gpu_capacity = sum(by_id[w].speed for w in sorted(workers) if by_id[w].gpu is not None)
         gpu_work = sum(s.gpu_percent / 100.0 * s.work_s for s in limited if s.needs_gpu)
         if gpu_work and gpu_capacity:
             bound = max(bound, first + gpu_work / gpu_capacity)
