@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import operator
 from typing import Any
 
@@ -13,12 +14,22 @@ from fleet_hwmon.scoring.decide import SchedulingDecision
 from fleet_hwmon.scoring.exclusions import ExclusionKind
 
 _LATENCY_WINDOW = 4096  # decisions whose latency the percentiles cover
+# Decisions, and their exclusions, kept uncounted at most: a large fleet's decision (thousands of
+# exclusions) is counted at once, as before; a small fleet's are counted a few hundred at a time.
+_PENDING_DECISIONS, _PENDING_EXCLUSIONS = 256, 4096
 _kind = operator.attrgetter("kind")
+_chosen = operator.attrgetter("chosen_worker_id")
+_exclusions = operator.attrgetter("exclusions")
+_original = operator.attrgetter("original_worker_id")
 
 
 class SchedulerStatistics:
     """What the scheduler did, as plain data for reports and exporters. Not thread-safe: the
-    scheduler calls it under its lock."""
+    scheduler calls it under its lock.
+
+    Decisions are counted in batches, when the figures are read or once a few hundred (or a
+    few thousand exclusions) wait: a decision only queues itself, and a batch is counted with a
+    few C-level passes, far cheaper than a decision's share of per-decision counting."""
 
     def __init__(self) -> None:
         self.outcomes = collections.Counter({"original": 0, "alternative": 0, "no_worker": 0})
@@ -30,6 +41,8 @@ class SchedulerStatistics:
         self._latency_sum_s = 0.0
         self._latency_buckets = BucketCounts(DECISION_BUCKETS_S)  # all decisions, for a Prometheus histogram
         self._asked_again = 0
+        self._pending: list[tuple[SchedulingDecision, float | None]] = []  # decided, not counted yet
+        self._pending_exclusions = 0
 
     def asked_again(self) -> None:
         """A held task asked about again with nothing changed: answered without a decision."""
@@ -37,22 +50,32 @@ class SchedulerStatistics:
 
     def decided(self, decision: SchedulingDecision, latency_s: float | None = None) -> None:
         """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took."""
-        chosen = decision.chosen_worker_id
-        if chosen is None:
-            self.outcomes["no_worker"] += 1
-        elif decision.original_worker_id != chosen:
-            self.outcomes["alternative"] += 1
-        else:
-            self.outcomes["original"] += 1
-        if chosen is not None:
-            self.tasks_per_worker[chosen] += 1
-        if decision.exclusions:  # thousands at a time in a large fleet; kinds repeat
-            self.exclusions.update(map(_kind, decision.exclusions))
-        if latency_s is not None:
-            self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
-            self._latency_count += 1
-            self._latency_sum_s += latency_s
-            self._latency_buckets.observe(latency_s)
+        pending = self._pending
+        pending.append((decision, latency_s))
+        self._pending_exclusions += len(decision.exclusions)
+        if len(pending) >= _PENDING_DECISIONS or self._pending_exclusions >= _PENDING_EXCLUSIONS:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        pending, self._pending, self._pending_exclusions = self._pending, [], 0
+        if not pending:
+            return
+        decisions = [decision for decision, _ in pending]
+        chosen = list(map(_chosen, decisions))
+        no_worker = chosen.count(None)
+        kept = sum(1 for original, worker in zip(map(_original, decisions), chosen)
+                   if worker is not None and original == worker)
+        self.outcomes["no_worker"] += no_worker
+        self.outcomes["original"] += kept
+        self.outcomes["alternative"] += len(decisions) - no_worker - kept
+        self.tasks_per_worker.update(filter(None, chosen))
+        self.exclusions.update(map(_kind, itertools.chain.from_iterable(map(_exclusions, decisions))))
+        for _, latency_s in pending:
+            if latency_s is not None:
+                self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
+                self._latency_count += 1
+                self._latency_sum_s += latency_s
+                self._latency_buckets.observe(latency_s)
 
     def finished(self, success: bool) -> None:
         self.tasks["succeeded" if success else "failed"] += 1
@@ -66,6 +89,7 @@ class SchedulerStatistics:
         ``p50``, ``p99`` over the latest decisions, ``None`` before the first; ``buckets``: the
         count of all decisions at most ``le`` seconds, as ``[(le, count), ..., ("+Inf", count)]``)
         and ``asked_again_unchanged`` (a held task asked about again before anything changed)."""
+        self._count_pending()
         recent = self._latency_s[:min(self._latency_count, _LATENCY_WINDOW)]
         p50, p99 = (np.percentile(recent, [50, 99]).tolist() if recent.size else (None, None))
         return {

@@ -113,11 +113,20 @@ class _Setting:
         self.fleet_stats = stats = (history.fleet_stats(task_type)
                                     if history is not None and task_type is not None else None)
         self.per_worker = history.workers_of_type(task_type) if stats is not None else {}
-        factors = _factors_number(context.factors)
-        self.terms = terms_for(context, requirements, stats.duration_s if stats is not None else None)
-        self.fleet_demand = self.terms.shape(demand_of(None, stats))
-        # What the load and penalties of a worker without history of its own depend on, besides its view.
-        self.memo_key = _contexts.of((self.fleet_demand, self.needs_gpu, requirements.isolation, factors))[0]
+        self.terms = terms = terms_for(context, requirements, stats.duration_s if stats is not None else None)
+        # Without history of the type the fleet's demand and the memo key rest on the terms alone
+        # (the same object while its inputs stay the same): worked out once for them.
+        found = _no_history.get(id(terms)) if stats is None else None
+        if found is None or found[0] is not terms:
+            fleet_demand = terms.shape(demand_of(None, stats))
+            # What the load and penalties of a worker without history of its own depend on, besides its view.
+            found = (terms, fleet_demand, _contexts.of((fleet_demand, self.needs_gpu, requirements.isolation,
+                                                        _factors_number(context.factors)))[0])
+            if stats is None:
+                if len(_no_history) >= 256:
+                    _no_history.clear()
+                _no_history[id(terms)] = found
+        _, self.fleet_demand, self.memo_key = found
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
         self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker
@@ -367,6 +376,7 @@ _MEMO_SIZE = 32  # placements and scoring contexts a view remembers at most (its
 _contexts = Numbering(256)  # a number per scoring context, a cheap key for the views' memos
 _factors_numbers: dict[int, tuple[ScoringFactors, int]] = {}  # id -> (the factors, their number)
 _terms_made: dict[tuple, DecisionTerms] = {}  # (factors number, requirements, duration, floor, cap) -> terms
+_no_history: dict[int, tuple[DecisionTerms, TaskDemand, int]] = {}  # id(terms) -> (terms, fleet demand, memo key)
 
 
 def _factors_number(factors: ScoringFactors) -> int:

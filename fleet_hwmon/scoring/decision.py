@@ -162,18 +162,41 @@ def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, 
     (so they are not searched for its reason)."""
     chosen = ranked[0] if ranked else None
     original_id, original_score = original
-    explanation = _explain(chosen, original_id, () if original_is_candidate else exclusions,
-                           len(exclusions) + candidate_count, len(exclusions))
-    if chosen is not None and chosen_demand.source is not None:
-        explanation += "; " + _describe_demand(chosen_demand)
+    exclusions = tuple(exclusions)
+    # The explanation is written when first read (the store's writer thread, a report), from
+    # these figures, which are not changed afterwards: most decisions are never read by a person.
+    explanation = (chosen, original_id, () if original_is_candidate else exclusions,
+                   len(exclusions) + candidate_count, len(exclusions), chosen_demand)
     return SchedulingDecision(
         decision_id=new_decision_id(), timestamp=context.timestamp, task_id=task_id,
         task_type=None if task_type is None else str(task_type),
         chosen_worker_id=chosen.worker_id if chosen else None,
         chosen_score=chosen.adjusted_score if chosen else None,
         original_worker_id=original_id, original_score=original_score, candidate_count=candidate_count,
-        candidates=tuple(ranked[:context.max_recorded]), exclusions=tuple(exclusions), explanation=explanation,
+        candidates=tuple(ranked[:context.max_recorded]), exclusions=exclusions,
+        explanation=explanation,  # type: ignore[arg-type]  (a str once read: see _read_explanation)
         isolation=requirements.isolation, needs_gpu=requirements.needs_gpu)
+
+
+_explanation_slot = SchedulingDecision.explanation  # the slot's own descriptor, read and written below
+
+
+def _read_explanation(decision: SchedulingDecision) -> str:
+    """The decision's explanation, written from its figures on the first read (see make_decision)."""
+    text = _explanation_slot.__get__(decision, SchedulingDecision)
+    if type(text) is tuple:
+        chosen, original_id, exclusions, available, excluded_count, chosen_demand = text
+        text = _explain(chosen, original_id, exclusions, available, excluded_count)
+        if chosen is not None and chosen_demand.source is not None:
+            text += "; " + _describe_demand(chosen_demand)
+        _explanation_slot.__set__(decision, text)
+    return text
+
+
+# Every reader (attribute, dataclass fields, equality, repr, the store's columns, pickling) goes
+# through the property, so the explanation is always there as text when read.
+SchedulingDecision.explanation = property(_read_explanation, _explanation_slot.__set__,  # type: ignore[assignment]
+                                          doc="Why this worker (or none), for people.")
 
 
 def _describe_demand(demand: TaskDemand) -> str:

@@ -23,6 +23,7 @@ _MASK = (1 << 64) - 1
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
 _WORKER_KEYS_LIMIT = 1 << 17  # worker hashes kept at most (the table starts over beyond)
 _worker_keys: dict[str, int] = {}
+_score_and_break = operator.itemgetter(0, 1)  # (a worker's tie-break is its own: items never compared)
 
 
 def tie_break(seed: int, task_id: str, worker_id: str) -> int:
@@ -53,6 +54,19 @@ def worker_key(worker_id: str) -> int:
     return key
 
 
+def tie_breaks_of(seed: int, task_id: str, worker_ids: Sequence[str]) -> list[int]:
+    """:func:`tie_break` of each of ``worker_ids`` for ``task_id``, in their order: one call for
+    a group of tied workers (the mixing written out, a few integer operations per worker)."""
+    task, known, out = task_key(seed, task_id), _worker_keys.get, []
+    for worker_id in worker_ids:
+        key = known(worker_id)
+        value = task ^ (worker_key(worker_id) if key is None else key)
+        value = ((value ^ (value >> 30)) * _MIX_1) & _MASK
+        value = ((value ^ (value >> 27)) * _MIX_2) & _MASK
+        out.append(value ^ (value >> 31))
+    return out
+
+
 def tie_breaks(task: int, worker_keys: np.ndarray) -> np.ndarray:
     """:func:`tie_break` of each worker whose :func:`worker_key` is in ``worker_keys`` (uint64)
     for the task whose :func:`task_key` is ``task``, over the whole column at once."""
@@ -77,24 +91,16 @@ def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Calla
          worker_of: Callable[[Item], str]) -> list[Item]:
     """The ``count`` best of ``items`` by ``score_of``, ordered by score, then by the seeded
     tie-break of ``worker_of``. Only the items that can make the cut (every one tied with the
-    last place included) are sorted, and only those in an exact tie among them get a tie-break."""
+    last place included) are ordered, and a tie-break is computed only when some score repeats
+    (then for all of them in one call, and one sort by (score, tie-break) orders them)."""
     if len(items) > count:
         cut = heapq.nlargest(count, map(score_of, items))[-1]
         items = [item for item in items if score_of(item) >= cut]
-    ranked = sorted(items, key=score_of, reverse=True)  # stable: a tie keeps its order
-    scores = list(map(score_of, ranked))
-    if not any(map(operator.eq, scores, scores[1:count + 1])):  # no tie that reaches the cut (the common case)
-        return ranked[:count]
-    start, size = 0, len(ranked)
-    while start < count and start < size:
-        score, end = scores[start], start + 1
-        while end < size and scores[end] == score:
-            end += 1
-        if end - start > 1:
-            key = tie_breaker(seed, task_id)
-            ranked[start:end] = sorted(ranked[start:end], key=lambda item: key(worker_of(item)))
-        start = end
-    return ranked[:count]
+    scores = list(map(score_of, items))
+    if len(set(scores)) == len(scores):  # no tie (the common case in a loaded fleet)
+        return sorted(items, key=score_of, reverse=True)[:count]
+    breaks = tie_breaks_of(seed, task_id, list(map(worker_of, items)))
+    return [item for _, _, item in sorted(zip(map(operator.neg, scores), breaks, items), key=_score_and_break)][:count]
 
 
 def original_choice(tied: Sequence[str], scores: Mapping[str, float | None], seed: int,
@@ -103,5 +109,9 @@ def original_choice(tied: Sequence[str], scores: Mapping[str, float | None], see
     score (none: no worker was scored), ties broken like the adjusted ones."""
     if not tied:
         return None, None
-    worker_id = tied[0] if len(tied) == 1 else min(tied, key=tie_breaker(seed, task_id))
+    if len(tied) == 1:
+        worker_id = tied[0]
+    else:
+        breaks = tie_breaks_of(seed, task_id, tied)
+        worker_id = tied[breaks.index(min(breaks))]
     return worker_id, scores[worker_id]

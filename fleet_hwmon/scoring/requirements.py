@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ISOLATION_LEVELS = ("shared", "quiet", "exclusive")
@@ -45,6 +45,16 @@ class TaskRequirements:
     vendor: str | None = None
     precision: frozenset[str] = frozenset()
     allow_software: bool = False
+    # Its hash, computed once: a decision looks the requirements up in several tables.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.hardware, self.min_memory_gb, self.min_cuda_compute, self.device,
+                                                self.min_gpu_memory_gb, self.isolation, self.vendor, self.precision,
+                                                self.allow_software)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def needs_gpu(self) -> bool:
