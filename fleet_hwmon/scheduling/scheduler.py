@@ -422,7 +422,7 @@ class HardwareAwareScheduler:
                                                1.0 + factors.memory_headroom_percent / 100.0, predicted)
             else:
                 self._held.pop(task_id, None)
-            self._account(decision, task, requirements, now_s, time.perf_counter() - started, floor, cap)
+            self._account(decision, task, requirements, factors, now_s, time.perf_counter() - started, floor, cap)
         if self._record is not None:
             self._record(decision)
         return decision
@@ -475,7 +475,7 @@ class HardwareAwareScheduler:
                             worker_id)
 
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
-                 now_s: float, latency_s: float, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
+                 factors: ScoringFactors, now_s: float, latency_s: float, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
         self._decisions.append(decision)
         self._stats.decided(decision, latency_s)
         chosen = decision.chosen_worker_id
@@ -486,7 +486,7 @@ class HardwareAwareScheduler:
         view = self._views.get(chosen)
         if view is not None:
             cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
-                view, self.history, chosen, task_type, requirements, self.factors(), floor, cap)
+                view, self.history, chosen, task_type, requirements, factors, floor, cap)
             self._inflight_at[decision.task_id] = chosen
             if requirements.isolation == "exclusive":
                 view.exclusive_task = decision.task_id

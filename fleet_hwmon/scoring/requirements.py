@@ -68,7 +68,7 @@ class TaskRequirements:
     @classmethod
     def from_task(cls, task: Mapping[str, Any]) -> TaskRequirements:
         """Parse ``task["requirements"]``; raises ``ValueError`` naming the task on bad input."""
-        if not isinstance(task, Mapping):
+        if type(task) is not dict and not isinstance(task, Mapping):
             raise ValueError(f"a task must be a dict, not {type(task).__name__}")
         return cls.parse(task.get("requirements"), task.get("task_id", "?"))
 
@@ -83,7 +83,10 @@ class TaskRequirements:
         Every task is parsed again at each decision, yet tasks share a handful of requirement
         sets: a set seen before is answered from a table (by its keys, values and their types)."""
         key = _key_of(raw)
-        found = _parsed.get(key) if key is not None else None
+        try:
+            found = _parsed.get(key) if key is not None else None
+        except TypeError:  # a value that cannot be hashed: parsed every time
+            key = found = None
         if found is None:
             found = cls._parse(raw, task_id)
             if key is not None:
@@ -120,17 +123,13 @@ _parsed: dict[tuple, TaskRequirements] = {}  # requirement set (see _key_of) -> 
 
 
 def _key_of(raw: Any) -> tuple | None:
-    """A hashable key that tells requirement dicts apart as the parser does (each value with its
-    type, a list's items with theirs, since ``1`` and ``True`` parse differently); ``None``
-    when ``raw`` is not a dict of hashable values (then it is parsed every time)."""
+    """A key that tells requirement dicts apart as the parser does (each value with its type, a
+    list's items with theirs, since ``1`` and ``True`` parse differently); ``None`` when ``raw``
+    is not a dict (then it is parsed every time). It may hold an unhashable value: looking it
+    up raises ``TypeError`` then."""
     if type(raw) is not dict:
         return () if raw is None else None
-    key = tuple([(k, type(v), (tuple(v), tuple(map(type, v))) if type(v) is list else v) for k, v in raw.items()])
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    return tuple([(k, type(v), (tuple(v), tuple(map(type, v))) if type(v) is list else v) for k, v in raw.items()])
 
 
 def _where(task_id: Any) -> str:
