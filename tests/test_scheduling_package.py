@@ -89,6 +89,61 @@ def test_statistics_count_decisions_by_outcome_and_exclusions_by_kind():
     assert latency["count"] == 3 and 0 < latency["p50"] <= latency["p99"] and latency["sum"] > 0
 
 
+def test_statistics_count_every_decision_however_many_wait_and_whenever_read():
+    """Decisions are counted in batches: read before, between and after a batch, the figures
+    count every decision made so far, once."""
+    coordinator, clock = Coordinator(max_tasks_per_worker=2), Clock()
+    for worker_id in ("a", "b"):
+        coordinator.register_worker(worker_id, caps())
+    scheduler = HardwareAwareScheduler(coordinator, clock=clock)
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+        scheduler.observe(sample(worker_id, 10.0, 10.0))
+    scheduler.install()
+    find = coordinator.task_scheduler.find_best_worker_for_task
+    placed: dict[str, int] = {}
+    try:
+        for n in range(600):  # more than one batch; every third decision finds both workers at the limit
+            counts = {"a": 2, "b": 2} if n % 3 == 2 else {}
+            chosen = find({"task_id": f"t{n}", "requirements": {}}, ["a", "b"], counts)[0]
+            if chosen is not None:
+                placed[chosen] = placed.get(chosen, 0) + 1
+            if n in (0, 99, 299):
+                stats = scheduler.statistics()
+                assert stats["decisions"] == n + 1 == stats["decision_latency_s"]["count"]
+                assert stats["no_worker"] == (n + 1) // 3
+                assert stats["exclusions_by_kind"]["task_limit"] == 2 * ((n + 1) // 3)
+    finally:
+        scheduler.uninstall()
+    stats = scheduler.statistics()
+    assert stats["decisions"] == 600 == stats["decision_latency_s"]["count"] == stats["decision_latency_s"]["buckets"][-1][1]
+    assert stats["decisions_by_outcome"]["no_worker"] == 200
+    assert stats["decisions_by_outcome"]["original"] + stats["decisions_by_outcome"]["alternative"] == 400
+    assert stats["exclusions_by_kind"]["task_limit"] == 400
+    assert stats["tasks_per_worker"] == placed and sum(placed.values()) == 400
+
+
+def test_a_decision_explains_itself_to_every_reader():
+    """The explanation is written when first read: the attribute, the record's fields, a copy
+    and a pickled decision all give the same text."""
+    import pickle
+    coordinator, clock = Coordinator(), Clock()
+    for worker_id in ("a", "b"):
+        coordinator.register_worker(worker_id, caps())
+    scheduler = HardwareAwareScheduler(coordinator, clock=clock)
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+    scheduler.observe(sample("a", 10.0, 10.0))
+    scheduler.observe(sample("b", 99.0, 99.0))
+    decision = scheduler.decide_task({"task_id": "t1", "type": "unit", "requirements": {}}, ["a", "b"], {})
+    copied = pickle.loads(pickle.dumps(decision))  # read before the attribute is
+    fields = dataclasses.asdict(decision)
+    assert decision.explanation == fields["explanation"] == copied.explanation == \
+        f"chose a (score {decision.chosen_score:.3f} of original 1.000); 1 worker(s) excluded"
+    assert copied == decision and dataclasses.replace(decision).explanation == decision.explanation
+    assert type(decision.explanation) is str and 0 < decision.chosen_score < 1.0
+
+
 def test_exclusion_messages_are_made_from_their_figures():
     assert Exclusion.memory_fit("w", 5 * GIB, 4 * GIB, 25.0).reason == \
         "predicted memory 5.0 GiB (+25% headroom) > free 4.0 GiB"
