@@ -41,7 +41,8 @@ class SchedulerStatistics:
         self._latency_sum_s = 0.0
         self._latency_buckets = BucketCounts(DECISION_BUCKETS_S)  # all decisions, for a Prometheus histogram
         self._asked_again = 0
-        self._pending: list[tuple[SchedulingDecision, float | None]] = []  # decided, not counted yet
+        self._pending: list[SchedulingDecision] = []  # decided, not counted yet, and how long each took
+        self._pending_latency_s: list[float | None] = []
         self._pending_exclusions = 0
 
     def asked_again(self) -> None:
@@ -51,16 +52,17 @@ class SchedulerStatistics:
     def decided(self, decision: SchedulingDecision, latency_s: float | None = None) -> None:
         """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took."""
         pending = self._pending
-        pending.append((decision, latency_s))
+        pending.append(decision)
+        self._pending_latency_s.append(latency_s)
         self._pending_exclusions += len(decision.exclusions)
         if len(pending) >= _PENDING_DECISIONS or self._pending_exclusions >= _PENDING_EXCLUSIONS:
             self._count_pending()
 
     def _count_pending(self) -> None:
-        pending, self._pending, self._pending_exclusions = self._pending, [], 0
-        if not pending:
+        decisions, latencies_s = self._pending, self._pending_latency_s
+        if not decisions:
             return
-        decisions = [decision for decision, _ in pending]
+        self._pending, self._pending_latency_s, self._pending_exclusions = [], [], 0
         chosen = list(map(_chosen, decisions))
         no_worker = chosen.count(None)
         kept = sum(1 for original, worker in zip(map(_original, decisions), chosen)
@@ -68,9 +70,9 @@ class SchedulerStatistics:
         self.outcomes["no_worker"] += no_worker
         self.outcomes["original"] += kept
         self.outcomes["alternative"] += len(decisions) - no_worker - kept
-        self.tasks_per_worker.update(filter(None, chosen))
+        self.tasks_per_worker.update(worker for worker in chosen if worker is not None)
         self.exclusions.update(map(_kind, itertools.chain.from_iterable(map(_exclusions, decisions))))
-        for _, latency_s in pending:
+        for latency_s in latencies_s:
             if latency_s is not None:
                 self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s
                 self._latency_count += 1
