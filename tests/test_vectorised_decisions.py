@@ -199,6 +199,11 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
     print(f"seed {seed}: {decided} decisions ({avoided} kept a retry off a worker), {sum(covered)} of "
           f"{len(covered)} asked of the vectorised path covered")
     assert sum(covered) > 0.6 * len(covered), (sum(covered), len(covered))  # mostly the vectorised path
+    # The column path counts its exclusions by kind from its masks: the same counts.
+    fast_stats, slow_stats = fast.statistics(), slow.statistics()
+    for key in ("decisions", "decisions_by_outcome", "exclusions_by_kind", "tasks_per_worker"):
+        assert fast_stats[key] == slow_stats[key], key
+    assert sum(fast_stats["exclusions_by_kind"].values()) > decided
 
 
 def test_a_score_that_moves_alone_is_read_again(monkeypatch):

@@ -28,7 +28,7 @@ from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
                                         SchedulingDecision, decide_among)
-from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand
@@ -377,11 +377,13 @@ class HardwareAwareScheduler:
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []
-                decision = None
+                decision = kinds = None  # kinds: its exclusions counted by kind, when the column path made it
                 if self.vectorised and self._columns_on:
+                    kinds = {}
                     decision = decide_vectorised(task, requirements, ids, original_view.scores, self.state, hardware,
-                                                 context, unknown)
+                                                 context, unknown, kinds)
                 if decision is None:
+                    kinds = None
                     decision = decide_among(task, requirements, ids, original_view.scores, self._views, hardware,
                                             context, unknown)
                 # A worker whose status says "busy" is at its task limit. Checked on the winner
@@ -393,6 +395,8 @@ class HardwareAwareScheduler:
                 ids = [w for w in ids if w != busy.worker_id]
             if busy_workers:
                 decision = dataclasses.replace(decision, exclusions=(*busy_workers, *decision.exclusions))
+                if kinds is not None:
+                    kinds[ExclusionKind.TASK_LIMIT] = kinds.get(ExclusionKind.TASK_LIMIT, 0) + len(busy_workers)
             if compatible == 0 and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
@@ -422,7 +426,8 @@ class HardwareAwareScheduler:
                                                1.0 + factors.memory_headroom_percent / 100.0, predicted)
             else:
                 self._held.pop(task_id, None)
-            self._account(decision, task, requirements, factors, now_s, time.perf_counter() - started, floor, cap)
+            self._account(decision, task, requirements, factors, now_s, time.perf_counter() - started, floor, cap,
+                          kinds)
         if self._record is not None:
             self._record(decision)
         return decision
@@ -475,9 +480,10 @@ class HardwareAwareScheduler:
                             worker_id)
 
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
-                 factors: ScoringFactors, now_s: float, latency_s: float, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
+                 factors: ScoringFactors, now_s: float, latency_s: float, floor: TaskDemand | None = None,
+                 cap: DemandCap = NO_CAP, kinds: Mapping[ExclusionKind, int] | None = None) -> None:
         self._decisions.append(decision)
-        self._stats.decided(decision, latency_s)
+        self._stats.decided(decision, latency_s, kinds)
         chosen = decision.chosen_worker_id
         if chosen is None:
             return

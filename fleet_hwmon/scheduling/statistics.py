@@ -5,21 +5,20 @@ from __future__ import annotations
 import collections
 import itertools
 import operator
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from fleet_hwmon.metrics.tally import DECISION_BUCKETS_S, BucketCounts
 from fleet_hwmon.scoring.decide import SchedulingDecision
-from fleet_hwmon.scoring.exclusions import ExclusionKind
+from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 
 _LATENCY_WINDOW = 4096  # decisions whose latency the percentiles cover
-# Decisions, and their exclusions, kept uncounted at most: a large fleet's decision (thousands of
-# exclusions) is counted at once, as before; a small fleet's are counted a few hundred at a time.
-_PENDING_DECISIONS, _PENDING_EXCLUSIONS = 256, 4096
+# Decisions, and exclusions still to count by kind, kept uncounted at most: a few hundred small
+# decisions are counted at once; one with hundreds of exclusions to count, at once, as it comes.
+_PENDING_DECISIONS, _PENDING_EXCLUSIONS = 256, 512
 _kind = operator.attrgetter("kind")
 _chosen = operator.attrgetter("chosen_worker_id")
-_exclusions = operator.attrgetter("exclusions")
 _original = operator.attrgetter("original_worker_id")
 
 
@@ -28,8 +27,8 @@ class SchedulerStatistics:
     scheduler calls it under its lock.
 
     Decisions are counted in batches, when the figures are read or once a few hundred (or a
-    few thousand exclusions) wait: a decision only queues itself, and a batch is counted with a
-    few C-level passes, far cheaper than a decision's share of per-decision counting."""
+    few hundred exclusions to count by kind) wait: a decision only queues itself, and a batch is
+    counted with a few C-level passes, cheaper than counting each decision as it comes."""
 
     def __init__(self) -> None:
         self.outcomes = collections.Counter({"original": 0, "alternative": 0, "no_worker": 0})
@@ -43,26 +42,33 @@ class SchedulerStatistics:
         self._asked_again = 0
         self._pending: list[SchedulingDecision] = []  # decided, not counted yet, and how long each took
         self._pending_latency_s: list[float | None] = []
+        self._uncounted: list[tuple[Exclusion, ...]] = []  # their exclusions not counted by kind yet
         self._pending_exclusions = 0
 
     def asked_again(self) -> None:
         """A held task asked about again with nothing changed: answered without a decision."""
         self._asked_again += 1
 
-    def decided(self, decision: SchedulingDecision, latency_s: float | None = None) -> None:
-        """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took."""
-        pending = self._pending
-        pending.append(decision)
+    def decided(self, decision: SchedulingDecision, latency_s: float | None = None,
+                kinds: Mapping[ExclusionKind, int] | None = None) -> None:
+        """Count ``decision`` (and its exclusions by kind); ``latency_s``: how long it took;
+        ``kinds``: its exclusions already counted by kind (the column path counts them from its
+        masks), else they are counted here."""
+        self._pending.append(decision)
         self._pending_latency_s.append(latency_s)
-        self._pending_exclusions += len(decision.exclusions)
-        if len(pending) >= _PENDING_DECISIONS or self._pending_exclusions >= _PENDING_EXCLUSIONS:
+        if kinds is not None:
+            self.exclusions.update(kinds)
+        else:
+            self._uncounted.append(decision.exclusions)
+            self._pending_exclusions += len(decision.exclusions)
+        if len(self._pending) >= _PENDING_DECISIONS or self._pending_exclusions >= _PENDING_EXCLUSIONS:
             self._count_pending()
 
     def _count_pending(self) -> None:
-        decisions, latencies_s = self._pending, self._pending_latency_s
+        decisions, latencies_s, uncounted = self._pending, self._pending_latency_s, self._uncounted
         if not decisions:
             return
-        self._pending, self._pending_latency_s, self._pending_exclusions = [], [], 0
+        self._pending, self._pending_latency_s, self._uncounted, self._pending_exclusions = [], [], [], 0
         chosen = list(map(_chosen, decisions))
         no_worker = chosen.count(None)
         kept = sum(1 for original, worker in zip(map(_original, decisions), chosen)
@@ -71,7 +77,7 @@ class SchedulerStatistics:
         self.outcomes["original"] += kept
         self.outcomes["alternative"] += len(decisions) - no_worker - kept
         self.tasks_per_worker.update(worker for worker in chosen if worker is not None)
-        self.exclusions.update(map(_kind, itertools.chain.from_iterable(map(_exclusions, decisions))))
+        self.exclusions.update(map(_kind, itertools.chain.from_iterable(uncounted)))
         for latency_s in latencies_s:
             if latency_s is not None:
                 self._latency_s[self._latency_count % _LATENCY_WINDOW] = latency_s

@@ -19,7 +19,7 @@ import numpy as np
 from fleet_hwmon.scoring import ranking
 from fleet_hwmon.scoring.decide import (CandidateScore, DecisionContext, HardwareChecks, SchedulingDecision,
                                         make_decision, terms_for)
-from fleet_hwmon.scoring.exclusions import Exclusion
+from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
 from fleet_hwmon.scoring.history import TaskDemand, demand_of
@@ -32,20 +32,25 @@ VECTORISE_FROM = 512
 
 def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
                       scores: Mapping[str, float | None], state: FleetState, hardware: HardwareChecks,
-                      context: DecisionContext, unknown: list[str] | None = None) -> SchedulingDecision | None:
+                      context: DecisionContext, unknown: list[str] | None = None,
+                      kinds: dict[ExclusionKind, int] | None = None) -> SchedulingDecision | None:
     """:func:`~fleet_hwmon.scoring.decide.decide_among` over ``state`` (same arguments, the
-    views replaced by the state's rows); ``None`` when the case is not covered."""
+    views replaced by the state's rows); ``None`` when the case is not covered. ``kinds``, when
+    given, receives the decision's count of exclusions by kind (from the masks that made them,
+    so that statistics need not count thousands of records; ``hardware``'s mismatches are
+    :attr:`ExclusionKind.HARDWARE` exclusions, as :class:`HardwareChecks` makes them)."""
     count = len(worker_ids)
     if (count < VECTORISE_FROM or count > len(state.views) or requirements.isolation != "shared"
             or context.reserved or context.extra_exclusions):
         return None
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN is unknown: it compares False, and stays NaN
-        return _decide(task, requirements, worker_ids, scores, state, hardware, context, unknown, count)
+        return _decide(task, requirements, worker_ids, scores, state, hardware, context, unknown, count, kinds)
 
 
 def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids: Sequence[str],
             scores: Mapping[str, float | None], state: FleetState, hardware: HardwareChecks,
-            context: DecisionContext, unknown: list[str] | None, count: int) -> SchedulingDecision | None:
+            context: DecisionContext, unknown: list[str] | None, count: int,
+            kinds: dict[ExclusionKind, int] | None = None) -> SchedulingDecision | None:
     factors, history, now_s, stale_after_s = context.factors, context.history, context.now_s, context.stale_after_s
     seed, max_recorded, task_counts, task_limit = (context.seed, context.max_recorded, context.task_counts,
                                                    context.task_limit)
@@ -253,7 +258,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_ok, task_limit, scored,
                              avoided, avoid, stale, critical, held, lost, memory_misfit, gpu_misfit, drained,
                              d_memory, free, d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu,
-                             q_cpu, q_gpu)
+                             q_cpu, q_gpu, kinds)
     return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
                          int(candidates.sum()), original_is_candidate)
 
@@ -286,12 +291,13 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
                 d_memory: Any,
                 free: np.ndarray, d_gpu_memory: Any, room: np.ndarray, factors: ScoringFactors, now_s: float,
                 stale_after_s: float, quiet_cpu: np.ndarray, quiet_gpu: np.ndarray, cpu: np.ndarray,
-                gpu: np.ndarray) -> list[Exclusion]:
+                gpu: np.ndarray, kinds: dict[ExclusionKind, int] | None = None) -> list[Exclusion]:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
     hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position);
     ``avoided`` per position, a retried task's workers from ``avoid`` (worker id -> resource);
-    ``d_memory`` and ``d_gpu_memory`` per position, or one number for all."""
+    ``d_memory`` and ``d_gpu_memory`` per position, or one number for all; ``kinds`` (when
+    given) gets their count by kind: the first and the hardware ones from the masks."""
     early = np.flatnonzero(at_limit | no_score)
     records = mismatches[rows[early]]  # a worker without an original score: its hardware, said in one piece
     for j in np.flatnonzero(at_limit[early] | hardware_ok[early]):  # else at the limit, or rejected
@@ -301,6 +307,10 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
     hardware = scored & ~hardware_ok
     later = (scored & (avoided | stale | critical | held | lost)) | memory_misfit | gpu_misfit | quiet_cpu | quiet_gpu
     later &= ~hardware
+    if kinds is not None:  # the task limit, else the hardware (a mismatch, or rejected by the original scheduler)
+        limited = int(np.count_nonzero(at_limit))
+        kinds[ExclusionKind.TASK_LIMIT] = limited
+        kinds[ExclusionKind.HARDWARE] = len(out) - limited + int(np.count_nonzero(hardware))
     if not later.any():  # the common case: hardware alone, taken in one piece
         out.extend(mismatches[rows[hardware]].tolist())
         return out
@@ -331,6 +341,9 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
             records[i] = Exclusion.gpu_memory_fit(worker_id, _at(d_gpu_memory, i), float(room[i]) - 0.0,
                                                   required=False,
                                                   headroom_percent=0.0 if drained[i] else headroom_percent)
+    if kinds is not None:
+        for record in records[later].tolist():
+            kinds[record.kind] = kinds.get(record.kind, 0) + 1
     out.extend(records[hardware | later].tolist())
     return out
 
