@@ -116,7 +116,8 @@ def test_statistics_count_every_decision_however_many_wait_and_whenever_read():
     finally:
         scheduler.uninstall()
     stats = scheduler.statistics()
-    assert stats["decisions"] == 600 == stats["decision_latency_s"]["count"] == stats["decision_latency_s"]["buckets"][-1][1]
+    latency = stats["decision_latency_s"]
+    assert stats["decisions"] == 600 == latency["count"] == latency["buckets"][-1][1]
     assert stats["decisions_by_outcome"]["no_worker"] == 200
     assert stats["decisions_by_outcome"]["original"] + stats["decisions_by_outcome"]["alternative"] == 400
     assert stats["exclusions_by_kind"]["task_limit"] == 400
