@@ -264,18 +264,44 @@ def test_predictions_are_capped_at_the_largest_worker_and_a_failure_raises_that_
     decision = scheduler.decide_task(task("h1", "huge"), ["small", "big"], {})
     assert decision.chosen_worker_id == "big"
     assert [(e.worker_id, e.kind) for e in decision.exclusions] == [("small", ExclusionKind.MEMORY_FIT)]
-    # A failed attempt that peaked at 10 GiB: its retry needs 15 GiB (+25 %), more than "small"
-    # has free; another task of the type is not raised.
+    # A failed attempt that peaked at 10 GiB: beside a task of ours its retry needs 15 GiB
+    # (1.5x), more than "small" has free (14.4 GiB); another task of the type is not raised.
     scheduler2, _ = fleet(("small", caps(memory_gb=16)), ("big", caps(memory_gb=64)))
     scheduler2.history.record("big", "build", success=True, duration_s=10.0, cpu_seconds=10.0,
                               peak_rss_bytes=2 * GIB)
-    scheduler2.observe(sample("small", 10.0, 5.0))
+    scheduler2.observe(sample("small", 10.0, 10.0))
     scheduler2.observe(sample("big", 80.0, 5.0, memory_gb=64))  # busy CPU: "small" preferred while it fits
     scheduler2.task_finished("b1", "small", success=False, task_type="build", duration_s=5.0,
                              peak_rss_bytes=10 * GIB)
     assert scheduler2.history.fleet_stats("build").memory_bytes == 2 * GIB
-    assert scheduler2.decide_task(task("b1", "build"), ["small", "big"], {}).chosen_worker_id == "big"
-    assert scheduler2.decide_task(task("b2", "build"), ["small", "big"], {}).chosen_worker_id == "small"
+    running = {"small": 1}
+    assert scheduler2.decide_task(task("b1", "build"), ["small", "big"], running).chosen_worker_id == "big"
+    assert scheduler2.decide_task(task("b2", "build"), ["small", "big"], running).chosen_worker_id == "small"
+
+
+def test_a_retry_asks_for_its_raised_estimate_once_without_headroom_on_top():
+    # The type's runs peaked at 4 GiB; one attempt was OOM-killed at 10 GiB. Its retry asks for
+    # 1.5 x 10 = 15 GiB beside a task of ours (not 15 x 1.25 = 18.75 GiB): its figure is
+    # 15 / 1.25 = 12 GiB, and the fit check adds the headroom to it.
+    scheduler, clock = fleet(("w", caps(memory_gb=32)))
+    running = {"w": 1}
+    scheduler.history.record("w", "etl", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=4 * GIB)
+    scheduler.task_finished("e1", "w", success=False, task_type="etl", duration_s=5.0, peak_rss_bytes=10 * GIB,
+                            error="out of memory (killed by the OOM killer)")
+    scheduler.observe(sample("w", 10.0, 55.0, memory_gb=32))  # 14.4 GiB free < 15 GiB
+    held = scheduler.decide_task(task("e1", "etl"), ["w"], running)
+    assert held.chosen_worker_id is None
+    (exclusion,) = held.exclusions
+    assert exclusion.kind == ExclusionKind.MEMORY_FIT
+    assert (exclusion.value, exclusion.limit) == (12 * GIB, int(32 * GIB * 0.45))
+    assert exclusion.reason == "predicted memory 12.0 GiB (+25% headroom) > free 14.4 GiB"
+    clock.now_s += 1.0
+    scheduler.observe(sample("w", 10.0, 52.5, memory_gb=32))  # 15.2 GiB free >= 15 GiB
+    placed = scheduler.decide_task(task("e1", "etl"), ["w"], running)
+    assert placed.chosen_worker_id == "w" and "memory 12.0 GiB" in placed.explanation
+    # In flight at its figure; the type's estimate is still its successful runs' 4 GiB.
+    assert scheduler._views["w"].inflight["e1"].memory_bytes == 12 * GIB
+    assert scheduler.history.fleet_stats("etl").memory_bytes == 4 * GIB
 
 
 def test_a_held_task_is_decided_again_only_when_something_could_make_room():

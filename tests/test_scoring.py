@@ -11,7 +11,7 @@ import pytest
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, Reservation, decide, decide_among
 from fleet_hwmon.scoring.ranking import task_key, tie_break, tie_breaks, worker_key
-from fleet_hwmon.scoring.terms import FLOOR, DemandCap, fits_when_idle, gpu_after_placement
+from fleet_hwmon.scoring.terms import FLOOR, DemandCap, fits_when_idle, gpu_after_placement, task_demand_for
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
@@ -338,6 +338,27 @@ class TestDecide:
                                   llm, FACTORS, floor=retried, cap=DemandCap(None, 40 * GIB * 2))
         assert fits_when_idle(h100, TaskDemand(None, None, 20 * GIB, None, "history"), llm, FACTORS, floor=retried,
                               cap=DemandCap(None, 80 * GIB))
+
+    def test_a_retry_floor_is_asked_for_as_it_is_not_plus_headroom(self):
+        # The type peaked at 4 GiB; a retry's floor is 15 GiB (1.5 x the 10 GiB its attempt
+        # reached). The fit check adds 25 % headroom to the figure, so the figure is
+        # 15 / 1.25 = 12 GiB: the check asks for 15 GiB, not 18.75.
+        history = PerformanceHistory()
+        history.record("w", "etl", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=4 * GIB)
+        cpu = req(hardware=["cpu"])
+        retried = TaskDemand(None, 15 * GIB, None, None, "retry")
+        assert task_demand_for(None, history, "w", "etl", cpu, FACTORS, floor=retried)[1] == 12 * GIB
+        # A floor below the history's figure changes nothing.
+        low = TaskDemand(None, 4 * GIB, None, None, "retry")
+        assert task_demand_for(None, history, "w", "etl", cpu, FACTORS, floor=low)[1] == 4 * GIB
+        measured = history.task_demand("w", "etl")
+        assert fits_when_idle(view("a", 10.0, 0.0, memory_gb=15), measured, cpu, FACTORS, floor=retried)
+        assert not fits_when_idle(view("b", 10.0, 0.0, memory_gb=14.9), measured, cpu, FACTORS, floor=retried)
+        # GPU memory the same way: a 24 GiB floor asks for 24 GiB of a 24 GiB GPU.
+        gpu = req(hardware=["gpu"])
+        gpu_retry = TaskDemand(None, None, 24 * GIB, None, "retry")
+        assert fits_when_idle(gpu_view("l4", 24.0, 0.0), TaskDemand(None, None, 5 * GIB, None, "history"), gpu, FACTORS,
+                              floor=gpu_retry)
 
     def test_floor_and_negative_original_scores(self):
         saturated = {"w": view("w", 95.0, 95.0)}  # at critical, not above: penalised, not excluded

@@ -80,7 +80,8 @@ class ScoringFactors:
     # when checking that it fits in what the worker has free, in percent of the prediction.
     memory_headroom_percent: float = 25.0
     # A task whose attempt failed is retried with its own estimate raised to this multiple of the
-    # failed attempt's peak (memory, GPU memory); its type's estimate is left alone.
+    # failed attempt's peak (memory, GPU memory); its type's estimate is left alone. The margin
+    # is this multiple: the fit check adds no headroom on top of it.
     retry_growth: float = 1.5
 
     def __post_init__(self) -> None:

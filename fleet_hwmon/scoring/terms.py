@@ -117,11 +117,11 @@ class DecisionTerms:
     def shape(self, demand: TaskDemand) -> TaskDemand:
         """The demand the decision uses: a GPU task's stated minimum GPU memory stands in for its
         GPU memory until history knows it; a retried task's own raised figures (``floor``) win
-        when larger; memory and GPU memory are capped so that, with headroom, they fit within the
-        recovery mark (85 %) of the largest compatible worker (GPU), so a task that fits a
-        drained worker is placed eventually."""
+        when larger, over the headroom (see :func:`shape_demand`); memory and GPU memory are
+        capped so that, with headroom, they fit within the recovery mark (85 %) of the largest
+        compatible worker (GPU), so a task that fits a drained worker is placed eventually."""
         return shape_demand(demand, self.needs_gpu, self.required_gpu_memory, self.floor, self.cap,
-                            self.factors.recovery_percent / 100.0 / self.headroom)
+                            self.factors.recovery_percent / 100.0 / self.headroom, self.headroom)
 
     def assess(self, view: WorkerView, demand: TaskDemand, stats: TypeStats | None,
                reserve: tuple[float, float] = (0.0, 0.0), drained: bool = False) -> Assessment:
@@ -231,10 +231,16 @@ class DecisionTerms:
 
 
 def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float | None, floor: TaskDemand | None,
-                 cap: DemandCap, cap_fraction: float) -> TaskDemand:
+                 cap: DemandCap, cap_fraction: float, headroom: float = 1.0) -> TaskDemand:
     """:meth:`DecisionTerms.shape`: ``required_gpu_memory`` (bytes) stands in for an unknown GPU
     memory, ``floor`` raises, ``cap`` times ``cap_fraction`` (the recovery mark over the
-    headroom) caps; a task without a GPU has no GPU memory."""
+    headroom) caps; a task without a GPU has no GPU memory.
+
+    The fit check multiplies the figure by ``headroom`` (1 + ``memory_headroom_percent`` / 100),
+    a margin over a history figure, which is a mean of past peaks. A retried task's ``floor``
+    already carries its margin (``retry_growth`` times the peak its attempt reached), so it
+    raises the figure to ``floor / headroom``: the check then asks for the floor itself, not
+    the floor plus headroom (with both, 1.5 x 1.25 = 1.9 times the peak reached)."""
     cap_memory, cap_gpu = cap
     memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
     if not needs_gpu:
@@ -242,8 +248,8 @@ def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float
     elif gpu_memory is None:
         gpu_memory = required_gpu_memory
     if floor is not None:
-        memory = _larger(memory, floor.memory_bytes)
-        gpu_memory = _larger(gpu_memory, floor.gpu_memory_bytes) if needs_gpu else None
+        memory = _larger(memory, _over(floor.memory_bytes, headroom))
+        gpu_memory = _larger(gpu_memory, _over(floor.gpu_memory_bytes, headroom)) if needs_gpu else None
     if memory is not None and cap_memory is not None:
         memory = min(memory, cap_memory * cap_fraction)
     if gpu_memory is not None and cap_gpu is not None:
@@ -278,8 +284,9 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
     for a task without a GPU); ``floor`` and ``cap`` as for :class:`DecisionTerms`."""
     demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
     needs_gpu = requirements.needs_gpu
-    cap_fraction = factors.recovery_percent / 100.0 / (1.0 + factors.memory_headroom_percent / 100.0)
-    demand = shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap, cap_fraction)
+    headroom = 1.0 + factors.memory_headroom_percent / 100.0
+    demand = shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap,
+                          factors.recovery_percent / 100.0 / headroom, headroom)
     gpu_memory = gpu_percent = 0.0
     if needs_gpu:
         gpu_memory = demand.gpu_memory_bytes or 0.0
@@ -340,6 +347,10 @@ def _spread(levels: list[float], share: float) -> list[float]:
         if count == len(levels) or level <= levels[count]:
             return [level] * count + levels[count:]
     return levels
+
+
+def _over(value: float | None, headroom: float) -> float | None:
+    return None if value is None else value / headroom
 
 
 def _larger(value: float | None, other: float | None) -> float | None:
