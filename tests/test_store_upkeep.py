@@ -1,18 +1,24 @@
 """What keeps a writing store's memory bounded: its own checkpoints, small row groups, cached
-blocks dropped after a checkpoint unless a reader's query runs, the memory limit left as it was.
+blocks dropped after a checkpoint unless a reader's query runs, the memory limit left as it was,
+a written batch freed before the checkpoint, freed pages released after every bulk flush.
 
 Every test writes a real DuckDB file in a temporary folder.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import threading
+import time
+import weakref
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from fleet_hwmon.sample import ResourceUtilization
@@ -146,3 +152,56 @@ def test_a_checkpoint_that_fails_is_logged_once_never_raises_and_runs_after_a_la
     con.close()
     with duckdb.connect(path, read_only=True) as check:
         assert check.execute("SELECT count(*), min(i) FROM t").fetchone() == (1000, 0)
+
+
+@dataclass
+class Reading:
+    """A record the test can hold weak references to (the product's records use slots)."""
+
+    worker_id: str
+    value_percent: float
+
+
+def test_a_written_batch_is_freed_before_the_checkpoint_runs(db_path):
+    # a checkpoint takes a while, and meanwhile a fast producer queues as many rows again: the
+    # batch just written (its records and its Arrow table) must not be held alongside them
+    store = open_store(db_path, flush_interval_s=3600)
+    store.ensure_table("readings", Reading)
+    records = [Reading("w1", float(i % 100)) for i in range(2_000)]
+    refs = [weakref.ref(r) for r in records]
+    seen_at_upkeep: list[tuple[int, int]] = []
+    after_flush = store._upkeep.after_flush
+
+    def checking_after_flush(*args: bool, **kwargs: bool) -> None:
+        gc.collect()
+        seen_at_upkeep.append((sum(ref() is not None for ref in refs), pa.system_memory_pool().bytes_allocated()))
+        after_flush(*args, **kwargs)
+
+    store._upkeep.after_flush = checking_after_flush
+    arrow_bytes_before = pa.system_memory_pool().bytes_allocated()
+    store.append_many("readings", records)
+    del records
+    store.flush()
+    assert seen_at_upkeep == [(0, arrow_bytes_before)]
+    assert store.query("SELECT count(*), sum(value_percent) FROM readings") == [(2_000, 99_000.0)]
+    close_store(store)
+
+
+def test_freed_pages_are_released_after_a_bulk_flush_not_after_a_staged_one(db_path):
+    store = open_store(db_path, flush_interval_s=0.05, merge_interval_s=3600)
+    store.ensure_table(TABLE, ResourceUtilization)
+    releases = []
+    release = store._upkeep.release_freed_memory
+    store._upkeep.release_freed_memory = lambda: (releases.append(store.status()["staged_rows"]), release())
+    store.append_many(TABLE, samples(0, 10))
+    deadline = time.monotonic() + 30
+    while store.status()["staged_rows"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.status()["staged_rows"] == 10 and releases == []  # staged: a few kilobytes, nothing to release
+    store.flush()  # merges the staged rows into their table
+    assert releases == [0]
+    store.append_many(TABLE, samples(10, 1_000))  # a large batch goes straight into its table
+    store.flush()
+    assert releases == [0, 0]
+    assert store.query(f"SELECT count(*) FROM {TABLE}") == [(1_010,)]
+    close_store(store)

@@ -14,9 +14,12 @@ what one checkpoint rebuilds.
   rows move into the main file, their in-memory copies are freed, the log restarts), then drops
   the blocks the buffer pool has cached (they are on disk; a query reads them back) by setting
   ``memory_limit`` very low and back, only while no query of a reader runs (:class:`ReaderGate`);
-- after that, after any checkpoint DuckDB ran by itself, and after every quarter of that much log,
-  it resets ``memory_limit`` to DuckDB's default (the store's instance is its own): whenever the
-  limit is set DuckDB's buffer pool purges the allocator's free pages back to the operating system.
+- after that, after any checkpoint DuckDB ran by itself, after every quarter of that much log,
+  and after every bulk flush (rows inserted into their tables: a merge of staged batches or a
+  large batch, each of which frees megabytes of DuckDB's working memory; 2-6 MB were still
+  resident when read right after such a flush, and the reset costs about 1.5 ms), it resets
+  ``memory_limit`` to DuckDB's default (the store's instance is its own): whenever the limit is
+  set DuckDB's buffer pool purges the allocator's free pages back to the operating system.
 
 The limit is never left low: a checkpoint that cannot get memory fails and DuckDB then refuses
 the whole database. A checkpoint never loses rows: until it completes they are in the log, which
@@ -84,13 +87,14 @@ class Upkeep:
         except OSError:  # no log: nothing written since the last checkpoint
             return 0
 
-    def after_flush(self) -> None:
+    def after_flush(self, bulk: bool = False) -> None:
         """Checkpoint when the log has passed ``checkpoint_wal_bytes``; release memory as the
-        module docstring says. A failure is logged once and the work retried after the next
+        module docstring says, and after every ``bulk`` flush (rows inserted into their tables
+        rather than staged). A failure is logged once and the work retried after the next
         flush (the rows stay in the log); never raises."""
         size = self._log_size()
         # a log smaller than at the last release was restarted by DuckDB's automatic checkpoint
-        due = size < self._released_at or size - self._released_at >= self.checkpoint_wal_bytes // 4
+        due = bulk or size < self._released_at or size - self._released_at >= self.checkpoint_wal_bytes // 4
         try:
             if size >= self.checkpoint_wal_bytes:
                 self._con.execute("CHECKPOINT")

@@ -350,25 +350,29 @@ class MetricsStore:
         self._con.close()
 
     def _flush_buffer(self, merge: bool = True) -> None:
-        """Write what is queued: staged when the batch is small and no merge is due (``merge``
-        False: the interval's flush), else into the tables together with the staged batches."""
+        """Write what is queued (``_write_buffer``), then checkpoint or release memory (``upkeep``)
+        once the batch's records and Arrow tables are freed: a checkpoint takes a while, and
+        meanwhile a fast producer queues as many rows again, which must not coexist with these."""
+        if self._buffer or self._staged.rows:
+            self._upkeep.after_flush(bulk=self._write_buffer(merge))
+
+    def _write_buffer(self, merge: bool) -> bool:
+        """Staged when the batch is small and no merge is due (``merge`` False: the interval's
+        flush), else into the tables together with the staged batches (returns True)."""
         count = len(self._buffer)
-        if not count and not self._staged.rows:
-            return
         batches: dict[str, list[Any]] = {}
         for _ in range(count):
             table, record = self._buffer.popleft()
             batches.setdefault(table, []).append(record)
         converted = {table: self._convert(table, records) for table, records in batches.items()}
         if not (merge or self._episode_failures) and self._stage(converted, time.monotonic()):
-            self._upkeep.after_flush()
-            return
+            return False
         work = {table: self._with_staged(table, *converted.get(table, (None, [])))
                 for table in (*self._staged.by_table, *(t for t in converted if t not in self._staged.by_table))}
         self._staged.clear()
         if self._staged.next_id == self._merged_below or not self._merge_at_once(work):
             self._write_each(work)
-        self._upkeep.after_flush()
+        return True
 
     def _stage(self, converted: dict[str, tuple[Any, list[Any]]], now: float) -> bool:
         """Commit the converted batches to the staging table (one statement for every table);
