@@ -205,3 +205,28 @@ def test_freed_pages_are_released_after_a_bulk_flush_not_after_a_staged_one(db_p
     assert releases == [0, 0]
     assert store.query(f"SELECT count(*) FROM {TABLE}") == [(1_010,)]
     close_store(store)
+
+
+def test_appending_past_a_full_batch_yields_to_the_writer(db_path, monkeypatch):
+    # a caller appending in a tight loop must not outrun the writer by more than a batch: past
+    # one it gives up the interpreter lock at each append (never blocking, never dropping)
+    store = open_store(db_path, flush_interval_s=3600, batch_rows=10)
+    store.ensure_table(TABLE, ResourceUtilization)
+    release_writer, writer_held = threading.Event(), threading.Event()
+    holder = threading.Thread(target=store._submit, args=(lambda: (writer_held.set(), release_writer.wait(30)),))
+    holder.start()  # the writer is busy: nothing queued from now on is written until it is released
+    writer_held.wait(30)
+    yields: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    for record in samples(0, 10):
+        assert store.append(TABLE, record)
+    assert yields == []  # a batch queued: the writer has been woken, the caller goes on
+    for record in samples(10, 5):
+        assert store.append(TABLE, record)
+    assert yields == [0] * 5
+    monkeypatch.undo()
+    release_writer.set()
+    holder.join(30)
+    assert store.query(f"SELECT count(*) FROM {TABLE}") == [(15,)] and store.dropped_rows == 0
+    close_store(store)
