@@ -178,11 +178,13 @@ def test_a_written_batch_is_freed_before_the_checkpoint_runs(db_path):
         after_flush(*args, **kwargs)
 
     store._upkeep.after_flush = checking_after_flush
+    gc.collect()  # Arrow buffers other tests left to the collector
     arrow_bytes_before = pa.system_memory_pool().bytes_allocated()
     store.append_many("readings", records)
     del records
     store.flush()
-    assert seen_at_upkeep == [(0, arrow_bytes_before)]
+    [(records_alive, arrow_bytes)] = seen_at_upkeep
+    assert records_alive == 0 and arrow_bytes - arrow_bytes_before < 8 * KIB  # the batch's table: 27 KiB
     assert store.query("SELECT count(*), sum(value_percent) FROM readings") == [(2_000, 99_000.0)]
     close_store(store)
 
@@ -217,8 +219,9 @@ def test_appending_past_a_full_batch_yields_to_the_writer(db_path, monkeypatch):
     holder.start()  # the writer is busy: nothing queued from now on is written until it is released
     writer_held.wait(30)
     yields: list[float] = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    real_sleep, appender = time.sleep, threading.current_thread()
+    monkeypatch.setattr(time, "sleep", lambda s: (  # other threads' sleeps are not this caller's
+        threading.current_thread() is appender and yields.append(s), real_sleep(s)))
     for record in samples(0, 10):
         assert store.append(TABLE, record)
     assert yields == []  # a batch queued: the writer has been woken, the caller goes on
