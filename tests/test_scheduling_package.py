@@ -369,6 +369,7 @@ def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
 
 def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=10.0)
     scheduler.observe(sample("a", 40.0, 10.0))
     scheduler.observe(sample("b", 60.0, 10.0))
     bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a", "b"], {})
@@ -380,7 +381,13 @@ def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     (refused,) = build.exclusions
     assert (refused.kind, refused.resource, refused.value, refused.limit) == (ExclusionKind.ISOLATION, "cpu",
                                                                            102.5, 80.0)
-    assert scheduler.decide_task(task("unit", "unit"), ["a"], {}).chosen_worker_id == "a"  # 65 %: quiet still
+    # A unit, no run of its type measured yet, may take every core: 52.5 % + 100 % = 152.5 %.
+    # Once one ran at 1 core, it fits: 65 %, quiet still.
+    unit = scheduler.decide_task(task("unit", "unit"), ["a"], {})
+    assert unit.chosen_worker_id is None
+    assert [(e.kind, e.value) for e in unit.exclusions] == [(ExclusionKind.ISOLATION, 152.5)]
+    scheduler.history.record("b", "unit", success=True, duration_s=10.0, cpu_seconds=10.0)
+    assert scheduler.decide_task(task("unit2", "unit"), ["a"], {}).chosen_worker_id == "a"
     scheduler.task_finished("bench", "a", success=True)
     assert scheduler.decide_task(task("build", "build"), ["a"], {}).chosen_worker_id == "a"
 
@@ -391,6 +398,7 @@ def test_a_quiet_promise_holds_on_a_worker_whose_samples_stopped():
     # 70 % + 1 core of 8 = 82.5 % is the best estimate and breaks the quiet threshold (80 %).
     # "cool" stopped the same way at 40 %: 52.5 % keeps the promise, so the bench goes there.
     scheduler, clock = fleet(("late", caps()), ("cool", caps()), ("calm", caps()))
+    scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=10.0)
     scheduler.observe(sample("late", 70.0, 10.0))
     scheduler.observe(sample("cool", 40.0, 10.0))
     clock.now_s += 20.0
@@ -406,6 +414,39 @@ def test_a_quiet_promise_holds_on_a_worker_whose_samples_stopped():
     assert scheduler.decide_task(task("unit", "unit"), ["late"], {}).chosen_worker_id == "late"  # shared: unknown
     assert scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["late", "cool"],
                                  {"late": 1}).chosen_worker_id == "cool"
+
+
+def test_a_quiet_task_of_a_type_never_measured_counts_as_filling_its_share():
+    # No benchmark has run yet: its cores could be any number, so it counts at the most a quiet
+    # task's own share may (80 - 25 = 55 % of the worker), not at the 1-core default that
+    # scores shared work. "a" at 30 %: 85 % > 80 %; "b" at 20 %: 75 %.
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    scheduler.observe(sample("a", 30.0, 10.0))
+    scheduler.observe(sample("b", 20.0, 10.0))
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a", "b"], {})
+    assert bench.chosen_worker_id == "b"
+    assert [(e.worker_id, e.kind, e.resource, e.value) for e in bench.exclusions] == [
+        ("a", ExclusionKind.ISOLATION, "cpu", 85.0)]
+
+
+def test_nothing_pushes_a_quiet_task_over_the_threshold_on_a_worker_whose_samples_stopped():
+    # The bench (1 core) runs on "a", last seen at 40 %; then its samples stop (20 s > 3
+    # intervals) while a task ends there (alive). A build of 4 cores would take it to
+    # 40 + 12.5 + 50 = 102.5 % by its last figures: refused, as on a sampled worker; a unit
+    # (1 core) keeps it at 65 %.
+    scheduler, clock = fleet(("a", caps()), ("b", caps()))
+    for task_type, cpu_seconds in (("benchmark", 10.0), ("build", 40.0), ("unit", 10.0)):
+        scheduler.history.record("elsewhere", task_type, success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    scheduler.observe(sample("a", 40.0, 10.0))
+    assert scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a"], {}).chosen_worker_id == "a"
+    scheduler.task_started("bench", "benchmark", "a")
+    clock.now_s += 20.0
+    scheduler.task_started("gone", "unit", "a")
+    scheduler.task_finished("gone", "a", success=True)
+    build = scheduler.decide_task(task("build", "build"), ["a"], {"a": 1})
+    assert build.chosen_worker_id is None
+    assert [(e.kind, e.resource, e.value) for e in build.exclusions] == [(ExclusionKind.ISOLATION, "cpu", 102.5)]
+    assert scheduler.decide_task(task("unit", "unit"), ["a"], {"a": 1}).chosen_worker_id == "a"
 
 
 def test_a_quiet_promise_allows_for_how_far_tasks_of_a_type_stray():

@@ -222,7 +222,7 @@ class TestDecide:
     def test_gpu_share_learnt_from_history_adds_and_is_penalised_never_excluded(self):
         gpu = {"hardware": ["gpu"]}
         history = PerformanceHistory()
-        history.record("elsewhere", "infer", success=True, duration_s=10.0, gpu_percent=35.0)
+        history.record("elsewhere", "infer", success=True, duration_s=10.0, cpu_seconds=10.0, gpu_percent=35.0)
         views = {"w": view("w", 10.0, 10.0, gpu=40.0)}
         w = by_worker(run({"w": 1.0}, views, requirements=gpu, task_type="infer", history=history,
                           factors=FACTORS))["w"]

@@ -235,3 +235,38 @@ def test_a_score_that_moves_alone_is_read_again(monkeypatch):
     for decision in decisions:
         assert {c.worker_id: c.original_score for c in decision.candidates}[other] == pytest.approx(expected)
     assert comparable(decisions[0]) == comparable(decisions[1])
+
+
+def test_a_share_never_measured_counts_as_the_whole_gpu_beside_a_quiet_task(monkeypatch):
+    """Beside a quiet GPU task, a GPU task whose type's GPU share no run has measured counts at
+    the whole GPU in both paths: 10 % + the benchmark's 50 % (the default guess it was placed
+    at) + 100 % = 160 % > 80 %. With a share of 10 % measured: 70 %, placed."""
+    monkeypatch.setattr(vectorised_module, "VECTORISE_FROM", 1)
+    coordinator = Coordinator()
+    epoch = utc_now()
+    seams = dict(clock=lambda: 1000.0, wall_clock=lambda: epoch)
+    both = (HardwareAwareScheduler(coordinator, **seams), HardwareAwareScheduler(coordinator, **seams,
+                                                                                 vectorised=False))
+    coordinator.workers["w-001"] = {"capabilities": KINDS[2], "status": "active"}
+    sample = ResourceUtilization(worker_id="w-001", timestamp=epoch, cpu_percent=10.0, memory_percent=10.0,
+                                 cpu_count_effective=8, memory_total_bytes=32 * GIB, memory_available_bytes=28 * GIB,
+                                 gpus=(GpuUtilization(0, "GPU-0", "Tesla T4", 10.0, 1 * GIB, 16 * GIB),))
+    for s in both:
+        s.worker_registered("w-001", KINDS[2])
+        s.observe(sample)
+        s.history.record("elsewhere", "bench", success=True, duration_s=10.0, cpu_seconds=10.0)
+        s.history.record("elsewhere", "infer", success=True, duration_s=10.0, cpu_seconds=10.0)
+        bench = {"task_id": "b", "type": "bench", "priority": 1, "requirements": {"hardware": ["gpu"],
+                                                                                "isolation": "quiet"}}
+        assert s.decide_task(bench, ["w-001"], {}).chosen_worker_id == "w-001"
+        s.task_started("b", "bench", "w-001")
+    infer = {"task_id": "i", "type": "infer", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+    decisions = [s.decide_task(infer, ["w-001"], {"w-001": 1}) for s in both]
+    assert comparable(decisions[0]) == comparable(decisions[1])
+    (refused,) = decisions[0].exclusions
+    assert (refused.kind, refused.resource, refused.value) == (ExclusionKind.ISOLATION, "gpu", 160.0)
+    for s in both:
+        s.history.record("elsewhere", "infer", success=True, duration_s=10.0, cpu_seconds=10.0, gpu_percent=10.0)
+    decisions = [s.decide_task({**infer, "task_id": "i2"}, ["w-001"], {"w-001": 1}) for s in both]
+    assert comparable(decisions[0]) == comparable(decisions[1])
+    assert decisions[0].chosen_worker_id == "w-001"

@@ -428,7 +428,8 @@ def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
     never fits. A reserved worker takes only what fits beside the reserved task's need, as when
     sampled. Quiet: the last CPU (GPU) it showed plus what went there since is the best
     estimate of its load, so a quiet task is held to the quiet threshold on it as on a sampled
-    worker (a quiet promise is not made on a load no one knows to be low)."""
+    worker (a quiet promise is not made on a load no one knows to be low), and so is a task
+    placed beside a quiet task running there (nor broken by it)."""
     view, demand = candidate.view, candidate.demand
     hold = s.reserved.get(candidate.worker_id) if s.reserved else None
     if hold is not None:  # backfill, as on a sampled worker: only beside the reserved task's need
@@ -442,7 +443,7 @@ def _stale_misfit(s: _Setting, candidate: Candidate) -> Exclusion | None:
         excluded = None
     else:
         excluded = s.terms.misfit(view, demand)
-    if excluded is None and s.terms.quiet:
+    if excluded is None and (s.terms.quiet or view.quiet_tasks):
         cores = s.context.factors.default_task_cores if demand.cores is None else demand.cores
         excluded = s.terms.not_quiet(view, cores, demand)
     return excluded

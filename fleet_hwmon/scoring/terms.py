@@ -164,7 +164,10 @@ class DecisionTerms:
         task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
         stay at or under the quiet threshold. The task counts at its predicted cores and GPU
         share plus how far tasks of its type stray from them (``demand.*_spread``): the promise
-        must hold for the task placed, not for the type's mean.
+        must hold for the task placed, not for the type's mean. A figure no run of its type has
+        measured yet counts as the whole worker (every core; the whole GPU): the defaults that
+        score shared work say nothing of what the task will take, and a quiet promise is not
+        made, nor broken, on a guess.
 
         A quiet task's own share counts at most up to the threshold less the exclusive
         background allowance (``own_limit``): a task predicted to fill the hardware by itself
@@ -173,6 +176,8 @@ class DecisionTerms:
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
         if cpu is not None and count:
             spread = demand.cores_spread or 0.0
+            if demand.cores is None:  # no run of its type measured yet: it may take every core
+                cores, spread = count, 0.0
             if self.quiet:
                 spread = min(cores + spread, self.own_limit * count / 100.0) - cores
             cpu += 100.0 * (view.inflight_cores + cores + spread) / count  # the column path's order
@@ -180,7 +185,7 @@ class DecisionTerms:
             return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
         gpu = view.quiet_gpu_least_percent
         if self.needs_gpu and gpu is not None:
-            own = self.own_gpu(demand) + (demand.gpu_percent_spread or 0.0)
+            own = 100.0 if demand.gpu_percent is None else demand.gpu_percent + (demand.gpu_percent_spread or 0.0)
             if self.quiet:
                 own = min(own, self.own_limit)
             if len(view.quiet_gpu_levels) == 1:

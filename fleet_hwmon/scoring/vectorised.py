@@ -176,19 +176,23 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
     limit = factors.quiet_threshold_percent
     q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
-    guarded = known & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
+    # (a stopped worker alive by the coordinator too, on its last figures: decide._stale_misfit)
+    guarded = ((checked & ~memory_misfit & ~gpu_misfit & (col.quiet > 0)) if col.quiet.any() else nothing)
     # ... on the larger of smoothed and latest figures, the task at its prediction plus its
-    # type's spread (the fleet's: one number for every row) (_Terms.not_quiet)
+    # type's spread (the fleet's: one number for every row), a figure never measured at the
+    # whole worker (_Terms.not_quiet)
     cores_spread, gpu_spread = fleet_demand.cores_spread or 0.0, fleet_demand.gpu_percent_spread or 0.0
     if guarded is not nothing:
-        q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + cores + cores_spread) / cpu_count, q_cpu)
+        unmeasured = np.isnan(d_cores)
+        q_cores, q_spread = np.where(unmeasured, cpu_count, cores), np.where(unmeasured, 0.0, cores_spread)
+        q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + q_cores + q_spread) / cpu_count, q_cpu)
         quiet_cpu = guarded & (q_cpu > limit)
     if needs_gpu and guarded.any():
-        q_gpu = np.where(one, q_gpu + (inflight_gpu + (own_gpu + gpu_spread)), q_gpu)
+        q_own_gpu = _known_or(d_gpu_percent + gpu_spread, 100.0)
+        q_gpu = np.where(one, q_gpu + (inflight_gpu + q_own_gpu), q_gpu)
         for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
             view = state.views[rows[i]]
-            q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares,
-                                           _at(own_gpu, i) + gpu_spread)
+            q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, _at(q_own_gpu, i))
         quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
     candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
