@@ -381,11 +381,11 @@ def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     (refused,) = build.exclusions
     assert (refused.kind, refused.resource, refused.value, refused.limit) == (ExclusionKind.ISOLATION, "cpu",
                                                                            102.5, 80.0)
-    # A unit, no run of its type measured yet, may take every core: 52.5 % + 100 % = 152.5 %.
-    # Once one ran at 1 core, it fits: 65 %, quiet still.
+    # A unit, no run of its type measured yet, may take as much as the heaviest type measured
+    # (the build's 4 cores): 52.5 % + 50 % = 102.5 %. Once one ran at 1 core: 65 %, quiet still.
     unit = scheduler.decide_task(task("unit", "unit"), ["a"], {})
     assert unit.chosen_worker_id is None
-    assert [(e.kind, e.value) for e in unit.exclusions] == [(ExclusionKind.ISOLATION, 152.5)]
+    assert [(e.kind, e.value) for e in unit.exclusions] == [(ExclusionKind.ISOLATION, 102.5)]
     scheduler.history.record("b", "unit", success=True, duration_s=10.0, cpu_seconds=10.0)
     assert scheduler.decide_task(task("unit2", "unit"), ["a"], {}).chosen_worker_id == "a"
     scheduler.task_finished("bench", "a", success=True)
@@ -427,6 +427,24 @@ def test_a_quiet_task_of_a_type_never_measured_counts_as_filling_its_share():
     assert bench.chosen_worker_id == "b"
     assert [(e.worker_id, e.kind, e.resource, e.value) for e in bench.exclusions] == [
         ("a", ExclusionKind.ISOLATION, "cpu", 85.0)]
+
+
+def test_a_task_of_a_type_never_measured_counts_as_the_heaviest_type_beside_a_quiet_task():
+    # Beside the bench (1 core) on "a" at 20 %: with nothing else measured, a unit counts at
+    # the 1-core default (45 %). Once a build ran at 6 cores, a type never measured may take
+    # as much: 20 + 12.5 + 75 = 107.5 % > 80 %.
+    scheduler, _ = fleet(("a", caps()))
+    scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=10.0)
+    scheduler.observe(sample("a", 20.0, 10.0))
+    assert scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a"], {}).chosen_worker_id == "a"
+    scheduler.task_started("bench", "benchmark", "a")
+    unit = scheduler.decide_task(task("unit", "unit"), ["a"], {"a": 1})
+    assert unit.chosen_worker_id == "a" and unit.candidates[0].cpu_percent == 45.0
+    scheduler.task_finished("unit", "a", success=True)  # decided again below
+    scheduler.history.record("elsewhere", "build", success=True, duration_s=10.0, cpu_seconds=60.0)
+    unit = scheduler.decide_task(task("unit2", "unit"), ["a"], {"a": 1})
+    assert unit.chosen_worker_id is None
+    assert [(e.kind, e.value) for e in unit.exclusions] == [(ExclusionKind.ISOLATION, 107.5)]
 
 
 def test_nothing_pushes_a_quiet_task_over_the_threshold_on_a_worker_whose_samples_stopped():

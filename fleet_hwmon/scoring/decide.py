@@ -42,7 +42,7 @@ from fleet_hwmon.scoring.ranking import tie_break, tie_breaker  # noqa: F401  (p
 from fleet_hwmon.scoring.requirements import TaskRequirements
 from fleet_hwmon.scoring.terms import (FLOOR, GIB, NO_CAP, NO_PENALTIES, UNKNOWN_LOAD, Assessment,  # noqa: F401
                                        DecisionTerms, DemandCap, Load, Penalties, adjusted_score, fits_when_idle,
-                                       gpu_after_placement, task_demand_for)
+                                       gpu_after_placement, task_demand_for, unmeasured_spread)
 from fleet_hwmon.scoring.views import WorkerView
 
 
@@ -127,13 +127,23 @@ class _Setting:
                     _no_history.clear()
                 _no_history[id(terms)] = found
         _, self.fleet_demand, self.memo_key = found
+        # A figure never measured: its spread reaches the heaviest type measured, which moves as
+        # the fleet learns, so it is not part of what is kept above.
+        demand = unmeasured_spread(self.fleet_demand, history, context.factors, self.needs_gpu)
+        if demand is not self.fleet_demand:
+            self.fleet_demand = demand
+            self.memo_key = _contexts.of((demand, self.needs_gpu, requirements.isolation,
+                                          _factors_number(context.factors)))[0]
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
         self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker
 
     def demand(self, stats: TypeStats | None) -> TaskDemand:
         """The task's predicted demand on a worker with ``stats`` of the type (else the fleet's)."""
-        return self.fleet_demand if stats is None else self.terms.shape(demand_of(stats, self.fleet_stats))
+        if stats is None:
+            return self.fleet_demand
+        return unmeasured_spread(self.terms.shape(demand_of(stats, self.fleet_stats)), self.context.history,
+                                 self.context.factors, self.needs_gpu)
 
 
 class _Pool:

@@ -122,6 +122,13 @@ class PerformanceHistory:
                 stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
                 stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
 
+    def heaviest(self) -> tuple[float | None, float | None]:
+        """(cores, GPU percent of one GPU) of the heaviest task types the fleet has measured:
+        the largest mean of each over the types (``None``: none measured)."""
+        fleet = self._fleet.values()
+        return (max((s.cores for s in fleet if s.cores is not None), default=None),
+                max((s.gpu_percent for s in fleet if s.gpu_percent is not None), default=None))
+
     def stats(self, worker_id: str, task_type: str) -> TypeStats | None:
         return self._stats.get((worker_id, task_type))
 

@@ -164,19 +164,18 @@ class DecisionTerms:
         task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
         stay at or under the quiet threshold. The task counts at its predicted cores and GPU
         share plus how far tasks of its type stray from them (``demand.*_spread``): the promise
-        must hold for the task placed, not for the type's mean. A figure no run of its type has
-        measured yet counts as the whole worker (every core; the whole GPU): the defaults that
-        score shared work say nothing of what the task will take, and a quiet promise is not
-        made, nor broken, on a guess.
+        must hold for the task placed, not for the type's mean (for a type never measured, as
+        far as the heaviest type measured: :func:`unmeasured_spread`).
 
         A quiet task's own share counts at most up to the threshold less the exclusive
         background allowance (``own_limit``): a task predicted to fill the hardware by itself
         still goes where nothing of ours runs and the background is that low, instead of
-        waiting forever for a worker no fleet has."""
+        waiting forever for a worker no fleet has. A quiet task whose type's cores no run has
+        measured counts at that most (it may wait; its promise is not made on a guess)."""
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
         if cpu is not None and count:
             spread = demand.cores_spread or 0.0
-            if demand.cores is None:  # no run of its type measured yet: it may take every core
+            if self.quiet and demand.cores is None:  # its own cores never measured: as many as it may
                 cores, spread = count, 0.0
             if self.quiet:
                 spread = min(cores + spread, self.own_limit * count / 100.0) - cores
@@ -185,7 +184,7 @@ class DecisionTerms:
             return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
         gpu = view.quiet_gpu_least_percent
         if self.needs_gpu and gpu is not None:
-            own = 100.0 if demand.gpu_percent is None else demand.gpu_percent + (demand.gpu_percent_spread or 0.0)
+            own = self.own_gpu(demand) + (demand.gpu_percent_spread or 0.0)
             if self.quiet:
                 own = min(own, self.own_limit)
             if len(view.quiet_gpu_levels) == 1:
@@ -262,6 +261,23 @@ def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float
     if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
         return demand
     return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory, source=demand.source or "requirements")
+
+
+def unmeasured_spread(demand: TaskDemand, history: PerformanceHistory | None, factors: ScoringFactors,
+                      needs_gpu: bool) -> TaskDemand:
+    """``demand`` with, for a figure no run of the task's type has measured (cores; GPU share
+    of a GPU task), a spread that reaches the heaviest type the fleet has measured
+    (:meth:`PerformanceHistory.heaviest`): the default that scores shared work (1 core, 50 % of
+    a GPU) says nothing of what a new type will take, and the quiet checks count a task at its
+    prediction plus its spread. Unchanged when every figure is measured or nothing is."""
+    if history is None or not (demand.cores is None or (needs_gpu and demand.gpu_percent is None)):
+        return demand
+    cores, gpu_percent = history.heaviest()
+    if demand.cores is None and cores is not None:
+        demand = demand._replace(cores_spread=max(0.0, cores - factors.default_task_cores))
+    if needs_gpu and demand.gpu_percent is None and gpu_percent is not None:
+        demand = demand._replace(gpu_percent_spread=max(0.0, gpu_percent - factors.default_task_gpu_percent))
+    return demand
 
 
 def required_gpu_memory_bytes(requirements: TaskRequirements) -> float | None:

@@ -24,7 +24,7 @@ from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
 from fleet_hwmon.scoring.history import TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
-from fleet_hwmon.scoring.terms import FLOOR, gpu_after_placement, history_penalty
+from fleet_hwmon.scoring.terms import FLOOR, gpu_after_placement, history_penalty, unmeasured_spread
 
 # Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
 VECTORISE_FROM = 512
@@ -65,7 +65,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     fleet_stats = history.fleet_stats(task_type) if history is not None and task_type is not None else None
     learnt = fleet_stats is not None
     terms = terms_for(context, requirements, fleet_stats.duration_s if learnt else None)
-    fleet_demand = terms.shape(demand_of(None, fleet_stats))
+    fleet_demand = unmeasured_spread(terms.shape(demand_of(None, fleet_stats)), history, factors, needs_gpu)
 
     base = _column(scores, ids, None)  # None -> NaN: not scored
     # The coordinator's task counts as a column only for the task limit; else read below for
@@ -122,7 +122,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
                 d_cores, d_memory, d_gpu_memory, d_gpu_percent = (np.full(count, v) for v in
                                                                   (d_cores, d_memory, d_gpu_memory, d_gpu_percent))
                 hist_penalty = np.zeros(count)
-            demand = terms.shape(demand_of(stats, fleet_stats))
+            demand = unmeasured_spread(terms.shape(demand_of(stats, fleet_stats)), history, factors, needs_gpu)
             own[i] = (demand, stats)
             d_cores[i], d_memory[i], d_gpu_memory[i], d_gpu_percent[i] = map(_nan, demand[:4])
             hist_penalty[i] = history_penalty(stats, terms.fleet_duration, factors)
@@ -177,22 +177,20 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     limit = factors.quiet_threshold_percent
     q_cpu, q_gpu, quiet_cpu, quiet_gpu = col.quiet_cpu, col.quiet_gpu_least, nothing, nothing
     # (a stopped worker alive by the coordinator too, on its last figures: decide._stale_misfit)
-    guarded = ((checked & ~memory_misfit & ~gpu_misfit & (col.quiet > 0)) if col.quiet.any() else nothing)
+    guarded = checked & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
     # ... on the larger of smoothed and latest figures, the task at its prediction plus its
-    # type's spread (the fleet's: one number for every row), a figure never measured at the
-    # whole worker (_Terms.not_quiet)
+    # type's spread (the fleet's: one number for every row; for a type never measured, up to
+    # the heaviest type's: unmeasured_spread) (_Terms.not_quiet)
     cores_spread, gpu_spread = fleet_demand.cores_spread or 0.0, fleet_demand.gpu_percent_spread or 0.0
     if guarded is not nothing:
-        unmeasured = np.isnan(d_cores)
-        q_cores, q_spread = np.where(unmeasured, cpu_count, cores), np.where(unmeasured, 0.0, cores_spread)
-        q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + q_cores + q_spread) / cpu_count, q_cpu)
+        q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + cores + cores_spread) / cpu_count, q_cpu)
         quiet_cpu = guarded & (q_cpu > limit)
     if needs_gpu and guarded.any():
-        q_own_gpu = _known_or(d_gpu_percent + gpu_spread, 100.0)
-        q_gpu = np.where(one, q_gpu + (inflight_gpu + q_own_gpu), q_gpu)
+        q_gpu = np.where(one, q_gpu + (inflight_gpu + (own_gpu + gpu_spread)), q_gpu)
         for i in np.flatnonzero(guarded & ~np.isnan(q_gpu) & ~one):
             view = state.views[rows[i]]
-            q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares, _at(q_own_gpu, i))
+            q_gpu[i] = gpu_after_placement(view.quiet_gpu_levels, view.inflight_gpu_shares,
+                                           _at(own_gpu, i) + gpu_spread)
         quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
     candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
