@@ -64,8 +64,9 @@ def test_the_scheduler_patches_a_coordinator_without_the_integration():
     assert "find_best_worker_for_task" not in vars(coordinator.task_scheduler)
 
 
-def test_statistics_count_decisions_by_outcome_and_exclusions_by_kind():
-    coordinator, clock = Coordinator(max_tasks_per_worker=1), Clock()
+def installed_on_two_calm_workers(coordinator: Coordinator, clock: Clock) -> HardwareAwareScheduler:
+    """A scheduler installed on ``coordinator`` with workers "a" and "b" registered, each seen at
+    10 % CPU and 10 % memory."""
     for worker_id in ("a", "b"):
         coordinator.register_worker(worker_id, caps())
     scheduler = HardwareAwareScheduler(coordinator, clock=clock)
@@ -73,6 +74,12 @@ def test_statistics_count_decisions_by_outcome_and_exclusions_by_kind():
         scheduler.worker_registered(worker_id, info["capabilities"])
         scheduler.observe(sample(worker_id, 10.0, 10.0))
     scheduler.install()
+    return scheduler
+
+
+def test_statistics_count_decisions_by_outcome_and_exclusions_by_kind():
+    coordinator, clock = Coordinator(max_tasks_per_worker=1), Clock()
+    scheduler = installed_on_two_calm_workers(coordinator, clock)
     find = coordinator.task_scheduler.find_best_worker_for_task
     try:
         assert find({"task_id": "t1", "requirements": {}}, ["a", "b"], {})[0] is not None
@@ -93,13 +100,7 @@ def test_statistics_count_every_decision_however_many_wait_and_whenever_read():
     """Decisions are counted in batches: read before, between and after a batch, the figures
     count every decision made so far, once."""
     coordinator, clock = Coordinator(max_tasks_per_worker=2), Clock()
-    for worker_id in ("a", "b"):
-        coordinator.register_worker(worker_id, caps())
-    scheduler = HardwareAwareScheduler(coordinator, clock=clock)
-    for worker_id, info in coordinator.workers.items():
-        scheduler.worker_registered(worker_id, info["capabilities"])
-        scheduler.observe(sample(worker_id, 10.0, 10.0))
-    scheduler.install()
+    scheduler = installed_on_two_calm_workers(coordinator, clock)
     find = coordinator.task_scheduler.find_best_worker_for_task
     placed: dict[str, int] = {}
     try:
