@@ -141,6 +141,12 @@ def test_waits_for_ctrl_c():
 """
 
 
+def _sigint_as_in_a_terminal():
+    """A terminal's job starts with SIGINT at its default; a background job (`cmd &`) inherits it
+    ignored, and bash cannot trap a signal ignored on entry, so the Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_writes_no_badge(tmp_path):
     suite = make_suite(tmp_path / "suite")
     suite.write_text(INTERRUPTED_SUITE)
@@ -149,7 +155,8 @@ def test_ctrl_c_exits_130_and_writes_no_badge(tmp_path):
     script = subprocess.Popen(["bash", str(SCRIPT), "--no-venv", "--python", sys.executable, "--no-checks",
                                "--generate-badge", "--send-notifications", "--", str(suite)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)  # its own process group, as a terminal's job
+                              start_new_session=True,  # its own process group, as a terminal's job
+                              preexec_fn=_sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while not (suite.parent / "started").exists() and time.monotonic() < deadline:
