@@ -55,6 +55,20 @@ def test_avoided_until_a_task_frees_that_resource_there_and_never_for_good():
     assert avoided.of("t", fleet, everywhere) == {} and len(avoided) == 0
 
 
+def test_with_no_other_worker_a_retry_waits_for_the_end_of_a_task_of_ours_using_the_resource():
+    avoided = AvoidedWorkers()
+    fleet = ["big", "small"]
+    only_big = {"big"}.__contains__  # the only worker whose GPU could hold it
+    running: set[tuple[str, str]] = {("big", "gpu_memory")}  # a task of ours holds the big GPU
+    avoided.ended("big", gpu_memory=False)  # the failed attempt's own end: its allocation held nothing
+    avoided.failed("t", "big", CUDA_OOM)
+    assert avoided.of("t", fleet, only_big, lambda w, r: (w, r) in running) == {"big": "gpu_memory"}
+    # Nothing of ours runs there: what filled the GPU is not ours, and no end of ours will come.
+    assert avoided.of("t", fleet, only_big, lambda w, r: False) == {}
+    avoided.ended("big", gpu_memory=True)  # the task of ours ended: its GPU memory is free
+    assert avoided.of("t", fleet, only_big, lambda w, r: (w, r) in running) == {}
+
+
 def gpu_caps(memory_gb: float) -> dict:
     return {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 64}, "cpu": {"cores": 8},
             "gpu": {"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": memory_gb}}

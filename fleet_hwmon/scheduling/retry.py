@@ -10,8 +10,10 @@ room). A host OOM kill reports the peak its victim reached: the retry's estimate
 (``retry_growth``) and the fit check keeps the retry off workers without room, so the worker is
 avoided only when no peak came back (avoiding it anyway only made tasks wait: on the replay's
 ``memory_bound`` workload failures stayed the same and makespan grew 3 %). When no other worker
-of the fleet could hold the task once drained, only the latest is avoided (none when it alone
-could), so a task is never held for good by what it avoids."""
+of the fleet could hold the task once drained, it keeps avoiding those where a task of ours that
+uses the resource still runs (its end may make room: two tasks each needing most of the only
+large GPU take turns instead of failing ten times in a row beside each other), and the latest
+while another could hold it; so a task is never held for good by what it avoids."""
 
 from __future__ import annotations
 
@@ -74,12 +76,15 @@ class AvoidedWorkers:
     def succeeded(self, task_id: str) -> None:
         self._by_task.pop(task_id, None)
 
-    def of(self, task_id: str, fleet: Iterable[str], holds: Callable[[str], bool]) -> Mapping[str, str]:
+    def of(self, task_id: str, fleet: Iterable[str], holds: Callable[[str], bool],
+           occupied: Callable[[str, str], bool] | None = None) -> Mapping[str, str]:
         """The workers ``task_id``'s next decision avoids (worker id -> the resource it ran out
         of there): those it failed on where no task has freed that resource since, while
         another worker of the ``fleet`` could hold it once drained (``holds``: its hardware
-        fits and its memory holds the task's need); else the latest alone while another worker
-        could; else none. So a retry is never held for good by the workers it avoids."""
+        fits and its memory holds the task's need). Else those where a task of ours using that
+        resource still runs (``occupied(worker_id, resource)``: its end, counted by
+        :meth:`ended`, lifts the avoidance), plus the latest while another worker could hold
+        it. So a retry is never held for good by the workers it avoids."""
         failed = self._by_task.get(task_id)
         if not failed:
             return {}
@@ -87,10 +92,11 @@ class AvoidedWorkers:
         avoided = {w: resource for w, (resource, seen) in failed.items() if frees[w, resource] == seen}
         if not avoided or any(holds(w) for w in fleet if w not in avoided):
             return avoided
+        kept = {w: r for w, r in avoided.items() if occupied is not None and occupied(w, r)}
         latest = next(reversed(avoided))
-        if holds(latest) and any(holds(w) for w in avoided if w != latest):
-            return {latest: avoided[latest]}
-        return {}
+        if holds(latest) and any(holds(w) for w in avoided if w != latest and w not in kept):
+            kept[latest] = avoided[latest]
+        return kept
 
     def __len__(self) -> int:
         return len(self._by_task)

@@ -258,9 +258,9 @@ class HardwareAwareScheduler:
             room = float("inf")  # what the end freed: the worker's room, when its samples say it
             if self._running.get(worker_id):
                 self._running[worker_id] -= 1
-            # Whether it freed GPU memory: what it reports holding, else what it was predicted to hold.
-            held_gpu = gpu_memory_bytes if gpu_memory_bytes is not None else (
-                view.placed.get(task_id, (0.0, 0.0))[1] if view is not None else 0.0)
+            # Whether it freed GPU memory: what it reports holding, else whether it used the GPU there.
+            freed_gpu = gpu_memory_bytes > 0 if gpu_memory_bytes is not None else (
+                view is not None and task_id in view.placed_gpu_tasks)
             if view is not None:
                 now_s = self._clock()
                 view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
@@ -271,7 +271,7 @@ class HardwareAwareScheduler:
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
-            self._avoided.ended(worker_id, held_gpu > 0)
+            self._avoided.ended(worker_id, freed_gpu)
             if success:
                 self._retry_floor.pop(task_id, None)
                 self._avoided.succeeded(task_id)
@@ -289,6 +289,12 @@ class HardwareAwareScheduler:
                                     cpu_seconds=cpu_seconds, peak_rss_bytes=peak_rss_bytes,
                                     gpu_memory_bytes=gpu_memory_bytes, gpu_percent=gpu_percent)
             self._stats.finished(success)
+
+    def _occupied(self, worker_id: str, resource: str) -> bool:
+        """Whether a task of ours placed on ``worker_id`` uses ``resource`` there ("memory", or
+        "gpu_memory": a task on its GPU), so its end may make room."""
+        view = self._views.get(worker_id)
+        return view is not None and bool(view.placed_gpu_tasks if resource == "gpu_memory" else view.placed)
 
     # -- decisions ------------------------------------------------------------------------------
     def factors(self) -> ScoringFactors:
@@ -366,7 +372,7 @@ class HardwareAwareScheduler:
                     return worker_id in self._views and (cache[worker_id] if worker_id in cache else check_hardware(
                         worker_id)) is None and self._fits_when_drained(worker_id, task.get("type"), requirements,
                                                                         factors, floor, cap)
-                avoid = self._avoided.of(task_id, self._views, holds) or None
+                avoid = self._avoided.of(task_id, self._views, holds, self._occupied) or None
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
             context = DecisionContext(

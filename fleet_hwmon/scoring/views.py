@@ -77,6 +77,7 @@ class WorkerView:
     # Our tasks there (predicted memory, GPU memory), and those that ended while the latest
     # sample still shows them (with their end time): what they held is free again.
     placed: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    placed_gpu_tasks: set[str] = field(default_factory=set, repr=False)  # those that use a GPU there
     departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
     sample_memory_free_bytes: float | None = None
     sample_gpu_free_bytes: tuple[float, ...] = ()
@@ -208,6 +209,8 @@ class WorkerView:
         # A burst adds many: update the totals instead of adding them all up again.
         self.inflight[item.task_id] = item
         self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0)
+        if item.uses_gpu:
+            self.placed_gpu_tasks.add(item.task_id)
         self.scoring_memo.clear()
         self.inflight_cores += item.cores
         self.inflight_memory_bytes += item.memory_bytes
@@ -235,6 +238,7 @@ class WorkerView:
             self.quiet_tasks.discard(task_id)
             self.scoring_memo.clear()
         placed = self.placed.pop(task_id, None)
+        self.placed_gpu_tasks.discard(task_id)
         if self.inflight.pop(task_id, None) is not None:
             self._resum()
         elif placed is not None and ended_at is not None and self.latest is not None and (
