@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, ReplayConfig, ReplayDidNotFinish,
+from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, GpuSpec, ReplayConfig, ReplayDidNotFinish,
                                 TaskType, build_fleet, build_tasks, fits, make_policy, makespan_lower_bound_s,
                                 simulate, workload)
 from fleet_hwmon.replay.policies import LeastLoaded
@@ -22,6 +22,7 @@ from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
 from fleet_hwmon.replay.worker import Attempt
 from fleet_hwmon.replay.workload import TaskSpec
+from fleet_hwmon.replay.bounds import released_work_bound_s
 from fleet_hwmon.replay.workloads import T4
 
 GIB = 1024**3
@@ -325,6 +326,36 @@ def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limit
     assert makespan_lower_bound_s(config) == pytest.approx(expected)
     result = simulate(config, make_policy("least_loaded", 0), require_finish=True)
     assert result.outcomes["makespan_s"] >= expected
+
+
+def test_released_work_bound_counts_only_the_work_that_arrives_after_each_arrival():
+    # 100 units at 0 and 300 at 50 on 2 units/s: the late work alone ends no earlier than 50 + 150.
+    assert released_work_bound_s([(0.0, 100.0), (50.0, 300.0)], 2.0) == pytest.approx(200.0)
+    assert released_work_bound_s([(0.0, 300.0), (50.0, 100.0)], 2.0) == pytest.approx(200.0)
+    assert released_work_bound_s([], 2.0) == 0.0 and released_work_bound_s([(0.0, 1.0)], 0.0) == 0.0
+
+
+def test_makespan_lower_bound_runs_tasks_needing_over_half_a_gpu_one_at_a_time():
+    # One 80 GB GPU, 60 GB tasks of about 100 s (1 core, 10 % of the GPU): CPU and GPU-share
+    # capacity would allow all at once, but two never fit on the GPU together.
+    fleet = (FleetClass("h100", 1.0, 32, 256, GpuSpec("NVIDIA H100 80GB HBM3", 9.0, 80 * GIB), 1.0),)
+    llm = TaskType("llm", 1.0, {"hardware": ["gpu"]}, cores=1.0, memory_gb=4.0, work_s=100, gpu_percent=10.0,
+                   gpu_memory_gb=60.0, work_sigma=0.001, gpu_memory_sigma=0.001)
+    config = ReplayConfig(workers=1, tasks=4, burst_share=1.0, burst_size=(4, 4), burst_spread_s=0.0,
+                          fleet_classes=fleet, task_types=(llm,))
+    [worker] = build_fleet(config)
+    specs = build_tasks(config, [worker])
+    expected = specs[0].arrival_s + sum(t.work_s for t in specs) / worker.speed
+    assert makespan_lower_bound_s(config) == pytest.approx(expected)
+    aware = simulate(config, make_policy("hardware_aware", 0), require_finish=True).outcomes
+    # Its first attempts, placed before any run measured the type, fail once each; each retry
+    # waits for the running task's end instead of failing beside it again.
+    assert aware["tasks_failed"] == 0 and aware["failures"] == 3
+    assert expected - 1e-6 <= aware["makespan_s"] <= 1.05 * expected
+    # Sent back at once, least-loaded's retries fail ten times each and are given up: that skips
+    # their work, the only way to end before the bound.
+    loaded = simulate(config, make_policy("least_loaded", 0), require_finish=True).outcomes
+    assert loaded["tasks_failed"] == 3 and loaded["makespan_s"] < expected
 
 
 def test_makespan_lower_bound_is_the_same_under_every_hash_seed():

@@ -7,17 +7,36 @@ from collections import defaultdict
 from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, build_fleet, build_tasks, fits
 
 
+def released_work_bound_s(jobs: list[tuple[float, float]], capacity: float) -> float:
+    """The earliest end of ``jobs`` (``(arrival_s, work)`` pairs) on ``capacity`` work per second:
+    the largest, over every arrival ``r``, of ``r`` plus the work arriving at or after ``r`` over the
+    capacity (none of it can start before ``r``). 0.0 for no jobs or no capacity."""
+    if not jobs or capacity <= 0:
+        return 0.0
+    bound, work = 0.0, 0.0
+    for arrival_s, amount in sorted(jobs, reverse=True):
+        work += amount
+        bound = max(bound, arrival_s + work / capacity)
+    return bound
+
+
 def makespan_lower_bound_s(config: ReplayConfig) -> float:
-    """The makespan no policy can beat on ``config``'s workload, in seconds: the largest of
+    """The makespan no policy that runs every task to success can beat on ``config``'s workload,
+    in seconds: the largest of
 
     * the latest finish when every task starts at its arrival, alone on the fastest worker that
       has its hardware, and never fails;
-    * for each set S of workers that some task type is limited to, the first arrival among the
-      tasks limited to S plus their work over S's capacity: core-seconds over S's cores x speed,
-      and for GPU tasks GPU-seconds (share x work) over S's GPUs x speed. A task never runs
-      faster than its worker's speed, and it uses its cores (its GPU share) while it runs.
+    * for each set S of workers that some task type is limited to, over the tasks limited to S,
+      ``released_work_bound_s`` of their core-seconds on S's cores x speed, and for GPU tasks of
+      their GPU-seconds (share x work) on S's GPUs x speed. A task never runs faster than its
+      worker's speed, and it uses its cores (its GPU share) while it runs;
+    * for each such S, the tasks needing more than half the memory of S's largest GPU: no GPU
+      holds two of them at once, so they run one at a time on each GPU large enough for any of
+      them (their GPU-memory peak is allocated at start, and a start that does not fit fails).
 
-    Tasks no worker has the hardware for are left out (they fail at once under every policy)."""
+    Tasks no worker has the hardware for are left out (they fail at once under every policy), and
+    so are tasks no GPU of S can hold. A policy that gives up on tasks after failed attempts can
+    end before this bound: it skips their work."""
     fleet = build_fleet(config)
     by_set: dict[frozenset[str], list[TaskSpec]] = defaultdict(list)
     by_id = {w.worker_id: w for w in fleet}
@@ -30,12 +49,21 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
         bound = max(bound, spec.arrival_s + spec.work_s / max(by_id[w].speed for w in compatible))
     for workers in by_set:
         limited = [s for subset, specs in by_set.items() if subset <= workers for s in specs]
-        first = min(s.arrival_s for s in limited)
         # In a fixed order, so the float sums do not depend on the hash seed.
-        cpu_capacity = sum(by_id[w].cores * by_id[w].speed for w in sorted(workers))
-        bound = max(bound, first + sum(s.cores * s.work_s for s in limited) / cpu_capacity)
-        gpu_capacity = sum(by_id[w].speed for w in sorted(workers) if by_id[w].gpu is not None)
-        gpu_work = sum(s.gpu_percent / 100.0 * s.work_s for s in limited if s.needs_gpu)
-        if gpu_work and gpu_capacity:
-            bound = max(bound, first + gpu_work / gpu_capacity)
+        ordered = [by_id[w] for w in sorted(workers)]
+        cpu_capacity = sum(w.cores * w.speed for w in ordered)
+        bound = max(bound, released_work_bound_s([(s.arrival_s, s.cores * s.work_s) for s in limited], cpu_capacity))
+        gpus = [w for w in ordered if w.gpu is not None]
+        if not gpus:
+            continue
+        gpu_tasks = [s for s in limited if s.needs_gpu]
+        gpu_capacity = sum(w.speed for w in gpus)
+        bound = max(bound, released_work_bound_s([(s.arrival_s, s.gpu_percent / 100.0 * s.work_s)
+                                                  for s in gpu_tasks], gpu_capacity))
+        largest_bytes = max(w.gpu.memory_bytes for w in gpus)
+        big = [s for s in gpu_tasks if largest_bytes / 2 < s.gpu_memory_bytes <= largest_bytes]
+        if big:
+            smallest_big_bytes = min(s.gpu_memory_bytes for s in big)
+            lanes = sum(w.speed for w in gpus if w.gpu.memory_bytes >= smallest_big_bytes)
+            bound = max(bound, released_work_bound_s([(s.arrival_s, s.work_s) for s in big], lanes))
     return bound
