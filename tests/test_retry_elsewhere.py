@@ -91,7 +91,7 @@ def two_gpus() -> HardwareAwareScheduler:
     scheduler.history.record("t4a", "infer", success=True, duration_s=10.0, cpu_seconds=10.0,
                              peak_rss_bytes=GIB, gpu_memory_bytes=5 * GIB)
     scheduler.observe(gpu_sample("t4a", 10.0, 6.0, 16.0))  # 10 GiB free: the quieter CPU, preferred
-    scheduler.observe(gpu_sample("t4b", 90.0, 6.0, 16.0))  # busy CPU: compressible, penalised
+    scheduler.observe(gpu_sample("t4b", 90.0, 2.0, 16.0))  # busy CPU: compressible, penalised; 14 GiB free
     return scheduler
 
 
@@ -115,12 +115,31 @@ def test_a_cuda_oom_without_figures_sends_the_retry_to_another_gpu_worker():
     assert scheduler.decide_task(infer("i2"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
 
 
+def test_a_cuda_oom_proves_the_task_needs_more_gpu_memory_than_its_gpu_had_free():
+    scheduler = two_gpus()
+    scheduler.observe(gpu_sample("t4b", 90.0, 7.0, 16.0))  # 9 GiB free there now
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"  # 10 GiB free
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    # Its type's 5 GiB said it fits in 9 GiB; the failed allocation says it needs over 10 GiB.
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id is None
+    [fit] = [e for e in retry.exclusions if e.worker_id == "t4b"]
+    assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(10 * GIB + 64 * 1024**2)
+    scheduler.observe(gpu_sample("t4b", 90.0, 5.5, 16.0))  # 10.5 GiB free
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4b"
+    # Another task of the type is still predicted from its type's runs.
+    assert scheduler.decide_task(infer("i2"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+
+
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
     scheduler = two_gpus()
     scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
     scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
     assert scheduler.decide_task(infer("i1"), ["t4a"], {}).chosen_worker_id is None  # "t4b" busy: it waits
     scheduler.task_finished("i9", "t4a", success=True, gpu_memory_bytes=4 * GIB)  # GPU memory freed on "t4a"
+    # It needs more than the 10 GiB "t4a" had free: back there once a sample shows more.
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4b"
+    scheduler.observe(gpu_sample("t4a", 10.0, 1.0, 16.0))  # 15 GiB free; "t4b" not started, asked again
     assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
     # Failed on both: the latest is avoided, then none when "t4b" alone is left in the fleet.
     scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
@@ -151,7 +170,7 @@ def test_the_integration_hands_the_failure_message_to_the_scheduler(tmp_path):
     with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "retry.duckdb"),
                                                   detect_capabilities=False) as integration:
         integration.update_worker_utilization("t4a", gpu_sample("t4a", 10.0, 6.0, 16.0))
-        integration.update_worker_utilization("t4b", gpu_sample("t4b", 90.0, 6.0, 16.0))
+        integration.update_worker_utilization("t4b", gpu_sample("t4b", 90.0, 2.0, 16.0))
         assert integration.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
         integration.start_task_monitoring("i1", "t4a", "infer")
         integration.stop_task_monitoring("i1", "t4a", success=False, error=CUDA_OOM)

@@ -23,7 +23,7 @@ from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, Schedu
                                              original_scores_async, original_scores_sync, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.held import ANY_ROOM, Held, Room, room_made, room_of
-from fleet_hwmon.scheduling.retry import AvoidedWorkers
+from fleet_hwmon.scheduling.retry import AvoidedWorkers, resource_failure
 from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
@@ -88,6 +88,7 @@ class HardwareAwareScheduler:
         # Liveness: a retried task's own raised estimate; the largest compatible worker per
         # requirements (memory, GPU memory), remembered until the fleet changes.
         self._retry_floor: dict[str, TaskDemand] = {}
+        self._gpu_room_at_start: dict[str, float] = {}  # per placed GPU task, the GPU room its decision saw
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         self._caps: dict[TaskRequirements, tuple[float | None, float | None, int]] = {}
         self._fleet_version = 0
@@ -256,6 +257,7 @@ class HardwareAwareScheduler:
         with self._lock:
             view = self._views.get(worker_id)
             room = float("inf")  # what the end freed: the worker's room, when its samples say it
+            gpu_room = None  # the most GPU memory one of its GPUs has free now, when its samples say it
             if self._running.get(worker_id):
                 self._running[worker_id] -= 1
             # Whether it freed GPU memory: what it reports holding, else whether it used the GPU there.
@@ -267,9 +269,12 @@ class HardwareAwareScheduler:
                 stale = view.samples_stale(now_s, self.factors().stale_after_intervals * self.update_interval_s)
                 if view.memory_free_bytes is not None and not stale:
                     room = view.memory_free_bytes - view.inflight_memory_bytes
+                if not stale:
+                    gpu_room = view.gpu_memory_room()
                 view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
+            room_at_start = self._gpu_room_at_start.pop(task_id, None)
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             self._avoided.ended(worker_id, freed_gpu)
             if success:
@@ -281,9 +286,18 @@ class HardwareAwareScheduler:
                     self._retry_floor.clear()
                 growth = self.factors().retry_growth
                 old = self._retry_floor.get(task_id, NO_DEMAND)
+                gpu_floor = _grown(old.gpu_memory_bytes, gpu_memory_bytes, growth)
+                seen = [r for r in (room_at_start, gpu_room) if r is not None]
+                if not gpu_memory_bytes and seen and resource_failure(error) == "gpu_memory":
+                    # The allocation failed and held nothing: the task needs more than the GPU had
+                    # free, at least the less of what its decision saw and what is free now (what
+                    # others hold may have grown or shrunk meanwhile). A figure, as a history mean
+                    # is: the fit check adds the headroom where tasks of ours run, not on a drained worker.
+                    headroom = 1.0 + self.factors().memory_headroom_percent / 100.0
+                    gpu_floor = max(gpu_floor or 0.0, (max(min(seen), 0.0) + _BEYOND_BYTES) * headroom)
                 self._retry_floor[task_id] = old._replace(
                     memory_bytes=_grown(old.memory_bytes, peak_rss_bytes, growth),
-                    gpu_memory_bytes=_grown(old.gpu_memory_bytes, gpu_memory_bytes, growth), source="retry")
+                    gpu_memory_bytes=gpu_floor, source="retry")
             if task_type is not None:
                 self.history.record(worker_id, task_type, success=success, duration_s=duration_s,
                                     cpu_seconds=cpu_seconds, peak_rss_bytes=peak_rss_bytes,
@@ -504,6 +518,13 @@ class HardwareAwareScheduler:
                 view.exclusive_task = decision.task_id
             elif requirements.isolation == "quiet":
                 view.add_quiet(decision.task_id)
+            if requirements.needs_gpu and not view.samples_stale(now_s, factors.stale_after_intervals
+                                                                   * self.update_interval_s):
+                room = view.gpu_memory_room()
+                if room is not None:
+                    if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
+                        self._gpu_room_at_start.clear()
+                    self._gpu_room_at_start[decision.task_id] = room
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent))
             self._sync(view)
@@ -549,6 +570,7 @@ class HardwareAwareScheduler:
 
 
 _HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
+_BEYOND_BYTES = 64 * 1024**2  # a need proven above a figure: this much above it (one allocation's granule)
 _ROOM_LOG = 4096  # changes that made room remembered (a held task older than them is decided again)
 _ALL = (float("inf"), float("inf"))  # a reserved task's need when it is not known: nothing fits beside
 
