@@ -34,7 +34,7 @@ def test_a_task_waiting_long_enough_reserves_a_worker_that_lacked_only_room():
     room = (gpu_room("a100"), Exclusion.hardware("cpu", "lacks gpu"), stale("old"))
     assert waited(res, "big", 50.0, *room) is None  # not long enough yet
     assert declined(res, "big", 60.0, *room) == "a100"  # hardware and stale workers are never reserved
-    assert res.reserved() == {"a100": "big"}
+    assert res.reserved() == {"a100": "big"} and res.holds("big") and not res.holds("small")
     # A GPU reservation keeps other GPU tasks off the worker; CPU tasks still use it.
     blocked = res.blocked("small", True, 75.0)
     assert set(blocked) == {"a100"} and blocked["a100"].kind is ExclusionKind.RESERVED
@@ -43,7 +43,7 @@ def test_a_task_waiting_long_enough_reserves_a_worker_that_lacked_only_room():
     assert res.blocked("big", True, 75.0) == {}
     # Placed (anywhere): the reservation ends.
     res.observe("big", "train", "h100", (), 80.0, after_s=60.0, expire_s=15.0)
-    assert res.reserved() == {} and res.blocked("small", True, 80.0) == {}
+    assert res.reserved() == {} and res.blocked("small", True, 80.0) == {} and not res.holds("big")
 
 
 def test_a_reservation_for_cpu_or_memory_room_keeps_every_other_task_off():

@@ -146,6 +146,33 @@ def test_a_decision_explains_itself_to_every_reader():
     assert type(decision.explanation) is str and 0 < decision.chosen_score < 1.0
 
 
+def test_a_decision_orders_its_candidates_for_every_reader():
+    """Only the best candidate is found while the caller waits; the others are ordered when the
+    decision's candidates are first read: by score, then by the seeded tie-break, the same
+    through the attribute, the record's fields, a copy and a pickled decision."""
+    import pickle
+    from fleet_hwmon.scoring.ranking import tie_break
+    coordinator, clock = Coordinator(), Clock()
+    workers = [f"w{n}" for n in range(7)]
+    for worker_id in workers:
+        coordinator.register_worker(worker_id, caps())
+    scheduler = HardwareAwareScheduler(coordinator, clock=clock)
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+    for n, worker_id in enumerate(workers):  # two groups of equal load, so ties at two scores
+        scheduler.observe(sample(worker_id, 10.0 if n % 2 else 30.0, 10.0))
+    decision = scheduler.decide_task({"task_id": "t1", "type": "unit", "requirements": {}}, workers, {})
+    copied = pickle.loads(pickle.dumps(decision))  # read before the attribute is
+    fields = dataclasses.asdict(decision)
+    ordered = decision.candidates
+    expected = sorted((-c.adjusted_score, tie_break(0, "t1", c.worker_id), c.worker_id) for c in ordered)
+    assert type(ordered) is tuple and [c.worker_id for c in ordered] == [w for *_, w in expected]
+    assert sorted(c.worker_id for c in ordered) == workers and len({c.adjusted_score for c in ordered}) == 2
+    assert ordered[0].worker_id == decision.chosen_worker_id and ordered[0].adjusted_score == decision.chosen_score
+    assert copied.candidates == ordered and tuple(fields["candidates"]) == tuple(map(dataclasses.asdict, ordered))
+    assert copied == decision and dataclasses.replace(decision).candidates == ordered
+
+
 def test_exclusion_messages_are_made_from_their_figures():
     assert Exclusion.memory_fit("w", 5 * GIB, 4 * GIB, 25.0).reason == \
         "predicted memory 5.0 GiB (+25% headroom) > free 4.0 GiB"

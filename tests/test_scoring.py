@@ -388,6 +388,39 @@ class TestDecide:
             assert column == [tie_break(seed, task_id, w) for w in workers]
             assert len(set(column)) == len(workers) and max(column) < 2**64
 
+    def test_the_best_alone_equals_the_first_of_the_ordered(self):
+        """``ranking.top`` of the ``contenders`` (those that can make the cut; the best found with
+        tie-breaks only among those at the best score) is always the first that ``ranking.best``
+        orders, and ordering the contenders orders them all: ties, groups of ties, a NaN score,
+        infinities of both signs."""
+        import math
+        import random
+        from fleet_hwmon.scoring.ranking import best, contenders, top
+        score, worker = (lambda item: item[1]), (lambda item: item[0])
+        rng = random.Random(3)
+        nan = float("nan")
+        for round_ in range(400):
+            pool = [0.05, 0.05, 0.1, 0.5, 1.0, -0.2, 0.0, -0.0] + [nan, math.inf, -math.inf] * (round_ % 5 == 0)
+            items = [(f"w{n}", rng.choice(pool)) for n in range(rng.randint(0, 30))]
+            task_id = f"t{round_}"
+            ordered, kept = best(items, 20, 0, task_id, score, worker), contenders(items, 20, score)
+            assert best(kept, 20, 0, task_id, score, worker) == ordered
+            if len(kept) <= 20:  # (more: ties at the cut, which the decision orders at once)
+                assert top(kept, 0, task_id, score, worker) == (ordered[0] if ordered else None)
+        tied = [(f"w{n}", 0.05) for n in range(8)]
+        assert top(tied, 0, "t", score, worker)[0] == min((w for w, _ in tied), key=lambda w: tie_break(0, "t", w))
+
+    def test_the_heaviest_type_moves_with_every_record(self):
+        """``heaviest`` is kept between records: each record that moves a type's figures moves it."""
+        history = PerformanceHistory()
+        assert history.heaviest() == (None, None)
+        history.record("w", "unit", success=True, duration_s=10.0, cpu_seconds=20.0)
+        assert history.heaviest() == (2.0, None)
+        history.record("w", "train", success=True, duration_s=10.0, cpu_seconds=40.0, gpu_percent=70.0)
+        assert history.heaviest() == (4.0, 70.0)
+        history.record("w", "train", success=True, duration_s=10.0, cpu_seconds=10.0, gpu_percent=10.0)
+        assert history.heaviest() == (pytest.approx(4.0 + 0.3 * (1.0 - 4.0)), pytest.approx(70.0 - 0.3 * 60.0))
+
     def test_history_failure_penalty_and_speed_bonus(self):
         history = PerformanceHistory()
         history.record("fast", "unit", success=True, duration_s=10.0)

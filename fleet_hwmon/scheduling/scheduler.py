@@ -90,7 +90,7 @@ class HardwareAwareScheduler:
         self._retry_floor: dict[str, TaskDemand] = {}
         self._gpu_room_at_start: dict[str, float] = {}  # per placed GPU task, the GPU room its decision saw
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
-        self._caps: dict[TaskRequirements, tuple[float | None, float | None, int]] = {}
+        self._caps: dict[TaskRequirements, tuple[int, DemandCap, int]] = {}  # -> (fleet version, cap, compatible)
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
         # Asked again only after a change that could make room for it: a held task's last answer
@@ -375,9 +375,9 @@ class HardwareAwareScheduler:
             reserved: dict[str, Reservation] = {}
             if factors.reserve_for_waiting_tasks:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
-                reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
-            cap_memory, cap_gpu, compatible = self._largest(requirements, check_hardware)
-            cap = DemandCap(cap_memory, cap_gpu)
+                if blocked:
+                    reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
+            cap, compatible = self._largest(requirements, check_hardware)
             floor = self._retry_floor.get(task_id)
             avoid = None
             if floor is not None:  # a retried task: not back where it ran out of a resource
@@ -389,11 +389,10 @@ class HardwareAwareScheduler:
                 avoid = self._avoided.of(task_id, self._views, holds, self._occupied) or None
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
-            context = DecisionContext(
-                factors, self.history, now_s, stale_after_s, self._wall_clock(), seed=self.seed,
-                max_recorded=self.max_recorded_candidates, task_counts=counts, task_limit=limit,
-                original_choice=None if choice is None else OriginalChoice(*choice), floor=floor, cap=cap,
-                reserved=reserved, avoid=avoid)
+            context = DecisionContext(  # (in field order: keywords cost twice as much)
+                factors, self.history, now_s, stale_after_s, self._wall_clock(), self.seed,
+                self.max_recorded_candidates, counts, limit, None if choice is None else OriginalChoice(*choice),
+                floor, cap, reserved, (), avoid)
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []
@@ -421,10 +420,11 @@ class HardwareAwareScheduler:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
                                                explanation=f"{reason}; {decision.explanation}")
-            self._warn_unknown(unknown, now_s - stale_after_s)
+            if unknown:
+                self._warn_unknown(unknown, now_s - stale_after_s)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
-                held_one = task_id in self._reservations.reserved().values()
+                held_one = self._reservations.holds(task_id)
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
@@ -435,7 +435,7 @@ class HardwareAwareScheduler:
                                                                requirements, factors, floor, cap)
                     headroom = 1.0 + factors.memory_headroom_percent / 100.0
                     self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
-                elif held_one and task_id not in self._reservations.reserved().values():
+                elif held_one and not self._reservations.holds(task_id):
                     self._made_room(Room(reserved=True))  # its worker is free for the others again
             if decision.chosen_worker_id is None:
                 if len(self._held) >= _HELD_LIMIT:  # tasks cancelled while held: start over
@@ -462,13 +462,13 @@ class HardwareAwareScheduler:
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
     def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
-                 ) -> tuple[float | None, float | None, int]:
-        """(memory bytes of the largest worker whose hardware fits the task, GPU memory bytes of
-        its largest usable GPU, how many fit); remembered until a worker joins, leaves or
-        reports other totals. ``None`` where no fitting worker states the figure."""
+                 ) -> tuple[DemandCap, int]:
+        """(the cap: memory bytes of the largest worker whose hardware fits the task, GPU memory
+        bytes of its largest usable GPU; how many fit); remembered until a worker joins, leaves
+        or reports other totals. ``None`` where no fitting worker states the figure."""
         found = self._caps.get(requirements)
         if found is not None and found[0] == self._fleet_version:
-            return found[1]
+            return found[1], found[2]
         memory = gpu_memory = None
         compatible = 0
         workers = self.coordinator.workers
@@ -485,8 +485,9 @@ class HardwareAwareScheduler:
                 gpu_memory = max(gpu_memory or 0.0, gpu)
         if len(self._caps) >= 256:
             self._caps.clear()
-        self._caps[requirements] = (self._fleet_version, (memory, gpu_memory, compatible))
-        return memory, gpu_memory, compatible
+        cap = DemandCap(memory, gpu_memory)
+        self._caps[requirements] = (self._fleet_version, cap, compatible)
+        return cap, compatible
 
     def _warn_unknown(self, worker_ids: list[str], registered_before_s: float) -> None:
         """One warning per worker that has sent no sample in the staleness window since it joined."""

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from fleet_hwmon.scoring import ranking
 from fleet_hwmon.scoring.decision import (ALL_FIT, CandidateScore, DecisionContext, HardwareChecks,  # noqa: F401
-                                          OriginalChoice, Reservation, SchedulingDecision, make_decision)
+                                          OriginalChoice, Reservation, SchedulingDecision, Unranked, make_decision)
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import TaskDemand, TypeStats, demand_of
@@ -185,21 +185,32 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
     few lookups: the views keep their in-flight totals and free memory up to date as samples
     arrive, and remember the assessment of a worker without history of its own until their
     state changes (``WorkerView.scoring_memo``); history is consulted only when the fleet has
-    run the task type; the tie-break hash is computed only among exact ties and the candidate
-    records only for the best ``max_recorded``.
+    run the task type; the tie-break hash is computed only among exact ties at the best score
+    (the others' when the decision's candidates are first read: :class:`Unranked`) and the
+    candidate records only for the best ``max_recorded``.
     """
     setting = _Setting(task, requirements, context)
     pool = _admit(setting, worker_ids, scores, views, hardware, unknown)
     _score_deferred(setting, pool)
-    ranked = ranking.best(pool.candidates, max(1, context.max_recorded), context.seed, setting.task_id,
-                          _adjusted_of, _worker_of)
     original = context.original_choice
     if original is None:
         original = ranking.original_choice(pool.best_ids, scores, context.seed, setting.task_id)
     exclusions = pool.early + pool.exclusions
-    records = [candidate.record() for candidate in ranked]
-    return make_decision(setting.task_id, setting.task_type, requirements, context, records,
-                         ranked[0].demand if ranked else None, original, exclusions, len(pool.candidates))
+    count, seed, task_id = max(1, context.max_recorded), context.seed, setting.task_id
+    contenders = ranking.contenders(pool.candidates, count, _adjusted_of)
+    ordered = len(contenders) > count  # ties at the cut: ordered now, so that only the best are recorded
+    if ordered:
+        contenders = ranking.best(contenders, count, seed, task_id, _adjusted_of, _worker_of)
+        chosen = contenders[0]
+    else:  # the best now; the others' order (their tie-breaks) when the decision's candidates are read
+        chosen = ranking.top(contenders, seed, task_id, _adjusted_of, _worker_of)
+    if chosen is None:
+        return make_decision(task_id, setting.task_type, requirements, context, None, None, original, exclusions,
+                             len(pool.candidates))
+    records = [candidate.record() if candidate.recorded is None else candidate.recorded for candidate in contenders]
+    ranked = records if ordered else Unranked(chosen.recorded, records, context.max_recorded, seed, task_id)
+    return make_decision(task_id, setting.task_type, requirements, context, ranked, chosen.demand, original,
+                         exclusions, len(pool.candidates))
 
 
 _adjusted_of = attrgetter("adjusted_score")
@@ -219,6 +230,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
     count_of, known, check = s.count_of, hardware.known.get, hardware.check
     score_of, views_get, per_worker = scores.get, views.get, s.per_worker
     now_s, stale_after_s, fleet_demand = context.now_s, context.stale_after_s, s.fleet_demand
+    memo_key, reserved = s.memo_key, s.reserved
     repeats = len(set(worker_ids)) < len(worker_ids)
     taken: set[str] = set()  # the workers scored so far, when one may be listed twice
     best_original: Any = float("-inf")  # the best original score so far and the workers that have it
@@ -278,7 +290,12 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             defer(candidate)
             continue
         pool.known_any = True
-        found = _place(s, worker_id, base, view, stats, demand)
+        drained = not count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
+        found = None
+        if stats is None and (not reserved or worker_id not in reserved):  # most often its memo has the answer
+            found = view.scoring_memo.get((memo_key, drained, base))
+        if found is None or (type(found) is Candidate and found.penalties is None):
+            found = _place(s, worker_id, base, view, stats, demand, drained)
         if type(found) is not Candidate:
             exclude(found)
             continue
@@ -307,14 +324,15 @@ def _state_exclusion(s: _Setting, worker_id: str, view: WorkerView, samples_stal
 
 
 def _place(s: _Setting, worker_id: str, base: float, view: WorkerView, stats: TypeStats | None,
-           demand: TaskDemand) -> Candidate | Exclusion:
+           demand: TaskDemand, drained: bool) -> Candidate | Exclusion:
     """Place the task (its predicted ``demand``) on a sampled worker whose original score is
-    ``base``: a candidate with its load after placement and, when every figure is known, its
-    penalties and score; or why the task does not fit there (a reserved worker: when it does
-    not fit beside the reserved task's need). A worker without history of its own is placed
-    once per state of its view and original score (its memo), and a scored candidate of it
-    serves every decision until then."""
-    drained = not s.count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
+    ``base`` (``drained``: nothing of ours runs or waits there): a candidate with its load
+    after placement and, when every figure is known, its penalties and score; or why the task
+    does not fit there (a reserved worker: when it does not fit beside the reserved task's
+    need). A worker without history of its own is placed once per state of its view and
+    original score (its memo, keyed by the scoring context, ``drained`` and ``base``), and a
+    scored candidate of it serves every decision until then (:func:`_admit` reads the memo
+    first)."""
     hold = s.reserved.get(worker_id) if s.reserved else None
     if hold is not None:  # backfill: only what fits beside the reserved task's need
         found = s.terms.assess(view, demand, stats, (hold.memory_bytes, hold.gpu_memory_bytes))

@@ -17,6 +17,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from fleet_hwmon.scoring import ranking
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.history import PerformanceHistory, TaskDemand
@@ -142,6 +143,20 @@ class DecisionContext:
     avoid: Mapping[str, str] | None = None
 
 
+class Unranked(NamedTuple):
+    """A decision's candidate records before they are ordered: ``best`` (the one chosen, by
+    :func:`ranking.top`) and the ``records`` of every contender (:func:`ranking.contenders`),
+    ordered by :func:`ranking.best` with ``count``, ``seed`` and ``task_id`` when the decision's
+    candidates are first read (see :func:`make_decision`): the tie-breaks of the workers below
+    the best score are not worked out while the caller waits."""
+
+    best: CandidateScore
+    records: list[CandidateScore]
+    count: int  # the decision's max_recorded
+    seed: int
+    task_id: str
+
+
 _ID_PREFIX = uuid.uuid4().hex[:16]  # this process's; ids then count up (no system call per decision)
 _id_numbers = itertools.count()
 
@@ -152,30 +167,33 @@ def new_decision_id() -> str:
 
 
 def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, context: DecisionContext,
-                  ranked: list[CandidateScore], chosen_demand: TaskDemand | None,
+                  ranked: list[CandidateScore] | Unranked | None, chosen_demand: TaskDemand | None,
                   original: tuple[str | None, float | None], exclusions: list[Exclusion],
                   candidate_count: int, original_is_candidate: bool = False) -> SchedulingDecision:
     """The decision record: ``ranked`` best first (the first is chosen; ``chosen_demand`` is
-    the task's predicted demand there), ``original`` the original scheduler's (worker id,
-    score), ``exclusions`` in order, ``candidate_count`` the workers that could take the task;
-    ``original_is_candidate``: the original choice is known not to be among the exclusions
-    (so they are not searched for its reason)."""
-    chosen = ranked[0] if ranked else None
+    the task's predicted demand there), or :class:`Unranked` (its ``best`` is chosen; the
+    candidates are ordered when first read), or ``None`` (no candidate); ``original`` the
+    original scheduler's (worker id, score), ``exclusions`` in order, ``candidate_count`` the
+    workers that could take the task; ``original_is_candidate``: the original choice is known
+    not to be among the exclusions (so they are not searched for its reason)."""
+    if type(ranked) is Unranked:
+        chosen, candidates = ranked.best, ranked
+    else:
+        chosen = ranked[0] if ranked else None
+        candidates = tuple(ranked[:context.max_recorded]) if ranked else ()
     original_id, original_score = original
     exclusions = tuple(exclusions)
     # The explanation is written when first read (the store's writer thread, a report), from
     # these figures, which are not changed afterwards: most decisions are never read by a person.
     explanation = (chosen, original_id, () if original_is_candidate else exclusions,
                    len(exclusions) + candidate_count, len(exclusions), chosen_demand)
+    # In field order, not by keyword: a dataclass of 15 fields takes keywords at twice the cost.
     return SchedulingDecision(
-        decision_id=new_decision_id(), timestamp=context.timestamp, task_id=task_id,
-        task_type=None if task_type is None else str(task_type),
-        chosen_worker_id=chosen.worker_id if chosen else None,
-        chosen_score=chosen.adjusted_score if chosen else None,
-        original_worker_id=original_id, original_score=original_score, candidate_count=candidate_count,
-        candidates=tuple(ranked[:context.max_recorded]), exclusions=exclusions,
-        explanation=explanation,  # type: ignore[arg-type]  (a str once read: see _read_explanation)
-        isolation=requirements.isolation, needs_gpu=requirements.needs_gpu)
+        new_decision_id(), context.timestamp, task_id, None if task_type is None else str(task_type),
+        chosen.worker_id if chosen else None, chosen.adjusted_score if chosen else None,  # chosen, its score
+        original_id, original_score, candidate_count, candidates, exclusions,  # type: ignore[arg-type]
+        explanation,  # type: ignore[arg-type]  (a str once read: see _read_explanation)
+        requirements.isolation, None, requirements.needs_gpu)  # isolation, unplaceable_reason, needs_gpu
 
 
 _explanation_slot = SchedulingDecision.explanation  # the slot's own descriptor, read and written below
@@ -193,10 +211,29 @@ def _read_explanation(decision: SchedulingDecision) -> str:
     return text
 
 
+_candidates_slot = SchedulingDecision.candidates
+
+
+def _read_candidates(decision: SchedulingDecision) -> tuple[CandidateScore, ...]:
+    """The decision's candidates, ordered on the first read when they were made :class:`Unranked`."""
+    candidates = _candidates_slot.__get__(decision, SchedulingDecision)
+    if type(candidates) is Unranked:
+        best, records, count, seed, task_id = candidates
+        candidates = tuple(ranking.best(records, max(1, count), seed, task_id, _adjusted_of, _worker_of)[:count])
+        _candidates_slot.__set__(decision, candidates)
+    return candidates
+
+
+_adjusted_of = attrgetter("adjusted_score")
+_worker_of = attrgetter("worker_id")
+
 # Every reader (attribute, dataclass fields, equality, repr, the store's columns, pickling) goes
-# through the property, so the explanation is always there as text when read.
+# through the properties, so the explanation is always there as text and the candidates in
+# order when read.
 SchedulingDecision.explanation = property(_read_explanation, _explanation_slot.__set__,  # type: ignore[assignment]
                                           doc="Why this worker (or none), for people.")
+SchedulingDecision.candidates = property(_read_candidates, _candidates_slot.__set__,  # type: ignore[assignment]
+                                         doc="The best candidates, best first (see the class).")
 
 
 def _describe_demand(demand: TaskDemand) -> str:

@@ -94,6 +94,7 @@ class PerformanceHistory:
         self._stats: dict[tuple[str, str], TypeStats] = {}
         self._fleet: dict[str, TypeStats] = {}
         self._by_type: dict[str, dict[str, TypeStats]] = {}  # task type -> worker id -> the same stats
+        self._heaviest: tuple[float | None, float | None] | None = None  # heaviest() until the next record
 
     def record(self, worker_id: str, task_type: str, *, success: bool, duration_s: float | None = None,
                cpu_seconds: float | None = None, peak_rss_bytes: float | None = None,
@@ -121,13 +122,18 @@ class PerformanceHistory:
             if success:
                 stats.memory_bytes = _ewma(stats.memory_bytes, peak_rss_bytes, self.alpha)
                 stats.gpu_memory_bytes = _ewma(stats.gpu_memory_bytes, gpu_memory_bytes, self.alpha)
+        self._heaviest = None  # (after the figures moved)
 
     def heaviest(self) -> tuple[float | None, float | None]:
         """(cores, GPU percent of one GPU) of the heaviest task types the fleet has measured:
-        the largest mean of each over the types (``None``: none measured)."""
-        fleet = self._fleet.values()
-        return (max((s.cores for s in fleet if s.cores is not None), default=None),
-                max((s.gpu_percent for s in fleet if s.gpu_percent is not None), default=None))
+        the largest mean of each over the types (``None``: none measured). Asked at every
+        decision of a type not fully measured: worked out again only after a :meth:`record`."""
+        found = self._heaviest
+        if found is None:
+            fleet = self._fleet.values()
+            found = self._heaviest = (max((s.cores for s in fleet if s.cores is not None), default=None),
+                                      max((s.gpu_percent for s in fleet if s.gpu_percent is not None), default=None))
+        return found
 
     def stats(self, worker_id: str, task_type: str) -> TypeStats | None:
         return self._stats.get((worker_id, task_type))

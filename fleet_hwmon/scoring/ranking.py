@@ -23,7 +23,6 @@ _MASK = (1 << 64) - 1
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
 _WORKER_KEYS_LIMIT = 1 << 17  # worker hashes kept at most (the table starts over beyond)
 _worker_keys: dict[str, int] = {}
-_score_and_break = operator.itemgetter(0, 1)  # (a worker's tie-break is its own: items never compared)
 
 
 def tie_break(seed: int, task_id: str, worker_id: str) -> int:
@@ -87,20 +86,48 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Callable[[Item], float],
-         worker_of: Callable[[Item], str]) -> list[Item]:
-    """The ``count`` best of ``items`` by ``score_of``, ordered by score, then by the seeded
-    tie-break of ``worker_of``. Only the items that can make the cut (every one tied with the
-    last place included) are ordered, and a tie-break is computed only when some score repeats
-    (then for all of them in one call, and one sort by (score, tie-break) orders them)."""
+def contenders(items: list[Item], count: int, score_of: Callable[[Item], float]) -> list[Item]:
+    """The items of ``items`` that can be among its ``count`` best by ``score_of`` (every one
+    tied with the last place included), in their order."""
     if len(items) > count:
         cut = heapq.nlargest(count, map(score_of, items))[-1]
         items = [item for item in items if score_of(item) >= cut]
+    return items
+
+
+def best(items: list[Item], count: int, seed: int, task_id: str, score_of: Callable[[Item], float],
+         worker_of: Callable[[Item], str]) -> list[Item]:
+    """The ``count`` best of ``items`` by ``score_of``, ordered by score, then by the seeded
+    tie-break of ``worker_of``. Only the :func:`contenders` are ordered, and a tie-break is
+    computed only when some score repeats (then for all of them in one call, and one sort of
+    their positions orders them: by tie-break alone when every score is the same, as in a
+    fleet at the score floor)."""
+    items = contenders(items, count, score_of)
     scores = list(map(score_of, items))
-    if len(set(scores)) == len(scores):  # no tie (the common case in a loaded fleet)
+    distinct = len(set(scores))
+    if distinct == len(scores):  # no tie (the common case in a loaded fleet)
         return sorted(items, key=score_of, reverse=True)[:count]
     breaks = tie_breaks_of(seed, task_id, list(map(worker_of, items)))
-    return [item for _, _, item in sorted(zip(map(operator.neg, scores), breaks, items), key=_score_and_break)][:count]
+    same = distinct == 1 and scores[0] == scores[0]  # (a NaN score orders as it did among tuples)
+    keys = breaks if same else list(zip(map(operator.neg, scores), breaks))
+    return [items[i] for i in sorted(range(len(items)), key=keys.__getitem__)[:count]]
+
+
+def top(items: list[Item], seed: int, task_id: str, score_of: Callable[[Item], float],
+        worker_of: Callable[[Item], str]) -> Item | None:
+    """``best(items, ...)[0]`` (``None``: no item) without ordering the others: the best score,
+    ties broken by the tie-breaks of the items that have it (computed for those alone)."""
+    if not items:
+        return None
+    scores = list(map(score_of, items))
+    high, total = max(scores), sum(scores)
+    if total != total:  # a NaN (or infinities of both signs): max() says nothing; as best() orders them
+        return best(items, len(items), seed, task_id, score_of, worker_of)[0]
+    tied = [item for item, score in zip(items, scores) if score == high]
+    if len(tied) == 1:
+        return tied[0]
+    breaks = tie_breaks_of(seed, task_id, list(map(worker_of, tied)))
+    return tied[breaks.index(min(breaks))]
 
 
 def original_choice(tied: Sequence[str], scores: Mapping[str, float | None], seed: int,

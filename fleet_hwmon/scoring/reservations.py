@@ -118,6 +118,10 @@ class Reservations:
         """The task ``worker_id`` is reserved for, if any."""
         return self._by_worker.get(worker_id)
 
+    def holds(self, task_id: str) -> bool:
+        """Whether a worker is reserved for ``task_id``."""
+        return task_id in self._by_worker.values()
+
     def reserved(self) -> dict[str, str]:
         """Reserved worker id -> the task id it is kept for."""
         return dict(self._by_worker)
