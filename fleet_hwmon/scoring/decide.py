@@ -230,7 +230,8 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
     count_of, known, check = s.count_of, hardware.known.get, hardware.check
     score_of, views_get, per_worker = scores.get, views.get, s.per_worker
     now_s, stale_after_s, fleet_demand = context.now_s, context.stale_after_s, s.fleet_demand
-    memo_key, reserved = s.memo_key, s.reserved
+    memo_key, reserved, state_matters = s.memo_key, s.reserved, s.state_matters
+    known_any = False  # some candidate's load is known from its samples
     repeats = len(set(worker_ids)) < len(worker_ids)
     taken: set[str] = set()  # the workers scored so far, when one may be listed twice
     best_original: Any = float("-inf")  # the best original score so far and the workers that have it
@@ -270,7 +271,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
         last_s = view.last_sample_s
         samples_stale = last_s is not None and now_s - last_s > stale_after_s  # view.samples_stale(), inline
         # (the worker's state can rule it out only when one of these holds: see _state_exclusion)
-        if samples_stale or view.excluded is not None or view.exclusive_task is not None or s.state_matters:
+        if samples_stale or view.excluded is not None or view.exclusive_task is not None or state_matters:
             excluded = _state_exclusion(s, worker_id, view, samples_stale)
             if excluded is not None:
                 exclude(excluded)
@@ -289,7 +290,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
             add(candidate)
             defer(candidate)
             continue
-        pool.known_any = True
+        known_any = True
         drained = not count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
         found = None
         if stats is None and (not reserved or worker_id not in reserved):  # most often its memo has the answer
@@ -302,6 +303,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
         if found.penalties is None:
             defer(found)
         add(found)
+    pool.known_any = known_any
     return pool
 
 
