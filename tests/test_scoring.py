@@ -738,9 +738,11 @@ class TestInFlightBySampleTime:
             assert ("t1" in v.inflight) is kept, taken_after_s
 
 
-    def test_a_monitor_that_lists_its_tasks_shows_a_task_only_when_it_lists_it(self):
-        # Samples always 40 s late look like a clock 40 s behind: taken out, an old sample looks
-        # new. A sample that lists the running tasks shows a task only when it lists it.
+    def test_a_monitor_that_lists_its_tasks_shows_a_task_once_it_ran_a_whole_interval(self):
+        # Samples always ~40 s late look like a clock 20 s behind: taken out, a sample taken 1 s
+        # after the assignment looks taken 21 s after it. Its CPU figure (averaged over the 5 s
+        # since the sample before) holds a fifth of the task, though it lists it: a sample shows
+        # the task only when it lists it and so did the sample before it.
         from datetime import timedelta
 
         assigned_at = utc_now()
@@ -748,10 +750,11 @@ class TestInFlightBySampleTime:
         v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at - timedelta(seconds=60),
                                       cpu_percent=10.0, task_ids=("old",)), 90.0, FACTORS)
         v.add_inflight(InFlight("t1", 100.0, 2.0, GIB, False, assigned_at=assigned_at))
-        for listed, kept in ((("old",), True), (("old", "t1"), False)):
-            v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=10),
-                                          cpu_percent=10.0, task_ids=listed), 111.0, FACTORS)
-            assert ("t1" in v.inflight) is kept, listed
+        for taken_s, listed, kept in ((16.0, ("old",), True), (21.0, ("old", "t1"), True),
+                                      (26.0, ("old", "t1"), False)):
+            v.observe(ResourceUtilization(worker_id="w", timestamp=assigned_at + timedelta(seconds=taken_s),
+                                          cpu_percent=10.0, task_ids=listed), 100.0 + taken_s + 20.0, FACTORS)
+            assert ("t1" in v.inflight) is kept, (taken_s, listed)
 
     def test_an_ended_task_frees_its_memory_until_a_sample_without_it(self):
         from datetime import timedelta
@@ -765,7 +768,8 @@ class TestInFlightBySampleTime:
                                           task_ids=task_ids), 100.0 + at_s, FACTORS)
         observe(0.0, 20.0, ("other",))
         v.add_inflight(InFlight("t1", 100.0, 1.0, 6 * GIB, False, assigned_at=now))
-        observe(10.0, 14.0, ("other", "t1"))  # shows t1: no longer in flight
+        observe(5.0, 14.0, ("other", "t1"))
+        observe(10.0, 14.0, ("other", "t1"))  # shows t1 (listed by the sample before too): no longer in flight
         assert v.inflight == {} and v.memory_free_bytes == 14 * GIB
         v.task_finished("t1", now + timedelta(seconds=12))
         assert v.memory_free_bytes == 20 * GIB  # its predicted 6 GiB are free again
@@ -776,6 +780,7 @@ class TestInFlightBySampleTime:
         v.task_finished("other", now + timedelta(seconds=16))  # never placed by us: nothing to free
         assert v.memory_free_bytes == 19 * GIB
         v.add_inflight(InFlight("t2", 120.0, 1.0, 6 * GIB, False, assigned_at=now + timedelta(seconds=20)))
+        observe(25.0, 15.0, ("t2",))
         observe(30.0, 15.0, ("t2",))
         v.task_finished("t2", now + timedelta(seconds=31), (4 * GIB, None))  # it peaked at 4 GiB, not 6
         assert v.memory_free_bytes == 19 * GIB

@@ -117,7 +117,7 @@ class WorkerView:
             self.cpu_count = sample.cpu_count_effective
         if sample.memory_total_bytes is not None:
             self.memory_total_bytes = float(sample.memory_total_bytes)
-        self.latest = sample
+        previous, self.latest = self.latest, sample
         self.last_sample_s = now_s
         if sample.task_ids:
             self.reports_tasks = True
@@ -134,7 +134,12 @@ class WorkerView:
         self.gpu_totals = tuple(float(g.memory_total_bytes) for g in gpus if g.memory_total_bytes)
         if self.inflight:
             hold = timedelta(seconds=factors.inflight_hold_s)
-            listed = frozenset(sample.task_ids) if self.reports_tasks else None
+            # Listed by this sample and the one before: it ran through the whole interval this
+            # sample's CPU figure averages over (listed by this one alone, it may have run a
+            # moment of it). No clock is needed, so a monitor whose samples come late is judged
+            # like one on time.
+            listed = (frozenset(sample.task_ids).intersection(previous.task_ids if previous is not None else ())
+                      if self.reports_tasks else None)
             self.inflight = {k: v for k, v in self.inflight.items()
                              if not _in_sample(v, sample, now_s, hold, listed)}
             self._resum()
@@ -320,9 +325,11 @@ def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: 
     """Does ``sample`` show the in-flight task? Yes when it was TAKEN more than ``hold`` after
     the assignment (by the sample's own timestamp, however late it arrived); without the
     assignment's wall time, when it arrived after the assignment. When the worker's samples
-    list their running tasks (``listed``), only a sample that lists the task shows it: a
-    monitor whose samples are always late looks like a clock behind the coordinator's, and
-    the offset taken out would make its old samples look new."""
+    list their running tasks, ``listed`` holds those this sample and the one before it both
+    list, and only they are shown: a monitor whose samples are always late looks like a clock
+    behind the coordinator's, and the offset taken out makes its samples look taken later than
+    they were (one taken a moment after the start, showing a fraction of the task, would look
+    taken a whole interval after it)."""
     if listed is not None and item.task_id not in listed:
         return False
     if item.assigned_at is not None:
