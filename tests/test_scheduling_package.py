@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 
 from fleet_hwmon.coordinator.coordinator import Coordinator
@@ -28,9 +29,9 @@ def caps(cores: int = 8, memory_gb: float = 16) -> dict:
     return {"hardware": ["cpu"], "memory": {"total_gb": memory_gb}, "cpu": {"cores": cores}}
 
 
-def sample(worker_id: str, cpu: float, memory: float, memory_gb: float = 16) -> ResourceUtilization:
+def sample(worker_id: str, cpu: float, memory: float, memory_gb: float = 16, cores: int = 8) -> ResourceUtilization:
     return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=cpu, memory_percent=memory,
-                               cpu_count_effective=8, memory_total_bytes=int(memory_gb * GIB),
+                               cpu_count_effective=cores, memory_total_bytes=int(memory_gb * GIB),
                                memory_available_bytes=int(memory_gb * GIB * (100 - memory) / 100))
 
 
@@ -496,10 +497,10 @@ def test_nothing_pushes_a_quiet_task_over_the_threshold_on_a_worker_whose_sample
 
 
 def test_a_quiet_promise_allows_for_how_far_tasks_of_a_type_stray():
-    # Benchmarks ran at 2 and 4 cores: predicted 2.6, spread 2 cores (alpha 0.3): 57.5 % of 8
-    # cores, counted at most 80 - 25 = 55 % (a quiet task's own share is capped at the
-    # threshold less the exclusive background allowance). On "a" at 40 %: 40 % + 55 % = 95 % >
-    # 80 %; on "b" at 10 %: 65 %.
+    # Benchmarks ran at 2 and 4 cores: predicted 2.6, spread 2 cores (alpha 0.3), counted
+    # twice: 82.5 % of 8 cores, counted at most 80 - 25 = 55 % (a quiet task's own share is
+    # capped at the threshold less the exclusive background allowance). On "a" at 40 %: 40 % +
+    # 55 % = 95 % > 80 %; on "b" at 10 %: 65 %.
     scheduler, _ = fleet(("a", caps()), ("b", caps()))
     for cpu_seconds in (20.0, 40.0):
         scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
@@ -510,7 +511,8 @@ def test_a_quiet_promise_allows_for_how_far_tasks_of_a_type_stray():
     assert [(e.worker_id, e.kind, e.value) for e in bench.exclusions] == [("a", ExclusionKind.ISOLATION, 95.0)]
     # Beside the running benchmark, a unit (1 core each run, no spread) fits while 10 % + the
     # bench in flight (2.6 cores) + 1 core stay under 80 %; then a build that strays (4 and 8
-    # cores: 5.2 + spread 4) does not: 10 % + (2.6 + 1 + 5.2 + 4) of 8 cores = 170 %.
+    # cores: 5.2, spread 4, counted with twice its spread: quiet_spread_factor) does not:
+    # 10 % + (2.6 + 1 + 5.2 + 8) of 8 cores = 220 %.
     for cpu_seconds in (10.0, 10.0):
         scheduler.history.record("elsewhere", "unit", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
     for cpu_seconds in (40.0, 80.0):
@@ -518,7 +520,7 @@ def test_a_quiet_promise_allows_for_how_far_tasks_of_a_type_stray():
     assert scheduler.decide_task(task("unit", "unit"), ["b"], {}).chosen_worker_id == "b"
     build = scheduler.decide_task(task("build", "build"), ["b"], {})
     assert build.chosen_worker_id is None
-    assert [(e.kind, e.value) for e in build.exclusions] == [(ExclusionKind.ISOLATION, 170.0)]
+    assert [(e.kind, e.value) for e in build.exclusions] == [(ExclusionKind.ISOLATION, 220.0)]
 
 
 def test_an_exclusive_task_is_quiet_too():
@@ -537,3 +539,49 @@ def test_an_exclusive_task_is_quiet_too():
     assert [(e.worker_id, e.kind, e.resource, e.value) for e in perf.exclusions] == [
         ("c", ExclusionKind.ISOLATION, "cpu", 30.0)]
     assert [c.worker_id for c in perf.candidates] == ["b", "a"]
+
+
+def test_a_quiet_task_counts_in_full_on_a_worker_smaller_than_the_largest_that_could_hold_it():
+    # "perf" ran at 4 and 6 cores: predicted 4.6, spread 2 (alpha 0.3), counted twice: 8.6
+    # cores. Its own share is capped at 80 - 25 = 55 % of the LARGEST compatible worker (16
+    # cores: 8.8), so it counts in full on the 8-core "small": 10 % + 107.5 % = 117.5 % > 80 %.
+    # The 16-core "big" holds it: 10 % + 53.75 %. Capped at 55 % of "small" itself (4.4 cores)
+    # it would have looked quiet there (65 %).
+    scheduler, _ = fleet(("small", caps(cores=8)), ("big", caps(cores=16)))
+    for cpu_seconds in (40.0, 60.0):
+        scheduler.history.record("elsewhere", "perf", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    scheduler.observe(sample("small", 10.0, 10.0))
+    scheduler.observe(sample("big", 10.0, 10.0, cores=16))
+    perf = scheduler.decide_task(task("perf", "perf", isolation="exclusive"), ["small", "big"], {})
+    assert perf.chosen_worker_id == "big"
+    assert [(e.worker_id, e.kind, e.resource, e.value) for e in perf.exclusions] == [
+        ("small", ExclusionKind.ISOLATION, "cpu", 117.5)]
+    # A fleet of 8-core workers only: capped at 55 % of 8 cores, it still goes where the
+    # background is that low (10 % + 55 %), instead of waiting for a worker no fleet has.
+    scheduler, _ = fleet(("small", caps(cores=8)))
+    for cpu_seconds in (40.0, 60.0):
+        scheduler.history.record("elsewhere", "perf", success=True, duration_s=10.0, cpu_seconds=cpu_seconds)
+    scheduler.observe(sample("small", 10.0, 10.0))
+    assert scheduler.decide_task(task("perf", "perf", isolation="exclusive"), ["small"], {}).chosen_worker_id == "small"
+
+
+def test_no_quiet_task_beside_a_task_in_flight_whose_type_was_never_measured():
+    # A build, no run of its type measured, goes to "a" (20 %) and counts at the 1-core default
+    # until a sample shows it. It may take the whole worker: a quiet bench (1 core, measured)
+    # does not go beside it (20 + 100 x (1 + 8 + 1) / 8 = 145 %) but to "b" (40 + 12.5 %).
+    scheduler, _ = fleet(("a", caps()), ("b", caps()))
+    scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=10.0)
+    scheduler.observe(sample("a", 20.0, 10.0))
+    scheduler.observe(sample("b", 40.0, 10.0))
+    assert scheduler.decide_task(task("build", "build"), ["a"], {}).chosen_worker_id == "a"
+    bench = scheduler.decide_task(task("bench", "benchmark", isolation="quiet"), ["a", "b"], {"a": 1})
+    assert bench.chosen_worker_id == "b"
+    assert [(e.worker_id, e.kind, e.resource, e.value) for e in bench.exclusions] == [
+        ("a", ExclusionKind.ISOLATION, "cpu", 145.0)]
+    # Two samples that list the build (the second one's interval all after its start) show
+    # what it takes (60 % in all): a bench then goes beside it (60 + 12.5 %).
+    for after_s in (3.0, 8.0):
+        scheduler.observe(dataclasses.replace(sample("a", 60.0, 10.0), task_ids=("build",),
+                                              timestamp=utc_now() + timedelta(seconds=after_s)))
+    assert scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["a"],
+                                 {"a": 1}).chosen_worker_id == "a"

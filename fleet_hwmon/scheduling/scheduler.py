@@ -164,10 +164,10 @@ class HardwareAwareScheduler:
                 view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
             now_s, factors = self._clock(), self.factors()
             before = room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
-            totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost)
+            totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost, view.cpu_count)
             view.observe(sample, now_s, factors)
             self._sync(view)
-            if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost):
+            if totals != (view.memory_total_bytes, view.gpu_totals, view.gpus_lost, view.cpu_count):
                 self._fleet_changed()
             else:
                 made = room_made(before, room_of(view, now_s, float("inf")), view.memory_total_bytes)
@@ -464,12 +464,13 @@ class HardwareAwareScheduler:
     def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
                  ) -> tuple[DemandCap, int]:
         """(the cap: memory bytes of the largest worker whose hardware fits the task, GPU memory
-        bytes of its largest usable GPU; how many fit); remembered until a worker joins, leaves
-        or reports other totals. ``None`` where no fitting worker states the figure."""
+        bytes of its largest usable GPU, the most cores of one; how many fit); remembered until a
+        worker joins, leaves or reports other totals. ``None`` where no fitting worker states the
+        figure."""
         found = self._caps.get(requirements)
         if found is not None and found[0] == self._fleet_version:
             return found[1], found[2]
-        memory = gpu_memory = None
+        memory = gpu_memory = cores = None
         compatible = 0
         workers = self.coordinator.workers
         cache = self._mismatch_cache.get(requirements, {})
@@ -480,12 +481,14 @@ class HardwareAwareScheduler:
             compatible += 1
             if view.memory_total_bytes:
                 memory = max(memory or 0.0, view.memory_total_bytes)
+            if view.cpu_count:
+                cores = max(cores or 0.0, view.cpu_count)
             gpu = max(view.gpu_totals) if view.gpu_totals else _gpu_memory_of(workers.get(worker_id))
             if gpu:
                 gpu_memory = max(gpu_memory or 0.0, gpu)
         if len(self._caps) >= 256:
             self._caps.clear()
-        cap = DemandCap(memory, gpu_memory)
+        cap = DemandCap(memory, gpu_memory, cores)
         self._caps[requirements] = (self._fleet_version, cap, compatible)
         return cap, compatible
 
@@ -526,8 +529,9 @@ class HardwareAwareScheduler:
                     if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
                         self._gpu_room_at_start.clear()
                     self._gpu_room_at_start[decision.task_id] = room
+            measured = task_type is not None and self.history.task_demand(chosen, task_type).cores is not None
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
-                                       gpu_memory_bytes, decision.timestamp, gpu_percent))
+                                       gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
 
     def _forget_inflight(self, task_id: str) -> None:

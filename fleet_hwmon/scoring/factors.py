@@ -63,6 +63,10 @@ class ScoringFactors:
     # at or under exclusive_background_percent.
     quiet_threshold_percent: float = 80.0
     exclusive_background_percent: float = 25.0
+    # In those checks a task counts at its predicted cores (GPU share) plus this many times how
+    # far one run of its type strays from the mean (its mean absolute deviation): one covers
+    # about four tasks in five of a type that varies like a normal one, two about 19 in 20.
+    quiet_spread_factor: float = 2.0
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
     # shows little of the task). One interval of the default 5 s.

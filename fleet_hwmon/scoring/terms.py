@@ -21,10 +21,12 @@ FLOOR = 0.05  # a penalised worker keeps a sliver of its score, so it still rank
 
 
 class DemandCap(NamedTuple):
-    """Memory and GPU memory (bytes) of the largest compatible worker (GPU); ``None``: unknown."""
+    """Memory and GPU memory (bytes) of the largest compatible worker (GPU), and the most cores
+    of one; ``None``: unknown."""
 
     memory_bytes: float | None = None
     gpu_memory_bytes: float | None = None
+    cores: float | None = None
 
 
 NO_CAP = DemandCap()
@@ -163,28 +165,36 @@ class DecisionTerms:
         """Quiet hardware is a hard limit: the CPU (and, for a GPU task, GPU) after placing the
         task, from the larger of the smoothed and latest figures (``WorkerView.quiet_*``), must
         stay at or under the quiet threshold. The task counts at its predicted cores and GPU
-        share plus how far tasks of its type stray from them (``demand.*_spread``): the promise
-        must hold for the task placed, not for the type's mean (for a type never measured, as
-        far as the heaviest type measured: :func:`unmeasured_spread`).
+        share plus a margin for how far tasks of its type stray from them (:func:`quiet_margins`):
+        the promise must hold for the task placed, not for the type's mean (for a type never
+        measured, as far as the heaviest type measured: :func:`unmeasured_spread`).
 
-        A quiet task's own share counts at most up to the threshold less the exclusive
-        background allowance (``own_limit``): a task predicted to fill the hardware by itself
-        still goes where nothing of ours runs and the background is that low, instead of
-        waiting forever for a worker no fleet has. A quiet task whose type's cores no run has
-        measured counts at that most (it may wait; its promise is not made on a guess)."""
+        A quiet task's own cores (with their spread) count at most up to the threshold less the
+        exclusive background allowance (``own_limit``) of the compatible worker with the most
+        cores (``cap.cores``; this worker's when unknown): a task predicted to fill the largest
+        hardware by itself still goes there when nothing of ours runs and the background is
+        that low, instead of waiting forever for a worker no fleet has. Only there: on a
+        smaller worker the whole prediction and spread count, as a task that does not fit under
+        the threshold there would break its promise. A quiet task whose type's cores no run has
+        measured counts at ``own_limit`` of this worker (it may wait; its promise is not made
+        on a guess)."""
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
+        spread, gpu_spread = quiet_margins(demand, self.factors)
         if cpu is not None and count:
-            spread = demand.cores_spread or 0.0
             if self.quiet and demand.cores is None:  # its own cores never measured: as many as it may
-                cores, spread = count, 0.0
-            if self.quiet:
-                spread = min(cores + spread, self.own_limit * count / 100.0) - cores
-            cpu += 100.0 * (view.inflight_cores + cores + spread) / count  # the column path's order
+                cores, spread = self.own_limit * count / 100.0, 0.0
+            elif self.quiet:
+                largest = max(count, self.cap.cores or 0.0)
+                spread = min(cores + spread, self.own_limit * largest / 100.0) - cores
+            inflight = view.inflight_cores
+            if self.quiet and view.inflight_unmeasured:  # a task in flight of a type never measured
+                inflight += count  # may take the whole worker: no promise beside it until a sample shows it
+            cpu += 100.0 * (inflight + cores + spread) / count  # the column path's order
         if cpu is not None and cpu > limit:
             return Exclusion.not_quiet(view.worker_id, "cpu", cpu, limit)
         gpu = view.quiet_gpu_least_percent
         if self.needs_gpu and gpu is not None:
-            own = self.own_gpu(demand) + (demand.gpu_percent_spread or 0.0)
+            own = self.own_gpu(demand) + gpu_spread
             if self.quiet:
                 own = min(own, self.own_limit)
             if len(view.quiet_gpu_levels) == 1:
@@ -245,7 +255,7 @@ def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float
     already carries its margin (``retry_growth`` times the peak its attempt reached), so it
     raises the figure to ``floor / headroom``: the check then asks for the floor itself, not
     the floor plus headroom (with both, 1.5 x 1.25 = 1.9 times the peak reached)."""
-    cap_memory, cap_gpu = cap
+    cap_memory, cap_gpu = cap.memory_bytes, cap.gpu_memory_bytes
     memory, gpu_memory = demand.memory_bytes, demand.gpu_memory_bytes
     if not needs_gpu:
         gpu_memory = None
@@ -278,6 +288,18 @@ def unmeasured_spread(demand: TaskDemand, history: PerformanceHistory | None, fa
     if needs_gpu and demand.gpu_percent is None and gpu_percent is not None:
         demand = demand._replace(gpu_percent_spread=max(0.0, gpu_percent - factors.default_task_gpu_percent))
     return demand
+
+
+def quiet_margins(demand: TaskDemand, factors: ScoringFactors) -> tuple[float, float]:
+    """(cores, GPU percent of one GPU) the quiet checks add to a task's prediction:
+    ``quiet_spread_factor`` times the spread runs of its type showed (``demand.*_spread``, the
+    mean absolute deviation), so that the promise holds for most tasks of the type rather than
+    four in five; a figure never measured keeps the spread :func:`unmeasured_spread` gave it (as
+    far as the heaviest type measured), which is no deviation to scale. 0 where none is known."""
+    factor = factors.quiet_spread_factor
+    cores = (demand.cores_spread or 0.0) * (factor if demand.cores is not None else 1.0)
+    gpu = (demand.gpu_percent_spread or 0.0) * (factor if demand.gpu_percent is not None else 1.0)
+    return cores, gpu
 
 
 def required_gpu_memory_bytes(requirements: TaskRequirements) -> float | None:

@@ -24,7 +24,7 @@ from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import CRITICAL_GPU_MEMORY, CRITICAL_MEMORY, FleetState
 from fleet_hwmon.scoring.history import TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements
-from fleet_hwmon.scoring.terms import FLOOR, gpu_after_placement, history_penalty, unmeasured_spread
+from fleet_hwmon.scoring.terms import FLOOR, gpu_after_placement, history_penalty, quiet_margins, unmeasured_spread
 
 # Below this many workers numpy's per-call cost outweighs the loop: the per-worker path decides.
 VECTORISE_FROM = 512
@@ -179,9 +179,9 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     # (a stopped worker alive by the coordinator too, on its last figures: decide._stale_misfit)
     guarded = checked & ~memory_misfit & ~gpu_misfit & (col.quiet > 0) if col.quiet.any() else nothing
     # ... on the larger of smoothed and latest figures, the task at its prediction plus its
-    # type's spread (the fleet's: one number for every row; for a type never measured, up to
-    # the heaviest type's: unmeasured_spread) (_Terms.not_quiet)
-    cores_spread, gpu_spread = fleet_demand.cores_spread or 0.0, fleet_demand.gpu_percent_spread or 0.0
+    # type's margin (the fleet's spread, scaled: one number for every row; for a type never
+    # measured, up to the heaviest type's: unmeasured_spread) (_Terms.not_quiet)
+    cores_spread, gpu_spread = quiet_margins(fleet_demand, factors)
     if guarded is not nothing:
         q_cpu = np.where(has_cores, q_cpu + 100.0 * (inflight_cores + cores + cores_spread) / cpu_count, q_cpu)
         quiet_cpu = guarded & (q_cpu > limit)

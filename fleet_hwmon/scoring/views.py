@@ -21,7 +21,8 @@ class InFlight:
     """A task assigned to the worker whose load the samples do not show yet: its predicted
     cores, memory, GPU memory and GPU utilization (percent of one GPU). ``assigned_s`` is the
     scheduler's (monotonic) clock, ``assigned_at`` the wall time (UTC) of the assignment: a
-    sample TAKEN before it cannot show the task, however late it arrives."""
+    sample TAKEN before it cannot show the task, however late it arrives. ``cores_measured``:
+    its cores come from runs of its type (``False``: the default stands in for them)."""
 
     task_id: str
     assigned_s: float
@@ -31,6 +32,7 @@ class InFlight:
     gpu_memory_bytes: float = 0.0
     assigned_at: datetime | None = None
     gpu_percent: float = 0.0
+    cores_measured: bool = True
 
 
 @dataclass
@@ -72,6 +74,7 @@ class WorkerView:
     inflight_gpu_percent: float = 0.0
     inflight_gpu_shares: tuple[float, ...] = ()  # GPU share of each in-flight GPU task
     inflight_gpu_memory: tuple[float, ...] = ()  # GPU memory of in-flight GPU tasks
+    inflight_unmeasured: int = 0  # in-flight tasks whose type's cores no run has measured
     memory_free_bytes: float | None = None  # latest sample's available memory (+ departed tasks')
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
     # Our tasks there (predicted memory, GPU memory), and those that ended while the latest
@@ -219,6 +222,7 @@ class WorkerView:
         self.scoring_memo.clear()
         self.inflight_cores += item.cores
         self.inflight_memory_bytes += item.memory_bytes
+        self.inflight_unmeasured += not item.cores_measured
         if item.uses_gpu:
             self.inflight_gpu_tasks += 1
             self.inflight_gpu_shares += (item.gpu_percent,)
@@ -272,6 +276,7 @@ class WorkerView:
         items = self.inflight.values()
         self.inflight_cores = sum(i.cores for i in items)
         self.inflight_memory_bytes = sum(i.memory_bytes for i in items)
+        self.inflight_unmeasured = sum(not i.cores_measured for i in items)
         self.inflight_gpu_tasks = sum(1 for i in items if i.uses_gpu)
         self.inflight_gpu_shares = tuple(i.gpu_percent for i in items if i.uses_gpu)
         self.inflight_gpu_percent = sum(self.inflight_gpu_shares)
