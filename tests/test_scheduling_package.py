@@ -372,6 +372,57 @@ def test_a_held_task_is_decided_again_only_when_memory_frees_up_to_its_need():
     assert scheduler.statistics()["decisions"] == 3
 
 
+def test_room_a_held_task_cannot_use_does_not_have_it_decided_again():
+    # A GPU task held for host memory on "g" (50 GiB with headroom > 20 GiB free) is not
+    # decided again when the GPU frees memory, nor when "c", a CPU worker it cannot run on,
+    # frees 100 GiB; it is when "g" frees host memory.
+    scheduler, clock = fleet(("g", gpu_caps()), ("c", caps(memory_gb=128)))
+    scheduler.history.record("g", "infer", success=True, duration_s=10.0, cpu_seconds=10.0,
+                             peak_rss_bytes=40 * GIB, gpu_memory_bytes=5 * GIB, gpu_percent=30.0)
+
+    def on_g(free_gb: float, gpu_used_gb: float) -> ResourceUtilization:
+        gpu = GpuRow(0, "GPU-g", "A100", 10.0, int(gpu_used_gb * GIB), 80 * GIB)
+        return ResourceUtilization(worker_id="g", timestamp=utc_now(), cpu_percent=10.0,
+                                   memory_percent=100.0 * (64 - free_gb) / 64, cpu_count_effective=8,
+                                   memory_total_bytes=64 * GIB, memory_available_bytes=int(free_gb * GIB),
+                                   gpus=(gpu,))
+
+    scheduler.observe(on_g(20.0, 30.0))
+    scheduler.observe(sample("c", 10.0, 90.0, memory_gb=128))
+    infer = task("t", "infer", hardware=["gpu"])
+    held = scheduler.decide_task(infer, ["g", "c"], {})
+    assert held.chosen_worker_id is None
+    assert [(e.worker_id, e.kind) for e in held.exclusions] == [("c", ExclusionKind.HARDWARE),
+                                                                ("g", ExclusionKind.MEMORY_FIT)]
+    clock.now_s += 1.0
+    scheduler.observe(on_g(20.0, 1.0))  # 29 GiB more GPU memory free: not what it lacks
+    assert scheduler.decide_task(infer, ["g", "c"], {}).chosen_worker_id is None
+    clock.now_s += 1.0
+    scheduler.observe(sample("c", 10.0, 10.0, memory_gb=128))  # 115 GiB free where it cannot run
+    assert scheduler.decide_task(infer, ["g", "c"], {}).chosen_worker_id is None
+    assert (scheduler.statistics()["decisions"], scheduler.statistics()["asked_again_unchanged"]) == (1, 2)
+    clock.now_s += 1.0
+    scheduler.observe(on_g(60.0, 1.0))  # host memory freed on "g"
+    assert scheduler.decide_task(infer, ["g", "c"], {}).chosen_worker_id == "g"
+    assert scheduler.statistics()["decisions"] == 2
+
+
+def test_a_held_task_is_decided_again_when_a_worker_it_did_not_see_frees_a_slot():
+    # Its only GPU worker was full (not offered), the CPU worker cannot run it: held, lacking
+    # no memory. A task's end on "g" makes "g" a candidate it has not been judged on.
+    scheduler, clock = fleet(("g", gpu_caps()), ("c", caps()))
+    scheduler.observe(gpu_sample("g"))
+    scheduler.observe(sample("c", 10.0, 10.0))
+    infer = task("t", "infer", hardware=["gpu"])
+    held = scheduler.decide_task(infer, ["c"], {"g": 4})
+    assert held.chosen_worker_id is None and [e.kind for e in held.exclusions] == [ExclusionKind.HARDWARE]
+    clock.now_s += 1.0
+    scheduler.task_started("other", "unit", "g")
+    scheduler.task_finished("other", "g", success=True)
+    assert scheduler.decide_task(infer, ["g", "c"], {"g": 3}).chosen_worker_id == "g"
+    assert scheduler.statistics()["decisions"] == 2
+
+
 def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
     scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)))
     for task_type, peak_gb in (("big", 8), ("mid", 6)):

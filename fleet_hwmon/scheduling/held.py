@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from fleet_hwmon.scoring.decision import SchedulingDecision
-from fleet_hwmon.scoring.exclusions import ExclusionKind
+from fleet_hwmon.scoring.exclusions import GPU_RESOURCES, ExclusionKind
 from fleet_hwmon.scoring.requirements import TaskRequirements
 from fleet_hwmon.scoring.views import WorkerView
 
@@ -24,8 +24,15 @@ class Held:
     what could change it: memory freed to ``memory_bytes`` (the least predicted memory, before
     headroom, where it lacked memory; infinite where it lacked none) or to ``memory_busy_bytes``
     (with headroom) on a worker that runs tasks of ours; less CPU (``busy``: a worker too busy
-    for its isolation); GPU room (``needs_gpu``); a task's end on a worker at its task limit or
-    kept by isolation (``slots``); a reservation ended (``reserved``). A worker above a
+    for its isolation); GPU room (``gpu_room``: a GPU task some worker held back for its GPU
+    memory, GPU load or GPU health; a GPU task held for host memory alone is not helped by GPU
+    room, and on a fleet of GPU workers it was decided again at every such change); a task's
+    end on a worker at its task limit or kept by isolation (``slots``), or, for a task that
+    lacked no memory, on a worker the decision did not see (``excluded`` lists those it saw:
+    one it did not see had no free slot, and a slot there makes it a new candidate; a task
+    that lacked memory is served by the memory the end frees there); a reservation ended
+    (``reserved``). A change on a worker whose hardware the task lacks serves it not at all
+    (the scheduler checks that). A worker above a
     critical mark is judged by the least need seen on the others and the fleet's prediction
     ``predicted_bytes`` (a worker's own history of the type may predict less: the recheck after
     ``recheck_s`` covers that)."""
@@ -37,9 +44,10 @@ class Held:
     memory_bytes: float
     memory_busy_bytes: float
     busy: bool
-    needs_gpu: bool
+    gpu_room: bool
     slots: bool
     reserved: bool
+    excluded: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, decision: SchedulingDecision, requirements: TaskRequirements, now_s: float, room_version: int,
@@ -50,9 +58,10 @@ class Held:
         if ExclusionKind.CRITICAL in kinds:
             memory = min(memory, predicted_bytes)
         busy = ExclusionKind.ISOLATION in kinds
+        gpu_room = requirements.needs_gpu and any(e.resource in GPU_RESOURCES for e in decision.exclusions)
         return cls(decision, requirements, now_s, room_version, memory, memory * headroom, busy,
-                   requirements.needs_gpu, busy or ExclusionKind.TASK_LIMIT in kinds,
-                   ExclusionKind.RESERVED in kinds)
+                   gpu_room, busy or ExclusionKind.TASK_LIMIT in kinds,
+                   ExclusionKind.RESERVED in kinds, frozenset(e.worker_id for e in decision.exclusions))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,17 +80,20 @@ class Room:
     drained: bool = True  # nothing of ours runs there: no headroom needed
     kept_for: str | None = None  # the task the worker is reserved for, and the memory kept for it
     kept_bytes: float = 0.0
+    worker_id: str | None = None  # where (None: anywhere); a worker whose hardware a task lacks makes it no room
 
     def serves(self, held: Held) -> bool:
         memory = self.memory_bytes
         if self.kept_for is not None and self.kept_for != held.decision.task_id:
             memory -= self.kept_bytes
         need = held.memory_bytes if self.drained else held.memory_busy_bytes
-        return (memory >= need or (self.cpu and held.busy) or (self.gpu and held.needs_gpu)
-                or (self.slot and held.slots) or (self.reserved and held.reserved))
+        return (memory >= need or (self.cpu and held.busy) or (self.gpu and held.gpu_room)
+                or (self.slot and (held.slots or (held.memory_bytes == _ANY and self.worker_id not in held.excluded)))
+                or (self.reserved and held.reserved))
 
 
 ANY_ROOM = Room(float("inf"), True, True, True, True)
+_ANY = float("inf")  # a held task that lacked no memory
 
 
 def room_of(view: WorkerView, now_s: float, stale_after_s: float) -> tuple:

@@ -207,21 +207,23 @@ class HardwareAwareScheduler:
         drained = not self._running.get(worker_id) and not view.inflight
         holder = self._reservations.holder(worker_id)
         if holder is None:
-            return dataclasses.replace(room, drained=drained) if drained else room
+            return dataclasses.replace(room, drained=drained, worker_id=worker_id)
         return dataclasses.replace(room, drained=drained, kept_for=holder,
-                                   kept_bytes=self._reserved_need.get(worker_id, _ALL)[0])
+                                   kept_bytes=self._reserved_need.get(worker_id, _ALL)[0], worker_id=worker_id)
 
     def _room_made_since(self, held: Held) -> bool:
-        """Did a change since ``held`` was decided make room it could use (:meth:`Room.serves`)?"""
+        """Did a change since ``held`` was decided make room it could use (:meth:`Room.serves`),
+        on a worker whose hardware fits it (as far as checked: the decisions' hardware checks)?"""
         if held.room_version == self._room_version:
             return False
         made = self._room_made
         if not made or made[0][0] > held.room_version + 1:  # older than what is remembered
             return True
+        mismatches = self._mismatch_cache.get(held.requirements, {})
         for version, room in reversed(made):
             if version <= held.room_version:
                 return False
-            if room.serves(held):
+            if room.serves(held) and mismatches.get(room.worker_id) is None:
                 return True
         return False
 
