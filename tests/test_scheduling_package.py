@@ -447,6 +447,64 @@ def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
     assert scheduler.statistics()["decisions"] == decisions + 1
 
 
+def test_room_a_task_placed_since_has_taken_has_no_held_task_decided_again():
+    # "a" (16 GiB) runs a task of ours and shows 4 GiB free: two "mid" tasks (6 GiB, 7.5 GiB
+    # with headroom) are held. A sample shows 10 GiB free: room for either, not both. The first
+    # takes it (6 GiB in flight, 4 GiB left); the second is not decided again for room that is gone.
+    scheduler, clock = fleet(("a", caps()))
+    scheduler.history.record("a", "mid", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=6 * GIB)
+    scheduler.task_started("running", "other", "a")
+    scheduler.observe(sample("a", 10.0, 75.0))
+    for task_id in ("m1", "m2"):
+        held = scheduler.decide_task(task(task_id, "mid"), ["a"], {})
+        assert [(e.kind, e.value) for e in held.exclusions] == [(ExclusionKind.MEMORY_FIT, 6 * GIB)]
+    clock.now_s += 1.0
+    scheduler.observe(sample("a", 10.0, 37.5))  # 10 GiB free
+    assert scheduler.decide_task(task("m1", "mid"), ["a"], {}).chosen_worker_id == "a"
+    assert scheduler._views["a"].inflight_memory_bytes == 6 * GIB
+    assert scheduler.decide_task(task("m2", "mid"), ["a"], {}).chosen_worker_id is None
+    assert (scheduler.statistics()["decisions"], scheduler.statistics()["asked_again_unchanged"]) == (3, 1)
+    clock.now_s += 1.0
+    scheduler.observe(sample("a", 10.0, 0.0))  # 16 GiB free, 10 GiB of it left beside "m1"
+    assert scheduler.decide_task(task("m2", "mid"), ["a"], {}).chosen_worker_id == "a"
+    assert scheduler.statistics()["decisions"] == 4
+
+
+def test_a_reservation_ending_serves_only_tasks_with_room_on_the_worker_it_kept_from_them():
+    # "big" (8 GiB) reserves one of two 16 GiB workers; "mid" (6 GiB) is held, kept off that one
+    # and lacking memory on the other. "big" is placed on its worker, ending the reservation: 6
+    # GiB are left there beside it, no room for "mid" (7.5 GiB with headroom), which is not
+    # decided again; a "unit" (2 GiB) kept off it the same way is, and placed there.
+    scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)))
+    for task_type, peak_gb in (("big", 8), ("mid", 6), ("unit", 2)):
+        scheduler.history.record("a", task_type, success=True, duration_s=10.0, cpu_seconds=10.0,
+                                 peak_rss_bytes=peak_gb * GIB)
+    for worker_id in ("a", "b"):
+        scheduler.task_started(f"running-{worker_id}", "other", worker_id)
+        scheduler.observe(sample(worker_id, 10.0, 90.0))  # 1.6 GiB free on each
+    for _ in range(4):  # "big" waits past reserve_after_s (30 s) and reserves a worker
+        assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id is None
+        clock.now_s += 12.0
+        for worker_id in ("a", "b"):
+            scheduler.observe(sample(worker_id, 10.0, 90.0))
+    assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id is None
+    (kept,) = scheduler._reservations.reserved()
+    other = "b" if kept == "a" else "a"
+    for held_task in (task("mid", "mid"), task("unit", "unit")):
+        held = scheduler.decide_task(held_task, ["a", "b"], {})
+        assert {(e.worker_id, e.kind) for e in held.exclusions} == {(kept, ExclusionKind.RESERVED),
+                                                                   (other, ExclusionKind.MEMORY_FIT)}
+    scheduler.task_finished(f"running-{kept}", kept, success=True)
+    scheduler.observe(sample(kept, 10.0, 12.5))  # 14 GiB free, drained: "big" (8 GiB) is placed there
+    assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id == kept
+    assert scheduler._reservations.reserved() == {}
+    decisions = scheduler.statistics()["decisions"]
+    assert scheduler.decide_task(task("mid", "mid"), ["a", "b"], {}).chosen_worker_id is None  # 6 x 1.25 > 6
+    assert scheduler.statistics()["decisions"] == decisions
+    assert scheduler.decide_task(task("unit", "unit"), ["a", "b"], {}).chosen_worker_id == kept
+    assert scheduler.statistics()["decisions"] == decisions + 1
+
+
 def test_nothing_pushes_a_running_quiet_task_over_the_quiet_threshold():
     scheduler, _ = fleet(("a", caps()), ("b", caps()))
     scheduler.history.record("elsewhere", "benchmark", success=True, duration_s=10.0, cpu_seconds=10.0)

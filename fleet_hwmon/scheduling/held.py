@@ -30,12 +30,14 @@ class Held:
     end on a worker at its task limit or kept by isolation (``slots``), or, for a task that
     lacked no memory, on a worker the decision did not see (``excluded`` lists those it saw:
     one it did not see had no free slot, and a slot there makes it a new candidate; a task
-    that lacked memory is served by the memory the end frees there); a reservation ended
-    (``reserved``). A change on a worker whose hardware the task lacks serves it not at all
-    (the scheduler checks that). A worker above a
-    critical mark is judged by the least need seen on the others and the fleet's prediction
-    ``predicted_bytes`` (a worker's own history of the type may predict less: the recheck after
-    ``recheck_s`` covers that)."""
+    that lacked memory is served by the memory the end frees there); a reservation ended on a
+    worker that was kept from it (``reserved_at``) with room there for ``predicted_bytes`` (the
+    least of ``memory_bytes`` and the fleet's prediction; ``predicted_busy_bytes`` with
+    headroom). A change on a worker whose hardware the task lacks serves it not at all, nor
+    room that a task placed there since has taken (the scheduler checks both). A worker above a
+    critical mark is judged by the least need seen on the others and the fleet's prediction (a
+    worker's own history of the type may predict less: the recheck after ``recheck_s`` covers
+    that)."""
 
     decision: SchedulingDecision
     requirements: TaskRequirements
@@ -46,7 +48,9 @@ class Held:
     busy: bool
     gpu_room: bool
     slots: bool
-    reserved: bool
+    reserved_at: frozenset[str]
+    predicted_bytes: float
+    predicted_busy_bytes: float
     excluded: frozenset[str] = frozenset()
 
     @classmethod
@@ -59,9 +63,11 @@ class Held:
             memory = min(memory, predicted_bytes)
         busy = ExclusionKind.ISOLATION in kinds
         gpu_room = requirements.needs_gpu and any(e.resource in GPU_RESOURCES for e in decision.exclusions)
+        reserved_at = frozenset(e.worker_id for e in decision.exclusions if e.kind is ExclusionKind.RESERVED)
+        least = min(memory, predicted_bytes)  # where a reservation kept it off, nothing judged its need
         return cls(decision, requirements, now_s, room_version, memory, memory * headroom, busy,
-                   gpu_room, busy or ExclusionKind.TASK_LIMIT in kinds,
-                   ExclusionKind.RESERVED in kinds, frozenset(e.worker_id for e in decision.exclusions))
+                   gpu_room, busy or ExclusionKind.TASK_LIMIT in kinds, reserved_at, least, least * headroom,
+                   frozenset(e.worker_id for e in decision.exclusions))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,8 +75,8 @@ class Room:
     """What a change made room of: ``memory_bytes`` free on one worker less its tasks in flight
     (``-inf``: no memory freed; for tasks other than the one the worker is reserved for, less
     what is kept for that one; a task needs its headroom too unless the worker has ``drained``),
-    less CPU load, GPU room, a slot (a task ended), a reserved worker freed. It serves a held
-    task that lacked that."""
+    less CPU load, GPU room, a slot (a task ended), a reserved worker freed (``reserved``: with
+    ``memory_bytes`` free there). It serves a held task that lacked that."""
 
     memory_bytes: float = float("-inf")
     cpu: bool = False
@@ -89,7 +95,8 @@ class Room:
         need = held.memory_bytes if self.drained else held.memory_busy_bytes
         return (memory >= need or (self.cpu and held.busy) or (self.gpu and held.gpu_room)
                 or (self.slot and (held.slots or (held.memory_bytes == _ANY and self.worker_id not in held.excluded)))
-                or (self.reserved and held.reserved))
+                or (self.reserved and (self.worker_id is None or (self.worker_id in held.reserved_at and memory >= (
+                    held.predicted_bytes if self.drained else held.predicted_busy_bytes)))))
 
 
 ANY_ROOM = Room(float("inf"), True, True, True, True)

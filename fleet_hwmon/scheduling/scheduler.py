@@ -211,6 +211,17 @@ class HardwareAwareScheduler:
         return dataclasses.replace(room, drained=drained, kept_for=holder,
                                    kept_bytes=self._reserved_need.get(worker_id, _ALL)[0], worker_id=worker_id)
 
+    def _freed(self, worker_id: str) -> Room:
+        """The room a reservation's end leaves on ``worker_id``: what is free there less the tasks
+        in flight (all of it while its samples are stale or unknown), for the tasks it kept off."""
+        view = self._views.get(worker_id)
+        if view is None:
+            return Room(reserved=True)
+        stale = view.samples_stale(self._clock(), self.factors().stale_after_intervals * self.update_interval_s)
+        free = float("inf") if view.memory_free_bytes is None or stale else (
+            view.memory_free_bytes - view.inflight_memory_bytes)
+        return self._kept(view, Room(free, reserved=True))
+
     def _room_made_since(self, held: Held) -> bool:
         """Did a change since ``held`` was decided make room it could use (:meth:`Room.serves`),
         on a worker whose hardware fits it (as far as checked: the decisions' hardware checks)?"""
@@ -223,9 +234,23 @@ class HardwareAwareScheduler:
         for version, room in reversed(made):
             if version <= held.room_version:
                 return False
-            if room.serves(held) and mismatches.get(room.worker_id) is None:
+            if room.serves(held) and mismatches.get(room.worker_id) is None and self._left(room).serves(held):
                 return True
         return False
+
+    def _left(self, room: Room) -> Room:
+        """``room`` less what tasks placed on its worker since have taken: the memory free there
+        now less the tasks in flight, when that is less (a fresh sample showing more made a room
+        of its own). Without it every held task the room served was decided again after the first
+        of them took it, and with hundreds held each such room cost hundreds of decisions."""
+        view = self._views.get(room.worker_id) if room.worker_id is not None else None
+        if view is None or view.memory_free_bytes is None or room.memory_bytes == float("-inf"):
+            return room
+        free = view.memory_free_bytes - view.inflight_memory_bytes
+        drained = room.drained and not self._running.get(view.worker_id) and not view.inflight
+        if free >= room.memory_bytes and drained == room.drained:
+            return room
+        return dataclasses.replace(room, memory_bytes=min(free, room.memory_bytes), drained=drained)
 
     # -- tasks ----------------------------------------------------------------------------------
     def task_type_of(self, task_id: str) -> str | None:
@@ -426,7 +451,7 @@ class HardwareAwareScheduler:
                 self._warn_unknown(unknown, now_s - stale_after_s)
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
-                held_one = self._reservations.holds(task_id)
+                held_at = self._reservations.worker_of(task_id)
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
@@ -437,8 +462,8 @@ class HardwareAwareScheduler:
                                                                requirements, factors, floor, cap)
                     headroom = 1.0 + factors.memory_headroom_percent / 100.0
                     self._reserved_need[newly] = (memory * headroom, gpu_memory * headroom)
-                elif held_one and not self._reservations.holds(task_id):
-                    self._made_room(Room(reserved=True))  # its worker is free for the others again
+                elif held_at is not None and not self._reservations.holds(task_id):
+                    self._made_room(self._freed(held_at))  # its worker is free for the others again
             if decision.chosen_worker_id is None:
                 if len(self._held) >= _HELD_LIMIT:  # tasks cancelled while held: start over
                     self._held.clear()

@@ -118,6 +118,11 @@ class Reservations:
         """The task ``worker_id`` is reserved for, if any."""
         return self._by_worker.get(worker_id)
 
+    def worker_of(self, task_id: str) -> str | None:
+        """The worker reserved for ``task_id``, if any."""
+        waiting = self._waiting.get(task_id)
+        return None if waiting is None else waiting.worker_id
+
     def holds(self, task_id: str) -> bool:
         """Whether a worker is reserved for ``task_id``."""
         return task_id in self._by_worker.values()
