@@ -146,6 +146,7 @@ class WorkerView:
             self.inflight = {k: v for k, v in self.inflight.items()
                              if not _in_sample(v, sample, now_s, hold, listed)}
             self._resum()
+            self._refree()
         least_full_gpu = min((g.memory_percent for g in with_memory if g.memory_percent is not None), default=None)
         self._update_exclusion((("memory", sample.memory_percent), ("gpu_memory", least_full_gpu)), now_s, factors)
 
@@ -256,10 +257,14 @@ class WorkerView:
             freed = tuple(p if m is None or not m >= 0 else min(p, m) for p, m in zip(placed, peaks))
             self.departed[task_id] = (*freed, ended_at)
             self._refree()
+        elif placed is not None:
+            self._refree()
 
     def _refree(self) -> None:
         """Free memory and GPU memory: the latest sample's, plus what departed tasks held (GPU
-        memory only on a worker with one GPU, where it is known which GPU it was)."""
+        memory only on a worker with one GPU, where it is known which GPU it was); memory at
+        most the worker's total less the predicted peaks of our tasks placed there that the
+        samples already show."""
         self.scoring_memo.clear()
         memory, gpus = self.sample_memory_free_bytes, self.sample_gpu_free_bytes
         if self.departed:
@@ -269,6 +274,12 @@ class WorkerView:
                     memory = min(memory, self.memory_total_bytes)
             if len(gpus) == 1:
                 gpus = (gpus[0] + sum(v[1] for v in self.departed.values()),)
+        if memory is not None and self.placed and self.memory_total_bytes:
+            # A task's memory grows over its life: a sample shows what our tasks hold so far, not
+            # what they will. Each is spoken for at its predicted peak until it ends (the callers
+            # take the in-flight ones off), so our tasks' predictions never add up past the worker.
+            committed = sum(v[0] for v in self.placed.values()) - self.inflight_memory_bytes
+            memory = min(memory, self.memory_total_bytes - committed)
         self.memory_free_bytes, self.gpu_free_bytes = memory, gpus
 
     def _resum(self) -> None:
