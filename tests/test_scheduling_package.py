@@ -596,6 +596,30 @@ def test_a_quiet_task_of_a_type_never_measured_counts_as_filling_its_share():
         ("a", ExclusionKind.ISOLATION, "cpu", 85.0)]
 
 
+def test_one_quiet_task_of_a_type_never_measured_goes_as_its_probe_to_the_quietest_worker():
+    # A build ran at 6 cores; no benchmark has run. The first benchmark is its type's probe on
+    # the quietest worker, "b" (40 %), where it counts as the heaviest type measured (the
+    # 1-core default + 5 cores of spread): 40 + 6 / 32 = 58.75 % <= 80 %. At its share (55 %)
+    # it would be 95 % there and wait for a worker under 25 %, and the type would stay
+    # unmeasured. On "a" (50 %) it counts at its share: 105 %.
+    scheduler, _ = fleet(("a", caps(cores=32, memory_gb=128)), ("b", caps(cores=32, memory_gb=128)))
+    scheduler.history.record("elsewhere", "build", success=True, duration_s=10.0, cpu_seconds=60.0)
+    scheduler.observe(sample("a", 50.0, 10.0, memory_gb=128, cores=32))
+    scheduler.observe(sample("b", 40.0, 10.0, memory_gb=128, cores=32))
+    probe = scheduler.decide_task(task("bench1", "benchmark", isolation="quiet"), ["a", "b"], {})
+    assert probe.chosen_worker_id == "b"
+    assert [(e.worker_id, e.kind, e.resource, e.value) for e in probe.exclusions] == [
+        ("a", ExclusionKind.ISOLATION, "cpu", 105.0)]
+    scheduler.task_started("bench1", "benchmark", "b")
+    # While the probe runs, the next benchmark counts at its share on every worker.
+    second = scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["a"], {})
+    assert second.chosen_worker_id is None
+    assert [(e.worker_id, e.value) for e in second.exclusions] == [("a", 105.0)]
+    # The probe ended and measured its type (2 cores): the next one counts at that on "a".
+    scheduler.task_finished("bench1", "b", success=True, task_type="benchmark", duration_s=10.0, cpu_seconds=20.0)
+    assert scheduler.decide_task(task("bench3", "benchmark", isolation="quiet"), ["a"], {}).chosen_worker_id == "a"
+
+
 def test_a_task_of_a_type_never_measured_counts_as_the_heaviest_type_beside_a_quiet_task():
     # Beside the bench (1 core) on "a" at 20 %: with nothing else measured, a unit counts at
     # the 1-core default (45 %). Once a build ran at 6 cores, a type never measured may take

@@ -419,7 +419,7 @@ class HardwareAwareScheduler:
             context = DecisionContext(  # (in field order: keywords cost twice as much)
                 factors, self.history, now_s, stale_after_s, self._wall_clock(), self.seed,
                 self.max_recorded_candidates, counts, limit, None if choice is None else OriginalChoice(*choice),
-                floor, cap, reserved, (), avoid)
+                floor, cap, reserved, (), avoid, self._probe(task_id, task.get("type"), requirements, ids, hardware))
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []
@@ -478,6 +478,33 @@ class HardwareAwareScheduler:
         if self._record is not None:
             self._record(decision)
         return decision
+
+    def _probe(self, task_id: str, task_type: str | None, requirements: TaskRequirements, ids: list[str],
+               hardware: HardwareChecks) -> str | None:
+        """The worker where a quiet task may go as its type's probe, if any: when no run of its
+        type has measured its cores and no other task of the type is placed and not ended, the
+        quietest of ``ids`` (least CPU by the figures the quiet checks read, with its tasks in
+        flight) whose hardware fits. There the probe counts as the heaviest type measured
+        (:meth:`DecisionTerms.not_quiet`); elsewhere, and the other tasks of the type until its
+        figures come, at their share. Counted at its share everywhere, the first task of a
+        quiet type fitted only a worker under 25 % CPU: on a small busy fleet it waited
+        500-700 s, the type stayed unmeasured, and every task of it waited with it."""
+        if requirements.isolation == "shared" or task_type is None:
+            return None
+        stats = self.history.fleet_stats(task_type)
+        if stats is not None and stats.cores is not None:
+            return None
+        if any(other == task_type for placed, other in self._task_types.items() if placed != task_id):
+            return None
+        quietest, least = None, float("inf")
+        for worker_id in ids:
+            view = self._views.get(worker_id)
+            if view is None or view.quiet_cpu_percent is None or not view.cpu_count:
+                continue
+            load = view.quiet_cpu_percent + 100.0 * view.inflight_cores / view.cpu_count
+            if load < least and hardware.of(worker_id) is None:
+                quietest, least = worker_id, load
+        return quietest
 
     def _fits_when_drained(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
                            factors: ScoringFactors, floor: TaskDemand | None, cap: DemandCap) -> bool:

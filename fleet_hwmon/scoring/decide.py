@@ -121,7 +121,7 @@ class _Setting:
             fleet_demand = terms.shape(demand_of(None, stats))
             # What the load and penalties of a worker without history of its own depend on, besides its view.
             found = (terms, fleet_demand, _contexts.of((fleet_demand, self.needs_gpu, requirements.isolation,
-                                                        _factors_number(context.factors)))[0])
+                                                        _factors_number(context.factors), context.probe))[0])
             if stats is None:
                 if len(_no_history) >= 256:
                     _no_history.clear()
@@ -133,7 +133,7 @@ class _Setting:
         if demand is not self.fleet_demand:
             self.fleet_demand = demand
             self.memo_key = _contexts.of((demand, self.needs_gpu, requirements.isolation,
-                                          _factors_number(context.factors)))[0]
+                                          _factors_number(context.factors), context.probe))[0]
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
         self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker
@@ -425,13 +425,13 @@ def terms_for(context: DecisionContext, requirements: TaskRequirements, fleet_du
               ) -> DecisionTerms:
     """The :class:`DecisionTerms` of a decision, made once per distinct inputs (they repeat from
     one decision to the next); ``fleet_duration``: the task type's over the fleet (seconds)."""
-    key = (_factors_number(context.factors), requirements, fleet_duration, context.floor, context.cap)
+    key = (_factors_number(context.factors), requirements, fleet_duration, context.floor, context.cap, context.probe)
     terms = _terms_made.get(key)
     if terms is None:
         if len(_terms_made) >= 256:
             _terms_made.clear()
         terms = _terms_made[key] = DecisionTerms(context.factors, requirements, fleet_duration, context.floor,
-                                                 context.cap)
+                                                 context.cap, context.probe)
     return terms
 
 

@@ -124,7 +124,9 @@ class DecisionContext:
     workers kept for a waiting task, which this task may backfill when it fits beside that
     task's need. ``extra_exclusions``: workers excluded before the decision, listed first.
     ``avoid``: workers a retried task's earlier attempts ran out of a resource on (worker id ->
-    ``memory`` or ``gpu_memory``), excluded (``failed_here``) when their hardware fits."""
+    ``memory`` or ``gpu_memory``), excluded (``failed_here``) when their hardware fits.
+    ``probe``: the worker where a quiet task of a type never measured may go as its type's
+    probe (``None``: none; see :meth:`DecisionTerms.not_quiet`)."""
 
     factors: ScoringFactors
     history: PerformanceHistory | None
@@ -141,6 +143,7 @@ class DecisionContext:
     reserved: Mapping[str, Reservation] = field(default_factory=dict)
     extra_exclusions: Sequence[Exclusion] = ()
     avoid: Mapping[str, str] | None = None
+    probe: str | None = None
 
 
 class Unranked(NamedTuple):

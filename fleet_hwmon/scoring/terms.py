@@ -76,11 +76,12 @@ class DecisionTerms:
 
     ``fleet_duration``: the task type's mean duration over the fleet (seconds; history's speed
     term), ``floor``: a retried task's own raised figures, ``cap``: the largest compatible
-    worker (see :meth:`shape`)."""
+    worker (see :meth:`shape`), ``probe``: the worker where the task may go as its type's probe (:meth:`not_quiet`)."""
 
     def __init__(self, factors: ScoringFactors, requirements: TaskRequirements, fleet_duration: float | None,
-                 floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> None:
+                 floor: TaskDemand | None = None, cap: DemandCap = NO_CAP, probe: str | None = None) -> None:
         self.factors = factors
+        self.probe = probe
         self.needs_gpu = requirements.needs_gpu
         self.required_gpu_memory = required_gpu_memory_bytes(requirements)
         self.fleet_duration = fleet_duration
@@ -177,12 +178,16 @@ class DecisionTerms:
         smaller worker the whole prediction and spread count, as a task that does not fit under
         the threshold there would break its promise. A quiet task whose type's cores no run has
         measured counts at ``own_limit`` of this worker (it may wait; its promise is not made
-        on a guess)."""
+        on a guess), except on the ``probe`` worker (the quietest, while no other task of the
+        type is placed and not ended), where it counts as the heaviest type measured
+        (:func:`unmeasured_spread`; at its share while no type is measured), so that one task
+        measures the type and the others do not wait for a worker under 25 % first."""
         cpu, count, limit = view.quiet_cpu_percent, view.cpu_count, self.quiet_limit
         spread, gpu_spread = quiet_margins(demand, self.factors)
         if cpu is not None and count:
-            if self.quiet and demand.cores is None:  # its own cores never measured: as many as it may
-                cores, spread = self.own_limit * count / 100.0, 0.0
+            if self.quiet and demand.cores is None and not (view.worker_id == self.probe
+                                                            and demand.cores_spread is not None):
+                cores, spread = self.own_limit * count / 100.0, 0.0  # its own cores never measured: as many as it may
             elif self.quiet:
                 largest = max(count, self.cap.cores or 0.0)
                 spread = min(cores + spread, self.own_limit * largest / 100.0) - cores
