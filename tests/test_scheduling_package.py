@@ -508,8 +508,9 @@ def test_a_reservation_ending_serves_only_tasks_with_room_on_the_worker_it_kept_
 def test_a_running_task_is_spoken_for_at_its_predicted_peak_while_its_memory_grows():
     # "a" (32 GiB) shows 30 GiB free; a "data" task (20 GiB peaks) goes there. A sample taken
     # 10 s later shows it (no longer in flight) holding 4 GiB so far: 26 GiB free. Another
-    # "data" task (25 GiB with headroom) does not go there: 32 GiB less the 20 GiB the first
-    # will reach leaves 12 GiB. A "unit" (2 GiB) still does; once the first ends, the second does.
+    # "data" task (25 GiB with headroom) does not go there: 32 GiB less the 25 GiB the first
+    # may reach (its peak with the headroom its own check asked for) leaves 7 GiB. A "unit"
+    # (2.5 GiB with headroom) still does; once the first ends, the second does.
     scheduler, clock = fleet(("a", caps(memory_gb=32)))
     for task_type, peak_gb in (("data", 20), ("unit", 2)):
         scheduler.history.record("a", task_type, success=True, duration_s=10.0, cpu_seconds=10.0,
@@ -523,11 +524,11 @@ def test_a_running_task_is_spoken_for_at_its_predicted_peak_while_its_memory_gro
                                 timestamp=first.timestamp + timedelta(seconds=10))
     scheduler.observe(later)
     view = scheduler._views["a"]
-    assert (view.inflight, view.memory_free_bytes) == ({}, 12 * GIB)
+    assert (view.inflight, view.memory_free_bytes) == ({}, 7 * GIB)
     second = scheduler.decide_task(task("d2", "data"), ["a"], {"a": 1})
     assert second.chosen_worker_id is None
     assert [(e.kind, e.reason) for e in second.exclusions] == [
-        (ExclusionKind.MEMORY_FIT, "predicted memory 20.0 GiB (+25% headroom) > free 12.0 GiB")]
+        (ExclusionKind.MEMORY_FIT, "predicted memory 20.0 GiB (+25% headroom) > free 7.0 GiB")]
     assert scheduler.decide_task(task("u1", "unit"), ["a"], {"a": 1}).chosen_worker_id == "a"
     scheduler.task_started("u1", "unit", "a")
     scheduler.task_finished("d1", "a", success=True)

@@ -84,6 +84,7 @@ class WorkerView:
     departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
     sample_memory_free_bytes: float | None = None
     sample_gpu_free_bytes: tuple[float, ...] = ()
+    memory_headroom: float = 1.25  # 1 + memory_headroom_percent / 100, as of the latest sample
     # What decide() worked out from the fields above (the load after placing a task, its
     # penalties, the candidate and its record), by scoring context; forgotten whenever observe() /
     # add_inflight() / task_finished() change the view, so the fields it rests on are changed through them.
@@ -127,6 +128,7 @@ class WorkerView:
         self.simulated = bool(sample.simulated_fields)
         self.sample_memory_free_bytes = (None if sample.memory_available_bytes is None
                                          else float(sample.memory_available_bytes))
+        self.memory_headroom = 1.0 + factors.memory_headroom_percent / 100.0
         with_memory = [g for g in gpus if g.memory_total_bytes is not None and g.memory_used_bytes is not None]
         self.sample_gpu_free_bytes = tuple(float(g.memory_total_bytes - g.memory_used_bytes) for g in with_memory)
         if self.departed:  # kept while this sample still shows them
@@ -263,8 +265,8 @@ class WorkerView:
     def _refree(self) -> None:
         """Free memory and GPU memory: the latest sample's, plus what departed tasks held (GPU
         memory only on a worker with one GPU, where it is known which GPU it was); memory at
-        most the worker's total less the predicted peaks of our tasks placed there that the
-        samples already show."""
+        most the worker's total less the predicted peaks, with headroom, of our tasks there that
+        the samples show (not in flight)."""
         self.scoring_memo.clear()
         memory, gpus = self.sample_memory_free_bytes, self.sample_gpu_free_bytes
         if self.departed:
@@ -276,10 +278,11 @@ class WorkerView:
                 gpus = (gpus[0] + sum(v[1] for v in self.departed.values()),)
         if memory is not None and self.placed and self.memory_total_bytes:
             # A task's memory grows over its life: a sample shows what our tasks hold so far, not
-            # what they will. Each is spoken for at its predicted peak until it ends (the callers
-            # take the in-flight ones off), so our tasks' predictions never add up past the worker.
-            committed = sum(v[0] for v in self.placed.values()) - self.inflight_memory_bytes
-            memory = min(memory, self.memory_total_bytes - committed)
+            # what they will. Each one the samples show is spoken for at its predicted peak with
+            # the headroom its fit check asked for, until it ends (the callers take the in-flight
+            # ones off at their figures), so our tasks' predictions never add up past the worker.
+            shown = sum(v[0] for task_id, v in self.placed.items() if task_id not in self.inflight)
+            memory = min(memory, self.memory_total_bytes - shown * self.memory_headroom)
         self.memory_free_bytes, self.gpu_free_bytes = memory, gpus
 
     def _resum(self) -> None:
