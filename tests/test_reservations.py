@@ -135,3 +135,20 @@ def test_a_stale_reserved_worker_is_kept_while_no_other_worker_lacks_only_room()
     # Another worker that lacks only room: the reservation moves there.
     assert declined(res, "llm", 70.0, stale("h100"), gpu_room("h100b")) == "h100b"
     assert res.reserved() == {"h100b": "llm"}
+
+
+def test_the_next_task_of_a_type_inherits_the_wait_of_the_one_its_reservation_placed():
+    # A FIFO coordinator asks about the oldest waiting task of a type only: "llm-2" waited behind
+    # "llm-1", unseen. When "llm-1" is placed at 70 s, "llm-2" is asked for the first time in the
+    # same pass and reserves at once, instead of waiting afresh until 130 s.
+    res = Reservations()
+    assert waited(res, "llm-1", 60.0, gpu_room("h100"), task_type="llm") == "h100"
+    res.observe("llm-1", "llm", "h100", (), 70.0, after_s=60.0, expire_s=15.0)
+    assert declined(res, "llm-2", 70.0, gpu_room("h100"), task_type="llm") == "h100"
+    assert res.blocked("eval", True, 70.0)["h100"].value == 70.0  # the type has waited since 0 s
+    # Only a reservation's task passes its wait on, once, and only to a task seen within after_s.
+    res.observe("llm-2", "llm", "h100", (), 80.0, after_s=60.0, expire_s=15.0)
+    assert declined(res, "llm-3", 141.0, gpu_room("h100"), task_type="llm") is None
+    assert declined(res, "train-1", 141.0, gpu_room("a100")) is None  # another type: no wait to inherit
+    res.observe("unit-1", "unit", "cpu", (), 150.0, after_s=60.0, expire_s=15.0)  # never reserved anything
+    assert declined(res, "unit-2", 150.0, gpu_room("a100"), task_type="unit") is None

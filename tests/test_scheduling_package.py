@@ -423,6 +423,30 @@ def test_a_held_task_is_decided_again_when_a_worker_it_did_not_see_frees_a_slot(
     assert scheduler.statistics()["decisions"] == 2
 
 
+def gpu_in_use(worker_id: str, total_gb: float, used_gb: float) -> ResourceUtilization:
+    gpu = GpuRow(0, f"GPU-{worker_id}", "A100", 50.0, int(used_gb * GIB), int(total_gb * GIB))
+    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                               cpu_count_effective=8, memory_total_bytes=64 * GIB,
+                               memory_available_bytes=int(57 * GIB), gpus=(gpu,))
+
+
+def test_a_starving_gpu_task_reserves_the_smallest_gpu_it_fits_not_the_only_large_one():
+    # A task that needs 24 GB (30 GiB with headroom) fits an idle 40 GB GPU and an idle 80 GB
+    # one; both have 20 GiB free now. The 80 GB worker runs fewer tasks, but it is the one a
+    # task needing more than 40 GB can only run on: the 40 GB worker is reserved.
+    scheduler, clock = fleet(("h100", gpu_caps(80)), ("a100", gpu_caps(40)))
+    counts = {"h100": 1, "a100": 2}
+    train = task("train", "train", hardware=["gpu"], min_gpu_memory_gb=24)
+    for _ in range(4):  # waits past reserve_after_s (30 s)
+        scheduler.observe(gpu_in_use("h100", 80, 60))
+        scheduler.observe(gpu_in_use("a100", 40, 20))
+        decision = scheduler.decide_task(train, ["h100", "a100"], counts)
+        assert decision.chosen_worker_id is None
+        assert {e.kind for e in decision.exclusions} == {ExclusionKind.GPU_MEMORY_FIT}
+        clock.now_s += 12.0  # past recheck_s: decided again
+    assert scheduler._reservations.reserved() == {"a100": "train"}
+
+
 def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
     scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)))
     for task_type, peak_gb in (("big", 8), ("mid", 6)):

@@ -455,7 +455,7 @@ class HardwareAwareScheduler:
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
-                    preference=lambda w: counts.get(w, 0) if counts else 0,
+                    preference=lambda w: self._reserve_order(w, requirements.needs_gpu, counts),
                     fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors, floor, cap))
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
@@ -505,6 +505,14 @@ class HardwareAwareScheduler:
             if load < least and hardware.of(worker_id) is None:
                 quietest, least = worker_id, load
         return quietest
+
+    def _reserve_order(self, worker_id: str, needs_gpu: bool, counts: Mapping[str, int] | None) -> tuple[float, int]:
+        """Which worker a starving task reserves first, lowest first: for a GPU task the one
+        whose largest GPU is smallest (best fit: a task that fits a 40 GB GPU does not drain the
+        fleet's only 80 GB one, which tasks that fit nowhere else need), then the fewest tasks."""
+        view = self._views.get(worker_id)
+        gpu_bytes = max(view.gpu_totals) if needs_gpu and view is not None and view.gpu_totals else 0.0
+        return gpu_bytes, counts.get(worker_id, 0) if counts else 0
 
     def _fits_when_drained(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
                            factors: ScoringFactors, floor: TaskDemand | None, cap: DemandCap) -> bool:

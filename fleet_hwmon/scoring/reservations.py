@@ -14,7 +14,8 @@ A reservation ends when its task is placed anywhere, when the coordinator has no
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
 leaves; when a decision shows the worker excluded for anything but room (stale, say), another
 is reserved (a stale one is kept while there is no other: a late heartbeat must not hand a
-drained worker to the next task in the queue).
+drained worker to the next task in the queue). When a reservation's task is placed, its wait
+passes to the next task of its type first seen within ``after_s`` (:meth:`Reservations._since`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Reservations:
         self._holder: dict[str | None, str] = {}  # task type -> the task holding its reservation
         self._by_worker: dict[str, str] = {}  # reserved worker -> task id
         self._next_expiry_s = float("-inf")
+        # task type -> (when its reservation's task was placed, since when that task waited)
+        self._passed: dict[str | None, tuple[float, float]] = {}
 
     def blocked(self, task_id: str, needs_gpu: bool, now_s: float) -> dict[str, Exclusion]:
         """Worker id -> its exclusion, for the workers reserved for other tasks that ``task_id``
@@ -71,12 +74,14 @@ class Reservations:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
         if chosen is not None:
+            if self.holds(task_id):
+                self._passed[task_type] = (now_s, self._waiting[task_id].first_s)
             self._release(task_id)
             return None
         waiting = self._waiting.get(task_id)
         if waiting is None or waiting.task_type != task_type:  # new, or asked again as another type
             self._release(task_id)
-            waiting = self._waiting[task_id] = _Waiting(task_type, now_s, now_s)
+            waiting = self._waiting[task_id] = _Waiting(task_type, self._since(task_type, now_s, after_s), now_s)
         waiting.last_s = now_s
         exclusions = list(exclusions)
         if waiting.worker_id is not None:
@@ -101,6 +106,17 @@ class Reservations:
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id
+
+    def _since(self, task_type: str | None, now_s: float, after_s: float) -> float:
+        """Since when a task of ``task_type`` first seen waiting now counts as waiting: since
+        its type's reservation began when that reservation's task was placed less than
+        ``after_s`` ago. A FIFO coordinator asks about the oldest waiting task of a type only,
+        so the next one waited as long, unseen; without this it would start its wait afresh,
+        and for ``after_s`` the worker drained for its type would take anything."""
+        passed = self._passed.pop(task_type, None)
+        if passed is not None and now_s - passed[0] < after_s:
+            return passed[1]
+        return now_s
 
     def _room(self, exclusions: list[Exclusion], fits: Callable[[str], bool] | None) -> list[Exclusion]:
         """The exclusions of workers that lack only room for the task, are not reserved, and
