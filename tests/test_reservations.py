@@ -152,3 +152,8 @@ def test_the_next_task_of_a_type_inherits_the_wait_of_the_one_its_reservation_pl
     assert declined(res, "train-1", 141.0, gpu_room("a100")) is None  # another type: no wait to inherit
     res.observe("unit-1", "unit", "cpu", (), 150.0, after_s=60.0, expire_s=15.0)  # never reserved anything
     assert declined(res, "unit-2", 150.0, gpu_room("a100"), task_type="unit") is None
+    # A reservation for memory keeps every task off its worker: its wait is not passed on.
+    memory_room = Exclusion.memory_fit("big-ram", 9e9, 1e9, 25.0)
+    assert waited(res, "etl-1", 260.0, memory_room, task_type="etl", since_s=200.0) == "big-ram"
+    res.observe("etl-1", "etl", "big-ram", (), 270.0, after_s=60.0, expire_s=15.0)
+    assert declined(res, "etl-2", 270.0, memory_room, task_type="etl") is None

@@ -14,8 +14,9 @@ A reservation ends when its task is placed anywhere, when the coordinator has no
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
 leaves; when a decision shows the worker excluded for anything but room (stale, say), another
 is reserved (a stale one is kept while there is no other: a late heartbeat must not hand a
-drained worker to the next task in the queue). When a reservation's task is placed, its wait
-passes to the next task of its type first seen within ``after_s`` (:meth:`Reservations._since`).
+drained worker to the next task in the queue). When the task of a reservation for a GPU is
+placed, its wait passes to the next task of its type first seen within ``after_s``
+(:meth:`Reservations._since`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Reservations:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
         if chosen is not None:
-            if self.holds(task_id):
+            if self.holds(task_id) and self._waiting[task_id].gpu_only:
                 self._passed[task_type] = (now_s, self._waiting[task_id].first_s)
             self._release(task_id)
             return None
@@ -109,10 +110,13 @@ class Reservations:
 
     def _since(self, task_type: str | None, now_s: float, after_s: float) -> float:
         """Since when a task of ``task_type`` first seen waiting now counts as waiting: since
-        its type's reservation began when that reservation's task was placed less than
-        ``after_s`` ago. A FIFO coordinator asks about the oldest waiting task of a type only,
-        so the next one waited as long, unseen; without this it would start its wait afresh,
-        and for ``after_s`` the worker drained for its type would take anything."""
+        its type's reservation for a GPU began when that reservation's task was placed less
+        than ``after_s`` ago. A FIFO coordinator asks about the oldest waiting task of a type
+        only, so the next one waited as long, unseen; without this it would start its wait
+        afresh, and for ``after_s`` any GPU task could join the one just placed on the GPU
+        drained for its type. Only for a GPU: such a reservation keeps GPU tasks alone off the
+        worker, while one for memory passed on from task to task would keep every task off it
+        for as long as its type has a queue."""
         passed = self._passed.pop(task_type, None)
         if passed is not None and now_s - passed[0] < after_s:
             return passed[1]
