@@ -6,7 +6,9 @@ A100), each fed one sample (a few overloaded, a few with unknown CPU or MIG GPUs
 integration patches its scheduler. The timed loop asks the coordinator's own scheduler method
 for tasks of mixed requirements (CPU, any GPU, CUDA >= 8), as the dispatch loop would; every
 decision is recorded and appended to a temporary DuckDB file, as in production. Every 50
-decisions each worker sends a fresh sample (untimed), as it would every update interval; each
+decisions the tasks decided meanwhile end and each worker sends a fresh sample (untimed), as
+it would every update interval, so a worker has a round's tasks in flight at most, as the
+coordinator's task slots bound them (the last loop's samples come from the pushing thread); each
 timed loop starts after one untimed decision per task kind (the first decision of a requirement
 set checks, and remembers, every worker's hardware: a cost paid once, not per decision). In
 the same run: the original, unpatched method on the same fleet (the baseline), asked about each
@@ -55,7 +57,7 @@ from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now  # n
 GOALS = {"overhead_median_us": {10: 30.0, 1000: 300.0, 10000: 2000.0}, "overhead_p99_us": {10000: 10000.0},
          "with_samples_ratio": 2.0}
 PUSHING_WORKERS = 1000  # workers whose samples a thread pushes at 1 Hz during the last loop
-SAMPLES_EVERY = 50  # decisions between two rounds of worker samples (which clear in-flight load)
+SAMPLES_EVERY = 50  # decisions between two rounds of task ends and worker samples
 GIB = 1024**3
 CAPABILITIES = [
     {"hardware": ["cpu"], "memory": {"total_gb": 16}, "cpu": {"cores_effective": 8}},
@@ -135,28 +137,40 @@ def bench_size(size: int, decisions: int, folder: Path) -> dict[str, Any]:
             for n, (worker_id, info) in enumerate(coordinator.workers.items()):
                 integration.update_worker_utilization(worker_id, worker_sample(n, worker_id, info["capabilities"]))
 
+        def end_tasks(decided: list[tuple[str, str]]) -> None:  # untimed: the round's tasks end
+            for task_id, worker_id in decided:
+                integration.scheduler.task_finished(task_id, worker_id, success=True)
+            decided.clear()
+
         def timed(*methods: tuple[Any, str], refresh: bool = True) -> list[tuple[list[float], list[float], int]]:
             """(wall, CPU times per decision in us, GC runs during its decisions) of each (method,
             task id prefix), asked about the tasks in lockstep (task by task, the order swapped
-            every task), so a change in the machine's load falls on all of them alike."""
+            every task), so a change in the machine's load falls on all of them alike. Without
+            ``refresh`` no round of samples is pushed (a thread pushes them)."""
+            decided: list[tuple[str, str]] = []  # (task, worker) of the patched decisions this round
             for method, prefix in methods:  # untimed: the first decision of a requirement set checks every
                 for kind in TASKS:          # worker's hardware
                     method({"task_id": f"{prefix}warm-{kind['type']}", "priority": 1, **kind}, available, counts)
             gc.collect()
             out = [([], [], [0]) for _ in methods]
             for i, task in enumerate(tasks):
-                if refresh and i and i % SAMPLES_EVERY == 0:
-                    push_samples()
+                if i and i % SAMPLES_EVERY == 0:
+                    end_tasks(decided)
+                    if refresh:
+                        push_samples()
                 for (method, prefix), (wall, cpu, collections) in (zip(methods, out) if i % 2 == 0 else
                                                                     reversed(list(zip(methods, out)))):
                     named = {**task, "task_id": prefix + task["task_id"]}
                     before = gc_runs()
                     start, start_cpu = time.perf_counter(), time.thread_time()
                     worker_id, _ = method(named, available, counts)
+                    if prefix != "o-":  # the original scheduler keeps nothing in flight
+                        decided.append((named["task_id"], worker_id))
                     cpu.append((time.thread_time() - start_cpu) * 1e6)
                     wall.append((time.perf_counter() - start) * 1e6)
                     collections[0] += gc_runs() - before
                     assert worker_id is not None
+            end_tasks(decided)
             return [(wall, cpu, collections[0]) for wall, cpu, collections in out]
 
         push_samples()
