@@ -272,6 +272,10 @@ def test_each_workload_runs_and_has_its_character(name):
     if name == "memory_bound":
         undeclared = sum(t.memory_bytes for t in specs if "min_memory_gb" not in t.requirements)
         assert undeclared > 0.7 * sum(t.memory_bytes for t in specs)
+    if name == "benchmark_suite":  # a suite heavy in measurements, on the default fleet
+        isolation = [t.isolation for t in build_tasks(replace(config, tasks=2000), fleet)]
+        assert 0.08 < isolation.count("quiet") / 2000 < 0.13 and 0.035 < isolation.count("exclusive") / 2000 < 0.075
+        assert config.fleet_classes == WORKLOADS["default"].fleet_classes and config.load == WORKLOADS["default"].load
     if name == "late_monitors":
         faulty = [w for w in fleet if w.monitor_stops_s is not None or w.monitor_extra_delay_s]
         assert len(faulty) == 2 and {result.workers[w.worker_id]["monitor"] for w in faulty} == {"late", "stops"}

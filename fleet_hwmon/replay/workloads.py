@@ -11,6 +11,9 @@
   undeclared and varies widely: over-subscribing memory OOM-kills.
 * ``late_monitors``: the default workload where a fifth of the monitors report late (about
   40 s) or stop for good while their workers keep running.
+* ``benchmark_suite``: the default fleet and load running a suite heavy in measurements: about
+  10 % of the tasks are benchmarks that ask for quiet hardware and 5 % performance tests that
+  ask for a worker of their own (the default mix has 3 % and 1 %).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fleet_hwmon.replay.workload import GIB, FleetClass, GpuSpec, ReplayConfig, TaskType
+from fleet_hwmon.replay.workload import GIB, TASK_TYPES, FleetClass, GpuSpec, ReplayConfig, TaskType
 
 T4 = GpuSpec("Tesla T4", 7.5, 16 * GIB)
 L4 = GpuSpec("NVIDIA L4", 8.9, 24 * GIB)
@@ -68,6 +71,9 @@ MEMORY_BOUND_TASKS = (
              work_s=90, gpu_percent=35.0, gpu_memory_gb=5.0, memory_sigma=0.5),
 )
 
+BENCHMARK_SUITE_TASKS = tuple(replace(t, weight={"benchmark": 0.12, "perf": 0.06}.get(t.name, t.weight))
+                              for t in TASK_TYPES)
+
 WORKLOADS: dict[str, ReplayConfig] = {
     "default": ReplayConfig(),
     "saturated": ReplayConfig(name="saturated", load=1.2, burst_share=0.7, burst_size=(50, 200)),
@@ -75,6 +81,7 @@ WORKLOADS: dict[str, ReplayConfig] = {
     "memory_bound": ReplayConfig(name="memory_bound", load=0.7, fleet_classes=MEMORY_BOUND_FLEET,
                                  task_types=MEMORY_BOUND_TASKS),
     "late_monitors": ReplayConfig(name="late_monitors", faulty_monitor_share=0.2),
+    "benchmark_suite": ReplayConfig(name="benchmark_suite", task_types=BENCHMARK_SUITE_TASKS),
 }
 
 
