@@ -91,6 +91,23 @@ def test_a_worker_the_task_could_never_fit_is_not_reserved():
                        preference=lambda w: 0 if w == "small" else 1, fits=lambda w: w == "big") == "big"
 
 
+def test_a_reservation_is_given_up_once_its_worker_could_no_longer_hold_the_task():
+    # Reserved while the task fitted there once drained; later runs of its type show it needs
+    # more than that worker could give it (cores a quiet task may not have there, say): the
+    # drain would never end in a placement, so another worker is reserved.
+    res = Reservations()
+    fitting = {"small", "big"}
+    room = (Exclusion.not_exclusive("small", 1), Exclusion.not_exclusive("big", 3))
+
+    def decline(now_s: float) -> str | None:
+        return res.observe("perf", "perf", None, room, now_s, after_s=30.0, expire_s=15.0,
+                           preference=lambda w: 0 if w == "small" else 1, fits=fitting.__contains__)
+    assert [decline(t) for t in (0.0, 10.0, 20.0, 30.0)] == [None, None, None, "small"]
+    assert decline(40.0) is None and res.reserved() == {"small": "perf"}
+    fitting.discard("small")
+    assert decline(50.0) == "big" and res.reserved() == {"big": "perf"}
+
+
 def test_a_reservation_follows_what_the_task_lacks_and_moves_off_a_stale_worker():
     res = Reservations()
     room = (gpu_room("a"), gpu_room("b"))

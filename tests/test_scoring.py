@@ -322,6 +322,23 @@ class TestDecide:
         assert fits_when_idle(two, TaskDemand(None, None, None, 250.0, "fleet"), gpu, FACTORS)  # GPU time: slower
         assert not fits_when_idle(two, TaskDemand(None, None, 35 * GIB, None, "fleet"), gpu, FACTORS)  # +25 % > 40
 
+    def test_fits_when_idle_rules_out_a_worker_where_a_quiet_task_alone_breaks_its_promise(self):
+        # A perf test measured at 4 cores, straying by 1 (twice counted): 6 cores. Alone on 8
+        # cores that is 75 % (quiet: <= 80 %); straying by 1.25 it is 81 %, never quiet there,
+        # while on 16 cores it is 40 %. The largest compatible worker (its own cores capped at
+        # the threshold less the exclusive allowance, 55 % of 16) always remains.
+        small, medium = view("small", 5.0, 10.0, cores=8), view("medium", 5.0, 10.0, cores=16)
+        cap = DemandCap(64 * GIB, None, 16.0)
+        for isolation in ("quiet", "exclusive"):
+            perf = req(hardware=["cpu"], isolation=isolation)
+            assert fits_when_idle(small, TaskDemand(4.0, GIB, None, None, "fleet", 1.0), perf, FACTORS, cap=cap)
+            assert not fits_when_idle(small, TaskDemand(4.0, GIB, None, None, "fleet", 1.25), perf, FACTORS, cap=cap)
+            assert fits_when_idle(medium, TaskDemand(4.0, GIB, None, None, "fleet", 1.25), perf, FACTORS, cap=cap)
+            assert fits_when_idle(medium, TaskDemand(14.0, GIB, None, None, "fleet", 3.0), perf, FACTORS, cap=cap)
+            assert fits_when_idle(small, TaskDemand(None, GIB, None, None, None), perf, FACTORS, cap=cap)  # unmeasured
+        shared = req(hardware=["cpu"])
+        assert fits_when_idle(small, TaskDemand(14.0, GIB, None, None, "fleet", 3.0), shared, FACTORS, cap=cap)
+
     def test_fits_when_idle_shapes_the_demand_as_a_decision_does(self):
         # Runs on the only 80 GiB GPU measured 70 GiB: +25 % is 87.5 GiB, more than the GPU. A
         # decision caps the prediction at the recovery mark of the largest compatible GPU over the

@@ -12,9 +12,10 @@ are kept off it and its CPUs stay in use.
 
 A reservation ends when its task is placed anywhere, when the coordinator has not asked about
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
-leaves; when a decision shows the worker excluded for anything but room (stale, say), another
-is reserved (a stale one is kept while there is no other: a late heartbeat must not hand a
-drained worker to the next task in the queue). When the task of a reservation for a GPU is
+leaves; when a decision shows the worker excluded for anything but room (stale, say), or it
+could no longer hold the task once drained, another is reserved (a stale one is kept while
+there is no other: a late heartbeat must not hand a drained worker to the next task in the
+queue). When the task of a reservation for a GPU is
 placed, its wait passes to the next task of its type first seen within ``after_s``
 (:meth:`Reservations._since`).
 """
@@ -68,7 +69,8 @@ class Reservations:
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
         the first). A reservation follows what each decision says of its worker: for what the
         task lacks there now (GPU room: only GPU tasks kept off), and given up when the worker
-        is excluded for anything but room so that another can be reserved; a worker excluded as
+        is excluded for anything but room, or no longer ``fits`` (its type's later runs need
+        more than it could give), so that another can be reserved; a worker excluded as
         stale (a late heartbeat, say) stays reserved while no other worker lacks only room: its
         samples may come back, and meanwhile it is excluded for every task anyway."""
         if now_s >= self._next_expiry_s:
@@ -89,7 +91,7 @@ class Reservations:
             seen = next((e for e in exclusions if e.worker_id == waiting.worker_id), None)
             if seen is None:  # busy elsewhere in the coordinator's eyes (not available): keep it
                 return None
-            if seen.is_room:
+            if seen.is_room and (fits is None or fits(seen.worker_id)):
                 waiting.gpu_only = seen.is_gpu_room
                 return None
             room = self._room(exclusions, fits)

@@ -348,17 +348,26 @@ def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: Ta
                    factors: ScoringFactors, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP) -> bool:
     """Could the task run on the worker once the worker has drained? Its memory (plus headroom)
     within the worker's memory, its GPU memory (plus headroom, else its stated minimum) within
-    its largest usable GPU. CPU and GPU time are compressible: they rule nothing out; nor does
-    a figure that is unknown. ``demand`` is shaped as a decision shapes it (``floor`` and
+    its largest usable GPU; for a quiet or exclusive task, its own predicted cores with their
+    spread under the quiet threshold, as :meth:`DecisionTerms.not_quiet` counts them with no
+    other load there. CPU and GPU time are otherwise compressible: they rule nothing out; nor
+    does a figure that is unknown. ``demand`` is shaped as a decision shapes it (``floor`` and
     ``cap``: see :meth:`DecisionTerms.shape`), so a worker the decision would place the task on
     once drained is never ruled out here."""
     if view is None:
         return True
-    demand = DecisionTerms(factors, requirements, None, floor, cap).shape(demand)
+    terms = DecisionTerms(factors, requirements, None, floor, cap)
+    demand = terms.shape(demand)
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
     if (demand.memory_bytes is not None and view.memory_total_bytes
             and demand.memory_bytes * headroom > view.memory_total_bytes):
         return False
+    if terms.quiet and demand.cores is not None and view.cpu_count:
+        # Its own cores alone, as the quiet check counts them, over the threshold: never quiet here.
+        spread, _ = quiet_margins(demand, factors)
+        own = min(demand.cores + spread, terms.own_limit * max(view.cpu_count, cap.cores or 0.0) / 100.0)
+        if 100.0 * own / view.cpu_count > terms.quiet_limit:
+            return False
     if not requirements.needs_gpu:
         return True
     if view.gpus_lost and not view.has_gpus:
