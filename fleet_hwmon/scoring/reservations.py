@@ -15,9 +15,8 @@ the task for ``expire_s`` (cancelled, or placed without this scheduler), or when
 leaves; when a decision shows the worker excluded for anything but room (stale, say), or it
 could no longer hold the task once drained, another is reserved (a stale one is kept while
 there is no other: a late heartbeat must not hand a drained worker to the next task in the
-queue). When the task of a reservation for a GPU is
-placed, its wait passes to the next task of its type first seen within ``after_s``
-(:meth:`Reservations._since`).
+queue). When the task of a reservation for a GPU is placed, its wait passes to the next task
+of its type first seen within ``after_s`` (:meth:`Reservations._since`).
 """
 
 from __future__ import annotations
