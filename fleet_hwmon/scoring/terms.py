@@ -189,8 +189,7 @@ class DecisionTerms:
                                                             and demand.cores_spread is not None):
                 cores, spread = self.own_limit * count / 100.0, 0.0  # its own cores never measured: as many as it may
             elif self.quiet:
-                largest = max(count, self.cap.cores or 0.0)
-                spread = min(cores + spread, self.own_limit * largest / 100.0) - cores
+                spread = self.own_cores(cores, spread, count) - cores
             inflight = view.inflight_cores
             if self.quiet and view.inflight_unmeasured:  # a task in flight of a type never measured
                 inflight += count  # may take the whole worker: no promise beside it until a sample shows it
@@ -209,6 +208,12 @@ class DecisionTerms:
             if gpu > limit:
                 return Exclusion.not_quiet(view.worker_id, "gpu", gpu, limit)
         return None
+
+    def own_cores(self, cores: float, spread: float, count: float) -> float:
+        """A quiet task's own cores as the quiet check counts them on a worker of ``count``
+        cores: its predicted ``cores`` plus their ``spread``, at most ``own_limit`` percent of
+        the compatible worker with the most cores (``cap.cores``; this one's when larger)."""
+        return min(cores + spread, self.own_limit * max(count, self.cap.cores or 0.0) / 100.0)
 
     def own_gpu(self, demand: TaskDemand) -> float:
         """The GPU utilization (percent of one GPU) the task itself is predicted to add."""
@@ -364,8 +369,7 @@ def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: Ta
         return False
     if terms.quiet and demand.cores is not None and view.cpu_count:
         # Its own cores alone, as the quiet check counts them, over the threshold: never quiet here.
-        spread, _ = quiet_margins(demand, factors)
-        own = min(demand.cores + spread, terms.own_limit * max(view.cpu_count, cap.cores or 0.0) / 100.0)
+        own = terms.own_cores(demand.cores, quiet_margins(demand, factors)[0], view.cpu_count)
         if 100.0 * own / view.cpu_count > terms.quiet_limit:
             return False
     if not requirements.needs_gpu:
