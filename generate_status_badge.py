@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fleet_hwmon.ci.badges import STYLES, auto_color, generate_badge_svg, threshold_color
 from fleet_hwmon.ci.results_db import ResultsDatabaseError
-from fleet_hwmon.ci.runner import DEFAULT_RESULTS_DB
+from fleet_hwmon.ci.results_db import DEFAULT_RESULTS_DB
 from fleet_hwmon.ci.status import METRICS, endpoint_json, flaky_tests, get_test_status, metric_badge
 from fleet_hwmon.ci.trend import trend_charts
 

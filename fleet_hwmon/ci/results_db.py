@@ -23,6 +23,9 @@ from typing import Any
 
 import duckdb
 
+#: Where the test runner records runs and the badge and notification tools read them, unless told.
+DEFAULT_RESULTS_DB = "hardware_monitoring_test_results.duckdb"
+
 #: ``flaky``: failed, then passed when rerun (pytest-rerunfailures); it does not fail the run.
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "flaky")
 

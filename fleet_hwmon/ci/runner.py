@@ -26,9 +26,8 @@ import pytest
 
 from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
-from .results_db import ResultsDatabaseError, TestRun, record_run
+from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, record_run
 
-DEFAULT_RESULTS_DB = "hardware_monitoring_test_results.duckdb"
 #: quick: no long, browser or cluster test; standard / full: the default suite (full is the CI
 #: script's label for "with the HTML report"); long / comprehensive: the default suite plus the long tests.
 MODES = ("quick", "standard", "full", "long", "comprehensive")
