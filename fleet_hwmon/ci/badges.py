@@ -30,8 +30,9 @@ import jinja2
 
 from fleet_hwmon.printable import template_value
 
-with warnings.catch_warnings():  # pybadges imports the deprecated imghdr module (gone in 3.13: standard-imghdr)
-    warnings.simplefilter("ignore", DeprecationWarning)
+with warnings.catch_warnings():  # pybadges imports the deprecated imghdr (gone in 3.13: standard-imghdr)
+    warnings.simplefilter("ignore", DeprecationWarning)  # and pkg_resources (a UserWarning from setuptools 81)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     import pybadges
     from pybadges.precalculated_text_measurer import PrecalculatedTextMeasurer
 
