@@ -82,6 +82,19 @@ def test_terminal_view_shows_names_as_plain_printable_text():
     assert "box-7" in shown and "[bold]t-1" in shown and "no sample for 9 s" in shown  # no rich markup either
 
 
+def test_chart_is_valid_svg_naming_series_without_control_characters():
+    """Names reach pygal clean: lxml (pygal's writer when installed) refuses control characters,
+    and ElementTree writes them into SVG that no XML parser reads."""
+    from fleet_hwmon.reports.charts import line_chart
+
+    times = [datetime(2026, 1, 1, 12, 0, s, tzinfo=timezone.utc) for s in (0, 5, 10)]
+    svg = line_chart(f"CPU of {WORKER}", times, [(WORKER, [1.0, 2.0, 3.0]), (GPU_NAME, [3.0, None, 1.0])],
+                     y_title="load \x07%")
+    assert CONTROL.search(svg) is None
+    texts = {"".join(node.itertext()) for node in ET.fromstring(svg).iter()}
+    assert {"CPU of box-7", "box-7", "GPU", "load %"} <= texts
+
+
 def test_badge_is_valid_svg_without_control_characters():
     svg = generate_badge_svg("tests \x1b[31m", "passing\x07", "brightgreen")
     assert CONTROL.search(svg) is None

@@ -2,8 +2,10 @@
 
 The SVG must work offline and be safe to inline in HTML: pygal's configuration script and its
 default tooltip script (loaded from a CDN) are removed, its CSS is inlined by pygal itself, and
-every title and series name handed to pygal is a plain ``str`` that pygal's ElementTree writer
-escapes. Callers mark only the output of :func:`line_chart` as safe markup.
+every title, label and series name handed to pygal is a plain ``str`` without control characters
+(:func:`fleet_hwmon.printable.printable`: lxml, which pygal uses when installed, refuses them, and
+XML cannot hold them) that pygal's writer escapes. Callers mark only the output of
+:func:`line_chart` as safe markup.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Sequence
 
 import pygal
 from pygal.style import Style
+
+from fleet_hwmon.printable import printable
 
 # Lines: the first colours follow the report's CSS palette, then distinct hues.
 PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a",
@@ -106,15 +110,16 @@ def line_chart(title: str, times: Sequence[datetime], series: Sequence[tuple[str
     markup (a ``str``) that is safe to embed: every text went through pygal's XML escaping.
     """
     labels = _time_labels(times)
+    title, y_title = printable(str(title)), printable(str(y_title))
     style = _STYLE
     if colours:
         style = Style(**{**{k: getattr(_STYLE, k) for k in _STYLE_FIELDS}, "colors": tuple(colours)})
     chart = pygal.Line(
-        style=style, title=str(title), width=width, height=height, explicit_size=False,
+        style=style, title=title, width=width, height=height, explicit_size=False,
         show_dots=False, allow_interruptions=True, fill=False, stroke_style={"width": 1.6},
         x_labels=labels, x_labels_major=_major(labels), show_minor_x_labels=False,
         x_label_rotation=0, truncate_label=-1, truncate_legend=44, legend_at_bottom=True,
-        legend_at_bottom_columns=max(1, min(4, len(series))), legend_box_size=10, y_title=str(y_title), range=y_range,
+        legend_at_bottom_columns=max(1, min(4, len(series))), legend_box_size=10, y_title=y_title, range=y_range,
         include_x_axis=y_range is not None, show_x_guides=False, show_y_guides=True,
         js=[], disable_xml_declaration=True, pretty_print=False,
         no_data_text="no data", margin=8, spacing=8, tooltip_border_radius=0,
@@ -125,7 +130,7 @@ def line_chart(title: str, times: Sequence[datetime], series: Sequence[tuple[str
     for index, (name, values) in enumerate(series):
         clean = [None if v is None or not math.isfinite(v) else round(float(v), 2) for v in values]
         options = {"stroke_style": {"width": 2.0, "dasharray": "6,3"}} if index in dashed else {}
-        chart.add(str(name), clean, **options)
+        chart.add(printable(str(name)), clean, **options)
     return chart.render(is_unicode=True)
 
 
