@@ -111,7 +111,7 @@ def pytest_arguments(ns: argparse.Namespace, passthrough: Sequence[str]) -> list
     """The argument list given to ``pytest.main`` for these options."""
     args = ["-rfEsxX"]
     if ns.db_path:  # without it each test writes a file of its own in its tmp_path
-        args += ["--db-path", ns.db_path]
+        args.append(f"--db-path={ns.db_path}")  # one token: pytest before 9 takes a lone value for a test path
     if ns.verbose:
         args.append("-v")
     if ns.run_long_tests:
