@@ -31,7 +31,9 @@ _PROBE = _gateway()
 pytestmark = pytest.mark.skipif(
     not (_PROBE.available and shutil.which("nvidia-smi")),
     reason=f"needs an NVIDIA GPU and nvidia-smi ({_PROBE.reason or 'nvidia-smi not found'})")
-needs_torch_cuda = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch")
+# (only where a GPU is: elsewhere the module's reason, the missing GPU, is the one to show)
+needs_torch_cuda = pytest.mark.skipif(_PROBE.available and importlib.util.find_spec("torch") is None,
+                                      reason="needs PyTorch")
 
 # A GPU task of known size: holds LOAD_BYTES on the first GPU and multiplies matrices for
 # the given seconds; prints READY once the memory is held.
