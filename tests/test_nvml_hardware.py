@@ -23,11 +23,7 @@ MIB = 1024 ** 2
 LOAD_BYTES = 2 * GIB
 
 
-def _gateway() -> NvmlGateway:
-    return NvmlGateway()
-
-
-_PROBE = _gateway()
+_PROBE = NvmlGateway()
 pytestmark = pytest.mark.skipif(
     not (_PROBE.available and shutil.which("nvidia-smi")),
     reason=f"needs an NVIDIA GPU and nvidia-smi ({_PROBE.reason or 'nvidia-smi not found'})")
@@ -58,7 +54,7 @@ def _smi(*fields: str) -> list[dict[str, str]]:
 
 
 def test_devices_and_memory_match_nvidia_smi():
-    gateway = _gateway()
+    gateway = NvmlGateway()
     smi = {row["uuid"]: row for row in _smi("uuid", "name", "memory.total", "pci.bus_id", "driver_version",
                                             "compute_cap")}
     info = gateway.device_info()
@@ -75,7 +71,7 @@ def test_devices_and_memory_match_nvidia_smi():
 
 
 def test_detailed_reading_is_in_physical_range_or_declared_unsupported():
-    gateway = _gateway()
+    gateway = NvmlGateway()
     for gpu in gateway.read_gpus(detailed=True):
         unsupported = gateway.unsupported_fields(gpu.uuid)
         assert 0 <= gpu.utilization_percent <= 100
@@ -114,7 +110,7 @@ def test_gpu_task_load_and_memory_reach_samples_task_usage_and_database(db_path)
     the stored rows show the load; the task's own GPU memory is known, or None with its reason."""
     from hardware_utilization_monitor import HardwareUtilizationMonitor
 
-    gateway = _gateway()
+    gateway = NvmlGateway()
     first = gateway.read_gpus()[0]
     idle_used_bytes = first.memory_used_bytes
     with HardwareUtilizationMonitor("gpu-worker", db_path=db_path, interval_seconds=0.5,
