@@ -26,15 +26,17 @@ _ESCAPE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
                      r"|\x1b[ -~]?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1 (Unicode category Cc)
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # the same, keeping tab and newline
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")  # lone surrogates and U+FFFE/U+FFFF: no XML may hold them
 
 
 def printable(text: str, *, multiline: bool = False) -> str:
     """``text`` without escape sequences and control characters (C0, DEL, C1), on one line
     (a tab or newline becomes a space); with ``multiline`` tab and newline stay (an error
-    message, a traceback). Anything else is kept, U+FFFD included. Not a ``str``: ``TypeError``."""
+    message, a traceback). A lone surrogate, U+FFFE or U+FFFF (which no XML, SVG included, can
+    hold) becomes U+FFFD; anything else is kept. Not a ``str``: ``TypeError``."""
     if text.isprintable():  # the common case: nothing to remove (and no newline or tab)
         return text
-    text = _ESCAPE.sub("", text)
+    text = _NOT_XML.sub("\ufffd", _ESCAPE.sub("", text))
     if multiline:
         return _CONTROL_BUT_LINES.sub("", text)
     return _CONTROL.sub("", text.replace("\t", " ").replace("\n", " "))

@@ -38,6 +38,7 @@ GPU_NAME = "\x1b[31mGPU\x07"  # shown as "GPU"
     ("two\nlines\tand a tab", "two lines and a tab"),
     ("mount \ufffd \u00e9t\u00e9 GPU-\u00b5", "mount \ufffd \u00e9t\u00e9 GPU-\u00b5"),  # U+FFFD and letters stay
     ("\x1b]0;no end", "0;no end"),  # an unended string: only its start goes
+    ("box\uffff-\ufffe-\ud800", "box\ufffd-\ufffd-\ufffd"),  # what no XML can hold becomes U+FFFD
 ])
 def test_printable_removes_escape_sequences_and_control_characters(text, shown):
     assert printable(text) == shown
@@ -88,11 +89,11 @@ def test_chart_is_valid_svg_naming_series_without_control_characters():
     from fleet_hwmon.reports.charts import line_chart
 
     times = [datetime(2026, 1, 1, 12, 0, s, tzinfo=timezone.utc) for s in (0, 5, 10)]
-    svg = line_chart(f"CPU of {WORKER}", times, [(WORKER, [1.0, 2.0, 3.0]), (GPU_NAME, [3.0, None, 1.0])],
-                     y_title="load \x07%")
+    svg = line_chart(f"CPU of {WORKER}", times, [(WORKER, [1.0, 2.0, 3.0]), (GPU_NAME, [3.0, None, 1.0]),
+                                                 ("nic\uffff", [0.0, 1.0, 0.0])], y_title="load \x07%")
     assert CONTROL.search(svg) is None
     texts = {"".join(node.itertext()) for node in ET.fromstring(svg).iter()}
-    assert {"CPU of box-7", "box-7", "GPU", "load %"} <= texts
+    assert {"CPU of box-7", "box-7", "GPU", "load %", "nic\ufffd"} <= texts
 
 
 def test_badge_is_valid_svg_without_control_characters():
