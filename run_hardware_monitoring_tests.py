@@ -13,14 +13,17 @@ collected. The logic lives in :mod:`fleet_hwmon.ci.runner`.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
+# What the runner and its options need, from the test extras that `pip install .` leaves out.
+NEEDED = ("pytest", "pytest_html", "pytest_timeout", "pytest_rerunfailures")
+
 if __name__ == "__main__":
-    try:
-        from fleet_hwmon.ci.runner import main
-    except ModuleNotFoundError as err:  # the runner needs the test extras, which `pip install .` leaves out
-        if err.name not in ("pytest", "pytest_html", "pytest_timeout", "pytest_rerunfailures"):
-            raise
-        sys.exit(f"run_hardware_monitoring_tests: {err.name} is not installed; install the test extras "
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"run_hardware_monitoring_tests: {', '.join(missing)} not installed; install the test extras "
                  "with: pip install '.[test]'")
+    from fleet_hwmon.ci.runner import main
+
     sys.exit(main())

@@ -71,8 +71,9 @@ WITHOUT_EXTRAS = textwrap.dedent("""
 """)
 
 
-def run_without_extras(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, ",".join(NOT_INSTALLED), script, *args],
+def run_without_extras(script: str, *args: str, missing: tuple[str, ...] = NOT_INSTALLED
+                       ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, ",".join(missing), script, *args],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -92,8 +93,14 @@ def test_badges_are_written_without_the_extras(tmp_path):
     assert "unknown" in (tmp_path / "badges" / "status.svg").read_text()
 
 
-def test_the_test_runner_without_pytest_says_what_to_install():
+def test_the_test_runner_without_pytest_or_its_plugins_says_what_to_install():
     done = run_without_extras("run_hardware_monitoring_tests.py")
     assert done.returncode == 1
-    assert done.stderr == ("run_hardware_monitoring_tests: pytest is not installed; install the test extras with: "
-                           "pip install '.[test]'\n")
+    assert done.stderr == ("run_hardware_monitoring_tests: pytest, pytest_html, pytest_timeout, pytest_rerunfailures "
+                           "not installed; install the test extras with: pip install '.[test]'\n")
+
+
+def test_the_test_runner_without_one_plugin_names_it():
+    done = run_without_extras("run_hardware_monitoring_tests.py", missing=("pytest_rerunfailures",))
+    assert done.returncode == 1
+    assert done.stderr.startswith("run_hardware_monitoring_tests: pytest_rerunfailures not installed;")
