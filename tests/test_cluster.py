@@ -323,6 +323,45 @@ def test_results_and_remote_errors_gathered_together_each_reach_their_task(fleet
                 record.worker_id
 
 
+def _heartbeat_error_shown(dask_worker=None) -> bool:
+    """On a worker: does Dask's heartbeat error still reach a handler of ``distributed.worker``?"""
+    import logging
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = seen.append
+    worker_log = logging.getLogger("distributed.worker")
+    worker_log.addHandler(handler)
+    try:
+        worker_log.error("Failed to communicate with scheduler during heartbeat.")
+        worker_log.error("another worker error")
+    finally:
+        worker_log.removeHandler(handler)
+    assert [r.getMessage() for r in seen][-1] == "another worker error"  # other errors always show
+    return len(seen) == 2
+
+
+@needs_distributed
+def test_closing_a_cluster_it_started_tells_its_workers_a_failed_heartbeat_is_expected(fleet_factory, monkeypatch):
+    """A heartbeat in flight as the scheduler removes its worker fails with a traceback on the
+    worker's stderr (a race in Dask's shutdown). Before closing a cluster it started, the
+    coordinator tells every worker to expect it; until then the error shows."""
+    from fleet_hwmon.cluster.remote import expect_shutdown
+
+    fleet = fleet_factory(n_workers=2)
+    client = fleet.client
+    assert all(client.run(_heartbeat_error_shown).values())
+    sent = []
+    real_run = type(client).run
+    monkeypatch.setattr(type(client), "run", lambda self, function, *args, **kwargs: (
+        sent.append(function), real_run(self, function, *args, **kwargs))[1])
+    workers = list(client.scheduler_info()["workers"])
+    client.run(expect_shutdown)
+    assert client.run(_heartbeat_error_shown) == {w: False for w in workers}
+    fleet.close()
+    assert sent.count(expect_shutdown) == 2  # once above, once by close()
+
+
 def _alive(pid: int) -> bool:
     import psutil
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 
 from fleet_hwmon.cluster import require_distributed
 from fleet_hwmon.cluster.plugin import HardwareMetricsInstaller, HardwareMetricsPlugin
-from fleet_hwmon.cluster.remote import LOCATION_KEYS, cancel_tasks, run_remote_task
+from fleet_hwmon.cluster.remote import LOCATION_KEYS, cancel_tasks, expect_shutdown, run_remote_task
 from fleet_hwmon.cluster.wire import Published, parse_published
 from fleet_hwmon.coordinator.coordinator import Coordinator, TaskRecord
 from fleet_hwmon.execution import TaskExecutionResult
@@ -253,6 +253,11 @@ class ClusterCoordinator(Coordinator):
             return
         self.stop()
         self._closed = True
+        if self.cluster is not None:
+            try:
+                self.client.run(expect_shutdown, on_error="ignore")
+            except Exception as error:  # a worker already gone: nothing to tell it
+                log.debug("could not prepare the workers for shutdown: %s", error)
         if self._owns_client:
             self.client.close()
         if self.cluster is not None:

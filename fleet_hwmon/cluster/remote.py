@@ -7,6 +7,7 @@ returns ``TaskExecutionResult.to_dict()`` plus where it ran (``worker_address``,
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 from fleet_hwmon.execution import TaskExecutionResult, TaskSpec, run_task
 
 LOCATION_KEYS = ("worker_address", "worker_pid", "hostname")
+_HEARTBEAT_ERROR = "Failed to communicate with scheduler during heartbeat"
 
 
 def _where() -> tuple[Any, dict[str, Any]]:
@@ -89,3 +91,22 @@ def resume_sampling(dask_worker: Any = None) -> bool:
     if plugin is not None:
         plugin.resume()
     return plugin is not None
+
+
+class _ShutdownHeartbeatFilter(logging.Filter):
+    """Drops the Dask worker's heartbeat error. While its cluster closes, a heartbeat in flight
+    when the scheduler removes the worker finds its connection closed: a race of Dask's own
+    shutdown, which loses nothing but prints a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_HEARTBEAT_ERROR)
+
+
+async def expect_shutdown(dask_worker: Any = None) -> bool:
+    """``client.run`` target, sent just before the coordinator closes a cluster it started: from
+    now on this worker's failed heartbeats are expected and not logged (a coroutine, so it runs
+    on the worker's event loop at once)."""
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _ShutdownHeartbeatFilter) for f in worker_log.filters):
+        worker_log.addFilter(_ShutdownHeartbeatFilter())
+    return True
