@@ -11,11 +11,12 @@ GPU ones of different sizes). Each worker's CPU and memory figures are real meas
 its own tasks' processes; GPU figures of profiles with a GPU this machine lacks are simulated
 and labelled ``simulated`` in the database and the report. The run ends when every task has
 finished or the duration has passed, and leaves a DuckDB file, an HTML report and (with
-``--export-json``) a JSON export. When the duration passes or Ctrl-C is pressed, the running
-tasks are cancelled (their process trees stopped), every task's state is recorded (``cancelled``,
-or ``queued`` for those that never started) and the report and export are still written.
-Exit status: 0 when the demo ran (whatever the tasks' results, also when the duration
-passed), 130 after Ctrl-C (the report written), 2 when it could not run at all.
+``--export-json``) a JSON export. When the duration passes, Ctrl-C is pressed or SIGTERM
+arrives, the running tasks are cancelled (their process trees stopped), every task's state is
+recorded (``cancelled``, or ``queued`` for those that never started) and the report and export
+are still written. Exit status: 0 when the demo ran (whatever the tasks' results, also when the
+duration passed), 130 after Ctrl-C and 143 after SIGTERM (the report written), 1 when the Dask
+scheduler was lost during the run (the report written), 2 when it could not run at all.
 
 With ``--cluster local`` (``--num-workers`` Dask worker processes on this machine) or
 ``--scheduler-address tcp://HOST:PORT`` (an existing Dask cluster) the workers are Dask workers
@@ -76,6 +77,8 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.duration <= 0 or args.update_interval <= 0:
         parser.error("--duration and --update-interval must be positive")
+    if args.scheduler_address is not None and not args.scheduler_address.strip():
+        parser.error("--scheduler-address is empty: name a scheduler (tcp://HOST:PORT) or leave it out")
     return args
 
 
@@ -142,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         except (ImportError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except ValueError as err:  # Dask's reading of a malformed address
+            print(f"error: --scheduler-address {args.scheduler_address!r}: {err}", file=sys.stderr)
+            return 2
     else:
         coordinator = Coordinator(max_tasks_per_worker=args.max_tasks_per_worker, seed=args.seed)
     integration = CoordinatorHardwareMonitoringIntegration(
@@ -165,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         workers = build_workers(args.num_workers, args.seed)
         sampling = WorkerSampling(integration, workers, args.update_interval)
     interrupted = timed_out = False
+    signum = signal.SIGINT
     try:
         if use_cluster:
             sampling.start()  # connect and wait for the workers before any task is dispatched
@@ -184,11 +191,15 @@ def run(args: argparse.Namespace) -> int:
                     print(f"running {len(tasks)} tasks on {len(coordinator.workers)} workers for at most "
                           f"{args.duration:g} s (Ctrl-C stops them and still writes the report)", flush=True)
                 done = _wait(coordinator, integration, args, len(tasks), sampling.push_all, ctrl_c)
-            interrupted, timed_out = ctrl_c.is_set(), not done and not ctrl_c.is_set()
-        except KeyboardInterrupt:  # a second Ctrl-C while ending skips the report (main: 130)
+            lost = getattr(coordinator, "scheduler_lost", None)
+            interrupted, timed_out = ctrl_c.is_set(), not done and not ctrl_c.is_set() and not lost
+            signum = getattr(ctrl_c, "signum", signum)
+        except KeyboardInterrupt as stopped:  # a second Ctrl-C while ending skips the report (main: 130)
             interrupted = True
+            signum = signal.SIGTERM if isinstance(stopped, Terminated) else signal.SIGINT
         if interrupted:
-            print("interrupted: stopping the tasks, then writing the report", file=sys.stderr)
+            print(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopping the tasks, then writing "
+                  "the report", file=sys.stderr)
         coordinator.stop(cancel_running=True)
         sampling.stop()
         integration.record_task_outcomes(coordinator.task_outcomes())
@@ -201,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
             coordinator.close()
         integration.shutdown()
     counts = coordinator.counts()
-    ended = (f"interrupted with {counts['queued']} never started" if interrupted else
+    lost = getattr(coordinator, "scheduler_lost", None)
+    stopped_by = "terminated" if signum == signal.SIGTERM else "interrupted"
+    ended = (f"{stopped_by} with {counts['queued']} never started" if interrupted else
+             f"the Dask scheduler lost with {counts['queued']} never started" if lost else
              f"stopped after {args.duration:g} s with {counts['queued']} never started" if timed_out else "")
     print(f"{counts['completed']} tasks completed, {counts['failed']} failed"
           + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "") + (f", {ended}" if ended else "")
@@ -211,29 +225,45 @@ def run(args: argparse.Namespace) -> int:
     print(f"report:   {Path(report).resolve()}")
     if exported:
         print(f"json:     {Path(exported).resolve()}")
-    return 130 if interrupted else 0
+    if lost:
+        print(f"error: {lost}", file=sys.stderr)
+        return 1
+    return 128 + signum if interrupted else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a Ctrl-C would raise KeyboardInterrupt, so it ends the demo the same way."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 @contextlib.contextmanager
 def _ctrl_c_sets(event: threading.Event) -> Iterator[None]:
-    """While the block runs, the first Ctrl-C sets ``event`` instead of raising. A
-    KeyboardInterrupt raised in the main thread while it runs a library's callback (Dask's
-    garbage-collection hook, a ``__del__``) is swallowed there and the Ctrl-C lost. A second
-    Ctrl-C raises as usual."""
+    """While the block runs, the first Ctrl-C or SIGTERM sets ``event`` (and ``event.signum``)
+    instead of raising. A KeyboardInterrupt raised in the main thread while it runs a library's
+    callback (Dask's garbage-collection hook, a ``__del__``) is swallowed there and the Ctrl-C
+    lost. A second one raises as usual."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set signal handlers
         return
 
     def first(signum: int, frame: object) -> None:
+        event.signum = signum  # type: ignore[attr-defined]
         event.set()
-        signal.signal(signal.SIGINT, restore)
+        for number, handler in restore.items():
+            signal.signal(number, handler)
 
-    previous = signal.signal(signal.SIGINT, first)
-    restore = signal.default_int_handler if previous is None else previous  # None: set outside Python
+    restore = {}
+    for number, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        previous = signal.signal(number, first)
+        restore[number] = default if previous is None else previous  # None: set outside Python
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, restore)
+        for number, handler in restore.items():
+            signal.signal(number, handler)
 
 
 def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIntegration,
@@ -245,7 +275,8 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
     interrupted = interrupted or threading.Event()
 
     def waiting() -> bool:
-        return not coordinator.all_done() and time.monotonic() < deadline and not interrupted.is_set()
+        return (not coordinator.all_done() and time.monotonic() < deadline and not interrupted.is_set()
+                and not getattr(coordinator, "scheduler_lost", None))
 
     if args.quiet:
         while waiting():
@@ -279,11 +310,20 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run(args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ worker processes), then its DuckDB file read back."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -59,9 +62,13 @@ def test_local_cluster_demo_runs_every_task_and_stores_tasks_samples_and_decisio
     assert len(per_worker) == 2 and all(n >= 1 and cpu == n for _, n, cpu in per_worker)
 
 
-def test_ctrl_c_on_a_local_cluster_cancels_on_the_workers_and_still_reports(tmp_path):
-    """Ctrl-C once the tasks are dispatched: the running ones are cancelled on their Dask workers,
-    every task is recorded, the report is written, and the exit status is 130."""
+@pytest.mark.parametrize("signum, group", [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, True)],
+                         ids=["ctrl-c-to-the-demo", "ctrl-c-to-its-group", "sigterm-to-its-group"])
+def test_a_stopped_local_cluster_demo_cancels_on_the_workers_and_still_reports(tmp_path, signum, group):
+    """Ctrl-C or SIGTERM once the tasks are dispatched, to the demo alone or to its whole process
+    group as a terminal (a job runner) sends it, worker processes included: the running tasks are
+    cancelled on their Dask workers, none is lost with a worker, every task is recorded, the
+    report is written, the exit status is 128 + the signal, and no traceback is printed."""
     from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV
     from tests.fakes import fixed_load
 
@@ -71,10 +78,77 @@ def test_ctrl_c_on_a_local_cluster_cancels_on_the_workers_and_still_reports(tmp_
     returncode, out, err = interrupt_after_dispatch(
         [sys.executable, str(DEMO), "--cluster", "local", "--num-workers", "2", "--num-tasks", "6",
          "--duration", "120", "--db-path", str(db), "--report", str(tmp_path / "demo.html")],
-        "running 6 tasks on 2 workers", cwd=tmp_path, env=env)
-    assert returncode == 130, out + err
+        "running 6 tasks on 2 workers", signum=signum, group=group, cwd=tmp_path, env=env)
+    assert returncode == 128 + signum, out + err
     assert "Traceback" not in err, err
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert f"{word}: stopping the tasks" in err and f"{word} with" in out, out + err
     with duckdb.connect(str(db), read_only=True) as con:
-        states = dict(con.execute("SELECT task_id, state FROM task_outcomes").fetchall())
+        outcomes = con.execute("SELECT task_id, state, reason FROM task_outcomes").fetchall()
+    states = {task_id: state for task_id, state, _ in outcomes}
     assert len(states) == 6 and any(s in ("cancelled", "queued") for s in states.values()), states
+    lost = [(t, e) for t, _, e in outcomes if e and ("left the cluster" in e or "died" in e)]
+    assert not lost, lost  # the signal reached the workers, and none of them went down with it
+    assert (tmp_path / "demo.html").is_file()
+
+
+@pytest.mark.parametrize("address", ["bogus", "http://127.0.0.1:8786", "tcp://127.0.0.1:abc", ""])
+def test_a_malformed_scheduler_address_is_one_clear_error(tmp_path, address):
+    """Exit status 2 and one line naming the address, as for a scheduler that cannot be reached;
+    an empty address is refused rather than read as no address."""
+    done = subprocess.run([sys.executable, str(DEMO), "--scheduler-address", address, "--quiet",
+                           "--db-path", str(tmp_path / "demo.duckdb")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()  # (after argparse's usage, for the empty one)
+    assert "error: --scheduler-address" in lines[-1] and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 or (not address and lines[0].startswith("usage:")), done.stderr
+    assert not (tmp_path / "demo.duckdb").exists()
+
+
+def test_a_lost_scheduler_ends_the_demo_with_its_tasks_recorded(tmp_path):
+    """An external scheduler killed while tasks run: the Dask client reconnects for
+    ``distributed.comm.timeouts.connect`` (5 s here), then gives up; the demo then ends at once
+    (not at --duration), says the scheduler was lost, records every task, writes the report and
+    exits 1. The tasks that ran there are queued again, not reported as cancelled by the user."""
+    from fleet_hwmon.cluster.wire import EXTRA_SOURCE_ENV
+    from tests.fakes import fixed_load
+
+    env = {**os.environ, EXTRA_SOURCE_ENV: fixed_load.ENV_VALUE, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    scheduler_file = tmp_path / "scheduler.json"
+    started = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(600):
+            if scheduler_file.is_file() and scheduler_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(2):
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "2", "--no-dashboard",
+                 "--preload", "fleet_hwmon.cluster.preload"], cwd=tmp_path, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        db = tmp_path / "demo.duckdb"
+        demo = subprocess.Popen([sys.executable, str(DEMO), "--scheduler-address", address, "--num-workers", "2",
+                                 "--num-tasks", "40", "--duration", "600", "--db-path", str(db),
+                                 "--report", str(tmp_path / "demo.html")],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(demo)
+        assert demo.stdout.readline().startswith("running 40 tasks on 2 workers")
+        started[0].kill()  # the scheduler
+        out, err = demo.communicate(timeout=300)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert demo.returncode == 1, out + err
+    assert f"error: lost the Dask scheduler at {address}" in err and "Traceback" not in err, err
+    assert "the Dask scheduler lost with" in out, out
+    with duckdb.connect(str(db), read_only=True) as con:
+        outcomes = con.execute("SELECT task_id, state, reason FROM task_outcomes").fetchall()
+    assert len(outcomes) == 40, outcomes
+    assert not [o for o in outcomes if o[1] == "cancelled"], outcomes  # nobody cancelled them
     assert (tmp_path / "demo.html").is_file()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,10 +134,11 @@ def outcome_states(db: Path) -> dict[str, str]:
         return dict(con.execute("SELECT task_id, state FROM task_outcomes").fetchall())
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "duration"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "duration"])
 def test_stopped_demo_cancels_its_tasks_and_still_reports_them(tmp_path, how):
-    """Ctrl-C (exit 130) or the --duration limit (exit 0): running tasks are cancelled, tasks that
-    never started are recorded as such, and the report and the JSON export still cover all ten."""
+    """Ctrl-C (exit 130), SIGTERM (exit 143) or the --duration limit (exit 0): running tasks are
+    cancelled, tasks that never started are recorded as such, and the report and the JSON export
+    still cover all ten."""
     paths = {"db": tmp_path / "demo.duckdb", "report": tmp_path / "demo.html", "json": tmp_path / "demo.json"}
     command = [sys.executable, str(DEMO), "--num-workers", "2", "--num-tasks", "10", "--db-path", str(paths["db"]),
                "--report", str(paths["report"]), "--export-json", str(paths["json"])]
@@ -145,11 +147,12 @@ def test_stopped_demo_cancels_its_tasks_and_still_reports_them(tmp_path, how):
                               timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "stopped after 0.5 s" in done.stdout
-    else:  # Ctrl-C as soon as the tasks are dispatched
+    else:  # Ctrl-C or SIGTERM as soon as the tasks are dispatched
+        signum, word = (signal.SIGINT, "interrupted") if how == "ctrl-c" else (signal.SIGTERM, "terminated")
         returncode, out, err = interrupt_after_dispatch([*command, "--duration", "120"],
-                                                        "running 10 tasks on 2 workers", cwd=tmp_path)
-        assert returncode == 130, out + err
-        assert "interrupted" in err and "interrupted with" in out
+                                                        "running 10 tasks on 2 workers", signum=signum, cwd=tmp_path)
+        assert returncode == 128 + signum, out + err
+        assert f"{word}: stopping the tasks" in err and f"{word} with" in out, out + err
     states = outcome_states(paths["db"])
     assert len(states) == 10 and set(states.values()) <= {"completed", "failed", "cancelled", "queued"}
     assert sum(s in ("cancelled", "queued") for s in states.values()) >= 1, states

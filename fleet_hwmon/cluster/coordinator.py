@@ -37,7 +37,7 @@ import uuid
 from typing import Any, Callable, Mapping
 
 from fleet_hwmon.cluster import require_distributed
-from fleet_hwmon.cluster.plugin import HardwareMetricsInstaller, HardwareMetricsPlugin
+from fleet_hwmon.cluster.plugin import GroupSignalsIgnored, HardwareMetricsInstaller, HardwareMetricsPlugin
 from fleet_hwmon.cluster.remote import LOCATION_KEYS, cancel_tasks, expect_shutdown, run_remote_task
 from fleet_hwmon.cluster.wire import Published, parse_published
 from fleet_hwmon.coordinator.coordinator import Coordinator, TaskRecord
@@ -123,6 +123,9 @@ class ClusterCoordinator(Coordinator):
             raise ValueError(f"watch_interval_s must be positive, not {watch_interval_s!r}")
         self._owns_client = not isinstance(client, distributed.Client)
         self.client = distributed.Client(client) if self._owns_client else client
+        self._scheduler_address = getattr(getattr(self.client, "scheduler", None), "address", None)
+        self.scheduler_lost: str | None = None  # why the Dask scheduler is gone, once the client gave up on it
+        self._reconnecting = False  # the client lost its scheduler and tries to reach it again
         self.cluster: Any = None  # a cluster this coordinator started (see local()) and closes
         self.plugin = plugin if plugin is not None else HardwareMetricsPlugin()
         self.register_plugin = register_plugin
@@ -151,13 +154,16 @@ class ClusterCoordinator(Coordinator):
     def local(cls, n_workers: int = 2, *, cluster_kwargs: Mapping[str, Any] | None = None,
               **kwargs: Any) -> ClusterCoordinator:
         """A coordinator on a new ``LocalCluster`` of ``n_workers`` worker processes on this machine
-        (loopback, one thread each, no dashboard); :meth:`close` shuts the cluster down."""
+        (loopback, one thread each, no dashboard); :meth:`close` shuts the cluster down. Its
+        worker processes ignore SIGINT and SIGTERM (:class:`GroupSignalsIgnored`): a terminal's
+        Ctrl-C reaches the whole process group, and the coordinator's own process stops them."""
         distributed = require_distributed()
         # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port, so a
         # second cluster on the machine never fights over 8787.
         options = {"n_workers": n_workers, "processes": True, "threads_per_worker": 1,
                    "dashboard_address": None, "host": "127.0.0.1",
-                   "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}, **(cluster_kwargs or {})}
+                   "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+                   "plugins": {GroupSignalsIgnored()}, **(cluster_kwargs or {})}
         cluster = distributed.LocalCluster(**options)
         try:
             coordinator = cls(distributed.Client(cluster), **kwargs)
@@ -276,12 +282,19 @@ class ClusterCoordinator(Coordinator):
 
     def refresh(self) -> None:
         """Poll the scheduler once: register joined workers, deregister departed ones, hand on
-        new samples. Errors are logged (rate-limited), never raised."""
+        new samples. Errors are logged (rate-limited), never raised. While the client reconnects
+        to a lost scheduler no worker is used (:meth:`_scheduler_link`)."""
+        if self._scheduler_link() != "up":
+            return
         try:
             # The scheduler's identity straight from the RPC, as Client.scheduler_info's docstring
             # advises: scheduler_info() returns the client's cached copy, which its own periodic
             # refresh (n_workers=0, no workers) can overwrite between the fetch and the return.
             workers = self.client.sync(self.client.scheduler.identity, n_workers=-1).get("workers", {})
+            if self._reconnecting:
+                self._reconnecting = False
+                log.warning("reached the Dask scheduler%s again; its workers are registered as they show up there",
+                            self._at())
         except Exception as err:
             self._watch_log.log(f"poll:{type(err).__name__}", logging.WARNING,
                                 "cannot read the Dask scheduler's workers: %s: %s", type(err).__name__, err)
@@ -455,6 +468,9 @@ class ClusterCoordinator(Coordinator):
             execution = result_from_dict(result)
             self.placements[task_id] = {**{k: result.get(k) for k in LOCATION_KEYS},
                                         "assigned_worker": worker_id, "attempt": record.attempts}
+        elif status == "cancelled" and self._scheduler_link() != "up":  # the client cancelled every future
+            execution = lost_result(record.error or f"the connection to the Dask scheduler was lost while it ran on "
+                                    f"{worker_id}")
         elif status == "cancelled":
             execution = lost_result(record.error or "cancelled in the Dask cluster")
         elif type(result).__name__ == "KilledWorker":  # the worker died under it: requeue like a departure
@@ -464,6 +480,35 @@ class ClusterCoordinator(Coordinator):
             execution = lost_result(f"remote execution on {worker_id} failed: {type(result).__name__}: {result}",
                                     cancelled=False)
         self._finish(record, worker_id, execution)
+
+    def _scheduler_link(self) -> str:
+        """``"up"``, ``"reconnecting"`` or ``"gone"``: the Dask client cancels every future when it
+        loses its scheduler and tries to reach it again for ``distributed.comm.timeouts.connect``
+        (30 s by default), then closes. On the first sign of each: the workers are deregistered
+        (their running tasks queued again, as after any departure; a scheduler reached again
+        registers them anew), and when it is gone ``scheduler_lost`` says so, logged once."""
+        status = getattr(self.client, "status", None)
+        if self._closed or status not in ("connecting", "closing", "closed"):
+            return "up"
+        gone = status != "connecting"
+        with self._lock:
+            news = (gone and self.scheduler_lost is None) or not (gone or self._reconnecting)
+            if not news:
+                return "gone" if gone else "reconnecting"
+            self._reconnecting = not gone
+            if gone:
+                self.scheduler_lost = f"lost the Dask scheduler{self._at()}: the client could not reach it again"
+        if gone:
+            log.error("%s", self.scheduler_lost)
+        else:
+            log.warning("lost the connection to the Dask scheduler%s; reconnecting, its workers deregistered "
+                        "meanwhile", self._at())
+        for worker_id in list(self.workers):
+            self.deregister_worker(worker_id, "was lost with the Dask scheduler")
+        return "gone" if gone else "reconnecting"
+
+    def _at(self) -> str:
+        return f" at {self._scheduler_address}" if self._scheduler_address else ""
 
     def _cancel_remote(self, timeout_s: float) -> None:
         """Ask every worker that runs one of our tasks to stop it: one coroutine per worker

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -254,6 +255,25 @@ class HardwareMetricsInstaller(WorkerPlugin):
     async def setup(self, worker: Any) -> None:
         if get_plugin(worker) is None:
             await worker.plugin_add(self.plugin, name=PLUGIN_NAME)
+
+
+class GroupSignalsIgnored(WorkerPlugin):
+    """Makes a worker process ignore SIGINT and SIGTERM; for the worker processes the
+    coordinator starts itself (:meth:`ClusterCoordinator.local`), passed to each at its start (a
+    worker the nanny restarts gets it again). A terminal's Ctrl-C, or a SIGTERM to the job,
+    reaches the whole process group: workers it killed would drop their tasks as lost, print
+    tracebacks and leave the coordinator waiting on them, while the coordinator's process, which
+    the signal also reaches, cancels the tasks and closes the workers in order. They still end
+    with that process, however it ends (Dask's worker processes watch their parent). Only the
+    main thread may set a signal handler; a worker run elsewhere (in a thread) is left as it is."""
+
+    name = PLUGIN_NAME + "-ignore-group-signals"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _plain(value: Any) -> Any:
