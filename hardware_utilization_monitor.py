@@ -608,7 +608,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        time.sleep(args.duration)
+        with lifecycle.sigterm_interrupts():  # SIGTERM stops early as Ctrl-C does: every sample kept
+            time.sleep(args.duration)
     except KeyboardInterrupt:
         pass
     if server is not None:

@@ -44,6 +44,7 @@ from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonit
 from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.coordinator.embedded import EmbeddedWorker
 from fleet_hwmon.demo.fleet import build_tasks, build_workers
+from fleet_hwmon.lifecycle import Terminated, sigterm_interrupts
 from fleet_hwmon.store import StoreError
 from hardware_capability_detector import HardwareCapabilityDetector
 from hardware_utilization_monitor import MonitoringLevel
@@ -231,14 +232,6 @@ def run(args: argparse.Namespace) -> int:
     return 128 + signum if interrupted else 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where a Ctrl-C would raise KeyboardInterrupt, so it ends the demo the same way."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 @contextlib.contextmanager
 def _ctrl_c_sets(event: threading.Event) -> Iterator[None]:
     """While the block runs, the first Ctrl-C or SIGTERM sets ``event`` (and ``event.signum``)
@@ -310,20 +303,15 @@ def _wait(coordinator: Coordinator, integration: CoordinatorHardwareMonitoringIn
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return run(args)
+        with sigterm_interrupts():
+            return run(args)
     except Terminated:
         print("terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ and only if this process initialised it, so a host application's own init/shutdo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import signal
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +58,32 @@ def run_exit_hooks() -> None:
                 hook()
             except Exception:  # one failing hook must not keep the later phases from running
                 log.exception("exit hook %r failed", hook)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a Ctrl-C raises KeyboardInterrupt (see :func:`sigterm_interrupts`)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread: a service manager's or a job runner's stop then ends a command as Ctrl-C does, with
+    its last samples flushed and its results written, instead of killing it where it stands (the
+    exit hooks above do not run on an unhandled SIGTERM). Nothing changes outside the main thread
+    or when SIGTERM is ignored (the parent's choice)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -337,3 +339,40 @@ def test_a_real_failure_still_fails_and_is_annotated_at_its_line(tmp_path):
     markdown = summary_md.read_text()
     assert markdown.startswith("### Hardware monitoring tests FAILED (standard mode)")
     assert "- `test_tiny.py::test_really_broken` (failed): AssertionError: assert 1 == 2" in markdown
+
+
+WAITING_SUITE = '''
+import pathlib, time
+
+def test_ok(): pass
+
+def test_waits_to_be_stopped():
+    pathlib.Path(__file__).with_name("started").write_text("")
+    time.sleep(120)
+'''
+
+
+def test_sigterm_interrupts_the_run_as_ctrl_c_does_and_it_is_still_recorded(tmp_path):
+    """A job runner's SIGTERM (a timeout, a cancelled job) while a test runs: pytest is
+    interrupted as by Ctrl-C, exit status 130, and the run is recorded as interrupted with the
+    test that passed, instead of the process dying with nothing recorded."""
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(WAITING_SUITE)
+    db = tmp_path / "results.duckdb"
+    runner = subprocess.Popen([sys.executable, str(ROOT / "run_hardware_monitoring_tests.py"), "--results-db", str(db),
+                               "--run-id", "stopped", str(suite)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (suite.parent / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 130, out
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, passed FROM test_runs WHERE run_id = 'stopped'").fetchone() == (
+            "interrupted", 1)

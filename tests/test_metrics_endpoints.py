@@ -4,6 +4,7 @@ same run wrote to DuckDB."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -144,6 +145,39 @@ def test_monitor_cli_metrics_match_its_database(tmp_path: Path) -> None:
     assert all(set(by_worker(s, "fleet_hwmon_worker_memory_total_bytes")) <= {"probe"} for s in scrapes)
     assert all(not by_worker(s, "fleet_hwmon_worker_stale") for s in scrapes)  # no scheduler: no verdict
     assert all(total(s, "fleet_hwmon_scheduling_decisions_total") == 0 for s in scrapes)
+
+
+def test_monitor_cli_stopped_by_sigterm_keeps_every_sample(tmp_path: Path) -> None:
+    """SIGTERM (a service manager's stop) while the monitor CLI samples: it stops as Ctrl-C
+    stops it, exit 0, and every sample it took is in DuckDB, the last one scraped included
+    (killed where it stood, the samples still queued for the writer were lost)."""
+    db = tmp_path / "monitor.duckdb"
+    process = subprocess.Popen(
+        [sys.executable, "hardware_utilization_monitor.py", "--duration", "600", "--interval", "0.2",
+         "--worker-id", "probe", "--db-path", str(db), "--metrics-port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        while line and not line.startswith("metrics:"):  # log lines may come first
+            line = process.stdout.readline()
+        assert line.startswith("metrics:"), line
+        url, stamps = line.split()[1], set()
+
+        def three_samples(series: Series) -> bool:
+            stamps.update(by_worker(series, "fleet_hwmon_worker_last_sample_timestamp_seconds").values())
+            return len(stamps) >= 3
+
+        wait_for_scrape(url, three_samples, 120, "three samples")
+        process.send_signal(signal.SIGTERM)
+        out = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, out
+    stored = rows(db, "SELECT timestamp FROM resource_utilization WHERE worker_id = 'probe'")
+    assert f"worker probe: {len(stored)} samples in {db}" in out, out
+    assert {round(stamp, 6) for stamp in stamps} <= {round(r["timestamp"].timestamp(), 6) for r in stored}
 
 
 def scrape(url: str) -> Series:

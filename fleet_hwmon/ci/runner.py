@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from ..lifecycle import sigterm_interrupts
 from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
 from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, record_run
@@ -179,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     recorder = ResultRecorder()
     started_at = datetime.now(timezone.utc)
-    pytest_exit = int(pytest.main(pytest_arguments(ns, options.pytest_args), plugins=[recorder]))
+    with sigterm_interrupts():  # a job runner's SIGTERM interrupts pytest as Ctrl-C does: the run is still recorded
+        pytest_exit = int(pytest.main(pytest_arguments(ns, options.pytest_args), plugins=[recorder]))
     finished_at = datetime.now(timezone.utc)
     exit_code = EXIT_CODES.get(pytest_exit, EXIT_SETUP)
     if exit_code == EXIT_USAGE:  # pytest has said what was wrong; a run that never ran is not recorded
