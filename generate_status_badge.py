@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from fleet_hwmon.ci.results_db import ResultsDatabaseError
 from fleet_hwmon.ci.results_db import DEFAULT_RESULTS_DB
 from fleet_hwmon.ci.status import METRICS, endpoint_json, flaky_tests, get_test_status, metric_badge
 from fleet_hwmon.ci.trend import trend_charts
+from fleet_hwmon.printable import printable
+from fleet_hwmon.reports.jsonio import unwritable_reason
 
 __all__ = ["generate_badge_svg", "get_test_status", "main"]
 
@@ -70,8 +73,29 @@ def _write(path: Path, text: str) -> None:
     print(f"wrote {path}")
 
 
+def _check_options(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """Refuse, before anything is read or written, numbers out of range and output paths that
+    cannot be written (exit status 2, one line): a badge set is never left half written."""
+    if ns.value is not None and not math.isfinite(ns.value):
+        parser.error(f"--value must be a finite number, not {ns.value}")
+    if not (0 < ns.days <= 36500):
+        parser.error(f"--days must be more than 0 and at most 36500, not {ns.days:g}")
+    for option, count in (("--trend-runs", ns.trend_runs), ("--flaky-window", ns.flaky_window)):
+        if count < 1:
+            parser.error(f"{option} must be at least 1, not {count}")
+    single = ns.label is not None or ns.message is not None or ns.value is not None
+    files = [("--output", ns.output)] if single else [("--json", ns.json), ("--detail-json", ns.detail_json)]
+    folders = [] if single else [("--output-dir", ns.output_dir), ("--trend-dir", ns.trend_dir)]
+    for option, path, folder in [(o, p, False) for o, p in files] + [(o, p, True) for o, p in folders]:
+        problem = unwritable_reason(path, folder=folder) if path else None
+        if problem:
+            parser.error(f"{option}: {printable(problem)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    _check_options(parser, ns)
     try:
         if ns.label is not None or ns.message is not None or ns.value is not None:
             message = ns.message if ns.message is not None else (f"{ns.value:g}%" if ns.value is not None else "")
@@ -98,9 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.trend_dir and Path(ns.db).exists():
             for name, svg in trend_charts(ns.db, ns.trend_runs).items():
                 _write(Path(ns.trend_dir) / name, svg)
-        print(f"status: {status['status']} ({status.get('reason') or 'latest run ' + status['latest_run']['run_id']})")
+        print(printable(f"status: {status['status']} "
+                        f"({status.get('reason') or 'latest run ' + status['latest_run']['run_id']})"))
     except (ValueError, ResultsDatabaseError) as err:
-        print(f"generate_status_badge: {err}", file=sys.stderr)
+        print(f"generate_status_badge: {printable(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:  # written after the checks above: a full disk, a file removed meanwhile
+        print(f"generate_status_badge: cannot write: {printable(str(err))}", file=sys.stderr)
         return 2
     return 0
 

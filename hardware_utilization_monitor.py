@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import math
 import os
 import socket
 import sys
@@ -54,7 +55,7 @@ from fleet_hwmon.compat import EarlierMonitorNames
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.printable import printable
-from fleet_hwmon.reports.jsonio import write_json
+from fleet_hwmon.reports.jsonio import unwritable_reason, write_json
 from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
 from fleet_hwmon.sample_history import SampleHistory
 from fleet_hwmon.sampling.host import MetricSource
@@ -492,12 +493,14 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         }
 
     def _summary(self) -> dict[str, Any]:
-        """min / mean / max / current per resource: from DuckDB when there is one (all samples),
-        else from the in-memory history."""
+        """min / mean / max / current per resource: from DuckDB when it holds samples of this
+        worker (all of them), else from the in-memory history (the same keys, ``None`` where no
+        sample says)."""
         if self._store is not None:
             from fleet_hwmon.store import queries
             rows = queries.summary(self._store, self.worker_id)
-            return rows[0] if rows else {"worker_id": self.worker_id, "samples": 0}
+            if rows:
+                return rows[0]
         history = self.get_historical_metrics()
         out: dict[str, Any] = {"worker_id": self.worker_id, "samples": len(history),
                                "first_sample": history[0].timestamp if history else None,
@@ -595,8 +598,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve Prometheus metrics on 127.0.0.1:PORT while sampling (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.duration < 0:
-        parser.error("--duration must not be negative")
+    if not (math.isfinite(args.duration) and args.duration >= 0):
+        parser.error(f"--duration must be a number of seconds, 0 or more, not {args.duration}")
+    for option, path in (("--export-json", args.export_json), ("--html-report", args.html_report)):
+        problem = unwritable_reason(path) if path else None
+        if problem:  # found now, not after the sampling
+            parser.error(f"{option}: {printable(problem)}")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

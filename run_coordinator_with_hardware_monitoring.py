@@ -45,6 +45,8 @@ from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.coordinator.embedded import EmbeddedWorker
 from fleet_hwmon.demo.fleet import build_tasks, build_workers
 from fleet_hwmon.lifecycle import Terminated, sigterm_interrupts
+from fleet_hwmon.printable import printable
+from fleet_hwmon.reports.jsonio import unwritable_reason
 from fleet_hwmon.store import StoreError
 from hardware_capability_detector import HardwareCapabilityDetector
 from hardware_utilization_monitor import MonitoringLevel
@@ -80,6 +82,10 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         parser.error("--duration and --update-interval must be positive")
     if args.scheduler_address is not None and not args.scheduler_address.strip():
         parser.error("--scheduler-address is empty: name a scheduler (tcp://HOST:PORT) or leave it out")
+    for option, path in (("--report", args.report), ("--export-json", args.export_json)):
+        problem = unwritable_reason(path) if path else None
+        if problem:  # found now, not after the run
+            parser.error(f"{option}: {printable(problem)}")
     return args
 
 

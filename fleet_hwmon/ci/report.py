@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,7 +102,7 @@ def from_junit_xml(path: str | Path) -> RunReport:
     attempts: dict[str, int] = {}
     duration_s = 0.0
     for suite in suites:
-        duration_s += float(suite.get("time") or 0.0)
+        duration_s += _seconds(suite.get("time"), path)
         for case in suite.iter("testcase"):
             nodeid = "::".join(part for part in (case.get("classname"), case.get("name")) if part)
             outcome, message = "passed", None
@@ -126,18 +127,39 @@ def from_junit_xml(path: str | Path) -> RunReport:
                      flaky_tests=tuple(flaky), duration_s=round(duration_s, 3), source=str(path))
 
 
+def _seconds(value: Any, path: str | Path) -> float:
+    """A duration attribute in seconds: missing or not finite (``nan``) counts 0; not a number is
+    an error naming the file."""
+    try:
+        seconds = float(value or 0.0)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: the duration {value!r} is not a number of seconds") from None
+    return seconds if math.isfinite(seconds) else 0.0
+
+
 def from_summary_json(path: str | Path) -> RunReport:
-    """Read the runner's ``--summary-json`` file."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    counts = {k: int(v) for k, v in data.get("counts", {}).items()}
-    ci = data.get("ci") or {}
-    return RunReport(
-        status="success" if data.get("status") == "passed" else "failure", counts=counts,
-        failed_tests=tuple(FailedTest(t["nodeid"], t["outcome"], t.get("message")) for t in data["failed_tests"]),
-        flaky_tests=tuple(FailedTest(t["nodeid"], "flaky", t.get("message")) for t in data.get("flaky_tests", [])),
-        run_id=data.get("run_id"), commit=data.get("commit"), branch=data.get("branch"),
-        run_url=ci.get("run_url"), pull_request=ci.get("pull_request"), duration_s=data.get("duration_s"),
-        mode=data.get("mode"), source=str(path))
+    """Read the runner's ``--summary-json`` file. Raises ``ValueError`` naming the file when it
+    cannot be read or is not such a summary."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        counts = {k: int(v) for k, v in data.get("counts", {}).items()}
+        ci = data.get("ci") or {}
+        duration_s = data.get("duration_s")
+        return RunReport(
+            status="success" if data.get("status") == "passed" else "failure", counts=counts,
+            failed_tests=tuple(FailedTest(t["nodeid"], t["outcome"], t.get("message")) for t in data["failed_tests"]),
+            flaky_tests=tuple(FailedTest(t["nodeid"], "flaky", t.get("message")) for t in data.get("flaky_tests", [])),
+            run_id=data.get("run_id"), commit=data.get("commit"), branch=data.get("branch"),
+            run_url=ci.get("run_url"), pull_request=ci.get("pull_request"),
+            duration_s=None if duration_s is None else _seconds(duration_s, path), mode=data.get("mode"),
+            source=str(path))
+    except OSError as err:
+        raise ValueError(f"cannot read the runner's summary {path}: {err.strerror or err}") from err
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path} is not the runner's --summary-json file ({what})") from err
 
 
 def from_results_db(path: str | Path, run_id: str | None = None) -> RunReport:

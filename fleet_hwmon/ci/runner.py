@@ -2,9 +2,9 @@
 
 :func:`main` is what ``run_hardware_monitoring_tests.py`` runs. Exit status, one meaning each
 (:data:`EXIT_CODES`): 0 the tests passed, 1 a test failed, 2 usage error (a bad option, a test path
-that does not exist: nothing is run or recorded), 3 setup failure (pytest's internal error, or
-the results database could not be written while the tests passed), 5 no test was collected,
-130 interrupted (Ctrl-C).
+that does not exist, an output path that cannot be written: nothing is run or recorded), 3 setup
+failure (pytest's internal error, or the results database could not be written while the tests
+passed), 5 no test was collected, 130 interrupted (Ctrl-C, or SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import duckdb
 import pytest
 
 from ..lifecycle import sigterm_interrupts
+from ..printable import printable
+from ..reports.jsonio import unwritable_reason
 from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
 from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, record_run
@@ -174,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns.mode = ns.mode or ("long" if ns.run_long_tests else "standard")
     ns.run_long_tests = ns.run_long_tests or ns.mode in LONG_MODES
     run_id = ns.run_id or new_run_id()
+    for option, target in (("--junit-xml", ns.junit_xml), ("--html-report", ns.html_report),
+                           ("--summary-json", ns.summary_json), ("--results-db", ns.results_db)):
+        problem = unwritable_reason(target) if target else None
+        if problem:  # found now, not after the tests ran (pytest would crash writing it, and record nothing)
+            print(f"run_hardware_monitoring_tests: {option}: {printable(problem)}; nothing was run", file=sys.stderr)
+            return EXIT_USAGE
     for target in (ns.junit_xml, ns.html_report, ns.summary_json):
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(ns.summary_json).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     counts = run.counts
     where = f"recorded in {ns.results_db}" if recorded_error is None else "NOT recorded (see above)"
-    print(f"run {run_id} ({ns.mode}): {counts['passed']} passed, {counts['failed']} failed, "
-          f"{counts['error']} errors, {counts['skipped']} skipped, {counts['flaky']} flaky in {run.duration_s:.1f} s; "
-          f"{where}")
+    print(printable(f"run {run_id} ({ns.mode}): {counts['passed']} passed, {counts['failed']} failed, "
+                    f"{counts['error']} errors, {counts['skipped']} skipped, {counts['flaky']} flaky in "
+                    f"{run.duration_s:.1f} s; {where}"))
     return exit_code

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import tempfile
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -42,6 +44,30 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(to_jsonable(value), allow_nan=False, **kwargs)
 
 
+def unwritable_reason(path: str | os.PathLike, *, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be written (``None``: it can), for a command to check its output paths
+    before a long run rather than fail after it: a file's path is a folder, a part of the way
+    is a file, or the nearest folder that exists cannot be written in (permissions, a read-only
+    file system; the writers create the missing ones there). ``folder``: ``path`` is a folder to
+    write files in. Nothing is left behind."""
+    target = Path(path).absolute()
+    where = target if folder else target.parent
+    if not folder and target.is_dir():
+        return f"{path} is a folder"
+    existing = next(p for p in (where, *where.parents) if p.exists())  # the root always exists
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"cannot write in {existing}: {err.strerror or err}"
+    if not folder and target.exists() and not os.access(target, os.W_OK):
+        return f"{path} is not writable"
+    return None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file renamed over it, so a reader never
     sees half a file; the file gets the usual permissions (0666 less the umask)."""
@@ -54,7 +80,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             handle.write(text)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (where the file could not be made, neither can it be removed)
+            tmp.unlink(missing_ok=True)
         raise
     return target
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...printable import printable
+from ...reports.jsonio import unwritable_reason
 from .. import ci_env
 from ..report import STATUSES, RunReport, load_report
 from ..results_db import ResultsDatabaseError
@@ -73,6 +75,10 @@ def build_report(ns: argparse.Namespace) -> RunReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    problem = unwritable_reason(ns.result_json) if ns.result_json else None
+    if problem:  # found now, not after sending (the channels' results would be lost)
+        print(f"ci_notification: --result-json: {printable(problem)}; nothing was sent", file=sys.stderr)
+        return 2
     redactor = Redactor.from_environ(os.environ)
     try:
         config = load_config(ns.notification_config)

@@ -142,9 +142,9 @@ class EmailChannel:
             except (TimeoutError, socket.timeout) as err:
                 return Delivery(self.name, False, f"timed out after {self.timeout_s:g} s: {err}", attempts,
                                 time.monotonic() - started)
-            except (smtplib.SMTPException, OSError, ssl.SSLError) as err:
-                return Delivery(self.name, False, f"{type(err).__name__}: {err}", attempts,
-                                time.monotonic() - started)
+            except (smtplib.SMTPException, OSError, ssl.SSLError) as err:  # named with the server it concerns
+                return Delivery(self.name, False, f"SMTP server {self.host}:{self.port}: {type(err).__name__}: {err}",
+                                attempts, time.monotonic() - started)
         raise AssertionError("unreachable")
 
 
