@@ -40,6 +40,7 @@ from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
 from fleet_hwmon.metrics.tally import TaskTally
 from fleet_hwmon.compat import earlier_export_keys, earlier_view, narrowed
 from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.printable import printable
 from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling.heartbeats import HEARTBEAT_METRICS_KEY, UTILIZATION_KEY, HeartbeatReader
 from fleet_hwmon.scheduling.periodic import PeriodicThread
@@ -157,6 +158,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self.write_back_utilization = write_back_utilization
         self._heartbeat_thread: PeriodicThread | None = None
         self._heartbeat_lock = threading.Lock()
+        self._capabilities_seen: dict[str, str] = {}  # worker -> its capabilities as last checked (repr)
         self._log = RateLimitedLogger(log)
 
     @property
@@ -185,17 +187,22 @@ class CoordinatorHardwareMonitoringIntegration:
             return self
         check_contract(self.coordinator)
         self._store = open_store(self.db_path)
-        self._store.ensure_table(DECISIONS_TABLE, SchedulingDecision)
-        self._active = True
-        for monitor in self.worker_monitors.values():  # monitors given to the constructor
-            monitor.add_sample_listener(self._observe)
-            monitor.start_monitoring()
-        for worker_id, info in list(self.coordinator.workers.items()):
-            self._on_worker_registered(worker_id, info)
-        self._hook_events()
-        if self.enable_resource_aware_scheduling:
-            self.scheduler.install()
-        self._initialized = True
+        try:
+            self._store.ensure_table(DECISIONS_TABLE, SchedulingDecision)
+            self._active = True
+            for monitor in self.worker_monitors.values():  # monitors given to the constructor
+                monitor.add_sample_listener(self._observe)
+                monitor.start_monitoring()
+            for worker_id, info in list(self.coordinator.workers.items()):
+                self._on_worker_registered(worker_id, info)
+            self._hook_events()
+            if self.enable_resource_aware_scheduling:
+                self.scheduler.install()
+            self._initialized = True
+        except BaseException:  # half started: undone, so nothing is left running or open
+            self._initialized = True
+            self.shutdown()
+            raise
         if self._heartbeats is not None or self.write_back_utilization:
             self.ingest_heartbeats()  # the first decision already sees what the workers reported
             self._heartbeat_thread = PeriodicThread(max(self.update_interval_seconds, 0.05), self.ingest_heartbeats,
@@ -251,8 +258,21 @@ class CoordinatorHardwareMonitoringIntegration:
     # -- workers --------------------------------------------------------------------------------
     def _on_worker_registered(self, worker_id: str, info: Mapping[str, Any]) -> None:
         self._describe_worker(worker_id, info)
+        self._capabilities_seen[worker_id] = repr(info.get("capabilities"))
         self.scheduler.worker_registered(worker_id, info.get("capabilities"))
         self._monitor_for(worker_id, local=bool(info.get("local")))
+
+    def _check_capabilities(self, workers: Mapping[str, Any]) -> None:
+        """A worker whose record now states other hardware (a coordinator replaced or changed it
+        without telling us: it rebooted without its GPU, say) has its hardware checked again."""
+        for worker_id, info in list(workers.items()):
+            seen = self._capabilities_seen.get(worker_id)
+            now = repr(info.get("capabilities")) if isinstance(info, Mapping) else None
+            if seen is not None and now is not None and now != seen:
+                self._capabilities_seen[worker_id] = now
+                log.info("worker %s states other hardware now; checked again at the next decision",
+                         printable(str(worker_id)))
+                self.scheduler.capabilities_changed(worker_id)
 
     def _describe_worker(self, worker_id: str, info: Mapping[str, Any]) -> None:
         """Store the worker's detected capabilities; detect them when a local worker has none."""
@@ -297,6 +317,7 @@ class CoordinatorHardwareMonitoringIntegration:
         reference coordinator requeues them and they start again elsewhere)."""
         with self._lock:
             monitor = self.worker_monitors.pop(worker_id, None)
+        self._capabilities_seen.pop(worker_id, None)
         self.scheduler.worker_left(worker_id)
         if monitor is None:
             return
@@ -373,6 +394,7 @@ class CoordinatorHardwareMonitoringIntegration:
             if not self._initialized:
                 return 0
             workers = self.coordinator.workers
+            self._check_capabilities(workers)
             if not callable(getattr(self.coordinator, "register_worker_callback", None)):
                 for worker_id in [w for w in list(workers) if w not in self.worker_monitors]:
                     info = workers.get(worker_id)

@@ -44,7 +44,10 @@ def _parse_time(value: Any) -> datetime:
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value)
     elif isinstance(value, (int, float)):
-        moment = datetime.fromtimestamp(value, tz=timezone.utc)
+        try:
+            moment = datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):  # NaN, or beyond what a datetime holds
+            raise ValueError(f"timestamp {value!r} is not a time (epoch seconds out of range)") from None
     else:
         raise ValueError(f"timestamp must be a datetime, ISO string or epoch seconds, not {value!r}")
     if moment.tzinfo is None:

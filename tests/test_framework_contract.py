@@ -260,3 +260,139 @@ def test_unknown_task_requirement_keys_are_a_clear_error(fleet):
                                          "min_gpu_memory_gb, device, vendor, precision, allow_software, isolation"):
         coordinator.assign([task])
     assert coordinator.assign([cpu_task("t2")])["t2"] is not None  # the next task is placed as usual
+
+
+# -- a peer framework's own coordinator, written to the contract with its own habits --------------
+class MinimalScheduler:
+    """Least loaded; honours ``exclude``, an argument beyond the contract's three."""
+
+    def find_best_worker_for_task(self, task, available_workers, worker_task_count, exclude=()):
+        ids = [w for w in available_workers if w not in exclude]
+        return (min(ids, key=lambda w: worker_task_count.get(w, 0)), 1.0) if ids else (None, 0.0)
+
+
+class MinimalCoordinator:
+    """``workers`` and ``task_scheduler`` only: no callbacks, records replaced as it pleases."""
+
+    def __init__(self, workers: dict) -> None:
+        self.workers = workers
+        self.task_scheduler = MinimalScheduler()
+
+
+def _worker(caps: dict) -> dict:
+    return {"status": "idle", "capabilities": caps}
+
+
+@pytest.fixture
+def minimal(db_path):
+    coordinator = MinimalCoordinator({"gpu-a": _worker(gpu_caps()), "cpu-a": _worker(cpu_caps(memory_gb=16))})
+    clock = FakeClock()
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=clock,
+                                                           detect_capabilities=False).initialize()
+    yield coordinator, integration
+    integration.shutdown()
+
+
+def test_a_worker_record_replaced_without_a_callback_has_its_hardware_checked_again(minimal):
+    """The worker rebooted without its GPU and the coordinator replaced its record, telling no
+    one: from the next heartbeat pass on, no GPU task goes there."""
+    coordinator, integration = minimal
+    choose = coordinator.task_scheduler.find_best_worker_for_task
+    assert choose(gpu_task("t1"), coordinator.workers, {}) == ("gpu-a", 1.0)
+    coordinator.workers["gpu-a"] = _worker(cpu_caps(memory_gb=16))
+    integration.ingest_heartbeats()
+    assert choose(gpu_task("t2"), coordinator.workers, {}) == (None, 0.0)
+    assert choose(cpu_task("t3"), coordinator.workers, {})[0] in ("gpu-a", "cpu-a")
+
+
+def test_arguments_beyond_the_contract_reach_the_original_and_names_work(minimal):
+    """Called with an ``exclude`` the scheduler honours, or by its own parameter names, the
+    patched method asks the original with every argument: an excluded worker never gets a task."""
+    coordinator, _ = minimal
+    choose = coordinator.task_scheduler.find_best_worker_for_task
+    picks = [choose(cpu_task(f"x{i}"), coordinator.workers, {}, exclude={"cpu-a"})[0] for i in range(3)]
+    assert picks == ["gpu-a"] * 3
+    assert choose(task=cpu_task("n1"), available_workers={"cpu-a": coordinator.workers["cpu-a"]},
+                  worker_task_count={})[0] == "cpu-a"
+    with pytest.raises(TypeError):
+        choose(cpu_task("n2"), coordinator.workers)  # as the original itself refuses
+
+
+def test_a_task_without_an_id_is_a_clear_error_not_an_overcommitted_gpu(minimal):
+    coordinator, _ = minimal
+    choose = coordinator.task_scheduler.find_best_worker_for_task
+    for task_id in (None, ""):
+        with pytest.raises(ValueError, match="a task needs a task_id"):
+            choose({"task_id": task_id, "type": "train", "requirements": {"min_gpu_memory_gb": 60}},
+                   coordinator.workers, {})
+    with pytest.raises(ValueError, match="a task needs a task_id"):
+        choose({"type": "train"}, coordinator.workers, {})
+
+
+def test_one_malformed_worker_record_does_not_break_decisions_about_the_others(db_path):
+    """Figures as strings that are numbers count; those that are not, and capabilities that are
+    not a mapping, are unknown: that worker satisfies no stated minimum, the others are decided
+    as usual."""
+    workers = {"gpu-a": _worker(gpu_caps()), "cpu-a": _worker(cpu_caps(memory_gb=16)),
+               "odd": _worker({"hardware": ["cpu", "gpu"], "memory": {"total_gb": "64"},
+                               "gpu": {"memory_gb": "eighty", "cuda_compute": "x"}}),
+               "text": _worker("gpu")}
+    coordinator = MinimalCoordinator(workers)
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=FakeClock(),
+                                                  detect_capabilities=False) as integration:
+        choose = coordinator.task_scheduler.find_best_worker_for_task
+        big_gpu = {"task_id": "g", "type": "train", "requirements": {"hardware": ["gpu"], "min_gpu_memory_gb": 20}}
+        assert choose(big_gpu, ["odd", "text", "gpu-a"], {}) == ("gpu-a", 1.0)
+        assert choose({**big_gpu, "task_id": "g2"}, ["odd", "text"], {}) == (None, 0.0)
+        needs_memory = {"task_id": "m", "type": "etl", "requirements": {"min_memory_gb": 48}}
+        assert choose(needs_memory, ["odd", "cpu-a", "text"], {}) == ("odd", 1.0)  # "64" GB is 64 GB
+        reasons = {e.worker_id: e.reason for e in integration.scheduler.recent_decisions()[-1].exclusions}
+        assert reasons["text"] == "its capabilities are str, not a mapping (the coordinator contract)"
+
+
+def test_a_heartbeat_time_out_of_range_is_skipped_and_the_others_are_read(db_path, caplog):
+    workers = {"w1": {**_worker(cpu_caps(memory_gb=16)), "hardware_metrics": {"cpu_percent": 10, "updated": 1e20}},
+               "w2": {**_worker(cpu_caps(memory_gb=16)),
+                      "hardware_metrics": {"cpu_percent": 20, "updated": datetime.now(timezone.utc)}}}
+    coordinator = MinimalCoordinator(workers)
+    with caplog.at_level(logging.WARNING), CoordinatorHardwareMonitoringIntegration(
+            coordinator, db_path=db_path, detect_capabilities=False) as integration:
+        assert integration.get_worker_utilization("w2") is not None
+        assert integration.get_worker_utilization("w1") is None
+    assert "timestamp 1e+20 is not a time (epoch seconds out of range)" in caplog.text
+
+
+def test_a_coroutine_method_behind_a_functools_wraps_decorator_is_awaited(db_path):
+    import functools
+
+    def logged(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            return method(*args, **kwargs)  # a coroutine, awaited by the caller
+        return wrapper
+
+    class AsyncScheduler:
+        @logged
+        async def find_best_worker_for_task(self, task, available_workers, worker_task_count):
+            return (next(iter(available_workers), None), 1.0)
+
+    coordinator = MinimalCoordinator({"cpu-a": _worker(cpu_caps(memory_gb=16))})
+    coordinator.task_scheduler = AsyncScheduler()
+    with CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, clock=FakeClock(),
+                                                  detect_capabilities=False):
+        chosen = asyncio.run(coordinator.task_scheduler.find_best_worker_for_task(cpu_task("a"), ["cpu-a"], {}))
+    assert chosen == ("cpu-a", 1.0)
+
+
+def test_an_initialize_that_fails_halfway_leaves_nothing_open(db_path):
+    class BrokenWorkers(dict):
+        def items(self):
+            raise RuntimeError("the coordinator's worker table is being rebuilt")
+
+    coordinator = MinimalCoordinator(BrokenWorkers(w=_worker(cpu_caps(memory_gb=16))))
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, detect_capabilities=False)
+    with pytest.raises(RuntimeError, match="being rebuilt"):
+        integration.initialize()
+    assert integration._store is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("duckdb-writer")]
+    assert "find_best_worker_for_task" not in vars(coordinator.task_scheduler)  # not patched

@@ -65,7 +65,8 @@ class SchedulerPatch:
     @classmethod
     def apply(cls, scheduler: Any, name: str, make_replacement: Callable[[Callable, bool], Callable]) -> SchedulerPatch:
         original = getattr(scheduler, name)
-        is_async = inspect.iscoroutinefunction(original)
+        # (a decorator made with functools.wraps over a coroutine function keeps it in __wrapped__)
+        is_async = inspect.iscoroutinefunction(original) or inspect.iscoroutinefunction(inspect.unwrap(original))
         patch = cls(scheduler, name, original, name in getattr(scheduler, "__dict__", {}), is_async)
         setattr(scheduler, name, make_replacement(original, is_async))
         return patch
@@ -78,6 +79,42 @@ class SchedulerPatch:
                 delattr(self.scheduler, self.name)
             except AttributeError:
                 pass
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def signature_of(method: Callable[..., Any]) -> inspect.Signature | None:
+    """The method's signature (``None`` when Python cannot read it, as for some builtins)."""
+    try:
+        return inspect.signature(method)
+    except (TypeError, ValueError):
+        return None
+
+
+def contract_call(original: Callable[..., Any], signature: inspect.Signature | None, args: tuple,
+                  kwargs: Mapping[str, Any]) -> tuple[Any, Any, Any, Callable[[Any, Any, Any], Any]]:
+    """``(task, available_workers, worker_task_count, ask)`` from a call of the scheduler's method
+    made otherwise than with exactly those three by position: by the method's own parameter names,
+    or with more arguments (``exclude=...``, say). ``ask(task, available, counts)`` calls
+    ``original`` with every other argument the caller gave, so the original scores honour them.
+    Raises ``TypeError`` for a call the original itself would refuse."""
+    names = [p.name for p in signature.parameters.values() if p.kind in _POSITIONAL][:3] if signature else []
+    if len(names) < 3:  # no readable signature: the contract's three come first
+        if len(args) < 3:
+            raise TypeError(f"the scheduler's method takes (task, available_workers, worker_task_count), "
+                            f"got {len(args)} positional argument(s) and {sorted(kwargs)}")
+        rest = args[3:]
+        return args[0], args[1], args[2], lambda task, available, counts: original(task, available, counts, *rest,
+                                                                                   **kwargs)
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    given = bound.arguments
+
+    def ask(task: Any, available: Any, counts: Any) -> Any:
+        call = inspect.BoundArguments(signature, {**given, names[0]: task, names[1]: available, names[2]: counts})
+        return original(*call.args, **call.kwargs)
+    return given[names[0]], given[names[1]], given[names[2]], ask
 
 
 def worker_ids(available_workers: Any) -> list[str]:

@@ -55,7 +55,7 @@ def sample_from_heartbeat(worker_id: str, metrics: Mapping[str, Any],
     for source, target in _PERCENT_FIELDS.items():
         if metrics.get(source) is not None:
             sample[target] = metrics[source]
-    capabilities = capabilities or {}
+    capabilities = capabilities if isinstance(capabilities, Mapping) else {}
     gpu_percent = metrics.get("gpu_percent")
     if gpu_percent is not None:
         gpu = capabilities.get("gpu") if isinstance(capabilities.get("gpu"), Mapping) else {}

@@ -18,9 +18,10 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from fleet_hwmon.sample import ResourceUtilization, utc_now
+from fleet_hwmon.sample import ResourceUtilization, finite, utc_now
 from fleet_hwmon.scheduling.contract import (CallerShape, OriginalScores, SchedulerPatch, check_contract,
-                                             original_scores_async, original_scores_sync, task_limit_of)
+                                             contract_call, original_scores_async, original_scores_sync,
+                                             signature_of, task_limit_of)
 from fleet_hwmon.scheduling.heartbeats import busy_exclusion
 from fleet_hwmon.scheduling.held import ANY_ROOM, Held, Room, room_made, room_of
 from fleet_hwmon.scheduling.retry import AvoidedWorkers, resource_failure
@@ -116,18 +117,31 @@ class HardwareAwareScheduler:
             self._patch = None
 
     def _make_patched(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        """The replacement of the scheduler's method. Called with the contract's three arguments
+        by position (the common case) it asks ``original`` with them; called by the method's own
+        parameter names or with more arguments, the original is asked with all of them
+        (:func:`contract_call`)."""
         scheduler = self.coordinator.task_scheduler
+        signature = signature_of(original)
         if is_async:
-            async def patched_async(task, available_workers, worker_task_count, *args, **kwargs):
+            async def patched_async(*args, **kwargs):
+                if len(args) == 3 and not kwargs:
+                    (task, available_workers, worker_task_count), ask = args, original
+                else:
+                    task, available_workers, worker_task_count, ask = contract_call(original, signature, args, kwargs)
                 shape = CallerShape(available_workers, worker_task_count)
-                original_view = await original_scores_async(scheduler, original, task, shape, worker_task_count,
+                original_view = await original_scores_async(scheduler, ask, task, shape, worker_task_count,
                                                              self.coordinator.workers)
                 return self._choice(self.decide(task, shape.ids, worker_task_count, original_view))
             return patched_async
 
-        def patched(task, available_workers, worker_task_count, *args, **kwargs):
+        def patched(*args, **kwargs):
+            if len(args) == 3 and not kwargs:
+                (task, available_workers, worker_task_count), ask = args, original
+            else:
+                task, available_workers, worker_task_count, ask = contract_call(original, signature, args, kwargs)
             shape = CallerShape(available_workers, worker_task_count)
-            original_view = original_scores_sync(scheduler, original, task, shape, worker_task_count,
+            original_view = original_scores_sync(scheduler, ask, task, shape, worker_task_count,
                                                  self.coordinator.workers)
             return self._choice(self.decide(task, shape.ids, worker_task_count, original_view))
         return patched
@@ -146,6 +160,15 @@ class HardwareAwareScheduler:
             view = self._views[worker_id] = WorkerView(worker_id, registered_s=self._clock(), cpu_count=cores,
                                                        memory_total_bytes=memory_bytes)
             self._sync(view)
+            self._fleet_changed()
+
+    def capabilities_changed(self, worker_id: str) -> None:
+        """The worker's record states other hardware than when it was last checked (replaced or
+        changed without a new registration): its hardware is checked again at the next decision;
+        what its samples showed stays."""
+        with self._lock:
+            for per_worker in self._mismatch_cache.values():
+                per_worker.pop(worker_id, None)
             self._fleet_changed()
 
     def worker_left(self, worker_id: str) -> None:
@@ -378,7 +401,10 @@ class HardwareAwareScheduler:
         now_s = self._clock()
         if limit is not None and 0 < limit and counts and _below(counts.values(), limit):
             limit = None  # no worker is at the limit: skip the check per worker
-        task_id = str(task.get("task_id", ""))
+        raw_id = task.get("task_id")
+        if raw_id is None or raw_id == "":  # decisions, load in flight and history all go by it
+            raise ValueError(f"a task needs a task_id (the coordinator contract); got one with keys {sorted(task)}")
+        task_id = str(raw_id)
         with self._lock:
             held = self._held.get(task_id)
             if (held is not None and held.requirements == requirements and now_s - held.decided_s < factors.recheck_s
@@ -651,10 +677,13 @@ def _grown(previous: float | None, peak: float | None, growth: float) -> float |
 
 def _gpu_memory_of(info: Mapping[str, Any] | None) -> float | None:
     """The largest GPU memory (bytes) a worker's contract capabilities state, if any."""
-    caps = (info or {}).get("capabilities") or {}
+    caps = (info or {}).get("capabilities")
+    if not isinstance(caps, Mapping):
+        return None
     gpus = caps.get("gpus") or ([caps["gpu"]] if caps.get("gpu") else [])
-    sizes = [float(g["memory_gb"]) * GIB for g in gpus if isinstance(g, Mapping) and g.get("memory_gb")]
-    return max(sizes) if sizes else None
+    gpus = gpus if isinstance(gpus, (list, tuple)) else [gpus]
+    sizes = [finite(g.get("memory_gb")) for g in gpus if isinstance(g, Mapping)]  # (a malformed figure: unknown)
+    return max(s for s in sizes if s) * GIB if any(sizes) else None
 
 
 def _below(counts: Any, limit: Any) -> bool:

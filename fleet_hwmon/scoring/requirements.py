@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet_hwmon.sample import finite
+
 ISOLATION_LEVELS = ("shared", "quiet", "exclusive")
 REQUIREMENT_KEYS = ("hardware", "min_memory_gb", "min_cuda_compute", "min_gpu_memory_gb", "device", "vendor",
                     "precision", "allow_software", "isolation")
@@ -184,8 +186,10 @@ def hardware_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any]) ->
     device constraints (vendor, device name, precision, CUDA compute, GPU memory) must all hold
     on ONE device: a GPU when the task needs one, else a device of a required kind other than
     CPU, else any device (the CPU included)."""
-    listed = {str(h).lower() for h in capabilities.get("hardware", ())}
-    kinds = listed | ({str(h).lower() for h in capabilities.get("software", ())} if req.allow_software else set())
+    if not isinstance(capabilities, Mapping):
+        return f"its capabilities are {type(capabilities).__name__}, not a mapping (the coordinator contract)"
+    listed = _kinds(capabilities.get("hardware"))
+    kinds = listed | (_kinds(capabilities.get("software")) if req.allow_software else set())
     missing = sorted(req.hardware - kinds - {"cpu"})
     if "cpu" in req.hardware and "cpu" not in kinds and listed:
         missing.insert(0, "cpu")
@@ -196,7 +200,8 @@ def hardware_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any]) ->
         suffix = f" (GPU {health})" if "gpu" in missing and health and health != "healthy" else ""
         return f"lacks {', '.join(missing)}{suffix}"
     if req.min_memory_gb is not None:
-        total = (capabilities.get("memory") or {}).get("total_gb")
+        memory = capabilities.get("memory")
+        total = finite(memory.get("total_gb")) if isinstance(memory, Mapping) else None
         if total is None or total < req.min_memory_gb:
             return f"memory {_gb(total)} < required {req.min_memory_gb:g} GB"
     return _device_mismatch(req, capabilities, kinds) if req.device_constraints else None
@@ -211,12 +216,11 @@ def _device_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any], kin
         if not devices:
             return f"no {noun} from vendor {req.vendor!r}"
     if req.min_cuda_compute is not None:
-        devices = [d for d in devices if d.get("cuda_compute") is not None
-                   and float(d["cuda_compute"]) >= req.min_cuda_compute]
+        devices = [d for d in devices if (finite(d.get("cuda_compute")) or 0.0) >= req.min_cuda_compute]
         if not devices:
             return f"no GPU with CUDA compute >= {req.min_cuda_compute:g}"
     if req.min_gpu_memory_gb is not None:
-        devices = [d for d in devices if d.get("memory_gb") is not None and d["memory_gb"] >= req.min_gpu_memory_gb]
+        devices = [d for d in devices if (finite(d.get("memory_gb")) or 0.0) >= req.min_gpu_memory_gb]
         if not devices:
             return f"no GPU with >= {req.min_gpu_memory_gb:g} GB of memory"
     if req.precision:
@@ -230,11 +234,23 @@ def _device_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any], kin
     return None
 
 
+def _kinds(listed: Any) -> set[str]:
+    """Hardware kinds a capability lists: a list of names, or one name as a string."""
+    if listed is None:
+        return set()
+    if isinstance(listed, str):
+        listed = [listed]
+    try:
+        return {str(h).lower() for h in listed}
+    except TypeError:  # not iterable: lists nothing
+        return set()
+
+
 def _devices(req: TaskRequirements, capabilities: Mapping[str, Any], kinds: set[str]) -> list[Mapping[str, Any]]:
     """The devices the task's device constraints may be met on (see :func:`hardware_mismatch`);
     ``kinds``: the worker's usable kinds. Software renderers only when the task allows them."""
     if req.needs_gpu:
-        return list(capabilities.get("gpus") or ([capabilities["gpu"]] if capabilities.get("gpu") else []))
+        return list(_entries(capabilities.get("gpus") or capabilities.get("gpu")))
     wanted = (req.hardware - {"cpu"}) or kinds | {"cpu", "gpu"}
     gpus = capabilities.get("gpus") or capabilities.get("gpu")
     found = [d for kind in sorted(wanted) for d in _entries(gpus if kind == "gpu" else capabilities.get(kind))]

@@ -359,6 +359,8 @@ def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: 
 def capacity_from_capabilities(capabilities: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """(cores, memory bytes) a worker's contract capabilities state, ``None`` where they do not:
     the capacity in-flight tasks are weighed against before the worker's first sample."""
+    if not isinstance(capabilities, Mapping):
+        return None, None
     cpu = capabilities.get("cpu") or {}
     cores = cpu.get("cores_effective") or cpu.get("cores_logical") if isinstance(cpu, Mapping) else None
     memory = capabilities.get("memory") or {}
