@@ -153,6 +153,7 @@ class CoordinatorHardwareMonitoringIntegration:
         self._metrics_server = None
         self._store = None
         self._active = False
+        self._hooked = False  # the coordinator callbacks are registered (see _hook_events)
         self._initialized = False
         self._heartbeats = HeartbeatReader(heartbeat_metrics_key) if heartbeat_metrics_key else None
         self.write_back_utilization = write_back_utilization
@@ -237,6 +238,11 @@ class CoordinatorHardwareMonitoringIntegration:
         self.shutdown()
 
     def _hook_events(self) -> None:
+        """Register the coordinator callbacks, once: they stay registered after :meth:`shutdown`
+        (the contract has no way to remove them) and serve the next :meth:`initialize` again."""
+        if self._hooked:
+            return
+        self._hooked = True
         register = getattr(self.coordinator, "register_worker_callback", None)
         if callable(register):
             register("worker_registered", self._guarded(self._on_worker_registered))

@@ -290,8 +290,10 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
     def add_sample_listener(self, listener: Callable[[ResourceUtilization], Any]) -> None:
         """Call ``listener(sample)`` with every recorded sample, on the recording thread. For
         in-memory bookkeeping only (the scheduler's view): it must be fast and never block;
-        use :meth:`register_alert_callback` for anything that does I/O."""
-        self._sample_listeners.append(listener)
+        use :meth:`register_alert_callback` for anything that does I/O. Adding one already there
+        does nothing (each sample reaches a listener once)."""
+        if listener not in self._sample_listeners:
+            self._sample_listeners.append(listener)
 
     # -- reading ------------------------------------------------------------------------------
     def get_current_metrics(self) -> ResourceUtilization | None:

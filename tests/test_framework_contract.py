@@ -396,3 +396,35 @@ def test_an_initialize_that_fails_halfway_leaves_nothing_open(db_path):
     assert integration._store is None
     assert not [t for t in threading.enumerate() if t.name.startswith("duckdb-writer")]
     assert "find_best_worker_for_task" not in vars(coordinator.task_scheduler)  # not patched
+
+
+def test_shutdown_then_initialize_again_hooks_once_and_sees_each_sample_once(db_path):
+    from fleet_hwmon.coordinator.coordinator import Coordinator
+
+    coordinator = Coordinator(max_tasks_per_worker=2)
+    callbacks = {"worker": 0, "task": 0}
+    register_worker, register_task = coordinator.register_worker_callback, coordinator.register_task_callback
+
+    def counted(kind, register):
+        def wrapper(event, fn):
+            callbacks[kind] += 1
+            return register(event, fn)
+        return wrapper
+
+    coordinator.register_worker_callback = counted("worker", register_worker)
+    coordinator.register_task_callback = counted("task", register_task)
+    coordinator.register_worker("cpu-a", cpu_caps(memory_gb=16))
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=db_path, detect_capabilities=False)
+    integration.initialize()
+    first = dict(callbacks)
+    integration.shutdown()
+    integration.initialize()
+    try:
+        assert callbacks == first
+        seen = []
+        integration.worker_monitors["cpu-a"].add_sample_listener(seen.append)
+        integration.update_worker_utilization("cpu-a", {"cpu_percent": 10.0, "memory_percent": 20.0})
+        assert len(seen) == 1
+        assert integration.worker_monitors["cpu-a"]._sample_listeners.count(integration._observe) == 1
+    finally:
+        integration.shutdown()
