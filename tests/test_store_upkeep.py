@@ -233,3 +233,25 @@ def test_appending_past_a_full_batch_yields_to_the_writer(db_path, monkeypatch):
     holder.join(30)
     assert store.query(f"SELECT count(*) FROM {TABLE}") == [(15,)] and store.dropped_rows == 0
     close_store(store)
+
+
+def test_closing_while_a_report_query_runs_waits_for_it(db_path):
+    """A report read on another thread as the store closes (an integration shut down mid-report):
+    the query ends with its rows, and the writer closes the file after it, raising nothing."""
+    store = open_store(db_path)
+    errors: list[BaseException] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.extend(
+        store.query("SELECT count(*) FROM range(400000000) a", flush=False)))
+    try:
+        reader.start()
+        deadline = time.monotonic() + 60
+        while store._readers._active == 0 and reader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        close_store(store)
+        reader.join(timeout=120)
+    finally:
+        threading.excepthook = previous_hook
+    assert result == [(400000000,)] and errors == []

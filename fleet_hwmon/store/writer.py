@@ -356,7 +356,22 @@ class MetricsStore:
                     future.set_exception(err)
             if self._stopping and not self._buffer and not self._commands and not self._staged.rows:
                 break
-        self._con.close()
+        self._close_after_readers()
+
+    def _close_after_readers(self, wait_s: float = 10.0) -> None:
+        """Close the connection once no query runs on a reader's cursor (a report being made as
+        the store closes), waiting at most ``wait_s``; none starts meanwhile. Everything is
+        written by then: a query still running past the wait is ended by the close."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._readers.idle() as idle:
+                if idle or time.monotonic() >= deadline:
+                    try:
+                        self._con.close()
+                    except duckdb.Error as err:
+                        log.warning("closing %s while a query still ran: %s", self.path, err)
+                    return
+            time.sleep(0.01)
 
     def _flush_buffer(self, merge: bool = True) -> None:
         """Write what is queued (``_write_buffer``), then checkpoint or release memory (``upkeep``)
