@@ -129,7 +129,8 @@ if ! [[ "$PY_VERSION" =~ ^3\.(1[1-9]|[2-9][0-9])\.[0-9]+$ ]]; then
 fi
 
 cd "$ROOT"
-mkdir -p "$ARTIFACTS_ROOT"
+mkdir -p "$ARTIFACTS_ROOT" 2>/dev/null && [[ -w "$ARTIFACTS_ROOT" ]] \
+    || setup_failed "cannot create or write the artifacts folder $ARTIFACTS_ROOT (--artifacts-dir / HWMON_CI_ARTIFACTS_DIR)"
 if [[ "$USE_VENV" -eq 1 ]]; then
     VENV_DIR="$(absolute "${HWMON_CI_VENV_DIR:-$ROOT/.venv-ci}")"
     VENV_KEY="$({ cat "$ROOT/pyproject.toml"; printf '%s\n' "$PY_VERSION"; } | sha256sum | cut -d' ' -f1)"
@@ -159,7 +160,7 @@ export PATH
 RUN_ID="$("$PY" -c 'from fleet_hwmon.ci.runner import new_run_id; print(new_run_id())')" \
     || setup_failed "$PY cannot import fleet_hwmon (install the project, or drop --no-venv)"
 RUN_DIR="$ARTIFACTS_ROOT/$RUN_ID"
-mkdir -p "$RUN_DIR"
+mkdir -p "$RUN_DIR" || setup_failed "cannot create the run folder $RUN_DIR"
 if [[ -n "${GITHUB_OUTPUT:-}" ]]; then  # later workflow steps (notifications, uploads) find the run here
     printf 'run_dir=%s\n' "$RUN_DIR" >> "$GITHUB_OUTPUT"
 fi

@@ -130,6 +130,16 @@ def test_setup_failures_exit_3_with_one_line(tmp_path, python):
     assert line.startswith("run_hardware_monitoring_ci_tests.sh: setup failed: ") and python in line
 
 
+def test_an_artifacts_folder_that_cannot_be_made_is_a_setup_failure(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    done = run_script(tmp_path, "--no-venv", "--python", sys.executable, "--no-checks",
+                      "--artifacts-dir", str(tmp_path / "a_file" / "ci"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line == ("run_hardware_monitoring_ci_tests.sh: setup failed: cannot create or write the artifacts "
+                    f"folder {tmp_path / 'a_file' / 'ci'} (--artifacts-dir / HWMON_CI_ARTIFACTS_DIR)")
+
+
 INTERRUPTED_SUITE = """
 import pathlib, time
 

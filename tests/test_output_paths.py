@@ -125,3 +125,23 @@ def test_monitor_reports_with_a_database_and_no_sample_yet(tmp_path):
         monitor.stop_monitoring()
     assert summary["samples"] == 0 and summary["first_sample"] is None and summary["cpu"]["mean"] is None
     assert "w" in html
+
+
+def test_github_annotations_and_job_summary_carry_no_control_characters():
+    """A test's message with a terminal escape (a title change, a screen clear) and a NUL: the
+    workflow command and the job summary keep the text, drop the controls, escape the rest."""
+    from datetime import datetime, timezone
+
+    from fleet_hwmon.ci.github_output import annotations, step_summary
+    from fleet_hwmon.ci.results_db import TestResult, TestRun
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    message = "AssertionError: \x1b]0;PWNED\x07got \x1b[2J50%\x00\nsecond line"
+    run = TestRun("r1", now, now, "standard", "3.11", 1, "failed",
+                  [TestResult("t.py::test_\x1b[31mred", "failed", 0.1, message)])
+    [line] = annotations(run, {})
+    assert line == ("::error file=t.py,line=1,title=failed%3A t.py%3A%3Atest_red::"
+                    "AssertionError: got 50%25%0Asecond line")
+    summary = step_summary(run)
+    assert "- `t.py::test_red` (failed): AssertionError: got 50%" in summary
+    assert not any(c in summary for c in "\x1b\x00\x07")

@@ -17,12 +17,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..printable import printable
 from .results_db import TestRun
 
 MAX_LISTED = 50  # a job summary is at most 1 MiB; 50 failures with their first line fit easily
 
 
 def _escape_data(text: str) -> str:
+    """Escaped for a workflow command; escape sequences and other control characters (a test's
+    message may hold them) dropped, so none reaches the log or the annotation."""
+    text = printable(text, multiline=True).replace("\t", " ")
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -46,8 +50,9 @@ def annotations(run: TestRun, locations: Mapping[str, tuple[str, int]]) -> list[
 
 
 def _cell(text: Any) -> str:
-    """One Markdown table cell / list item on one line: ``|`` and backticks cannot break it."""
-    return " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
+    """One Markdown table cell / list item on one line: ``|`` and backticks cannot break it, nor
+    control characters (dropped)."""
+    return " ".join(printable(str(text)).split()).replace("|", "\\|").replace("`", "'")
 
 
 def step_summary(run: TestRun, flaky_history: Sequence[Mapping[str, Any]] = (), window_runs: int = 20) -> str:
