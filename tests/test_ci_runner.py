@@ -173,11 +173,11 @@ def test_locked_results_database_is_named_in_the_error(tmp_path):
         holder.wait()
     assert done.returncode == 3  # the tests passed, but the run could not be recorded: a setup failure
     assert f"the run was NOT recorded: results database '{db}'" in done.stderr
-    assert "another process may hold it" in done.stderr
+    assert "another process holds it" in done.stderr
     assert "NOT recorded (see above)" in done.stdout and "recorded in" not in done.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["status"], summary["exit_code"], summary["recorded"]) == ("passed", 3, False)
-    assert "another process may hold it" in summary["results_db_error"]
+    assert "another process holds it" in summary["results_db_error"]
 
 
 MESSAGE_SUITE = '''

@@ -145,3 +145,27 @@ def test_github_annotations_and_job_summary_carry_no_control_characters():
     summary = step_summary(run)
     assert "- `t.py::test_red` (failed): AssertionError: got 50%" in summary
     assert not any(c in summary for c in "\x1b\x00\x07")
+
+
+def test_a_results_database_that_cannot_be_opened_says_why(tmp_path):
+    """Not a database, damaged, or a folder: each says so (no lock blamed); an empty file (left
+    by a crash, or touched) is a new database for the runner and 'no run' for the readers."""
+    from fleet_hwmon.ci import results_db
+
+    (tmp_path / "text.duckdb").write_text("not a database at all\n" * 100)
+    (tmp_path / "folder.duckdb").mkdir()
+    with pytest.raises(results_db.ResultsDatabaseError, match="not a DuckDB database this version can read"):
+        with results_db.connect(tmp_path / "text.duckdb"):
+            pass
+    with pytest.raises(results_db.ResultsDatabaseError, match="it is a folder"):
+        with results_db.connect(tmp_path / "folder.duckdb"):
+            pass
+    empty = tmp_path / "empty.duckdb"
+    empty.write_bytes(b"")
+    with pytest.raises(results_db.ResultsDatabaseError, match="an empty file"):
+        with results_db.connect(empty, read_only=True):
+            pass
+    with results_db.connect(empty) as con:  # becomes a database
+        results_db.ensure_schema(con)
+    with results_db.connect(empty, read_only=True) as con:
+        assert results_db.has_runs_table(con)

@@ -133,14 +133,25 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     path = str(path)
     if read_only and not Path(path).exists():
         raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")
+    file = Path(path)
+    if file.is_file() and file.stat().st_size == 0:  # left by a crash or `touch`: no database yet
+        if read_only:
+            raise ResultsDatabaseError(path, "an empty file (no run has been recorded there yet)")
+        file.unlink()
     if not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(path, read_only=read_only)
-    except duckdb.IOException as err:
+    except duckdb.Error as err:
+        if "lock" in str(err).lower():
+            hint = "another process holds it: wait for it to finish"
+        elif file.is_dir():
+            hint = "it is a folder"
+        else:
+            hint = "it is not a DuckDB database this version can read, or it is damaged: move it aside"
         raise ResultsDatabaseError(
-            path, f"cannot open it ({err}); another process may hold it: wait for it to finish "
-            "or point BENCHMARK_DB_PATH / --results-db at another file") from err
+            path, f"cannot open it ({err}); {hint}, or point BENCHMARK_DB_PATH / --results-db at another "
+            "file") from err
     try:
         yield con
     finally:
