@@ -376,3 +376,30 @@ def test_sigterm_interrupts_the_run_as_ctrl_c_does_and_it_is_still_recorded(tmp_
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT status, passed FROM test_runs WHERE run_id = 'stopped'").fetchone() == (
             "interrupted", 1)
+
+
+MARKUP_ID_SUITE = '''
+import pytest
+
+@pytest.mark.parametrize("value", ['<img src=x onerror="document.title=1">'])
+def test_markup(value): pass
+'''
+
+
+def test_a_test_id_holding_markup_is_text_in_the_html_report(tmp_path):
+    """The report's rows are markup its script inserts as is: the id cell must be escaped, or
+    an id holding ``<img onerror=...>`` runs as script when the report is opened."""
+    import html as html_module
+    import re
+
+    suite = make_suite(tmp_path / "suite")
+    suite.write_text(MARKUP_ID_SUITE)
+    report = tmp_path / "report.html"
+    done = run_runner("--results-db", str(tmp_path / "r.duckdb"), "--html-report", str(report), str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    blob = html_module.unescape(re.search(r'data-jsonblob="([^"]*)"', report.read_text()).group(1))
+    rows = json.loads(blob)["tests"]
+    cells = [cell for entries in rows.values() for entry in entries for cell in entry["resultsTableRow"]
+             if "col-testId" in cell]
+    assert cells == ['<td class="col-testId">test_tiny.py::test_markup[&lt;img src=x '
+                     'onerror=&quot;document.title=1&quot;&gt;]</td>']

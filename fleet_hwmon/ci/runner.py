@@ -10,6 +10,7 @@ passed), 5 no test was collected, 130 interrupted (Ctrl-C, or SIGTERM).
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
@@ -40,6 +41,20 @@ STATUS_BY_EXIT_CODE = {0: "passed", 1: "failed", 2: "interrupted", 3: "error", 5
 #: pytest's exit status -> ours (pytest's 2 "interrupted" becomes the shell's 130, its 4 "usage" our 2).
 EXIT_CODES = {0: 0, 1: 1, 2: 130, 3: 3, 4: 2, 5: 5}
 EXIT_USAGE, EXIT_SETUP, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class EscapedHtmlReport:
+    """pytest-html (4.1, 4.2) puts a test's id into its report as markup, unescaped: an id
+    holding ``<img onerror=...>`` (a parametrized value, say) would run as script when the
+    report is opened. Each row's id cell is escaped here first."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
+        start = '<td class="col-testId">'
+        test_id = report.nodeid if report.when == "call" else f"{report.nodeid}::{report.when}"
+        for i, cell in enumerate(cells):
+            if cell.startswith(start):
+                cells[i] = f"{start}{html.escape(test_id)}</td>"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -189,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     recorder = ResultRecorder()
     started_at = datetime.now(timezone.utc)
     with sigterm_interrupts():  # a job runner's SIGTERM interrupts pytest as Ctrl-C does: the run is still recorded
-        pytest_exit = int(pytest.main(pytest_arguments(ns, options.pytest_args), plugins=[recorder]))
+        pytest_exit = int(pytest.main(pytest_arguments(ns, options.pytest_args),
+                                      plugins=[recorder, EscapedHtmlReport()]))
     finished_at = datetime.now(timezone.utc)
     exit_code = EXIT_CODES.get(pytest_exit, EXIT_SETUP)
     if exit_code == EXIT_USAGE:  # pytest has said what was wrong; a run that never ran is not recorded
