@@ -151,3 +151,18 @@ def test_other_bad_input_is_one_clear_error():
         TaskRequirements.from_task({"task_id": "t", "requirements": {"allow_software": "yes"}})
     with pytest.raises(ValueError, match="^requirements.precision must be a list of names$"):
         find_compatible(WORKERS, {"precision": 16})
+
+
+@pytest.mark.parametrize("requirements, message", [
+    ({"min_memory_gb": float("nan")}, "requirements.min_memory_gb must be a number, got nan"),
+    ({"min_memory_gb": True}, "requirements.min_memory_gb must be a number, got True"),
+    ({"min_gpu_memory_gb": "lots"}, "requirements.min_gpu_memory_gb must be a number, got 'lots'"),
+    ({"hardware": [None]}, r"requirements.hardware must be a list of names, got \[None\]"),
+    ({"hardware": ["gpu", ""]}, r"requirements.hardware must be a list of names, got \['gpu', ''\]"),
+])
+def test_figures_that_are_no_number_and_kinds_that_are_no_name_are_refused(requirements, message):
+    """NaN would match every worker, True would read as 1 GB, None would match none: each is a
+    clear error naming the task instead."""
+    with pytest.raises(ValueError, match=f"^task 't': {message}$"):
+        TaskRequirements.from_task({"task_id": "t", "requirements": requirements})
+    assert TaskRequirements.from_task({"task_id": "t", "requirements": {"min_memory_gb": "16"}}).min_memory_gb == 16

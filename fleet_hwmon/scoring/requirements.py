@@ -146,7 +146,10 @@ def _names(raw: Mapping[str, Any], key: str, task_id: Any) -> frozenset[str]:
         value = [value]
     if not isinstance(value, (list, tuple, set, frozenset)):
         raise ValueError(f"{_where(task_id)}requirements.{key} must be a list of names")
-    return frozenset(str(getattr(v, "value", v)).lower() for v in value)  # enum members too
+    names = [getattr(v, "value", v) for v in value]  # enum members too
+    if not all(isinstance(v, str) and v.strip() for v in names):
+        raise ValueError(f"{_where(task_id)}requirements.{key} must be a list of names, got {list(value)!r}")
+    return frozenset(v.strip().lower() for v in names)
 
 
 def _number(raw: Mapping[str, Any], key: str, task_id: Any) -> float | None:
@@ -155,10 +158,9 @@ def _number(raw: Mapping[str, Any], key: str, task_id: Any) -> float | None:
         return None
     if key == "min_cuda_compute" and isinstance(value, (tuple, list)) and len(value) == 2:
         value = f"{value[0]}.{value[1]}"  # (8, 6), as compute capabilities are also written
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_where(task_id)}requirements.{key} must be a number, got {value!r}") from None
+    number = None if isinstance(value, bool) else finite(value)  # (True is not 1 GB; NaN matches nothing)
+    if number is None:
+        raise ValueError(f"{_where(task_id)}requirements.{key} must be a number, got {value!r}")
     if number < 0:
         raise ValueError(f"{_where(task_id)}requirements.{key} must not be negative")
     return number
