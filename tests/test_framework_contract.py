@@ -428,3 +428,16 @@ def test_shutdown_then_initialize_again_hooks_once_and_sees_each_sample_once(db_
         assert integration.worker_monitors["cpu-a"]._sample_listeners.count(integration._observe) == 1
     finally:
         integration.shutdown()
+
+
+@pytest.mark.parametrize("order", ["first started, first shut down", "last started, first shut down"])
+def test_two_integrations_on_one_coordinator_leave_the_method_as_it_was(tmp_path, order):
+    coordinator = MinimalCoordinator({"cpu-a": _worker(cpu_caps(memory_gb=16))})
+    first = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "a.duckdb"),
+                                                     detect_capabilities=False).initialize()
+    second = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "b.duckdb"),
+                                                      detect_capabilities=False).initialize()
+    for integration in ((first, second) if order.startswith("first") else (second, first)):
+        integration.shutdown()
+        assert coordinator.task_scheduler.find_best_worker_for_task(cpu_task("t"), ["cpu-a"], {}) == ("cpu-a", 1.0)
+    assert "find_best_worker_for_task" not in vars(coordinator.task_scheduler)  # the class's own method again

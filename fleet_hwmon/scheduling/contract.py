@@ -54,13 +54,20 @@ def task_limit_of(coordinator: Any) -> int | None:
 
 @dataclass
 class SchedulerPatch:
-    """The scheduler's method replaced by a hardware-aware one; :meth:`restore` undoes it."""
+    """The scheduler's method replaced by a hardware-aware one; :meth:`restore` undoes it.
+
+    Patches may stack (two integrations on one coordinator) and be undone in any order: a patch
+    undone while another sits on top of it is ``released`` (its entry then calls the method it
+    replaced straight away) and stays in the chain; undoing the top one skips the released ones
+    below it, so the method ends as it was before the first."""
 
     scheduler: Any
     name: str
     original: Callable[..., Any]
     was_instance_attribute: bool
     is_async: bool
+    entry: Callable[..., Any] | None = None  # what was set on the scheduler
+    released: bool = False
 
     @classmethod
     def apply(cls, scheduler: Any, name: str, make_replacement: Callable[[Callable, bool], Callable]) -> SchedulerPatch:
@@ -68,12 +75,27 @@ class SchedulerPatch:
         # (a decorator made with functools.wraps over a coroutine function keeps it in __wrapped__)
         is_async = inspect.iscoroutinefunction(original) or inspect.iscoroutinefunction(inspect.unwrap(original))
         patch = cls(scheduler, name, original, name in getattr(scheduler, "__dict__", {}), is_async)
-        setattr(scheduler, name, make_replacement(original, is_async))
+        replacement = make_replacement(original, is_async)
+        if is_async:
+            async def entry(*args: Any, **kwargs: Any) -> Any:
+                return await (original if patch.released else replacement)(*args, **kwargs)
+        else:
+            def entry(*args: Any, **kwargs: Any) -> Any:
+                return (original if patch.released else replacement)(*args, **kwargs)
+        entry._hwmon_patch = patch  # type: ignore[attr-defined]
+        patch.entry = entry
+        setattr(scheduler, name, entry)
         return patch
 
     def restore(self) -> None:
-        if self.was_instance_attribute:
-            setattr(self.scheduler, self.name, self.original)
+        if getattr(self.scheduler, "__dict__", {}).get(self.name) is not self.entry:
+            self.released = True  # another patch sits on ours: ours passes through from now on
+            return
+        target, instance_attribute = self.original, self.was_instance_attribute
+        while (below := getattr(target, "_hwmon_patch", None)) is not None and below.released:
+            target, instance_attribute = below.original, below.was_instance_attribute
+        if instance_attribute:
+            setattr(self.scheduler, self.name, target)
         else:
             try:
                 delattr(self.scheduler, self.name)
