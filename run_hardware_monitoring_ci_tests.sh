@@ -129,8 +129,9 @@ if ! [[ "$PY_VERSION" =~ ^3\.(1[1-9]|[2-9][0-9])\.[0-9]+$ ]]; then
 fi
 
 cd "$ROOT"
-mkdir -p "$ARTIFACTS_ROOT" 2>/dev/null && [[ -w "$ARTIFACTS_ROOT" ]] \
-    || setup_failed "cannot create or write the artifacts folder $ARTIFACTS_ROOT (--artifacts-dir / HWMON_CI_ARTIFACTS_DIR)"
+if ! mkdir -p "$ARTIFACTS_ROOT" 2>/dev/null || [[ ! -w "$ARTIFACTS_ROOT" ]]; then
+    setup_failed "cannot create or write the artifacts folder $ARTIFACTS_ROOT (--artifacts-dir / HWMON_CI_ARTIFACTS_DIR)"
+fi
 if [[ "$USE_VENV" -eq 1 ]]; then
     VENV_DIR="$(absolute "${HWMON_CI_VENV_DIR:-$ROOT/.venv-ci}")"
     VENV_KEY="$({ cat "$ROOT/pyproject.toml"; printf '%s\n' "$PY_VERSION"; } | sha256sum | cut -d' ' -f1)"
