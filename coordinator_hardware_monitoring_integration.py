@@ -512,7 +512,9 @@ class CoordinatorHardwareMonitoringIntegration:
         verdicts = {}
         for worker_id in monitors:
             state = self.scheduler.worker_state(worker_id)
-            verdicts[worker_id] = (state["stale"] is not None, state["excluded_reason"] is not None)
+            # before its first sample no verdict is known: absent, not "not stale"
+            verdicts[worker_id] = (state["stale"] is not None if state["sampled"] else None,
+                                   state["excluded_reason"] is not None)
         return fleet_snapshot(monitors, verdicts=verdicts, store=self._store, scheduler=self.scheduler_statistics(),
                               tasks=tasks, taken_at=self._wall_clock())
 

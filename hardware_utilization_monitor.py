@@ -602,6 +602,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     if not (math.isfinite(args.duration) and args.duration >= 0):
         parser.error(f"--duration must be a number of seconds, 0 or more, not {args.duration}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be from 0 to 65535 (0: any free port), not {args.metrics_port}")
     for option, path in (("--export-json", args.export_json), ("--html-report", args.html_report)):
         problem = unwritable_reason(path) if path else None
         if problem:  # found now, not after the sampling

@@ -82,6 +82,8 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         parser.error("--duration and --update-interval must be positive")
     if args.scheduler_address is not None and not args.scheduler_address.strip():
         parser.error("--scheduler-address is empty: name a scheduler (tcp://HOST:PORT) or leave it out")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be from 0 to 65535 (0: any free port), not {args.metrics_port}")
     for option, path in (("--report", args.report), ("--export-json", args.export_json)):
         problem = unwritable_reason(path) if path else None
         if problem:  # found now, not after the run

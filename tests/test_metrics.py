@@ -281,8 +281,11 @@ def test_a_taken_port_is_one_clear_error(tmp_path) -> None:
     try:
         first = integration.start_metrics_server(0)
         other = CoordinatorHardwareMonitoringIntegration(Coordinator(), db_path=str(tmp_path / "n.duckdb"))
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=f"^cannot serve metrics on 127.0.0.1:{first.port}: "):
             other.start_metrics_server(first.port)
+        for port in (-1, 65536, 2**70, True):
+            with pytest.raises(ValueError, match="the metrics port must be a whole number from 0 to 65535"):
+                other.start_metrics_server(port)
         assert "fleet_hwmon_store_pending_rows" in fetch(first.url)
     finally:
         integration.shutdown()
@@ -346,3 +349,25 @@ def test_the_endpoint_answers_prometheus_in_the_text_format_gzipped() -> None:
     assert parse(body.decode()) == parse(text.decode())
     assert parse(text.decode())[key("fleet_hwmon_gpu_utilization_ratio", worker_id="w", gpu_uuid="GPU-a")] == 0.5
     assert only == {key("fleet_hwmon_store_pending_rows"): 3}
+
+
+def test_staleness_before_the_first_sample_is_absent_and_a_skewed_clock_is_corrected(tmp_path) -> None:
+    """A worker never heard from has no staleness verdict (unknown, not "fresh"); a worker whose
+    clock is two hours ahead shows its sample at the coordinator's time, so the age the README's
+    formula gives is its real age."""
+    coordinator = Coordinator()
+    for worker_id in ("silent", "ahead"):
+        coordinator.register_worker(worker_id, {"hardware": ["cpu"], "memory": {"total_gb": 8}})
+    integration = CoordinatorHardwareMonitoringIntegration(coordinator, db_path=str(tmp_path / "m.duckdb"),
+                                                           detect_capabilities=False)
+    integration.initialize()
+    try:
+        sent = utc_now() + timedelta(hours=2)
+        integration.update_worker_utilization("ahead", {"timestamp": sent, "cpu_percent": 10.0})
+        series = exposition(integration.metrics_snapshot())
+    finally:
+        integration.shutdown()
+    assert key("fleet_hwmon_worker_stale", worker_id="silent") not in series
+    assert series[key("fleet_hwmon_worker_stale", worker_id="ahead")] == 0.0
+    stamp = series[key("fleet_hwmon_worker_last_sample_timestamp_seconds", worker_id="ahead")]
+    assert abs(stamp - utc_now().timestamp()) < 60  # not two hours ahead

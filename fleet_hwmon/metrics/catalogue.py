@@ -49,9 +49,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("fleet_hwmon_worker_network_transmit_bytes_per_second", "gauge", W,
                "Network send rate over the last sampling interval, all interfaces."),
     MetricSpec("fleet_hwmon_worker_last_sample_timestamp_seconds", "gauge", W,
-               "When the latest sample was taken, Unix time."),
+               "When the latest sample was taken, Unix time on the coordinator's clock (a worker's clock off by "
+               "more than 1 s is corrected by its estimated offset)."),
     MetricSpec("fleet_hwmon_worker_stale", "gauge", W,
-               "1 when the scheduler counts the worker as stale (its samples stopped), else 0."),
+               "1 when the scheduler counts the worker as stale (its samples stopped), else 0; absent before its "
+               "first sample."),
     MetricSpec("fleet_hwmon_worker_excluded", "gauge", W,
                "1 while the scheduler excludes the worker for load above the critical level, else 0."),
     MetricSpec("fleet_hwmon_gpu_info", "info", GPU + ("gpu_name",),

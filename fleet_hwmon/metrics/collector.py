@@ -24,6 +24,7 @@ from prometheus_client.samples import Sample
 
 from fleet_hwmon.metrics.catalogue import METRICS, MetricSpec, family_name
 from fleet_hwmon.metrics.snapshot import FleetSnapshot
+from fleet_hwmon.sample import ResourceUtilization
 
 _FAMILY = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily,
            "info": InfoMetricFamily}
@@ -73,6 +74,19 @@ def _fields(families: dict[str, Metric], fields: tuple, rows: list[tuple[dict, A
         yield family
 
 
+SKEW_S = 1.0  # a worker's clock further off than this is skewed; nearer, the offset is transport delay
+
+
+def _coordinator_time_s(sample: ResourceUtilization) -> float:
+    """When ``sample`` was taken, on the coordinator's clock (epoch seconds), as its staleness is
+    judged: a worker whose clock is off by more than :data:`SKEW_S` has its time corrected by
+    the offset the coordinator estimated (``clock_offset_s``), so ``time() - this`` is the
+    sample's age; nearer, the worker's own time is kept (it matches the stored row)."""
+    offset = sample.clock_offset_s
+    correction = offset if offset is not None and abs(offset) > SKEW_S else 0.0
+    return sample.timestamp.timestamp() - correction
+
+
 def _label(text: Any) -> str:
     """A label value in the snake case the rest of the exposition uses ("task limit" -> "task_limit")."""
     return str(text).strip().lower().replace(" ", "_").replace("-", "_")
@@ -116,7 +130,7 @@ class FleetCollector(Collector):
         yield from _fields(families, _WORKER_FIELDS, sampled)
         yield from _fields(families, _VERDICTS, workers)
         family = families.pop("fleet_hwmon_worker_last_sample_timestamp_seconds")
-        family.samples.extend(Sample(family.name, labels, sample.timestamp.timestamp()) for labels, sample in sampled)
+        family.samples.extend(Sample(family.name, labels, _coordinator_time_s(sample)) for labels, sample in sampled)
         yield family
         family = families.pop("fleet_hwmon_alerts_firing")
         for _, worker in workers:

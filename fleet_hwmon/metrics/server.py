@@ -107,14 +107,22 @@ def start_metrics_server(source: Callable[[], FleetSnapshot], port: int, addr: s
     metrics too). ``addr`` is 127.0.0.1 by default: bind another address
     only where the scraper needs it.
 
-    Raises ``OSError`` when the port cannot be bound, ``ValueError`` when the registry already
-    holds these metrics (another server of the same registry still runs).
+    Raises ``ValueError`` for a port outside 0-65535, ``OSError`` naming the address when the
+    port cannot be bound (in use, say), ``ValueError`` when the registry already holds these
+    metrics (another server of the same registry still runs).
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"the metrics port must be a whole number from 0 to 65535 (0: any free port), not {port!r}")
     registry = CollectorRegistry(auto_describe=True) if registry is None else registry
     collector = FleetCollector(source)
     registry.register(collector)
     try:
         server, thread = _serve(text_format_app(registry), addr, port)
+    except OSError as err:
+        registry.unregister(collector)
+        named = OSError(f"cannot serve metrics on {addr}:{port}: {err.strerror or err}")
+        named.errno = err.errno
+        raise named from err
     except BaseException:
         registry.unregister(collector)
         raise

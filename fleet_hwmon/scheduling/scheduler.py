@@ -652,14 +652,15 @@ class HardwareAwareScheduler:
 
     def worker_state(self, worker_id: str) -> dict[str, Any]:
         """``excluded_reason`` and ``excluded_resource`` (critical load), ``stale`` (why it
-        counts as stale, or ``None``) of one worker, now."""
+        counts as stale, or ``None``) and ``sampled`` (a sample of it was seen) of one worker, now."""
         stale_after_s = self.factors().stale_after_intervals * self.update_interval_s
         with self._lock:
             view = self._views.get(worker_id)
             excluded = view.excluded if view else None
             return {"excluded_reason": excluded.reason if excluded else None,
                     "excluded_resource": excluded.resource if excluded else None,
-                    "stale": view.stale_reason(self._clock(), stale_after_s) if view else None}
+                    "stale": view.stale_reason(self._clock(), stale_after_s) if view else None,
+                    "sampled": view is not None and view.last_sample_s is not None}
 
 
 _HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
