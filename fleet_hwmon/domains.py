@@ -159,6 +159,11 @@ def repair(record: Any, prefix: str = "", received_at: datetime | None = None) -
         if (clean := valid_text(value)) != value:
             setter(record, name, clean)
             replaced.append(prefix + name)
+    for name, allowed in getattr(record, "_CHOICES", {}).items():  # a text field with a closed set of values
+        value = getattr(record, name)
+        if value is not None and value not in allowed:
+            setter(record, name, None)
+            replaced.append(prefix + name)
     for name in checks.text_lists:
         values = getattr(record, name)
         if values and not all(v.isascii() for v in values):

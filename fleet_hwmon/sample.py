@@ -131,7 +131,7 @@ class GpuUtilization(_Record):
     parent_uuid: str | None = None  # set on a MIG instance: the physical GPU it belongs to
     unavailable_reason: str | None = None  # why utilization is None ("MIG", "NotSupported")
     simulated: bool = False
-    health: str | None = None  # "ok" | "degraded" | "lost"
+    health: str | None = None  # "ok" | "degraded" | "lost" (anything else is repaired to None)
     health_reason: str | None = None
     xid_count: int | None = None  # critical XID events since monitoring began (nvmlEventSetWait)
     last_xid: int | None = None  # the latest one's XID code
@@ -141,6 +141,7 @@ class GpuUtilization(_Record):
     throttle_reasons: str | None = None  # nvmlDeviceGetCurrentClocksThrottleReasons, named
 
     _SENTINELS: typing.ClassVar[frozenset] = NVML_SENTINELS  # NVML's "not available" values
+    _CHOICES: typing.ClassVar[dict[str, frozenset[str]]] = {"health": frozenset(("ok", "degraded", "lost"))}
 
     @property
     def memory_percent(self) -> float | None:
@@ -313,6 +314,13 @@ class ResourceUtilization(_Record):
         if "timestamp" not in data:
             raise ValueError("a sample needs a 'timestamp'")
         problems = pushed_problems(cls, data)
+        if not problems and data.get("gpus"):  # a GPU's series are keyed by its uuid: two alike would merge
+            first: dict[Any, int] = {}
+            for index, gpu in enumerate(data["gpus"]):
+                uuid = gpu.get("uuid") if isinstance(gpu, Mapping) else getattr(gpu, "uuid", None)
+                seen = first.setdefault(uuid, index)
+                if seen != index:
+                    problems.append(f"gpus[{index}].uuid {uuid!r} is gpus[{seen}]'s too: each GPU needs its own")
         if problems:
             raise ValueError(f"sample of worker {data['worker_id']!r} refused: " + "; ".join(problems))
         kwargs: dict[str, Any] = {}

@@ -371,3 +371,18 @@ def test_staleness_before_the_first_sample_is_absent_and_a_skewed_clock_is_corre
     assert series[key("fleet_hwmon_worker_stale", worker_id="ahead")] == 0.0
     stamp = series[key("fleet_hwmon_worker_last_sample_timestamp_seconds", worker_id="ahead")]
     assert abs(stamp - utc_now().timestamp()) < 60  # not two hours ahead
+
+
+def test_a_pushed_sample_with_two_gpus_of_one_uuid_is_refused_and_an_unknown_health_is_repaired() -> None:
+    """Series are keyed by a GPU's uuid: two alike would merge into one (Prometheus keeps the
+    first); a health outside ok / degraded / lost would fire the catalogue's critical rule."""
+    now = utc_now()
+    gpu = {"index": 0, "uuid": "GPU-1", "name": "A100", "utilization_percent": 10.0}
+    with pytest.raises(ValueError, match=r"gpus\[1\]\.uuid 'GPU-1' is gpus\[0\]'s too: each GPU needs its own"):
+        ResourceUtilization.from_dict({"worker_id": "w", "timestamp": now, "gpus": [gpu, {**gpu, "index": 1}]})
+    sample = ResourceUtilization.from_dict({"worker_id": "w", "timestamp": now, "gpus": [
+        {**gpu, "health": "weird value"}, {**gpu, "index": 1, "uuid": "GPU-2", "health": "degraded"}]})
+    assert [g.health for g in sample.gpus] == [None, "degraded"] and "gpus.health" in sample.invalid_fields
+    series = exposition(FleetSnapshot(now, (WorkerState("w", sample),)))
+    assert {dict(labels).get("state") for (name, labels) in series if name == "fleet_hwmon_gpu_health"} == {
+        "degraded"}
