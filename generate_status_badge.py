@@ -95,6 +95,7 @@ def _check_options(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> N
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.db = ns.db or os.environ.get("BENCHMARK_DB_PATH") or DEFAULT_RESULTS_DB  # --db "$UNSET": the default
     _check_options(parser, ns)
     try:
         if ns.label is not None or ns.message is not None or ns.value is not None:

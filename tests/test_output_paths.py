@@ -5,6 +5,7 @@ sampled or sent, nothing written; the reports read what they are given or name t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_a_results_database_that_cannot_be_opened_says_why(tmp_path):
         results_db.ensure_schema(con)
     with results_db.connect(empty, read_only=True) as con:
         assert results_db.has_runs_table(con)
+
+
+def test_an_empty_database_path_is_named_and_the_badges_take_it_as_the_default(tmp_path):
+    """``--db "$BENCHMARK_DB_PATH"`` with the variable unset passes an empty path: the badge tool
+    reads it as its default; the results database refuses it by name, not as "a folder"."""
+    from fleet_hwmon.ci import results_db
+
+    with pytest.raises(results_db.ResultsDatabaseError, match="the path is empty"):
+        with results_db.connect(""):
+            pass
+    env = {k: v for k, v in os.environ.items() if k != "BENCHMARK_DB_PATH"}
+    done = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--db", "", "--output-dir", "b"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "'hardware_monitoring_test_results.duckdb': no such file" in done.stderr

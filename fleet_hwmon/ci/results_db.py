@@ -131,6 +131,8 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     """Open the results database; a locked or unreadable file raises :class:`ResultsDatabaseError`
     naming the file and what to do, instead of DuckDB's raw error."""
     path = str(path)
+    if not path.strip():
+        raise ResultsDatabaseError(path, "the path is empty (an unset variable, say $BENCHMARK_DB_PATH?)")
     if read_only and not Path(path).exists():
         raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")
     file = Path(path)
@@ -150,8 +152,8 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
         else:
             hint = "it is not a DuckDB database this version can read, or it is damaged: move it aside"
         raise ResultsDatabaseError(
-            path, f"cannot open it ({err}); {hint}, or point BENCHMARK_DB_PATH / --results-db at another "
-            "file") from err
+            path, f"cannot open it ({err}); {hint}, or point BENCHMARK_DB_PATH (or the command's database "
+            "option) at another file") from err
     try:
         yield con
     finally:
