@@ -31,7 +31,7 @@ from fleet_hwmon.ci.results_db import DEFAULT_RESULTS_DB
 from fleet_hwmon.ci.status import METRICS, endpoint_json, flaky_tests, get_test_status, metric_badge
 from fleet_hwmon.ci.trend import trend_charts
 from fleet_hwmon.printable import printable
-from fleet_hwmon.reports.jsonio import unwritable_reason
+from fleet_hwmon.reports.jsonio import unwritable_option
 
 __all__ = ["generate_badge_svg", "get_test_status", "main"]
 
@@ -84,12 +84,11 @@ def _check_options(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> N
         if count < 1:
             parser.error(f"{option} must be at least 1, not {count}")
     single = ns.label is not None or ns.message is not None or ns.value is not None
-    files = [("--output", ns.output)] if single else [("--json", ns.json), ("--detail-json", ns.detail_json)]
-    folders = [] if single else [("--output-dir", ns.output_dir), ("--trend-dir", ns.trend_dir)]
-    for option, path, folder in [(o, p, False) for o, p in files] + [(o, p, True) for o, p in folders]:
-        problem = unwritable_reason(path, folder=folder) if path else None
-        if problem:
-            parser.error(f"{option}: {printable(problem)}")
+    problem = (unwritable_option([("--output", ns.output)]) if single else
+               unwritable_option([("--json", ns.json), ("--detail-json", ns.detail_json)],
+                                 [("--output-dir", ns.output_dir), ("--trend-dir", ns.trend_dir)]))
+    if problem:
+        parser.error(problem)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

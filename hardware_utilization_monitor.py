@@ -54,8 +54,9 @@ from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.compat import EarlierMonitorNames
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
+from fleet_hwmon.metrics import port_argument
 from fleet_hwmon.printable import printable
-from fleet_hwmon.reports.jsonio import unwritable_reason, write_json
+from fleet_hwmon.reports.jsonio import unwritable_option, write_json
 from fleet_hwmon.sample import ResourceUtilization, as_utc, utc_now
 from fleet_hwmon.sample_history import SampleHistory
 from fleet_hwmon.sampling.host import MetricSource
@@ -597,17 +598,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--export-json", default=None, metavar="PATH")
     parser.add_argument("--html-report", default=None, metavar="PATH")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    parser.add_argument("--metrics-port", type=port_argument, default=None, metavar="PORT",
                         help="serve Prometheus metrics on 127.0.0.1:PORT while sampling (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if not (math.isfinite(args.duration) and args.duration >= 0):
         parser.error(f"--duration must be a number of seconds, 0 or more, not {args.duration}")
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        parser.error(f"--metrics-port must be from 0 to 65535 (0: any free port), not {args.metrics_port}")
-    for option, path in (("--export-json", args.export_json), ("--html-report", args.html_report)):
-        problem = unwritable_reason(path) if path else None
-        if problem:  # found now, not after the sampling
-            parser.error(f"{option}: {printable(problem)}")
+    problem = unwritable_option([("--export-json", args.export_json), ("--html-report", args.html_report)])
+    if problem:  # found now, not after the sampling
+        parser.error(problem)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

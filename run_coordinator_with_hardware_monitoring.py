@@ -45,8 +45,8 @@ from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.coordinator.embedded import EmbeddedWorker
 from fleet_hwmon.demo.fleet import build_tasks, build_workers
 from fleet_hwmon.lifecycle import Terminated, sigterm_interrupts
-from fleet_hwmon.printable import printable
-from fleet_hwmon.reports.jsonio import unwritable_reason
+from fleet_hwmon.metrics import port_argument
+from fleet_hwmon.reports.jsonio import unwritable_option
 from fleet_hwmon.store import StoreError
 from hardware_capability_detector import HardwareCapabilityDetector
 from hardware_utilization_monitor import MonitoringLevel
@@ -72,7 +72,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="local: run the workers as a Dask LocalCluster of --num-workers processes")
     parser.add_argument("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
                         help="use the Dask cluster of this scheduler (waits for --num-workers workers)")
-    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    parser.add_argument("--metrics-port", type=port_argument, default=None, metavar="PORT",
                         help="serve Prometheus metrics on 127.0.0.1:PORT while the demo runs (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     for name in ("num_workers", "num_tasks", "max_tasks_per_worker"):
@@ -82,12 +82,9 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         parser.error("--duration and --update-interval must be positive")
     if args.scheduler_address is not None and not args.scheduler_address.strip():
         parser.error("--scheduler-address is empty: name a scheduler (tcp://HOST:PORT) or leave it out")
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        parser.error(f"--metrics-port must be from 0 to 65535 (0: any free port), not {args.metrics_port}")
-    for option, path in (("--report", args.report), ("--export-json", args.export_json)):
-        problem = unwritable_reason(path) if path else None
-        if problem:  # found now, not after the run
-            parser.error(f"{option}: {printable(problem)}")
+    problem = unwritable_option([("--report", args.report), ("--export-json", args.export_json)])
+    if problem:  # found now, not after the run
+        parser.error(problem)
     return args
 
 

@@ -133,9 +133,9 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     path = str(path)
     if not path.strip():
         raise ResultsDatabaseError(path, "the path is empty (an unset variable, say $BENCHMARK_DB_PATH?)")
-    if read_only and not Path(path).exists():
-        raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")
     file = Path(path)
+    if read_only and not file.exists():
+        raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")
     if file.is_file() and file.stat().st_size == 0:  # left by a crash or `touch`: no database yet
         if read_only:
             raise ResultsDatabaseError(path, "an empty file (no run has been recorded there yet)")

@@ -27,7 +27,7 @@ import pytest
 
 from ..lifecycle import sigterm_interrupts
 from ..printable import printable
-from ..reports.jsonio import unwritable_reason
+from ..reports.jsonio import unwritable_option
 from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
 from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, record_run
@@ -191,12 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns.mode = ns.mode or ("long" if ns.run_long_tests else "standard")
     ns.run_long_tests = ns.run_long_tests or ns.mode in LONG_MODES
     run_id = ns.run_id or new_run_id()
-    for option, target in (("--junit-xml", ns.junit_xml), ("--html-report", ns.html_report),
-                           ("--summary-json", ns.summary_json), ("--results-db", ns.results_db)):
-        problem = unwritable_reason(target) if target else None
-        if problem:  # found now, not after the tests ran (pytest would crash writing it, and record nothing)
-            print(f"run_hardware_monitoring_tests: {option}: {printable(problem)}; nothing was run", file=sys.stderr)
-            return EXIT_USAGE
+    problem = unwritable_option([("--junit-xml", ns.junit_xml), ("--html-report", ns.html_report),
+                                 ("--summary-json", ns.summary_json), ("--results-db", ns.results_db)])
+    if problem:  # found now, not after the tests ran (pytest would crash writing it, and record nothing)
+        print(f"run_hardware_monitoring_tests: {problem}; nothing was run", file=sys.stderr)
+        return EXIT_USAGE
     for target in (ns.junit_xml, ns.html_report, ns.summary_json):
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)

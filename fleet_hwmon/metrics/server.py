@@ -26,6 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 
+from fleet_hwmon.metrics import checked_port
 from fleet_hwmon.metrics.collector import FleetCollector
 from fleet_hwmon.metrics.snapshot import FleetSnapshot
 
@@ -111,8 +112,7 @@ def start_metrics_server(source: Callable[[], FleetSnapshot], port: int, addr: s
     port cannot be bound (in use, say), ``ValueError`` when the registry already holds these
     metrics (another server of the same registry still runs).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"the metrics port must be a whole number from 0 to 65535 (0: any free port), not {port!r}")
+    checked_port(port)
     registry = CollectorRegistry(auto_describe=True) if registry is None else registry
     collector = FleetCollector(source)
     registry.register(collector)

@@ -13,7 +13,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from fleet_hwmon.printable import printable
 
 
 def to_jsonable(value: Any) -> Any:
@@ -65,6 +67,18 @@ def unwritable_reason(path: str | os.PathLike, *, folder: bool = False) -> str |
         return f"cannot write in {existing}: {err.strerror or err}"
     if not folder and target.exists() and not os.access(target, os.W_OK):
         return f"{path} is not writable"
+    return None
+
+
+def unwritable_option(files: Iterable[tuple[str, Any]] = (), folders: Iterable[tuple[str, Any]] = ()) -> str | None:
+    """``"OPTION: why"`` for the first of a command's output options (``(option, path)`` pairs;
+    ``None`` paths are not given) that :func:`unwritable_reason` refuses, shown printable;
+    ``None`` when every one can be written. For each command to check before any work."""
+    checks = [(option, path, False) for option, path in files] + [(option, path, True) for option, path in folders]
+    for option, path, folder in checks:
+        problem = unwritable_reason(path, folder=folder) if path else None
+        if problem:
+            return f"{option}: {printable(problem)}"
     return None
 
 

@@ -218,11 +218,11 @@ def _device_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any], kin
         if not devices:
             return f"no {noun} from vendor {req.vendor!r}"
     if req.min_cuda_compute is not None:
-        devices = [d for d in devices if (finite(d.get("cuda_compute")) or 0.0) >= req.min_cuda_compute]
+        devices = [d for d in devices if _at_least(d.get("cuda_compute"), req.min_cuda_compute)]
         if not devices:
             return f"no GPU with CUDA compute >= {req.min_cuda_compute:g}"
     if req.min_gpu_memory_gb is not None:
-        devices = [d for d in devices if (finite(d.get("memory_gb")) or 0.0) >= req.min_gpu_memory_gb]
+        devices = [d for d in devices if _at_least(d.get("memory_gb"), req.min_gpu_memory_gb)]
         if not devices:
             return f"no GPU with >= {req.min_gpu_memory_gb:g} GB of memory"
     if req.precision:
@@ -234,6 +234,12 @@ def _device_mismatch(req: TaskRequirements, capabilities: Mapping[str, Any], kin
         if not any(wanted in str(d.get("name") or d.get("model") or "").lower() for d in devices):
             return f"no {noun} matching {req.device!r}"
     return None
+
+
+def _at_least(figure: Any, minimum: float) -> bool:
+    """Whether a capability ``figure`` meets ``minimum``: unknown or malformed meets none."""
+    number = finite(figure)
+    return number is not None and number >= minimum
 
 
 def _kinds(listed: Any) -> set[str]:

@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...printable import printable
-from ...reports.jsonio import unwritable_reason
+from ...reports.jsonio import unwritable_option
 from .. import ci_env
 from ..report import STATUSES, RunReport, load_report
 from ..results_db import ResultsDatabaseError
@@ -75,9 +74,9 @@ def build_report(ns: argparse.Namespace) -> RunReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    problem = unwritable_reason(ns.result_json) if ns.result_json else None
+    problem = unwritable_option([("--result-json", ns.result_json)])
     if problem:  # found now, not after sending (the channels' results would be lost)
-        print(f"ci_notification: --result-json: {printable(problem)}; nothing was sent", file=sys.stderr)
+        print(f"ci_notification: {problem}; nothing was sent", file=sys.stderr)
         return 2
     redactor = Redactor.from_environ(os.environ)
     try:
