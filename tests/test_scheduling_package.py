@@ -7,10 +7,14 @@ import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scheduling import HardwareAwareScheduler
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
+from fleet_hwmon.scoring.factors import ScoringFactors
+from fleet_hwmon.scoring.views import WorkerView
 
 GIB = 1024**3
 ROOT = Path(__file__).resolve().parent.parent
@@ -772,3 +776,99 @@ def test_no_quiet_task_beside_a_task_in_flight_whose_type_was_never_measured():
                                               timestamp=utc_now() + timedelta(seconds=after_s)))
     assert scheduler.decide_task(task("bench2", "benchmark", isolation="quiet"), ["a"],
                                  {"a": 1}).chosen_worker_id == "a"
+
+
+def test_a_prediction_is_capped_by_one_worker_that_could_hold_all_of_it():
+    # No worker has both the 64 GiB of memory and the 30 GiB of GPU memory the type has shown:
+    # one has the memory and a 16 GB GPU, the other an 80 GB GPU and 32 GB. Capped per figure
+    # over the two (memory of one, GPU memory of the other), the task fitted neither and waited
+    # for ever; capped by the worker that holds the most of it, it runs there (and a run that
+    # ends out of memory uses up its attempts, as on any policy).
+    def gpu_worker(memory_gb: float, gpu_gb: float) -> dict:
+        return {"hardware": ["cpu", "gpu"], "memory": {"total_gb": memory_gb}, "cpu": {"cores": 32},
+                "gpu": {"name": "GPU", "cuda_compute": 8.0, "memory_gb": gpu_gb}}
+
+    scheduler, _ = fleet(("big-memory", gpu_worker(256, 16)), ("big-gpu", gpu_worker(32, 80)))
+    scheduler.history.record("big-gpu", "train", success=True, duration_s=60.0, cpu_seconds=240.0,
+                             peak_rss_bytes=64 * GIB, gpu_memory_bytes=30 * GIB)
+    for worker_id, memory_gb, gpu_gb in (("big-memory", 256, 16), ("big-gpu", 32, 80)):
+        gpu = GpuRow(0, f"GPU-{worker_id}", "GPU", 0.0, 0, int(gpu_gb * GIB))
+        scheduler.observe(ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=5.0,
+                                              memory_percent=1.0, cpu_count_effective=32,
+                                              memory_total_bytes=int(memory_gb * GIB),
+                                              memory_available_bytes=int(memory_gb * GIB * 0.99), gpus=(gpu,)))
+    decision = scheduler.decide_task(task("t1", "train", hardware=["gpu"]), ["big-memory", "big-gpu"], {})
+    assert decision.chosen_worker_id == "big-memory"
+
+
+def test_a_quiet_task_too_big_for_the_widest_worker_counts_against_the_widest_that_holds_its_memory():
+    # The 8-core worker has 8 GB, less than the 12 GiB the benchmark takes: the 4-core workers
+    # are the widest that could run it, so its own cores count at most up to 55 % of 4 cores
+    # there (quiet threshold less the background allowance), and it runs on a quiet one.
+    scheduler, _ = fleet(("narrow", caps(cores=4, memory_gb=32)), ("wide", caps(cores=8, memory_gb=8)))
+    for cores in (2.0, 3.0, 2.0, 3.0, 2.0, 3.0):
+        scheduler.history.record("narrow", "bench", success=True, duration_s=10.0, cpu_seconds=10.0 * cores,
+                                 peak_rss_bytes=12 * GIB)
+    scheduler.observe(sample("narrow", 5.0, 5.0, memory_gb=32, cores=4))
+    scheduler.observe(sample("wide", 5.0, 5.0, memory_gb=8, cores=8))
+    decision = scheduler.decide_task(task("b1", "bench", isolation="quiet"), ["narrow", "wide"], {})
+    assert decision.chosen_worker_id == "narrow"
+    assert [(e.worker_id, e.kind) for e in decision.exclusions] == [("wide", ExclusionKind.MEMORY_FIT)]
+
+
+def test_a_task_held_for_a_long_time_is_decided_again_less_and_less_often_and_keeps_its_reservation():
+    scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)))
+    scheduler.history.record("a", "big", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=8 * GIB)
+    decided_at = []
+    for _ in range(120):  # asked every 5 s for 10 minutes, 4 GiB free on each worker throughout
+        scheduler.observe(sample("a", 10.0, 75.0))
+        scheduler.observe(sample("b", 10.0, 75.0))
+        before = scheduler.statistics()["decisions"]
+        assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id is None
+        if scheduler.statistics()["decisions"] > before:
+            decided_at.append(clock.now_s - 1000.0)
+        clock.now_s += 5.0
+    # Rechecked every 10 s for its first 2 minutes, then after 20, 40, then every 80 s (not every
+    # 10 s: 60 decisions).
+    assert decided_at == [10.0 * k for k in range(13)] + [140.0, 180.0, 260.0, 340.0, 420.0, 500.0, 580.0]
+    (kept,) = scheduler._reservations.reserved()  # reserved at 30 s, and kept while it is asked
+    # A change that could place it has it decided at once: its worker drained.
+    scheduler.observe(sample(kept, 10.0, 10.0))
+    assert scheduler.decide_task(task("big", "big"), ["a", "b"], {}).chosen_worker_id == kept
+
+
+def test_an_ended_task_leaves_the_cpu_figure_at_once_where_samples_are_a_minute_apart():
+    # The build's 4 cores are 50 % of the worker's 8.
+    for interval_s, freed in ((60.0, 50.0), (5.0, 0.0)):
+        coordinator, clock = Coordinator(max_tasks_per_worker=4), Clock()
+        coordinator.register_worker("w", caps())
+        scheduler = HardwareAwareScheduler(coordinator, clock=clock, update_interval_s=interval_s)
+        scheduler.worker_registered("w", caps())
+        scheduler.observe(sample("w", 10.0, 10.0))
+        assert scheduler.decide_task(task("t1", "build"), ["w"], {}).chosen_worker_id == "w"
+        clock.now_s += interval_s
+        for _ in range(2):  # taken after the start: the build is shown, no longer in flight
+            later = utc_now() + timedelta(seconds=interval_s)
+            scheduler.observe(dataclasses.replace(sample("w", 90.0, 10.0), timestamp=later))
+        view = scheduler._views["w"]
+        before = view.cpu_percent
+        assert before > 60.0
+        scheduler.task_finished("t1", "w", success=True, task_type="build", duration_s=100.0, cpu_seconds=400.0)
+        assert view.cpu_percent == pytest.approx(before - freed)
+        assert view.quiet_cpu_percent == pytest.approx(90.0)  # quiet promises wait for a sample
+
+
+def test_a_sample_taken_long_after_the_one_before_weighs_as_the_intervals_it_covers():
+    factors = ScoringFactors()  # ewma_alpha 0.5 per 5 s
+    for gap_s, expected in ((1.0, 50.0), (5.0, 50.0), (10.0, 10.0 + 80.0 * 0.25), (60.0, 10.0 + 80.0 * 0.5**12)):
+        view = WorkerView("w", registered_s=0.0)
+        first = sample("w", 90.0, 10.0)
+        view.observe(first, 0.0, factors)
+        view.observe(dataclasses.replace(sample("w", 10.0, 10.0), timestamp=first.timestamp
+                                         + timedelta(seconds=gap_s)), gap_s, factors)
+        assert view.cpu_percent == pytest.approx(expected)
+    view = WorkerView("w", registered_s=0.0)  # ewma_interval_s 0: per sample, whatever the gap
+    view.observe(first, 0.0, factors.replace(ewma_interval_s=0.0))
+    view.observe(dataclasses.replace(sample("w", 10.0, 10.0), timestamp=first.timestamp + timedelta(seconds=60)),
+                 60.0, factors.replace(ewma_interval_s=0.0))
+    assert view.cpu_percent == pytest.approx(50.0)

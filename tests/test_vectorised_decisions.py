@@ -99,8 +99,8 @@ def comparable(decision) -> tuple:
     return dataclasses.replace(decision, decision_id="")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_both_paths_make_the_same_decisions(seed, monkeypatch):
+@pytest.mark.parametrize("seed, interval_s", [(0, 5.0), (1, 5.0), (2, 60.0)])  # 60 s: ended tasks' CPU freed at once
+def test_both_paths_make_the_same_decisions(seed, interval_s, monkeypatch):
     covered = []
     vectorised = scheduler_module.decide_vectorised
 
@@ -116,7 +116,7 @@ def test_both_paths_make_the_same_decisions(seed, monkeypatch):
     coordinator = Coordinator()
     epoch = utc_now()
     seams = dict(clock=lambda: clock[0], wall_clock=lambda: epoch + timedelta(seconds=clock[0]), seed=seed,
-                 max_recorded_candidates=5)
+                 max_recorded_candidates=5, update_interval_s=interval_s)
     fast = HardwareAwareScheduler(coordinator, **seams)
     slow = HardwareAwareScheduler(coordinator, **seams, vectorised=False)
     both = (fast, slow)

@@ -52,10 +52,12 @@ class Held:
     predicted_bytes: float
     predicted_busy_bytes: float
     excluded: frozenset[str] = frozenset()
+    recheck_s: float = 0.0  # decided again after this long even without a change that could place it
+    since_s: float = 0.0  # held since (its first answer of these)
 
     @classmethod
     def of(cls, decision: SchedulingDecision, requirements: TaskRequirements, now_s: float, room_version: int,
-           headroom: float, predicted_bytes: float) -> Held:
+           headroom: float, predicted_bytes: float, recheck_s: float = 0.0, since_s: float | None = None) -> Held:
         kinds = {e.kind for e in decision.exclusions}
         memory = min((e.value for e in decision.exclusions if e.kind is ExclusionKind.MEMORY_FIT
                       and e.value is not None), default=float("inf"))
@@ -67,7 +69,8 @@ class Held:
         least = min(memory, predicted_bytes)  # where a reservation kept it off, nothing judged its need
         return cls(decision, requirements, now_s, room_version, memory, memory * headroom, busy,
                    gpu_room, busy or ExclusionKind.TASK_LIMIT in kinds, reserved_at, least, least * headroom,
-                   frozenset(e.worker_id for e in decision.exclusions))
+                   frozenset(e.worker_id for e in decision.exclusions), recheck_s,
+                   now_s if since_s is None else since_s)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,10 +32,11 @@ from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, Origina
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
-from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand
+from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
-from fleet_hwmon.scoring.terms import NO_CAP, DemandCap, fits_when_idle, task_demand_for
+from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, fits_when_idle,
+                                       required_gpu_memory_bytes, task_demand_for)
 from fleet_hwmon.scoring.vectorised import decide_vectorised
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
@@ -91,7 +92,9 @@ class HardwareAwareScheduler:
         self._retry_floor: dict[str, TaskDemand] = {}
         self._gpu_room_at_start: dict[str, float] = {}  # per placed GPU task, the GPU room its decision saw
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
-        self._caps: dict[TaskRequirements, tuple[int, DemandCap, int]] = {}  # -> (fleet version, cap, compatible)
+        # requirements -> (fleet version, capacity frontier, how many workers are compatible)
+        self._caps: dict[TaskRequirements, tuple[int, tuple[DemandCap, ...], int]] = {}
+        self._cap_memo: dict[tuple, DemandCap] = {}  # see _cap_for
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
         # Asked again only after a change that could make room for it: a held task's last answer
@@ -315,7 +318,10 @@ class HardwareAwareScheduler:
                 view is not None and task_id in view.placed_gpu_tasks)
             if view is not None:
                 now_s = self._clock()
-                view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes))
+                # Its measured cores leave the CPU figure now where the next sample is far off.
+                cores = cpu_seconds / duration_s if cpu_seconds is not None and duration_s else None
+                view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes),
+                                   self.update_interval_s > self.factors().ewma_interval_s, cores)
                 stale = view.samples_stale(now_s, self.factors().stale_after_intervals * self.update_interval_s)
                 if view.memory_free_bytes is not None and not stale:
                     room = view.memory_free_bytes - view.inflight_memory_bytes
@@ -407,10 +413,20 @@ class HardwareAwareScheduler:
         task_id = str(raw_id)
         with self._lock:
             held = self._held.get(task_id)
-            if (held is not None and held.requirements == requirements and now_s - held.decided_s < factors.recheck_s
-                    and not self._room_made_since(held)):
-                self._stats.asked_again()
-                return held.decision  # nothing that could make room for it happened: the same answer
+            recheck_s, held_since_s = factors.recheck_s, now_s
+            if held is not None and held.requirements == requirements:
+                held_since_s = held.since_s
+                if not self._room_made_since(held):
+                    if now_s - held.decided_s < held.recheck_s:
+                        self._stats.asked_again()
+                        if held.recheck_s > factors.recheck_s:  # its rechecks spaced out: still waiting
+                            self._reservations.asked(task_id, now_s)
+                        return held.decision  # nothing that could make room for it happened: the same answer
+                    if now_s - held.since_s >= _RECHECK_BACKOFF_AFTER * factors.recheck_s:
+                        # Held long, and decided again for time alone: if it is held again, the
+                        # next such recheck waits twice as long (a task that waits for hours is
+                        # not decided every 10 s).
+                        recheck_s = min(2.0 * held.recheck_s, _RECHECK_GROWTH * factors.recheck_s)
             self._forget_inflight(task_id)  # a task asked about again is not load yet
             cache = self._mismatch_cache.get(requirements)
             if cache is None:
@@ -430,8 +446,10 @@ class HardwareAwareScheduler:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
                 if blocked:
                     reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
-            cap, compatible = self._largest(requirements, check_hardware)
+            frontier, compatible = self._largest(requirements, check_hardware)
             floor = self._retry_floor.get(task_id)
+            cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
+                                                                          floor, factors)
             avoid = None
             if floor is not None:  # a retried task: not back where it ran out of a resource
 
@@ -496,7 +514,8 @@ class HardwareAwareScheduler:
                 predicted = task_demand_for(None, self.history, "", task.get("type"), requirements, factors,
                                             floor, cap)[1]
                 self._held[task_id] = Held.of(decision, requirements, now_s, self._room_version,
-                                               1.0 + factors.memory_headroom_percent / 100.0, predicted)
+                                               1.0 + factors.memory_headroom_percent / 100.0, predicted, recheck_s,
+                                               held_since_s)
             else:
                 self._held.pop(task_id, None)
             self._account(decision, task, requirements, factors, now_s, time.perf_counter() - started, floor, cap,
@@ -549,16 +568,29 @@ class HardwareAwareScheduler:
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
+    def _cap_for(self, frontier: tuple[DemandCap, ...], task_type: str | None, requirements: TaskRequirements,
+                 floor: TaskDemand | None, factors: ScoringFactors) -> DemandCap:
+        """:func:`cap_for` the type's predicted need over the fleet, remembered by its figures."""
+        demand = demand_of(None, self.history.fleet_stats(task_type)) if task_type else NO_DEMAND
+        key = (frontier, demand.memory_bytes, demand.gpu_memory_bytes, requirements, floor,
+               factors.memory_headroom_percent, factors.recovery_percent)
+        cap = self._cap_memo.get(key)
+        if cap is None:
+            if len(self._cap_memo) >= 1024:
+                self._cap_memo.clear()
+            cap = self._cap_memo[key] = cap_for(frontier, demand, requirements.needs_gpu,
+                                                required_gpu_memory_bytes(requirements), floor, factors)
+        return cap
+
     def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
-                 ) -> tuple[DemandCap, int]:
-        """(the cap: memory bytes of the largest worker whose hardware fits the task, GPU memory
-        bytes of its largest usable GPU, the most cores of one; how many fit); remembered until a
-        worker joins, leaves or reports other totals. ``None`` where no fitting worker states the
-        figure."""
+                 ) -> tuple[tuple[DemandCap, ...], int]:
+        """(the :func:`capacity_frontier` of the workers whose hardware fits the task: memory
+        bytes, GPU memory bytes of the largest usable GPU (for a GPU task), cores; how many
+        fit), remembered until a worker joins, leaves or reports other totals."""
         found = self._caps.get(requirements)
         if found is not None and found[0] == self._fleet_version:
             return found[1], found[2]
-        memory = gpu_memory = cores = None
+        capacities = set()
         compatible = 0
         workers = self.coordinator.workers
         cache = self._mismatch_cache.get(requirements, {})
@@ -567,18 +599,15 @@ class HardwareAwareScheduler:
             if mismatch is not None:
                 continue
             compatible += 1
-            if view.memory_total_bytes:
-                memory = max(memory or 0.0, view.memory_total_bytes)
-            if view.cpu_count:
-                cores = max(cores or 0.0, view.cpu_count)
-            gpu = max(view.gpu_totals) if view.gpu_totals else _gpu_memory_of(workers.get(worker_id))
-            if gpu:
-                gpu_memory = max(gpu_memory or 0.0, gpu)
+            gpu = None
+            if requirements.needs_gpu:
+                gpu = max(view.gpu_totals) if view.gpu_totals else _gpu_memory_of(workers.get(worker_id))
+            capacities.add(DemandCap(view.memory_total_bytes or None, gpu or None, view.cpu_count or None))
         if len(self._caps) >= 256:
             self._caps.clear()
-        cap = DemandCap(memory, gpu_memory, cores)
-        self._caps[requirements] = (self._fleet_version, cap, compatible)
-        return cap, compatible
+        frontier = capacity_frontier(capacities) or (NO_CAP,)
+        self._caps[requirements] = (self._fleet_version, frontier, compatible)
+        return frontier, compatible
 
     def _warn_unknown(self, worker_ids: list[str], registered_before_s: float) -> None:
         """One warning per worker that has sent no sample in the staleness window since it joined."""
@@ -663,6 +692,10 @@ class HardwareAwareScheduler:
                     "sampled": view is not None and view.last_sample_s is not None}
 
 
+# A task held this many recheck_s has its rechecks for time alone spaced out, up to _RECHECK_GROWTH
+# recheck_s apart; before that (most held tasks are placed by then) every recheck_s.
+_RECHECK_BACKOFF_AFTER = 12.0
+_RECHECK_GROWTH = 8.0
 _HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
 _BEYOND_BYTES = 64 * 1024**2  # a need proven above a figure: this much above it (one allocation's granule)
 _ROOM_LOG = 4096  # changes that made room remembered (a held task older than them is decided again)

@@ -39,8 +39,15 @@ class ScoringFactors:
     # unless the coordinator showed it alive within that time (a task started or ended there): its
     # load then counts as unknown. A worker that never sent a sample is unknown, never stale.
     stale_after_intervals: float = 3.0
-    # Smoothing of the latest view used for penalties (EWMA weight of the newest sample).
+    # Smoothing of the latest view used for penalties: ewma_alpha is the EWMA weight of a new
+    # sample taken up to ewma_interval_s after the one before; one taken longer after weighs as
+    # that many intervals would, 1 - (1 - ewma_alpha) ** (gap / ewma_interval_s): a monitor that
+    # samples every minute averages its CPU over the minute already, and a smoothed figure that
+    # lagged it by minutes kept a worker busy long after its load fell (0: per sample, any gap).
+    # Where samples come further apart than this (the scheduler's update interval), a task that
+    # ends also leaves the smoothed CPU figure at once, not with the next sample.
     ewma_alpha: float = 0.5
+    ewma_interval_s: float = 5.0
     # History: failure rate costs up to failure_penalty_weight; a worker that ran this task
     # type faster (slower) than the fleet gains (loses) up to duration_weight.
     failure_penalty_weight: float = 0.5

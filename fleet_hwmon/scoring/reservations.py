@@ -109,6 +109,12 @@ class Reservations:
         self._holder[task_type] = task_id
         return pick.worker_id
 
+    def asked(self, task_id: str, now_s: float) -> None:
+        """The coordinator asked about ``task_id`` again and got its held answer: it still waits."""
+        waiting = self._waiting.get(task_id)
+        if waiting is not None:
+            waiting.last_s = now_s
+
     def _since(self, task_type: str | None, now_s: float, after_s: float) -> float:
         """Since when a task of ``task_type`` first seen waiting now counts as waiting: since
         its type's reservation for a GPU began when that reservation's task was placed less

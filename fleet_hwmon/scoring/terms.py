@@ -8,7 +8,7 @@ worker's capacity (GPU: of one GPU), bytes for memory, ``None`` when unknown.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from fleet_hwmon.scoring.exclusions import Exclusion
 from fleet_hwmon.scoring.factors import ScoringFactors
@@ -281,6 +281,52 @@ def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float
     if memory == demand.memory_bytes and gpu_memory == demand.gpu_memory_bytes:
         return demand
     return demand._replace(memory_bytes=memory, gpu_memory_bytes=gpu_memory, source=demand.source or "requirements")
+
+
+def capacity_frontier(capacities: Iterable[DemandCap]) -> tuple[DemandCap, ...]:
+    """The distinct worker ``capacities`` (memory, GPU memory, cores) that no other one
+    exceeds in every figure, largest memory first; a figure no worker states stays ``None``
+    for all (uncapped), one that only some state counts as 0 where it is not stated."""
+    capacities = set(capacities)
+    stated = [any(c[i] is not None for c in capacities) for i in range(3)]
+    rows = {DemandCap(*((c[i] or 0.0) if stated[i] else None for i in range(3))) for c in capacities}
+    front: list[DemandCap] = []
+    # Largest first, so a row's dominators all come before it: one pass against the frontier.
+    for row in sorted(rows, key=lambda c: tuple(-(v or 0.0) for v in c)):
+        if not any(all((a or 0.0) >= (b or 0.0) for a, b in zip(kept, row)) for kept in front):
+            front.append(row)
+    return tuple(front)
+
+
+def cap_for(frontier: Sequence[DemandCap], demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float | None,
+            floor: TaskDemand | None, factors: ScoringFactors) -> DemandCap:
+    """The cap of one task's demand over its compatible workers' :func:`capacity_frontier`:
+    among the workers that could hold its memory and GPU memory once drained (as
+    :meth:`DecisionTerms.shape` counts them, its ``floor`` included), the largest of each
+    figure; when none could, the one worker that could hold the largest part of it. A cap
+    taken per figure over all of them could promise the memory of one worker and the GPU
+    memory of another, which no worker has: the task would then wait for ever."""
+    if len(frontier) == 1:
+        return frontier[0]
+    if not frontier:
+        return NO_CAP
+    headroom = 1.0 + factors.memory_headroom_percent / 100.0
+    fraction = factors.recovery_percent / 100.0 / headroom
+    shaped = shape_demand(demand, needs_gpu, required_gpu_memory, floor, NO_CAP, fraction, headroom)
+    needs = (shaped.memory_bytes, shaped.gpu_memory_bytes)
+
+    def part(cap: DemandCap) -> float:  # how much of the need the worker holds (1: all of it)
+        held = 1.0
+        for need, have in zip(needs, cap):
+            if need and have is not None:
+                held = min(held, have * fraction / need)
+        return held
+
+    parts = [part(c) for c in frontier]
+    holders = [c for c, p in zip(frontier, parts) if p >= 1.0]
+    if not holders:
+        return frontier[max(range(len(frontier)), key=lambda i: (parts[i], -i))]
+    return DemandCap(*(None if c[0] is None else max(c) for c in zip(*holders)))
 
 
 def unmeasured_spread(demand: TaskDemand, history: PerformanceHistory | None, factors: ScoringFactors,

@@ -77,9 +77,9 @@ class WorkerView:
     inflight_unmeasured: int = 0  # in-flight tasks whose type's cores no run has measured
     memory_free_bytes: float | None = None  # latest sample's available memory (+ departed tasks')
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
-    # Our tasks there (predicted memory, GPU memory), and those that ended while the latest
+    # Our tasks there (predicted memory, GPU memory, cores), and those that ended while the latest
     # sample still shows them (with their end time): what they held is free again.
-    placed: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    placed: dict[str, tuple[float, float, float]] = field(default_factory=dict, repr=False)
     placed_gpu_tasks: set[str] = field(default_factory=set, repr=False)  # those that use a GPU there
     departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
     sample_memory_free_bytes: float | None = None
@@ -101,7 +101,7 @@ class WorkerView:
         """Take a new sample received at ``now_s`` (the scheduler's clock)."""
         self.scoring_memo.clear()
         self.sample_serial = next(_serials)
-        alpha = factors.ewma_alpha
+        alpha = _sample_weight(factors, self.latest, sample)
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
         gpus = [g for g in sample.gpus if getattr(g, "health", None) != LOST]
@@ -219,7 +219,7 @@ class WorkerView:
             return
         # A burst adds many: update the totals instead of adding them all up again.
         self.inflight[item.task_id] = item
-        self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0)
+        self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0, item.cores)
         if item.uses_gpu:
             self.placed_gpu_tasks.add(item.task_id)
         self.scoring_memo.clear()
@@ -239,11 +239,14 @@ class WorkerView:
         self.scoring_memo.clear()
 
     def task_finished(self, task_id: str, ended_at: datetime | None = None,
-                      peaks: tuple[float | None, float | None] = (None, None)) -> None:
+                      peaks: tuple[float | None, float | None] = (None, None), free_cpu: bool = False,
+                      cores: float | None = None) -> None:
         """``task_id`` is no longer ours there: it ended at ``ended_at`` (wall time), or, without
         it, it is being decided again. An ended task that the latest sample shows frees what it
         held (its predicted memory and GPU memory, or its measured ``peaks`` in bytes where
-        smaller) until a sample without it arrives."""
+        smaller) until a sample without it arrives. With ``free_cpu`` its CPU share (its
+        measured mean ``cores``, else its predicted ones) leaves the smoothed CPU figure at once:
+        a monitor that samples every minute would show it busy for up to a minute more."""
         if self.exclusive_task == task_id:
             self.exclusive_task = None
         if task_id in self.quiet_tasks:
@@ -258,9 +261,19 @@ class WorkerView:
             # The latest sample shows it: what it held is free until a sample shows that.
             freed = tuple(p if m is None or not m >= 0 else min(p, m) for p, m in zip(placed, peaks))
             self.departed[task_id] = (*freed, ended_at)
+            if free_cpu:
+                self._cpu_freed(cores if cores is not None and cores >= 0 else placed[2])
             self._refree()
         elif placed is not None:
             self._refree()
+
+    def _cpu_freed(self, cores: float) -> None:
+        """Take ``cores`` of a task that ended off the smoothed CPU figure (not below zero). The
+        quiet figure keeps them until a sample shows the end: a promise of quiet is not made on
+        a prediction."""
+        if self.cpu_count and self.cpu_percent is not None:
+            self.cpu_percent = max(0.0, self.cpu_percent - 100.0 * cores / self.cpu_count)
+            self.sample_serial = next(_serials)
 
     def _refree(self) -> None:
         """Free memory and GPU memory: the latest sample's, plus what departed tasks held (GPU
@@ -377,6 +390,20 @@ def _larger(value: float | None, other: float | None) -> float | None:
     if other is None:
         return value
     return other if value is None or other > value else value
+
+
+def _sample_weight(factors: ScoringFactors, previous: ResourceUtilization | None,
+                   sample: ResourceUtilization) -> float:
+    """The EWMA weight of ``sample``: ``ewma_alpha`` per ``ewma_interval_s`` of the gap since the
+    ``previous`` sample (by the samples' own timestamps), never less than ``ewma_alpha``."""
+    alpha, interval_s = factors.ewma_alpha, factors.ewma_interval_s
+    if previous is None or not interval_s:
+        return alpha
+    try:
+        intervals = (sample.timestamp - previous.timestamp).total_seconds() / interval_s
+    except (TypeError, AttributeError):  # a timestamp missing or of another kind: per sample
+        return alpha
+    return alpha if not intervals > 1.0 + 1e-9 else 1.0 - (1.0 - alpha) ** intervals
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
