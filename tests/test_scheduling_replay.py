@@ -146,10 +146,27 @@ def test_a_run_that_cannot_finish_is_cut_and_reported():
     assert o["makespan_s"] == pytest.approx(last_arrival + 300)  # the stall, measured from the last activity
     with pytest.raises(ReplayDidNotFinish, match="stalled"):
         simulate(replace(TINY, stall_s=300), NeverPlaces(TINY.seed), require_finish=True)
-    # The horizon bounds a run that keeps something going but never ends.
-    bounded = simulate(replace(TINY, horizon_factor=0.5), make_policy("least_loaded", TINY.seed))
+    # The horizon bounds a run that keeps something going but never ends; never before the last
+    # arrival, so every task arrives.
+    bounded = simulate(replace(TINY, horizon_factor=0.3), make_policy("least_loaded", TINY.seed))
     assert not bounded.finished and "horizon" in bounded.stop_reason
-    assert bounded.end_s == pytest.approx(0.5 * makespan_lower_bound_s(TINY))
+    assert 0.3 * makespan_lower_bound_s(TINY) < last_arrival
+    assert bounded.end_s == pytest.approx(last_arrival)
+    assert len([e for e in bounded.events if e[1] == "arrive"]) == TINY.tasks
+
+
+def test_tasks_no_worker_has_the_hardware_for_fail_at_arrival_even_when_none_can_run():
+    # No task fits any worker (a bound of 0), and a CUDA figure asks for a GPU as "gpu" does:
+    # every task arrives and fails at once, and the run finishes.
+    cpu_only = (FleetClass("cpu", 1.0, 8, 16, None, 1.0),)
+    for requirements in ({"hardware": ["gpu"]}, {"min_cuda_compute": 7.0}, {"min_gpu_memory_gb": 16}):
+        config = replace(TINY, fleet_classes=cpu_only, task_types=(
+            TaskType("gpu_only", 1.0, requirements, cores=1.0, memory_gb=1.0, work_s=30, gpu_percent=30.0,
+                     gpu_memory_gb=2.0),))
+        for policy in ("least_loaded", "hardware_aware"):
+            result = simulate(config, make_policy(policy, config.seed))
+            assert result.finished, (requirements, policy, result.stop_reason)
+            assert result.outcomes["tasks_failed"] == config.tasks and result.outcomes["placed"] == 0
 
 
 class Declines(LeastLoaded):
@@ -440,3 +457,37 @@ def test_the_clairvoyant_reference_finishes_and_matches_hardware():
     assert result.finished and result.outcomes["incompatible_placements"] == 0
     with pytest.raises(ValueError, match="clairvoyant"):
         make_policy("psychic")
+
+
+UNIT_ONLY = TaskType("unit", 0.8, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=30)
+# Fleets and mixes where a cap taken per figure over different workers, or rechecks every
+# recheck_s, used to leave tasks queued for ever or decided dozens of times per start.
+EDGE_WORKLOADS = {
+    # No worker has both the memory and the GPU memory the training task needs.
+    "split_capacities": ReplayConfig(
+        name="split_capacities", workers=4, tasks=100, load=0.5,
+        fleet_classes=(FleetClass("big-memory", 0.5, 32, 256, GpuSpec("T4", 7.5, 16 * GIB), 1.0),
+                       FleetClass("big-gpu", 0.5, 32, 32, GpuSpec("A100 80GB", 8.0, 80 * GIB), 1.0)),
+        task_types=(UNIT_ONLY, TaskType("train", 0.2, {"hardware": ["gpu"]}, cores=4.0, memory_gb=64.0, work_s=60,
+                                        gpu_percent=50.0, gpu_memory_gb=30.0, memory_sigma=0.1,
+                                        gpu_memory_sigma=0.1))),
+    # The widest worker cannot hold the quiet benchmark's memory.
+    "quiet_on_narrow": ReplayConfig(
+        name="quiet_on_narrow", workers=4, tasks=100, load=0.5,
+        fleet_classes=(FleetClass("narrow", 0.5, 4, 32, None, 1.0), FleetClass("wide", 0.5, 8, 8, None, 1.0)),
+        task_types=(UNIT_ONLY, TaskType("bench", 0.2, {"hardware": ["cpu"], "isolation": "quiet"}, cores=2.5,
+                                        memory_gb=12.0, work_s=40, memory_sigma=0.1))),
+    # One small worker, most tasks' memory undeclared and spread wide: retries wait long.
+    "one_small_worker": ReplayConfig(
+        name="one_small_worker", workers=1, tasks=150, load=0.8,
+        fleet_classes=(FleetClass("small", 1.0, 16, 16, None, 1.0),),
+        task_types=(UNIT_ONLY, TaskType("etl", 0.6, {"hardware": ["cpu"]}, cores=2.0, memory_gb=9.0, work_s=150,
+                                        memory_sigma=0.6))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_WORKLOADS))
+def test_hardware_aware_finishes_edge_fleets_within_its_decision_budget(name):
+    result = simulate(EDGE_WORKLOADS[name], make_policy("hardware_aware", 0), require_finish=True)
+    assert result.outcomes["incompatible_placements"] == 0
+    assert result.outcomes["decisions_per_placed_task"] <= 20

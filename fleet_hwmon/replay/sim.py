@@ -166,7 +166,10 @@ class Simulation:
         see = getattr(self.policy, "see_ground_truth", None)
         if see is not None:  # a reference policy, not a scheduler: it reads the simulation's truth
             see(self._workers, self._specs)
-        horizon_s = self.config.horizon_factor * self.bound_s
+        # Never before the last arrival: a workload no worker can run has a bound of 0, and its
+        # tasks must still arrive (and fail at once).
+        horizon_s = max(self.config.horizon_factor * self.bound_s,
+                        max((spec.arrival_s for spec in self.tasks), default=0.0))
         stop_reason = None
         try:
             for spec in self.tasks:

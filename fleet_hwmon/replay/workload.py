@@ -196,8 +196,11 @@ class ReplayConfig:
 
 def fits(requirements: Mapping[str, Any], worker: WorkerSpec) -> bool:
     """Ground truth, independent of the product's matcher: does the worker have the hardware a
-    task with these ``requirements`` needs?"""
+    task with these ``requirements`` needs? A GPU figure (CUDA compute, GPU memory) asks for a
+    GPU as ``"gpu"`` does."""
     hardware = set(requirements.get("hardware", ()))
+    if requirements.get("min_cuda_compute") is not None or requirements.get("min_gpu_memory_gb") is not None:
+        hardware.add("gpu")
     if not hardware <= {"cpu"} | ({"gpu"} if worker.gpu else set()):
         return False
     if requirements.get("min_memory_gb") is not None and worker.memory_bytes < requirements["min_memory_gb"] * GIB:
