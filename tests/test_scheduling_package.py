@@ -872,3 +872,30 @@ def test_a_sample_taken_long_after_the_one_before_weighs_as_the_intervals_it_cov
     view.observe(dataclasses.replace(sample("w", 10.0, 10.0), timestamp=first.timestamp + timedelta(seconds=60)),
                  60.0, factors.replace(ewma_interval_s=0.0))
     assert view.cpu_percent == pytest.approx(50.0)
+
+
+def test_an_exclusive_task_is_placed_alone_once_no_worker_has_been_quiet_for_the_patience():
+    # "noisy" has a neighbour at 70 % all along; "calm" (10 %) runs a task of ours. While calm's
+    # background shows it could be quiet, the exclusive task waits; on a fleet where no worker
+    # has been under the 25 % allowance for isolation_patience_s (600 s), it goes alone to the
+    # noisy worker at its next recheck (they are 80 s apart by then), and the decision says so.
+    for calm_cpu, relaxed in ((10.0, False), (70.0, True)):
+        scheduler, clock = fleet(("noisy", caps()), ("calm", caps()))
+        bench = task("perf", "perf", isolation="exclusive")
+        placed = None
+        for _ in range(150):
+            scheduler.observe(sample("noisy", 70.0, 10.0))
+            scheduler.observe(sample("calm", calm_cpu, 10.0))
+            decision = scheduler.decide_task(bench, ["noisy", "calm"], {"calm": 1})
+            if decision.chosen_worker_id is not None:
+                placed = clock.now_s - 1000.0
+                break
+            assert {e.kind for e in decision.exclusions} == {ExclusionKind.ISOLATION}
+            clock.now_s += 5.0
+        assert (placed is not None) == relaxed
+        if relaxed:
+            assert 600.0 <= placed <= 680.0
+            assert decision.chosen_worker_id == "noisy"
+            assert decision.explanation.startswith(
+                "isolation exclusive relaxed: no worker's background under 25% for 600 s")
+            assert scheduler._views["noisy"].exclusive_task == "perf"  # still alone there

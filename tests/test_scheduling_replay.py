@@ -483,6 +483,13 @@ EDGE_WORKLOADS = {
         fleet_classes=(FleetClass("small", 1.0, 16, 16, None, 1.0),),
         task_types=(UNIT_ONLY, TaskType("etl", 0.6, {"hardware": ["cpu"]}, cores=2.0, memory_gb=9.0, work_s=150,
                                         memory_sigma=0.6))),
+    # One worker whose neighbour keeps its CPU near 70 %: an exclusive task never finds the
+    # background under 25 %, and is run alone there once the fleet has shown none for long.
+    "noisy_neighbour": ReplayConfig(
+        name="noisy_neighbour", workers=1, tasks=100, seed=13, load=0.5,
+        fleet_classes=(FleetClass("cpu16", 1.0, 16, 64, None, 1.0),),
+        task_types=(UNIT_ONLY, TaskType("perf", 0.2, {"hardware": ["cpu"], "isolation": "exclusive"}, cores=4.0,
+                                        memory_gb=4.0, work_s=90))),
 }
 
 

@@ -95,6 +95,8 @@ class HardwareAwareScheduler:
         # requirements -> (fleet version, capacity frontier, how many workers are compatible)
         self._caps: dict[TaskRequirements, tuple[int, tuple[DemandCap, ...], int]] = {}
         self._cap_memo: dict[tuple, DemandCap] = {}  # see _cap_for
+        self._relaxed_factors: tuple[ScoringFactors | None, ScoringFactors | None] = (None, None)
+        self._sampled_since_s: float | None = None  # the first sample's arrival
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
         # Asked again only after a change that could make room for it: a held task's last answer
@@ -189,6 +191,8 @@ class HardwareAwareScheduler:
             if view is None:
                 view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
             now_s, factors = self._clock(), self.factors()
+            if self._sampled_since_s is None:
+                self._sampled_since_s = now_s
             before = room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
             totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost, view.cpu_count)
             view.observe(sample, now_s, factors)
@@ -440,6 +444,10 @@ class HardwareAwareScheduler:
                 mismatch = cache[worker_id] = None if reason is None else Exclusion.hardware(worker_id, reason)
                 return mismatch
 
+            relaxed = (held is not None and held.requirements == requirements
+                       and self._isolation_unmet(requirements, now_s, factors, check_hardware))
+            if relaxed:
+                factors = self._relaxed(factors)
             stale_after_s = factors.stale_after_intervals * self.update_interval_s
             reserved: dict[str, Reservation] = {}
             if factors.reserve_for_waiting_tasks:
@@ -487,6 +495,11 @@ class HardwareAwareScheduler:
                 decision = dataclasses.replace(decision, exclusions=(*busy_workers, *decision.exclusions))
                 if kinds is not None:
                     kinds[ExclusionKind.TASK_LIMIT] = kinds.get(ExclusionKind.TASK_LIMIT, 0) + len(busy_workers)
+            if relaxed:
+                note = (f"isolation {requirements.isolation} relaxed: no worker's background under "
+                        f"{self.factors().exclusive_background_percent:g}% for "
+                        f"{self.factors().isolation_patience_s:g} s")
+                decision = dataclasses.replace(decision, explanation=f"{note}; {decision.explanation}")
             if compatible == 0 and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
@@ -567,6 +580,32 @@ class HardwareAwareScheduler:
         its decisions would place it on."""
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
+
+    def _isolation_unmet(self, requirements: TaskRequirements, now_s: float, factors: ScoringFactors,
+                         check_hardware: Callable[[str], Exclusion | None]) -> bool:
+        """For a quiet or exclusive task found no worker before: has no compatible worker's
+        sample shown a background under the exclusive allowance (for a GPU task, its CPU and a
+        GPU) for ``isolation_patience_s``, samples having come in for that long?"""
+        patience = factors.isolation_patience_s
+        if (requirements.isolation == "shared" or not patience or self._sampled_since_s is None
+                or now_s - self._sampled_since_s < patience):
+            return False
+        cutoff = now_s - patience
+        cache = self._mismatch_cache.get(requirements, {})
+        for worker_id, view in self._views.items():
+            seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
+            if seen is not None and seen >= cutoff and (
+                    cache[worker_id] if worker_id in cache else check_hardware(worker_id)) is None:
+                return False
+        return True
+
+    def _relaxed(self, factors: ScoringFactors) -> ScoringFactors:
+        """``factors`` with the quiet threshold and the exclusive allowance at 100 % (one object
+        per factors object, so decisions keep their memo)."""
+        if self._relaxed_factors[0] is not factors:
+            self._relaxed_factors = (factors, factors.replace(quiet_threshold_percent=100.0,
+                                                              exclusive_background_percent=100.0))
+        return self._relaxed_factors[1]
 
     def _cap_for(self, frontier: tuple[DemandCap, ...], task_type: str | None, requirements: TaskRequirements,
                  floor: TaskDemand | None, factors: ScoringFactors) -> DemandCap:

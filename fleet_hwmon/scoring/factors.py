@@ -74,6 +74,11 @@ class ScoringFactors:
     # far one run of its type strays from the mean (its mean absolute deviation): one covers
     # about four tasks in five of a type that varies like a normal one, two about 19 in 20.
     quiet_spread_factor: float = 2.0
+    # When no compatible worker's background (its load less our tasks there) came under
+    # exclusive_background_percent for this long, a quiet or exclusive task found no worker is
+    # decided as if those two limits were 100 % (an exclusive one still alone): a fleet of noisy
+    # neighbours would hold it for ever. The decision says so.
+    isolation_patience_s: float = 600.0
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
     # shows little of the task). One interval of the default 5 s.

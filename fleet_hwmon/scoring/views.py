@@ -56,6 +56,10 @@ class WorkerView:
     gpu_totals: tuple[float, ...] = ()  # memory of each usable GPU with known memory, latest sample
     last_alive_s: float | None = None  # a task started or ended there (the coordinator sees it alive)
     exclusive_task: str | None = None  # an exclusive task of ours runs there
+    # When a sample last showed its background (load less our tasks there) under the exclusive
+    # allowance: CPU alone, and CPU with its least busy GPU (no GPU task of ours there).
+    quiet_seen_s: float | None = None
+    gpu_quiet_seen_s: float | None = None
     quiet_tasks: set[str] = field(default_factory=set)  # quiet tasks of ours running there
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
@@ -149,8 +153,25 @@ class WorkerView:
                              if not _in_sample(v, sample, now_s, hold, listed)}
             self._resum()
             self._refree()
+        self._note_quiet(now_s, factors.exclusive_background_percent)
         least_full_gpu = min((g.memory_percent for g in with_memory if g.memory_percent is not None), default=None)
         self._update_exclusion((("memory", sample.memory_percent), ("gpu_memory", least_full_gpu)), now_s, factors)
+
+    def _note_quiet(self, now_s: float, allowance_percent: float) -> None:
+        """Whether this sample shows a background an exclusive task could run beside: the
+        quiet CPU figure less our tasks there (at their predicted cores), and the least busy GPU
+        (where no GPU task of ours runs)."""
+        if self.quiet_cpu_percent is None or not self.cpu_count:
+            return
+        ours = 100.0 * sum(v[2] for v in self.placed.values()) / self.cpu_count
+        if self.quiet_cpu_percent - ours > allowance_percent:
+            return
+        self.quiet_seen_s = now_s
+        # A GPU busy with tasks of ours says nothing of the background (they end); unknown (no
+        # GPU figure, MIG) refuses nothing, as in the quiet check.
+        gpu = self.quiet_gpu_least_percent
+        if self.placed_gpu_tasks or gpu is None or gpu <= allowance_percent:
+            self.gpu_quiet_seen_s = now_s
 
     def _update_exclusion(self, levels: tuple[tuple[str, float | None], ...], now_s: float,
                           factors: ScoringFactors) -> None:
