@@ -899,3 +899,88 @@ def test_an_exclusive_task_is_placed_alone_once_no_worker_has_been_quiet_for_the
             assert decision.explanation.startswith(
                 "isolation exclusive relaxed: no worker's background under 25% for 600 s")
             assert scheduler._views["noisy"].exclusive_task == "perf"  # still alone there
+
+
+def test_a_figure_a_worker_does_not_state_caps_no_prediction():
+    # "big" states no GPU memory (a MIG GPU): it could hold any GPU need, as the fit check reads
+    # it. Capped as if it had none, the task's 64 GiB were cut to what "small" holds (10.9 GiB)
+    # and it went to "small", which runs out of memory there.
+    def worker(memory_gb: float, gpu_gb: float | None) -> dict:
+        gpu = {"name": "GPU", "cuda_compute": 8.0, **({"memory_gb": gpu_gb} if gpu_gb else {})}
+        return {"hardware": ["cpu", "gpu"], "memory": {"total_gb": memory_gb}, "cpu": {"cores": 32}, "gpu": gpu}
+
+    scheduler, _ = fleet(("big", worker(256, None)), ("small", worker(16, 16)))
+    scheduler.history.record("big", "train", success=True, duration_s=60.0, cpu_seconds=60.0,
+                             peak_rss_bytes=64 * GIB, gpu_memory_bytes=8 * GIB)
+    scheduler.observe(sample("big", 5.0, 1.0, memory_gb=256, cores=32))
+    scheduler.observe(sample("small", 5.0, 1.0, memory_gb=16, cores=32))
+    decision = scheduler.decide_task(task("t1", "train", hardware=["gpu"]), ["big", "small"], {})
+    assert decision.chosen_worker_id == "big"
+    assert [(e.worker_id, e.kind) for e in decision.exclusions] == [("small", ExclusionKind.MEMORY_FIT)]
+
+
+def test_isolation_is_lifted_only_after_every_fitting_worker_has_been_sampled_noisy_for_the_patience():
+    # A quiet 8-core worker, then a GPU worker joining with a noisy neighbour: the exclusive GPU
+    # task waits 600 s of the GPU worker's own samples, not of the fleet's. Whose cores are not
+    # known, or that run a task of a type never measured, cannot be told noisy: no lifting.
+    gpu_caps_16 = {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 64}, "cpu": {"cores": 16},
+                   "gpu": {"name": "A100", "cuda_compute": 8.0, "memory_gb": 80}}
+    scheduler, clock = fleet(("cpu", caps()))
+    for _ in range(140):
+        scheduler.observe(sample("cpu", 10.0, 10.0))
+        clock.now_s += 5.0
+    scheduler.coordinator.register_worker("gpu", gpu_caps_16)
+    scheduler.worker_registered("gpu", gpu_caps_16)
+    joined = clock.now_s
+    bench = task("x", "gbench", hardware=["gpu"], isolation="exclusive")
+    while True:
+        scheduler.observe(sample("cpu", 10.0, 10.0))
+        scheduler.observe(sample("gpu", 70.0, 10.0, memory_gb=64, cores=16))
+        decision = scheduler.decide_task(bench, ["cpu", "gpu"], {})
+        if decision.chosen_worker_id is not None:
+            break
+        clock.now_s += 5.0
+    assert decision.chosen_worker_id == "gpu" and 600.0 <= clock.now_s - joined <= 680.0
+    assert "relaxed" in decision.explanation
+
+    for unknown in ("cores", "unmeasured task"):
+        # A task of ours runs there, and the 95 % may be its: the worker's cores unknown, or its
+        # type never measured.
+        scheduler, clock = fleet(("w", caps()))
+        if unknown == "cores":
+            scheduler.history.record("w", "render", success=True, duration_s=10.0, cpu_seconds=40.0)
+        scheduler.observe(sample("w", 10.0, 10.0))
+        assert scheduler.decide_task(task("r1", "render"), ["w"], {}).chosen_worker_id == "w"
+        for _ in range(200):
+            raw = sample("w", 95.0, 10.0)
+            scheduler.observe(dataclasses.replace(raw, cpu_count_effective=None) if unknown == "cores" else raw)
+            decision = scheduler.decide_task(task("q", "bench", isolation="quiet"), ["w"], {"w": 1})
+            assert decision.chosen_worker_id is None, (unknown, clock.now_s)
+            clock.now_s += 5.0
+
+
+def test_a_worker_offered_to_a_task_held_for_long_has_it_decided_at_once():
+    # Held for 5 minutes (its rechecks then 80 s apart) while "b" was not offered, or was at
+    # its task limit: offered with room, or below its limit, it takes the task on that ask.
+    for offered in ("new", "below limit"):
+        scheduler, clock = fleet(("a", caps(memory_gb=16)), ("b", caps(memory_gb=16)), limit=2)
+        scheduler.history.record("a", "big", success=True, duration_s=10.0, cpu_seconds=10.0,
+                                 peak_rss_bytes=8 * GIB)
+        ids, counts = (["a"], {}) if offered == "new" else (["a", "b"], {"b": 2})
+        for _ in range(60):
+            scheduler.observe(sample("a", 10.0, 75.0))  # 4 GiB free: too little
+            scheduler.observe(sample("b", 10.0, 10.0))
+            assert scheduler.decide_task(task("t", "big"), ids, counts).chosen_worker_id is None
+            clock.now_s += 5.0
+        decision = scheduler.decide_task(task("t", "big"), ["a", "b"], {"b": 1} if counts else {})
+        assert decision.chosen_worker_id == "b", offered
+
+
+def test_a_late_sample_does_not_lengthen_the_gap_the_next_one_is_weighed_by():
+    factors = ScoringFactors()
+    view = WorkerView("w", registered_s=0.0)
+    start = utc_now()
+    for seconds, cpu in ((0, 90.0), (5, 90.0), (-115, 90.0), (10, 10.0)):  # the third came 2 minutes late
+        view.observe(dataclasses.replace(sample("w", cpu, 10.0), timestamp=start + timedelta(seconds=seconds)),
+                     0.0, factors)
+    assert view.cpu_percent == pytest.approx(50.0)  # 5 s after the newest: weighed 0.5, not as 125 s

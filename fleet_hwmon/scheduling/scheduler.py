@@ -96,7 +96,6 @@ class HardwareAwareScheduler:
         self._caps: dict[TaskRequirements, tuple[int, tuple[DemandCap, ...], int]] = {}
         self._cap_memo: dict[tuple, DemandCap] = {}  # see _cap_for
         self._relaxed_factors: tuple[ScoringFactors | None, ScoringFactors | None] = (None, None)
-        self._sampled_since_s: float | None = None  # the first sample's arrival
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
         # Asked again only after a change that could make room for it: a held task's last answer
@@ -191,8 +190,6 @@ class HardwareAwareScheduler:
             if view is None:
                 view = self._views[sample.worker_id] = WorkerView(sample.worker_id, registered_s=self._clock())
             now_s, factors = self._clock(), self.factors()
-            if self._sampled_since_s is None:
-                self._sampled_since_s = now_s
             before = room_of(view, now_s, factors.stale_after_intervals * self.update_interval_s)
             totals = (view.memory_total_bytes, view.gpu_totals, view.gpus_lost, view.cpu_count)
             view.observe(sample, now_s, factors)
@@ -420,7 +417,8 @@ class HardwareAwareScheduler:
             recheck_s, held_since_s = factors.recheck_s, now_s
             if held is not None and held.requirements == requirements:
                 held_since_s = held.since_s
-                if not self._room_made_since(held):
+                if not self._room_made_since(held) and not (held.recheck_s > factors.recheck_s
+                                                            and self._offers_more(ids, counts, limit, held)):
                     if now_s - held.decided_s < held.recheck_s:
                         self._stats.asked_again()
                         if held.recheck_s > factors.recheck_s:  # its rechecks spaced out: still waiting
@@ -581,23 +579,45 @@ class HardwareAwareScheduler:
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
+    def _offers_more(self, worker_ids: list[str], counts: Mapping[str, int], limit: int | None, held: Held) -> bool:
+        """Does the caller offer a worker a held decision did not see (it had no free slot or was
+        not offered then) with room for the task (memory, as a change there would have to make;
+        any, for a task some worker held back for its GPU), or one it saw at its task limit now
+        below it? While a held task's rechecks are spaced out, the coordinator's own changes
+        decide it again."""
+        for worker_id in worker_ids:
+            if worker_id in held.excluded:
+                continue
+            view = self._views.get(worker_id)
+            if view is None or view.memory_free_bytes is None or held.gpu_room:
+                return True
+            drained = not self._running.get(worker_id) and not view.inflight
+            need = held.memory_bytes if drained else held.memory_busy_bytes
+            if view.memory_free_bytes - view.inflight_memory_bytes >= need:
+                return True
+        return any(e.kind is ExclusionKind.TASK_LIMIT and (limit is None or counts.get(e.worker_id, 0) < limit)
+                   for e in held.decision.exclusions)
+
     def _isolation_unmet(self, requirements: TaskRequirements, now_s: float, factors: ScoringFactors,
                          check_hardware: Callable[[str], Exclusion | None]) -> bool:
         """For a quiet or exclusive task found no worker before: has no compatible worker's
         sample shown a background under the exclusive allowance (for a GPU task, its CPU and a
-        GPU) for ``isolation_patience_s``, samples having come in for that long?"""
+        GPU) for ``isolation_patience_s``, each of them sampled for that long (one that joined
+        since, or has sent no sample, may still be quiet)?"""
         patience = factors.isolation_patience_s
-        if (requirements.isolation == "shared" or not patience or self._sampled_since_s is None
-                or now_s - self._sampled_since_s < patience):
+        if requirements.isolation == "shared" or not patience:
             return False
         cutoff = now_s - patience
         cache = self._mismatch_cache.get(requirements, {})
+        compatible = 0
         for worker_id, view in self._views.items():
+            if (cache[worker_id] if worker_id in cache else check_hardware(worker_id)) is not None:
+                continue
             seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
-            if seen is not None and seen >= cutoff and (
-                    cache[worker_id] if worker_id in cache else check_hardware(worker_id)) is None:
+            if view.first_sample_s is None or view.first_sample_s > cutoff or (seen is not None and seen >= cutoff):
                 return False
-        return True
+            compatible += 1
+        return compatible > 0
 
     def _relaxed(self, factors: ScoringFactors) -> ScoringFactors:
         """``factors`` with the quiet threshold and the exclusive allowance at 100 % (one object

@@ -285,17 +285,28 @@ def shape_demand(demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float
 
 def capacity_frontier(capacities: Iterable[DemandCap]) -> tuple[DemandCap, ...]:
     """The distinct worker ``capacities`` (memory, GPU memory, cores) that no other one
-    exceeds in every figure, largest memory first; a figure no worker states stays ``None``
-    for all (uncapped), one that only some state counts as 0 where it is not stated."""
-    capacities = set(capacities)
-    stated = [any(c[i] is not None for c in capacities) for i in range(3)]
-    rows = {DemandCap(*((c[i] or 0.0) if stated[i] else None for i in range(3))) for c in capacities}
+    exceeds in every figure, largest memory first. A figure a worker does not state (``None``)
+    could be anything: it holds any need, as the fit checks read it. At most
+    ``_FRONTIER_LIMIT`` are kept (the largest): each is still one worker's, so a cap taken
+    from them is one that worker could hold."""
     front: list[DemandCap] = []
+    keys: list[tuple[float, ...]] = []
     # Largest first, so a row's dominators all come before it: one pass against the frontier.
-    for row in sorted(rows, key=lambda c: tuple(-(v or 0.0) for v in c)):
-        if not any(all((a or 0.0) >= (b or 0.0) for a, b in zip(kept, row)) for kept in front):
+    for row in sorted(set(capacities), key=_capacity_key, reverse=True):
+        key = _capacity_key(row)
+        if not any(all(a >= b for a, b in zip(kept, key)) for kept in keys):
             front.append(row)
+            keys.append(key)
+            if len(front) >= _FRONTIER_LIMIT:
+                break
     return tuple(front)
+
+
+_FRONTIER_LIMIT = 64
+
+
+def _capacity_key(cap: DemandCap) -> tuple[float, ...]:
+    return tuple(float("inf") if v is None else v for v in cap)
 
 
 def cap_for(frontier: Sequence[DemandCap], demand: TaskDemand, needs_gpu: bool, required_gpu_memory: float | None,
@@ -326,7 +337,7 @@ def cap_for(frontier: Sequence[DemandCap], demand: TaskDemand, needs_gpu: bool, 
     holders = [c for c, p in zip(frontier, parts) if p >= 1.0]
     if not holders:
         return frontier[max(range(len(frontier)), key=lambda i: (parts[i], -i))]
-    return DemandCap(*(None if c[0] is None else max(c) for c in zip(*holders)))
+    return DemandCap(*(None if None in column else max(column) for column in zip(*holders)))
 
 
 def unmeasured_spread(demand: TaskDemand, history: PerformanceHistory | None, factors: ScoringFactors,

@@ -60,6 +60,8 @@ class WorkerView:
     # allowance: CPU alone, and CPU with its least busy GPU (no GPU task of ours there).
     quiet_seen_s: float | None = None
     gpu_quiet_seen_s: float | None = None
+    first_sample_s: float | None = None  # when its first sample arrived
+    newest_sample_at: datetime | None = None  # the latest timestamp among its samples
     quiet_tasks: set[str] = field(default_factory=set)  # quiet tasks of ours running there
     latest: ResourceUtilization | None = None  # raw latest sample, used for exclusion
     cpu_count: float | None = None
@@ -81,8 +83,9 @@ class WorkerView:
     inflight_unmeasured: int = 0  # in-flight tasks whose type's cores no run has measured
     memory_free_bytes: float | None = None  # latest sample's available memory (+ departed tasks')
     gpu_free_bytes: tuple[float, ...] = ()  # per GPU with known memory: total - used, latest sample
-    # Our tasks there (predicted memory, GPU memory, cores), and those that ended while the latest
-    # sample still shows them (with their end time): what they held is free again.
+    # Our tasks there (predicted memory, GPU memory, cores: NaN for a type never measured), and
+    # those that ended while the latest sample still shows them (with their end time): what they
+    # held is free again.
     placed: dict[str, tuple[float, float, float]] = field(default_factory=dict, repr=False)
     placed_gpu_tasks: set[str] = field(default_factory=set, repr=False)  # those that use a GPU there
     departed: dict[str, tuple[float, float, datetime | None]] = field(default_factory=dict, repr=False)
@@ -105,7 +108,11 @@ class WorkerView:
         """Take a new sample received at ``now_s`` (the scheduler's clock)."""
         self.scoring_memo.clear()
         self.sample_serial = next(_serials)
-        alpha = _sample_weight(factors, self.latest, sample)
+        alpha = _sample_weight(factors, self.newest_sample_at, sample.timestamp)
+        if self.newest_sample_at is None or _later(sample.timestamp, self.newest_sample_at):
+            self.newest_sample_at = sample.timestamp
+        if self.first_sample_s is None:
+            self.first_sample_s = now_s
         self.cpu_percent = _ewma(self.cpu_percent, sample.cpu_percent, alpha)
         self.memory_percent = _ewma(self.memory_percent, sample.memory_percent, alpha)
         gpus = [g for g in sample.gpus if getattr(g, "health", None) != LOST]
@@ -158,13 +165,15 @@ class WorkerView:
         self._update_exclusion((("memory", sample.memory_percent), ("gpu_memory", least_full_gpu)), now_s, factors)
 
     def _note_quiet(self, now_s: float, allowance_percent: float) -> None:
-        """Whether this sample shows a background an exclusive task could run beside: the
-        quiet CPU figure less our tasks there (at their predicted cores), and the least busy GPU
-        (where no GPU task of ours runs)."""
-        if self.quiet_cpu_percent is None or not self.cpu_count:
-            return
-        ours = 100.0 * sum(v[2] for v in self.placed.values()) / self.cpu_count
-        if self.quiet_cpu_percent - ours > allowance_percent:
+        """Whether this sample shows a background an exclusive task could run beside: the quiet
+        CPU figure less our tasks there (at their predicted cores), and the least busy GPU (where
+        no GPU task of ours runs). What cannot be told counts as quiet: the CPU figure unknown,
+        the cores unknown while tasks of ours run there, or one of them of a type never measured."""
+        cpu = self.quiet_cpu_percent
+        if cpu is not None and cpu > allowance_percent and self.placed:
+            ours = sum(v[2] for v in self.placed.values())
+            cpu = None if not self.cpu_count or ours != ours else cpu - 100.0 * ours / self.cpu_count
+        if cpu is not None and cpu > allowance_percent:
             return
         self.quiet_seen_s = now_s
         # A GPU busy with tasks of ours says nothing of the background (they end); unknown (no
@@ -240,7 +249,8 @@ class WorkerView:
             return
         # A burst adds many: update the totals instead of adding them all up again.
         self.inflight[item.task_id] = item
-        self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0, item.cores)
+        self.placed[item.task_id] = (item.memory_bytes, item.gpu_memory_bytes if item.uses_gpu else 0.0,
+                                     item.cores if item.cores_measured else _UNKNOWN)
         if item.uses_gpu:
             self.placed_gpu_tasks.add(item.task_id)
         self.scoring_memo.clear()
@@ -283,7 +293,7 @@ class WorkerView:
             freed = tuple(p if m is None or not m >= 0 else min(p, m) for p, m in zip(placed, peaks))
             self.departed[task_id] = (*freed, ended_at)
             if free_cpu:
-                self._cpu_freed(cores if cores is not None and cores >= 0 else placed[2])
+                self._cpu_freed(cores if cores is not None and 0 <= cores < float("inf") else placed[2])
             self._refree()
         elif placed is not None:
             self._refree()
@@ -292,8 +302,8 @@ class WorkerView:
         """Take ``cores`` of a task that ended off the smoothed CPU figure (not below zero). The
         quiet figure keeps them until a sample shows the end: a promise of quiet is not made on
         a prediction."""
-        if self.cpu_count and self.cpu_percent is not None:
-            self.cpu_percent = max(0.0, self.cpu_percent - 100.0 * cores / self.cpu_count)
+        if self.cpu_count and self.cpu_percent is not None and cores == cores:  # NaN: never measured
+            self.cpu_percent = max(0.0, self.cpu_percent - 100.0 * min(cores, self.cpu_count) / self.cpu_count)
             self.sample_serial = next(_serials)
 
     def _refree(self) -> None:
@@ -373,6 +383,9 @@ class WorkerView:
         return max(free)
 
 
+_UNKNOWN = float("nan")  # a figure not known (NaN: it stays unknown through arithmetic)
+
+
 def _in_sample(item: InFlight, sample: ResourceUtilization, now_s: float, hold: timedelta,
                listed: frozenset[str] | None = None) -> bool:
     """Does ``sample`` show the in-flight task? Yes when it was TAKEN more than ``hold`` after
@@ -413,18 +426,25 @@ def _larger(value: float | None, other: float | None) -> float | None:
     return other if value is None or other > value else value
 
 
-def _sample_weight(factors: ScoringFactors, previous: ResourceUtilization | None,
-                   sample: ResourceUtilization) -> float:
-    """The EWMA weight of ``sample``: ``ewma_alpha`` per ``ewma_interval_s`` of the gap since the
-    ``previous`` sample (by the samples' own timestamps), never less than ``ewma_alpha``."""
+def _sample_weight(factors: ScoringFactors, newest: datetime | None, taken: datetime) -> float:
+    """The EWMA weight of a sample ``taken`` then: ``ewma_alpha`` per ``ewma_interval_s`` of the
+    gap since the ``newest`` sample before it (by the samples' own timestamps), never less than
+    ``ewma_alpha`` (a late sample, older than the newest, weighs ``ewma_alpha``)."""
     alpha, interval_s = factors.ewma_alpha, factors.ewma_interval_s
-    if previous is None or not interval_s:
+    if newest is None or not interval_s:
         return alpha
     try:
-        intervals = (sample.timestamp - previous.timestamp).total_seconds() / interval_s
+        intervals = (taken - newest).total_seconds() / interval_s
     except (TypeError, AttributeError):  # a timestamp missing or of another kind: per sample
         return alpha
     return alpha if not intervals > 1.0 + 1e-9 else 1.0 - (1.0 - alpha) ** intervals
+
+
+def _later(taken: datetime, newest: datetime) -> bool:
+    try:
+        return taken > newest
+    except TypeError:
+        return True
 
 
 def _ewma(previous: float | None, value: float | None, alpha: float) -> float | None:
