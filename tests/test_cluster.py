@@ -15,6 +15,7 @@ interval is 0.5 s, making a worker stale after 3 intervals (1.5 s) without a new
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -399,3 +400,32 @@ print(json.dumps({{"rc": rc, "rc_cluster": rc_cluster, "missing": missing,
     assert result["rc_cluster"] == 2 and not result["loaded"]
     assert "pip install 'fleet-hwmon[cluster]'" in result["missing"]
     assert "pip install 'fleet-hwmon[cluster]'" in proc.stderr
+
+
+@needs_distributed
+def test_a_message_the_client_could_not_send_to_a_lost_scheduler_logs_no_traceback(fleet_factory):
+    """A task submitted as the scheduler goes away makes tornado log the Dask client's
+    CommClosedError with a traceback; the coordinator reports the lost scheduler itself, so from
+    connect() to close() that record is dropped, and every other one shows."""
+    from distributed.comm.core import CommClosedError
+
+    def logged(error: Exception) -> bool:
+        seen: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.ERROR)
+        handler.emit = seen.append
+        tornado_log = logging.getLogger("tornado.application")
+        tornado_log.addHandler(handler)
+        try:
+            try:
+                raise error
+            except Exception:
+                tornado_log.exception("Exception in callback")
+        finally:
+            tornado_log.removeHandler(handler)
+        return bool(seen)
+
+    fleet = fleet_factory(n_workers=1)
+    assert not logged(CommClosedError("Comm <TCP (closed) Client->Scheduler> already closed."))
+    assert logged(ValueError("another callback error"))
+    fleet.coordinator.close()
+    assert logged(CommClosedError("Comm <TCP (closed) Client->Scheduler> already closed."))

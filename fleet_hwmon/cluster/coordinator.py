@@ -46,6 +46,20 @@ from fleet_hwmon.logutil import RateLimitedLogger
 
 log = logging.getLogger(__name__)
 
+
+class _ClosedSchedulerComm(logging.Filter):
+    """Drops the Dask client's traceback for a message it could not send because its comm to
+    the scheduler had closed (a task submitted as the scheduler went away): the coordinator
+    reports a lost scheduler itself, once (reconnecting, then ``scheduler_lost``). Every other
+    record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and type(error).__name__ == "CommClosedError")
+
+
+_TORNADO_LOG = logging.getLogger("tornado.application")  # where tornado logs a callback's exception
+
 TaskFunction = Callable[[str, Mapping[str, Any], float], Mapping[str, Any]]
 SampleCallback = Callable[[str, dict], Any]
 
@@ -125,6 +139,7 @@ class ClusterCoordinator(Coordinator):
         self.client = distributed.Client(client) if self._owns_client else client
         self._scheduler_address = getattr(getattr(self.client, "scheduler", None), "address", None)
         self.scheduler_lost: str | None = None  # why the Dask scheduler is gone, once the client gave up on it
+        self._closed_comm = _ClosedSchedulerComm()  # on tornado's log from connect() to close()
         self._reconnecting = False  # the client lost its scheduler and tries to reach it again
         self.cluster: Any = None  # a cluster this coordinator started (see local()) and closes
         self.plugin = plugin if plugin is not None else HardwareMetricsPlugin()
@@ -201,6 +216,7 @@ class ClusterCoordinator(Coordinator):
         if self.register_plugin and not self._plugin_registered:
             self.client.register_plugin(HardwareMetricsInstaller(self.plugin))
             self._plugin_registered = True
+        _TORNADO_LOG.addFilter(self._closed_comm)  # (added twice, kept once)
         self._closing.clear()
         self.refresh()
         if self._watch_thread is None or not self._watch_thread.is_alive():
@@ -268,6 +284,7 @@ class ClusterCoordinator(Coordinator):
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        _TORNADO_LOG.removeFilter(self._closed_comm)
 
     def __enter__(self) -> ClusterCoordinator:
         return self
