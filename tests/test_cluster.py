@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pytest
@@ -324,20 +325,29 @@ def test_results_and_remote_errors_gathered_together_each_reach_their_task(fleet
                 record.worker_id
 
 
-def _heartbeat_error_shown(dask_worker=None) -> bool:
-    """On a worker: does Dask's heartbeat error still reach a handler of ``distributed.worker``?"""
-    import logging
-
+def _reaching_a_handler(logger_name: str, emit: Callable[[logging.Logger], None]) -> list[logging.LogRecord]:
+    """The ERROR records that ``emit`` logs on ``logger_name`` and that reach a handler there
+    (its filters passed)."""
     seen: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = seen.append
-    worker_log = logging.getLogger("distributed.worker")
-    worker_log.addHandler(handler)
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
     try:
+        emit(logger)
+    finally:
+        logger.removeHandler(handler)
+    return seen
+
+
+def _heartbeat_error_shown(dask_worker=None) -> bool:
+    """On a worker: does Dask's heartbeat error still reach a handler of ``distributed.worker``?"""
+
+    def emit(worker_log: logging.Logger) -> None:
         worker_log.error("Failed to communicate with scheduler during heartbeat.")
         worker_log.error("another worker error")
-    finally:
-        worker_log.removeHandler(handler)
+
+    seen = _reaching_a_handler("distributed.worker", emit)
     assert [r.getMessage() for r in seen][-1] == "another worker error"  # other errors always show
     return len(seen) == 2
 
@@ -410,19 +420,13 @@ def test_a_message_the_client_could_not_send_to_a_lost_scheduler_logs_no_traceba
     from distributed.comm.core import CommClosedError
 
     def logged(error: Exception) -> bool:
-        seen: list[logging.LogRecord] = []
-        handler = logging.Handler(logging.ERROR)
-        handler.emit = seen.append
-        tornado_log = logging.getLogger("tornado.application")
-        tornado_log.addHandler(handler)
-        try:
+        def emit(tornado_log: logging.Logger) -> None:
             try:
                 raise error
             except Exception:
                 tornado_log.exception("Exception in callback")
-        finally:
-            tornado_log.removeHandler(handler)
-        return bool(seen)
+
+        return bool(_reaching_a_handler("tornado.application", emit))
 
     fleet = fleet_factory(n_workers=1)
     assert not logged(CommClosedError("Comm <TCP (closed) Client->Scheduler> already closed."))

@@ -77,7 +77,7 @@ class ScoringFactors:
     # When no compatible worker's background (its load less our tasks there) came under
     # exclusive_background_percent for this long, a quiet or exclusive task found no worker is
     # decided as if those two limits were 100 % (an exclusive one still alone): a fleet of noisy
-    # neighbours would hold it for ever. The decision says so.
+    # neighbours would hold it for ever. The decision says so (0: never).
     isolation_patience_s: float = 600.0
     # An in-flight task stays counted until a sample TAKEN more than this after its assignment
     # arrives (CPU is averaged over the sampling interval: a sample taken just after the start
