@@ -725,6 +725,24 @@ class TestTaskSize:
         assert history.task_demand("w", "other") == (None, None, None, None, None, None, None)
 
 
+    def test_a_run_recorded_on_the_worker_changes_the_next_decision_with_its_view_unchanged(self):
+        # The assessment of a worker with history of its own is remembered until its view
+        # changes or a run of the type is recorded there. Failed runs without figures move
+        # nothing the fleet's prediction shows, only the worker's failure rate: its score must
+        # fall at once, though no sample or task of ours changed its view.
+        views = {"w": view("w", 10.0, 10.0, cores=8, memory_gb=32, available_gb=28.0)}
+        history = PerformanceHistory()
+        history.record("w", "build", success=True, duration_s=100.0, cpu_seconds=100.0, peak_rss_bytes=4 * GIB)
+        first = by_worker(run({"w": 1.0}, views, task_type="build", history=history, factors=FACTORS, task_id="a"))
+        again = by_worker(run({"w": 1.0}, views, task_type="build", history=history, factors=FACTORS, task_id="b"))
+        assert first["w"].history_penalty == again["w"].history_penalty == 0.0
+        for _ in range(3):
+            history.record("w", "build", success=False)
+        after = by_worker(run({"w": 1.0}, views, task_type="build", history=history, factors=FACTORS, task_id="c"))
+        assert after["w"].history_penalty == pytest.approx(FACTORS.failure_penalty_weight * 3 / (4 + 2))
+        assert after["w"].adjusted_score < first["w"].adjusted_score
+
+
 class TestInFlightBySampleTime:
     def test_dropped_by_the_sample_timestamp_not_its_arrival(self):
         from datetime import timedelta

@@ -183,8 +183,8 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
 
     This runs once per task over every available worker, so the per-worker work is kept to a
     few lookups: the views keep their in-flight totals and free memory up to date as samples
-    arrive, and remember the assessment of a worker without history of its own until their
-    state changes (``WorkerView.scoring_memo``); history is consulted only when the fleet has
+    arrive, and remember each worker's assessment until their state changes, or a run of the
+    type is recorded on that worker (``WorkerView.scoring_memo``); history is consulted only when the fleet has
     run the task type; the tie-break hash is computed only among exact ties at the best score
     (the others' when the decision's candidates are first read: :class:`Unranked`) and the
     candidate records only for the best ``max_recorded``.
@@ -231,6 +231,7 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
     score_of, views_get, per_worker = scores.get, views.get, s.per_worker
     now_s, stale_after_s, fleet_demand = context.now_s, context.stale_after_s, s.fleet_demand
     memo_key, reserved, state_matters = s.memo_key, s.reserved, s.state_matters
+    terms_number = s.terms.number
     known_any = False  # some candidate's load is known from its samples
     repeats = len(set(worker_ids)) < len(worker_ids)
     taken: set[str] = set()  # the workers scored so far, when one may be listed twice
@@ -277,11 +278,10 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
                 exclude(excluded)
                 continue
         stats = per_worker.get(worker_id) if per_worker else None
-        demand = fleet_demand if stats is None else s.demand(stats)
         if last_s is None or samples_stale:  # nothing sampled, or its samples stopped: load unknown
             if last_s is None and unknown is not None:
                 unknown.append(worker_id)
-            candidate = Candidate(worker_id, base, view, stats, demand)
+            candidate = Candidate(worker_id, base, view, stats, fleet_demand if stats is None else s.demand(stats))
             if samples_stale:  # the room and load it last showed, with what went there since, still bind
                 excluded = _stale_misfit(s, candidate)
                 if excluded is not None:
@@ -293,10 +293,16 @@ def _admit(s: _Setting, worker_ids: Sequence[str], scores: Mapping[str, float | 
         known_any = True
         drained = not count_of(worker_id, 0) and not view.inflight_memory_bytes and not view.inflight_gpu_tasks
         found = None
-        if stats is None and (not reserved or worker_id not in reserved):  # most often its memo has the answer
-            found = view.scoring_memo.get((memo_key, drained, base))
+        if not reserved or worker_id not in reserved:  # most often its memo has the answer
+            if stats is None:
+                found = view.scoring_memo.get((memo_key, drained, base))
+            else:
+                kept = view.scoring_memo.get((memo_key, terms_number, drained, base, id(stats)))
+                if kept is not None and kept[0] is stats and kept[1] == stats.runs:
+                    found = kept[2]
         if found is None or (type(found) is Candidate and found.penalties is None):
-            found = _place(s, worker_id, base, view, stats, demand, drained)
+            found = _place(s, worker_id, base, view, stats, fleet_demand if stats is None else s.demand(stats),
+                           drained)
         if type(found) is not Candidate:
             exclude(found)
             continue
@@ -331,18 +337,25 @@ def _place(s: _Setting, worker_id: str, base: float, view: WorkerView, stats: Ty
     ``base`` (``drained``: nothing of ours runs or waits there): a candidate with its load
     after placement and, when every figure is known, its penalties and score; or why the task
     does not fit there (a reserved worker: when it does not fit beside the reserved task's
-    need). A worker without history of its own is placed once per state of its view and
-    original score (its memo, keyed by the scoring context, ``drained`` and ``base``), and a
-    scored candidate of it serves every decision until then (:func:`_admit` reads the memo
-    first)."""
+    need). A worker is placed once per state of its view and original score (its memo, keyed
+    by the scoring context, ``drained`` and ``base``; with history of its own, also by the
+    terms and its statistics of the type, kept with their count of runs, which any run
+    recorded there moves), and a scored candidate of it serves every decision until then
+    (:func:`_admit` reads the memo first)."""
     hold = s.reserved.get(worker_id) if s.reserved else None
     if hold is not None:  # backfill: only what fits beside the reserved task's need
         found = s.terms.assess(view, demand, stats, (hold.memory_bytes, hold.gpu_memory_bytes))
         return hold.exclusion if found.exclusion is not None else _candidate(worker_id, base, view, stats, demand,
                                                                              found)
-    if stats is not None:
-        return _candidate(worker_id, base, view, stats, demand, s.terms.assess(view, demand, stats, drained=drained))
     memo = view.scoring_memo
+    if stats is not None:  # remembered with the runs it rests on (a run recorded since changes the answer)
+        found = _candidate(worker_id, base, view, stats, demand, s.terms.assess(view, demand, stats, drained=drained))
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[(s.memo_key, s.terms.number, drained, base, id(stats))] = (stats, stats.runs, found)
+        if type(found) is Candidate and found.penalties is None:
+            return Candidate(worker_id, base, view, stats, demand, found.load)
+        return found
     key = (s.memo_key, drained, base)
     found = memo.get(key)
     if found is None:

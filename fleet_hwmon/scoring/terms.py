@@ -8,6 +8,7 @@ worker's capacity (GPU: of one GPU), bytes for memory, ``None`` when unknown.
 from __future__ import annotations
 
 import heapq
+import itertools
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from fleet_hwmon.scoring.exclusions import Exclusion
@@ -17,6 +18,7 @@ from fleet_hwmon.scoring.requirements import TaskRequirements
 from fleet_hwmon.scoring.views import WorkerView
 
 GIB = 1024**3
+_terms_numbers = itertools.count()  # a number for each DecisionTerms made (see DecisionTerms.number)
 FLOOR = 0.05  # a penalised worker keeps a sliver of its score, so it still ranks by the original
 
 
@@ -96,6 +98,7 @@ class DecisionTerms:
         self.cpu_d, self.mem_d, self.gpu_d = (max(1e-9, 100.0 - t) for t in (self.cpu_t, self.mem_t, self.gpu_t))
         self.over_w = factors.overcommit_penalty_weight / 100.0
         self.default_gpu = factors.default_task_gpu_percent
+        self.number = next(_terms_numbers)  # never given to other terms: a key for what views remember
 
     def misfit(self, view: WorkerView, demand: TaskDemand, reserve: tuple[float, float] = (0.0, 0.0),
                drained: bool = False) -> Exclusion | None:
