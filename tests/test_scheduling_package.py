@@ -901,6 +901,26 @@ def test_an_exclusive_task_is_placed_alone_once_no_worker_has_been_quiet_for_the
             assert scheduler._views["noisy"].exclusive_task == "perf"  # still alone there
 
 
+def test_a_quiet_worker_too_small_for_the_task_does_not_hold_its_isolation_back():
+    # "small" (2 cores) is quiet, but the 6-core benchmark breaks 80 % there by itself: it can
+    # never offer the task isolation. Counted as a worker that might, it kept the task waiting
+    # for ever beside "noisy" (8 cores, a neighbour at 70 %); now the patience runs out there.
+    scheduler, clock = fleet(("noisy", caps()), ("small", caps(cores=2)))
+    for worker_id in ("noisy", "small"):
+        scheduler.history.record(worker_id, "perf", success=True, duration_s=100.0, cpu_seconds=600.0,
+                                 peak_rss_bytes=GIB)
+    bench = task("perf-1", "perf", isolation="exclusive")
+    for _ in range(150):
+        scheduler.observe(sample("noisy", 70.0, 10.0))
+        scheduler.observe(sample("small", 10.0, 10.0, cores=2))
+        decision = scheduler.decide_task(bench, ["noisy", "small"], {})
+        if decision.chosen_worker_id is not None:
+            break
+        clock.now_s += 5.0
+    assert decision.chosen_worker_id == "noisy" and 600.0 <= clock.now_s - 1000.0 <= 680.0
+    assert decision.explanation.startswith("isolation exclusive relaxed")
+
+
 def test_a_figure_a_worker_does_not_state_caps_no_prediction():
     # "big" states no GPU memory (a MIG GPU): it could hold any GPU need, as the fit check reads
     # it. Capped as if it had none, the task's 64 GiB were cut to what "small" holds (10.9 GiB)

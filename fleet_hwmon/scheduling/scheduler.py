@@ -35,7 +35,7 @@ from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
-from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, fits_when_idle,
+from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, drained_misfit, fits_when_idle,
                                        required_gpu_memory_bytes, task_demand_for)
 from fleet_hwmon.scoring.vectorised import decide_vectorised
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
@@ -437,14 +437,29 @@ class HardwareAwareScheduler:
                 cache = self._mismatch_cache[requirements] = {}
 
             def check_hardware(worker_id: str) -> Exclusion | None:  # remembered until the worker re-registers
+                if worker_id in cache:
+                    return cache[worker_id]
                 info = workers.get(worker_id) or {}
                 reason = hardware_mismatch(requirements, info.get("capabilities") or {})
                 mismatch = cache[worker_id] = None if reason is None else Exclusion.hardware(worker_id, reason)
                 return mismatch
 
+            frontier, compatible = self._largest(requirements, check_hardware)
+            floor = self._retry_floor.get(task_id)
+            cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
+                                                                          floor, factors)
             relaxed = (held is not None and held.requirements == requirements
-                       and self._isolation_unmet(requirements, now_s, factors, check_hardware))
-            if relaxed:
+                       and self._isolation_unmet(requirements, now_s, factors, check_hardware,
+                                                 lambda w: self._fits_when_drained(w, task.get("type"), requirements,
+                                                                                   factors, floor, cap)))
+            too_small: tuple[Exclusion, ...] = ()
+            if relaxed:  # alone where it fits by itself, whatever the background there
+                too_small = tuple(e for e in (self._drained_misfit(w, task.get("type"), requirements, factors, floor,
+                                                                   cap) for w in ids if check_hardware(w) is None)
+                                  if e is not None)
+                if too_small:
+                    kept_off = {e.worker_id for e in too_small}
+                    ids = [w for w in ids if w not in kept_off]
                 factors = self._relaxed(factors)
             stale_after_s = factors.stale_after_intervals * self.update_interval_s
             reserved: dict[str, Reservation] = {}
@@ -452,24 +467,20 @@ class HardwareAwareScheduler:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
                 if blocked:
                     reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
-            frontier, compatible = self._largest(requirements, check_hardware)
-            floor = self._retry_floor.get(task_id)
-            cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
-                                                                          floor, factors)
             avoid = None
             if floor is not None:  # a retried task: not back where it ran out of a resource
 
                 def holds(worker_id: str) -> bool:  # the worker could run the task once drained
-                    return worker_id in self._views and (cache[worker_id] if worker_id in cache else check_hardware(
-                        worker_id)) is None and self._fits_when_drained(worker_id, task.get("type"), requirements,
-                                                                        factors, floor, cap)
+                    return worker_id in self._views and check_hardware(worker_id) is None and self._fits_when_drained(
+                        worker_id, task.get("type"), requirements, factors, floor, cap)
                 avoid = self._avoided.of(task_id, self._views, holds, self._occupied) or None
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
             context = DecisionContext(  # (in field order: keywords cost twice as much)
                 factors, self.history, now_s, stale_after_s, self._wall_clock(), self.seed,
                 self.max_recorded_candidates, counts, limit, None if choice is None else OriginalChoice(*choice),
-                floor, cap, reserved, (), avoid, self._probe(task_id, task.get("type"), requirements, ids, hardware))
+                floor, cap, reserved, too_small, avoid,
+                self._probe(task_id, task.get("type"), requirements, ids, hardware))
             busy_workers: list[Exclusion] = []
             while True:
                 unknown: list[str] = []
@@ -579,6 +590,12 @@ class HardwareAwareScheduler:
         demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
+    def _drained_misfit(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
+                        factors: ScoringFactors, floor: TaskDemand | None, cap: DemandCap) -> Exclusion | None:
+        """Why the task could not run on ``worker_id`` even once it has drained (see :meth:`_fits_when_drained`)."""
+        demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+        return drained_misfit(self._views.get(worker_id), demand, requirements, factors, floor, cap)
+
     def _offers_more(self, worker_ids: list[str], counts: Mapping[str, int], limit: int | None, held: Held) -> bool:
         """Does the caller offer a worker a held decision did not see (it had no free slot or was
         not offered then) with room for the task (memory, as a change there would have to make;
@@ -599,19 +616,20 @@ class HardwareAwareScheduler:
                    for e in held.decision.exclusions)
 
     def _isolation_unmet(self, requirements: TaskRequirements, now_s: float, factors: ScoringFactors,
-                         check_hardware: Callable[[str], Exclusion | None]) -> bool:
+                         check_hardware: Callable[[str], Exclusion | None], holds: Callable[[str], bool]) -> bool:
         """For a quiet or exclusive task found no worker before: has no compatible worker's
         sample shown a background under the exclusive allowance (for a GPU task, its CPU and a
         GPU) for ``isolation_patience_s``, each of them sampled for that long (one that joined
-        since, or has sent no sample, may still be quiet)?"""
+        since, or has sent no sample, may still be quiet)? Compatible: with the hardware, and
+        able to ``hold`` the task once drained (a quiet worker too small for the task by
+        itself never offers it isolation)."""
         patience = factors.isolation_patience_s
         if requirements.isolation == "shared" or not patience:
             return False
         cutoff = now_s - patience
-        cache = self._mismatch_cache.get(requirements, {})
         compatible = 0
         for worker_id, view in self._views.items():
-            if (cache[worker_id] if worker_id in cache else check_hardware(worker_id)) is not None:
+            if check_hardware(worker_id) is not None or not holds(worker_id):
                 continue
             seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
             if view.first_sample_s is None or view.first_sample_s > cutoff or (seen is not None and seen >= cutoff):

@@ -419,25 +419,40 @@ def fits_when_idle(view: WorkerView | None, demand: TaskDemand, requirements: Ta
     does a figure that is unknown. ``demand`` is shaped as a decision shapes it (``floor`` and
     ``cap``: see :meth:`DecisionTerms.shape`), so a worker the decision would place the task on
     once drained is never ruled out here."""
+    return drained_misfit(view, demand, requirements, factors, floor, cap) is None
+
+
+def drained_misfit(view: WorkerView | None, demand: TaskDemand, requirements: TaskRequirements,
+                   factors: ScoringFactors, floor: TaskDemand | None = None, cap: DemandCap = NO_CAP
+                   ) -> Exclusion | None:
+    """Why the task could not run on the worker even once it has drained (:func:`fits_when_idle`
+    says whether it could): its memory over the worker's, its own cores over the quiet
+    threshold (a quiet or exclusive task), no usable GPU, or its GPU memory over the largest
+    GPU's; ``None`` when it fits, or nothing is known."""
     if view is None:
-        return True
+        return None
     terms = DecisionTerms(factors, requirements, None, floor, cap)
     demand = terms.shape(demand)
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
     if (demand.memory_bytes is not None and view.memory_total_bytes
             and demand.memory_bytes * headroom > view.memory_total_bytes):
-        return False
+        return Exclusion.memory_fit(view.worker_id, demand.memory_bytes, view.memory_total_bytes,
+                                    factors.memory_headroom_percent)
     if terms.quiet and demand.cores is not None and view.cpu_count:
         # Its own cores alone, as the quiet check counts them, over the threshold: never quiet here.
-        own = terms.own_cores(demand.cores, quiet_margins(demand, factors)[0], view.cpu_count)
-        if 100.0 * own / view.cpu_count > terms.quiet_limit:
-            return False
+        own_percent = 100.0 * terms.own_cores(demand.cores, quiet_margins(demand, factors)[0],
+                                              view.cpu_count) / view.cpu_count
+        if own_percent > terms.quiet_limit:
+            return Exclusion.not_quiet(view.worker_id, "cpu", own_percent, terms.quiet_limit)
     if not requirements.needs_gpu:
-        return True
+        return None
     if view.gpus_lost and not view.has_gpus:
-        return False
-    need = (demand.gpu_memory_bytes or 0.0) * headroom
-    return not view.gpu_totals or need <= max(view.gpu_totals)
+        return Exclusion.gpu_unhealthy(view.worker_id, view.gpus_lost, view.gpus_lost)
+    need = demand.gpu_memory_bytes or 0.0
+    if view.gpu_totals and need * headroom > max(view.gpu_totals):
+        return Exclusion.gpu_memory_fit(view.worker_id, need, max(view.gpu_totals), required=False,
+                                        headroom_percent=factors.memory_headroom_percent)
+    return None
 
 
 def gpu_after_placement(levels: Sequence[float], inflight_percents: Sequence[float], own_percent: float) -> float:
