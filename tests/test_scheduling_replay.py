@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, GpuSpec, ReplayConfig, ReplayDidNotFinish,
-                                TaskType, build_fleet, build_tasks, fits, make_policy, makespan_lower_bound_s,
-                                simulate, workload)
+                                TaskType, build_fleet, build_tasks, fits, isolated_lower_bound_s, make_policy,
+                                makespan_lower_bound_s, simulate, workload)
 from fleet_hwmon.replay.policies import LeastLoaded
 from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
@@ -347,6 +347,27 @@ def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limit
     assert makespan_lower_bound_s(config) == pytest.approx(expected)
     result = simulate(config, make_policy("least_loaded", 0), require_finish=True)
     assert result.outcomes["makespan_s"] >= expected
+
+
+def test_exclusive_tasks_run_one_at_a_time_on_a_worker_under_the_isolated_bound():
+    # One 16-core worker, 16 exclusive single-core tasks of 100 s at once: cores would allow them
+    # all together, but each has the worker to itself. A policy that honours isolation ends no
+    # earlier than their summed work; least-loaded, which does not, ends before it. The run's
+    # horizon is a multiple of the isolated bound: at 10x the plain bound (about 1,400 s here)
+    # hardware-aware, keeping its promise, was stopped as if stuck.
+    fleet = (FleetClass("only", 1.0, 16, 64, None, 1.0),)
+    perf = TaskType("perf", 1.0, {"hardware": ["cpu"], "isolation": "exclusive"}, cores=1.0, memory_gb=1.0,
+                    work_s=100, work_sigma=0.001)
+    config = ReplayConfig(workers=1, tasks=16, burst_share=1.0, burst_size=(16, 16), burst_spread_s=0.0,
+                          fleet_classes=fleet, task_types=(perf,))
+    [worker] = build_fleet(config)
+    specs = build_tasks(config, [worker])
+    expected = specs[0].arrival_s + sum(t.work_s for t in specs) / worker.speed
+    assert isolated_lower_bound_s(config) == pytest.approx(expected)
+    assert makespan_lower_bound_s(config) < expected / 8
+    aware = simulate(config, make_policy("hardware_aware", 0), require_finish=True).outcomes
+    assert aware["finished"] and aware["makespan_s"] >= expected - 1e-6
+    assert simulate(config, make_policy("least_loaded", 0)).outcomes["makespan_s"] < expected / 2
 
 
 def test_released_work_bound_counts_only_the_work_that_arrives_after_each_arrival():

@@ -5,7 +5,7 @@ scheduling code (the integration's patched scheduler) against simulated workers;
 ``docs/scheduling.md``.
 """
 
-from fleet_hwmon.replay.bounds import makespan_lower_bound_s
+from fleet_hwmon.replay.bounds import isolated_lower_bound_s, makespan_lower_bound_s
 from fleet_hwmon.replay.outcomes import METRICS, compute_outcomes, mean_outcomes
 from fleet_hwmon.replay.policies import POLICY_NAMES, REFERENCE_POLICY_NAMES, make_policy
 from fleet_hwmon.replay.sim import ReplayDidNotFinish, ReplayResult, Simulation, simulate
@@ -14,5 +14,5 @@ from fleet_hwmon.replay.workloads import WORKLOADS, workload
 
 __all__ = ["METRICS", "POLICY_NAMES", "REFERENCE_POLICY_NAMES", "WORKLOADS", "FleetClass", "GpuSpec", "ReplayConfig",
            "ReplayDidNotFinish", "ReplayResult", "Simulation", "TaskType", "build_fleet", "build_tasks",
-           "compute_outcomes", "fits", "make_policy", "makespan_lower_bound_s", "mean_outcomes", "simulate",
-           "workload"]
+           "compute_outcomes", "fits", "isolated_lower_bound_s", "make_policy", "makespan_lower_bound_s",
+           "mean_outcomes", "simulate", "workload"]

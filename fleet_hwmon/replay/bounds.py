@@ -67,3 +67,26 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
             lanes = sum(w.speed for w in gpus if w.gpu.memory_bytes >= smallest_big_bytes)
             bound = max(bound, released_work_bound_s([(s.arrival_s, s.work_s) for s in big], lanes))
     return bound
+
+
+def isolated_lower_bound_s(config: ReplayConfig) -> float:
+    """:func:`makespan_lower_bound_s` for a policy that also honours isolation: an exclusive
+    task has its worker to itself, so for each set S of workers that some task type is limited
+    to, the exclusive tasks limited to S run one at a time on each worker of S
+    (``released_work_bound_s`` of their work on the sum of S's speeds). A policy that ignores
+    isolation (least-loaded) can end before it; the replay's horizon is a multiple of it, so a
+    run that keeps its promises on a fleet where they cost time is not cut short as stuck."""
+    bound = makespan_lower_bound_s(config)
+    fleet = build_fleet(config)
+    by_set: dict[frozenset[str], list[TaskSpec]] = defaultdict(list)
+    for spec in build_tasks(config, fleet):
+        if spec.isolation == "exclusive":
+            compatible = frozenset(w.worker_id for w in fleet if fits(spec.requirements, w))
+            if compatible:
+                by_set[compatible].append(spec)
+    speeds = {w.worker_id: w.speed for w in fleet}
+    for workers in by_set:
+        limited = [s for subset, specs in by_set.items() if subset <= workers for s in specs]
+        lanes = sum(speeds[w] for w in sorted(workers))
+        bound = max(bound, released_work_bound_s([(s.arrival_s, s.work_s) for s in limited], lanes))
+    return bound

@@ -19,7 +19,8 @@ Physics, the same for every policy (the worker's own in :mod:`fleet_hwmon.replay
   available while it runs fewer tasks than its slots, a task the policy cannot place waits, a
   task no registered worker has the hardware for fails at once; the queue is looked at when a
   task arrives or ends and when a sample of an available worker arrives.
-* The run stops at ``horizon_factor`` times the makespan lower bound, or after ``stall_s`` with
+* The run stops at ``horizon_factor`` times the makespan lower bound (of a policy that honours
+  isolation: :func:`isolated_lower_bound_s`), or after ``stall_s`` with
   tasks queued, nothing running and nothing left to arrive: it is then reported unfinished,
   never a hang.
 
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fleet_hwmon.replay.bounds import makespan_lower_bound_s
+from fleet_hwmon.replay.bounds import isolated_lower_bound_s, makespan_lower_bound_s
 from fleet_hwmon.replay.monitor import SimMonitor, runs_quiet
 from fleet_hwmon.replay.worker import Attempt, SimWorker
 from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, fits, stream
@@ -168,7 +169,7 @@ class Simulation:
             see(self._workers, self._specs)
         # Never before the last arrival: a workload no worker can run has a bound of 0, and its
         # tasks must still arrive (and fail at once).
-        horizon_s = max(self.config.horizon_factor * self.bound_s,
+        horizon_s = max(self.config.horizon_factor * isolated_lower_bound_s(self.config),
                         max((spec.arrival_s for spec in self.tasks), default=0.0))
         stop_reason = None
         try:
