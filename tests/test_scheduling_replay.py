@@ -349,6 +349,26 @@ def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limit
     assert result.outcomes["makespan_s"] >= expected
 
 
+def test_makespan_lower_bound_counts_the_memory_the_tasks_hold_while_they_run():
+    # One 64-core worker of 64 GB, 8 single-core tasks of 100 s peaking at 40 GB, at once:
+    # cores would run them together, but memory holds one at a time (two peaks do not fit), each
+    # holding 0.2 -> 1 of its peak over the first half of its work, then the peak: 0.8 of it.
+    fleet = (FleetClass("only", 1.0, 64, 64, None, 1.0),)
+    task = TaskType("big", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=40.0, work_s=100, work_sigma=0.001,
+                    memory_sigma=0.001)
+    config = ReplayConfig(workers=1, tasks=8, burst_share=1.0, burst_size=(8, 8), burst_spread_s=0.0,
+                          fleet_classes=fleet, task_types=(task,))
+    [worker] = build_fleet(config)
+    specs = build_tasks(config, [worker])
+    held = 0.5 * (0.2 + 1.0) / 2 + 0.5
+    expected = specs[0].arrival_s + sum(held * t.memory_bytes * t.work_s for t in specs) / (
+        worker.speed * worker.memory_bytes)
+    assert held == pytest.approx(0.8)
+    assert makespan_lower_bound_s(config) == pytest.approx(expected)
+    aware = simulate(config, make_policy("hardware_aware", 0), require_finish=True).outcomes
+    assert aware["tasks_failed"] == 0 and aware["makespan_s"] >= expected
+
+
 def test_exclusive_tasks_run_one_at_a_time_on_a_worker_under_the_isolated_bound():
     # One 16-core worker, 16 exclusive single-core tasks of 100 s at once: cores would allow them
     # all together, but each has the worker to itself. A policy that honours isolation ends no

@@ -30,6 +30,10 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
       ``released_work_bound_s`` of their core-seconds on S's cores x speed, and for GPU tasks of
       their GPU-seconds (share x work) on S's GPUs x speed. A task never runs faster than its
       worker's speed, and it uses its cores (its GPU share) while it runs;
+    * for each such S, the memory-seconds of the tasks limited to S on S's memory: a task holds
+      its memory while it runs, on average the share of its peak its ramp gives
+      (``memory_ramp``), for at least its work over the fastest worker of S, and a worker's
+      tasks never hold more than its memory (the OOM killer ends one first);
     * for each such S, the tasks needing more than half the memory of S's largest GPU: no GPU
       holds two of them at once, so they run one at a time on each GPU large enough for any of
       them (their GPU-memory peak is allocated at start, and a start that does not fit fails).
@@ -40,6 +44,8 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
     fleet = build_fleet(config)
     by_set: dict[frozenset[str], list[TaskSpec]] = defaultdict(list)
     by_id = {w.worker_id: w for w in fleet}
+    start_share, peak_at = config.memory_ramp  # (linear from start_share of the peak to it, then the peak)
+    held = peak_at * (start_share + 1.0) / 2.0 + (1.0 - peak_at)
     bound = 0.0
     for spec in build_tasks(config, fleet):
         compatible = frozenset(w.worker_id for w in fleet if fits(spec.requirements, w))
@@ -53,6 +59,9 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
         ordered = [by_id[w] for w in sorted(workers)]
         cpu_capacity = sum(w.cores * w.speed for w in ordered)
         bound = max(bound, released_work_bound_s([(s.arrival_s, s.cores * s.work_s) for s in limited], cpu_capacity))
+        fastest = max(w.speed for w in ordered)
+        bound = max(bound, released_work_bound_s([(s.arrival_s, held * s.memory_bytes * s.work_s / fastest)
+                                                  for s in limited], sum(w.memory_bytes for w in ordered)))
         gpus = [w for w in ordered if w.gpu is not None]
         if not gpus:
             continue
