@@ -10,6 +10,7 @@ import pytest
 
 from fleet_hwmon.sample import GpuUtilization, ResourceUtilization, utc_now
 from fleet_hwmon.scoring.decide import ALL_FIT, DecisionContext, Exclusion, Reservation, decide, decide_among
+from fleet_hwmon.scoring.decision import predicted_demand
 from fleet_hwmon.scoring.ranking import task_key, tie_break, tie_breaks, worker_key
 from fleet_hwmon.scoring.terms import FLOOR, DemandCap, fits_when_idle, gpu_after_placement, task_demand_for
 from fleet_hwmon.scoring.factors import ScoringFactors
@@ -724,6 +725,17 @@ class TestTaskSize:
         assert history.task_demand("new", "build").source == "fleet"
         assert history.task_demand("w", "other") == (None, None, None, None, None, None, None)
 
+
+    def test_the_decision_keeps_its_predicted_demand_until_its_explanation_is_written(self):
+        # The scheduler counts a placed task in flight at what the decision predicted there,
+        # read from the decision (without working it out again) while its explanation is unwritten.
+        views = {"w": view("w", 0.0, 10.0, cores=64, memory_gb=256)}
+        d = run({"w": 1.0}, views, task_type="build", history=build_history(), factors=FACTORS)
+        demand = predicted_demand(d)
+        assert (demand.cores, demand.memory_bytes, demand.source) == (pytest.approx(6.0), 8 * GIB, "fleet")
+        assert d.explanation.endswith("task predicted from fleet history: 6.0 cores, memory 8.0 GiB")
+        assert predicted_demand(d) is None
+        assert predicted_demand(run({"w": None}, views, task_type="build", history=build_history())) is None
 
     def test_a_run_recorded_on_the_worker_changes_the_next_decision_with_its_view_unchanged(self):
         # The assessment of a worker with history of its own is remembered until its view

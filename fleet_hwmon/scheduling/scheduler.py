@@ -29,14 +29,15 @@ from fleet_hwmon.scheduling.statistics import SchedulerStatistics
 from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
                                         SchedulingDecision, decide_among)
+from fleet_hwmon.scoring.decision import predicted_demand
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
 from fleet_hwmon.scoring.reservations import Reservations
-from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, drained_misfit, fits_when_idle,
-                                       required_gpu_memory_bytes, task_demand_for)
+from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, demand_figures, drained_misfit,
+                                       fits_when_idle, required_gpu_memory_bytes, task_demand_for)
 from fleet_hwmon.scoring.vectorised import decide_vectorised
 from fleet_hwmon.scoring.views import InFlight, WorkerView, capacity_from_capabilities
 
@@ -709,8 +710,15 @@ class HardwareAwareScheduler:
         self._task_types[decision.task_id] = task_type
         view = self._views.get(chosen)
         if view is not None:
-            cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
-                view, self.history, chosen, task_type, requirements, factors, floor, cap)
+            demand = predicted_demand(decision)
+            if demand is not None:  # as the decision shaped it (history, floor, cap)
+                cores, memory_bytes, gpu_memory_bytes, gpu_percent = demand_figures(demand, requirements.needs_gpu,
+                                                                                    factors)
+                measured = task_type is not None and demand.cores is not None
+            else:  # (its explanation already written: worked out again)
+                cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
+                    view, self.history, chosen, task_type, requirements, factors, floor, cap)
+                measured = task_type is not None and self.history.task_demand(chosen, task_type).cores is not None
             self._inflight_at[decision.task_id] = chosen
             if requirements.isolation == "exclusive":
                 view.exclusive_task = decision.task_id
@@ -723,7 +731,6 @@ class HardwareAwareScheduler:
                     if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
                         self._gpu_room_at_start.clear()
                     self._gpu_room_at_start[decision.task_id] = room
-            measured = task_type is not None and self.history.task_demand(chosen, task_type).cores is not None
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)

@@ -202,6 +202,14 @@ def make_decision(task_id: str, task_type: Any, requirements: TaskRequirements, 
 _explanation_slot = SchedulingDecision.explanation  # the slot's own descriptor, read and written below
 
 
+def predicted_demand(decision: SchedulingDecision) -> TaskDemand | None:
+    """The task's predicted demand on the chosen worker, as the decision shaped it (history,
+    retry floor, cap), while its explanation has not been written (see :func:`make_decision`);
+    ``None`` once it has been, or when no worker was chosen."""
+    text = _explanation_slot.__get__(decision, SchedulingDecision)
+    return text[5] if type(text) is tuple and text[0] is not None else None
+
+
 def _read_explanation(decision: SchedulingDecision) -> str:
     """The decision's explanation, written from its figures on the first read (see make_decision)."""
     text = _explanation_slot.__get__(decision, SchedulingDecision)

@@ -398,8 +398,14 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
     demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
     needs_gpu = requirements.needs_gpu
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
-    demand = shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap,
-                          factors.recovery_percent / 100.0 / headroom, headroom)
+    return demand_figures(shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap,
+                                       factors.recovery_percent / 100.0 / headroom, headroom), needs_gpu, factors)
+
+
+def demand_figures(demand: TaskDemand, needs_gpu: bool, factors: ScoringFactors) -> tuple[float, float, float, float]:
+    """(cores, memory bytes, GPU memory bytes, GPU percent of one GPU) of a shaped ``demand``
+    (:meth:`DecisionTerms.shape`): an unknown figure at its default, GPU figures 0 for a task
+    without a GPU."""
     gpu_memory = gpu_percent = 0.0
     if needs_gpu:
         gpu_memory = demand.gpu_memory_bytes or 0.0
