@@ -17,12 +17,12 @@ import pytest
 from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, GpuSpec, ReplayConfig, ReplayDidNotFinish,
                                 TaskType, build_fleet, build_tasks, fits, isolated_lower_bound_s, make_policy,
                                 makespan_lower_bound_s, simulate, workload)
+from fleet_hwmon.replay.bounds import can_succeed, released_work_bound_s
 from fleet_hwmon.replay.policies import LeastLoaded
 from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
 from fleet_hwmon.replay.worker import Attempt
 from fleet_hwmon.replay.workload import TaskSpec
-from fleet_hwmon.replay.bounds import released_work_bound_s
 from fleet_hwmon.replay.workloads import T4
 
 GIB = 1024**3
@@ -367,6 +367,24 @@ def test_makespan_lower_bound_counts_the_memory_the_tasks_hold_while_they_run():
     assert makespan_lower_bound_s(config) == pytest.approx(expected)
     aware = simulate(config, make_policy("hardware_aware", 0), require_finish=True).outcomes
     assert aware["tasks_failed"] == 0 and aware["makespan_s"] >= expected
+
+
+def test_makespan_lower_bound_counts_a_task_only_on_the_workers_that_hold_its_memory():
+    # Four 64 GB workers and one of 256 GB, 8 tasks peaking at 100 GB: only the large worker
+    # can ever run them (elsewhere the OOM killer ends every attempt), so their memory-seconds
+    # fall on its 256 GB alone, not on the fleet's 512.
+    fleet = (FleetClass("small", 0.8, 8, 64, None, 1.0), FleetClass("large", 0.2, 8, 256, None, 1.0))
+    task = TaskType("big", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=100.0, work_s=100, work_sigma=0.001,
+                    memory_sigma=0.001)
+    config = ReplayConfig(workers=5, tasks=8, burst_share=1.0, burst_size=(8, 8), burst_spread_s=0.0,
+                          fleet_classes=fleet, task_types=(task,))
+    workers = build_fleet(config)
+    [large] = [w for w in workers if w.kind == "large"]
+    specs = build_tasks(config, workers)
+    expected = specs[0].arrival_s + sum(0.8 * t.memory_bytes * t.work_s for t in specs) / (
+        large.speed * large.memory_bytes)
+    assert [can_succeed(specs[0], w) for w in workers] == [w is large for w in workers]
+    assert makespan_lower_bound_s(config) == pytest.approx(expected)
 
 
 def test_exclusive_tasks_run_one_at_a_time_on_a_worker_under_the_isolated_bound():

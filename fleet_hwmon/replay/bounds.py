@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, build_fleet, build_tasks, fits
+from fleet_hwmon.replay.workload import ReplayConfig, TaskSpec, WorkerSpec, build_fleet, build_tasks, fits
 
 
 def released_work_bound_s(jobs: list[tuple[float, float]], capacity: float) -> float:
@@ -20,13 +20,23 @@ def released_work_bound_s(jobs: list[tuple[float, float]], capacity: float) -> f
     return bound
 
 
+def can_succeed(spec: TaskSpec, worker: WorkerSpec) -> bool:
+    """Could an attempt of ``spec`` ever succeed on ``worker``: its hardware, and its peak memory
+    (GPU memory) within the worker's (its GPU's)? Beyond them the OOM killer (a CUDA
+    out-of-memory error) ends every attempt there, under any policy."""
+    if not fits(spec.requirements, worker) or spec.memory_bytes > worker.memory_bytes:
+        return False
+    return not spec.needs_gpu or worker.gpu is None or spec.gpu_memory_bytes <= worker.gpu.memory_bytes
+
+
 def makespan_lower_bound_s(config: ReplayConfig) -> float:
     """The makespan no policy that runs every task to success can beat on ``config``'s workload,
     in seconds: the largest of
 
-    * the latest finish when every task starts at its arrival, alone on the fastest worker that
-      has its hardware, and never fails;
-    * for each set S of workers that some task type is limited to, over the tasks limited to S,
+    * the latest finish when every task starts at its arrival, alone on the fastest worker it
+      could succeed on (:func:`can_succeed`), and never fails;
+    * for each set S of workers that some task is limited to (those it could succeed on), over
+      the tasks limited to S,
       ``released_work_bound_s`` of their core-seconds on S's cores x speed, and for GPU tasks of
       their GPU-seconds (share x work) on S's GPUs x speed. A task never runs faster than its
       worker's speed, and it uses its cores (its GPU share) while it runs;
@@ -38,7 +48,7 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
       holds two of them at once, so they run one at a time on each GPU large enough for any of
       them (their GPU-memory peak is allocated at start, and a start that does not fit fails).
 
-    Tasks no worker has the hardware for are left out (they fail at once under every policy), and
+    Tasks no worker could succeed on are left out (every attempt fails under every policy), and
     so are tasks no GPU of S can hold. A policy that gives up on tasks after failed attempts can
     end before this bound: it skips their work."""
     fleet = build_fleet(config)
@@ -48,7 +58,7 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
     held = peak_at * (start_share + 1.0) / 2.0 + (1.0 - peak_at)
     bound = 0.0
     for spec in build_tasks(config, fleet):
-        compatible = frozenset(w.worker_id for w in fleet if fits(spec.requirements, w))
+        compatible = frozenset(w.worker_id for w in fleet if can_succeed(spec, w))
         if not compatible:
             continue
         by_set[compatible].append(spec)
@@ -90,7 +100,7 @@ def isolated_lower_bound_s(config: ReplayConfig) -> float:
     by_set: dict[frozenset[str], list[TaskSpec]] = defaultdict(list)
     for spec in build_tasks(config, fleet):
         if spec.isolation == "exclusive":
-            compatible = frozenset(w.worker_id for w in fleet if fits(spec.requirements, w))
+            compatible = frozenset(w.worker_id for w in fleet if can_succeed(spec, w))
             if compatible:
                 by_set[compatible].append(spec)
     speeds = {w.worker_id: w.speed for w in fleet}
