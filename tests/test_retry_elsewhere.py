@@ -177,3 +177,34 @@ def test_the_integration_hands_the_failure_message_to_the_scheduler(tmp_path):
         retry = integration.decide_task(infer("i1"), ["t4a", "t4b"], {})
     assert retry.chosen_worker_id == "t4b"
     assert [(e.worker_id, e.kind) for e in retry.exclusions] == [("t4a", ExclusionKind.FAILED_HERE)]
+
+
+def test_an_exclusive_retry_whose_only_other_worker_is_noisy_is_placed_there_after_the_patience():
+    # The exclusive task ran out of GPU memory on the quiet "t4a" and avoids it; "t4b", the only
+    # other worker that could hold it, has a neighbour at 70 %. The quiet worker it avoids kept
+    # the patience from running out, and the retry waited for ever; now, 600 s of "t4b"'s
+    # samples later, it goes there alone.
+    clock = [1000.0]
+    coordinator = Coordinator(max_tasks_per_worker=4)
+    for worker_id in ("t4a", "t4b"):
+        coordinator.register_worker(worker_id, gpu_caps(16))
+    scheduler = HardwareAwareScheduler(coordinator, clock=lambda: clock[0])
+    for worker_id, info in coordinator.workers.items():
+        scheduler.worker_registered(worker_id, info["capabilities"])
+    task = {"task_id": "p1", "type": "gperf", "priority": 1,
+            "requirements": {"hardware": ["gpu"], "isolation": "exclusive"}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 1.0, 16.0))
+    scheduler.observe(gpu_sample("t4b", 70.0, 1.0, 16.0))
+    assert scheduler.decide_task(task, ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("p1", "t4a", success=False, task_type="gperf", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    first = clock[0]
+    while clock[0] - first < 800.0:
+        scheduler.observe(gpu_sample("t4a", 10.0, 1.0, 16.0))
+        scheduler.observe(gpu_sample("t4b", 70.0, 1.0, 16.0))
+        retry = scheduler.decide_task(task, ["t4a", "t4b"], {})
+        if retry.chosen_worker_id is not None:
+            break
+        clock[0] += 5.0
+    assert retry.chosen_worker_id == "t4b" and 600.0 <= clock[0] - first <= 700.0
+    assert retry.explanation.startswith("isolation exclusive relaxed")
+    assert ("t4a", ExclusionKind.FAILED_HERE) in [(e.worker_id, e.kind) for e in retry.exclusions]

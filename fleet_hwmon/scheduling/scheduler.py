@@ -449,10 +449,19 @@ class HardwareAwareScheduler:
             floor = self._retry_floor.get(task_id)
             cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
                                                                           floor, factors)
+            avoid = None
+            if floor is not None:  # a retried task: not back where it ran out of a resource
+
+                def holds(worker_id: str) -> bool:  # the worker could run the task once drained
+                    return worker_id in self._views and check_hardware(worker_id) is None and self._fits_when_drained(
+                        worker_id, task.get("type"), requirements, factors, floor, cap)
+                avoid = self._avoided.of(task_id, self._views, holds, self._occupied) or None
+
+            def offers_isolation(worker_id: str) -> bool:  # it could hold the task, and the task may go there
+                return (avoid is None or worker_id not in avoid) and self._fits_when_drained(
+                    worker_id, task.get("type"), requirements, factors, floor, cap)
             relaxed = (held is not None and held.requirements == requirements
-                       and self._isolation_unmet(requirements, now_s, factors, check_hardware,
-                                                 lambda w: self._fits_when_drained(w, task.get("type"), requirements,
-                                                                                   factors, floor, cap)))
+                       and self._isolation_unmet(requirements, now_s, factors, check_hardware, offers_isolation))
             too_small: tuple[Exclusion, ...] = ()
             if relaxed:  # alone where it fits by itself, whatever the background there
                 too_small = tuple(e for e in (self._drained_misfit(w, task.get("type"), requirements, factors, floor,
@@ -468,13 +477,6 @@ class HardwareAwareScheduler:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
                 if blocked:
                     reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
-            avoid = None
-            if floor is not None:  # a retried task: not back where it ran out of a resource
-
-                def holds(worker_id: str) -> bool:  # the worker could run the task once drained
-                    return worker_id in self._views and check_hardware(worker_id) is None and self._fits_when_drained(
-                        worker_id, task.get("type"), requirements, factors, floor, cap)
-                avoid = self._avoided.of(task_id, self._views, holds, self._occupied) or None
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
             context = DecisionContext(  # (in field order: keywords cost twice as much)
