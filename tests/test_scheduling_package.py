@@ -921,6 +921,69 @@ def test_a_quiet_worker_too_small_for_the_task_does_not_hold_its_isolation_back(
     assert decision.explanation.startswith("isolation exclusive relaxed")
 
 
+def test_once_isolation_is_lifted_the_task_reserves_only_a_worker_that_holds_it_and_lists_each_worker_once():
+    # The fleet has been noisy longer than the patience when the benchmark comes. While it waits
+    # for "noisy" (8 cores, a task of ours there), it reserves "noisy", not "small", where its
+    # 6 cores alone break 80 % (judged with the lifted limits, small "fitted" and was kept from
+    # every other task); "small" offered twice is listed once among its exclusions.
+    scheduler, clock = fleet(("noisy", caps()), ("small", caps(cores=2)))
+    for worker_id in ("noisy", "small"):
+        scheduler.history.record(worker_id, "perf", success=True, duration_s=100.0, cpu_seconds=600.0,
+                                 peak_rss_bytes=8 * GIB)
+        scheduler.history.record(worker_id, "unit", success=True, duration_s=10.0, cpu_seconds=10.0,
+                                 peak_rss_bytes=4 * GIB)
+    for _ in range(130):
+        scheduler.observe(sample("noisy", 70.0, 10.0))
+        scheduler.observe(sample("small", 10.0, 10.0, cores=2))
+        clock.now_s += 5.0
+    bench = task("perf-1", "perf", isolation="exclusive")
+    for _ in range(10):
+        scheduler.observe(sample("noisy", 70.0, 10.0))
+        scheduler.observe(sample("small", 10.0, 10.0, cores=2))
+        decision = scheduler.decide_task(bench, ["noisy", "small", "small"], {"noisy": 1})
+        assert decision.chosen_worker_id is None
+        clock.now_s += 5.0
+    assert decision.explanation.startswith("isolation exclusive relaxed")
+    assert sorted((e.worker_id, e.kind) for e in decision.exclusions) == [
+        ("noisy", ExclusionKind.ISOLATION), ("small", ExclusionKind.ISOLATION)]
+    assert scheduler._reservations.reserved() == {"noisy": "perf-1"}
+    assert scheduler.decide_task(task("u1", "unit"), ["small"], {"noisy": 1}).chosen_worker_id == "small"
+
+
+def test_a_larger_worker_joining_changes_what_a_quiet_task_may_take_on_a_worker_that_did_not_change():
+    # A 3-core quiet benchmark on 4-core workers counts at most 55 % of the largest worker's
+    # cores (2.2 of 4): it fits "w" at 10 % + 55 %. Once a 16-core worker joins it counts in
+    # full (75 %), and "w" at 85 % can no longer take it, though nothing changed on "w".
+    scheduler, _ = fleet(("w", caps(cores=4, memory_gb=32)), ("x", caps(cores=4, memory_gb=32)))
+    scheduler.history.record("elsewhere", "bench", success=True, duration_s=100.0, cpu_seconds=300.0,
+                             peak_rss_bytes=GIB)
+    scheduler.observe(sample("w", 10.0, 10.0, memory_gb=32, cores=4))
+    scheduler.observe(sample("x", 5.0, 10.0, memory_gb=32, cores=4))
+    assert scheduler.decide_task(task("b1", "bench", isolation="quiet"), ["w", "x"], {}).chosen_worker_id == "x"
+    scheduler.coordinator.register_worker("big", caps(cores=16, memory_gb=32))
+    scheduler.worker_registered("big", caps(cores=16, memory_gb=32))
+    scheduler.observe(sample("big", 90.0, 10.0, memory_gb=32, cores=16))
+    decision = scheduler.decide_task(task("b2", "bench", isolation="quiet"), ["w", "big"], {"x": 1})
+    assert decision.chosen_worker_id is None
+    assert [(e.worker_id, e.reason) for e in decision.exclusions] == [
+        ("w", "quiet: predicted cpu 85% > 80%"), ("big", "quiet: predicted cpu 109% > 80%")]
+
+
+def test_a_task_typed_with_an_empty_string_counts_in_flight_alike_whichever_way_it_was_decided():
+    # Placed at once, or after its first choice reported busy (its decision then made again),
+    # the task counts in flight at its type's measured 4 cores and 4 GiB, as its decision predicted.
+    for busy_first in (False, True):
+        scheduler, _ = fleet(("a", caps()), ("b", caps()))
+        for worker_id in ("a", "b"):
+            scheduler.observe(sample(worker_id, 10.0, 10.0))
+        scheduler.history.record("b", "", success=True, duration_s=10.0, cpu_seconds=40.0, peak_rss_bytes=4 * GIB)
+        if busy_first:
+            scheduler.coordinator.workers["a"]["status"] = "busy"
+        assert scheduler.decide_task(task("t", ""), ["a", "b"] if busy_first else ["b"], {}).chosen_worker_id == "b"
+        placed = scheduler._views["b"].inflight["t"]
+        assert (placed.cores, placed.memory_bytes, placed.cores_measured) == (4.0, 4 * GIB, True)
+
+
 def test_a_figure_a_worker_does_not_state_caps_no_prediction():
     # "big" states no GPU memory (a MIG GPU): it could hold any GPU need, as the fit check reads
     # it. Capped as if it had none, the task's 64 GiB were cut to what "small" holds (10.9 GiB)

@@ -463,10 +463,11 @@ class HardwareAwareScheduler:
             relaxed = (held is not None and held.requirements == requirements
                        and self._isolation_unmet(requirements, now_s, factors, check_hardware, offers_isolation))
             too_small: tuple[Exclusion, ...] = ()
+            fits_factors = factors  # what a worker must hold, the limits lifted or not
             if relaxed:  # alone where it fits by itself, whatever the background there
                 too_small = tuple(e for e in (self._drained_misfit(w, task.get("type"), requirements, factors, floor,
-                                                                   cap) for w in ids if check_hardware(w) is None)
-                                  if e is not None)
+                                                                   cap) for w in dict.fromkeys(ids)
+                                              if check_hardware(w) is None) if e is not None)
                 if too_small:
                     kept_off = {e.worker_id for e in too_small}
                     ids = [w for w in ids if w not in kept_off]
@@ -525,7 +526,7 @@ class HardwareAwareScheduler:
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
                     preference=lambda w: self._reserve_order(w, requirements.needs_gpu, counts),
-                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, factors, floor, cap))
+                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap))
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
                                                                requirements, factors, floor, cap)
@@ -590,13 +591,13 @@ class HardwareAwareScheduler:
         retry ``floor`` and the ``cap`` of the largest compatible worker, as its decisions shape
         it)? A starving task never reserves a worker too small for it, and always one of those
         its decisions would place it on."""
-        demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+        demand = self.history.task_demand(worker_id, task_type) if task_type is not None else NO_DEMAND
         return fits_when_idle(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
     def _drained_misfit(self, worker_id: str, task_type: str | None, requirements: TaskRequirements,
                         factors: ScoringFactors, floor: TaskDemand | None, cap: DemandCap) -> Exclusion | None:
         """Why the task could not run on ``worker_id`` even once it has drained (see :meth:`_fits_when_drained`)."""
-        demand = self.history.task_demand(worker_id, task_type) if task_type else NO_DEMAND
+        demand = self.history.task_demand(worker_id, task_type) if task_type is not None else NO_DEMAND
         return drained_misfit(self._views.get(worker_id), demand, requirements, factors, floor, cap)
 
     def _offers_more(self, worker_ids: list[str], counts: Mapping[str, int], limit: int | None, held: Held) -> bool:
@@ -651,7 +652,7 @@ class HardwareAwareScheduler:
     def _cap_for(self, frontier: tuple[DemandCap, ...], task_type: str | None, requirements: TaskRequirements,
                  floor: TaskDemand | None, factors: ScoringFactors) -> DemandCap:
         """:func:`cap_for` the type's predicted need over the fleet, remembered by its figures."""
-        demand = demand_of(None, self.history.fleet_stats(task_type)) if task_type else NO_DEMAND
+        demand = demand_of(None, self.history.fleet_stats(task_type)) if task_type is not None else NO_DEMAND
         key = (frontier, demand.memory_bytes, demand.gpu_memory_bytes, requirements, floor,
                factors.memory_headroom_percent, factors.recovery_percent)
         cap = self._cap_memo.get(key)

@@ -119,9 +119,11 @@ class _Setting:
         found = _no_history.get(id(terms)) if stats is None else None
         if found is None or found[0] is not terms:
             fleet_demand = terms.shape(demand_of(None, stats))
-            # What the load and penalties of a worker without history of its own depend on, besides its view.
+            # What the load and penalties of a worker without history of its own depend on, besides its view
+            # (the cap too: a quiet task's own cores count at most a share of the largest worker's).
             found = (terms, fleet_demand, _contexts.of((fleet_demand, self.needs_gpu, requirements.isolation,
-                                                        _factors_number(context.factors), context.probe))[0])
+                                                        _factors_number(context.factors), context.probe,
+                                                        context.cap))[0])
             if stats is None:
                 if len(_no_history) >= 256:
                     _no_history.clear()
@@ -133,7 +135,7 @@ class _Setting:
         if demand is not self.fleet_demand:
             self.fleet_demand = demand
             self.memo_key = _contexts.of((demand, self.needs_gpu, requirements.isolation,
-                                          _factors_number(context.factors), context.probe))[0]
+                                          _factors_number(context.factors), context.probe, context.cap))[0]
         self.count_of = context.task_counts.get if context.task_counts else {}.get
         self.reserved = context.reserved
         self.state_matters = self.needs_gpu or self.exclusive  # lost GPUs, tasks of ours: checked on every worker

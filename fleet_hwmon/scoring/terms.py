@@ -395,7 +395,7 @@ def task_demand_for(view: WorkerView | None, history: PerformanceHistory | None,
     on ``worker_id``, as a decision predicts it: history (the worker's, else the fleet's), else
     the defaults; GPU memory the stated minimum while history does not know it (GPU figures 0
     for a task without a GPU); ``floor`` and ``cap`` as for :class:`DecisionTerms`."""
-    demand = history.task_demand(worker_id, task_type) if history is not None and task_type else NO_DEMAND
+    demand = history.task_demand(worker_id, task_type) if history is not None and task_type is not None else NO_DEMAND
     needs_gpu = requirements.needs_gpu
     headroom = 1.0 + factors.memory_headroom_percent / 100.0
     return demand_figures(shape_demand(demand, needs_gpu, required_gpu_memory_bytes(requirements), floor, cap,
