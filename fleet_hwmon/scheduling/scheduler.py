@@ -463,7 +463,7 @@ class HardwareAwareScheduler:
             relaxed = (held is not None and held.requirements == requirements
                        and self._isolation_unmet(requirements, now_s, factors, check_hardware, offers_isolation))
             too_small: tuple[Exclusion, ...] = ()
-            fits_factors = factors  # what a worker must hold, the limits lifted or not
+            fits_factors = factors  # the limits a worker must hold the task under (never the lifted ones)
             if relaxed:  # alone where it fits by itself, whatever the background there
                 too_small = tuple(e for e in (self._drained_misfit(w, task.get("type"), requirements, factors, floor,
                                                                    cap) for w in dict.fromkeys(ids)
@@ -625,8 +625,9 @@ class HardwareAwareScheduler:
         sample shown a background under the exclusive allowance (for a GPU task, its CPU and a
         GPU) for ``isolation_patience_s``, each of them sampled for that long (one that joined
         since, or has sent no sample, may still be quiet)? Compatible: with the hardware, and
-        able to ``hold`` the task once drained (a quiet worker too small for the task by
-        itself never offers it isolation)."""
+        one that ``holds`` the task: it could run it once drained and the task may go there (a
+        quiet worker too small for the task by itself, or one its retry avoids, never offers it
+        isolation)."""
         patience = factors.isolation_patience_s
         if requirements.isolation == "shared" or not patience:
             return False

@@ -185,11 +185,11 @@ def decide_among(task: Mapping[str, Any], requirements: TaskRequirements, worker
 
     This runs once per task over every available worker, so the per-worker work is kept to a
     few lookups: the views keep their in-flight totals and free memory up to date as samples
-    arrive, and remember each worker's assessment until their state changes, or a run of the
-    type is recorded on that worker (``WorkerView.scoring_memo``); history is consulted only when the fleet has
-    run the task type; the tie-break hash is computed only among exact ties at the best score
-    (the others' when the decision's candidates are first read: :class:`Unranked`) and the
-    candidate records only for the best ``max_recorded``.
+    arrive, and remember each worker's assessment until their state changes or a run of the
+    type is recorded there (``WorkerView.scoring_memo``); history is consulted only when the
+    fleet has run the task type; the tie-break hash is computed only among exact ties at the
+    best score (the others' when the decision's candidates are first read: :class:`Unranked`)
+    and the candidate records only for the best ``max_recorded``.
     """
     setting = _Setting(task, requirements, context)
     pool = _admit(setting, worker_ids, scores, views, hardware, unknown)
