@@ -90,8 +90,9 @@ def makespan_lower_bound_s(config: ReplayConfig) -> float:
 
 def isolated_lower_bound_s(config: ReplayConfig) -> float:
     """:func:`makespan_lower_bound_s` for a policy that also honours isolation: an exclusive
-    task has its worker to itself, so for each set S of workers that some task type is limited
-    to, the exclusive tasks limited to S run one at a time on each worker of S
+    task has its worker to itself, so for each set S of workers that some exclusive task is
+    limited to (those it could succeed on), the exclusive tasks limited to S run one at a time
+    on each worker of S
     (``released_work_bound_s`` of their work on the sum of S's speeds). A policy that ignores
     isolation (least-loaded) can end before it; the replay's horizon is a multiple of it, so a
     run that keeps its promises on a fleet where they cost time is not cut short as stuck."""
