@@ -984,6 +984,27 @@ def test_a_task_typed_with_an_empty_string_counts_in_flight_alike_whichever_way_
         assert (placed.cores, placed.memory_bytes, placed.cores_measured) == (4.0, 4 * GIB, True)
 
 
+def test_an_exclusive_task_waiting_twice_the_patience_is_placed_alone_when_no_worker_is_quiet_now():
+    # "calm" runs a long task of ours, and its background dips under 25 % one sample in twenty:
+    # each dip restarts the patience, so the fleet never went 600 s without a quiet worker and
+    # the benchmark waited for ever beside "noisy" (a neighbour at 40 %). After twice the
+    # patience of its own wait, at a sample where no worker that could hold it is quiet, it goes
+    # alone to "noisy".
+    scheduler, clock = fleet(("noisy", caps()), ("calm", caps()))
+    bench = task("perf-1", "perf", isolation="exclusive")
+    for step in range(400):
+        scheduler.observe(sample("noisy", 40.0, 10.0))
+        scheduler.observe(sample("calm", 20.0 if step % 20 == 0 else 30.0, 10.0))
+        decision = scheduler.decide_task(bench, ["noisy", "calm"], {"calm": 1})
+        if decision.chosen_worker_id is not None:
+            break
+        clock.now_s += 5.0
+    assert decision.chosen_worker_id == "noisy" and 1200.0 <= clock.now_s - 1000.0 <= 1300.0
+    assert decision.explanation.startswith(
+        f"isolation exclusive relaxed: no worker's background under 25% now, after a wait of "
+        f"{clock.now_s - 1000.0:.0f} s")
+
+
 def test_a_figure_a_worker_does_not_state_caps_no_prediction():
     # "big" states no GPU memory (a MIG GPU): it could hold any GPU need, as the fit check reads
     # it. Capped as if it had none, the task's 64 GiB were cut to what "small" holds (10.9 GiB)

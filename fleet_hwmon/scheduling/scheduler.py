@@ -460,8 +460,9 @@ class HardwareAwareScheduler:
             def offers_isolation(worker_id: str) -> bool:  # it could hold the task, and the task may go there
                 return (avoid is None or worker_id not in avoid) and self._fits_when_drained(
                     worker_id, task.get("type"), requirements, factors, floor, cap)
-            relaxed = (held is not None and held.requirements == requirements
-                       and self._isolation_unmet(requirements, now_s, factors, check_hardware, offers_isolation))
+            relaxed = (self._isolation_unmet(requirements, now_s, held.since_s, factors, check_hardware,
+                                             offers_isolation)
+                       if held is not None and held.requirements == requirements else None)
             too_small: tuple[Exclusion, ...] = ()
             fits_factors = factors  # the limits a worker must hold the task under (never the lifted ones)
             if relaxed:  # alone where it fits by itself, whatever the background there
@@ -509,9 +510,7 @@ class HardwareAwareScheduler:
                 if kinds is not None:
                     kinds[ExclusionKind.TASK_LIMIT] = kinds.get(ExclusionKind.TASK_LIMIT, 0) + len(busy_workers)
             if relaxed:
-                note = (f"isolation {requirements.isolation} relaxed: no worker's background under "
-                        f"{self.factors().exclusive_background_percent:g}% for "
-                        f"{self.factors().isolation_patience_s:g} s")
+                note = f"isolation {requirements.isolation} relaxed: {relaxed}"
                 decision = dataclasses.replace(decision, explanation=f"{note}; {decision.explanation}")
             if compatible == 0 and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
@@ -619,28 +618,39 @@ class HardwareAwareScheduler:
         return any(e.kind is ExclusionKind.TASK_LIMIT and (limit is None or counts.get(e.worker_id, 0) < limit)
                    for e in held.decision.exclusions)
 
-    def _isolation_unmet(self, requirements: TaskRequirements, now_s: float, factors: ScoringFactors,
-                         check_hardware: Callable[[str], Exclusion | None], holds: Callable[[str], bool]) -> bool:
-        """For a quiet or exclusive task found no worker before: has no compatible worker's
-        sample shown a background under the exclusive allowance (for a GPU task, its CPU and a
-        GPU) for ``isolation_patience_s``, each of them sampled for that long (one that joined
-        since, or has sent no sample, may still be quiet)? Compatible: with the hardware, and
+    def _isolation_unmet(self, requirements: TaskRequirements, now_s: float, since_s: float,
+                         factors: ScoringFactors, check_hardware: Callable[[str], Exclusion | None],
+                         holds: Callable[[str], bool]) -> str | None:
+        """For a quiet or exclusive task found no worker before (held since ``since_s``): why no
+        worker offers it isolation, or ``None`` while one may. Offers none: no compatible worker's
+        sample has shown a background under the exclusive allowance (for a GPU task, its CPU and
+        a GPU) for ``isolation_patience_s``, each of them sampled for that long (one that joined
+        since, or has sent no sample, may still be quiet); or the task has waited twice that and
+        none shows one now (backgrounds that dip under the allowance now and then, while tasks
+        of ours run there, kept the first from ever holding). Compatible: with the hardware, and
         one that ``holds`` the task: it could run it once drained and the task may go there (a
         quiet worker too small for the task by itself, or one its retry avoids, never offers it
         isolation)."""
         patience = factors.isolation_patience_s
         if requirements.isolation == "shared" or not patience:
-            return False
+            return None
         cutoff = now_s - patience
-        compatible = 0
+        compatible, quiet_lately, quiet_now = 0, False, False
         for worker_id, view in self._views.items():
             if check_hardware(worker_id) is not None or not holds(worker_id):
                 continue
+            compatible += 1
             seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
             if view.first_sample_s is None or view.first_sample_s > cutoff or (seen is not None and seen >= cutoff):
-                return False
-            compatible += 1
-        return compatible > 0
+                quiet_lately = True
+            if view.last_sample_s is None or (seen is not None and seen >= view.last_sample_s):
+                quiet_now = True
+        allowance = f"{factors.exclusive_background_percent:g}%"
+        if not compatible or (quiet_lately and (quiet_now or now_s - since_s < 2 * patience)):
+            return None
+        if not quiet_lately:
+            return f"no worker's background under {allowance} for {patience:g} s"
+        return f"no worker's background under {allowance} now, after a wait of {now_s - since_s:.0f} s"
 
     def _relaxed(self, factors: ScoringFactors) -> ScoringFactors:
         """``factors`` with the quiet threshold and the exclusive allowance at 100 % (one object
