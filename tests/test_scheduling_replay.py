@@ -327,6 +327,12 @@ def test_no_incompatible_placement(tiny_results, policy):
     assert any(spec.needs_gpu for spec, _ in placed)  # the check covers GPU requirements
 
 
+def one_burst(fleet: tuple[FleetClass, ...], task: TaskType, tasks: int, workers: int = 1) -> ReplayConfig:
+    """``tasks`` tasks of one type arriving together on ``workers`` workers of ``fleet``."""
+    return ReplayConfig(workers=workers, tasks=tasks, burst_share=1.0, burst_size=(tasks, tasks), burst_spread_s=0.0,
+                        fleet_classes=fleet, task_types=(task,))
+
+
 def test_no_policy_beats_the_makespan_lower_bound(tiny_results):
     bound = makespan_lower_bound_s(TINY)
     specs = build_tasks(TINY, build_fleet(TINY))
@@ -339,8 +345,7 @@ def test_makespan_lower_bound_counts_the_capacity_of_the_workers_a_task_is_limit
     # before 20 x 100 core-s / (2 cores x speed) after the first arrival.
     fleet = (FleetClass("only", 1.0, 2, 64, None, 1.0),)
     task = TaskType("t", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=1.0, work_s=100, work_sigma=0.001)
-    config = ReplayConfig(workers=1, tasks=20, burst_share=1.0, burst_size=(20, 20), burst_spread_s=0.0,
-                          fleet_classes=fleet, task_types=(task,))
+    config = one_burst(fleet, task, 20)
     worker = build_fleet(config)[0]
     specs = build_tasks(config, [worker])
     expected = specs[0].arrival_s + sum(t.cores * t.work_s for t in specs) / (2 * worker.speed)
@@ -356,8 +361,7 @@ def test_makespan_lower_bound_counts_the_memory_the_tasks_hold_while_they_run():
     fleet = (FleetClass("only", 1.0, 64, 64, None, 1.0),)
     task = TaskType("big", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=40.0, work_s=100, work_sigma=0.001,
                     memory_sigma=0.001)
-    config = ReplayConfig(workers=1, tasks=8, burst_share=1.0, burst_size=(8, 8), burst_spread_s=0.0,
-                          fleet_classes=fleet, task_types=(task,))
+    config = one_burst(fleet, task, 8)
     [worker] = build_fleet(config)
     specs = build_tasks(config, [worker])
     held = 0.5 * (0.2 + 1.0) / 2 + 0.5
@@ -376,8 +380,7 @@ def test_makespan_lower_bound_counts_a_task_only_on_the_workers_that_hold_its_me
     fleet = (FleetClass("small", 0.8, 8, 64, None, 1.0), FleetClass("large", 0.2, 8, 256, None, 1.0))
     task = TaskType("big", 1.0, {"hardware": ["cpu"]}, cores=1.0, memory_gb=100.0, work_s=100, work_sigma=0.001,
                     memory_sigma=0.001)
-    config = ReplayConfig(workers=5, tasks=8, burst_share=1.0, burst_size=(8, 8), burst_spread_s=0.0,
-                          fleet_classes=fleet, task_types=(task,))
+    config = one_burst(fleet, task, 8, workers=5)
     workers = build_fleet(config)
     [large] = [w for w in workers if w.kind == "large"]
     specs = build_tasks(config, workers)
@@ -396,8 +399,7 @@ def test_exclusive_tasks_run_one_at_a_time_on_a_worker_under_the_isolated_bound(
     fleet = (FleetClass("only", 1.0, 16, 64, None, 1.0),)
     perf = TaskType("perf", 1.0, {"hardware": ["cpu"], "isolation": "exclusive"}, cores=1.0, memory_gb=1.0,
                     work_s=100, work_sigma=0.001)
-    config = ReplayConfig(workers=1, tasks=16, burst_share=1.0, burst_size=(16, 16), burst_spread_s=0.0,
-                          fleet_classes=fleet, task_types=(perf,))
+    config = one_burst(fleet, perf, 16)
     [worker] = build_fleet(config)
     specs = build_tasks(config, [worker])
     expected = specs[0].arrival_s + sum(t.work_s for t in specs) / worker.speed
@@ -421,8 +423,7 @@ def test_makespan_lower_bound_runs_tasks_needing_over_half_a_gpu_one_at_a_time()
     fleet = (FleetClass("h100", 1.0, 32, 256, GpuSpec("NVIDIA H100 80GB HBM3", 9.0, 80 * GIB), 1.0),)
     llm = TaskType("llm", 1.0, {"hardware": ["gpu"]}, cores=1.0, memory_gb=4.0, work_s=100, gpu_percent=10.0,
                    gpu_memory_gb=60.0, work_sigma=0.001, gpu_memory_sigma=0.001)
-    config = ReplayConfig(workers=1, tasks=4, burst_share=1.0, burst_size=(4, 4), burst_spread_s=0.0,
-                          fleet_classes=fleet, task_types=(llm,))
+    config = one_burst(fleet, llm, 4)
     [worker] = build_fleet(config)
     specs = build_tasks(config, [worker])
     expected = specs[0].arrival_s + sum(t.work_s for t in specs) / worker.speed
