@@ -634,20 +634,24 @@ class HardwareAwareScheduler:
         patience = factors.isolation_patience_s
         if requirements.isolation == "shared" or not patience:
             return None
-        cutoff = now_s - patience
+        cutoff, waited_long = now_s - patience, now_s - since_s >= 2 * patience
         compatible, quiet_lately, quiet_now = 0, False, False
         for worker_id, view in self._views.items():
-            if check_hardware(worker_id) is not None or not holds(worker_id):
+            if check_hardware(worker_id) is not None:
+                continue
+            seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
+            lately = (view.first_sample_s is None or view.first_sample_s > cutoff
+                      or (seen is not None and seen >= cutoff))
+            now = view.last_sample_s is None or (seen is not None and seen >= view.last_sample_s)
+            if (compatible and not lately and not now) or not holds(worker_id):  # (holds asked only when it counts)
                 continue
             compatible += 1
-            seen = view.gpu_quiet_seen_s if requirements.needs_gpu else view.quiet_seen_s
-            if view.first_sample_s is None or view.first_sample_s > cutoff or (seen is not None and seen >= cutoff):
-                quiet_lately = True
-            if view.last_sample_s is None or (seen is not None and seen >= view.last_sample_s):
-                quiet_now = True
-        allowance = f"{factors.exclusive_background_percent:g}%"
-        if not compatible or (quiet_lately and (quiet_now or now_s - since_s < 2 * patience)):
+            quiet_lately, quiet_now = quiet_lately or lately, quiet_now or now
+            if quiet_lately and (quiet_now or not waited_long):
+                return None  # a worker that holds it may still offer isolation
+        if not compatible:
             return None
+        allowance = f"{factors.exclusive_background_percent:g}%"
         if not quiet_lately:
             return f"no worker's background under {allowance} for {patience:g} s"
         return f"no worker's background under {allowance} now, after a wait of {now_s - since_s:.0f} s"
