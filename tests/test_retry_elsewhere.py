@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+
 import pytest
 
 from fleet_hwmon.coordinator.coordinator import Coordinator
@@ -129,6 +132,24 @@ def test_a_cuda_oom_proves_the_task_needs_more_gpu_memory_than_its_gpu_had_free(
     assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4b"
     # Another task of the type is still predicted from its type's runs.
     assert scheduler.decide_task(infer("i2"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+
+
+def test_a_gpu_task_placed_beside_the_failed_one_does_not_shrink_what_the_failure_proves():
+    """A failing allocation holds nothing, so a later sample shows its GPU free and another task
+    of ours goes there before the failure is known; what that one holds says nothing of what
+    the failed one lacked: it still needed more than the room its own decision saw."""
+    scheduler = two_gpus()
+    scheduler.observe(gpu_sample("t4b", 90.0, 7.0, 16.0))  # 9 GiB free there
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"  # 10 GiB free
+    later = dataclasses.replace(gpu_sample("t4a", 10.0, 6.0, 16.0), timestamp=utc_now() + timedelta(seconds=30))
+    scheduler.observe(later)  # taken well after i1 started, and showing nothing of it
+    assert scheduler.decide_task(infer("i2"), ["t4a"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    # 5 GiB is free on "t4a" now (i2's share is taken), but i1 lacked more than the 10 GiB it saw.
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id is None
+    [fit] = [e for e in retry.exclusions if e.worker_id == "t4b"]
+    assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(10 * GIB + 64 * 1024**2)
 
 
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
