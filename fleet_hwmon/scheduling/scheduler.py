@@ -181,6 +181,7 @@ class HardwareAwareScheduler:
     def worker_left(self, worker_id: str) -> None:
         with self._lock:
             self._views.pop(worker_id, None)
+            self._gpu_placements.pop(worker_id, None)
             self.state.remove(worker_id)
             self._sync(None)
             self._reservations.worker_left(worker_id)
