@@ -152,6 +152,20 @@ def test_a_gpu_task_placed_beside_the_failed_one_does_not_shrink_what_the_failur
     assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(10 * GIB + 64 * 1024**2)
 
 
+def test_a_failure_on_a_gpu_whose_room_was_unknown_at_the_start_learns_from_the_room_at_the_end():
+    scheduler = two_gpus()
+    scheduler.coordinator.register_worker("t4c", gpu_caps(16))
+    scheduler.worker_registered("t4c", gpu_caps(16))
+    assert scheduler.decide_task(infer("i1"), ["t4c"], {}).chosen_worker_id == "t4c"  # never sampled yet
+    scheduler.observe(gpu_sample("t4c", 10.0, 8.0, 16.0))  # 8 GiB free, and nothing placed there since
+    scheduler.task_finished("i1", "t4c", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    scheduler.observe(gpu_sample("t4a", 10.0, 9.0, 16.0))  # 7 GiB free: its type's 5 GiB would fit
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b", "t4c"], {})
+    assert retry.chosen_worker_id == "t4b"  # 14 GiB free
+    [fit] = [e for e in retry.exclusions if e.worker_id == "t4a"]
+    assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(8 * GIB + 64 * 1024**2)
+
+
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
     scheduler = two_gpus()
     scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})

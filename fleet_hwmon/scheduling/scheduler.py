@@ -91,8 +91,9 @@ class HardwareAwareScheduler:
         # Liveness: a retried task's own raised estimate; the largest compatible worker per
         # requirements (memory, GPU memory), remembered until the fleet changes.
         self._retry_floor: dict[str, TaskDemand] = {}
-        # per placed GPU task: the GPU room its decision saw, and its worker's count of GPU placements then
-        self._gpu_room_at_start: dict[str, tuple[float, int]] = {}
+        # per placed GPU task: the GPU room its decision saw (None: unknown), and its worker's
+        # count of GPU placements then
+        self._gpu_room_at_start: dict[str, tuple[float | None, int]] = {}
         self._gpu_placements: collections.Counter[str] = collections.Counter()  # per worker
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         # requirements -> (fleet version, capacity frontier, how many workers are compatible)
@@ -335,7 +336,7 @@ class HardwareAwareScheduler:
                 view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
-            room_at_start, placements = self._gpu_room_at_start.pop(task_id, (None, 0))
+            room_at_start, placements = self._gpu_room_at_start.pop(task_id, (None, None))
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             self._avoided.ended(worker_id, freed_gpu)
             if success:
@@ -350,7 +351,7 @@ class HardwareAwareScheduler:
                 gpu_floor = _grown(old.gpu_memory_bytes, gpu_memory_bytes, growth)
                 # A GPU task of ours placed there after this one may have taken the room, and then
                 # what is free now says nothing of what this one lacked.
-                later = self._gpu_placements[worker_id] != placements
+                later = placements is not None and self._gpu_placements[worker_id] != placements
                 seen = [r for r in (room_at_start, None if later else gpu_room) if r is not None]
                 if not gpu_memory_bytes and seen and resource_failure(error) == "gpu_memory":
                     # The allocation failed and held nothing: the task needs more than the GPU had
@@ -752,10 +753,9 @@ class HardwareAwareScheduler:
                 self._gpu_placements[chosen] += 1
                 room = None if view.samples_stale(now_s, factors.stale_after_intervals * self.update_interval_s) \
                     else view.gpu_memory_room()
-                if room is not None:
-                    if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
-                        self._gpu_room_at_start.clear()
-                    self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placements[chosen])
+                if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
+                    self._gpu_room_at_start.clear()
+                self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placements[chosen])
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
