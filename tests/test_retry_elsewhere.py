@@ -166,6 +166,36 @@ def test_a_failure_on_a_gpu_whose_room_was_unknown_at_the_start_learns_from_the_
     assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(8 * GIB + 64 * 1024**2)
 
 
+def test_a_task_that_ran_out_of_gpu_memory_with_the_largest_gpu_free_is_placed_at_once_and_said_unplaceable():
+    """No GPU of the fleet can hold it: waiting for one to drain only delays the failures that
+    end it, so it is placed where its hardware fits, whatever GPU memory is free and beside
+    tasks of ours though it asked for a worker of its own, and the decision says why."""
+    scheduler = two_gpus()
+    train = {"task_id": "big", "type": "train", "priority": 1,
+             "requirements": {"hardware": ["gpu"], "isolation": "exclusive"}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))  # the whole 16 GiB free, and a quiet CPU
+    assert scheduler.decide_task(train, ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("big", "t4a", success=False, task_type="train", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    scheduler.observe(gpu_sample("t4a", 10.0, 15.0, 16.0))  # 1 GiB free on each GPU now
+    scheduler.observe(gpu_sample("t4b", 10.0, 15.0, 16.0))
+    counts = {"t4a": 1, "t4b": 1}  # a task of ours on each
+    retry = scheduler.decide_task(train, ["t4a", "t4b"], counts)
+    assert retry.chosen_worker_id is not None
+    assert retry.unplaceable_reason == ("an attempt ran out of GPU memory with 16.0 GiB free, as much as the "
+                                        "largest compatible GPU has (16.0 GiB): no worker can hold it")
+    assert retry.explanation.startswith(retry.unplaceable_reason)
+    assert [e for e in retry.exclusions if e.kind is not ExclusionKind.HARDWARE] == []
+    # A task of the type that has not failed so waits for a worker of its own with room.
+    assert scheduler.decide_task({**train, "task_id": "other"}, ["t4a", "t4b"], counts).chosen_worker_id is None
+    # Less than the whole of the largest GPU free proves less: such a retry still waits for room.
+    scheduler.observe(gpu_sample("t4b", 10.0, 4.0, 16.0))  # 12 GiB free
+    assert scheduler.decide_task(infer("i1"), ["t4b"], {}).chosen_worker_id == "t4b"
+    scheduler.task_finished("i1", "t4b", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    scheduler.observe(gpu_sample("t4b", 10.0, 15.0, 16.0))
+    held = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], counts)
+    assert held.chosen_worker_id is None and held.unplaceable_reason is None
+
+
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
     scheduler = two_gpus()
     scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})

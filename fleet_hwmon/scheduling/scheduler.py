@@ -95,6 +95,8 @@ class HardwareAwareScheduler:
         # count of GPU placements then
         self._gpu_room_at_start: dict[str, tuple[float | None, int]] = {}
         self._gpu_placements: collections.Counter[str] = collections.Counter()  # per worker
+        # per task whose attempt ran out of GPU memory: the most GPU memory it proved too little
+        self._gpu_proven_short: dict[str, float] = {}
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         # requirements -> (fleet version, capacity frontier, how many workers are compatible)
         self._caps: dict[TaskRequirements, tuple[int, tuple[DemandCap, ...], int]] = {}
@@ -341,6 +343,7 @@ class HardwareAwareScheduler:
             self._avoided.ended(worker_id, freed_gpu)
             if success:
                 self._retry_floor.pop(task_id, None)
+                self._gpu_proven_short.pop(task_id, None)
                 self._avoided.succeeded(task_id)
             else:  # its retry needs more than this attempt reached; its type's estimate stays
                 self._avoided.failed(task_id, worker_id, error, peak_rss_bytes)
@@ -360,6 +363,9 @@ class HardwareAwareScheduler:
                     # is: the fit check adds the headroom where tasks of ours run, not on a drained worker.
                     headroom = 1.0 + self.factors().memory_headroom_percent / 100.0
                     gpu_floor = max(gpu_floor or 0.0, (max(min(seen), 0.0) + _BEYOND_BYTES) * headroom)
+                    if len(self._gpu_proven_short) >= _HELD_LIMIT:
+                        self._gpu_proven_short.clear()
+                    self._gpu_proven_short[task_id] = max(self._gpu_proven_short.get(task_id, 0.0), min(seen))
                 self._retry_floor[task_id] = old._replace(
                     memory_bytes=_grown(old.memory_bytes, peak_rss_bytes, growth),
                     gpu_memory_bytes=gpu_floor, source="retry")
@@ -454,8 +460,14 @@ class HardwareAwareScheduler:
 
             frontier, compatible = self._largest(requirements, check_hardware)
             floor = self._retry_floor.get(task_id)
+            asked = requirements  # as the task states them (a held answer is kept for these)
+            too_large = None if floor is None else self._too_large(task_id, frontier)
+            if too_large:  # its attempts fail at their allocation wherever they go: placed at once
+                floor, requirements = None, dataclasses.replace(requirements, isolation="shared")
             cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
                                                                           floor, factors)
+            if too_large:  # whatever GPU memory is free
+                cap = cap._replace(gpu_memory_bytes=0.0)
             avoid = None
             if floor is not None:  # a retried task: not back where it ran out of a resource
 
@@ -523,6 +535,9 @@ class HardwareAwareScheduler:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
                                                explanation=f"{reason}; {decision.explanation}")
+            elif too_large:
+                decision = dataclasses.replace(decision, unplaceable_reason=too_large,
+                                               explanation=f"{too_large}; {decision.explanation}")
             if unknown:
                 self._warn_unknown(unknown, now_s - stale_after_s)
             if factors.reserve_for_waiting_tasks:
@@ -532,7 +547,8 @@ class HardwareAwareScheduler:
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
                     preference=lambda w: self._reserve_order(w, requirements.needs_gpu, counts),
-                    fits=lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap))
+                    fits=(lambda w: False) if too_large else (
+                        lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap)))
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
                                                                requirements, factors, floor, cap)
@@ -545,7 +561,7 @@ class HardwareAwareScheduler:
                     self._held.clear()
                 predicted = task_demand_for(None, self.history, "", task.get("type"), requirements, factors,
                                             floor, cap)[1]
-                self._held[task_id] = Held.of(decision, requirements, now_s, self._room_version,
+                self._held[task_id] = Held.of(decision, asked, now_s, self._room_version,
                                                1.0 + factors.memory_headroom_percent / 100.0, predicted, recheck_s,
                                                held_since_s)
             else:
@@ -662,6 +678,17 @@ class HardwareAwareScheduler:
         if not quiet_lately:
             return f"no worker's background under {allowance} for {patience:g} s"
         return f"no worker's background under {allowance} now, after a wait of {now_s - since_s:.0f} s"
+
+    def _too_large(self, task_id: str, frontier: tuple[DemandCap, ...]) -> str | None:
+        """Why no worker can ever hold the task, when an attempt of it ran out of GPU memory with
+        (nearly) the whole of the largest compatible GPU free (``_WHOLE_GPU`` of its memory,
+        the samples' figure, less what the driver holds): ``None`` otherwise."""
+        short = self._gpu_proven_short.get(task_id)
+        largest = max((c.gpu_memory_bytes for c in frontier if c.gpu_memory_bytes), default=None)
+        if short is None or largest is None or short < _WHOLE_GPU * largest:
+            return None
+        return (f"an attempt ran out of GPU memory with {short / GIB:.1f} GiB free, as much as the largest "
+                f"compatible GPU has ({largest / GIB:.1f} GiB): no worker can hold it")
 
     def _relaxed(self, factors: ScoringFactors) -> ScoringFactors:
         """``factors`` with the quiet threshold and the exclusive allowance at 100 % (one object
@@ -806,6 +833,7 @@ class HardwareAwareScheduler:
 _RECHECK_BACKOFF_AFTER = 12.0
 _RECHECK_GROWTH = 8.0
 _HELD_LIMIT = 100_000  # held tasks and retry estimates remembered at most
+_WHOLE_GPU = 0.98  # an attempt that failed with this share of a GPU free needed more than the whole GPU
 _BEYOND_BYTES = 64 * 1024**2  # a need proven above a figure: this much above it (one allocation's granule)
 _ROOM_LOG = 4096  # changes that made room remembered (a held task older than them is decided again)
 _ALL = (float("inf"), float("inf"))  # a reserved task's need when it is not known: nothing fits beside
