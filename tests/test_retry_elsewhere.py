@@ -187,6 +187,8 @@ def test_a_task_that_ran_out_of_gpu_memory_with_the_largest_gpu_free_is_placed_a
     assert [e for e in retry.exclusions if e.kind is not ExclusionKind.HARDWARE] == []
     # A task of the type that has not failed so waits for a worker of its own with room.
     assert scheduler.decide_task({**train, "task_id": "other"}, ["t4a", "t4b"], counts).chosen_worker_id is None
+    scheduler.task_finished("big", retry.chosen_worker_id, success=False, task_type="train", gpu_memory_bytes=0.0,
+                            error=CUDA_OOM)
     # Less than the whole of the largest GPU free proves less: such a retry still waits for room.
     scheduler.observe(gpu_sample("t4b", 10.0, 4.0, 16.0))  # 12 GiB free
     assert scheduler.decide_task(infer("i1"), ["t4b"], {}).chosen_worker_id == "t4b"
@@ -194,6 +196,127 @@ def test_a_task_that_ran_out_of_gpu_memory_with_the_largest_gpu_free_is_placed_a
     scheduler.observe(gpu_sample("t4b", 10.0, 15.0, 16.0))
     held = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], counts)
     assert held.chosen_worker_id is None and held.unplaceable_reason is None
+
+
+def test_a_worker_that_left_and_came_back_still_shows_a_gpu_task_placed_beside_the_failed_one():
+    """As test_a_gpu_task_placed_beside_the_failed_one_does_not_shrink_what_the_failure_proves,
+    with "t4a" leaving and registering again while i1 runs: worker_left drops its placement
+    count, so i2's placement there counts 1 again, the same as i1's, and i2 is not seen as
+    placed after it. The room i2 took (5 GiB left) then shrinks what i1's failure proves, and
+    the retry goes to "t4b" (9 GiB free) though i1 lacked more than the 10 GiB it saw."""
+    scheduler = two_gpus()
+    scheduler.observe(gpu_sample("t4b", 90.0, 7.0, 16.0))  # 9 GiB free there
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"  # 10 GiB free
+    scheduler.worker_left("t4a")  # a heartbeat lapse, say: i1 keeps running there
+    scheduler.worker_registered("t4a", gpu_caps(16))
+    later = dataclasses.replace(gpu_sample("t4a", 10.0, 6.0, 16.0), timestamp=utc_now() + timedelta(seconds=30))
+    scheduler.observe(later)
+    assert scheduler.decide_task(infer("i2"), ["t4a"], {}).chosen_worker_id == "t4a"  # placed after i1
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id is None
+    [fit] = [e for e in retry.exclusions if e.worker_id == "t4b"]
+    assert fit.kind == ExclusionKind.GPU_MEMORY_FIT and fit.value == pytest.approx(10 * GIB + 64 * 1024**2)
+
+
+def test_a_failure_beside_a_gpu_task_of_ours_placed_after_it_does_not_prove_the_task_outgrew_the_gpu():
+    """i1 saw the whole 16 GiB free; the scheduler then put i2 on the same GPU (room left for
+    it beside i1's 5 GiB), and i2 took 10 GiB. i1's allocation failed: it lacked more than what
+    i2 left it, not more than 16 GiB. With the room at the failure ignored (a placement came
+    after) only the 16 GiB its decision saw is left, >= 98 % of the largest GPU: i1 is said
+    unplaceable and placed at once, to fail until the retry limit ends it, though its type
+    takes 5 GiB. Before 2b000fd the less of 16 and 6 GiB was taken. Right: not unplaceable,
+    and the retry goes to "t4b" (14 GiB free)."""
+    scheduler = two_gpus()
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))  # the whole GPU free
+    assert scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    assert scheduler.decide_task(infer("i2"), ["t4a"], {}).chosen_worker_id == "t4a"  # beside i1: 11 GiB room
+    shown = dataclasses.replace(gpu_sample("t4a", 10.0, 10.0, 16.0), timestamp=utc_now() + timedelta(seconds=30))
+    scheduler.observe(shown)  # i2 holds 10 GiB; i1's failing allocation held nothing
+    scheduler.task_finished("i1", "t4a", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
+    assert retry.unplaceable_reason is None
+    assert retry.chosen_worker_id == "t4b"
+
+
+def two_gpu_sample(worker_id: str, gpus: list[tuple[float, float]]) -> ResourceUtilization:
+    """A worker with two 16 GiB GPUs, each given as (utilization percent, GiB used)."""
+    rows = tuple(GpuUtilization(i, f"GPU-{worker_id}-{i}", "Tesla T4", util, int(used * GIB), int(16 * GIB))
+                 for i, (util, used) in enumerate(gpus))
+    return ResourceUtilization(worker_id=worker_id, timestamp=utc_now(), cpu_percent=10.0, memory_percent=10.0,
+                               cpu_count_effective=8, memory_total_bytes=64 * GIB,
+                               memory_available_bytes=int(57.6 * GIB), gpus=rows)
+
+
+def test_on_a_two_gpu_worker_one_free_gpu_does_not_prove_the_attempt_had_it():
+    """"duo" has GPU 0 empty but busy (60 %) and GPU 1 idle (0 %) with 15 GiB held by a process
+    not ours. The launcher picks the least loaded GPU (as gpu_after_placement assumes): GPU 1,
+    1 GiB free. gpu_memory_room() is the best GPU's 16 GiB, so the failure is read as one with
+    the whole largest GPU free and i1 (its type takes 5 GiB) is said unplaceable. Right: the
+    failure proves no more than the least room among the GPUs it may have run on; not unplaceable."""
+    scheduler = two_gpus()
+    caps = {**gpu_caps(16), "gpus": [{"name": "Tesla T4", "cuda_compute": 7.5, "memory_gb": 16}] * 2}
+    scheduler.coordinator.register_worker("duo", caps)
+    scheduler.worker_registered("duo", caps)
+    scheduler.observe(two_gpu_sample("duo", [(60.0, 0.0), (0.0, 15.0)]))
+    assert scheduler.decide_task(infer("i1"), ["duo"], {}).chosen_worker_id == "duo"
+    scheduler.task_finished("i1", "duo", success=False, task_type="infer", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(infer("i1"), ["t4a", "t4b", "duo"], {})
+    assert retry.unplaceable_reason is None
+
+
+def test_a_compatible_worker_whose_gpu_size_is_unknown_may_still_hold_the_task():
+    """"a100" has a GPU whose size neither its record nor a sample states yet; the capacity
+    frontier keeps it as a GPU that could be any size (None), but _too_large skips None and
+    compares with the T4's 16 GiB alone, so "big" is said unplaceable and thrown at once at
+    16 GiB GPUs it is proven not to fit. Right: no verdict while a compatible GPU's size is unknown."""
+    scheduler = two_gpus()
+    caps = {"hardware": ["cpu", "gpu"], "memory": {"total_gb": 32}, "cpu": {"cores": 8},
+            "gpu": {"name": "NVIDIA A100", "cuda_compute": 8.0}}
+    scheduler.coordinator.register_worker("a100", caps)
+    scheduler.worker_registered("a100", caps)
+    train = {"task_id": "big", "type": "train", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))
+    assert scheduler.decide_task(train, ["t4a"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("big", "t4a", success=False, task_type="train", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(train, ["t4a", "t4b", "a100"], {})
+    assert retry.unplaceable_reason is None
+
+
+def test_a_task_said_too_large_is_counted_in_flight_with_the_gpu_memory_it_will_take():
+    """Placed with its GPU memory capped at 0, "big" is put in flight on "t4a" at 0 GiB, though
+    it proved it fills more than the whole GPU before its allocation fails. The next GPU task
+    then sees all 16 GiB free on "t4a" and goes there (quiet CPU), to run out of GPU memory
+    beside it; its failure, read with the 16 GiB its decision saw (no sample between), is in
+    turn said unplaceable (a 5 GiB task). Right: "t4a"'s GPU counts as taken while "big" runs;
+    i2 goes to "t4b" (14 GiB free)."""
+    scheduler = two_gpus()
+    train = {"task_id": "big", "type": "train", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))
+    assert scheduler.decide_task(train, ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("big", "t4a", success=False, task_type="train", gpu_memory_bytes=0.0, error=CUDA_OOM)
+    retry = scheduler.decide_task(train, ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id == "t4a" and retry.unplaceable_reason is not None
+    assert scheduler.decide_task(infer("i2"), ["t4a", "t4b"], {}).chosen_worker_id == "t4b"
+
+
+def test_a_task_said_too_large_keeps_the_host_memory_its_attempt_proved():
+    """Its attempt peaked at 20 GiB of host memory (a 30 GiB retry floor), but the floor is
+    dropped whole, host memory with GPU memory, so the retry is sent to "t4b" with 8 GiB of
+    memory free beside tasks of ours, where the OOM killer may take a neighbour. Right: the GPU
+    evidence lifts the GPU figure only; "t4b" is excluded for memory."""
+    scheduler = two_gpus()
+    train = {"task_id": "big", "type": "train", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))
+    assert scheduler.decide_task(train, ["t4a", "t4b"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("big", "t4a", success=False, task_type="train", peak_rss_bytes=20 * GIB,
+                            gpu_memory_bytes=0.0, error=CUDA_OOM)
+    scheduler.observe(gpu_sample("t4a", 90.0, 15.0, 16.0))
+    scheduler.observe(dataclasses.replace(gpu_sample("t4b", 10.0, 15.0, 16.0), memory_percent=87.5,
+                                          memory_available_bytes=8 * GIB))
+    retry = scheduler.decide_task(train, ["t4a", "t4b"], {})
+    assert retry.chosen_worker_id != "t4b"
+    assert "t4b" in {e.worker_id for e in retry.exclusions if e.kind is ExclusionKind.MEMORY_FIT}
 
 
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():

@@ -91,11 +91,13 @@ class HardwareAwareScheduler:
         # Liveness: a retried task's own raised estimate; the largest compatible worker per
         # requirements (memory, GPU memory), remembered until the fleet changes.
         self._retry_floor: dict[str, TaskDemand] = {}
-        # per placed GPU task: the GPU room its decision saw (None: unknown), and its worker's
-        # count of GPU placements then
-        self._gpu_room_at_start: dict[str, tuple[float | None, int]] = {}
-        self._gpu_placements: collections.Counter[str] = collections.Counter()  # per worker
-        # per task whose attempt ran out of GPU memory: the most GPU memory it proved too little
+        # per placed GPU task: the GPU room its decision saw (None: unknown), the number of its
+        # placement among GPU placements, and whether its worker showed one GPU
+        self._gpu_room_at_start: dict[str, tuple[float | None, int, bool]] = {}
+        self._gpu_placed = 0  # GPU placements so far
+        self._last_gpu_placement: dict[str, int] = {}  # per worker, the number of its latest
+        # per task whose attempt ran out of GPU memory with its one GPU's room known when it was
+        # placed and when it failed, and nothing of ours placed there between: the most of that room
         self._gpu_proven_short: dict[str, float] = {}
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         # requirements -> (fleet version, capacity frontier, how many workers are compatible)
@@ -184,7 +186,7 @@ class HardwareAwareScheduler:
     def worker_left(self, worker_id: str) -> None:
         with self._lock:
             self._views.pop(worker_id, None)
-            self._gpu_placements.pop(worker_id, None)
+            self._last_gpu_placement.pop(worker_id, None)
             self.state.remove(worker_id)
             self._sync(None)
             self._reservations.worker_left(worker_id)
@@ -338,7 +340,7 @@ class HardwareAwareScheduler:
                 view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
-            room_at_start, placements = self._gpu_room_at_start.pop(task_id, (None, None))
+            room_at_start, placed, one_gpu = self._gpu_room_at_start.pop(task_id, (None, None, False))
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             self._avoided.ended(worker_id, freed_gpu)
             if success:
@@ -354,7 +356,7 @@ class HardwareAwareScheduler:
                 gpu_floor = _grown(old.gpu_memory_bytes, gpu_memory_bytes, growth)
                 # A GPU task of ours placed there after this one may have taken the room, and then
                 # what is free now says nothing of what this one lacked.
-                later = placements is not None and self._gpu_placements[worker_id] != placements
+                later = placed is not None and self._last_gpu_placement.get(worker_id, -1) > placed
                 seen = [r for r in (room_at_start, None if later else gpu_room) if r is not None]
                 if not gpu_memory_bytes and seen and resource_failure(error) == "gpu_memory":
                     # The allocation failed and held nothing: the task needs more than the GPU had
@@ -363,9 +365,10 @@ class HardwareAwareScheduler:
                     # is: the fit check adds the headroom where tasks of ours run, not on a drained worker.
                     headroom = 1.0 + self.factors().memory_headroom_percent / 100.0
                     gpu_floor = max(gpu_floor or 0.0, (max(min(seen), 0.0) + _BEYOND_BYTES) * headroom)
-                    if len(self._gpu_proven_short) >= _HELD_LIMIT:
-                        self._gpu_proven_short.clear()
-                    self._gpu_proven_short[task_id] = max(self._gpu_proven_short.get(task_id, 0.0), min(seen))
+                    if len(seen) == 2 and one_gpu:  # what it lacked, beyond doubt (see _too_large)
+                        if len(self._gpu_proven_short) >= _HELD_LIMIT:
+                            self._gpu_proven_short.clear()
+                        self._gpu_proven_short[task_id] = max(self._gpu_proven_short.get(task_id, 0.0), min(seen))
                 self._retry_floor[task_id] = old._replace(
                     memory_bytes=_grown(old.memory_bytes, peak_rss_bytes, growth),
                     gpu_memory_bytes=gpu_floor, source="retry")
@@ -463,13 +466,14 @@ class HardwareAwareScheduler:
             asked = requirements  # as the task states them (a held answer is kept for these)
             too_large = None if floor is None else self._too_large(task_id, frontier)
             if too_large:  # its attempts fail at their allocation wherever they go: placed at once
-                floor, requirements = None, dataclasses.replace(requirements, isolation="shared")
+                floor = floor._replace(gpu_memory_bytes=None)  # (its host memory still counts)
+                requirements = dataclasses.replace(requirements, isolation="shared")
             cap = frontier[0] if len(frontier) == 1 else self._cap_for(frontier, task.get("type"), requirements,
                                                                           floor, factors)
             if too_large:  # whatever GPU memory is free
                 cap = cap._replace(gpu_memory_bytes=0.0)
             avoid = None
-            if floor is not None:  # a retried task: not back where it ran out of a resource
+            if floor is not None and not too_large:  # a retried task: not back where it ran out of a resource
 
                 def holds(worker_id: str) -> bool:  # the worker could run the task once drained
                     return worker_id in self._views and check_hardware(worker_id) is None and self._fits_when_drained(
@@ -567,7 +571,7 @@ class HardwareAwareScheduler:
             else:
                 self._held.pop(task_id, None)
             self._account(decision, task, requirements, factors, now_s, time.perf_counter() - started, floor, cap,
-                          kinds)
+                          kinds, self._gpu_proven_short[task_id] if too_large else None)
         if self._record is not None:
             self._record(decision)
         return decision
@@ -682,11 +686,14 @@ class HardwareAwareScheduler:
     def _too_large(self, task_id: str, frontier: tuple[DemandCap, ...]) -> str | None:
         """Why no worker can ever hold the task, when an attempt of it ran out of GPU memory with
         (nearly) the whole of the largest compatible GPU free (``_WHOLE_GPU`` of its memory,
-        the samples' figure, less what the driver holds): ``None`` otherwise."""
+        the samples' figure, less what the driver holds): free on its worker's one GPU when it
+        was placed and when it failed, with no GPU task of ours placed there between. ``None``
+        otherwise, and while a compatible worker's GPU memory is unknown."""
         short = self._gpu_proven_short.get(task_id)
-        largest = max((c.gpu_memory_bytes for c in frontier if c.gpu_memory_bytes), default=None)
-        if short is None or largest is None or short < _WHOLE_GPU * largest:
+        sizes = [c.gpu_memory_bytes for c in frontier]
+        if short is None or not sizes or None in sizes or short < _WHOLE_GPU * max(sizes):
             return None
+        largest = max(sizes)
         return (f"an attempt ran out of GPU memory with {short / GIB:.1f} GiB free, as much as the largest "
                 f"compatible GPU has ({largest / GIB:.1f} GiB): no worker can hold it")
 
@@ -752,7 +759,11 @@ class HardwareAwareScheduler:
 
     def _account(self, decision: SchedulingDecision, task: Mapping[str, Any], requirements: TaskRequirements,
                  factors: ScoringFactors, now_s: float, latency_s: float, floor: TaskDemand | None = None,
-                 cap: DemandCap = NO_CAP, kinds: Mapping[ExclusionKind, int] | None = None) -> None:
+                 cap: DemandCap = NO_CAP, kinds: Mapping[ExclusionKind, int] | None = None,
+                 whole_gpu_bytes: float | None = None) -> None:
+        """Count the decision and put its task in flight on the chosen worker with its predicted
+        demand; ``whole_gpu_bytes``: a task too large for every GPU, in flight with this much GPU
+        memory (what it may fill before its allocation fails), not the nothing it was placed by."""
         self._decisions.append(decision)
         self._stats.decided(decision, latency_s, kinds)
         chosen = decision.chosen_worker_id
@@ -771,18 +782,21 @@ class HardwareAwareScheduler:
                 cores, memory_bytes, gpu_memory_bytes, gpu_percent = task_demand_for(
                     view, self.history, chosen, task_type, requirements, factors, floor, cap)
                 measured = task_type is not None and self.history.task_demand(chosen, task_type).cores is not None
+            if whole_gpu_bytes is not None:
+                gpu_memory_bytes = whole_gpu_bytes
             self._inflight_at[decision.task_id] = chosen
             if requirements.isolation == "exclusive":
                 view.exclusive_task = decision.task_id
             elif requirements.isolation == "quiet":
                 view.add_quiet(decision.task_id)
             if requirements.needs_gpu:
-                self._gpu_placements[chosen] += 1
+                self._gpu_placed += 1
+                self._last_gpu_placement[chosen] = self._gpu_placed
                 room = None if view.samples_stale(now_s, factors.stale_after_intervals * self.update_interval_s) \
                     else view.gpu_memory_room()
                 if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
                     self._gpu_room_at_start.clear()
-                self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placements[chosen])
+                self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placed, len(view.gpu_free_bytes) == 1)
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
