@@ -92,12 +92,14 @@ class HardwareAwareScheduler:
         # requirements (memory, GPU memory), remembered until the fleet changes.
         self._retry_floor: dict[str, TaskDemand] = {}
         # per placed GPU task: the GPU room its decision saw (None: unknown), the number of its
-        # placement among GPU placements, and whether its worker showed one GPU
+        # placement among GPU placements, and whether its worker showed one GPU with no GPU task
+        # of ours on it
         self._gpu_room_at_start: dict[str, tuple[float | None, int, bool]] = {}
         self._gpu_placed = 0  # GPU placements so far
         self._last_gpu_placement: dict[str, int] = {}  # per worker, the number of its latest
-        # per task whose attempt ran out of GPU memory with its one GPU's room known when it was
-        # placed and when it failed, and nothing of ours placed there between: the most of that room
+        # per task whose attempt ran out of GPU memory alone on its worker's one GPU (nothing of
+        # ours there when it was placed, nor placed there since), with that GPU's room known when
+        # it was placed and when it failed: the most of the lesser of the two
         self._gpu_proven_short: dict[str, float] = {}
         self._avoided = AvoidedWorkers()  # per retried task, the workers it ran out of a resource on
         # requirements -> (fleet version, capacity frontier, how many workers are compatible)
@@ -340,7 +342,7 @@ class HardwareAwareScheduler:
                 view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
-            room_at_start, placed, one_gpu = self._gpu_room_at_start.pop(task_id, (None, None, False))
+            room_at_start, placed, alone = self._gpu_room_at_start.pop(task_id, (None, None, False))
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             self._avoided.ended(worker_id, freed_gpu)
             if success:
@@ -365,7 +367,7 @@ class HardwareAwareScheduler:
                     # is: the fit check adds the headroom where tasks of ours run, not on a drained worker.
                     headroom = 1.0 + self.factors().memory_headroom_percent / 100.0
                     gpu_floor = max(gpu_floor or 0.0, (max(min(seen), 0.0) + _BEYOND_BYTES) * headroom)
-                    if len(seen) == 2 and one_gpu:  # what it lacked, beyond doubt (see _too_large)
+                    if len(seen) == 2 and alone:  # what it lacked, beyond doubt (see _too_large)
                         if len(self._gpu_proven_short) >= _HELD_LIMIT:
                             self._gpu_proven_short.clear()
                         self._gpu_proven_short[task_id] = max(self._gpu_proven_short.get(task_id, 0.0), min(seen))
@@ -686,8 +688,9 @@ class HardwareAwareScheduler:
     def _too_large(self, task_id: str, frontier: tuple[DemandCap, ...]) -> str | None:
         """Why no worker can ever hold the task, when an attempt of it ran out of GPU memory with
         (nearly) the whole of the largest compatible GPU free (``_WHOLE_GPU`` of its memory,
-        the samples' figure, less what the driver holds): free on its worker's one GPU when it
-        was placed and when it failed, with no GPU task of ours placed there between. ``None``
+        the samples' figure, less what the driver holds): alone on its worker's one GPU (no GPU
+        task of ours there when it was placed, nor placed there since, whose use a sample might
+        not show yet), and that much free both when it was placed and when it failed. ``None``
         otherwise, and while a compatible worker's GPU memory is unknown."""
         short = self._gpu_proven_short.get(task_id)
         sizes = [c.gpu_memory_bytes for c in frontier]
@@ -796,7 +799,8 @@ class HardwareAwareScheduler:
                     else view.gpu_memory_room()
                 if len(self._gpu_room_at_start) >= _HELD_LIMIT:  # tasks never ended: start over
                     self._gpu_room_at_start.clear()
-                self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placed, len(view.gpu_free_bytes) == 1)
+                alone = len(view.gpu_free_bytes) == 1 and not (view.placed_gpu_tasks - {decision.task_id})
+                self._gpu_room_at_start[decision.task_id] = (room, self._gpu_placed, alone)
             view.add_inflight(InFlight(decision.task_id, now_s, cores, memory_bytes, requirements.needs_gpu,
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
