@@ -319,6 +319,22 @@ def test_a_task_said_too_large_keeps_the_host_memory_its_attempt_proved():
     assert "t4b" in {e.worker_id for e in retry.exclusions if e.kind is ExclusionKind.MEMORY_FIT}
 
 
+def test_a_failure_beside_a_gpu_task_of_ours_placed_before_it_proves_nothing_of_the_whole_gpu():
+    """Two tasks of a type never measured go to one GPU in a burst: the first's use is not in
+    any sample yet and its prediction holds no GPU memory, so the GPU looks wholly free both
+    when the second was placed and when it failed. It failed beside the first, which may hold
+    most of the GPU: it is not said too large for every GPU."""
+    scheduler = two_gpus()
+    train = {"type": "train", "priority": 1, "requirements": {"hardware": ["gpu"]}}
+    scheduler.observe(gpu_sample("t4a", 10.0, 0.0, 16.0))  # the whole 16 GiB free
+    assert scheduler.decide_task({**train, "task_id": "first"}, ["t4a"], {}).chosen_worker_id == "t4a"
+    assert scheduler.decide_task({**train, "task_id": "second"}, ["t4a"], {}).chosen_worker_id == "t4a"
+    scheduler.task_finished("second", "t4a", success=False, task_type="train", gpu_memory_bytes=0.0,
+                            error=CUDA_OOM)
+    retry = scheduler.decide_task({**train, "task_id": "second"}, ["t4a", "t4b"], {})
+    assert retry.unplaceable_reason is None
+
+
 def test_a_retry_goes_back_once_a_gpu_task_there_ended_or_when_no_other_worker_fits():
     scheduler = two_gpus()
     scheduler.decide_task(infer("i1"), ["t4a", "t4b"], {})
