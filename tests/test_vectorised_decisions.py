@@ -124,7 +124,7 @@ def test_both_paths_make_the_same_decisions(seed, interval_s, monkeypatch):
     running: dict[str, tuple[str, str]] = {}
     retries: list[tuple[str, str]] = []  # failed tasks, asked about again under their own ids
     retried: set[str] = set()
-    avoided = 0
+    avoided = kept = 0
     counts: dict[str, int] = {}
     decided = 0
     for step in range(1200):
@@ -186,6 +186,8 @@ def test_both_paths_make_the_same_decisions(seed, interval_s, monkeypatch):
             kept_off = any(e.kind is ExclusionKind.FAILED_HERE for e in fast_decision.exclusions)
             if kept_off and len(covered) > asked and covered[-1]:
                 avoided += 1  # a retry kept off where it ran out of a resource, by the vectorised path
+            if any(e.kind is ExclusionKind.RESERVED for e in fast_decision.exclusions) and covered[asked:] == [True]:
+                kept += 1  # a worker kept for a waiting task (reserved or shielded), by the vectorised path
             chosen = fast_decision.chosen_worker_id
             if chosen is None and task_id in retried:
                 retries.append((task_id, task_type))
@@ -195,9 +197,9 @@ def test_both_paths_make_the_same_decisions(seed, interval_s, monkeypatch):
                 for s in both:
                     s.task_started(task["task_id"], task_type, chosen)
         clock[0] += 0.1
-    assert decided > 250 and avoided >= 3, (decided, avoided)
-    print(f"seed {seed}: {decided} decisions ({avoided} kept a retry off a worker), {sum(covered)} of "
-          f"{len(covered)} asked of the vectorised path covered")
+    assert decided > 250 and avoided >= 3 and kept >= 1, (decided, avoided, kept)
+    print(f"seed {seed}: {decided} decisions ({avoided} kept a retry off a worker, {kept} a task off a kept "
+          f"worker), {sum(covered)} of {len(covered)} asked of the vectorised path covered")
     assert sum(covered) > 0.6 * len(covered), (sum(covered), len(covered))  # mostly the vectorised path
     # The column path counts its exclusions by kind from its masks: the same counts.
     fast_stats, slow_stats = fast.statistics(), slow.statistics()

@@ -30,12 +30,12 @@ from fleet_hwmon.scoring import vectorised
 from fleet_hwmon.scoring.decide import (DecisionContext, HardwareChecks, OriginalChoice, Reservation,
                                         SchedulingDecision, decide_among)
 from fleet_hwmon.scoring.decision import predicted_demand
-from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
+from fleet_hwmon.scoring.exclusions import GPU_RESOURCES, Exclusion, ExclusionKind
 from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
-from fleet_hwmon.scoring.reservations import Reservations
+from fleet_hwmon.scoring.reservations import Reservations, Shield
 from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, demand_figures, drained_misfit,
                                        fits_when_idle, required_gpu_memory_bytes, task_demand_for)
 from fleet_hwmon.scoring.vectorised import decide_vectorised
@@ -230,6 +230,7 @@ class HardwareAwareScheduler:
 
     def _fleet_changed(self) -> None:
         self._fleet_version += 1
+        self._reservations.drop_shields()
         self._made_room()
 
     def _made_room(self, room: Room | None = None) -> None:
@@ -504,6 +505,10 @@ class HardwareAwareScheduler:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
                 if blocked:
                     reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
+                if requirements.needs_gpu:  # the GPUs only a waiting task can use: what fits beside its need
+                    for worker_id, (gpu_need, exclusion) in self._reservations.shielded(
+                            task_id, compatible, held_since_s, now_s).items():
+                        reserved.setdefault(worker_id, Reservation(0.0, gpu_need, exclusion))
             hardware = HardwareChecks(cache, check_hardware)
             choice = original_view.choice
             context = DecisionContext(  # (in field order: keywords cost twice as much)
@@ -537,7 +542,7 @@ class HardwareAwareScheduler:
             if relaxed:
                 note = f"isolation {requirements.isolation} relaxed: {relaxed}"
                 decision = dataclasses.replace(decision, explanation=f"{note}; {decision.explanation}")
-            if compatible == 0 and self._views:
+            if not compatible and self._views:
                 reason = "no worker of the fleet has the hardware the task requires"
                 decision = dataclasses.replace(decision, unplaceable_reason=reason,
                                                explanation=f"{reason}; {decision.explanation}")
@@ -549,12 +554,17 @@ class HardwareAwareScheduler:
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
                 held_at = self._reservations.worker_of(task_id)
+                shielded_before = self._reservations.shield_of(task_id)
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
                     preference=lambda w: self._reserve_order(w, requirements.needs_gpu, counts),
                     fits=(lambda w: False) if too_large else (
-                        lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap)))
+                        lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap)),
+                    shield=None if too_large else self._shield(decision, task_type, requirements, compatible,
+                                                               factors, floor, cap))
+                for worker_id in shielded_before - self._reservations.shield_of(task_id):
+                    self._made_room(self._freed(worker_id))  # no longer shielded: free for the others again
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,
                                                                requirements, factors, floor, cap)
@@ -604,6 +614,17 @@ class HardwareAwareScheduler:
             if load < least and hardware.of(worker_id) is None:
                 quietest, least = worker_id, load
         return quietest
+
+    def _shield(self, decision: SchedulingDecision, task_type: str | None, requirements: TaskRequirements,
+                compatible: frozenset[str], factors: ScoringFactors, floor: TaskDemand | None,
+                cap: DemandCap) -> Shield | None:
+        """The shield of a GPU task held for lack of GPU room: its ``compatible`` workers and its
+        predicted GPU memory need with headroom (see :mod:`fleet_hwmon.scoring.reservations`)."""
+        if decision.chosen_worker_id is not None or not requirements.needs_gpu or not any(
+                e.resource in GPU_RESOURCES for e in decision.exclusions):
+            return None
+        need = task_demand_for(None, self.history, "", task_type, requirements, factors, floor, cap)[2]
+        return None if need is None else Shield(compatible, need * (1.0 + factors.memory_headroom_percent / 100.0))
 
     def _reserve_order(self, worker_id: str, needs_gpu: bool, counts: Mapping[str, int] | None) -> tuple[float, int]:
         """Which worker a starving task reserves first, lowest first: for a GPU task the one
@@ -723,22 +744,22 @@ class HardwareAwareScheduler:
         return cap
 
     def _largest(self, requirements: TaskRequirements, check_hardware: Callable[[str], Exclusion | None]
-                 ) -> tuple[tuple[DemandCap, ...], int]:
+                 ) -> tuple[tuple[DemandCap, ...], frozenset[str]]:
         """(the :func:`capacity_frontier` of the workers whose hardware fits the task: memory
-        bytes, GPU memory bytes of the largest usable GPU (for a GPU task), cores; how many
-        fit), remembered until a worker joins, leaves or reports other totals."""
+        bytes, GPU memory bytes of the largest usable GPU (for a GPU task), cores; the workers
+        that fit), remembered until a worker joins, leaves or reports other totals."""
         found = self._caps.get(requirements)
         if found is not None and found[0] == self._fleet_version:
             return found[1], found[2]
         capacities = set()
-        compatible = 0
+        compatible = []
         workers = self.coordinator.workers
         cache = self._mismatch_cache.get(requirements, {})
         for worker_id, view in self._views.items():
             mismatch = cache[worker_id] if worker_id in cache else check_hardware(worker_id)
             if mismatch is not None:
                 continue
-            compatible += 1
+            compatible.append(worker_id)
             gpu = None
             if requirements.needs_gpu:
                 gpu = max(view.gpu_totals) if view.gpu_totals else _gpu_memory_of(workers.get(worker_id))
@@ -746,8 +767,8 @@ class HardwareAwareScheduler:
         if len(self._caps) >= 256:
             self._caps.clear()
         frontier = capacity_frontier(capacities) or (NO_CAP,)
-        self._caps[requirements] = (self._fleet_version, frontier, compatible)
-        return frontier, compatible
+        self._caps[requirements] = found = (self._fleet_version, frontier, frozenset(compatible))
+        return found[1], found[2]
 
     def _warn_unknown(self, worker_ids: list[str], registered_before_s: float) -> None:
         """One warning per worker that has sent no sample in the staleness window since it joined."""

@@ -137,6 +137,14 @@ class Exclusion:
                    f"reserved for {owner_task_id} ({owner_type}), waiting {waited_s:.0f} s", None, waited_s)
 
     @classmethod
+    def shielded(cls, worker_id: str, owner_task_id: str, owner_type: str | None, waited_s: float) -> Exclusion:
+        """One of the only GPUs a waiting task can use, and this task, which has others, does
+        not fit beside its need."""
+        return cls(worker_id, ExclusionKind.RESERVED,
+                   f"kept for {owner_task_id} ({owner_type}), which only such GPUs can run, waiting {waited_s:.0f} s",
+                   None, waited_s)
+
+    @classmethod
     def failed_here(cls, worker_id: str, resource: str) -> Exclusion:
         """An earlier attempt of the task ran out of ``resource`` (``memory``, ``gpu_memory``)
         on the worker: its retry goes to another compatible worker."""

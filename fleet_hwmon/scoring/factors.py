@@ -85,7 +85,9 @@ class ScoringFactors:
     inflight_hold_s: float = 5.0
     # Starvation guard: once a task has found no worker for this long, one worker that lacked
     # only room for it is reserved (others stop taking it, for GPU room: other GPU tasks) until
-    # the task is placed; one per task type. See fleet_hwmon.scoring.reservations.
+    # the task is placed; one per task type. With it, a GPU task waiting for GPU room keeps the
+    # GPUs only tasks like it can use from GPU tasks that have others, at once (its shield).
+    # See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True
     reserve_after_s: float = 30.0
     # A task held for lack of room is decided again when something that could make room happens

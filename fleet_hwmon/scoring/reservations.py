@@ -17,14 +17,31 @@ could no longer hold the task once drained, another is reserved (a stale one is 
 there is no other: a late heartbeat must not hand a drained worker to the next task in the
 queue). When the task of a reservation for a GPU is placed, its wait passes to the next task
 of its type first seen within ``after_s`` (:meth:`Reservations._since`).
+
+A GPU task waiting for GPU room also *shields* the workers it could use (:class:`Shield`) from
+GPU tasks that have others: a task whose compatible workers strictly include them goes there
+only if it fits beside the waiting task's need (:meth:`Reservations.shielded`), as Slurm's node
+weights and Kubernetes' GPU taints keep the big machines for the work only they can run, but
+only while such work waits. Without it a fleet whose largest GPUs are the only home of one task
+type fills them with tasks that fit anywhere, and that type's queue sets the makespan. A task
+that has waited longer than the shielding one is not kept off (no starvation), and a shield ends
+with its task's wait, or when the fleet changes (:meth:`Reservations.drop_shields`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
+
+
+class Shield(NamedTuple):
+    """What a GPU task waiting for GPU room keeps: the workers whose hardware fits it, and its
+    predicted GPU memory need there (bytes, with headroom)."""
+
+    workers: frozenset[str]
+    gpu_memory_bytes: float
 
 
 @dataclass
@@ -34,6 +51,7 @@ class _Waiting:
     last_s: float
     worker_id: str | None = None  # the reserved worker
     gpu_only: bool = False  # keep only GPU tasks off it
+    shield: Shield | None = None
 
 
 class Reservations:
@@ -46,6 +64,9 @@ class Reservations:
         self._next_expiry_s = float("-inf")
         # task type -> (when its reservation's task was placed, since when that task waited)
         self._passed: dict[str | None, tuple[float, float]] = {}
+        # the workers of a shield -> task id -> its wait, for the waiting tasks that keep one (a
+        # decision reads each set of workers once, however many tasks wait for it)
+        self._shields: dict[frozenset[str], dict[str, _Waiting]] = {}
 
     def blocked(self, task_id: str, needs_gpu: bool, now_s: float) -> dict[str, Exclusion]:
         """Worker id -> its exclusion, for the workers reserved for other tasks that ``task_id``
@@ -62,8 +83,9 @@ class Reservations:
     def observe(self, task_id: str, task_type: str | None, chosen: str | None, exclusions: Iterable[Exclusion],
                 now_s: float, *, after_s: float, expire_s: float,
                 preference: Callable[[str], Any] | None = None,
-                fits: Callable[[str], bool] | None = None) -> str | None:
-        """Learn from a decision about ``task_id``: placed (``chosen``) or not. Returns the worker
+                fits: Callable[[str], bool] | None = None, shield: Shield | None = None) -> str | None:
+        """Learn from a decision about ``task_id``: placed (``chosen``) or not; when not, its
+        ``shield`` (``None``: it keeps none) replaces the one it had. Returns the worker
         newly reserved for it, if any: one excluded for lack of room, that ``fits`` (the task
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
         the first). A reservation follows what each decision says of its worker: for what the
@@ -85,6 +107,11 @@ class Reservations:
             self._release(task_id)
             waiting = self._waiting[task_id] = _Waiting(task_type, self._since(task_type, now_s, after_s), now_s)
         waiting.last_s = now_s
+        if shield != waiting.shield:
+            self._unshield(task_id, waiting)
+            if shield is not None:
+                waiting.shield = shield
+                self._shields.setdefault(shield.workers, {})[task_id] = waiting
         exclusions = list(exclusions)
         if waiting.worker_id is not None:
             seen = next((e for e in exclusions if e.worker_id == waiting.worker_id), None)
@@ -129,6 +156,52 @@ class Reservations:
             return passed[1]
         return now_s
 
+    def shielded(self, task_id: str, compatible: frozenset[str], since_s: float,
+                 now_s: float) -> dict[str, tuple[float, Exclusion]]:
+        """Worker id -> (the GPU memory kept there, bytes; the exclusion of a task that does not fit
+        beside it) for a GPU task ``task_id`` waiting since ``since_s`` whose hardware fits the
+        ``compatible`` workers: those shielded by tasks waiting since ``since_s`` or earlier (at
+        the same time: the coordinator asked about the shielding one first) whose compatible
+        workers are a strict subset of these, keeping the most any of them needs."""
+        out: dict[str, tuple[float, Exclusion]] = {}
+        for workers, owners in self._shields.items():
+            if not workers < compatible:
+                continue
+            keeping = [(waiting.first_s, owner) for owner, waiting in owners.items()
+                       if owner != task_id and waiting.first_s <= since_s]
+            if not keeping:
+                continue
+            need = max(owners[owner].shield.gpu_memory_bytes for _, owner in keeping)
+            first_s, owner = min(keeping)  # the exclusion names the task waiting longest
+            task_type = owners[owner].task_type
+            for worker_id in workers:
+                found = out.get(worker_id)
+                if found is None or found[0] < need:
+                    out[worker_id] = (need, Exclusion.shielded(worker_id, owner, task_type, now_s - first_s))
+        return out
+
+    def shield_of(self, task_id: str) -> frozenset[str]:
+        """The workers ``task_id`` shields (none when it keeps no shield)."""
+        waiting = self._waiting.get(task_id)
+        return frozenset() if waiting is None or waiting.shield is None else waiting.shield.workers
+
+    def drop_shields(self) -> None:
+        """Forget every shield: the fleet changed, so the workers a task could use may have
+        too (a shield taken before a worker joined would keep tasks of the same requirements
+        off); each waiting task shields again at its next decision."""
+        for owners in self._shields.values():
+            for waiting in owners.values():
+                waiting.shield = None
+        self._shields.clear()
+
+    def _unshield(self, task_id: str, waiting: _Waiting) -> None:
+        if waiting.shield is not None:
+            owners = self._shields[waiting.shield.workers]
+            del owners[task_id]
+            if not owners:
+                del self._shields[waiting.shield.workers]
+            waiting.shield = None
+
     def _room(self, exclusions: list[Exclusion], fits: Callable[[str], bool] | None) -> list[Exclusion]:
         """The exclusions of workers that lack only room for the task, are not reserved, and
         would hold it once drained."""
@@ -168,7 +241,7 @@ class Reservations:
     def _release(self, task_id: str) -> None:
         if task_id in self._waiting:
             self._unreserve(task_id)
-            del self._waiting[task_id]
+            self._unshield(task_id, self._waiting.pop(task_id))
 
     def _expire(self, now_s: float, expire_s: float) -> None:
         for task_id in [t for t, w in self._waiting.items() if now_s - w.last_s > expire_s]:

@@ -5,8 +5,8 @@ The same rules and the same arithmetic, in the same order, so both give the same
 (``tests/test_vectorised_decisions.py`` checks it on a recorded corpus); Python objects are
 made only for the excluded workers and the best ``max_recorded`` candidates, whose explanation
 is recorded. :func:`decide_vectorised` returns ``None`` for what it does not cover (fewer than
-``VECTORISE_FROM`` workers, tasks with isolation, reserved workers, a worker listed twice or
-unknown to the state); the caller then takes the per-worker path.
+``VECTORISE_FROM`` workers, tasks with isolation, a worker listed twice or unknown to the
+state); the caller then takes the per-worker path.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def decide_vectorised(task: Mapping[str, Any], requirements: TaskRequirements, w
     :attr:`ExclusionKind.HARDWARE` exclusions, as :class:`HardwareChecks` makes them)."""
     count = len(worker_ids)
     if (count < VECTORISE_FROM or count > len(state.views) or requirements.isolation != "shared"
-            or context.reserved or context.extra_exclusions):
+            or context.extra_exclusions):
         return None
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN is unknown: it compares False, and stays NaN
         return _decide(task, requirements, worker_ids, scores, state, hardware, context, unknown, count, kinds)
@@ -106,6 +106,12 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     unknown_rows = rest & (never | samples_stale)
     known = rest & ~unknown_rows
     known_any = bool(known.any())
+    # Workers kept for a waiting task (reserved, or shielded): one sampled, or whose samples
+    # stopped, takes the task only beside what is kept there, with headroom (decide._place,
+    # decide._stale_misfit).
+    kept, kept_memory, kept_gpu = nothing, 0.0, 0.0
+    if context.reserved:
+        kept, kept_memory, kept_gpu = _kept(context.reserved, state, rows, known | (rest & samples_stale))
 
     # The task's predicted demand: the fleet's (one number each, NaN unknown), or per row where
     # some worker has a history of the type of its own.
@@ -149,7 +155,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
         view = state.views[rows[i]]
         gpu[i] = gpu_after_placement(view.gpu_levels, view.inflight_gpu_shares, _at(own_gpu, i))
     # Incompressible room: memory, then GPU memory on one GPU (with headroom).
-    free = col.memory_free - inflight_memory - 0.0
+    free = col.memory_free - inflight_memory - kept_memory
     room = col.gpu_room
     # A drained worker (nothing of ours running or in flight) waives the headroom (_Terms.misfit).
     idle = (inflight_memory == 0) & (inflight_gpu_tasks == 0)
@@ -163,6 +169,8 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
         count_of = (task_counts or {}).get
         for i in np.flatnonzero(idle & maybe).tolist():
             drained[i] = count_of(ids[i], 0) == 0
+    if kept is not nothing:
+        drained &= ~kept  # beside a kept need the headroom always holds
     headroom = np.where(drained, 1.0, terms.headroom)
     # A worker whose samples stopped (alive by the coordinator) is checked too; drained, on
     # its whole memory only (decide._stale_misfit).
@@ -171,7 +179,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     checked = known | (rest & samples_stale)
     memory_misfit = checked & ~np.isnan(d_memory) & (d_memory * headroom > free)
     gpu_misfit = (checked & ~stale_drained & ~memory_misfit & ~np.isnan(d_gpu_memory)
-                  & (d_gpu_memory * headroom > room - 0.0)
+                  & (d_gpu_memory * headroom > room - kept_gpu)
                   if needs_gpu else nothing)
     # Beside a running quiet task: nothing that pushes the load over the quiet threshold.
     limit = factors.quiet_threshold_percent
@@ -193,6 +201,9 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
                                            _at(own_gpu, i) + gpu_spread)
         quiet_gpu = guarded & ~quiet_cpu & (q_gpu > limit)
     candidates = rest & ~memory_misfit & ~gpu_misfit & ~quiet_cpu & ~quiet_gpu
+    # Where the keeping's exclusion stands for the task's own: a misfit beside the kept need,
+    # and on a sampled worker any (decide._place); a stopped worker's quiet check stays its own.
+    kept_off = kept & (memory_misfit | gpu_misfit | known) if kept is not nothing else None
     cpu = np.where(known, cpu, np.nan)  # never-sampled and stopped workers: every figure unknown
     memory = np.where(known, memory, np.nan)
     gpu = np.where(known, gpu, np.nan)
@@ -260,7 +271,7 @@ def _decide(task: Mapping[str, Any], requirements: TaskRequirements, worker_ids:
     exclusions = _exclusions(ids, rows, state, mismatches, at_limit, no_score, hardware_ok, task_limit, scored,
                              avoided, avoid, stale, critical, held, lost, memory_misfit, gpu_misfit, drained,
                              d_memory, free, d_gpu_memory, room, factors, now_s, stale_after_s, quiet_cpu, quiet_gpu,
-                             q_cpu, q_gpu, kinds)
+                             q_cpu, q_gpu, kinds, kept_off, context.reserved)
     return make_decision(task_id, task_type, requirements, context, records, chosen_demand, original, exclusions,
                          int(candidates.sum()), original_is_candidate)
 
@@ -293,13 +304,16 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
                 d_memory: Any,
                 free: np.ndarray, d_gpu_memory: Any, room: np.ndarray, factors: ScoringFactors, now_s: float,
                 stale_after_s: float, quiet_cpu: np.ndarray, quiet_gpu: np.ndarray, cpu: np.ndarray,
-                gpu: np.ndarray, kinds: dict[ExclusionKind, int] | None = None) -> list[Exclusion]:
+                gpu: np.ndarray, kinds: dict[ExclusionKind, int] | None = None, kept_off: Any = None,
+                reserved: Mapping[str, Any] | None = None) -> list[Exclusion]:
     """Typed exclusions, in the per-worker path's order: the task limit and workers without an
     original score first, then the others, each in worker order. ``mismatches``: per row, the
     hardware exclusion (``None``: the hardware fits, as ``hardware_ok`` says per position);
     ``avoided`` per position, a retried task's workers from ``avoid`` (worker id -> resource);
     ``d_memory`` and ``d_gpu_memory`` per position, or one number for all; ``kinds`` (when
-    given) gets their count by kind: the first and the hardware ones from the masks."""
+    given) gets their count by kind: the first and the hardware ones from the masks;
+    ``kept_off`` per position, a worker of ``reserved`` (worker id -> ``Reservation``) whose
+    exclusion is its reservation's."""
     early = np.flatnonzero(at_limit | no_score)
     records = mismatches[rows[early]]  # a worker without an original score: its hardware, said in one piece
     for j in np.flatnonzero(at_limit[early] | hardware_ok[early]):  # else at the limit, or rejected
@@ -332,6 +346,8 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
             records[i] = Exclusion.held_exclusive(worker_id, view.exclusive_task)
         elif lost[i]:
             records[i] = Exclusion.gpu_unhealthy(worker_id, view.gpus_lost, view.gpus_lost)
+        elif kept_off is not None and kept_off[i]:
+            records[i] = reserved[worker_id].exclusion
         elif memory_misfit[i]:
             records[i] = Exclusion.memory_fit(worker_id, _at(d_memory, i), float(free[i]),
                                               0.0 if drained[i] else headroom_percent)
@@ -348,6 +364,21 @@ def _exclusions(ids: list[str], rows: np.ndarray, state: FleetState, mismatches:
             kinds[record.kind] = kinds.get(record.kind, 0) + 1
     out.extend(records[hardware | later].tolist())
     return out
+
+
+def _kept(reserved: Mapping[str, Any], state: FleetState, rows: np.ndarray,
+          checked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per position: whether the worker is one of ``reserved`` (worker id -> ``Reservation``)
+    whose room is ``checked`` (a never-sampled worker is placed on its other checks alone, as
+    ``decide._admit`` does), and the memory and GPU memory kept there (bytes, 0 elsewhere)."""
+    width = state.table.shape[1]
+    marked, memory, gpu_memory = np.zeros(width, dtype=bool), np.zeros(width), np.zeros(width)
+    for worker_id, hold in reserved.items():
+        row = state.index.get(worker_id)
+        if row is not None:
+            marked[row], memory[row], gpu_memory[row] = True, hold.memory_bytes, hold.gpu_memory_bytes
+    kept = marked[rows] & checked
+    return kept, np.where(kept, memory[rows], 0.0), np.where(kept, gpu_memory[rows], 0.0)
 
 
 def _column(mapping: Mapping[str, Any], ids: list[str], missing: Any) -> np.ndarray:
