@@ -157,3 +157,21 @@ def test_a_shield_taken_before_a_worker_joined_keeps_no_task_of_its_kind_off():
     decision = scheduler.decide_task(task("llm2", "llm"), ["h100", "h100b", "t4a", "t4b"], {})
     [h100] = [e for e in decision.exclusions if e.worker_id == "h100"]
     assert h100.kind is ExclusionKind.GPU_MEMORY_FIT  # its own lack of room, not llm1's shield
+
+
+def test_the_end_of_a_shield_is_room_only_where_it_kept_a_task_off():
+    res = Reservations()
+    wait(res, "llm1", 100.0, Shield(BIG, 75 * GIB))
+    wait(res, "llm2", 101.0, Shield(BIG, 75 * GIB))
+    wait(res, "llm1", 110.0, None)  # no longer shields; llm2 still does
+    assert res.take_freed() == set()
+    wait(res, "llm1", 111.0, Shield(BIG, 75 * GIB))
+    assert set(res.shielded("infer1", ALL, 112.0, 112.0)) == {"h100"}  # infer1 kept off
+    wait(res, "llm2", 113.0, Shield(BIG, 75 * GIB))  # asked again: still waiting
+    res.observe("llm1", "llm", "h100", (), 120.0, after_s=600.0, expire_s=15.0)
+    assert res.take_freed() == set()  # llm2 still waits for the H100
+    res.observe("llm2", "llm", "h100", (), 125.0, after_s=600.0, expire_s=15.0)
+    assert res.take_freed() == {"h100"} and res.take_freed() == set()  # said once
+    wait(res, "llm3", 140.0, Shield(BIG, 75 * GIB))
+    res.observe("llm3", "llm", "h100", (), 150.0, after_s=600.0, expire_s=15.0)
+    assert res.take_freed() == set()  # it kept nothing off: its end makes no room for anyone

@@ -554,7 +554,6 @@ class HardwareAwareScheduler:
             if factors.reserve_for_waiting_tasks:
                 task_type = task.get("type")
                 held_at = self._reservations.worker_of(task_id)
-                shielded_before = self._reservations.shield_of(task_id)
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
                     after_s=factors.reserve_after_s, expire_s=stale_after_s,
@@ -563,7 +562,7 @@ class HardwareAwareScheduler:
                         lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap)),
                     shield=None if too_large else self._shield(decision, task_type, requirements, compatible,
                                                                factors, floor, cap))
-                for worker_id in shielded_before - self._reservations.shield_of(task_id):
+                for worker_id in self._reservations.take_freed():
                     self._made_room(self._freed(worker_id))  # no longer shielded: free for the others again
                 if newly is not None:
                     _, memory, gpu_memory, _ = task_demand_for(self._views.get(newly), self.history, newly, task_type,

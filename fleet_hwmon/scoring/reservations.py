@@ -67,6 +67,8 @@ class Reservations:
         # the workers of a shield -> task id -> its wait, for the waiting tasks that keep one (a
         # decision reads each set of workers once, however many tasks wait for it)
         self._shields: dict[frozenset[str], dict[str, _Waiting]] = {}
+        self._kept_off: set[frozenset[str]] = set()  # shields that kept some task off
+        self._freed: set[str] = set()  # workers of shields that kept a task off and ended since last asked
 
     def blocked(self, task_id: str, needs_gpu: bool, now_s: float) -> dict[str, Exclusion]:
         """Worker id -> its exclusion, for the workers reserved for other tasks that ``task_id``
@@ -171,6 +173,7 @@ class Reservations:
                        if owner != task_id and waiting.first_s <= since_s]
             if not keeping:
                 continue
+            self._kept_off.add(workers)  # its end makes room for the task kept off
             need = max(owners[owner].shield.gpu_memory_bytes for _, owner in keeping)
             first_s, owner = min(keeping)  # the exclusion names the task waiting longest
             task_type = owners[owner].task_type
@@ -185,6 +188,12 @@ class Reservations:
         waiting = self._waiting.get(task_id)
         return frozenset() if waiting is None or waiting.shield is None else waiting.shield.workers
 
+    def take_freed(self) -> set[str]:
+        """The workers whose shield ended (no task waits for them any more) since the last call,
+        of the shields that kept some task off: room for the tasks they kept off."""
+        freed, self._freed = self._freed, set()
+        return freed
+
     def drop_shields(self) -> None:
         """Forget every shield: the fleet changed, so the workers a task could use may have
         too (a shield taken before a worker joined would keep tasks of the same requirements
@@ -193,13 +202,18 @@ class Reservations:
             for waiting in owners.values():
                 waiting.shield = None
         self._shields.clear()
+        self._kept_off.clear()
 
     def _unshield(self, task_id: str, waiting: _Waiting) -> None:
         if waiting.shield is not None:
-            owners = self._shields[waiting.shield.workers]
+            workers = waiting.shield.workers
+            owners = self._shields[workers]
             del owners[task_id]
             if not owners:
-                del self._shields[waiting.shield.workers]
+                del self._shields[workers]
+                if workers in self._kept_off:
+                    self._kept_off.discard(workers)
+                    self._freed |= workers
             waiting.shield = None
 
     def _room(self, exclusions: list[Exclusion], fits: Callable[[str], bool] | None) -> list[Exclusion]:
