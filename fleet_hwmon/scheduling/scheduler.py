@@ -766,8 +766,9 @@ class HardwareAwareScheduler:
         if len(self._caps) >= 256:
             self._caps.clear()
         frontier = capacity_frontier(capacities) or (NO_CAP,)
-        self._caps[requirements] = found = (self._fleet_version, frontier, frozenset(compatible))
-        return found[1], found[2]
+        fitting = frozenset(compatible)
+        self._caps[requirements] = (self._fleet_version, frontier, fitting)
+        return frontier, fitting
 
     def _warn_unknown(self, worker_ids: list[str], registered_before_s: float) -> None:
         """One warning per worker that has sent no sample in the staleness window since it joined."""

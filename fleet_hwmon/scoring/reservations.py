@@ -31,9 +31,12 @@ with its task's wait, or when the fleet changes (:meth:`Reservations.drop_shield
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import AbstractSet, Any, Callable, Iterable, NamedTuple
 
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 class Shield(NamedTuple):
@@ -188,9 +191,12 @@ class Reservations:
         waiting = self._waiting.get(task_id)
         return frozenset() if waiting is None or waiting.shield is None else waiting.shield.workers
 
-    def take_freed(self) -> set[str]:
+    def take_freed(self) -> AbstractSet[str]:
         """The workers whose shield ended (no task waits for them any more) since the last call,
-        of the shields that kept some task off: room for the tasks they kept off."""
+        of the shields that kept some task off: room for the tasks they kept off. Asked after
+        every decision, so nothing is allocated when none ended."""
+        if not self._freed:
+            return _NONE
         freed, self._freed = self._freed, set()
         return freed
 
