@@ -331,10 +331,9 @@ class HardwareAwareScheduler:
                 view is not None and task_id in view.placed_gpu_tasks)
             if view is not None:
                 now_s = self._clock()
-                # Its measured cores leave the CPU figure now where the next sample is far off.
+                # Its measured cores leave the CPU figure now, not samples later.
                 cores = cpu_seconds / duration_s if cpu_seconds is not None and duration_s else None
-                view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes),
-                                   self.update_interval_s > self.factors().ewma_interval_s, cores)
+                view.task_finished(task_id, self._wall_clock(), (peak_rss_bytes, gpu_memory_bytes), cores)
                 stale = view.samples_stale(now_s, self.factors().stale_after_intervals * self.update_interval_s)
                 if view.memory_free_bytes is not None and not stale:
                     room = view.memory_free_bytes - view.inflight_memory_bytes

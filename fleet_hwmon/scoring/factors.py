@@ -44,8 +44,7 @@ class ScoringFactors:
     # that many intervals would, 1 - (1 - ewma_alpha) ** (gap / ewma_interval_s): a monitor that
     # samples every minute averages its CPU over the minute already, and a smoothed figure that
     # lagged it by minutes kept a worker busy long after its load fell (0: per sample, any gap).
-    # Where samples come further apart than this (the scheduler's update interval), a task that
-    # ends also leaves the smoothed CPU figure at once, not with the next sample.
+    # A task of ours that ends also leaves the smoothed CPU figure at once, not samples later.
     ewma_alpha: float = 0.5
     ewma_interval_s: float = 5.0
     # History: failure rate costs up to failure_penalty_weight; a worker that ran this task

@@ -270,14 +270,16 @@ class WorkerView:
         self.scoring_memo.clear()
 
     def task_finished(self, task_id: str, ended_at: datetime | None = None,
-                      peaks: tuple[float | None, float | None] = (None, None), free_cpu: bool = False,
-                      cores: float | None = None) -> None:
+                      peaks: tuple[float | None, float | None] = (None, None), cores: float | None = None) -> None:
         """``task_id`` is no longer ours there: it ended at ``ended_at`` (wall time), or, without
         it, it is being decided again. An ended task that the latest sample shows frees what it
         held (its predicted memory and GPU memory, or its measured ``peaks`` in bytes where
-        smaller) until a sample without it arrives. With ``free_cpu`` its CPU share (its
-        measured mean ``cores``, else its predicted ones) leaves the smoothed CPU figure at once:
-        a monitor that samples every minute would show it busy for up to a minute more."""
+        smaller) until a sample without it arrives, and its CPU share (its measured mean
+        ``cores``, else its predicted ones) leaves the smoothed CPU figure at once: the figure
+        lags the samples (an EWMA), and the samples lag the end by up to an interval, so the
+        worker would show a task that is gone for several samples more (a minute more where
+        samples are a minute apart), and each task that ends on a small worker would keep it
+        from looking free to the next."""
         if self.exclusive_task == task_id:
             self.exclusive_task = None
         if task_id in self.quiet_tasks:
@@ -292,8 +294,7 @@ class WorkerView:
             # The latest sample shows it: what it held is free until a sample shows that.
             freed = tuple(p if m is None or not m >= 0 else min(p, m) for p, m in zip(placed, peaks))
             self.departed[task_id] = (*freed, ended_at)
-            if free_cpu:
-                self._cpu_freed(cores if cores is not None and 0 <= cores < float("inf") else placed[2])
+            self._cpu_freed(cores if cores is not None and 0 <= cores < float("inf") else placed[2])
             self._refree()
         elif placed is not None:
             self._refree()
