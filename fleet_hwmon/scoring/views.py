@@ -275,11 +275,9 @@ class WorkerView:
         it, it is being decided again. An ended task that the latest sample shows frees what it
         held (its predicted memory and GPU memory, or its measured ``peaks`` in bytes where
         smaller) until a sample without it arrives, and its CPU share (its measured mean
-        ``cores``, else its predicted ones) leaves the smoothed CPU figure at once: the figure
-        lags the samples (an EWMA), and the samples lag the end by up to an interval, so the
-        worker would show a task that is gone for several samples more (a minute more where
-        samples are a minute apart), and each task that ends on a small worker would keep it
-        from looking free to the next."""
+        ``cores``, else its predicted ones) leaves the smoothed CPU figure at once: the samples
+        lag the end by up to an interval and the figure (an EWMA) lags the samples, so the
+        worker would look busy with a task that is gone for several samples more."""
         if self.exclusive_task == task_id:
             self.exclusive_task = None
         if task_id in self.quiet_tasks:
