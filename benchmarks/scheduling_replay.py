@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"NOT FINISHED: {policy} on {config.name}: {'; '.join(sorted(reasons))}")
         if entry["goal"]:
             print(f"{CANDIDATE} vs {BASELINE}: {_describe_goal(entry['goal'])}")
+            by_reason = entry["policies"][CANDIDATE]["idle_while_waiting_by_reason"]
+            if by_reason:
+                print(f"{CANDIDATE} idle while waiting, by why the waiting task was held off the worker: "
+                      + ", ".join(f"{reason} {percent:.2f} %" for reason, percent in by_reason.items()))
     title = f"Scheduling replay, seeds {seeds[0]}..{seeds[-1]} (mean)"
     if args.plot:
         print(f"wrote {write_plot(report, args.plot, title)} in {wall_s:.1f} s")

@@ -103,7 +103,13 @@ def test_idle_while_waiting_counts_idle_cores_only_while_flagged():
     assert w.idle_while_waiting_core_s == 0.0
     w.room_for_waiting = True
     w.advance(20.0)  # 8 - 3 idle cores for 10 s
-    assert w.idle_while_waiting_core_s == pytest.approx(50.0)
+    assert w.idle_while_waiting_core_s == pytest.approx(50.0) and w.idle_by_reason == {}
+    w.room_reason = "reserved"  # and why the policy held the waiting task off it
+    w.advance(24.0)
+    w.room_reason = "memory_fit"
+    w.advance(25.0)
+    assert w.idle_while_waiting_core_s == pytest.approx(75.0)
+    assert w.idle_by_reason == pytest.approx({"reserved": 20.0, "memory_fit": 5.0})
 
 
 def test_room_for_a_waiting_task_is_memory_gpu_memory_and_the_quiet_it_asked_for():

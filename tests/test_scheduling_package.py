@@ -475,6 +475,20 @@ def test_memory_kept_for_a_reserved_task_makes_no_room_for_the_others():
     assert scheduler.statistics()["decisions"] == decisions + 1
 
 
+def test_a_waiting_task_s_held_decision_says_why_until_it_is_placed():
+    scheduler, clock = fleet(("a", caps(memory_gb=16)))
+    scheduler.history.record("a", "mid", success=True, duration_s=10.0, cpu_seconds=10.0, peak_rss_bytes=6 * GIB)
+    scheduler.observe(sample("a", 10.0, 75.0))  # 4 GiB free: no room for 6 GiB
+    assert scheduler.held_decision("m1") is None  # never decided
+    held = scheduler.decide_task(task("m1", "mid"), ["a"], {})
+    assert scheduler.held_decision("m1") is held
+    assert [(e.worker_id, e.kind) for e in held.exclusions] == [("a", ExclusionKind.MEMORY_FIT)]
+    clock.now_s += 1.0
+    scheduler.observe(sample("a", 10.0, 25.0))  # 12 GiB free
+    assert scheduler.decide_task(task("m1", "mid"), ["a"], {}).chosen_worker_id == "a"
+    assert scheduler.held_decision("m1") is None  # placed
+
+
 def test_room_a_task_placed_since_has_taken_has_no_held_task_decided_again():
     # "a" (16 GiB) runs a task of ours and shows 4 GiB free: two "mid" tasks (6 GiB, 7.5 GiB
     # with headroom) are held. A sample shows 10 GiB free: room for either, not both. The first

@@ -19,6 +19,7 @@ from fleet_hwmon.replay import (POLICY_NAMES, WORKLOADS, FleetClass, GpuSpec, Re
                                 makespan_lower_bound_s, simulate, workload)
 from fleet_hwmon.replay.bounds import can_succeed, released_work_bound_s
 from fleet_hwmon.replay.policies import LeastLoaded
+from fleet_hwmon.scoring.exclusions import ExclusionKind
 from fleet_hwmon.replay.monitor import EPOCH
 from fleet_hwmon.replay.sim import CUDA_OOM, NO_HARDWARE, OOM_KILLED, TIMED_OUT, Simulation
 from fleet_hwmon.replay.worker import Attempt
@@ -135,6 +136,33 @@ def test_least_loaded_never_leaves_a_worker_idle_while_a_task_it_could_hold_wait
     first_arrival = min(t.arrival_s for t in build_tasks(TINY, build_fleet(TINY)))
     # Idle while waiting is the idle core-time after the first arrival: all of it, here.
     assert 100 - busy - 100 * first_arrival / held.end_s - 1 < idle <= 100 - busy
+
+
+class NeverPlacesSaysWhy(NeverPlaces):
+    """Holds every task, saying why by worker: even workers lack memory, the others are reserved."""
+
+    def held_on(self, task_type, worker_id):
+        return "memory_fit" if int(worker_id[1:3]) % 2 == 0 else "reserved"
+
+
+def test_idle_while_waiting_is_split_by_why_the_policy_held_the_task_off_each_worker(tiny_results):
+    held = simulate(replace(TINY, stall_s=300), NeverPlacesSaysWhy(TINY.seed))
+    idle, by_reason = held.outcomes["idle_while_waiting_percent"], held.outcomes["idle_while_waiting_by_reason"]
+    fleet_core_s = sum(w["cores"] for w in held.workers.values()) * held.outcomes["makespan_s"]
+    even = sum(w["idle_while_waiting_core_s"] for worker_id, w in held.workers.items() if int(worker_id[1:3]) % 2 == 0)
+    assert idle > 0 and set(by_reason) == {"memory_fit", "reserved"}
+    assert by_reason["memory_fit"] == pytest.approx(100 * even / fleet_core_s)
+    assert sum(by_reason.values()) == pytest.approx(idle)
+    # The hardware-aware policy says why from its held decisions: exclusion kinds, or the worker
+    # had no free slot when the task was decided, or the type's tasks were not decided since.
+    # On a fleet short of memory, its tasks wait for memory and for workers kept for larger ones.
+    outcomes = simulate(replace(WORKLOADS["memory_bound"], workers=6, tasks=200, seed=0),
+                        make_policy("hardware_aware", 0)).outcomes
+    by_reason = outcomes["idle_while_waiting_by_reason"]
+    kinds = {kind.value for kind in ExclusionKind} | {"no free slot", "not decided"}
+    assert set(by_reason) <= kinds and {"memory_fit", "reserved"} <= set(by_reason)
+    assert sum(by_reason.values()) == pytest.approx(outcomes["idle_while_waiting_percent"]) > 1
+    assert tiny_results["least_loaded"].outcomes["idle_while_waiting_by_reason"] == {}
 
 
 def test_a_run_that_cannot_finish_is_cut_and_reported():

@@ -47,7 +47,10 @@ def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
       ``dropped_work_percent``, their share of the workload's work (never done);
     * time above 95 % of any resource (ground truth, background included) in worker-seconds and
       as a share of the fleet's worker-time; ``idle_while_waiting_percent``: core-time idle on
-      workers that had a free slot and room for a waiting task, over the fleet's core-time;
+      workers that had a free slot and room for a waiting task, over the fleet's core-time, and
+      ``idle_while_waiting_by_reason``, the same split by why the policy held that task off the
+      worker (its ``held_on``: an exclusion kind, ``no free slot``, ``not decided``; empty for a
+      policy that does not say);
     * ``tenant_cpu_taken_percent``: the share of the other tenants' CPU demand our tasks took;
     * ``decisions_per_placed_task`` (the policy's own count, else how often it was asked) and
       ``asks_per_placed_task`` per started attempt;
@@ -113,6 +116,7 @@ def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
         "background_overload_worker_s": sum(w["background_overload_s"] for w in workers),
         "idle_while_waiting_percent": (100.0 * sum(w["idle_while_waiting_core_s"] for w in workers) / fleet_core_s
                                        if fleet_core_s else 0.0),
+        "idle_while_waiting_by_reason": _by_reason(workers, fleet_core_s),
         "tenant_cpu_taken_percent": (100.0 * sum(w["tenant_taken_core_s"] for w in workers) / tenant_core_s
                                      if tenant_core_s else 0.0),
         "placed": starts,
@@ -129,13 +133,30 @@ def compute_outcomes(result: ReplayResult) -> dict[str, Any]:
 
 
 def mean_outcomes(outcomes: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The mean over seeds of every numeric outcome (None where a seed has none); ``finished``
-    is true only when every seed finished."""
+    """The mean over seeds of every numeric outcome (None where a seed has none), and of each
+    figure of a breakdown (``idle_while_waiting_by_reason``, ``overload_by_resource_s``: 0 where
+    a seed has none, largest first); ``finished`` is true only when every seed finished."""
     rows = list(outcomes)
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float, type(None))) and not isinstance(v, bool)]
     out: dict[str, Any] = {}
     for key in keys:
         values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
         out[key] = statistics.fmean(values) if values else None
+    for key in ("idle_while_waiting_by_reason", "overload_by_resource_s"):
+        parts = {part for r in rows for part in r.get(key, {})}
+        means = {part: statistics.fmean(r.get(key, {}).get(part, 0.0) for r in rows) for part in parts}
+        out[key] = dict(sorted(means.items(), key=lambda kv: -kv[1]))
     out["finished"] = all(r["finished"] for r in rows)
     return out
+
+
+def _by_reason(workers: Iterable[dict[str, Any]], fleet_core_s: float) -> dict[str, float]:
+    """Idle-while-waiting core-time per reason the policy gave, percent of the fleet's core-time,
+    largest first."""
+    totals: dict[str, float] = {}
+    for worker in workers:
+        for reason, core_s in worker.get("idle_by_reason_core_s", {}).items():
+            totals[reason] = totals.get(reason, 0.0) + core_s
+    if not fleet_core_s:
+        return {}
+    return {reason: 100.0 * core_s / fleet_core_s for reason, core_s in sorted(totals.items(), key=lambda kv: -kv[1])}

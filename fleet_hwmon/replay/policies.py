@@ -183,6 +183,7 @@ class HardwareAware(Original):
             self.name = name
         self.integration = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._held: dict[Any, str] = {}  # task type -> its task held last
 
     def attach(self, coordinator: SimCoordinator, clock: Callable[[], float]) -> None:
         # The replay is an application of the public integration, like the demo: imported here so
@@ -199,6 +200,22 @@ class HardwareAware(Original):
             seed=self.seed, detect_capabilities=False, clock=clock,
             wall_clock=lambda: EPOCH + timedelta(seconds=clock()))
         self.integration.initialize()
+
+    def choose(self, task: dict, available: list[str], counts: dict[str, int]) -> str | None:
+        worker_id = super().choose(task, available, counts)
+        if worker_id is None:
+            self._held[task.get("type")] = task["task_id"]
+        return worker_id
+
+    def held_on(self, task_type: str, worker_id: str) -> str:
+        """Why the type's task held last is kept off ``worker_id``: the kind of its exclusion
+        there (``memory_fit``, ``reserved``...), ``no free slot`` (the worker was not offered),
+        or ``not decided`` (placed since: the type's waiting tasks were not asked about)."""
+        task_id = self._held.get(task_type)
+        decision = None if task_id is None else self.integration.scheduler.held_decision(task_id)
+        if decision is None:
+            return "not decided"
+        return next((e.kind.value for e in decision.exclusions if e.worker_id == worker_id), "no free slot")
 
     def on_start(self, spec: TaskSpec, worker_id: str) -> None:
         self.integration.start_task_monitoring(spec.task_id, worker_id, spec.type)

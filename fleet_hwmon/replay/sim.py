@@ -58,8 +58,10 @@ class Policy(Protocol):
     (the task waits). ``matches_hardware``: the policy claims never to pick a worker lacking
     the hardware. The hooks see what a coordinator would: starts, ends, delivered samples.
     ``decisions()`` (optional) is how many decisions the policy itself made, when that differs
-    from how often it was asked. ``see_ground_truth(workers, specs)`` (optional, reference
-    policies only) is handed the simulated workers and the tasks' true demand."""
+    from how often it was asked. ``held_on(task_type, worker_id)`` (optional) says why the
+    policy last held a task of the type off the worker (idle-while-waiting is counted by it).
+    ``see_ground_truth(workers, specs)`` (optional, reference policies only) is handed the
+    simulated workers and the tasks' true demand."""
 
     name: str
     matches_hardware: bool
@@ -149,6 +151,7 @@ class Simulation:
         self.events: list[tuple[float, str, str, str | None, str | None]] = []
         self._incompatible = 0
         self._asks = 0
+        self._asks_settled = 0  # asks when idle-while-waiting's reasons were last read
         self._isolation: dict[str, list[int]] = {}
         self._bg_rng = {w.worker_id: stream(config.seed, "background", w.worker_id) for w in self.fleet}
         self._monitors = {w.worker_id: SimMonitor(config, stream(config.seed, "delay", w.worker_id))
@@ -326,17 +329,24 @@ class Simulation:
         (:meth:`SimWorker.has_room_for`) for some waiting task they have the hardware for. Their
         idle cores count as idle-while-waiting until that changes."""
         workers = self._workers.values() if self._waiting_changed else [self._workers[w] for w in self._changed]
+        held_on = getattr(self.policy, "held_on", None)
+        if held_on is not None and self._asks != self._asks_settled:  # the policy decided: it may say otherwise
+            workers = self._workers.values()
+            self._asks_settled = self._asks
         for worker in workers:
             worker.advance(self.now)
-            worker.room_for_waiting = worker.has_free_slot() and self._room_for_waiting(worker)
+            worker.room_type = self._room_for_waiting(worker) if worker.has_free_slot() else None
+            worker.room_for_waiting = worker.room_type is not None
+            if held_on is not None:
+                worker.room_reason = held_on(worker.room_type, worker.spec.worker_id) if worker.room_type else None
         self._waiting_changed = False
         self._changed.clear()
 
-    def _room_for_waiting(self, worker: SimWorker) -> bool:
-        """Whether some waiting task has room on ``worker`` (:meth:`SimWorker.has_room_for`).
-        Each type's waiting tasks are in order of memory: every one whose memory fits is tried,
-        since a GPU task's GPU memory and a quiet task's cores and GPU share vary apart from it
-        (the smallest by memory alone is not always the one that fits)."""
+    def _room_for_waiting(self, worker: SimWorker) -> str | None:
+        """The type of a waiting task that has room on ``worker`` (:meth:`SimWorker.has_room_for`),
+        if any. Each type's waiting tasks are in order of memory: every one whose memory fits is
+        tried, since a GPU task's GPU memory and a quiet task's cores and GPU share vary apart
+        from it (the smallest by memory alone is not always the one that fits)."""
         free = worker.spec.memory_bytes - worker.memory_committed()
         for waiting in self._waiting.values():
             if not self._fits_worker(self._specs[waiting[0][2]], worker.spec):
@@ -344,9 +354,10 @@ class Simulation:
             for memory, _, task_id in waiting:
                 if memory > free:
                     break
-                if worker.has_room_for(self._specs[task_id]):
-                    return True
-        return False
+                spec = self._specs[task_id]
+                if worker.has_room_for(spec):
+                    return spec.type
+        return None
 
     # -- attempts ---------------------------------------------------------------------------------
     def _start(self, spec: TaskSpec, worker: SimWorker) -> None:
@@ -451,6 +462,7 @@ class Simulation:
                 "tenant_core_s": worker.tenant_core_s,
                 "tenant_taken_core_s": worker.tenant_taken_core_s,
                 "idle_while_waiting_core_s": worker.idle_while_waiting_core_s,
+                "idle_by_reason_core_s": dict(worker.idle_by_reason),
             }
         return out
 

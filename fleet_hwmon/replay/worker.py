@@ -70,10 +70,13 @@ class SimWorker:
     cpu_factor: float = 1.0
     gpu_factor: float = 1.0
     room_for_waiting: bool = False  # a free slot and room for a waiting task (set by the simulation)
+    room_type: str | None = None  # the type of that waiting task
+    room_reason: str | None = None  # why the policy holds it off this worker (see Policy.held_on)
     cpu_busy_core_s: float = 0.0  # integral of min(demand, cores)
     tenant_core_s: float = 0.0  # the other tenants' demand, integrated
     tenant_taken_core_s: float = 0.0  # the part of it they did not get
     idle_while_waiting_core_s: float = 0.0
+    idle_by_reason: dict[str, float] = field(default_factory=dict)  # the same, by room_reason
     overload_s: float = 0.0
     background_overload_s: float = 0.0
     overload_by_resource: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "memory": 0.0, "gpu": 0.0})
@@ -125,7 +128,10 @@ class SimWorker:
         self.tenant_core_s += self.bg_cores * dt
         self.tenant_taken_core_s += self.bg_cores * (1 - self.cpu_factor) * dt
         if self.room_for_waiting:
-            self.idle_while_waiting_core_s += max(0.0, cores - demand) * dt
+            idle = max(0.0, cores - demand) * dt
+            self.idle_while_waiting_core_s += idle
+            if self.room_reason is not None:
+                self.idle_by_reason[self.room_reason] = self.idle_by_reason.get(self.room_reason, 0.0) + idle
         for task in self.tasks.values():
             task.done += task.rate * dt
             task.cpu_seconds += task.spec.cores * self.cpu_factor * dt

@@ -842,6 +842,13 @@ class HardwareAwareScheduler:
         with self._lock:
             return list(self._decisions)
 
+    def held_decision(self, task_id: str) -> SchedulingDecision | None:
+        """The latest decision of a task no worker took, while it waits (``None``: placed since,
+        or never decided): its exclusions say why each worker it was offered passed it over."""
+        with self._lock:
+            held = self._held.get(str(task_id))
+            return None if held is None else held.decision
+
     def smoothed_views(self) -> dict[str, dict[str, Any]]:
         """Each worker's smoothed load as plain data: ``cpu_percent``, ``memory_percent``,
         ``gpu_percent`` (busiest GPU), ``excluded_reason``, ``updated`` (ISO time of the latest
