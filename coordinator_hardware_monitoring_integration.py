@@ -534,6 +534,11 @@ class CoordinatorHardwareMonitoringIntegration:
     def recent_decisions(self) -> list[SchedulingDecision]:
         return self.scheduler.recent_decisions()
 
+    def held_decision(self, task_id: str) -> SchedulingDecision | None:
+        """Why a task is still waiting: its latest decision while no worker has taken it (``None``:
+        placed, or never decided); each exclusion names a worker and why it passed the task over."""
+        return self.scheduler.held_decision(task_id)
+
     def _worker_snapshot(self) -> dict[str, dict[str, Any]]:
         out = {}
         workers = dict(self.coordinator.workers)

@@ -683,6 +683,7 @@ class TestCoordinatorHardwareMonitoringIntegration:
         assert fleet.choose(gpu_task("t-train", min_gpu_memory_gb=30))[0] is None
         assert ("gpu", "reserved for t-llm (gpu-llm), waiting 85 s") in [
             (e.worker_id, e.reason) for e in fleet.last_decision().exclusions]
+        assert fleet.integration.held_decision("t-train") is fleet.last_decision()  # why it waits
         assert fleet.choose(llm)[0] == "gpu"
 
     def test_hardware_aware_find_best_worker_no_capable_worker(self, make_fleet):
