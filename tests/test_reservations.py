@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet_hwmon.scoring.exclusions import Exclusion, ExclusionKind
-from fleet_hwmon.scoring.reservations import Reservations
+from fleet_hwmon.scoring.reservations import Reservations, fits_at_s
 
 
 def gpu_room(worker_id: str) -> Exclusion:
@@ -174,3 +174,32 @@ def test_the_next_task_of_a_type_inherits_the_wait_of_the_one_its_reservation_pl
     assert waited(res, "etl-1", 260.0, memory_room, task_type="etl", since_s=200.0) == "big-ram"
     res.observe("etl-1", "etl", "big-ram", (), 270.0, after_s=60.0, expire_s=15.0)
     assert declined(res, "etl-2", 270.0, memory_room, task_type="etl") is None
+
+
+GIB = 1024**3
+INF = float("inf")
+
+
+def test_a_reserved_need_fits_when_the_tasks_of_ours_whose_memory_it_needs_are_predicted_to_end():
+    # 2 GiB free; tasks of ours predicted to end at 150 s (3 GiB), 120 s (2 GiB), 400 s (8 GiB).
+    ours = [(150.0, 3 * GIB, 0.0), (120.0, 2 * GIB, 0.0), (400.0, 8 * GIB, 0.0)]
+    assert fits_at_s(100.0, 2 * GIB, None, ours, 4 * GIB, 0.0) == 120.0  # 2 + 2
+    assert fits_at_s(100.0, 2 * GIB, None, ours, 7 * GIB, 0.0) == 150.0  # 2 + 2 + 3
+    assert fits_at_s(100.0, 2 * GIB, None, ours, 15 * GIB, 0.0) == 400.0
+    assert fits_at_s(100.0, 5 * GIB, None, ours, 4 * GIB, 0.0) == 100.0  # it fits now: nothing backfills
+    # A task past its predicted end may end any moment; the others' ends are as predicted.
+    assert fits_at_s(130.0, 2 * GIB, None, ours, 4 * GIB, 0.0) == 130.0
+    assert fits_at_s(130.0, 2 * GIB, None, ours, 7 * GIB, 0.0) == 150.0
+
+
+def test_a_reserved_need_whose_moment_is_not_known_lets_nothing_backfill():
+    ours = [(150.0, 3 * GIB, 0.0), (INF, 8 * GIB, 0.0)]
+    assert fits_at_s(100.0, 2 * GIB, None, ours, 12 * GIB, 0.0) == 100.0  # needs a task of unknown end
+    assert fits_at_s(100.0, 2 * GIB, None, ours[:1], 12 * GIB, 0.0) == 100.0  # the background holds it
+    assert fits_at_s(100.0, None, None, ours, 4 * GIB, 0.0) == 100.0  # free memory unknown
+    assert fits_at_s(100.0, INF, None, ours, INF, 0.0) == 100.0  # a need not known: nothing fits beside
+    # GPU memory: the one GPU's room and what each task holds there.
+    gpu_ours = [(150.0, GIB, 10 * GIB), (300.0, GIB, 20 * GIB)]
+    assert fits_at_s(100.0, 8 * GIB, 5 * GIB, gpu_ours, 0.0, 30 * GIB) == 300.0
+    assert fits_at_s(100.0, 8 * GIB, 5 * GIB, gpu_ours, 0.0, 14 * GIB) == 150.0
+    assert fits_at_s(100.0, 8 * GIB, None, gpu_ours, 0.0, 14 * GIB) == 100.0  # GPU room unknown (or several GPUs)

@@ -489,6 +489,34 @@ def test_a_waiting_task_s_held_decision_says_why_until_it_is_placed():
     assert scheduler.held_decision("m1") is None  # placed
 
 
+def test_a_reserved_worker_takes_a_task_predicted_to_end_before_the_reserved_need_fits():
+    # "a" (16 GiB, 4 GiB of background) runs a "filler" of ours (6 GiB peaks, 100 s): 8.5 GiB
+    # are free beside its peak with headroom. "big" (8 GiB, 10 with headroom) waits and reserves
+    # "a"; it fits there once "filler" ends, predicted at 100 s after its start. A "unit" (20 s)
+    # placed before then ends first and delays nothing: it goes there. A "slow" task (600 s) is
+    # kept off, and so is a "unit" asked too late to end in time.
+    scheduler, clock = fleet(("a", caps(memory_gb=16)))
+    for task_type, peak_gb, duration_s in (("filler", 6, 100.0), ("big", 8, 10.0), ("unit", 2, 20.0),
+                                           ("slow", 2, 600.0)):
+        scheduler.history.record("a", task_type, success=True, duration_s=duration_s, cpu_seconds=duration_s,
+                                 peak_rss_bytes=peak_gb * GIB)
+    scheduler.observe(sample("a", 10.0, 25.0))
+    started_s = clock.now_s
+    assert scheduler.decide_task(task("f", "filler"), ["a"], {}).chosen_worker_id == "a"
+    for _ in range(4):  # "big" waits past reserve_after_s (30 s) and reserves "a"
+        clock.now_s += 12.0
+        scheduler.observe(sample("a", 10.0, 25.0))
+        assert scheduler.decide_task(task("big", "big"), ["a"], {}).chosen_worker_id is None
+    assert scheduler._reservations.reserved() == {"a": "big"} and clock.now_s - started_s == 48.0
+    held = scheduler.decide_task(task("s", "slow"), ["a"], {})
+    assert [e.kind for e in held.exclusions] == [ExclusionKind.RESERVED]
+    assert scheduler.decide_task(task("u1", "unit"), ["a"], {}).chosen_worker_id == "a"  # ends at 68 s < 100 s
+    clock.now_s = started_s + 85.0
+    scheduler.observe(sample("a", 10.0, 25.0))
+    held = scheduler.decide_task(task("u2", "unit"), ["a"], {})  # would end at 105 s
+    assert [e.kind for e in held.exclusions] == [ExclusionKind.RESERVED]
+
+
 def test_room_a_task_placed_since_has_taken_has_no_held_task_decided_again():
     # "a" (16 GiB) runs a task of ours and shows 4 GiB free: two "mid" tasks (6 GiB, 7.5 GiB
     # with headroom) are held. A sample shows 10 GiB free: room for either, not both. The first

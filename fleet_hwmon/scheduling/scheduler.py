@@ -35,7 +35,7 @@ from fleet_hwmon.scoring.factors import ScoringFactors
 from fleet_hwmon.scoring.fleet_state import FleetState
 from fleet_hwmon.scoring.history import NO_DEMAND, PerformanceHistory, TaskDemand, demand_of
 from fleet_hwmon.scoring.requirements import TaskRequirements, hardware_mismatch
-from fleet_hwmon.scoring.reservations import Reservations, Shield
+from fleet_hwmon.scoring.reservations import Reservations, Shield, fits_at_s
 from fleet_hwmon.scoring.terms import (NO_CAP, DemandCap, cap_for, capacity_frontier, demand_figures, drained_misfit,
                                        fits_when_idle, required_gpu_memory_bytes, task_demand_for)
 from fleet_hwmon.scoring.vectorised import decide_vectorised
@@ -108,6 +108,7 @@ class HardwareAwareScheduler:
         self._relaxed_factors: tuple[ScoringFactors | None, ScoringFactors | None] = (None, None)
         self._fleet_version = 0
         self._reserved_need: dict[str, tuple[float, float]] = {}  # reserved worker -> its task's need
+        self._ends_s: dict[str, float] = {}  # placed task id -> its predicted end (type's mean duration)
         # Asked again only after a change that could make room for it: a held task's last answer
         # and what it lacked (Held); each change that made room, and what kind (_room_made_since).
         self._room_version = 0
@@ -342,6 +343,7 @@ class HardwareAwareScheduler:
                 view.alive(now_s)
                 self._sync(view)
             self._inflight_at.pop(task_id, None)
+            self._ends_s.pop(task_id, None)
             room_at_start, placed, alone = self._gpu_room_at_start.pop(task_id, (None, None, False))
             self._made_room(self._kept(view, Room(room, gpu=True, slot=True)) if view is not None else None)
             self._avoided.ended(worker_id, freed_gpu)
@@ -503,7 +505,8 @@ class HardwareAwareScheduler:
             if factors.reserve_for_waiting_tasks:
                 blocked = self._reservations.blocked(task_id, requirements.needs_gpu, now_s)
                 if blocked:
-                    reserved = {w: Reservation(*self._reserved_need.get(w, _ALL), e) for w, e in blocked.items()}
+                    reserved = self._not_backfilled({w: Reservation(*self._reserved_need.get(w, _ALL), e)
+                                                     for w, e in blocked.items()}, task.get("type"), now_s)
                 if requirements.needs_gpu:  # the GPUs only a waiting task can use: what fits beside its need
                     for worker_id, (gpu_need, exclusion) in self._reservations.shielded(
                             task_id, compatible, held_since_s, now_s).items():
@@ -808,6 +811,11 @@ class HardwareAwareScheduler:
             if whole_gpu_bytes is not None:
                 gpu_memory_bytes = whole_gpu_bytes
             self._inflight_at[decision.task_id] = chosen
+            duration_s = self._duration_s(chosen, task_type)
+            if duration_s is not None:
+                if len(self._ends_s) >= _HELD_LIMIT:  # tasks never ended: start over
+                    self._ends_s.clear()
+                self._ends_s[decision.task_id] = now_s + duration_s
             if requirements.isolation == "exclusive":
                 view.exclusive_task = decision.task_id
             elif requirements.isolation == "quiet":
@@ -825,7 +833,40 @@ class HardwareAwareScheduler:
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
 
+    def _duration_s(self, worker_id: str, task_type: str | None) -> float | None:
+        """The type's mean duration (s) on the worker, else over the fleet; ``None`` unknown."""
+        if task_type is None:
+            return None
+        for stats in (self.history.stats(worker_id, task_type), self.history.fleet_stats(task_type)):
+            if stats is not None and stats.duration_s is not None:
+                return stats.duration_s
+        return None
+
+    def _not_backfilled(self, reserved: dict[str, Reservation], task_type: str | None,
+                        now_s: float) -> dict[str, Reservation]:
+        """``reserved`` less the workers the task may backfill: where it is predicted to end (its
+        type's mean duration there) before the reserved task's need fits (:func:`fits_at_s`)."""
+        kept = {}
+        for worker_id, hold in reserved.items():
+            duration_s = self._duration_s(worker_id, task_type)
+            view = self._views.get(worker_id)
+            if duration_s is None or view is None or now_s + duration_s > self._fits_at_s(view, hold, now_s):
+                kept[worker_id] = hold
+        return kept
+
+    def _fits_at_s(self, view: WorkerView, hold: Reservation, now_s: float) -> float:
+        """:func:`fits_at_s` on the worker of ``view``: its free memory less what is in flight,
+        the room of its one GPU, and each task of ours there at its predicted end, holding its
+        predicted memory with the headroom its fit check asked for."""
+        free = None if view.memory_free_bytes is None else view.memory_free_bytes - view.inflight_memory_bytes
+        gpu_room = view.gpu_memory_room() if len(view.gpu_free_bytes) == 1 else None
+        ends, inf, headroom = self._ends_s, float("inf"), view.memory_headroom
+        ours = [(ends.get(task_id, inf), memory * headroom, gpu_memory)
+                for task_id, (memory, gpu_memory, _) in view.placed.items()]
+        return fits_at_s(now_s, free, gpu_room, ours, hold.memory_bytes, hold.gpu_memory_bytes)
+
     def _forget_inflight(self, task_id: str) -> None:
+        self._ends_s.pop(task_id, None)
         worker_id = self._inflight_at.pop(task_id, None)
         view = self._views.get(worker_id) if worker_id is not None else None
         if view is not None:

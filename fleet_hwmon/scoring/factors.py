@@ -84,7 +84,8 @@ class ScoringFactors:
     inflight_hold_s: float = 5.0
     # Starvation guard: once a task has found no worker for this long, one worker that lacked
     # only room for it is reserved (others stop taking it, for GPU room: other GPU tasks) until
-    # the task is placed; one per task type. With it, a GPU task waiting for GPU room keeps the
+    # the task is placed; one per task type (a task predicted to end before the waiting one fits
+    # there may still go: backfill). With it, a GPU task waiting for GPU room keeps the
     # GPUs only tasks like it can use from GPU tasks that have others, at once (its shield).
     # See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True

@@ -8,7 +8,9 @@ not for lacking the hardware, and big enough once drained) is kept for it; one p
 so under a FIFO coordinator, which asks about the oldest task first, the oldest of the type.
 Other tasks stop going there, so it drains until the waiting task fits; tasks keep using every
 other worker. When the reservation is for a GPU (the worker lacked GPU room), only GPU tasks
-are kept off it and its CPUs stay in use.
+are kept off it and its CPUs stay in use. A reserved worker backfills: it takes what fits beside
+the waiting task's need, and a task predicted to end before that need fits there
+(:func:`fits_at_s`, from the mean durations of the tasks' types), which delays no one.
 
 A reservation ends when its task is placed anywhere, when the coordinator has not asked about
 the task for ``expire_s`` (cancelled, or placed without this scheduler), or when the worker
@@ -266,3 +268,28 @@ class Reservations:
     def _expire(self, now_s: float, expire_s: float) -> None:
         for task_id in [t for t, w in self._waiting.items() if now_s - w.last_s > expire_s]:
             self._release(task_id)
+
+
+def fits_at_s(now_s: float, free_memory_bytes: float | None, gpu_room_bytes: float | None,
+              ours: Iterable[tuple[float, float, float]], need_memory_bytes: float,
+              need_gpu_memory_bytes: float) -> float:
+    """When a reserved task's need (bytes, with headroom) is predicted to fit on its worker,
+    scheduler clock (s): ``now_s`` while it fits, else the predicted end of the task of ours
+    whose end makes room, the tasks of ours there (``ours``: each one's predicted end, ``inf``
+    unknown, and the memory and GPU memory it holds, bytes) ending in that order; a task past
+    its predicted end may end any moment (now). ``now_s`` too when that moment is not known:
+    the worker's free memory (or, for a need of GPU memory, the GPU room of its one GPU) is
+    unknown, or it would not fit with every task of ours ended (the background holds it).
+    A task predicted to end by then may go there: it delays no one (EASY backfilling)."""
+    if free_memory_bytes is None or (need_gpu_memory_bytes > 0 and gpu_room_bytes is None):
+        return now_s
+    memory, gpu = free_memory_bytes, gpu_room_bytes or 0.0
+    if memory >= need_memory_bytes and gpu >= need_gpu_memory_bytes:
+        return now_s
+    for end_s, held, gpu_held in sorted(ours):
+        if end_s == float("inf"):
+            break
+        memory, gpu = memory + held, gpu + gpu_held
+        if memory >= need_memory_bytes and gpu >= need_gpu_memory_bytes:
+            return max(now_s, end_s)
+    return now_s
