@@ -55,6 +55,32 @@ def test_a_reservation_for_cpu_or_memory_room_keeps_every_other_task_off():
     assert set(res.blocked("unit", False, 20.0)) == {"w1"}
 
 
+def test_reservations_that_keep_whole_workers_are_held_depth_at_a_time_gpu_ones_besides():
+    # With depth 1, a second type lacking memory waits its turn while the first holds "w1";
+    # a GPU task lacking GPU room still reserves (only GPU tasks are kept off its worker).
+    res = Reservations()
+
+    def ask(task_id: str, task_type: str, now_s: float, *exclusions: Exclusion) -> str | None:
+        return res.observe(task_id, task_type, None, exclusions, now_s, after_s=20.0, expire_s=60.0, depth=1)
+
+    memory = (Exclusion.memory_fit("w1", 9e9, 1e9, 25.0), Exclusion.memory_fit("w2", 9e9, 1e9, 25.0))
+    found = {}
+    for now_s in (0.0, 10.0, 20.0, 30.0):
+        for task_id, task_type, room in (("build", "build", memory), ("data", "data", memory),
+                                         ("train", "train", (gpu_room("g1"),))):
+            found[task_id] = ask(task_id, task_type, now_s, *room) or found.get(task_id)
+    assert found == {"build": "w1", "data": None, "train": "g1"}
+    assert res.reserved() == {"w1": "build", "g1": "train"}
+    res.observe("build", "build", "w1", (), 40.0, after_s=20.0, expire_s=60.0, depth=1)  # placed
+    assert ask("data", "data", 41.0, *memory) == "w1"  # its turn (it has waited since 0 s)
+    # Without a depth, every type lacking memory holds one at once.
+    res = Reservations()
+    for now_s in (0.0, 10.0, 20.0):
+        res.observe("build", "build", None, memory, now_s, after_s=20.0, expire_s=60.0)
+        res.observe("data", "data", None, memory, now_s, after_s=20.0, expire_s=60.0)
+    assert res.reserved() == {"w1": "build", "w2": "data"}
+
+
 def test_one_reservation_per_task_type_for_the_first_that_qualifies():
     res = Reservations()
     room = (gpu_room("a"), gpu_room("b"))

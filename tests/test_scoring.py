@@ -145,6 +145,8 @@ class TestFactorsAndViews:
             ScoringFactors(recovery_percent=96)
         with pytest.raises(ValueError, match="EWMA"):
             ScoringFactors(ewma_alpha=0)
+        with pytest.raises(ValueError, match="reservation_depth must be at least 1"):
+            ScoringFactors(reservation_depth=0)
 
     def test_view_smooths_and_counts_inflight(self):
         v = view("w", 40.0, 50.0)

@@ -558,7 +558,7 @@ class HardwareAwareScheduler:
                 held_at = self._reservations.worker_of(task_id)
                 newly = self._reservations.observe(
                     task_id, task_type, decision.chosen_worker_id, decision.exclusions, now_s,
-                    after_s=factors.reserve_after_s, expire_s=stale_after_s,
+                    after_s=factors.reserve_after_s, expire_s=stale_after_s, depth=int(factors.reservation_depth),
                     preference=lambda w: self._reserve_order(w, requirements.needs_gpu, counts),
                     fits=(lambda w: False) if too_large else (
                         lambda w: self._fits_when_drained(w, task_type, requirements, fits_factors, floor, cap)),

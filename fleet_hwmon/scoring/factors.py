@@ -90,6 +90,12 @@ class ScoringFactors:
     # See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True
     reserve_after_s: float = 30.0
+    # Reservations that keep every task off their worker (it lacked memory or CPU room) held at
+    # once: the first waiting tasks the coordinator asks about get them, the others wait their
+    # turn. 1 is Maui's default (RESERVATIONDEPTH, "liberal" backfill): each such reservation
+    # drains a whole worker, and with one per waiting type a fleet short of memory drained
+    # several at once. Reservations for GPU room keep only GPU tasks off and are not counted.
+    reservation_depth: int = 1
     # A task held for lack of room is decided again when something that could make room happens
     # (a task ends, a worker joins, a sample shows more free memory or less load), or after
     # recheck_s; the coordinator's asks in between get the same answer without a new decision.
@@ -111,6 +117,8 @@ class ScoringFactors:
             raise ValueError("need recovery_percent <= critical_percent <= 100")
         if not 0 < self.ewma_alpha <= 1 or not 0 < self.history_ewma_alpha <= 1:
             raise ValueError("EWMA weights must be in (0, 1]")
+        if self.reservation_depth < 1:  # (none at all: reserve_for_waiting_tasks off)
+            raise ValueError("reservation_depth must be at least 1")
 
     def replace(self, **changes: Any) -> ScoringFactors:
         return dataclasses.replace(self, **changes)

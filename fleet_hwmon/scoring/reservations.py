@@ -5,7 +5,10 @@ busy fleet: each time part of a fitting worker frees up, smaller tasks queued be
 there first and take it. This is the reservation of backfilling schedulers: once a waiting
 task has waited ``after_s``, one of the workers that could run it (one excluded for its load,
 not for lacking the hardware, and big enough once drained) is kept for it; one per task type,
-so under a FIFO coordinator, which asks about the oldest task first, the oldest of the type.
+so under a FIFO coordinator, which asks about the oldest task first, the oldest of the type;
+and of those that keep every task off a worker, ``depth`` at once (the scheduler's
+``reservation_depth``, 1 by default: the oldest waiting task of all, as EASY backfilling
+reserves for the head of the queue alone).
 Other tasks stop going there, so it drains until the waiting task fits; tasks keep using every
 other worker. When the reservation is for a GPU (the worker lacked GPU room), only GPU tasks
 are kept off it and its CPUs stay in use. A reserved worker backfills: it takes what fits beside
@@ -90,12 +93,15 @@ class Reservations:
     def observe(self, task_id: str, task_type: str | None, chosen: str | None, exclusions: Iterable[Exclusion],
                 now_s: float, *, after_s: float, expire_s: float,
                 preference: Callable[[str], Any] | None = None,
-                fits: Callable[[str], bool] | None = None, shield: Shield | None = None) -> str | None:
+                fits: Callable[[str], bool] | None = None, shield: Shield | None = None,
+                depth: int | None = None) -> str | None:
         """Learn from a decision about ``task_id``: placed (``chosen``) or not; when not, its
         ``shield`` (``None``: it keeps none) replaces the one it had. Returns the worker
         newly reserved for it, if any: one excluded for lack of room, that ``fits`` (the task
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
-        the first). A reservation follows what each decision says of its worker: for what the
+        the first), unless ``depth`` reservations that keep every task off their worker are
+        held already and this one would too (a GPU-room reservation keeps only GPU tasks off and
+        is not counted; ``None``: no limit). A reservation follows what each decision says of its worker: for what the
         task lacks there now (GPU room: only GPU tasks kept off), and given up when the worker
         is excluded for anything but room, or no longer ``fits`` (its type's later runs need
         more than it could give), so that another can be reserved; a worker excluded as
@@ -137,11 +143,17 @@ class Reservations:
         if not room:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
+        if depth is not None and not pick.is_gpu_room and self._whole_workers() >= depth:
+            return None  # its turn comes when one of those ends
         waiting.worker_id = pick.worker_id
         waiting.gpu_only = pick.is_gpu_room
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id
+
+    def _whole_workers(self) -> int:
+        """Reservations held that keep every task off their worker (not only GPU tasks)."""
+        return sum(1 for task_id in self._by_worker.values() if not self._waiting[task_id].gpu_only)
 
     def asked(self, task_id: str, now_s: float) -> None:
         """The coordinator asked about ``task_id`` again and got its held answer: it still waits."""
