@@ -101,12 +101,13 @@ class Reservations:
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
         the first), unless ``depth`` reservations that keep every task off their worker are
         held already and this one would too (a GPU-room reservation keeps only GPU tasks off and
-        is not counted; ``None``: no limit). A reservation follows what each decision says of its worker: for what the
-        task lacks there now (GPU room: only GPU tasks kept off), and given up when the worker
-        is excluded for anything but room, or no longer ``fits`` (its type's later runs need
-        more than it could give), so that another can be reserved; a worker excluded as
-        stale (a late heartbeat, say) stays reserved while no other worker lacks only room: its
-        samples may come back, and meanwhile it is excluded for every task anyway."""
+        is not counted; ``None``: no limit). A reservation follows what each decision says of
+        its worker: for what the task lacks there now (GPU room: only GPU tasks kept off), and
+        given up when the worker is excluded for anything but room, or no longer ``fits`` (its
+        type's later runs need more than it could give), so that another can be reserved; a
+        worker excluded as stale (a late heartbeat, say) stays reserved while no other worker
+        lacks only room: its samples may come back, and meanwhile it is excluded for every task
+        anyway."""
         if now_s >= self._next_expiry_s:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
