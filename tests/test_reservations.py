@@ -55,9 +55,10 @@ def test_a_reservation_for_cpu_or_memory_room_keeps_every_other_task_off():
     assert set(res.blocked("unit", False, 20.0)) == {"w1"}
 
 
-def test_reservations_that_keep_whole_workers_are_held_depth_at_a_time_gpu_ones_besides():
-    # With depth 1, a second type lacking memory waits its turn while the first holds "w1";
-    # a GPU task lacking GPU room still reserves (only GPU tasks are kept off its worker).
+def test_reservations_for_memory_room_are_held_depth_at_a_time_gpu_and_isolation_ones_besides():
+    # With depth 1, a second type lacking memory waits its turn while the first holds "w1"; a
+    # GPU task lacking GPU room still reserves (only GPU tasks are kept off its worker), and so
+    # does an exclusive task waiting for a worker with nothing of ours on it.
     res = Reservations()
 
     def ask(task_id: str, task_type: str, now_s: float, *exclusions: Exclusion) -> str | None:
@@ -67,12 +68,13 @@ def test_reservations_that_keep_whole_workers_are_held_depth_at_a_time_gpu_ones_
     found = {}
     for now_s in (0.0, 10.0, 20.0, 30.0):
         for task_id, task_type, room in (("build", "build", memory), ("data", "data", memory),
-                                         ("train", "train", (gpu_room("g1"),))):
+                                         ("train", "train", (gpu_room("g1"),)),
+                                         ("perf", "perf", (Exclusion.not_exclusive("w2", 2),))):
             found[task_id] = ask(task_id, task_type, now_s, *room) or found.get(task_id)
-    assert found == {"build": "w1", "data": None, "train": "g1"}
-    assert res.reserved() == {"w1": "build", "g1": "train"}
+    assert found == {"build": "w1", "data": None, "train": "g1", "perf": "w2"}
+    assert res.reserved() == {"w1": "build", "g1": "train", "w2": "perf"}
     res.observe("build", "build", "w1", (), 40.0, after_s=20.0, expire_s=60.0, depth=1)  # placed
-    assert ask("data", "data", 41.0, *memory) == "w1"  # its turn (it has waited since 0 s)
+    assert ask("data", "data", 41.0, *memory[:1]) == "w1"  # its turn (it has waited since 0 s)
     # Without a depth, every type lacking memory holds one at once.
     res = Reservations()
     for now_s in (0.0, 10.0, 20.0):

@@ -90,11 +90,12 @@ class ScoringFactors:
     # See fleet_hwmon.scoring.reservations.
     reserve_for_waiting_tasks: bool = True
     reserve_after_s: float = 30.0
-    # Reservations that keep every task off their worker (it lacked memory or CPU room) held at
-    # once: the first waiting tasks the coordinator asks about get them, the others wait their
-    # turn. 1 is Maui's default (RESERVATIONDEPTH, "liberal" backfill): each such reservation
-    # drains a whole worker, and with one per waiting type a fleet short of memory drained
-    # several at once. Reservations for GPU room keep only GPU tasks off and are not counted.
+    # Reservations for memory or CPU room held at once: the first waiting tasks the coordinator
+    # asks about get them, the others wait their turn. 1 is Maui's default (RESERVATIONDEPTH,
+    # "liberal" backfill): each such reservation keeps every task off a whole worker while it
+    # drains, and with one per waiting type a fleet short of memory drained several at once.
+    # Not counted: reservations for GPU room (they keep only GPU tasks off) and for a quiet or
+    # exclusive task's isolation.
     reservation_depth: int = 1
     # A task held for lack of room is decided again when something that could make room happens
     # (a task ends, a worker joins, a sample shows more free memory or less load), or after

@@ -6,8 +6,8 @@ there first and take it. This is the reservation of backfilling schedulers: once
 task has waited ``after_s``, one of the workers that could run it (one excluded for its load,
 not for lacking the hardware, and big enough once drained) is kept for it; one per task type,
 so under a FIFO coordinator, which asks about the oldest task first, the oldest of the type;
-and of those that keep every task off a worker, ``depth`` at once (the scheduler's
-``reservation_depth``, 1 by default: the oldest waiting task of all, as EASY backfilling
+and of those for memory or CPU room, ``depth`` at once (the scheduler's
+``reservation_depth``, 1 by default: the oldest such waiting task, as EASY backfilling
 reserves for the head of the queue alone).
 Other tasks stop going there, so it drains until the waiting task fits; tasks keep using every
 other worker. When the reservation is for a GPU (the worker lacked GPU room), only GPU tasks
@@ -59,6 +59,7 @@ class _Waiting:
     last_s: float
     worker_id: str | None = None  # the reserved worker
     gpu_only: bool = False  # keep only GPU tasks off it
+    for_room: bool = False  # for memory or CPU room (not GPU room, not isolation): counts towards depth
     shield: Shield | None = None
 
 
@@ -99,15 +100,15 @@ class Reservations:
         ``shield`` (``None``: it keeps none) replaces the one it had. Returns the worker
         newly reserved for it, if any: one excluded for lack of room, that ``fits`` (the task
         would fit there once it drains; default: any), the lowest by ``preference`` (default:
-        the first), unless ``depth`` reservations that keep every task off their worker are
-        held already and this one would too (a GPU-room reservation keeps only GPU tasks off and
-        is not counted; ``None``: no limit). A reservation follows what each decision says of
-        its worker: for what the task lacks there now (GPU room: only GPU tasks kept off), and
-        given up when the worker is excluded for anything but room, or no longer ``fits`` (its
-        type's later runs need more than it could give), so that another can be reserved; a
-        worker excluded as stale (a late heartbeat, say) stays reserved while no other worker
-        lacks only room: its samples may come back, and meanwhile it is excluded for every task
-        anyway."""
+        the first), unless ``depth`` reservations for memory or CPU room are held already and
+        this one would be one too (``None``: no limit; one for GPU room, which keeps only GPU
+        tasks off, or for a quiet or exclusive task's isolation is not counted). A reservation
+        follows what each decision says of its worker: for what the task lacks there now (GPU
+        room: only GPU tasks kept off), and given up when the worker is excluded for anything
+        but room, or no longer ``fits`` (its type's later runs need more than it could give), so
+        that another can be reserved; a worker excluded as stale (a late heartbeat, say) stays
+        reserved while no other worker lacks only room: its samples may come back, and
+        meanwhile it is excluded for every task anyway."""
         if now_s >= self._next_expiry_s:
             self._expire(now_s, expire_s)
             self._next_expiry_s = now_s + expire_s / 2
@@ -132,7 +133,7 @@ class Reservations:
             if seen is None:  # busy elsewhere in the coordinator's eyes (not available): keep it
                 return None
             if seen.is_room and (fits is None or fits(seen.worker_id)):
-                waiting.gpu_only = seen.is_gpu_room
+                waiting.gpu_only, waiting.for_room = seen.is_gpu_room, _for_room(seen)
                 return None
             room = self._room(exclusions, fits)
             if seen.kind is ExclusionKind.STALE and not room:
@@ -144,17 +145,17 @@ class Reservations:
         if not room:
             return None
         pick = min(room, key=lambda e: preference(e.worker_id)) if preference is not None else room[0]
-        if depth is not None and not pick.is_gpu_room and self._whole_workers() >= depth:
+        if depth is not None and _for_room(pick) and self._for_room() >= depth:
             return None  # its turn comes when one of those ends
         waiting.worker_id = pick.worker_id
-        waiting.gpu_only = pick.is_gpu_room
+        waiting.gpu_only, waiting.for_room = pick.is_gpu_room, _for_room(pick)
         self._by_worker[pick.worker_id] = task_id
         self._holder[task_type] = task_id
         return pick.worker_id
 
-    def _whole_workers(self) -> int:
-        """Reservations held that keep every task off their worker (not only GPU tasks)."""
-        return sum(1 for task_id in self._by_worker.values() if not self._waiting[task_id].gpu_only)
+    def _for_room(self) -> int:
+        """Reservations held for memory or CPU room."""
+        return sum(1 for task_id in self._by_worker.values() if self._waiting[task_id].for_room)
 
     def asked(self, task_id: str, now_s: float) -> None:
         """The coordinator asked about ``task_id`` again and got its held answer: it still waits."""
@@ -306,3 +307,8 @@ def fits_at_s(now_s: float, free_memory_bytes: float | None, gpu_room_bytes: flo
         if memory >= need_memory_bytes and gpu >= need_gpu_memory_bytes:
             return max(now_s, end_s)
     return now_s
+
+
+def _for_room(exclusion: Exclusion) -> bool:
+    """Whether a reservation where the task met ``exclusion`` is for memory or CPU room."""
+    return not exclusion.is_gpu_room and exclusion.kind is not ExclusionKind.ISOLATION
