@@ -535,6 +535,10 @@ class TestHistory:
         assert history.snapshot() == [{"worker_id": "w", "task_type": "unit", "runs": 2, "failures": 1,
                                        "duration_s": 2.0, "cores": 1.5, "memory_bytes": 100.0,
                                        "gpu_memory_bytes": None, "gpu_percent": None}]
+        history.record("fast", "unit", success=True, duration_s=1.0)
+        assert [history.predicted_duration_s(w, t) for w, t in (("w", "unit"), ("fast", "unit"), ("new", "unit"),
+                                                               ("w", "io"), ("w", None))] == [
+            2.0, 1.0, pytest.approx(1.7), None, None]  # the worker's own, else the fleet's EWMA
 
     def test_a_non_finite_measurement_is_not_learnt(self):
         history = PerformanceHistory()

@@ -811,7 +811,7 @@ class HardwareAwareScheduler:
             if whole_gpu_bytes is not None:
                 gpu_memory_bytes = whole_gpu_bytes
             self._inflight_at[decision.task_id] = chosen
-            duration_s = self._duration_s(chosen, task_type)
+            duration_s = self.history.predicted_duration_s(chosen, task_type)
             if duration_s is not None:
                 if len(self._ends_s) >= _HELD_LIMIT:  # tasks never ended: start over
                     self._ends_s.clear()
@@ -833,22 +833,13 @@ class HardwareAwareScheduler:
                                        gpu_memory_bytes, decision.timestamp, gpu_percent, measured))
             self._sync(view)
 
-    def _duration_s(self, worker_id: str, task_type: str | None) -> float | None:
-        """The type's mean duration (s) on the worker, else over the fleet; ``None`` unknown."""
-        if task_type is None:
-            return None
-        for stats in (self.history.stats(worker_id, task_type), self.history.fleet_stats(task_type)):
-            if stats is not None and stats.duration_s is not None:
-                return stats.duration_s
-        return None
-
     def _not_backfilled(self, reserved: dict[str, Reservation], task_type: str | None,
                         now_s: float) -> dict[str, Reservation]:
         """``reserved`` less the workers the task may backfill: where it is predicted to end (its
         type's mean duration there) before the reserved task's need fits (:func:`fits_at_s`)."""
         kept = {}
         for worker_id, hold in reserved.items():
-            duration_s = self._duration_s(worker_id, task_type)
+            duration_s = self.history.predicted_duration_s(worker_id, task_type)
             view = self._views.get(worker_id)
             if duration_s is None or view is None or now_s + duration_s > self._fits_at_s(view, hold, now_s):
                 kept[worker_id] = hold

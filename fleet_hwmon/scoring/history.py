@@ -156,6 +156,16 @@ class PerformanceHistory:
                 return stats.cores, stats.memory_bytes
         return None, None
 
+    def predicted_duration_s(self, worker_id: str, task_type: str | None) -> float | None:
+        """Seconds a task of ``task_type`` is expected to run on ``worker_id``: the EWMA of its
+        successful runs' durations there, else over the fleet; ``None`` when none has ended."""
+        if task_type is None:
+            return None
+        for stats in (self.stats(worker_id, task_type), self.fleet_stats(task_type)):
+            if stats is not None and stats.duration_s is not None:
+                return stats.duration_s
+        return None
+
     def workers_of_type(self, task_type: str) -> Mapping[str, TypeStats]:
         """Worker id -> statistics of ``task_type`` there (one lookup per type for a whole fleet)."""
         return self._by_type.get(task_type, _EMPTY)
