@@ -327,18 +327,22 @@ class Simulation:
     def _settle(self) -> None:
         """After an event: which workers now have a free slot and room
         (:meth:`SimWorker.has_room_for`) for some waiting task they have the hardware for. Their
-        idle cores count as idle-while-waiting until that changes."""
+        idle cores count as idle-while-waiting until that changes, by why the policy holds that
+        task off the worker (its ``held_on``, asked again whenever it has decided since)."""
         workers = self._workers.values() if self._waiting_changed else [self._workers[w] for w in self._changed]
-        held_on = getattr(self.policy, "held_on", None)
-        if held_on is not None and self._asks != self._asks_settled:  # the policy decided: it may say otherwise
-            workers = self._workers.values()
-            self._asks_settled = self._asks
         for worker in workers:
             worker.advance(self.now)
             worker.room_type = self._room_for_waiting(worker) if worker.has_free_slot() else None
             worker.room_for_waiting = worker.room_type is not None
-            if held_on is not None:
-                worker.room_reason = held_on(worker.room_type, worker.spec.worker_id) if worker.room_type else None
+        held_on = getattr(self.policy, "held_on", None)
+        if held_on is not None:
+            if self._asks != self._asks_settled:  # the policy decided: it may say otherwise of any worker
+                workers, self._asks_settled = self._workers.values(), self._asks
+            for worker in workers:
+                if worker.room_type is not None:
+                    worker.advance(self.now)  # (the interval so far counts under the reason it had)
+                worker.room_reason = None if worker.room_type is None else held_on(worker.room_type,
+                                                                                   worker.spec.worker_id)
         self._waiting_changed = False
         self._changed.clear()
 
