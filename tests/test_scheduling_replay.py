@@ -498,6 +498,33 @@ def test_benchmark_script_quick_run(tmp_path, capsys):
     assert "<svg" in plot.read_text(encoding="utf-8")
 
 
+def test_goal_check_says_when_the_makespan_goal_is_out_of_reach_of_a_policy_doing_all_the_work():
+    spec = importlib.util.spec_from_file_location("scheduling_replay", ROOT / "benchmarks" / "scheduling_replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def means(makespan_s, bound_s, overload_worker_s):
+        return {"finished": True, "incompatible_placements": 0, "makespan_s": makespan_s, "failures": 10.0,
+                "p95_wait_s": 100.0, "overload_worker_s": overload_worker_s, "idle_while_waiting_percent": 1.0,
+                "decisions_per_placed_task": 3.0, "isolation_quiet_percent": None,
+                "makespan_lower_bound_s": bound_s}
+
+    # Least-loaded gave up on tasks and ended at 8,564 s, under the 8,980 s that doing all the
+    # work takes: 1.02x of it is out of reach, and the check says so with the bound's ratio.
+    goal = module.goal_check({"least_loaded": means(8564.0, 8980.0, 1000.0),
+                              "hardware_aware": means(9171.0, 8980.0, 600.0),
+                              "clairvoyant": means(9000.0, 8980.0, 920.0)})
+    assert goal["makespan_ratio"] == {"value": 1.071, "met": False, "bound_ratio": 1.049, "reachable": False}
+    assert goal["overload_ratio"] == {"value": 0.6, "met": True, "clairvoyant_ratio": 0.92}
+    assert "no policy that does all the work reaches 1.02x" in module._describe_goal(goal)
+    # Within reach: the bound is under 1.02x least-loaded's makespan (the clairvoyant absent).
+    goal = module.goal_check({"least_loaded": means(2843.0, 2779.0, 1000.0),
+                              "hardware_aware": means(2806.0, 2779.0, 770.0)})
+    assert goal["makespan_ratio"] == {"value": 0.987, "met": True, "bound_ratio": 0.977, "reachable": True}
+    assert "clairvoyant_ratio" not in goal["overload_ratio"] and goal["overload_ratio"]["met"] is False
+    assert "no policy" not in module._describe_goal(goal)
+
+
 def test_the_clairvoyant_reference_places_by_true_load_among_workers_with_room():
     from fleet_hwmon.replay.sim import Attempt, SimCoordinator, SimWorker
     from fleet_hwmon.replay.workload import GpuSpec, TaskSpec, WorkerSpec
