@@ -10,7 +10,8 @@ database is a real DuckDB file (its writer thread runs beside, not timed: the fi
 time of the pushing thread). It also counts the record copies (``evolve``) made per push.
 Figures are medians of ``--repeats`` interleaved rounds.
 
-Run: ``python benchmarks/bench_push_ingest.py [--workers 200] [--samples 20] [--repeats 5]``.
+Run: ``python benchmarks/bench_push_ingest.py [--quick] [--workers 200] [--samples 20] [--repeats 5]``
+(``--quick``: 100 workers, 20 samples, 3 repeats).
 The last line printed is JSON.
 """
 
@@ -78,7 +79,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=200)
     parser.add_argument("--samples", type=int, default=20, help="samples per worker per round")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="100 workers, 20 samples, 3 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.workers, args.samples, args.repeats = 100, 20, 3
     ids = [f"worker-{i:04d}" for i in range(args.workers)]
     coordinator = Coordinator()
     for worker_id in ids:

@@ -14,7 +14,8 @@ say how many of each, how many are uncounted (goal 0), whether every good sample
 and the ingest rate of the poisoned run against the clean one (goal >= 0.8x), best of
 ``--repeats`` interleaved runs, each into a fresh DuckDB file.
 
-Run: ``python benchmarks/bench_store_faults.py [--workers 1000] [--samples 20] [--repeats 2]``.
+Run: ``python benchmarks/bench_store_faults.py [--quick] [--workers 1000] [--samples 20] [--repeats 2]``
+(``--quick``: 500 workers, 20 samples, 1 repeat).
 The last line printed is JSON.
 """
 
@@ -136,7 +137,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=20, help="samples per worker (default 20)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved clean/poisoned runs (default 2)")
+    parser.add_argument("--quick", action="store_true", help="500 workers, 20 samples, 1 repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.workers, args.samples, args.repeats = 500, 20, 1
     logging.basicConfig(level=logging.CRITICAL)  # one line per reason would be logged; the figures say it all
     clean, dirty = [], []
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as folder:

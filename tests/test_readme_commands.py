@@ -124,6 +124,16 @@ def test_the_readme_has_the_commands_this_test_knows():
                for line in every_line)
 
 
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_every_benchmark_script_takes_the_quick_flag_the_readme_offers(script):
+    """The README's performance section says each script in benchmarks/ takes ``--quick``."""
+    assert "`--quick` runs in under a minute" in README.read_text(encoding="utf-8")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
+
+
 # -- running a block ------------------------------------------------------------------------------
 @dataclass
 class Block:
