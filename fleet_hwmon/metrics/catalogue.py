@@ -120,6 +120,3 @@ def markdown_list() -> str:
         rows.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    print(markdown_list())
