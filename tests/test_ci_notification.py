@@ -299,8 +299,25 @@ def test_every_http_channel_gives_up_on_a_server_that_never_answers(silent_serve
     for delivery in deliveries:
         assert not delivery.ok
         assert "ReadTimeout" in delivery.detail
+        assert delivery.attempts == 1, delivery  # a read timeout is not retried: the POST may have acted
         assert delivery.elapsed_s < 2.5, delivery
     assert total_s < 7.0
+
+
+def test_a_refused_connection_reports_the_attempts_it_made(tmp_path):
+    # Nothing listens: the connection is refused, tried again once (connect=1), then given up.
+    # The delivery says two attempts, not 0 as when the request raised and left no response.
+    url = f"http://127.0.0.1:{free_port()}"
+    config = {"webhook": {"enabled": True, "url": f"{url}/generic", "backoff_s": 0},
+              "github": {"enabled": True, "api_url": url, "repository": "acme/fleet", "token": "t0ken-value",
+                         "backoff_s": 0}}
+    deliveries = send_notifications(failing_report(), config, environ={})
+    assert [(d.channel, d.ok, d.attempts) for d in deliveries] == [("webhook", False, 2), ("github", False, 2)]
+    assert all("ConnectionError" in d.detail for d in deliveries)
+    path = tmp_path / "notify.json"
+    path.write_text(json.dumps({"webhook": config["webhook"]}))
+    done = run_cli("--test-status", "failure", "--notification-config", str(path))
+    assert done.returncode == 1 and "(2 attempt(s), " in done.stderr, done.stderr
 
 
 # --- GitHub --------------------------------------------------------------------------------------

@@ -154,8 +154,8 @@ class GitHubChannel:
                                     attempts, time.monotonic() - started)
                 steps.append(what)
         except requests.RequestException as err:
-            return Delivery(self.name, False, f"request failed: {type(err).__name__}: {err}", attempts,
-                            time.monotonic() - started)
+            return Delivery(self.name, False, f"request failed: {type(err).__name__}: {err}",
+                            attempts + http.failed_attempts(err), time.monotonic() - started)
         finally:
             session.close()
         return Delivery(self.name, True, "; ".join(steps), attempts, time.monotonic() - started)

@@ -72,11 +72,15 @@ class BoundedRetry(Retry):
         super().__init__(*args, **kwargs)
         self.deadline = deadline
         self.max_retry_after_s = max_retry_after_s
+        # Failed attempts so far, shared with the copies urllib3 makes: a request that ends in an
+        # exception has no response to read its retry history from.
+        self.failed = [0]
 
     def new(self, **kwargs: Any) -> BoundedRetry:
         fresh = super().new(**kwargs)
         fresh.deadline = self.deadline
         fresh.max_retry_after_s = self.max_retry_after_s
+        fresh.failed = self.failed
         return fresh
 
     def get_retry_after(self, response: Any) -> float | None:
@@ -84,6 +88,7 @@ class BoundedRetry(Retry):
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, *args: Any, **kwargs: Any) -> BoundedRetry:
+        self.failed[0] += 1  # urllib3 calls this once after each attempt that is not the answer
         if response is not None and error is None:
             told_s = self.get_retry_after(response) if response.status in RATE_LIMIT_STATUSES else None
             if response.status == 403 and told_s is None:
@@ -108,6 +113,11 @@ def attempts(response: requests.Response) -> int:
     """How many requests produced ``response``: 1 plus the retries urllib3 made."""
     retries = getattr(response.raw, "retries", None)
     return 1 + len(getattr(retries, "history", ()) or ())
+
+
+def failed_attempts(err: requests.RequestException) -> int:
+    """How many attempts a request that raised ``err`` made (set by :func:`request`; at least 1)."""
+    return max(1, getattr(err, "attempts", 1))
 
 
 def answer(policy: HttpPolicy, response: requests.Response, limit_chars: int = 200) -> str:
@@ -145,11 +155,20 @@ def request(policy: HttpPolicy, method: str, url: str, *, session: requests.Sess
             **kwargs: Any) -> requests.Response:
     """One HTTP call under ``policy``. Returns the final response (possibly a 429 / 5xx after the
     retries); raises ``requests.RequestException`` on timeouts, refused connections and when the
-    retry budget is spent."""
+    retry budget is spent, with the attempts it made (:func:`failed_attempts`)."""
     own = session is None
     session = session or make_session(policy)
     try:
+        retry = session.get_adapter(url).max_retries
+    except requests.RequestException:  # no adapter for the URL: the request says why, below
+        retry = None
+    before = retry.failed[0] if isinstance(retry, BoundedRetry) else None
+    try:
         return session.request(method, url, timeout=(policy.connect_timeout_s, policy.read_timeout_s), **kwargs)
+    except requests.RequestException as err:
+        if before is not None:  # each failed attempt went through the retry's increment
+            err.attempts = retry.failed[0] - before  # type: ignore[attr-defined]
+        raise
     finally:
         if own:
             session.close()

@@ -61,7 +61,7 @@ class SlackChannel:
             response = http.request(self.policy, "POST", self.url, json=self.payload(report))
         except requests.RequestException as err:
             return Delivery(self.name, False, f"request failed: {type(err).__name__}: {err}",
-                            elapsed_s=time.monotonic() - started)
+                            http.failed_attempts(err), time.monotonic() - started)
         ok = slack_accepted(response)
         detail = "delivered" if ok else f"not accepted: {http.answer(self.policy, response)}"
         return Delivery(self.name, ok, detail, http.attempts(response), time.monotonic() - started)
@@ -96,7 +96,7 @@ class WebhookChannel:
             response = http.request(self.policy, "POST", self.url, json=self.payload(report), headers=self.headers)
         except requests.RequestException as err:
             return Delivery(self.name, False, f"request failed: {type(err).__name__}: {err}",
-                            elapsed_s=time.monotonic() - started)
+                            http.failed_attempts(err), time.monotonic() - started)
         ok = 200 <= response.status_code < 300
         detail = "delivered" if ok else http.answer(self.policy, response)
         return Delivery(self.name, ok, detail, http.attempts(response), time.monotonic() - started)
