@@ -321,6 +321,19 @@ def test_a_stopped_server_releases_its_port_and_registry() -> None:
         again.stop()
 
 
+def test_an_empty_address_serves_on_every_ipv4_interface() -> None:
+    from fleet_hwmon.metrics import start_metrics_server
+
+    snapshot = FleetSnapshot(utc_now(), store={"pending_rows": 3})
+    server = start_metrics_server(lambda: snapshot, 0, "", registry=CollectorRegistry())
+    try:
+        assert server.addr == "0.0.0.0"
+        local = f"http://127.0.0.1:{server.port}/metrics"
+        assert parse(fetch(local))[key("fleet_hwmon_store_pending_rows")] == 3
+    finally:
+        server.stop()
+
+
 def test_the_endpoint_answers_prometheus_in_the_text_format_gzipped() -> None:
     from fleet_hwmon.metrics import start_metrics_server
 

@@ -91,7 +91,9 @@ def text_format_app(registry: CollectorRegistry) -> Callable:
 
 def _serve(app: Callable, addr: str, port: int) -> tuple[ThreadingWSGIServer, threading.Thread]:
     class Server(ThreadingWSGIServer):
-        address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
+        # IPv4 or IPv6 as the address is; "" is every IPv4 interface (the socket module's
+        # convention), which getaddrinfo cannot resolve.
+        address_family = socket.AF_INET if addr == "" else socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
 
     server = make_server(addr, port, app, Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="fleet-hwmon-metrics", daemon=True)
@@ -106,7 +108,8 @@ def start_metrics_server(source: Callable[[], FleetSnapshot], port: int, addr: s
     ``registry``: where the collector is registered (default: a new one serving only the
     fleet's metrics; pass ``prometheus_client.REGISTRY`` to serve the process's default
     metrics too). ``addr`` is 127.0.0.1 by default: bind another address
-    only where the scraper needs it.
+    only where the scraper needs it (``""`` or ``"0.0.0.0"``: every IPv4 interface, ``"::"``:
+    every interface where the system serves IPv4 on IPv6 sockets).
 
     Raises ``ValueError`` for a port outside 0-65535, ``OSError`` naming the address when the
     port cannot be bound (in use, say), ``ValueError`` when the registry already holds these
