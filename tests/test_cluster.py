@@ -42,7 +42,8 @@ except ImportError:
 pytestmark = pytest.mark.cluster
 needs_distributed = pytest.mark.skipif(
     not HAVE_DISTRIBUTED,
-    reason="Dask distributed is not installed (pip install 'fleet-hwmon[cluster]'); cluster tests skipped")
+    reason="Dask distributed is not installed (pip install '.[cluster]' in the project's folder); "
+           "cluster tests skipped")
 
 SAMPLE_INTERVAL_S = 0.2
 UPDATE_INTERVAL_S = 0.5  # >= Dask's heartbeat interval (0.5 s up to 10 workers)
@@ -408,8 +409,8 @@ print(json.dumps({{"rc": rc, "rc_cluster": rc_cluster, "missing": missing,
     assert result["rc"] == 0  # the embedded demo ran
     assert "1 tasks completed" in proc.stdout
     assert result["rc_cluster"] == 2 and not result["loaded"]
-    assert "pip install 'fleet-hwmon[cluster]'" in result["missing"]
-    assert "pip install 'fleet-hwmon[cluster]'" in proc.stderr
+    assert "pip install '.[cluster]' in the project's folder" in result["missing"]
+    assert "pip install '.[cluster]' in the project's folder" in proc.stderr
 
 
 @needs_distributed

@@ -28,7 +28,8 @@ except ImportError:
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
     not HAVE_DISTRIBUTED,
-    reason="Dask distributed is not installed (pip install 'fleet-hwmon[cluster]'); cluster tests skipped")]
+    reason="Dask distributed is not installed (pip install '.[cluster]' in the project's folder); "
+           "cluster tests skipped")]
 
 
 def test_local_cluster_demo_runs_every_task_and_stores_tasks_samples_and_decisions(tmp_path):

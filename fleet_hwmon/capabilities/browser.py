@@ -160,7 +160,8 @@ def probe_browser(
         from selenium.webdriver.chrome.service import Service
     except ImportError as err:
         return interpret_probe(None, browser_version=None, flags=flags,
-                               error=f"selenium is not installed ({err}); pip install 'fleet-hwmon[browser]'")
+                               error=f"selenium is not installed ({err}); "
+                                     "pip install '.[browser]' in the project's folder")
 
     # Selenium Manager would otherwise try to download a driver or browser when one is missing.
     os.environ.setdefault("SE_OFFLINE", "true")

@@ -36,7 +36,7 @@ __all__ = [
     "require_distributed",
 ]
 
-INSTALL_HINT = "pip install 'fleet-hwmon[cluster]'"
+INSTALL_HINT = "pip install '.[cluster]' in the project's folder"
 
 _LAZY = {
     "ClusterCoordinator": "fleet_hwmon.cluster.coordinator",

@@ -1,5 +1,5 @@
 """Prometheus exposition of the fleet: a collector reading snapshots at scrape time, and its
-HTTP endpoint. Needs the ``metrics`` extra (``pip install 'fleet-hwmon[metrics]'``) for the
+HTTP endpoint. Needs the ``metrics`` extra (``pip install '.[metrics]'`` in the project's folder) for the
 collector and the server; the snapshot and tally modules need nothing beyond the package."""
 
 from fleet_hwmon.metrics.catalogue import METRICS, MetricSpec, exposed_names, markdown_list
@@ -39,6 +39,6 @@ def start_metrics_server(*args, **kwargs):
     try:
         from fleet_hwmon.metrics.server import start_metrics_server as start
     except ImportError as err:
-        raise ImportError("the metrics endpoint needs prometheus_client: pip install 'fleet-hwmon[metrics]'") \
-            from err
+        raise ImportError("the metrics endpoint needs prometheus_client: "
+                          "pip install '.[metrics]' in the project's folder") from err
     return start(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Any service Apprise knows (``urls``: a list of Apprise URLs, usually ``${ENV_VAR}`` references).
 
-Optional: needs ``pip install 'fleet-hwmon[notify]'``; without Apprise the channel reports a failure
+Optional: needs ``pip install '.[notify]'`` in the project's folder; without Apprise the channel reports a failure
 saying so. Apprise applies its own connect / read timeouts (``?cto=`` / ``?rto=`` in the URL).
 """
 
@@ -38,7 +38,8 @@ class AppriseChannel:
         try:
             import apprise
         except ImportError:
-            return Delivery(self.name, False, "apprise is not installed (pip install 'fleet-hwmon[notify]')")
+            return Delivery(self.name, False,
+                            "apprise is not installed (pip install '.[notify]' in the project's folder)")
         if not self.urls:
             return Delivery(self.name, False, "no urls configured")
         notifier = apprise.Apprise()
