@@ -5,7 +5,7 @@ Public names: :class:`HardwareCapabilityDetector`, :class:`HardwareType`, :class
 :class:`WorkerHardwareCapabilities`. The parts live in ``fleet_hwmon.capabilities``; this module
 composes them and offers a command line::
 
-    python hardware_capability_detector.py [--worker-id ID] [--db-path X] [--browsers] [--json]
+    python hardware_capability_detector.py [--worker-id ID] [--db-path X] [--browsers] [--browser-path PATH] [--json]
 
 Example::
 

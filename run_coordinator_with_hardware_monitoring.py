@@ -3,7 +3,8 @@
     python run_coordinator_with_hardware_monitoring.py [--num-workers 3] [--num-tasks 10]
         [--duration 60] [--max-tasks-per-worker 2] [--db-path ./hardware_metrics.duckdb]
         [--report hardware_utilization_report.html] [--export-json PATH] [--seed 0]
-        [--monitoring-level standard] [--quiet] [--cluster {none,local}] [--scheduler-address tcp://HOST:PORT]
+        [--monitoring-level standard] [--update-interval 1.0] [--quiet] [--cluster {none,local}]
+        [--scheduler-address tcp://HOST:PORT]
         [--metrics-port PORT]
 
 Workers are embedded slices of this machine with different hardware profiles (CPU-only and
@@ -21,11 +22,11 @@ scheduler was lost during the run (the report written), 2 when it could not run 
 With ``--cluster local`` (``--num-workers`` Dask worker processes on this machine) or
 ``--scheduler-address tcp://HOST:PORT`` (an existing Dask cluster) the workers are Dask workers
 that measure their own hosts and run the tasks themselves; see docs/cluster.md. That needs the
-``cluster`` extra: ``pip install 'fleet-hwmon[cluster]'``.
+``cluster`` extra: ``pip install '.[cluster]'`` in the project's folder.
 
 With ``--metrics-port PORT`` the coordinator serves Prometheus metrics at
 ``http://127.0.0.1:PORT/metrics`` while the demo runs (0: a free port; the URL is printed
-first). That needs the ``metrics`` extra: ``pip install 'fleet-hwmon[metrics]'``.
+first). That needs the ``metrics`` extra: ``pip install '.[metrics]'`` in the project's folder.
 """
 
 from __future__ import annotations

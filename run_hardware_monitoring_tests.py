@@ -4,11 +4,15 @@
 Usage::
 
     python run_hardware_monitoring_tests.py [--verbose] [--run-long-tests] [--db-path PATH]
-        [--html-report PATH] [--junit-xml PATH] [--results-db PATH] [pytest args ... | -- pytest args]
+        [--html-report PATH] [--junit-xml PATH] [--results-db PATH] [--summary-json PATH]
+        [--mode quick|standard|full|long|comprehensive] [--quick] [--comprehensive] [--reruns N]
+        [--flaky-window M] [--run-id ID] [--ci-integration] [pytest args ... | -- pytest args]
 
 Each run adds a ``test_runs`` row and one ``test_results`` row per test to ``--results-db``
-(default ``$BENCHMARK_DB_PATH`` when set). The exit status is pytest's; 5 means no test was
-collected. The logic lives in :mod:`fleet_hwmon.ci.runner`.
+(default ``$BENCHMARK_DB_PATH`` when set). The exit status has one meaning each: 0 every test
+passed, 1 a test failed, 2 a usage error (nothing ran), 3 a setup failure (pytest's internal
+error, or the results database could not be written), 5 no test was collected, 130
+interrupted; docs/ci.md has the table. The logic lives in :mod:`fleet_hwmon.ci.runner`.
 """
 
 from __future__ import annotations
