@@ -176,6 +176,20 @@ def test_c06c_physical_cores_unknown(tmp_path, monkeypatch):
     assert "cpus: 4 logical" in summary(caps)
 
 
+@pytest.mark.parametrize("max_mhz, expected", [(0.0, None), (3600.0, 3600.0)])
+def test_a_maximum_frequency_the_host_does_not_report_is_unknown(monkeypatch, max_mhz, expected):
+    # A VM's psutil.cpu_freq() often gives max 0.0 with a current figure: the maximum is then
+    # unknown, not the current frequency (which moves with the load) under the maximum's name.
+    from fleet_hwmon.capabilities import cpu
+
+    monkeypatch.setattr(cpu._psutil, "cpu_freq", lambda: SimpleNamespace(current=2445.4, min=0.0, max=max_mhz))
+    cpu.probe_cpu_static.cache_clear()
+    try:
+        assert cpu.probe_cpu_static("/nonexistent/cpuinfo", "Linux").frequency_max_mhz == expected
+    finally:
+        cpu.probe_cpu_static.cache_clear()
+
+
 # -- NVIDIA GPUs through fake NVML ------------------------------------------------------------
 def test_two_different_gpus_identified_by_uuid(tmp_path):
     small, big = rtx_3060(), rtx_4090()

@@ -133,8 +133,9 @@ def probe_cpu_static(cpuinfo_path: str = "/proc/cpuinfo", system: str | None = N
     frequency = None
     try:
         freq = _psutil.cpu_freq()
-        # VMs often report max 0.0: unknown, not zero
-        frequency = (freq.max or freq.current or None) if freq is not None else None
+        # VMs often report max 0.0: unknown, not zero, and not the current frequency either
+        # (that one moves with the load and the power state)
+        frequency = (freq.max or None) if freq is not None else None
     except (AttributeError, NotImplementedError, OSError, RuntimeError):
         frequency = None
     return CpuStatic(vendor=vendor, model=model or "unknown", architecture=platform.machine() or "unknown",
