@@ -183,6 +183,35 @@ def test_c03c_new_nic_contributes_nothing_until_its_second_reading():
     assert out["nics"] == (NicIO("eth0", 1000.0, 0.0), NicIO("tun0", 400.0, 100.0))
 
 
+def test_loopback_traffic_is_left_out_of_the_totals_but_listed_per_nic():
+    # Local connections show on lo as equal bytes sent and received: not the host's network.
+    class Flagged(NicPsutil):
+        def net_if_stats(self) -> dict[str, Any]:
+            return {"eth0": types.SimpleNamespace(flags="up,broadcast,running"),
+                    "lo": types.SimpleNamespace(flags="up,loopback,running")}
+
+    fake = Flagged({"eth0": (1000, 1000), "lo": (5000, 5000)})
+    source, t0 = network_source(fake)
+    fake.nics.update(eth0=(1300, 1100), lo=(45_000, 45_000))
+    out = source.read(t0 + 1.0)
+    assert (out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"]) == (300.0, 100.0)
+    assert out["nics"] == (NicIO("eth0", 300.0, 100.0), NicIO("lo", 40_000.0, 40_000.0))
+
+
+def test_loopback_is_known_by_name_where_psutil_reports_no_flags():
+    class Unflagged(NicPsutil):
+        def net_if_stats(self) -> dict[str, Any]:
+            return {}  # no stats of these NICs: their names decide
+
+    fake = Unflagged({"en0": (0, 0), "lo0": (0, 0), "Loopback Pseudo-Interface 1": (0, 0), "lo": (0, 0),
+                      "lowpan0": (0, 0)})
+    source, t0 = network_source(fake)
+    fake.nics.update({"en0": (10, 20), "lo0": (900, 900), "Loopback Pseudo-Interface 1": (900, 900),
+                      "lo": (900, 900), "lowpan0": (5, 0)})
+    out = source.read(t0 + 1.0)
+    assert (out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"]) == (15.0, 20.0)
+
+
 def test_c03_reset_is_none_never_zero_or_negative(caplog):
     fake = NicPsutil({"eth0": (1_000_000, 500)})
     source, t0 = network_source(fake)

@@ -45,9 +45,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("fleet_hwmon_worker_disk_write_bytes_per_second", "gauge", W,
                "Disk write rate over the last sampling interval, all disks."),
     MetricSpec("fleet_hwmon_worker_network_receive_bytes_per_second", "gauge", W,
-               "Network receive rate over the last sampling interval, all interfaces."),
+               "Network receive rate over the last sampling interval, all interfaces but loopback."),
     MetricSpec("fleet_hwmon_worker_network_transmit_bytes_per_second", "gauge", W,
-               "Network send rate over the last sampling interval, all interfaces."),
+               "Network send rate over the last sampling interval, all interfaces but loopback."),
     MetricSpec("fleet_hwmon_worker_last_sample_timestamp_seconds", "gauge", W,
                "When the latest sample was taken, Unix time on the coordinator's clock (a worker's clock off by "
                "more than 1 s is corrected by its estimated offset)."),

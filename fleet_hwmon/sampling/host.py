@@ -253,7 +253,12 @@ class DiskSource:
 
 class NetworkSource:
     """Send/receive rates from ``psutil.net_io_counters(pernic=True)``, per NIC then summed, so a
-    vanished NIC stops contributing and a wrap or reset never becomes a negative spike (C03)."""
+    vanished NIC stops contributing and a wrap or reset never becomes a negative spike (C03).
+
+    The totals leave out loopback interfaces (``psutil.net_if_stats()`` flags ``loopback``; by
+    name where the flags are not reported: ``lo``, ``lo0``, Windows' "Loopback Pseudo-Interface"):
+    their traffic never leaves the host, and counted in, every local connection would show as
+    equal sent and received bytes. The per-NIC rows (``per_nic``) still list them."""
 
     name = "network"
 
@@ -261,16 +266,32 @@ class NetworkSource:
         self._ps = psutil
         self._per_nic = per_nic
         self._rates = CounterRates()
+        self._loopback: dict[str, bool] = {}  # NIC name -> loopback, learnt when the name is first seen
         self._io_counters(time.monotonic())  # reference point, so the first sample has a rate
 
     def _io_counters(self, now_s: float) -> dict[str, tuple[float | None, ...]]:
         counters = self._ps.net_io_counters(pernic=True) or {}
         return self._rates.update({k: (v.bytes_recv, v.bytes_sent) for k, v in counters.items()}, now_s)
 
+    def _is_loopback(self, nic: str) -> bool:
+        found = self._loopback.get(nic)
+        if found is None:
+            try:
+                flags = getattr(self._ps.net_if_stats().get(nic), "flags", None)
+            except (AttributeError, OSError, RuntimeError):  # no such function, or it cannot read
+                flags = None
+            if flags is not None:
+                found = "loopback" in str(flags).split(",")
+            else:
+                found = nic == "lo" or (nic.startswith("lo") and nic[2:].isdigit()) or "loopback" in nic.lower()
+            self._loopback[nic] = found
+        return found
+
     def read(self, now_s: float) -> dict[str, Any]:
         rates = self._io_counters(now_s)
         out: dict[str, Any] = {}
-        out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"] = summed(rates, 2)
+        external = {nic: r for nic, r in rates.items() if not self._is_loopback(nic)}
+        out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"] = summed(external, 2)
         if self._per_nic:
             out["nics"] = tuple(NicIO(name, r, s) for name, (r, s) in sorted(rates.items()))
         return out
