@@ -517,10 +517,11 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
 
     def export_metrics_to_json(self, path: str) -> Path:
         """Write strict JSON (no NaN): status, summary, in-memory samples, tasks, alerts."""
+        summary = self._summary()  # first: reading the store writes what it holds, so the status counts it
         return write_json(path, {
             "generated_at": utc_now(),
             "status": self.status(),
-            "summary": self._summary(),
+            "summary": summary,
             "samples": self.get_historical_metrics(),
             "tasks": self.get_task_history(),
             "alerts": self.get_alerts(),
@@ -529,8 +530,9 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
     def generate_html_report(self, path: str) -> Path:
         """A self-contained HTML summary of this worker: resources, tasks, alerts."""
         from fleet_hwmon.reports.render import render_to_file  # Jinja2: loaded for reports only
+        summary = self._summary()  # first, as in export_metrics_to_json
         return render_to_file("monitor_summary.html.j2", path, generated_at=utc_now(), status=self.status(),
-                              summary=self._summary(), tasks=self.get_task_history(),
+                              summary=summary, tasks=self.get_task_history(),
                               alerts=self.get_alerts(), current=self.get_current_metrics())
 
 

@@ -498,6 +498,9 @@ class TestHardwareUtilizationMonitor:
         stored = db_rows(str(db), "SELECT count(*) AS n, min(worker_id) AS w FROM resource_utilization")[0]
         assert stored["w"] == "cli-worker" and stored["n"] >= len(data["samples"]) >= 2
         assert "cli-worker" in "".join(parse_html(out_html).text)
+        # The export's status counts the rows its own summary read back: none left unwritten.
+        assert data["status"]["db_written_rows"]["resource_utilization"] == data["summary"]["samples"] == stored["n"]
+        assert data["status"]["store"]["pending_rows"] == 0
 
     def test_command_line_bad_level_and_locked_file(self, db_path, capsys):
         with pytest.raises(SystemExit):
