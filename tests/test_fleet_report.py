@@ -597,3 +597,15 @@ def test_browser_screenshot_is_not_blank_and_has_no_js_errors(report, tmp_path):
     if keep:  # a copy to look at: FLEET_REPORT_SCREENSHOT=/tmp/report.png pytest -m browser
         Path(keep).write_bytes(png)
     assert not math.isnan(ink)
+
+
+def test_worker_memory_is_the_measured_bytes_where_the_stated_gib_is_their_rounding():
+    from fleet_hwmon.reports.fleet_data import _hardware
+
+    exact = 25_276_194_816  # 23.54 GiB stated by the worker's capabilities, rounded to 2 places
+    assert _hardware({"memory": {"total_gb": 23.54}}, {"total_memory_bytes": exact}, {})["memory_bytes"] == exact
+    assert _hardware({"memory": {"total_gb": 23.54}}, {}, {"memory_total_bytes": exact})["memory_bytes"] == exact
+    # A statement the measurement does not round to stands, in whole bytes; so does one alone.
+    assert _hardware({"memory": {"total_gb": 64}}, {"total_memory_bytes": exact}, {})["memory_bytes"] == 64 * 2**30
+    assert _hardware({"memory": {"total_gb": 23.54}}, {}, {})["memory_bytes"] == round(23.54 * 2**30)
+    assert _hardware({}, {}, {})["memory_bytes"] is None

@@ -355,9 +355,14 @@ def _hardware(caps: Mapping[str, Any], cap_row: Mapping[str, Any], latest: Mappi
     if cores is None:
         cores = finite(cap_row.get("cpu_count")) or finite(latest.get("cpu_count_effective"))
     memory = caps.get("memory") if isinstance(caps.get("memory"), Mapping) else {}
-    memory_bytes = finite(memory.get("total_gb"))
-    memory_bytes = memory_bytes * 2**30 if memory_bytes is not None else (
-        finite(cap_row.get("total_memory_bytes")) or finite(latest.get("memory_total_bytes")))
+    stated_gib = finite(memory.get("total_gb"))
+    measured = finite(cap_row.get("total_memory_bytes")) or finite(latest.get("memory_total_bytes"))
+    # The stated figure is GiB rounded (to 2 places by the embedded workers): the measured bytes
+    # win where they round to it, else the statement stands, in whole bytes.
+    if stated_gib is None or (measured is not None and abs(measured / 2**30 - stated_gib) <= 0.006):
+        memory_bytes = measured
+    else:
+        memory_bytes = float(round(stated_gib * 2**30))
     gpus = [g for g in map(_gpu_entry, caps.get("gpus") or []) if g]
     if not gpus and isinstance(caps.get("gpu"), Mapping) and caps["gpu"]:
         gpus = [g for g in [_gpu_entry(caps["gpu"])] if g]
