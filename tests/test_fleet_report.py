@@ -83,7 +83,7 @@ def populate(store):
         task_id=XSS_TASK, worker_id="w-gpu", start_time=T0 + timedelta(seconds=5),
         end_time=T0 + timedelta(seconds=45), duration_s=40.0, success=False, error=XSS_ERROR, task_type="gpu-train",
         sample_count=4, peak_cpu_percent=95.0, mean_cpu_percent=95.0, peak_gpu_utilization_percent=53.0,
-        mean_gpu_utilization_percent=51.5, simulated_fields=("gpus",)))
+        mean_gpu_utilization_percent=51.5, process_gpu_memory_peak_bytes=2 * 2**30, simulated_fields=("gpus",)))
     store.append("hardware_alerts", HardwareAlert(
         alert_id="a1", worker_id="w-gpu", resource="cpu", severity=AlertSeverity.CRITICAL, state=AlertState.FIRING,
         value=95.0, threshold=95.0, timestamp=T0 + timedelta(seconds=10), task_id=XSS_TASK,
@@ -402,7 +402,8 @@ def test_simulated_label_only_where_simulated_fields_say_so(report):
     workers_labels = {(first, column) for section, first, column in labelled if section == "workers"}
     assert workers_labels == {("w-gpu", "Hardware"), ("w-gpu", "GPU now")}
     task_labels = {(first, column) for section, first, column in labelled if section == "tasks"}
-    assert task_labels == {(XSS_TASK, "GPU peak / mean"), (XSS_TASK, "Process GPU memory"), (XSS_TASK, "Process GPU")}
+    # Its process GPU memory was simulated; its process GPU utilization is unknown (n/a), not simulated.
+    assert task_labels == {(XSS_TASK, "GPU peak / mean"), (XSS_TASK, "Process GPU memory")}
     metric_labels = {first for section, first, _ in labelled if section == "metrics"}
     assert metric_labels and all(label.startswith("GPU") for label in metric_labels)
     assert html.count(">simulated<") == len(labelled)

@@ -520,7 +520,9 @@ def _tasks(reader: _Reader) -> dict[str, Any]:
         task["hardware_events"] = list(task.get("hardware_events") or [])
         task["hardware_verdict"] = hardware_verdict(task.get("success"), task["hardware_events"])
         task["simulated_fields"] = list(task.get("simulated_fields") or [])
-        task["simulated"] = simulated_task_columns(task["simulated_fields"])
+        # A column of the row with no value was not simulated: it is unknown, and says so alone.
+        task["simulated"] = [c for c in simulated_task_columns(task["simulated_fields"])
+                             if c not in task or task[c] is not None]
     out["rows"] = rows
     out["shown"] = len(rows)
     return out
