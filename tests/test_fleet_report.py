@@ -610,3 +610,13 @@ def test_worker_memory_is_the_measured_bytes_where_the_stated_gib_is_their_round
     assert _hardware({"memory": {"total_gb": 64}}, {"total_memory_bytes": exact}, {})["memory_bytes"] == 64 * 2**30
     assert _hardware({"memory": {"total_gb": 23.54}}, {}, {})["memory_bytes"] == round(23.54 * 2**30)
     assert _hardware({}, {}, {})["memory_bytes"] is None
+
+
+def test_the_metrics_table_summarises_measurements_only():
+    from fleet_hwmon.reports.fleet_metrics import METRICS
+
+    names = {m.name for m in METRICS}
+    # Bookkeeping (a clock reading, the clock's correction) and identifiers (a GPU's index, an
+    # Xid code) have no meaningful mean or maximum.
+    assert not names & {"monotonic_s", "clock_offset_s", "gpu_index", "gpu_last_xid"}
+    assert {"cpu_percent", "memory_used_bytes", "net_recv_bytes_per_s", "gpu_xid_count"} <= names

@@ -18,7 +18,10 @@ from fleet_hwmon.sample import GpuUtilization, ResourceUtilization
 from fleet_hwmon.store.schema import record_columns
 
 _NUMERIC_SQL = ("DOUBLE", "BIGINT")
-_SKIP_GPU = {"index"}  # an identifier, not a measurement
+# Not measurements: a clock reading and the worker clock's correction (sample bookkeeping), a GPU's
+# index and the code of its last Xid error (identifiers: their mean or max means nothing).
+_SKIP_SAMPLE = {"monotonic_s", "clock_offset_s"}
+_SKIP_GPU = {"index", "last_xid"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def _guard(expr: str, sql_type: str) -> str:
 def _build_catalogue() -> tuple[Metric, ...]:
     metrics = []
     for column in record_columns(ResourceUtilization):
-        if column.kind == "scalar" and column.sql_type in _NUMERIC_SQL:
+        if column.kind == "scalar" and column.sql_type in _NUMERIC_SQL and column.name not in _SKIP_SAMPLE:
             metrics.append(Metric(column.name, _guard(f'"{column.name}"', column.sql_type), unit_of(column.name),
                                   frozenset({column.name})))
     for column in record_columns(GpuUtilization):
