@@ -478,9 +478,14 @@ def test_simulated_label_on_charts_metrics_and_alerts_only_where_simulated(store
 
 def test_scheduler_values_read_as_text_and_tasks_per_worker_once(report, store, tmp_path):
     data, html, _ = report
+    latency = {"count": 1, "sum": 0.0002, "p50": 0.0002, "p99": 0.0002, "buckets": [["0.0001", 0], ["0.001", 1]]}
     data = build_report_data(store, scheduler_stats={"resource_aware": True, "paused": False, "decisions": 1,
-                                                     "tasks_per_worker": {"w-cpu": 1, "w-gone": 2}})
+                                                     "tasks_per_worker": {"w-cpu": 1, "w-gone": 2},
+                                                     "decision_latency_s": latency})
     html = render_fleet_report(data, tmp_path / "stats.html").read_text()
+    # A histogram reads as its figures in a table, not as raw JSON; its buckets stay in the export.
+    assert "&#34;buckets&#34;" not in html and '"buckets"' not in html and ">Decision latency s<" in html
+    assert data["scheduler"]["stats"]["raw"]["decision_latency_s"]["buckets"] == latency["buckets"]
     tables = parse(html)
     cards = dict(re.findall(r'<div class="label">([^<]*)</div>\s*<div class="value">([^<]*)</div>', html))
     assert cards["resource aware"] == "yes" and cards["paused"] == "no" and cards["decisions"] == "1"

@@ -663,7 +663,9 @@ def _count_order(item: tuple[str, Any]) -> tuple:
 
 
 def _scheduler_stats(stats: Mapping | None) -> dict[str, Any]:
-    """Split the integration's statistics into scalars and tables (mappings of counts)."""
+    """Split the integration's statistics into scalars and tables (mappings of counts; of a
+    mapping that also holds lists, such as a latency histogram's buckets, its figures alone:
+    the lists stay in ``raw``, for the JSON export)."""
     plain = _plain(stats) if stats is not None else {}
     if not isinstance(plain, dict):
         plain = {"value": plain}
@@ -671,9 +673,14 @@ def _scheduler_stats(stats: Mapping | None) -> dict[str, Any]:
     for key, value in plain.items():
         if value is None or isinstance(value, (str, int, float, bool, datetime)):
             scalars[key] = value
-        elif isinstance(value, dict) and all(v is None or isinstance(v, (str, int, float, bool))
-                                             for v in value.values()):
-            tables[key] = sorted(value.items(), key=_count_order)
+        elif isinstance(value, dict):
+            figures = [(k, v) for k, v in value.items() if v is None or isinstance(v, (str, int, float, bool))]
+            if len(figures) == len(value):
+                tables[key] = sorted(figures, key=_count_order)
+            elif figures:
+                tables[key] = figures
+            else:
+                other[key] = value
         else:
             other[key] = value
     return {"given": stats is not None, "raw": plain, "scalars": scalars, "tables": tables, "other": other}
