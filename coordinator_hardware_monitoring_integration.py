@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping
 from fleet_hwmon.alerts import parse_thresholds
 from fleet_hwmon.clock_offset import ClockOffsets
 from fleet_hwmon.clocks import WallClockStepDetector
+from fleet_hwmon.durations import MAX_INTERVAL_S, checked_seconds
 from fleet_hwmon.metrics.snapshot import FleetSnapshot, fleet_snapshot
 from fleet_hwmon.metrics.tally import TaskTally
 from fleet_hwmon.compat import earlier_export_keys, earlier_view, narrowed
@@ -116,8 +117,7 @@ class CoordinatorHardwareMonitoringIntegration:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], datetime] = utc_now, accept_unknown_workers: bool = False,
                  worker_history_s: float = 600.0) -> None:
-        if update_interval_seconds <= 0:
-            raise ValueError("update_interval_seconds must be positive")
+        update_interval_seconds = checked_seconds("update_interval_seconds", update_interval_seconds, MAX_INTERVAL_S)
         self.coordinator = coordinator
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         self.enable_resource_aware_scheduling = enable_resource_aware_scheduling

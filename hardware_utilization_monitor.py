@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import math
 import os
 import socket
 import sys
@@ -52,6 +51,7 @@ from fleet_hwmon.alerts import (
 )
 from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.compat import EarlierMonitorNames
+from fleet_hwmon.durations import MAX_DURATION_S, MAX_INTERVAL_S, checked_seconds, seconds_argument
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
 from fleet_hwmon.metrics import port_argument
@@ -125,9 +125,7 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
         self.worker_id = worker_id or socket.gethostname()
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
-        if not isinstance(interval, (int, float)) or interval <= 0:
-            raise ValueError(f"interval_seconds must be a positive number, got {interval_seconds!r}")
-        self.interval_seconds = float(interval)
+        self.interval_seconds = checked_seconds("interval_seconds", interval, MAX_INTERVAL_S)
         self.db_path = db_path
         self._tracker = AlertTracker(parse_thresholds(alert_thresholds), alert_margin_percent)
         self._state_alerts = StateAlerts()
@@ -592,9 +590,11 @@ def _serve_metrics(monitor: HardwareUtilizationMonitor, port: int) -> Any:
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sample this machine's hardware utilization.")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds to sample (default 10)")
+    parser.add_argument("--duration", type=seconds_argument(MAX_DURATION_S, zero=True), default=10.0,
+                        help="seconds to sample (default 10)")
     parser.add_argument("--level", default="standard", choices=[lv.value for lv in MonitoringLevel])
-    parser.add_argument("--interval", type=float, default=None, help="seconds between samples")
+    parser.add_argument("--interval", type=seconds_argument(MAX_INTERVAL_S), default=None,
+                        help="seconds between samples")
     parser.add_argument("--worker-id", default=None, help="worker name (default: host name)")
     parser.add_argument("--db-path", default="hardware_metrics.duckdb")
     parser.add_argument("--export-json", default=None, metavar="PATH")
@@ -603,8 +603,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=port_argument, default=None, metavar="PORT",
                         help="serve Prometheus metrics on 127.0.0.1:PORT while sampling (0: any free port)")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if not (math.isfinite(args.duration) and args.duration >= 0):
-        parser.error(f"--duration must be a number of seconds, 0 or more, not {args.duration}")
     problem = unwritable_option([("--export-json", args.export_json), ("--html-report", args.html_report)])
     if problem:  # found now, not after the sampling
         parser.error(problem)

@@ -45,6 +45,7 @@ from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonit
 from fleet_hwmon.coordinator.coordinator import Coordinator
 from fleet_hwmon.coordinator.embedded import EmbeddedWorker
 from fleet_hwmon.demo.fleet import build_tasks, build_workers
+from fleet_hwmon.durations import MAX_DURATION_S, MAX_INTERVAL_S, seconds_argument
 from fleet_hwmon.lifecycle import Terminated, sigterm_interrupts
 from fleet_hwmon.metrics import port_argument
 from fleet_hwmon.reports.jsonio import unwritable_option
@@ -61,13 +62,15 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db-path", default="./hardware_metrics.duckdb", help="DuckDB file to write")
     parser.add_argument("--num-workers", type=int, default=3, help="workers in the fleet")
     parser.add_argument("--num-tasks", type=int, default=10, help="tasks to run")
-    parser.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
+    parser.add_argument("--duration", type=seconds_argument(MAX_DURATION_S), default=60.0,
+                        help="stop after this many seconds")
     parser.add_argument("--max-tasks-per-worker", type=int, default=2, help="tasks a worker runs at once")
     parser.add_argument("--report", default="hardware_utilization_report.html", help="HTML report to write")
     parser.add_argument("--export-json", default=None, metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and of tie-breaking")
     parser.add_argument("--monitoring-level", default="standard", choices=[lv.value for lv in MonitoringLevel])
-    parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between worker samples")
+    parser.add_argument("--update-interval", type=seconds_argument(MAX_INTERVAL_S), default=1.0,
+                        help="seconds between worker samples")
     parser.add_argument("--quiet", action="store_true", help="no live view; print only where results are")
     parser.add_argument("--cluster", choices=["none", "local"], default="none",
                         help="local: run the workers as a Dask LocalCluster of --num-workers processes")
@@ -79,8 +82,6 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     for name in ("num_workers", "num_tasks", "max_tasks_per_worker"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.duration <= 0 or args.update_interval <= 0:
-        parser.error("--duration and --update-interval must be positive")
     if args.scheduler_address is not None and not args.scheduler_address.strip():
         parser.error("--scheduler-address is empty: name a scheduler (tcp://HOST:PORT) or leave it out")
     problem = unwritable_option([("--report", args.report), ("--export-json", args.export_json)])

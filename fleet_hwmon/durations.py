@@ -1,0 +1,41 @@
+"""Durations that people give (sampling intervals, run lengths): finite, positive and bounded.
+
+NaN passes a ``<= 0`` check and would make a sampling loop spin; a huge figure overflows the
+platform's clock arithmetic in ``Event.wait`` and ``time.sleep``, killing the thread that waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+MAX_INTERVAL_S = 86_400.0  # a day between two samples
+MAX_DURATION_S = 366 * 86_400.0  # a year of running
+
+
+def checked_seconds(name: str, value: object, maximum_s: float, *, zero: bool = False) -> float:
+    """``value`` as float seconds when it is a finite number above 0 (at least 0 with ``zero``)
+    and at most ``maximum_s``; else ``ValueError`` naming ``name`` and the allowed range."""
+    seconds = math.nan if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero) or seconds > maximum_s:
+        low = "0 or more" if zero else "above 0"
+        raise ValueError(f"{name} must be a number of seconds, {low} and at most {maximum_s:,.0f}, not {value!r}")
+    return seconds
+
+
+def seconds_argument(maximum_s: float, *, zero: bool = False) -> Callable[[str], float]:
+    """An ``argparse`` type for seconds (see :func:`checked_seconds`); argparse names the option."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        try:
+            return checked_seconds("the value", value, maximum_s, zero=zero)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).replace("the value must be", "must be")) from None
+
+    parse.__name__ = "seconds"  # argparse says "invalid seconds value" for an unparsable one
+    return parse
