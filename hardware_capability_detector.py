@@ -323,17 +323,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--browser-path", help="browser executable for --browsers")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     args = parser.parse_args(argv)
-    with HardwareCapabilityDetector(worker_id=args.worker_id, db_path=args.db_path,
-                                    browser_executable_path=args.browser_path) as detector:
+    import duckdb
+
+    from fleet_hwmon.store import StoreError
+
+    not_stored: Exception | None = None
+    detector = HardwareCapabilityDetector(worker_id=args.worker_id, db_path=args.db_path,
+                                          browser_executable_path=args.browser_path)
+    try:
         caps = (detector.detect_all_capabilities_with_browsers() if args.browsers
                 else detector.detect_all_capabilities())
         if args.db_path:
-            detector.store_capabilities(caps)
+            try:
+                detector.store_capabilities(caps)
+            except (StoreError, duckdb.Error, OSError) as err:  # the detection still stands: printed below
+                not_stored = err
         if args.json:
             print(json.dumps({**caps.to_dict(), "coordinator": detector.to_coordinator_capabilities(caps)},
                              indent=2, allow_nan=False))
         else:
             print(printable(summary(caps), multiline=True))  # GPU and CPU names as the hardware gives them
+    finally:
+        try:
+            detector.close()
+        except (StoreError, duckdb.Error, OSError) as err:
+            not_stored = not_stored or err
+    if not_stored is not None:
+        print(f"error: the capabilities were detected but not stored in {args.db_path}: "
+              f"{printable(str(not_stored))}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -510,3 +510,16 @@ def test_cli_json_and_summary(db_path, capsys):
     assert main(["--worker-id", "cli-worker"]) == 0
     out = capsys.readouterr().out
     assert "worker cli-worker" in out and "fingerprint:" in out
+
+
+@pytest.mark.parametrize("make_path", [
+    lambda tmp: tmp,  # a folder
+    lambda tmp: (tmp / "text.duckdb").write_text("not a database") and tmp / "text.duckdb",
+])
+def test_cli_an_unusable_database_still_prints_the_detection_and_exits_2(tmp_path, capsys, make_path):
+    path = make_path(tmp_path)
+    assert main(["--worker-id", "cli-worker", "--db-path", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["worker_id"] == "cli-worker"  # what was detected is not lost
+    assert err.startswith(f"error: the capabilities were detected but not stored in {path}: ")
+    assert "Traceback" not in err and str(path) in err.splitlines()[0]
