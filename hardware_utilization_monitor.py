@@ -29,6 +29,7 @@ import argparse
 import collections
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -606,8 +607,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     problem = unwritable_option([("--export-json", args.export_json), ("--html-report", args.html_report)])
     if problem:  # found now, not after the sampling
         parser.error(problem)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    utc = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    utc.converter = time.gmtime  # the times of the samples, the reports and the database are UTC too
+    handler.setFormatter(utc)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, handlers=[handler])
     try:
         monitor = HardwareUtilizationMonitor(args.worker_id, args.db_path, args.level, args.interval)
         monitor.register_alert_callback(lambda alert: log.warning("ALERT %s", alert.message))
@@ -616,20 +620,31 @@ def main(argv: Iterable[str] | None = None) -> int:
     except (StoreError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stopped_by: int | None = None  # the signal that ended the sampling early
     try:
         with lifecycle.sigterm_interrupts():  # SIGTERM stops early as Ctrl-C does: every sample kept
             time.sleep(args.duration)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as err:
+        stopped_by = signal.SIGTERM if isinstance(err, lifecycle.Terminated) else signal.SIGINT
     if server is not None:
         server.stop()
     monitor._stop_sampling()  # every figure below then describes the same, final set of samples
-    if args.export_json:
-        monitor.export_metrics_to_json(args.export_json)
-    if args.html_report:
-        monitor.generate_html_report(args.html_report)
-    summary, current = monitor._summary(), monitor.get_current_metrics()
+    import duckdb  # (the sampling ran without it when no database was asked for)
+
+    try:
+        if args.export_json:
+            monitor.export_metrics_to_json(args.export_json)
+        if args.html_report:
+            monitor.generate_html_report(args.html_report)
+        summary, current = monitor._summary(), monitor.get_current_metrics()
+    except (StoreError, duckdb.Error) as err:  # found only when read: a damaged file, a value it cannot hold
+        monitor.stop_monitoring()
+        print(f"error: {_store_problem(args.db_path, err)}", file=sys.stderr)
+        return 2
     monitor.stop_monitoring()
+    if stopped_by is not None:
+        print(f"{'terminated' if stopped_by == signal.SIGTERM else 'interrupted'}: sampling stopped early; "
+              f"every sample taken is kept", file=sys.stderr)
     if not args.quiet:
         print(f"worker {printable(monitor.worker_id)}: {summary.get('samples', 0)} samples in {args.db_path}")
         if current is not None:
@@ -639,7 +654,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         for path in (args.export_json, args.html_report):
             if path:
                 print(f"  wrote {path}")
-    return 0
+    return 0 if stopped_by is None else 128 + stopped_by
+
+
+def _store_problem(db_path: str, err: BaseException) -> str:
+    """One line for a store error met after the sampling (the damaged-file advice when it is that)."""
+    from fleet_hwmon.store.opening import damaged_file_error, is_damaged
+
+    if isinstance(err, StoreError):
+        return str(err)
+    return str(damaged_file_error(db_path, err)) if is_damaged(err) else f"metrics database {db_path!r}: {err}"
 
 
 if __name__ == "__main__":

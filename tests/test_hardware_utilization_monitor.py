@@ -532,6 +532,36 @@ def test_module_runs_as_a_script(tmp_path):
     assert 2 <= reported <= count  # the summary is taken just before the last ticks are flushed
 
 
+@pytest.mark.parametrize("signum, status, word", [(2, 130, "interrupted"), (15, 143, "terminated")])
+def test_a_stopped_run_keeps_its_samples_and_says_how_it_ended(tmp_path, signum, status, word):
+    # Ctrl-C (or a job runner's SIGTERM) ends the sampling early: the samples are stored, the
+    # exit status says which signal ended it (128 + its number), as the demo's does.
+    pytest.importorskip("prometheus_client")  # --metrics-port prints the line that says sampling began
+    from tests.interrupt import interrupt_after_dispatch
+
+    db = tmp_path / "stopped.duckdb"
+    code, _out, err = interrupt_after_dispatch(
+        [sys.executable, str(ROOT / "hardware_utilization_monitor.py"), "--duration", "60", "--interval", "0.05",
+         "--db-path", str(db), "--metrics-port", "0", "--quiet"], "metrics: ", signum=signum, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert code == status, err
+    assert f"{word}: sampling stopped early; every sample taken is kept" in err and "Traceback" not in err
+    assert db_rows(str(db), "SELECT count(*) AS n FROM resource_utilization")[0]["n"] >= 1
+
+
+def test_a_database_found_cut_short_after_the_sampling_is_one_clear_error(tmp_path, capsys):
+    whole = tmp_path / "whole.duckdb"
+    assert main(["--duration", "0.3", "--interval", "0.05", "--db-path", str(whole), "--quiet"]) == 0
+    cut = tmp_path / "cut.duckdb"
+    cut.write_bytes(whole.read_bytes()[:300_000])  # its last blocks lost (a copy cut short, a full disk)
+    assert whole.stat().st_size > 300_000
+    capsys.readouterr()
+    assert main(["--duration", "0.2", "--interval", "0.05", "--db-path", str(cut), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: metrics database {str(cut)!r} is damaged and cannot be used")
+    assert f"mv {cut} {cut}.damaged" in err and "Traceback" not in err
+
+
 class TestLazyAlertThreadAndWallClock:
     def test_push_only_monitor_without_callbacks_starts_no_alert_thread(self):
         def alert_threads() -> set[str]:

@@ -51,14 +51,17 @@ def damaged_file_error(path: str, err: BaseException) -> StoreError:
 
 def translate_error(path: str, err: BaseException) -> StoreError:
     """A DuckDB error met while opening ``path`` as the product's error."""
-    if _is_damaged(err):
+    if is_damaged(err):
         return damaged_file_error(path, err)
     return StoreError(f"cannot open metrics database {path!r}: {err}")
 
 
-def _is_damaged(err: BaseException) -> bool:
+def is_damaged(err: BaseException) -> bool:
+    """Whether a DuckDB error says the file is damaged (a bad checksum, not a database, or cut
+    short: a block past the end of the file, found only when it is read)."""
     text = str(err).lower()
-    return "corrupt" in text or "checksum" in text or "not a valid duckdb database" in text
+    return ("corrupt" in text or "checksum" in text or "not a valid duckdb database" in text
+            or "could not read enough bytes" in text)
 
 
 def connect(path: str) -> duckdb.DuckDBPyConnection:
