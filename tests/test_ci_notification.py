@@ -492,6 +492,27 @@ def test_unset_secret_names_the_variable_and_fails(tmp_path):
     assert "environment variable(s) not set: HWMON_TEST_UNSET_HOOK" in done.stderr
 
 
+def test_a_section_of_an_unknown_type_is_a_configuration_error_before_anything_is_sent(tmp_path, httpserver):
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"slack": {"enabled": True, "webhook_url": httpserver.url_for("/ok")},
+                                  "pigeon": {"enabled": True}}))
+    for status in ("success", "failure"):  # whatever the run's status: not "skipped", not sent
+        done = run_cli("--test-status", status, "--notification-config", str(config))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "channel 'pigeon': unknown type 'pigeon'" in done.stderr
+    assert httpserver.log == []
+
+
+def test_a_dry_run_says_which_unset_variables_a_real_run_would_fail_on(tmp_path):
+    config = tmp_path / "notify.json"
+    config.write_text(json.dumps({"slack": {"enabled": True, "webhook_url": "${HWMON_TEST_UNSET_HOOK}"}}))
+    done = run_cli("--test-status", "failure", "--notification-config", str(config), "--dry-run", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert ("dry run: 1 message(s) shown; a real run would fail: environment variable(s) not set: "
+            "HWMON_TEST_UNSET_HOOK") in done.stdout
+
+
 def test_no_enabled_channel_is_a_dry_run_that_says_so():
     done = run_cli("--test-status", "failure", "--notification-config", str(ROOT / "notification_config.json"))
     assert done.returncode == 0, done.stderr

@@ -43,8 +43,12 @@ class Plan:
 
 
 def plan_channels(config: Mapping[str, Any], requested: Sequence[str] | None) -> Plan:
-    """Which sections to use. Raises :class:`ConfigError` for a requested name with no section."""
+    """Which sections to use. Raises :class:`ConfigError` for a requested name with no section,
+    and for a section of an unknown type (any section: a typo is found before anything is sent,
+    whatever the run's status)."""
     sections = channel_sections(config)
+    for name, section in sections.items():
+        _kind(name, section)
     if requested:
         unknown = [name for name in requested if name not in sections]
         if unknown:
@@ -126,7 +130,12 @@ def send_notifications(report: RunReport, config: Mapping[str, Any], *, channels
                     out(describe(outgoing, redactor))
                 if not messages:
                     out(f"--- {name}: nothing to send (no commit and no pull request)")
-                deliveries.append(Delivery(name, True, f"dry run: {len(messages)} message(s) shown", skipped=True))
+                unset: list[str] = []
+                resolve(dict(section), environ, redactor, unset, keep_unresolved=True)
+                warning = (f"; a real run would fail: environment variable(s) not set: {', '.join(sorted(set(unset)))}"
+                           if unset else "")
+                deliveries.append(Delivery(name, True, f"dry run: {len(messages)} message(s) shown{warning}",
+                                           skipped=True))
                 continue
             delivery = channel.send(report)
         except (ConfigError, ValueError) as err:
