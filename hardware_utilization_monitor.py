@@ -52,6 +52,7 @@ from fleet_hwmon.alerts import (
 )
 from fleet_hwmon.clocks import WallClockStepDetector
 from fleet_hwmon.compat import EarlierMonitorNames
+from fleet_hwmon.domains import valid_text
 from fleet_hwmon.durations import MAX_DURATION_S, MAX_INTERVAL_S, checked_seconds, seconds_argument
 from fleet_hwmon.levels import MonitoringLevel
 from fleet_hwmon.logutil import RateLimitedLogger
@@ -123,7 +124,8 @@ class HardwareUtilizationMonitor(EarlierMonitorNames):
                  wall_clock: Callable[[], datetime] = utc_now,
                  clock: Callable[[], float] = time.monotonic,
                  clock_steps: WallClockStepDetector | None = None) -> None:
-        self.worker_id = worker_id or socket.gethostname()
+        # As its samples store it: undecodable bytes (lone surrogates) become U+FFFD (fleet_hwmon.domains).
+        self.worker_id = valid_text(worker_id or socket.gethostname())
         self.monitoring_level = MonitoringLevel.parse(monitoring_level)
         interval = self.monitoring_level.default_interval_s if interval_seconds is None else interval_seconds
         self.interval_seconds = checked_seconds("interval_seconds", interval, MAX_INTERVAL_S)

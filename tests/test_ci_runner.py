@@ -403,3 +403,16 @@ def test_a_test_id_holding_markup_is_text_in_the_html_report(tmp_path):
              if "col-testId" in cell]
     assert cells == ['<td class="col-testId">test_tiny.py::test_markup[&lt;img src=x '
                      'onerror=&quot;document.title=1&quot;&gt;]</td>']
+
+
+def test_a_results_database_path_duckdb_cannot_open_is_a_usage_error_before_any_test_runs(tmp_path):
+    # A name with a byte that is not UTF-8 is a valid Linux path, but DuckDB cannot open it: the
+    # runner says so at once (exit 2) instead of running the suite and failing to record it.
+    suite = make_suite(tmp_path / "suite")
+    db = os.fsdecode(bytes(tmp_path) + b"/results-\xff.duckdb")
+    done = subprocess.run([sys.executable, str(ROOT / "run_hardware_monitoring_tests.py"), "--results-db", db,
+                           str(suite)], cwd=ROOT, capture_output=True, timeout=120)
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, err
+    assert "--results-db: the path has bytes that are not UTF-8" in err and "nothing was run" in err
+    assert b"passed" not in done.stdout and not os.path.exists(db)

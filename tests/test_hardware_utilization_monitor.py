@@ -562,6 +562,15 @@ def test_a_database_found_cut_short_after_the_sampling_is_one_clear_error(tmp_pa
     assert f"mv {cut} {cut}.damaged" in err and "Traceback" not in err
 
 
+def test_a_worker_id_with_an_undecodable_byte_is_stored_and_summarised_as_its_samples_have_it(tmp_path):
+    db = tmp_path / "ids.duckdb"
+    raw = os.fsdecode(b"worker-\xff")  # a byte that is not UTF-8, as a Linux argument can carry one
+    assert main(["--duration", "0.3", "--interval", "0.05", "--worker-id", raw, "--db-path", str(db),
+                 "--quiet"]) == 0
+    stored = db_rows(str(db), "SELECT DISTINCT worker_id FROM resource_utilization")
+    assert stored == [{"worker_id": "worker-\ufffd"}]
+
+
 class TestLazyAlertThreadAndWallClock:
     def test_push_only_monitor_without_callbacks_starts_no_alert_thread(self):
         def alert_threads() -> set[str]:

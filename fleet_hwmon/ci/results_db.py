@@ -126,6 +126,16 @@ class TestRun:
         return max(0.0, (self.finished_at - self.started_at).total_seconds())
 
 
+def path_problem(path: str | Path) -> str | None:
+    """Why DuckDB cannot take ``path`` whatever the file system says, else ``None``: a name with
+    bytes that are not UTF-8 (Python keeps them as lone surrogates; DuckDB takes UTF-8 only)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "the path has bytes that are not UTF-8, and DuckDB opens UTF-8 paths only: rename it"
+    return None
+
+
 @contextmanager
 def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the results database; a locked or unreadable file raises :class:`ResultsDatabaseError`
@@ -133,6 +143,9 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     path = str(path)
     if not path.strip():
         raise ResultsDatabaseError(path, "the path is empty (an unset variable, say $BENCHMARK_DB_PATH?)")
+    problem = path_problem(path)
+    if problem:
+        raise ResultsDatabaseError(path, problem)
     file = Path(path)
     if read_only and not file.exists():
         raise ResultsDatabaseError(path, "no such file (no run has been recorded there yet)")

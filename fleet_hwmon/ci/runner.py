@@ -30,7 +30,7 @@ from ..printable import printable
 from ..reports.jsonio import unwritable_option
 from . import ci_env, github_output, results_db
 from .recorder import ResultRecorder
-from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, record_run
+from .results_db import DEFAULT_RESULTS_DB, ResultsDatabaseError, TestRun, path_problem, record_run
 
 #: quick: no long, browser or cluster test; standard / full: the default suite (full is the CI
 #: script's label for "with the HTML report"); long / comprehensive: the default suite plus the long tests.
@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = ns.run_id or new_run_id()
     problem = unwritable_option([("--junit-xml", ns.junit_xml), ("--html-report", ns.html_report),
                                  ("--summary-json", ns.summary_json), ("--results-db", ns.results_db)])
+    if not problem and ns.results_db and path_problem(ns.results_db):
+        problem = f"--results-db: {printable(path_problem(ns.results_db))}"
     if problem:  # found now, not after the tests ran (pytest would crash writing it, and record nothing)
         print(f"run_hardware_monitoring_tests: {problem}; nothing was run", file=sys.stderr)
         return EXIT_USAGE
