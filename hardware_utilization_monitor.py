@@ -614,20 +614,26 @@ def main(argv: Iterable[str] | None = None) -> int:
     utc.converter = time.gmtime  # the times of the samples, the reports and the database are UTC too
     handler.setFormatter(utc)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, handlers=[handler])
-    try:
-        monitor = HardwareUtilizationMonitor(args.worker_id, args.db_path, args.level, args.interval)
-        monitor.register_alert_callback(lambda alert: log.warning("ALERT %s", alert.message))
-        monitor.start_monitoring()
-        server = None if args.metrics_port is None else _serve_metrics(monitor, args.metrics_port)
-    except (StoreError, ValueError, ImportError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    monitor: HardwareUtilizationMonitor | None = None
+    server = None
     stopped_by: int | None = None  # the signal that ended the sampling early
     try:
-        with lifecycle.sigterm_interrupts():  # SIGTERM stops early as Ctrl-C does: every sample kept
+        with lifecycle.sigterm_interrupts():  # from the start, SIGTERM stops early as Ctrl-C does: every sample kept
+            try:
+                monitor = HardwareUtilizationMonitor(args.worker_id, args.db_path, args.level, args.interval)
+                monitor.register_alert_callback(lambda alert: log.warning("ALERT %s", alert.message))
+                monitor.start_monitoring()
+                server = None if args.metrics_port is None else _serve_metrics(monitor, args.metrics_port)
+            except (StoreError, ValueError, ImportError, OSError) as err:
+                if monitor is not None:
+                    monitor.stop_monitoring()
+                print(f"error: {err}", file=sys.stderr)
+                return 2
             time.sleep(args.duration)
     except KeyboardInterrupt as err:
         stopped_by = signal.SIGTERM if isinstance(err, lifecycle.Terminated) else signal.SIGINT
+        if monitor is None:  # stopped while it was opening: nothing sampled, nothing to keep
+            return 128 + stopped_by
     if server is not None:
         server.stop()
     monitor._stop_sampling()  # every figure below then describes the same, final set of samples

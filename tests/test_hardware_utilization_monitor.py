@@ -536,15 +536,25 @@ def test_module_runs_as_a_script(tmp_path):
 def test_a_stopped_run_keeps_its_samples_and_says_how_it_ended(tmp_path, signum, status, word):
     # Ctrl-C (or a job runner's SIGTERM) ends the sampling early: the samples are stored, the
     # exit status says which signal ended it (128 + its number), as the demo's does.
-    pytest.importorskip("prometheus_client")  # --metrics-port prints the line that says sampling began
-    from tests.interrupt import interrupt_after_dispatch
+    pytest.importorskip("prometheus_client")  # its endpoint says when the first sample is in
+    import urllib.request
 
     db = tmp_path / "stopped.duckdb"
-    code, _out, err = interrupt_after_dispatch(
-        [sys.executable, str(ROOT / "hardware_utilization_monitor.py"), "--duration", "60", "--interval", "0.05",
-         "--db-path", str(db), "--metrics-port", "0", "--quiet"], "metrics: ", signum=signum, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert code == status, err
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "hardware_utilization_monitor.py"), "--duration", "120", "--interval", "0.05",
+         "--db-path", str(db), "--metrics-port", "0", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        url = proc.stdout.readline().removeprefix("metrics: ").strip()
+        deadline = time.monotonic() + 60
+        while b"fleet_hwmon_worker_last_sample_timestamp_seconds{" not in urllib.request.urlopen(url).read():
+            assert time.monotonic() < deadline, "no sample within 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
     assert f"{word}: sampling stopped early; every sample taken is kept" in err and "Traceback" not in err
     assert db_rows(str(db), "SELECT count(*) AS n FROM resource_utilization")[0]["n"] >= 1
 
