@@ -40,6 +40,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 from coordinator_hardware_monitoring_integration import CoordinatorHardwareMonitoringIntegration
 from fleet_hwmon.coordinator.coordinator import Coordinator
@@ -149,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             from fleet_hwmon.cluster.demo import build_cluster_coordinator
 
+            if args.scheduler_address:
+                address = args.scheduler_address.strip()
+                # A port out of range is found now, not after Dask's connect timeout (30 s).
+                _ = urlsplit(address if "://" in address else f"tcp://{address}").port
+                if not args.quiet:
+                    print(f"connecting to the Dask scheduler at {address} (Dask waits up to 30 s) ...",
+                          file=sys.stderr, flush=True)
             coordinator = build_cluster_coordinator(args)
         except (ImportError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)

@@ -93,7 +93,8 @@ def test_a_stopped_local_cluster_demo_cancels_on_the_workers_and_still_reports(t
     assert (tmp_path / "demo.html").is_file()
 
 
-@pytest.mark.parametrize("address", ["bogus", "http://127.0.0.1:8786", "tcp://127.0.0.1:abc", ""])
+@pytest.mark.parametrize("address", ["bogus", "http://127.0.0.1:8786", "tcp://127.0.0.1:abc", "",
+                                     "tcp://127.0.0.1:99999"])
 def test_a_malformed_scheduler_address_is_one_clear_error(tmp_path, address):
     """Exit status 2 and one line naming the address, as for a scheduler that cannot be reached;
     an empty address is refused rather than read as no address."""
