@@ -323,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--browser-path", help="browser executable for --browsers")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     args = parser.parse_args(argv)
+    if args.browser_path is not None and not (os.path.isfile(args.browser_path)
+                                              and os.access(args.browser_path, os.X_OK)):
+        parser.error(f"--browser-path {printable(args.browser_path)}: not an executable file")
     import duckdb
 
     from fleet_hwmon.store import StoreError

@@ -523,3 +523,13 @@ def test_cli_an_unusable_database_still_prints_the_detection_and_exits_2(tmp_pat
     assert json.loads(out)["worker_id"] == "cli-worker"  # what was detected is not lost
     assert err.startswith(f"error: the capabilities were detected but not stored in {path}: ")
     assert "Traceback" not in err and str(path) in err.splitlines()[0]
+
+
+@pytest.mark.parametrize("make_path", [lambda tmp: tmp / "missing", lambda tmp: tmp,
+                                       lambda tmp: (tmp / "text").write_text("x") and tmp / "text"])
+def test_cli_a_browser_path_that_is_not_an_executable_is_a_usage_error(tmp_path, capsys, make_path):
+    path = make_path(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--browsers", "--browser-path", str(path)])
+    assert exit_.value.code == 2
+    assert f"--browser-path {path}: not an executable file" in capsys.readouterr().err
