@@ -78,22 +78,25 @@ KEEP_RUNS="${HWMON_CI_KEEP_RUNS:-10}"
 ARTIFACTS_ROOT="${HWMON_CI_ARTIFACTS_DIR:-$ROOT/ci_artifacts}"
 PYTEST_ARGS=()
 
+# An option's value is the next word, unless that is another option (`--mode --no-checks`).
+needs_value() { [[ $# -ge 2 && "$2" != --* ]] || die "$1 needs a value"; }
+
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --mode) [[ $# -ge 2 ]] || die "--mode needs a value"; MODE="$2"; shift 2 ;;
+        --mode) needs_value "$@"; MODE="$2"; shift 2 ;;
         --mode=*) MODE="${1#*=}"; shift ;;
         --quick) MODE="quick"; shift ;;
         --comprehensive) MODE="comprehensive"; shift ;;
-        --python) [[ $# -ge 2 ]] || die "--python needs a value"; PYTHON_CMD="$2"; shift 2 ;;
+        --python) needs_value "$@"; PYTHON_CMD="$2"; shift 2 ;;
         --python=*) PYTHON_CMD="${1#*=}"; shift ;;
         --no-venv) USE_VENV=0; shift ;;
         --no-checks) RUN_CHECKS=0; shift ;;
         --ci-integration) CI_INTEGRATION=1; shift ;;
         --generate-badge) GENERATE_BADGE=1; shift ;;
         --send-notifications) SEND_NOTIFICATIONS=1; shift ;;
-        --notify-channels) [[ $# -ge 2 ]] || die "--notify-channels needs a value"; NOTIFY_CHANNELS="$2"; shift 2 ;;
-        --keep-runs) [[ $# -ge 2 ]] || die "--keep-runs needs a value"; KEEP_RUNS="$2"; shift 2 ;;
-        --artifacts-dir) [[ $# -ge 2 ]] || die "--artifacts-dir needs a value"; ARTIFACTS_ROOT="$2"; shift 2 ;;
+        --notify-channels) needs_value "$@"; NOTIFY_CHANNELS="$2"; shift 2 ;;
+        --keep-runs) needs_value "$@"; KEEP_RUNS="$2"; shift 2 ;;
+        --artifacts-dir) needs_value "$@"; ARTIFACTS_ROOT="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
         *) die "unknown option: $1 (see --help)" ;;
@@ -104,7 +107,7 @@ case "$MODE" in
     quick|standard|full|long|comprehensive) ;;
     *) die "--mode must be quick, standard, full, long or comprehensive, not '$MODE'" ;;
 esac
-[[ "$KEEP_RUNS" =~ ^[1-9][0-9]*$ ]] || die "--keep-runs must be a positive whole number, not '$KEEP_RUNS'"
+[[ "$KEEP_RUNS" =~ ^[1-9][0-9]{0,5}$ ]] || die "--keep-runs must be a whole number from 1 to 999999, not '$KEEP_RUNS'"
 
 # Test paths after -- are relative to where the script was started; pytest runs from the repository.
 for i in "${!PYTEST_ARGS[@]}"; do

@@ -112,6 +112,14 @@ def test_usage_errors_and_help(tmp_path):
     bad = run_script(tmp_path, "--mode", "nightly")
     assert bad.returncode == 2 and "--mode must be quick, standard, full, long or comprehensive" in bad.stderr
     assert run_script(tmp_path, "--bogus").returncode == 2
+    # An option whose value is missing (the next word is another option) is refused at once,
+    # before any environment is made; so is a count too large to mean anything.
+    for args, message in [(("--mode", "--no-checks"), "--mode needs a value"),
+                          (("--python", "--no-checks"), "--python needs a value"),
+                          (("--keep-runs", "99999999999999999999999"), "--keep-runs must be a whole number from 1")]:
+        done = run_script(tmp_path, *args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_a_missing_test_path_is_a_usage_error_that_records_nothing(tmp_path):
