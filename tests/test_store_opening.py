@@ -140,3 +140,13 @@ def test_an_empty_file_is_a_new_database(db_path):
     result = run_monitor_cli(db_path)
     assert result.returncode == 0, result.stderr
     assert rows_in(db_path) >= 1
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/self/status"), reason="needs Linux's /proc")
+def test_an_empty_file_that_cannot_be_replaced_is_a_store_error_naming_it():
+    # A file of /proc reads as empty (0 bytes) and cannot be removed: not a new database.
+    path = "/proc/self/status"
+    with pytest.raises(StoreError, match=r"cannot open metrics database '/proc/self/status': it is empty and "
+                                         r"cannot be replaced by a database"):
+        connect(path)
+    assert Path(path).exists()

@@ -69,7 +69,11 @@ def connect(path: str) -> duckdb.DuckDBPyConnection:
     :class:`StoreLockedError` or :class:`StoreError` (see the module docstring)."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         log.info("%s is empty (0 bytes): starting a new metrics database in it", path)
-        os.remove(path)
+        try:
+            os.remove(path)
+        except OSError as err:  # (a file of /proc or /sys reads as empty)
+            raise StoreError(f"cannot open metrics database {path!r}: it is empty and cannot be replaced by a "
+                             f"database ({err.strerror or err})") from err
     wal = path + ".wal"
     replayed = os.path.exists(wal) and os.path.getsize(wal) > 0
     try:
