@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import jsonschema
 import pytest
 
@@ -166,6 +167,23 @@ def test_cli_missing_database_is_an_error_unless_allowed(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert ET.fromstring((out / "status.svg").read_text()).get("aria-label") == "tests: unknown"
     assert f"status: unknown (no results database at {missing})" in allowed.stdout
+
+
+def test_cli_a_database_of_another_kind_is_an_error_not_no_run_yet(tmp_path):
+    # The metrics database given by mistake: it has tables, none of them test runs.
+    metrics = tmp_path / "hardware_metrics.duckdb"
+    with duckdb.connect(str(metrics)) as con:
+        con.execute("CREATE TABLE resource_utilization (worker_id VARCHAR)")
+    out = tmp_path / "badges"
+    done = subprocess.run([sys.executable, str(ROOT / "generate_status_badge.py"), "--db", str(metrics),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (f"generate_status_badge: results database {str(metrics)!r}: not a test results "
+                           "database: it has no test_runs table (its tables: resource_utilization)\n")
+    assert not out.exists()
+    empty = tmp_path / "empty.duckdb"  # a database with no table at all is still "no run yet"
+    duckdb.connect(str(empty)).close()
+    assert get_test_status(empty)["reason"] == "no run recorded yet"
 
 
 # --- headless Chromium -----------------------------------------------------------------------

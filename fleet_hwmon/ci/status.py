@@ -50,6 +50,13 @@ def get_test_status(db_path: str | Path, days: float = 1, now: datetime | None =
         result["reason"] = f"no results database at {db_path}"
         return result
     with results_db.connect(db_path, read_only=True) as con:
+        if not results_db.has_runs_table(con):
+            tables = [name for (name,) in con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY table_name LIMIT 6").fetchall()]
+            if tables:  # another kind of database (the metrics one, say): not "no run yet"
+                raise results_db.ResultsDatabaseError(
+                    str(db_path), f"not a test results database: it has no test_runs table (its tables: "
+                                  f"{', '.join(tables)})")
         latest = results_db.latest_run(con) if results_db.has_runs_table(con) else None
         runs = results_db.runs_since(con, since) if latest else []
     if latest is None:
