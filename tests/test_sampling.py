@@ -200,8 +200,8 @@ def test_loopback_traffic_is_left_out_of_the_totals_but_listed_per_nic():
 
 def test_loopback_is_known_by_name_where_psutil_reports_no_flags():
     class Unflagged(NicPsutil):
-        def net_if_stats(self) -> dict[str, Any]:
-            return {}  # no stats of these NICs: their names decide
+        def net_if_stats(self) -> dict[str, Any]:  # as psutil on Windows: every NIC's flags are ""
+            return {name: types.SimpleNamespace(flags="") for name in self.nics}
 
     fake = Unflagged({"en0": (0, 0), "lo0": (0, 0), "Loopback Pseudo-Interface 1": (0, 0), "lo": (0, 0),
                       "lowpan0": (0, 0)})

@@ -280,7 +280,7 @@ class NetworkSource:
                 flags = getattr(self._ps.net_if_stats().get(nic), "flags", None)
             except (AttributeError, OSError, RuntimeError):  # no such function, or it cannot read
                 flags = None
-            if flags is not None:
+            if flags:  # (psutil on Windows gives "" for every NIC: the names decide there)
                 found = "loopback" in str(flags).split(",")
             else:
                 found = nic == "lo" or (nic.startswith("lo") and nic[2:].isdigit()) or "loopback" in nic.lower()
