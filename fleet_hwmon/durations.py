@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable
 
 MAX_INTERVAL_S = 86_400.0  # a day between two samples
@@ -15,9 +16,10 @@ MAX_DURATION_S = 366 * 86_400.0  # a year of running
 
 
 def checked_seconds(name: str, value: object, maximum_s: float, *, zero: bool = False) -> float:
-    """``value`` as float seconds when it is a finite number above 0 (at least 0 with ``zero``)
-    and at most ``maximum_s``; else ``ValueError`` naming ``name`` and the allowed range."""
-    seconds = math.nan if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    """``value`` (any real number but a bool: an int, a float, a numpy scalar, a Fraction) as
+    float seconds when it is finite, above 0 (at least 0 with ``zero``) and at most
+    ``maximum_s``; else ``ValueError`` naming ``name`` and the allowed range."""
+    seconds = math.nan if isinstance(value, bool) or not isinstance(value, numbers.Real) else float(value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero) or seconds > maximum_s:
         low = "0 or more" if zero else "above 0"
         raise ValueError(f"{name} must be a number of seconds, {low} and at most {maximum_s:,.0f}, not {value!r}")

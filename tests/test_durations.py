@@ -4,6 +4,7 @@ with one clear message, by the library and by the command lines."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 
@@ -27,6 +28,10 @@ def test_checked_seconds_takes_whole_and_fractional_seconds_and_zero_when_allowe
     assert checked_seconds("x", 5, 10.0) == 5.0 and isinstance(checked_seconds("x", 5, 10.0), float)
     assert checked_seconds("x", 0.25, 10.0) == 0.25 and checked_seconds("x", 10.0, 10.0) == 10.0
     assert checked_seconds("x", 0, 10.0, zero=True) == 0.0
+    # Any real number a caller may hold: numpy scalars, fractions.
+    np = pytest.importorskip("numpy")
+    assert checked_seconds("x", np.int64(5), 10.0) == 5.0 and checked_seconds("x", np.float32(0.5), 10.0) == 0.5
+    assert checked_seconds("x", Fraction(1, 4), 10.0) == 0.25
 
 
 @pytest.mark.parametrize("value", [math.nan, 1e308, 0.0])
