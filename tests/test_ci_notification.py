@@ -318,6 +318,10 @@ def test_a_refused_connection_reports_the_attempts_it_made(tmp_path):
     path.write_text(json.dumps({"webhook": config["webhook"]}))
     done = run_cli("--test-status", "failure", "--notification-config", str(path))
     assert done.returncode == 1 and "(2 attempt(s), " in done.stderr, done.stderr
+    # A URL that never went out (no scheme) made no attempt at all.
+    [unsent] = send_notifications(failing_report(), {"webhook": {"enabled": True, "url": "example.com/hook"}},
+                                  environ={})
+    assert (unsent.ok, unsent.attempts) == (False, 0) and "MissingSchema" in unsent.detail
 
 
 # --- GitHub --------------------------------------------------------------------------------------

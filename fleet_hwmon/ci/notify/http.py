@@ -116,8 +116,9 @@ def attempts(response: requests.Response) -> int:
 
 
 def failed_attempts(err: requests.RequestException) -> int:
-    """How many attempts a request that raised ``err`` made (set by :func:`request`; at least 1)."""
-    return max(1, getattr(err, "attempts", 1))
+    """How many attempts a request that raised ``err`` made (set by :func:`request`): 0 when it
+    never went out (a URL without a scheme, say)."""
+    return getattr(err, "attempts", 0)
 
 
 def answer(policy: HttpPolicy, response: requests.Response, limit_chars: int = 200) -> str:
