@@ -633,6 +633,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         stopped_by = signal.SIGTERM if isinstance(err, lifecycle.Terminated) else signal.SIGINT
         if monitor is None:  # stopped while it was opening: nothing sampled, nothing to keep
+            print(f"{'terminated' if stopped_by == signal.SIGTERM else 'interrupted'} while opening: nothing sampled",
+                  file=sys.stderr)
             return 128 + stopped_by
     if server is not None:
         server.stop()

@@ -144,6 +144,18 @@ class WorkerSampling:
         self.push_all()
 
 
+def _connect_wait() -> str:
+    """How long Dask waits for a scheduler (``distributed.comm.timeouts.connect``), in words."""
+    try:
+        import dask
+        import distributed  # noqa: F401  (its defaults join Dask's configuration on import)
+        from dask.utils import parse_timedelta
+
+        return f"Dask waits up to {parse_timedelta(dask.config.get('distributed.comm.timeouts.connect'), 's'):g} s"
+    except (ImportError, KeyError, TypeError, ValueError):  # no Dask (said next), or a setting it cannot read
+        return "Dask waits up to its connect timeout"
+
+
 def run(args: argparse.Namespace) -> int:
     use_cluster = args.cluster != "none" or args.scheduler_address is not None
     if use_cluster:
@@ -152,10 +164,10 @@ def run(args: argparse.Namespace) -> int:
 
             if args.scheduler_address:
                 address = args.scheduler_address.strip()
-                # A port out of range is found now, not after Dask's connect timeout (30 s).
+                # A port out of range is found now, not after Dask's connect timeout.
                 _ = urlsplit(address if "://" in address else f"tcp://{address}").port
                 if not args.quiet:
-                    print(f"connecting to the Dask scheduler at {address} (Dask waits up to 30 s) ...",
+                    print(f"connecting to the Dask scheduler at {address} ({_connect_wait()}) ...",
                           file=sys.stderr, flush=True)
             coordinator = build_cluster_coordinator(args)
         except (ImportError, OSError) as err:

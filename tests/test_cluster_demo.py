@@ -154,3 +154,18 @@ def test_a_lost_scheduler_ends_the_demo_with_its_tasks_recorded(tmp_path):
     assert len(outcomes) == 40, outcomes
     assert not [o for o in outcomes if o[1] == "cancelled"], outcomes  # nobody cancelled them
     assert (tmp_path / "demo.html").is_file()
+
+
+def test_the_connecting_line_gives_dasks_own_connect_timeout(monkeypatch):
+    from run_coordinator_with_hardware_monitoring import _connect_wait
+
+    assert _connect_wait() == "Dask waits up to 30 s"  # distributed's default
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "3s")
+    import dask
+
+    dask.config.refresh()
+    try:
+        assert _connect_wait() == "Dask waits up to 3 s"
+    finally:
+        monkeypatch.delenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT")
+        dask.config.refresh()
