@@ -547,7 +547,8 @@ def test_a_stopped_run_keeps_its_samples_and_says_how_it_ended(tmp_path, signum,
     try:
         url = proc.stdout.readline().removeprefix("metrics: ").strip()
         deadline = time.monotonic() + 60
-        while b"fleet_hwmon_worker_last_sample_timestamp_seconds{" not in urllib.request.urlopen(url).read():
+        sampled = b"fleet_hwmon_worker_last_sample_timestamp_seconds{"
+        while sampled not in urllib.request.urlopen(url, timeout=10).read():
             assert time.monotonic() < deadline, "no sample within 60 s"
             time.sleep(0.05)
         proc.send_signal(signum)
