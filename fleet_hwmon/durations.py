@@ -19,11 +19,19 @@ def checked_seconds(name: str, value: object, maximum_s: float, *, zero: bool = 
     """``value`` (any real number but a bool: an int, a float, a numpy scalar, a Fraction) as
     float seconds when it is finite, above 0 (at least 0 with ``zero``) and at most
     ``maximum_s``; else ``ValueError`` naming ``name`` and the allowed range."""
+    seconds, refusal = _checked(value, maximum_s, zero)
+    if refusal:
+        raise ValueError(f"{name} {refusal}")
+    return seconds
+
+
+def _checked(value: object, maximum_s: float, zero: bool) -> tuple[float, str | None]:
+    """``(seconds, None)``, or ``(nan, "must be ...")`` saying what ``value`` should have been."""
     seconds = math.nan if isinstance(value, bool) or not isinstance(value, numbers.Real) else float(value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero) or seconds > maximum_s:
         low = "0 or more" if zero else "above 0"
-        raise ValueError(f"{name} must be a number of seconds, {low} and at most {maximum_s:,.0f}, not {value!r}")
-    return seconds
+        return math.nan, f"must be a number of seconds, {low} and at most {maximum_s:,.0f}, not {value!r}"
+    return seconds, None
 
 
 def seconds_argument(maximum_s: float, *, zero: bool = False) -> Callable[[str], float]:
@@ -34,10 +42,10 @@ def seconds_argument(maximum_s: float, *, zero: bool = False) -> Callable[[str],
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        try:
-            return checked_seconds("the value", value, maximum_s, zero=zero)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).replace("the value must be", "must be")) from None
+        seconds, refusal = _checked(value, maximum_s, zero)
+        if refusal:
+            raise argparse.ArgumentTypeError(refusal)
+        return seconds
 
     parse.__name__ = "seconds"  # argparse says "invalid seconds value" for an unparsable one
     return parse

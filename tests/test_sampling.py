@@ -212,6 +212,15 @@ def test_loopback_is_known_by_name_where_psutil_reports_no_flags():
     assert (out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"]) == (15.0, 20.0)
 
 
+def test_what_the_source_learns_of_nics_that_came_and_went_stays_bounded():
+    fake = NicPsutil({"eth0": (0, 0)})
+    source, t0 = network_source(fake)
+    for i in range(500):  # a container host: a veth per container, each gone a moment later
+        fake.nics = {"eth0": (i, i), f"veth{i}": (0, 0)}
+        source.read(t0 + 1.0 + i)
+    assert len(source._loopback) <= 2 * 2 + 32 + 1 and source._loopback["eth0"] is False
+
+
 def test_c03_reset_is_none_never_zero_or_negative(caplog):
     fake = NicPsutil({"eth0": (1_000_000, 500)})
     source, t0 = network_source(fake)

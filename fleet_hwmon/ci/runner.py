@@ -193,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = ns.run_id or new_run_id()
     problem = unwritable_option([("--junit-xml", ns.junit_xml), ("--html-report", ns.html_report),
                                  ("--summary-json", ns.summary_json), ("--results-db", ns.results_db)])
-    if not problem and ns.results_db and path_problem(ns.results_db):
-        problem = f"--results-db: {printable(path_problem(ns.results_db))}"
+    if not problem and ns.results_db and (unusable := path_problem(ns.results_db)):
+        problem = f"--results-db: {printable(unusable)}"
     if problem:  # found now, not after the tests ran (pytest would crash writing it, and record nothing)
         print(f"run_hardware_monitoring_tests: {problem}; nothing was run", file=sys.stderr)
         return EXIT_USAGE

@@ -291,6 +291,8 @@ class NetworkSource:
         rates = self._io_counters(now_s)
         out: dict[str, Any] = {}
         external = {nic: r for nic, r in rates.items() if not self._is_loopback(nic)}
+        if len(self._loopback) > 2 * len(rates) + 32:  # NICs come and go (a container's veth): forget the gone
+            self._loopback = {nic: self._loopback[nic] for nic in rates}
         out["net_recv_bytes_per_s"], out["net_sent_bytes_per_s"] = summed(external, 2)
         if self._per_nic:
             out["nics"] = tuple(NicIO(name, r, s) for name, (r, s) in sorted(rates.items()))
